@@ -1,0 +1,101 @@
+import Koa from 'koa';
+import { Router } from '@koa/router';
+import type { Config } from './config.js';
+import { ModelCatalog } from './engine/model-catalog.js';
+import { authenticate } from './http/authenticate.js';
+import type { AppContext, AppState } from './http/context.js';
+import { corsPolicy } from './http/cors.js';
+import { errorHandler } from './http/error-handler.js';
+import { ApiError } from './http/errors.js';
+import { rateLimit } from './http/rate-limit.js';
+import { requestId } from './http/request-id.js';
+import { requestLog } from './http/request-log.js';
+import { securityHeaders } from './http/security-headers.js';
+import { LoginThrottle } from './limits/login-throttle.js';
+import { MemoryRateLimiter, type RateLimiter } from './limits/rate-limiter.js';
+import type { Logger } from './logging/logger.js';
+import { authRoutes } from './routes/auth.js';
+import type { RouteDeps } from './routes/deps.js';
+import { healthRoutes } from './routes/health.js';
+import { modelRoutes } from './routes/models.js';
+import { userRoutes } from './routes/users.js';
+import type { Store } from './store/types.js';
+
+export interface AppOptions {
+  config: Config;
+  store: Store;
+  logger: Logger;
+  jwtSecret: Buffer;
+  version: string;
+  rateLimiter?: RateLimiter;
+}
+
+const API_PREFIXES = ['/api/v1/', '/v1/'];
+const isApiPath = (path: string) => API_PREFIXES.some((prefix) => path.startsWith(prefix) || path === prefix.slice(0, -1));
+
+/** Runs `middleware` only for the API families; health probes and the root skip it. */
+const forApi = (middleware: (ctx: AppContext, next: () => Promise<unknown>) => unknown) => (ctx: AppContext, next: () => Promise<unknown>) =>
+  isApiPath(ctx.path) ? middleware(ctx, next) : next();
+
+/**
+ * The request's journey, top to bottom: an id, a log line, error formatting, security headers,
+ * CORS, then for the API: who is calling, their rate limit, and the routes (each route adds its
+ * own permission check, body parsing and validation).
+ */
+export function createApp(options: AppOptions): Koa<AppState> {
+  const { config, store, logger } = options;
+  const app = new Koa<AppState>({ proxy: config.server.trust_proxy });
+  app.silent = true; // errors are logged by errorHandler, redacted
+
+  const deps: RouteDeps = {
+    config,
+    store,
+    logger,
+    jwtSecret: options.jwtSecret,
+    version: options.version,
+    startedAt: Date.now(),
+    loginThrottle: new LoginThrottle(() => ({
+      maxFailures: config.auth.login_max_failures,
+      lockoutSeconds: config.auth.login_lockout_seconds,
+    })),
+  };
+  const catalog = new ModelCatalog(config.models.dir);
+
+  const api = new Router<AppState>({ prefix: '/api/v1' });
+  for (const routes of [authRoutes(deps), userRoutes(deps), modelRoutes(deps, catalog)]) {
+    api.use(routes.routes());
+  }
+  const health = healthRoutes(deps, () => ({ store: true }));
+
+  app.use(requestId());
+  app.use(requestLog(logger));
+  app.use(errorHandler(logger));
+  app.use(securityHeaders());
+  app.use(corsPolicy({ origins: config.server.cors_origins, methods: config.server.cors_methods, headers: config.server.cors_headers }));
+  app.use(health.routes());
+  app.use(forApi(authenticate({ store, secret: options.jwtSecret })));
+  app.use(
+    forApi(
+      rateLimit({
+        limiter: options.rateLimiter ?? new MemoryRateLimiter(),
+        audit: store,
+        enabled: () => config.rate_limit.enabled,
+        requestsPerMinute: () => config.rate_limit.requests_per_minute,
+      }),
+    ),
+  );
+  app.use(notFoundFallback);
+  app.use(api.routes());
+  app.use(api.allowedMethods({ throw: true, methodNotAllowed, notImplemented: methodNotAllowed }));
+  return app;
+}
+
+/** Whatever no route answered is a 404 in the documented format. */
+async function notFoundFallback(ctx: AppContext, next: () => Promise<unknown>) {
+  await next();
+  if (ctx.status === 404 && ctx.body == null) throw new ApiError('NOT_FOUND', 'No such route');
+}
+
+function methodNotAllowed() {
+  return new ApiError('METHOD_NOT_ALLOWED', 'This route does not take this method');
+}

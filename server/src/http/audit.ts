@@ -1,0 +1,14 @@
+import type { AuditEvent, AuditStore } from '../store/types.js';
+import type { AppContext } from './context.js';
+
+/** Records an audit event with the request's actor, IP and id filled in. */
+export function audit(store: AuditStore, ctx: AppContext, event: Pick<AuditEvent, 'action' | 'outcome' | 'target' | 'details'> & Partial<AuditEvent>): void {
+  const principal = ctx.state.principal;
+  store.recordAudit({
+    actorUserId: principal?.user.id ?? null,
+    actorKeyId: principal?.apiKey?.id ?? null,
+    ip: ctx.ip,
+    requestId: ctx.state.requestId,
+    ...event,
+  });
+}

@@ -1,0 +1,129 @@
+import koaJwt from 'koa-jwt';
+import { canonicalPermissions, ROLE_PERMISSIONS } from '../auth/permissions.js';
+import { hashApiKey, looksLikeApiKey } from '../auth/api-keys.js';
+import { JWT_ALGORITHM } from '../auth/jwt.js';
+import type { Store } from '../store/types.js';
+import type { AppContext, AppMiddleware } from './context.js';
+import { authenticationFailed, permissionDenied } from './errors.js';
+import type { Permission } from '../gen/types.gen.js';
+
+type Credential = { kind: 'api_key'; value: string } | { kind: 'jwt'; value: string } | { kind: 'none' } | { kind: 'malformed' };
+
+/** `X-API-Key: <key>`, or `Authorization: Bearer <jwt>`; a Bearer `inf_…` value is an API key (OpenAI clients send keys that way). */
+function readCredential(ctx: AppContext): Credential {
+  const apiKey = ctx.get('X-API-Key');
+  if (apiKey) return { kind: 'api_key', value: apiKey.trim() };
+  const authorization = ctx.get('Authorization');
+  if (!authorization) return { kind: 'none' };
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization);
+  if (!match) return { kind: 'malformed' };
+  const value = match[1]!;
+  return value.startsWith('inf_') ? { kind: 'api_key', value } : { kind: 'jwt', value };
+}
+
+/**
+ * Resolves the caller from an API key or a JWT (verified by koa-jwt, HS256 only, revocation
+ * checked) without refusing anything yet: a failure is noted for `requireAuth`, so the rate
+ * limiter counts bad attempts against the client's IP before they are answered.
+ */
+export function authenticate(options: { store: Store; secret: Buffer }): AppMiddleware {
+  const { store } = options;
+  const verifyJwt = koaJwt({
+    secret: options.secret,
+    algorithms: [JWT_ALGORITHM],
+    key: 'jwt',
+    passthrough: true,
+    getToken: (ctx) => readCredential(ctx as unknown as AppContext).kind === 'jwt' ? ctx.get('Authorization').trim().split(/\s+/)[1]! : null,
+    isRevoked: async (_ctx, payload) => {
+      const jti = (payload as { jti?: unknown }).jti;
+      return typeof jti !== 'string' || store.isTokenRevoked(jti);
+    },
+  }) as unknown as AppMiddleware;
+
+  const fromApiKey = (ctx: AppContext, key: string) => {
+    const record = looksLikeApiKey(key) ? store.findApiKeyByHash(hashApiKey(key)) : undefined;
+    if (!record || record.revokedAt) return fail(ctx, 'Invalid or revoked API key');
+    if (record.expiresAt && Date.parse(record.expiresAt) <= Date.now()) return fail(ctx, 'The API key has expired');
+    const user = store.getUser(record.userId);
+    if (!user || user.disabled) return fail(ctx, 'Invalid or revoked API key');
+    // A key never grants more than its owner has now: demoting the owner narrows the key too.
+    const owner = new Set<Permission>(ROLE_PERMISSIONS[user.role]);
+    const now = new Date().toISOString();
+    store.touchApiKey(record.id, now);
+    ctx.state.principal = {
+      user,
+      method: 'api_key',
+      apiKey: { ...record, lastUsedAt: now },
+      permissions: canonicalPermissions(record.permissions.filter((p) => owner.has(p))),
+    };
+  };
+
+  const fromJwt = (ctx: AppContext) => {
+    const claims = ctx.state.jwt as { sub?: unknown; jti?: unknown; sv?: unknown; exp?: unknown } | undefined;
+    if (!claims) {
+      const expired = ctx.state.jwtOriginalError?.name === 'TokenExpiredError';
+      return fail(ctx, expired ? 'The token has expired' : 'Invalid token');
+    }
+    const user = typeof claims.sub === 'string' ? store.getUser(claims.sub) : undefined;
+    if (!user || user.disabled) return fail(ctx, 'Invalid token');
+    if (claims.sv !== user.sessionVersion) return fail(ctx, 'The token has been revoked');
+    ctx.state.principal = {
+      user,
+      method: 'jwt',
+      permissions: ROLE_PERMISSIONS[user.role],
+      token: { jti: String(claims.jti), exp: Number(claims.exp) },
+    };
+  };
+
+  return async (ctx, next) => {
+    const credential = readCredential(ctx);
+    switch (credential.kind) {
+      case 'none':
+        return next();
+      case 'malformed':
+        fail(ctx, 'Malformed Authorization header: use "Bearer <token>" or X-API-Key');
+        return next();
+      case 'api_key':
+        fromApiKey(ctx, credential.value);
+        return next();
+      case 'jwt':
+        return verifyJwt(ctx, async () => {
+          fromJwt(ctx);
+          await next();
+        });
+    }
+  };
+}
+
+function fail(ctx: AppContext, reason: string): void {
+  ctx.state.authFailure = reason;
+}
+
+/** Refuses requests without valid credentials (401). */
+export const requireAuth: AppMiddleware = async (ctx, next) => {
+  if (!ctx.state.principal) throw authenticationFailed(ctx.state.authFailure ?? 'Authentication required: send a Bearer token or an X-API-Key');
+  await next();
+};
+
+/** Refuses a principal without the permission (403), and records the denial in the audit log. */
+export function requirePermission(store: Store, ...needed: Permission[]): AppMiddleware {
+  return async (ctx, next) => {
+    const principal = ctx.state.principal;
+    if (!principal) throw authenticationFailed(ctx.state.authFailure);
+    const missing = needed.filter((p) => !principal.permissions.includes(p));
+    if (missing.length > 0) {
+      store.recordAudit({
+        action: 'permission.denied',
+        outcome: 'denied',
+        actorUserId: principal.user.id,
+        actorKeyId: principal.apiKey?.id ?? null,
+        target: `${ctx.method} ${ctx.path}`,
+        ip: ctx.ip,
+        requestId: ctx.state.requestId,
+        details: { missing },
+      });
+      throw permissionDenied(`Missing permission: ${missing.join(', ')}`);
+    }
+    await next();
+  };
+}

@@ -1,0 +1,27 @@
+import type { ParameterizedContext } from 'koa';
+import type { Permission } from '../gen/types.gen.js';
+import type { ApiKeyRecord, UserRecord } from '../store/types.js';
+
+/** Who is making the request, once authenticated. */
+export interface Principal {
+  user: UserRecord;
+  permissions: readonly Permission[];
+  method: 'jwt' | 'api_key';
+  apiKey?: ApiKeyRecord;
+  token?: { jti: string; exp: number };
+}
+
+export interface AppState {
+  requestId: string;
+  principal?: Principal;
+  /** Why the presented credentials were refused; thrown by `requireAuth` so rate limiting sees the request first. */
+  authFailure?: string;
+  /** The parsed, validated request (body, query, path parameters). */
+  input: { body?: unknown; query?: unknown; params?: unknown };
+  /** Set by koa-jwt. */
+  jwt?: Record<string, unknown>;
+  jwtOriginalError?: Error;
+}
+
+export type AppContext = ParameterizedContext<AppState>;
+export type AppMiddleware = (ctx: AppContext, next: () => Promise<unknown>) => Promise<unknown> | unknown;

@@ -1,0 +1,42 @@
+import type { AppMiddleware } from './context.js';
+import { ApiError, validationError } from './errors.js';
+
+/**
+ * Reads a JSON body for routes that take one: 415 without `Content-Type: application/json`,
+ * 413 above the limit (refused from `Content-Length` before reading, or as soon as the streamed
+ * bytes pass it), 400 for malformed JSON.
+ */
+export function jsonBody(limitBytes: () => number): AppMiddleware {
+  return async (ctx, next) => {
+    if (!ctx.is('application/json')) {
+      // ctx.is answers null when there is no body at all; a JSON route still needs its type.
+      throw new ApiError('UNSUPPORTED_MEDIA_TYPE', 'This route takes a JSON body: send Content-Type: application/json');
+    }
+    const limit = limitBytes();
+    const declared = Number(ctx.get('Content-Length') || NaN);
+    if (declared > limit) throw tooLarge(limit);
+
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) {
+        // Stop reading; the connection is closed after the answer so the rest is never buffered.
+        ctx.req.pause();
+        ctx.set('Connection', 'close');
+        throw tooLarge(limit);
+      }
+      chunks.push(chunk);
+    }
+    const text = Buffer.concat(chunks).toString('utf8');
+    try {
+      ctx.state.input.body = text.length === 0 ? undefined : JSON.parse(text);
+    } catch (error) {
+      throw validationError([{ path: 'body', message: `Malformed JSON: ${(error as Error).message}` }], 'The body is not valid JSON');
+    }
+    await next();
+  };
+}
+
+const tooLarge = (limit: number) =>
+  new ApiError('PAYLOAD_TOO_LARGE', `The body is larger than the limit of ${limit} bytes`, { limit_bytes: limit });

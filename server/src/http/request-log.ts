@@ -1,0 +1,35 @@
+import type { Logger } from '../logging/logger.js';
+import type { AppMiddleware } from './context.js';
+
+/**
+ * One line per request when the response is finished: time, client IP, user, method, endpoint
+ * (path only: query strings can carry anything), status, response time and request id.
+ * Never headers, never bodies.
+ */
+export function requestLog(logger: Logger): AppMiddleware {
+  return async (ctx, next) => {
+    const started = process.hrtime.bigint();
+    let logged = false;
+    const log = () => {
+      if (logged) return;
+      logged = true;
+      logger.info(
+        {
+          request_id: ctx.state.requestId,
+          ip: ctx.ip,
+          user_id: ctx.state.principal?.user.id ?? null,
+          key_id: ctx.state.principal?.apiKey?.id ?? null,
+          method: ctx.method,
+          endpoint: ctx.path,
+          status: ctx.status,
+          response_time_ms: Number((Number(process.hrtime.bigint() - started) / 1e6).toFixed(2)),
+        },
+        'request',
+      );
+    };
+    // 'close' covers clients that go away mid-stream; 'finish' the normal end.
+    ctx.res.once('finish', log);
+    ctx.res.once('close', log);
+    await next();
+  };
+}

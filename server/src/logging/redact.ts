@@ -1,0 +1,25 @@
+// Patterns of secrets that could reach a log line through a path, an error message or a header:
+// API keys, JWTs, bearer credentials and email addresses. Passwords have no pattern: they are kept
+// out of logs by never logging bodies or headers.
+const SECRET_PATTERNS: readonly [RegExp, string][] = [
+  [/inf_[0-9A-Za-z]{4,}/g, 'inf_[REDACTED]'],
+  [/eyJ[\w-]*\.[\w-]*\.[\w-]*/g, '[REDACTED_JWT]'],
+  [/\b(Bearer|Basic)\s+[^\s"',;]+/gi, '$1 [REDACTED]'],
+  [/[^\s@"'<>(),;:/]+@[^\s@"'<>(),;:/]+\.[A-Za-z]{2,}/g, '[REDACTED_EMAIL]'],
+];
+
+export function redactText(text: string): string {
+  let out = text;
+  for (const [pattern, replacement] of SECRET_PATTERNS) out = out.replace(pattern, replacement);
+  return out;
+}
+
+/** Redacts every string inside a log record (objects and arrays walked, depth-limited). */
+export function redactValue(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return redactText(value);
+  if (depth > 6 || value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map((v) => redactValue(v, depth + 1));
+  const out: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(value)) out[key] = redactValue(v, depth + 1);
+  return out;
+}

@@ -1,0 +1,115 @@
+import { Router } from '@koa/router';
+import { generateApiKey } from '../auth/api-keys.js';
+import { issueToken } from '../auth/jwt.js';
+import { decoyHash, verifyPassword } from '../auth/passwords.js';
+import { canonicalPermissions } from '../auth/permissions.js';
+import type { CreateApiKeyRequest, ListApiKeysData, LoginRequest } from '../gen/types.gen.js';
+import { zCreateApiKeyBody, zListApiKeysQuery, zLoginBody, zRevokeApiKeyPath } from '../gen/zod.gen.js';
+import { audit } from '../http/audit.js';
+import { requireAuth, requirePermission } from '../http/authenticate.js';
+import type { AppContext, AppState } from '../http/context.js';
+import { ApiError, authenticationFailed, notFound, permissionDenied } from '../http/errors.js';
+import { jsonBody } from '../http/json-body.js';
+import { validate } from '../http/validate.js';
+import type { RouteDeps } from './deps.js';
+import { presentApiKey, presentUser } from './presenters.js';
+
+const USERNAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const DAY_MS = 86_400_000;
+
+export function authRoutes(deps: RouteDeps): Router<AppState> {
+  const { store, config, loginThrottle } = deps;
+  const body = jsonBody(() => config.limits.max_body_bytes);
+  const router = new Router<AppState>();
+
+  router.post('/auth/login', body, validate({ body: zLoginBody }), async (ctx) => {
+    const { username, password } = ctx.state.input.body as LoginRequest;
+    // Only a well-formed username is written to the audit log: a password typed into the
+    // username field must not end up stored.
+    const target = USERNAME.test(username) ? username : null;
+    const wait = loginThrottle.retryAfter(username, ctx.ip);
+    if (wait > 0) {
+      audit(store, ctx, { action: 'auth.login', outcome: 'denied', target, details: { reason: 'throttled' } });
+      throw new ApiError('RATE_LIMITED', `Too many failed logins; retry in ${wait} s`, { retry_after_seconds: wait }, { 'Retry-After': String(wait) });
+    }
+    const user = store.getUserByUsername(username);
+    // Verify against a decoy when the user does not exist: same work, same time, same answer.
+    const valid = await verifyPassword(password, user?.passwordHash ?? (await decoyHash()));
+    if (!user || !valid || user.disabled) {
+      loginThrottle.recordFailure(username, ctx.ip);
+      audit(store, ctx, { action: 'auth.login', outcome: 'failure', target, actorUserId: null });
+      throw authenticationFailed('Invalid username or password');
+    }
+    loginThrottle.recordSuccess(username);
+    const { token, claims } = issueToken(user, deps.jwtSecret, config.auth.token_ttl_seconds);
+    audit(store, ctx, { action: 'auth.login', outcome: 'success', target: user.username, actorUserId: user.id });
+    ctx.body = { token, expires_at: new Date(claims.exp * 1000).toISOString() };
+  });
+
+  router.post('/auth/logout', requireAuth, async (ctx) => {
+    const { token } = ctx.state.principal!;
+    if (!token) throw authenticationFailed('Logout ends a JWT session; revoke API keys with DELETE /api/v1/auth/api-keys/{id}');
+    store.revokeToken(token.jti, token.exp * 1000);
+    audit(store, ctx, { action: 'auth.logout', outcome: 'success', target: ctx.state.principal!.user.username });
+    ctx.status = 204;
+  });
+
+  router.get('/auth/me', requireAuth, (ctx) => {
+    const principal = ctx.state.principal!;
+    ctx.body = {
+      user: presentUser(principal.user),
+      auth_method: principal.method,
+      permissions: [...principal.permissions],
+      api_key: principal.apiKey ? presentApiKey(principal.apiKey) : null,
+      token_expires_at: principal.token ? new Date(principal.token.exp * 1000).toISOString() : null,
+    };
+  });
+
+  router.post('/auth/api-keys', requireAuth, body, validate({ body: zCreateApiKeyBody }), (ctx) => {
+    const request = ctx.state.input.body as CreateApiKeyRequest;
+    const principal = ctx.state.principal!;
+    const missing = request.permissions.filter((p) => !principal.permissions.includes(p));
+    if (missing.length > 0) {
+      audit(store, ctx, { action: 'api_key.create', outcome: 'denied', target: request.name, details: { missing } });
+      throw permissionDenied(`A key cannot carry permissions its creator lacks: ${missing.join(', ')}`);
+    }
+    const generated = generateApiKey();
+    const record = store.createApiKey({
+      userId: principal.user.id,
+      name: request.name,
+      prefix: generated.prefix,
+      keyHash: generated.hash,
+      permissions: canonicalPermissions(request.permissions),
+      expiresAt: request.expires_in_days ? new Date(Date.now() + request.expires_in_days * DAY_MS).toISOString() : null,
+    });
+    audit(store, ctx, { action: 'api_key.create', outcome: 'success', target: record.id, details: { name: record.name, permissions: record.permissions } });
+    ctx.status = 201;
+    ctx.body = { ...presentApiKey(record), key: generated.key };
+  });
+
+  router.get('/auth/api-keys', requireAuth, validate({ query: zListApiKeysQuery }), async (ctx) => {
+    const query = (ctx.state.input.query ?? {}) as NonNullable<ListApiKeysData['query']>;
+    const userId = query.user_id ?? ctx.state.principal!.user.id;
+    await ownOrManageUsers(ctx, userId, deps);
+    if (!store.getUser(userId)) throw notFound('No user with this id');
+    ctx.body = { data: store.listApiKeys(userId).map(presentApiKey) };
+  });
+
+  router.delete('/auth/api-keys/:id', requireAuth, validate({ params: zRevokeApiKeyPath }), async (ctx) => {
+    const { id } = ctx.state.input.params as { id: string };
+    const key = store.getApiKey(id);
+    if (!key || key.revokedAt) throw notFound('No API key with this id');
+    await ownOrManageUsers(ctx, key.userId, deps);
+    store.revokeApiKey(id);
+    audit(store, ctx, { action: 'api_key.revoke', outcome: 'success', target: id, details: { owner_user_id: key.userId } });
+    ctx.status = 204;
+  });
+
+  return router;
+}
+
+/** Passes for the caller's own resources; another user's need `manage_users`. */
+async function ownOrManageUsers(ctx: AppContext, ownerId: string, deps: RouteDeps): Promise<void> {
+  if (ownerId === ctx.state.principal!.user.id) return;
+  await requirePermission(deps.store, 'manage_users')(ctx, async () => undefined);
+}

@@ -1,0 +1,19 @@
+import { Router } from '@koa/router';
+import type { AppState } from '../http/context.js';
+import type { RouteDeps } from './deps.js';
+
+/** Public probes: no authentication and no rate limit, so orchestrators can always reach them. */
+export function healthRoutes(deps: RouteDeps, readiness: () => Record<string, boolean>): Router<AppState> {
+  const router = new Router<AppState>();
+  router.get('/health', (ctx) => {
+    ctx.body = { status: 'ok', version: deps.version, uptime_seconds: (Date.now() - deps.startedAt) / 1000 };
+  });
+  router.get('/health/ready', (ctx) => {
+    const checks = readiness();
+    const ready = Object.values(checks).every(Boolean);
+    ctx.status = ready ? 200 : 503;
+    if (!ready) ctx.set('Retry-After', '1');
+    ctx.body = { ready, checks };
+  });
+  return router;
+}

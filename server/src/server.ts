@@ -1,0 +1,105 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { DestinationStream } from 'pino';
+import { createApp } from './app.js';
+import { hashPassword } from './auth/passwords.js';
+import { loadJwtSecret } from './auth/jwt.js';
+import { describeConfig, type Config } from './config.js';
+import { createLogger, type Logger } from './logging/logger.js';
+import { SqliteStore } from './store/sqlite-store.js';
+import type { Store } from './store/types.js';
+
+export const VERSION = '0.1.0';
+
+export interface RunningServer {
+  /** Where the server listens, e.g. `http://127.0.0.1:8080`. */
+  url: string;
+  port: number;
+  config: Config;
+  store: Store;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Where log lines go (default stdout). */
+  logDestination?: DestinationStream;
+  /** Where the one-time generated admin password is announced (default stderr, outside the log). */
+  announce?: (message: string) => void;
+}
+
+/**
+ * On first start with an empty store, creates `admin` with `[auth] admin_password`, or with a
+ * random password announced once on the console (never written to the log).
+ */
+async function bootstrapAdmin(store: Store, config: Config, logger: Logger, announce: (message: string) => void) {
+  if (store.countUsers() > 0) return;
+  const password = config.auth.admin_password ?? randomBytes(18).toString('base64url');
+  store.createUser({ username: 'admin', passwordHash: await hashPassword(password), role: 'admin' });
+  store.recordAudit({ action: 'user.create', outcome: 'success', target: 'admin', details: { bootstrap: true } });
+  logger.info({ username: 'admin' }, 'created the first admin user');
+  if (!config.auth.admin_password) {
+    announce(
+      `\n  Inferno: created user "admin" with password ${password}\n` +
+        '  It is shown only this once: log in and change it (PATCH /api/v1/users/{id}).\n\n',
+    );
+  }
+}
+
+export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
+  const logger = createLogger(config.logging.level, options.logDestination);
+  mkdirSync(config.storage.data_dir, { recursive: true, mode: 0o700 });
+  const store = new SqliteStore(config.storage.data_dir);
+  try {
+    await bootstrapAdmin(store, config, logger, options.announce ?? ((m) => process.stderr.write(m)));
+    const jwtSecret = loadJwtSecret(config.auth.jwt_secret, config.storage.data_dir);
+    const app = createApp({ config, store, logger, jwtSecret, version: VERSION });
+
+    const tls = config.server.tls;
+    const server =
+      tls.cert && tls.key
+        ? https.createServer({ cert: readFileSync(tls.cert), key: readFileSync(tls.key), minVersion: tls.min_version }, app.callback())
+        : http.createServer(app.callback());
+    // Slow-loris guards: a client must send its headers and body in reasonable time.
+    server.headersTimeout = 30_000;
+    server.requestTimeout = 0; // streams may last long; idle sockets are cut by keepAliveTimeout
+
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.server.port, config.server.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const { port } = server.address() as AddressInfo;
+    const scheme = tls.cert ? 'https' : 'http';
+    const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
+    const url = `${scheme}://${host}:${port}`;
+    logger.info({ url, config: describeConfig(config) }, 'Inferno server listening');
+
+    let closing: Promise<void> | undefined;
+    return {
+      url,
+      port,
+      config,
+      store,
+      logger,
+      close() {
+        closing ??= new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        }).then(() => {
+          store.close();
+          logger.flush();
+        });
+        return closing;
+      },
+    };
+  } catch (error) {
+    store.close();
+    throw error;
+  }
+}

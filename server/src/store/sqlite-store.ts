@@ -1,0 +1,219 @@
+import { randomUUID } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
+import { MIGRATIONS } from './migrations.js';
+import type { ApiKeyRecord, AuditEvent, AuditRecord, Permission, Role, Store, UserRecord } from './types.js';
+
+type Row = Record<string, SQLInputValue>;
+
+const now = () => new Date().toISOString();
+
+function toUser(row: Row): UserRecord {
+  return {
+    id: String(row.id),
+    username: String(row.username),
+    passwordHash: String(row.password_hash),
+    role: row.role as Role,
+    disabled: row.disabled === 1,
+    sessionVersion: Number(row.session_version),
+    createdAt: String(row.created_at),
+    updatedAt: String(row.updated_at),
+  };
+}
+
+function toApiKey(row: Row): ApiKeyRecord {
+  return {
+    id: String(row.id),
+    userId: String(row.user_id),
+    name: String(row.name),
+    prefix: String(row.prefix),
+    keyHash: String(row.key_hash),
+    permissions: JSON.parse(String(row.permissions)) as Permission[],
+    createdAt: String(row.created_at),
+    expiresAt: row.expires_at === null ? null : String(row.expires_at),
+    lastUsedAt: row.last_used_at === null ? null : String(row.last_used_at),
+    revokedAt: row.revoked_at === null ? null : String(row.revoked_at),
+  };
+}
+
+function toAudit(row: Row): AuditRecord {
+  return {
+    id: Number(row.id),
+    time: String(row.time),
+    action: String(row.action),
+    outcome: row.outcome as AuditRecord['outcome'],
+    actorUserId: (row.actor_user_id as string | null) ?? null,
+    actorKeyId: (row.actor_key_id as string | null) ?? null,
+    target: (row.target as string | null) ?? null,
+    ip: (row.ip as string | null) ?? null,
+    requestId: (row.request_id as string | null) ?? null,
+    details: row.details === null ? null : (JSON.parse(String(row.details)) as Record<string, unknown>),
+  };
+}
+
+/** The embedded store: one SQLite file in the data dir, WAL mode, migrated on open. */
+export class SqliteStore implements Store {
+  readonly #db: DatabaseSync;
+
+  constructor(dataDir: string) {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    this.#db = new DatabaseSync(path.join(dataDir, 'inferno.db'));
+    this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;');
+    this.#migrate();
+  }
+
+  #migrate(): void {
+    const version = Number((this.#db.prepare('PRAGMA user_version').get() as Row).user_version);
+    if (version > MIGRATIONS.length) {
+      throw new Error(`The database schema (version ${version}) is newer than this server (${MIGRATIONS.length}); upgrade the server.`);
+    }
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      this.#db.exec('BEGIN');
+      try {
+        this.#db.exec(MIGRATIONS[v]!);
+        this.#db.exec(`PRAGMA user_version = ${v + 1}`);
+        this.#db.exec('COMMIT');
+      } catch (error) {
+        this.#db.exec('ROLLBACK');
+        throw error;
+      }
+    }
+  }
+
+  close(): void {
+    if (this.#db.isOpen) this.#db.close();
+  }
+
+  // Users
+
+  countUsers(): number {
+    return Number((this.#db.prepare('SELECT COUNT(*) AS n FROM users').get() as Row).n);
+  }
+
+  createUser(user: { username: string; passwordHash: string; role: Role }): UserRecord {
+    const at = now();
+    const row = this.#db
+      .prepare(
+        `INSERT INTO users (id, username, password_hash, role, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?) RETURNING *`,
+      )
+      .get(randomUUID(), user.username, user.passwordHash, user.role, at, at) as Row;
+    return toUser(row);
+  }
+
+  getUser(id: string): UserRecord | undefined {
+    const row = this.#db.prepare('SELECT * FROM users WHERE id = ?').get(id) as Row | undefined;
+    return row && toUser(row);
+  }
+
+  getUserByUsername(username: string): UserRecord | undefined {
+    const row = this.#db.prepare('SELECT * FROM users WHERE username = ?').get(username) as Row | undefined;
+    return row && toUser(row);
+  }
+
+  listUsers(): UserRecord[] {
+    return (this.#db.prepare('SELECT * FROM users ORDER BY created_at, rowid').all() as Row[]).map(toUser);
+  }
+
+  updateUser(
+    id: string,
+    changes: Partial<Pick<UserRecord, 'passwordHash' | 'role' | 'disabled' | 'sessionVersion'>>,
+  ): UserRecord | undefined {
+    const columns: Record<string, SQLInputValue | undefined> = {
+      password_hash: changes.passwordHash,
+      role: changes.role,
+      disabled: changes.disabled === undefined ? undefined : changes.disabled ? 1 : 0,
+      session_version: changes.sessionVersion,
+    };
+    const set = Object.entries(columns).filter(([, value]) => value !== undefined);
+    const assignments = [...set.map(([column]) => `${column} = ?`), 'updated_at = ?'].join(', ');
+    const row = this.#db
+      .prepare(`UPDATE users SET ${assignments} WHERE id = ? RETURNING *`)
+      .get(...set.map(([, value]) => value as SQLInputValue), now(), id) as Row | undefined;
+    return row && toUser(row);
+  }
+
+  deleteUser(id: string): boolean {
+    return Number(this.#db.prepare('DELETE FROM users WHERE id = ?').run(id).changes) > 0;
+  }
+
+  // API keys
+
+  createApiKey(key: Omit<ApiKeyRecord, 'id' | 'createdAt' | 'lastUsedAt' | 'revokedAt'>): ApiKeyRecord {
+    const row = this.#db
+      .prepare(
+        `INSERT INTO api_keys (id, user_id, name, prefix, key_hash, permissions, created_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
+      )
+      .get(randomUUID(), key.userId, key.name, key.prefix, key.keyHash, JSON.stringify(key.permissions), now(), key.expiresAt) as Row;
+    return toApiKey(row);
+  }
+
+  getApiKey(id: string): ApiKeyRecord | undefined {
+    const row = this.#db.prepare('SELECT * FROM api_keys WHERE id = ?').get(id) as Row | undefined;
+    return row && toApiKey(row);
+  }
+
+  findApiKeyByHash(keyHash: string): ApiKeyRecord | undefined {
+    const row = this.#db.prepare('SELECT * FROM api_keys WHERE key_hash = ?').get(keyHash) as Row | undefined;
+    return row && toApiKey(row);
+  }
+
+  listApiKeys(userId: string): ApiKeyRecord[] {
+    return (
+      this.#db
+        .prepare('SELECT * FROM api_keys WHERE user_id = ? AND revoked_at IS NULL ORDER BY created_at DESC, rowid DESC')
+        .all(userId) as Row[]
+    ).map(toApiKey);
+  }
+
+  revokeApiKey(id: string): boolean {
+    const result = this.#db.prepare('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(now(), id);
+    return Number(result.changes) > 0;
+  }
+
+  touchApiKey(id: string, at: string): void {
+    this.#db.prepare('UPDATE api_keys SET last_used_at = ? WHERE id = ?').run(at, id);
+  }
+
+  // Revoked tokens
+
+  revokeToken(jti: string, expiresAtMs: number): void {
+    this.#db.prepare('DELETE FROM revoked_tokens WHERE expires_at < ?').run(Date.now());
+    this.#db.prepare('INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)').run(jti, expiresAtMs);
+  }
+
+  isTokenRevoked(jti: string): boolean {
+    return this.#db.prepare('SELECT 1 FROM revoked_tokens WHERE jti = ?').get(jti) !== undefined;
+  }
+
+  // Audit log
+
+  recordAudit(event: AuditEvent): void {
+    this.#db
+      .prepare(
+        `INSERT INTO audit_log (time, action, outcome, actor_user_id, actor_key_id, target, ip, request_id, details)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        now(),
+        event.action,
+        event.outcome,
+        event.actorUserId ?? null,
+        event.actorKeyId ?? null,
+        event.target ?? null,
+        event.ip ?? null,
+        event.requestId ?? null,
+        event.details ? JSON.stringify(event.details) : null,
+      );
+  }
+
+  listAudit(filter: { action?: string; limit?: number } = {}): AuditRecord[] {
+    const limit = filter.limit ?? 100;
+    const rows = filter.action
+      ? this.#db.prepare('SELECT * FROM audit_log WHERE action = ? ORDER BY id DESC LIMIT ?').all(filter.action, limit)
+      : this.#db.prepare('SELECT * FROM audit_log ORDER BY id DESC LIMIT ?').all(limit);
+    return (rows as Row[]).map(toAudit);
+  }
+}
