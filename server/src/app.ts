@@ -19,6 +19,9 @@ import type { RouteDeps } from './routes/deps.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
 import { userRoutes } from './routes/users.js';
+import { configRoutes } from './routes/config.js';
+import { observabilityRoutes, prometheusRoutes } from './routes/observability.js';
+import { ServerMetrics } from './metrics.js';
 import type { Store } from './store/types.js';
 
 export interface AppOptions {
@@ -28,10 +31,12 @@ export interface AppOptions {
   jwtSecret: Buffer;
   version: string;
   rateLimiter?: RateLimiter;
+  metrics?: ServerMetrics;
 }
 
 const API_PREFIXES = ['/api/v1/', '/v1/'];
-const isApiPath = (path: string) => API_PREFIXES.some((prefix) => path.startsWith(prefix) || path === prefix.slice(0, -1));
+// The API families, plus the Prometheus endpoint, which is authenticated and rate-limited like them.
+const isApiPath = (path: string) => path === '/metrics' || API_PREFIXES.some((prefix) => path.startsWith(prefix) || path === prefix.slice(0, -1));
 
 /** Runs `middleware` only for the API families; health probes and the root skip it. */
 const forApi = (middleware: (ctx: AppContext, next: () => Promise<unknown>) => unknown) => (ctx: AppContext, next: () => Promise<unknown>) =>
@@ -60,15 +65,17 @@ export function createApp(options: AppOptions): Koa<AppState> {
     })),
   };
   const catalog = new ModelCatalog(config.models.dir);
+  const metrics = options.metrics ?? new ServerMetrics();
 
   const api = new Router<AppState>({ prefix: '/api/v1' });
-  for (const routes of [authRoutes(deps), userRoutes(deps), modelRoutes(deps, catalog)]) {
+  for (const routes of [authRoutes(deps), userRoutes(deps), modelRoutes(deps, catalog), observabilityRoutes(deps, metrics), configRoutes(deps)]) {
     api.use(routes.routes());
   }
   const health = healthRoutes(deps, () => ({ store: true }));
+  const prometheus = prometheusRoutes(deps, metrics);
 
   app.use(requestId());
-  app.use(requestLog(logger));
+  app.use(requestLog(logger, metrics));
   app.use(errorHandler(logger));
   app.use(securityHeaders());
   app.use(corsPolicy({ origins: config.server.cors_origins, methods: config.server.cors_methods, headers: config.server.cors_headers }));
@@ -85,6 +92,7 @@ export function createApp(options: AppOptions): Koa<AppState> {
     ),
   );
   app.use(notFoundFallback);
+  app.use(prometheus.routes());
   app.use(api.routes());
   app.use(api.allowedMethods({ throw: true, methodNotAllowed, notImplemented: methodNotAllowed }));
   return app;

@@ -10,6 +10,7 @@ import { loadJwtSecret } from './auth/jwt.js';
 import { describeConfig, type Config } from './config.js';
 import { createLogger, type Logger } from './logging/logger.js';
 import { SqliteStore } from './store/sqlite-store.js';
+import { applyPersistedSettings } from './runtime-settings.js';
 import type { Store } from './store/types.js';
 
 export const VERSION = '0.1.0';
@@ -55,6 +56,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const store = new SqliteStore(config.storage.data_dir);
   try {
     await bootstrapAdmin(store, config, logger, options.announce ?? ((m) => process.stderr.write(m)));
+    const settings = applyPersistedSettings(config, store.getSettings());
+    if (settings.applied.length > 0) logger.info({ keys: settings.applied }, 'applied settings changed at run time (PATCH /api/v1/config)');
+    if (settings.skipped.length > 0) logger.warn({ keys: settings.skipped }, 'ignored persisted settings that are no longer valid');
+    logger.level = config.logging.level;
     const jwtSecret = loadJwtSecret(config.auth.jwt_secret, config.storage.data_dir);
     const app = createApp({ config, store, logger, jwtSecret, version: VERSION });
 

@@ -195,6 +195,79 @@ export type ModelList = {
     data: Array<Model>;
 };
 
+export type AuditEntry = {
+    id: number;
+    time: Timestamp;
+    /**
+     * e.g. `auth.login`, `auth.logout`, `api_key.create`, `api_key.revoke`, `user.create`, `user.update`, `user.delete`, `config.update`, `permission.denied`, `rate_limit.refused`.
+     */
+    action: string;
+    outcome: 'success' | 'failure' | 'denied';
+    actor_user_id: string | null;
+    actor_key_id: string | null;
+    target: string | null;
+    ip: string | null;
+    request_id: string | null;
+    details: {
+        [key: string]: unknown;
+    } | null;
+};
+
+export type AuditLogPage = {
+    data: Array<AuditEntry>;
+    /**
+     * Pass as `cursor` for the next (older) page; null on the last page.
+     */
+    next_cursor: string | null;
+};
+
+export type MetricsSummary = {
+    uptime_seconds: number;
+    requests_total: number;
+    requests_in_flight: number;
+    /**
+     * Count of responses per HTTP status code.
+     */
+    responses_by_status: {
+        [key: string]: number;
+    };
+    rate_limited_total: number;
+    authentication_failures_total: number;
+    request_duration_ms: {
+        count: number;
+        sum: number;
+        p50: number;
+        p95: number;
+        p99: number;
+    };
+};
+
+/**
+ * The running configuration, in the TOML file's sections; secrets read `(set)` or null.
+ */
+export type ConfigView = {
+    [key: string]: unknown;
+};
+
+export type ConfigPatch = {
+    rate_limit?: {
+        enabled?: boolean;
+        requests_per_minute?: number;
+    };
+    limits?: {
+        max_body_bytes?: number;
+        max_prompt_chars?: number;
+    };
+    auth?: {
+        token_ttl_seconds?: number;
+        login_max_failures?: number;
+        login_lockout_seconds?: number;
+    };
+    logging?: {
+        level?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+    };
+};
+
 export type IdPath = Id;
 
 /**
@@ -829,3 +902,223 @@ export type GetModelResponses = {
 };
 
 export type GetModelResponse = GetModelResponses[keyof GetModelResponses];
+
+export type ListAuditLogsData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Only events by this user id.
+         */
+        actor?: Id;
+        /**
+         * Only this action, e.g. `auth.login` or `api_key.revoke`.
+         */
+        action?: string;
+        /**
+         * Only events at or after this time.
+         */
+        since?: Timestamp;
+        /**
+         * Only events before this time.
+         */
+        until?: Timestamp;
+        limit?: number;
+        cursor?: string;
+    };
+    url: '/api/v1/audit-logs';
+};
+
+export type ListAuditLogsErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type ListAuditLogsError = ListAuditLogsErrors[keyof ListAuditLogsErrors];
+
+export type ListAuditLogsResponses = {
+    /**
+     * A page of audit events.
+     */
+    200: AuditLogPage;
+};
+
+export type ListAuditLogsResponse = ListAuditLogsResponses[keyof ListAuditLogsResponses];
+
+export type GetMetricsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/metrics';
+};
+
+export type GetMetricsErrors = {
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type GetMetricsError = GetMetricsErrors[keyof GetMetricsErrors];
+
+export type GetMetricsResponses = {
+    /**
+     * The counters since start.
+     */
+    200: MetricsSummary;
+};
+
+export type GetMetricsResponse = GetMetricsResponses[keyof GetMetricsResponses];
+
+export type GetPrometheusMetricsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/metrics';
+};
+
+export type GetPrometheusMetricsErrors = {
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type GetPrometheusMetricsError = GetPrometheusMetricsErrors[keyof GetPrometheusMetricsErrors];
+
+export type GetPrometheusMetricsResponses = {
+    /**
+     * Counters in the Prometheus text format 0.0.4.
+     */
+    200: string;
+};
+
+export type GetPrometheusMetricsResponse = GetPrometheusMetricsResponses[keyof GetPrometheusMetricsResponses];
+
+export type GetConfigData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/config';
+};
+
+export type GetConfigErrors = {
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type GetConfigError = GetConfigErrors[keyof GetConfigErrors];
+
+export type GetConfigResponses = {
+    /**
+     * Every setting; secrets read `(set)` or null.
+     */
+    200: ConfigView;
+};
+
+export type GetConfigResponse = GetConfigResponses[keyof GetConfigResponses];
+
+export type UpdateConfigData = {
+    body: ConfigPatch;
+    path?: never;
+    query?: never;
+    url: '/api/v1/config';
+};
+
+export type UpdateConfigErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
+     */
+    413: ApiError;
+    /**
+     * A JSON route was called without `Content-Type: application/json` (`UNSUPPORTED_MEDIA_TYPE`).
+     */
+    415: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type UpdateConfigError = UpdateConfigErrors[keyof UpdateConfigErrors];
+
+export type UpdateConfigResponses = {
+    /**
+     * The configuration after the change.
+     */
+    200: ConfigView;
+};
+
+export type UpdateConfigResponse = UpdateConfigResponses[keyof UpdateConfigResponses];

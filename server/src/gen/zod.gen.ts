@@ -172,6 +172,76 @@ export const zModelList = z.object({
     data: z.array(zModel)
 });
 
+export const zAuditEntry = z.object({
+    id: z.int(),
+    time: zTimestamp,
+    action: z.string(),
+    outcome: z.enum([
+        'success',
+        'failure',
+        'denied'
+    ]),
+    actor_user_id: z.string().nullable(),
+    actor_key_id: z.string().nullable(),
+    target: z.string().nullable(),
+    ip: z.string().nullable(),
+    request_id: z.string().nullable(),
+    details: z.record(z.string(), z.unknown()).nullable()
+});
+
+export const zAuditLogPage = z.object({
+    data: z.array(zAuditEntry),
+    next_cursor: z.string().nullable()
+});
+
+export const zMetricsSummary = z.object({
+    uptime_seconds: z.number(),
+    requests_total: z.int(),
+    requests_in_flight: z.int(),
+    responses_by_status: z.record(z.string(), z.int()),
+    rate_limited_total: z.int(),
+    authentication_failures_total: z.int(),
+    request_duration_ms: z.object({
+        count: z.int(),
+        sum: z.number(),
+        p50: z.number(),
+        p95: z.number(),
+        p99: z.number()
+    })
+});
+
+/**
+ * The running configuration, in the TOML file's sections; secrets read `(set)` or null.
+ */
+export const zConfigView = z.record(z.string(), z.unknown());
+
+export const zConfigPatch = z.object({
+    rate_limit: z.object({
+        enabled: z.boolean().optional(),
+        requests_per_minute: z.int().gte(1).lte(1000000).optional()
+    }).optional(),
+    limits: z.object({
+        max_body_bytes: z.int().gte(1024).lte(1073741824).optional(),
+        max_prompt_chars: z.int().gte(1).lte(10000000).optional()
+    }).optional(),
+    auth: z.object({
+        token_ttl_seconds: z.int().gte(60).lte(31536000).optional(),
+        login_max_failures: z.int().gte(1).lte(1000).optional(),
+        login_lockout_seconds: z.int().gte(1).lte(86400).optional()
+    }).optional(),
+    logging: z.object({
+        level: z.enum([
+            'fatal',
+            'error',
+            'warn',
+            'info',
+            'debug',
+            'trace',
+            'silent'
+        ]).optional()
+    }).optional()
+});
+
 export const zIdPath = zId;
 
 /**
@@ -285,3 +355,39 @@ export const zGetModelPath = z.object({
  * The model.
  */
 export const zGetModelResponse = zModel;
+
+export const zListAuditLogsQuery = z.object({
+    actor: zId.optional(),
+    action: z.string().max(64).regex(/^[a-z_]+\.[a-z_]+$/).optional(),
+    since: zTimestamp.optional(),
+    until: zTimestamp.optional(),
+    limit: z.int().gte(1).lte(500).optional().default(100),
+    cursor: z.string().regex(/^[0-9]{1,18}$/).optional()
+});
+
+/**
+ * A page of audit events.
+ */
+export const zListAuditLogsResponse = zAuditLogPage;
+
+/**
+ * The counters since start.
+ */
+export const zGetMetricsResponse = zMetricsSummary;
+
+/**
+ * Counters in the Prometheus text format 0.0.4.
+ */
+export const zGetPrometheusMetricsResponse = z.string();
+
+/**
+ * Every setting; secrets read `(set)` or null.
+ */
+export const zGetConfigResponse = zConfigView;
+
+export const zUpdateConfigBody = zConfigPatch;
+
+/**
+ * The configuration after the change.
+ */
+export const zUpdateConfigResponse = zConfigView;

@@ -1,18 +1,24 @@
 import type { Logger } from '../logging/logger.js';
+import type { ServerMetrics } from '../metrics.js';
 import type { AppMiddleware } from './context.js';
 
 /**
  * One line per request when the response is finished: time, client IP, user, method, endpoint
  * (path only: query strings can carry anything), status, response time and request id.
- * Never headers, never bodies.
+ * Never headers, never bodies. The same moment feeds the metrics.
  */
-export function requestLog(logger: Logger): AppMiddleware {
+export function requestLog(logger: Logger, metrics: ServerMetrics): AppMiddleware {
   return async (ctx, next) => {
     const started = process.hrtime.bigint();
+    metrics.requestsTotal++;
+    metrics.inFlight++;
     let logged = false;
     const log = () => {
       if (logged) return;
       logged = true;
+      metrics.inFlight--;
+      const elapsedMs = Number(process.hrtime.bigint() - started) / 1e6;
+      metrics.recordResponse(ctx.status, elapsedMs);
       logger.info(
         {
           request_id: ctx.state.requestId,
@@ -22,7 +28,7 @@ export function requestLog(logger: Logger): AppMiddleware {
           method: ctx.method,
           endpoint: ctx.path,
           status: ctx.status,
-          response_time_ms: Number((Number(process.hrtime.bigint() - started) / 1e6).toFixed(2)),
+          response_time_ms: Number(elapsedMs.toFixed(2)),
         },
         'request',
       );

@@ -46,4 +46,11 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX audit_log_time ON audit_log(time);
   CREATE INDEX audit_log_action ON audit_log(action);
   `,
+  `
+  CREATE TABLE settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+  );
+  `,
 ];

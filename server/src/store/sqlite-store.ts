@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { MIGRATIONS } from './migrations.js';
-import type { ApiKeyRecord, AuditEvent, AuditRecord, Permission, Role, Store, UserRecord } from './types.js';
+import type { ApiKeyRecord, AuditEvent, AuditFilter, AuditRecord, Permission, Role, Store, UserRecord } from './types.js';
 
 type Row = Record<string, SQLInputValue>;
 
@@ -209,11 +209,41 @@ export class SqliteStore implements Store {
       );
   }
 
-  listAudit(filter: { action?: string; limit?: number } = {}): AuditRecord[] {
-    const limit = filter.limit ?? 100;
-    const rows = filter.action
-      ? this.#db.prepare('SELECT * FROM audit_log WHERE action = ? ORDER BY id DESC LIMIT ?').all(filter.action, limit)
-      : this.#db.prepare('SELECT * FROM audit_log ORDER BY id DESC LIMIT ?').all(limit);
-    return (rows as Row[]).map(toAudit);
+  listAudit(filter: AuditFilter = {}): AuditRecord[] {
+    const where: string[] = [];
+    const values: SQLInputValue[] = [];
+    const add = (clause: string, value: SQLInputValue | undefined) => {
+      if (value === undefined) return;
+      where.push(clause);
+      values.push(value);
+    };
+    add('actor_user_id = ?', filter.actor);
+    add('action = ?', filter.action);
+    add('time >= ?', filter.since && new Date(filter.since).toISOString());
+    add('time < ?', filter.until && new Date(filter.until).toISOString());
+    add('id < ?', filter.beforeId);
+    const sql = `SELECT * FROM audit_log ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`;
+    return (this.#db.prepare(sql).all(...values, filter.limit ?? 100) as Row[]).map(toAudit);
+  }
+
+  // Settings
+
+  getSettings(): Record<string, unknown> {
+    const rows = this.#db.prepare('SELECT key, value FROM settings').all() as Row[];
+    return Object.fromEntries(rows.map((row) => [String(row.key), JSON.parse(String(row.value))]));
+  }
+
+  putSettings(settings: Record<string, unknown>): void {
+    const upsert = this.#db.prepare(
+      'INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at',
+    );
+    this.#db.exec('BEGIN');
+    try {
+      for (const [key, value] of Object.entries(settings)) upsert.run(key, JSON.stringify(value), now());
+      this.#db.exec('COMMIT');
+    } catch (error) {
+      this.#db.exec('ROLLBACK');
+      throw error;
+    }
   }
 }

@@ -69,12 +69,30 @@ export interface RevocationStore {
   isTokenRevoked(jti: string): boolean;
 }
 
+export interface AuditFilter {
+  actor?: string;
+  action?: string;
+  /** ISO time, inclusive. */
+  since?: string;
+  /** ISO time, exclusive. */
+  until?: string;
+  /** Only entries older than this id (cursor pagination, newest first). */
+  beforeId?: number;
+  limit?: number;
+}
+
 export interface AuditStore {
   recordAudit(event: AuditEvent): void;
-  listAudit(filter?: { action?: string; limit?: number }): AuditRecord[];
+  listAudit(filter?: AuditFilter): AuditRecord[];
+}
+
+/** Runtime settings changed through the API, persisted as `section.key` → JSON value. */
+export interface SettingsStore {
+  getSettings(): Record<string, unknown>;
+  putSettings(settings: Record<string, unknown>): void;
 }
 
 /** Everything the server persists. SQLite is the embedded default; other backends fit behind this. */
-export interface Store extends UserStore, ApiKeyStore, RevocationStore, AuditStore {
+export interface Store extends UserStore, ApiKeyStore, RevocationStore, AuditStore, SettingsStore {
   close(): void;
 }
