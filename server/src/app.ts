@@ -1,7 +1,9 @@
 import Koa from 'koa';
 import { Router } from '@koa/router';
 import type { Config } from './config.js';
-import { ModelCatalog } from './engine/model-catalog.js';
+import type { ModelCatalog } from './engine/model-catalog.js';
+import type { InferenceEngine } from './engine/engine.js';
+import { inferenceRoutes } from './routes/inference.js';
 import { authenticate } from './http/authenticate.js';
 import type { AppContext, AppState } from './http/context.js';
 import { corsPolicy } from './http/cors.js';
@@ -30,6 +32,8 @@ export interface AppOptions {
   logger: Logger;
   jwtSecret: Buffer;
   version: string;
+  catalog: ModelCatalog;
+  engine: InferenceEngine;
   rateLimiter?: RateLimiter;
   metrics?: ServerMetrics;
 }
@@ -64,14 +68,14 @@ export function createApp(options: AppOptions): Koa<AppState> {
       lockoutSeconds: config.auth.login_lockout_seconds,
     })),
   };
-  const catalog = new ModelCatalog(config.models.dir);
+  const { catalog, engine } = options;
   const metrics = options.metrics ?? new ServerMetrics();
 
   const api = new Router<AppState>({ prefix: '/api/v1' });
-  for (const routes of [authRoutes(deps), userRoutes(deps), modelRoutes(deps, catalog), observabilityRoutes(deps, metrics), configRoutes(deps)]) {
+  for (const routes of [authRoutes(deps), userRoutes(deps), modelRoutes(deps, catalog, engine), inferenceRoutes(deps, engine), observabilityRoutes(deps, metrics), configRoutes(deps)]) {
     api.use(routes.routes());
   }
-  const health = healthRoutes(deps, () => ({ store: true }));
+  const health = healthRoutes(deps, () => ({ store: true, engine: engine.ready }));
   const prometheus = prometheusRoutes(deps, metrics);
 
   app.use(requestId());

@@ -10,6 +10,9 @@ import { loadJwtSecret } from './auth/jwt.js';
 import { describeConfig, type Config } from './config.js';
 import { createLogger, type Logger } from './logging/logger.js';
 import { SqliteStore } from './store/sqlite-store.js';
+import { InferenceEngine } from './engine/engine.js';
+import { ModelCatalog } from './engine/model-catalog.js';
+import { ensureDemoModel } from './engine/demo-bootstrap.js';
 import { applyPersistedSettings } from './runtime-settings.js';
 import type { Store } from './store/types.js';
 
@@ -22,6 +25,8 @@ export interface RunningServer {
   config: Config;
   store: Store;
   logger: Logger;
+  engine: InferenceEngine;
+  catalog: ModelCatalog;
   close(): Promise<void>;
 }
 
@@ -61,7 +66,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     if (settings.skipped.length > 0) logger.warn({ keys: settings.skipped }, 'ignored persisted settings that are no longer valid');
     logger.level = config.logging.level;
     const jwtSecret = loadJwtSecret(config.auth.jwt_secret, config.storage.data_dir);
-    const app = createApp({ config, store, logger, jwtSecret, version: VERSION });
+    await ensureDemoModel(config.models.dir, logger);
+    let engine: InferenceEngine | undefined;
+    const catalog = new ModelCatalog(config.models.dir, (id) => engine?.isLoaded(id) ?? false);
+    engine = new InferenceEngine(config, catalog, logger);
+    // The binding loads in the background; /health/ready says when it can serve.
+    engine.start().catch((error: unknown) => logger.error({ err: error }, 'the llama.cpp engine failed to start'));
+    const app = createApp({ config, store, logger, jwtSecret, version: VERSION, catalog, engine });
 
     const tls = config.server.tls;
     const server =
@@ -92,11 +103,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       config,
       store,
       logger,
+      engine,
+      catalog,
       close() {
         closing ??= new Promise<void>((resolve) => {
           server.close(() => resolve());
           server.closeAllConnections();
-        }).then(() => {
+        }).then(async () => {
+          await engine.close();
           store.close();
           logger.flush();
         });

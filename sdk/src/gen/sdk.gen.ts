@@ -2,7 +2,7 @@
 
 import { client } from './client.gen.js';
 import type { Client, ClientMeta, Options as Options2, RequestResult, TDataShape } from './client/index.js';
-import type { CreateApiKeyData, CreateApiKeyErrors, CreateApiKeyResponses, CreateUserData, CreateUserErrors, CreateUserResponses, DeleteUserData, DeleteUserErrors, DeleteUserResponses, GetConfigData, GetConfigErrors, GetConfigResponses, GetCurrentPrincipalData, GetCurrentPrincipalErrors, GetCurrentPrincipalResponses, GetHealthData, GetHealthResponses, GetMetricsData, GetMetricsErrors, GetMetricsResponses, GetModelData, GetModelErrors, GetModelResponses, GetPrometheusMetricsData, GetPrometheusMetricsErrors, GetPrometheusMetricsResponses, GetReadinessData, GetReadinessErrors, GetReadinessResponses, GetUserData, GetUserErrors, GetUserResponses, ListApiKeysData, ListApiKeysErrors, ListApiKeysResponses, ListAuditLogsData, ListAuditLogsErrors, ListAuditLogsResponses, ListModelsData, ListModelsErrors, ListModelsResponses, ListUsersData, ListUsersErrors, ListUsersResponses, LoginData, LoginErrors, LoginResponses, LogoutData, LogoutErrors, LogoutResponses, RevokeApiKeyData, RevokeApiKeyErrors, RevokeApiKeyResponses, UpdateConfigData, UpdateConfigErrors, UpdateConfigResponses, UpdateUserData, UpdateUserErrors, UpdateUserResponses } from './types.gen.js';
+import type { CreateApiKeyData, CreateApiKeyErrors, CreateApiKeyResponses, CreateEmbeddingsData, CreateEmbeddingsErrors, CreateEmbeddingsResponses, CreateInferenceData, CreateInferenceErrors, CreateInferenceResponses, CreateUserData, CreateUserErrors, CreateUserResponses, DeleteModelData, DeleteModelErrors, DeleteModelResponses, DeleteUserData, DeleteUserErrors, DeleteUserResponses, GetConfigData, GetConfigErrors, GetConfigResponses, GetCurrentPrincipalData, GetCurrentPrincipalErrors, GetCurrentPrincipalResponses, GetHealthData, GetHealthResponses, GetMetricsData, GetMetricsErrors, GetMetricsResponses, GetModelData, GetModelErrors, GetModelResponses, GetPrometheusMetricsData, GetPrometheusMetricsErrors, GetPrometheusMetricsResponses, GetReadinessData, GetReadinessErrors, GetReadinessResponses, GetUserData, GetUserErrors, GetUserResponses, ListApiKeysData, ListApiKeysErrors, ListApiKeysResponses, ListAuditLogsData, ListAuditLogsErrors, ListAuditLogsResponses, ListModelsData, ListModelsErrors, ListModelsResponses, ListUsersData, ListUsersErrors, ListUsersResponses, LoadModelData, LoadModelErrors, LoadModelResponses, LoginData, LoginErrors, LoginResponses, LogoutData, LogoutErrors, LogoutResponses, RevokeApiKeyData, RevokeApiKeyErrors, RevokeApiKeyResponses, UnloadModelData, UnloadModelErrors, UnloadModelResponses, UpdateConfigData, UpdateConfigErrors, UpdateConfigResponses, UpdateUserData, UpdateUserErrors, UpdateUserResponses, UploadModelData, UploadModelErrors, UploadModelResponses } from './types.gen.js';
 
 export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends boolean = boolean, TResponse = unknown> = Options2<TData, ThrowOnError, TResponse> & {
     /**
@@ -173,12 +173,99 @@ export const listModels = <ThrowOnError extends boolean = false>(options?: Optio
 });
 
 /**
+ * Upload a GGUF model (`write_models`)
+ *
+ * The body is the raw GGUF file (`Content-Type: application/octet-stream`), streamed to disk.
+ * The header is checked before the file is kept; the file appears under its id only once it
+ * is complete (no partial file is ever listed or left behind). Limit: `[models] max_upload_bytes`.
+ *
+ */
+export const uploadModel = <ThrowOnError extends boolean = false>(options: Options<UploadModelData, ThrowOnError>): RequestResult<UploadModelResponses, UploadModelErrors, ThrowOnError> => (options.client ?? client).post<UploadModelResponses, UploadModelErrors, ThrowOnError>({
+    bodySerializer: null,
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/api/v1/models',
+    ...options,
+    headers: {
+        'Content-Type': 'application/octet-stream',
+        ...options.headers
+    }
+});
+
+/**
+ * Delete a model file (`delete_models`)
+ *
+ * Unloads the model first if it is loaded.
+ */
+export const deleteModel = <ThrowOnError extends boolean = false>(options: Options<DeleteModelData, ThrowOnError>): RequestResult<DeleteModelResponses, DeleteModelErrors, ThrowOnError> => (options.client ?? client).delete<DeleteModelResponses, DeleteModelErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/api/v1/models/{id}',
+    ...options
+});
+
+/**
  * Get one model (`read_models`)
  */
 export const getModel = <ThrowOnError extends boolean = false>(options: Options<GetModelData, ThrowOnError>): RequestResult<GetModelResponses, GetModelErrors, ThrowOnError> => (options.client ?? client).get<GetModelResponses, GetModelErrors, ThrowOnError>({
     security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
     url: '/api/v1/models/{id}',
     ...options
+});
+
+/**
+ * Load a model into memory now (`write_models`)
+ *
+ * Models also load on first use; this warms one up. Beyond `[models] max_loaded`, the least recently used idle model is unloaded.
+ */
+export const loadModel = <ThrowOnError extends boolean = false>(options: Options<LoadModelData, ThrowOnError>): RequestResult<LoadModelResponses, LoadModelErrors, ThrowOnError> => (options.client ?? client).post<LoadModelResponses, LoadModelErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/api/v1/models/{id}/load',
+    ...options
+});
+
+/**
+ * Free a model's memory (`write_models`)
+ */
+export const unloadModel = <ThrowOnError extends boolean = false>(options: Options<UnloadModelData, ThrowOnError>): RequestResult<UnloadModelResponses, UnloadModelErrors, ThrowOnError> => (options.client ?? client).post<UnloadModelResponses, UnloadModelErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/api/v1/models/{id}/unload',
+    ...options
+});
+
+/**
+ * Generate text (`run_inference`; streaming also `use_streaming`)
+ *
+ * Give `prompt` (plain completion) or `messages` (chat, rendered with the model's chat template).
+ * The same `seed` with the same input and settings gives the same text.
+ *
+ * With `stream: true` the answer is `text/event-stream`:
+ * `event: token` with `data: {"text": "..."}` for each chunk of text,
+ * then `event: done` with `data: {"id", "model", "finish_reason", "usage", "timings"}`;
+ * `event: error` with data in the `ApiError` format if generation fails midway.
+ * Comment lines (`: keep-alive`) are sent while waiting for a free sequence.
+ * Closing the connection cancels the generation.
+ *
+ */
+export const createInference = <ThrowOnError extends boolean = false>(options: Options<CreateInferenceData, ThrowOnError>): RequestResult<CreateInferenceResponses, CreateInferenceErrors, ThrowOnError> => (options.client ?? client).post<CreateInferenceResponses, CreateInferenceErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/api/v1/inference',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Embed one text or a list (`run_inference`)
+ */
+export const createEmbeddings = <ThrowOnError extends boolean = false>(options: Options<CreateEmbeddingsData, ThrowOnError>): RequestResult<CreateEmbeddingsResponses, CreateEmbeddingsErrors, ThrowOnError> => (options.client ?? client).post<CreateEmbeddingsResponses, CreateEmbeddingsErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/api/v1/embeddings',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
 });
 
 /**

@@ -242,6 +242,109 @@ export const zConfigPatch = z.object({
     }).optional()
 });
 
+export const zChatMessage = z.object({
+    role: z.enum([
+        'system',
+        'user',
+        'assistant'
+    ]),
+    content: z.string()
+});
+
+/**
+ * Exactly one of `prompt` and `messages`.
+ */
+export const zInferenceRequest = z.object({
+    model: zModelId,
+    prompt: z.string().optional(),
+    messages: z.array(zChatMessage).min(1).max(256).optional(),
+    max_tokens: z.int().gte(1).lte(32768).optional().default(256),
+    temperature: z.number().gte(0).lte(2).optional().default(0.8),
+    top_p: z.number().gte(0).lte(1).optional(),
+    top_k: z.int().gte(0).lte(1000).optional(),
+    stop: z.union([
+        z.string().min(1).max(256),
+        z.array(z.string().min(1).max(256)).max(8)
+    ]).optional(),
+    seed: z.int().gte(0).lte(4294967295).optional(),
+    stream: z.boolean().optional().default(false)
+});
+
+export const zUsage = z.object({
+    prompt_tokens: z.int(),
+    completion_tokens: z.int(),
+    total_tokens: z.int()
+});
+
+export const zTimings = z.object({
+    queued_ms: z.number(),
+    prompt_ms: z.number(),
+    generation_ms: z.number(),
+    total_ms: z.number(),
+    tokens_per_second: z.number()
+});
+
+/**
+ * `stop`: an end-of-text token or a stop string; `length`: `max_tokens` reached; `cancelled`: the client went away.
+ */
+export const zFinishReason = z.enum([
+    'stop',
+    'length',
+    'cancelled'
+]);
+
+export const zInferenceResponse = z.object({
+    id: z.string(),
+    object: z.enum(['inference']),
+    created: z.int(),
+    model: zModelId,
+    text: z.string(),
+    finish_reason: zFinishReason,
+    usage: zUsage,
+    timings: zTimings
+});
+
+/**
+ * The data of an `event: token` in a stream.
+ */
+export const zInferenceTokenEvent = z.object({
+    text: z.string()
+});
+
+/**
+ * The data of the final `event: done` in a stream.
+ */
+export const zInferenceDoneEvent = z.object({
+    id: z.string(),
+    model: zModelId,
+    finish_reason: zFinishReason,
+    usage: zUsage,
+    timings: zTimings
+});
+
+export const zEmbeddingsRequest = z.object({
+    model: zModelId,
+    input: z.union([
+        z.string().min(1),
+        z.array(z.string().min(1)).min(1).max(256)
+    ])
+});
+
+export const zEmbedding = z.object({
+    index: z.int(),
+    embedding: z.array(z.number())
+});
+
+export const zEmbeddingsResponse = z.object({
+    object: z.enum(['list']),
+    model: zModelId,
+    data: z.array(zEmbedding),
+    usage: z.object({
+        prompt_tokens: z.int(),
+        total_tokens: z.int()
+    })
+});
+
 export const zIdPath = zId;
 
 /**
@@ -347,6 +450,27 @@ export const zUpdateUserResponse = zUser;
  */
 export const zListModelsResponse = zModelList;
 
+export const zUploadModelBody = z.string();
+
+export const zUploadModelQuery = z.object({
+    id: zModelId,
+    overwrite: z.boolean().optional().default(false)
+});
+
+/**
+ * Stored.
+ */
+export const zUploadModelResponse = zModel;
+
+export const zDeleteModelPath = z.object({
+    id: zModelId
+});
+
+/**
+ * Deleted.
+ */
+export const zDeleteModelResponse = z.void();
+
 export const zGetModelPath = z.object({
     id: zModelId
 });
@@ -355,6 +479,38 @@ export const zGetModelPath = z.object({
  * The model.
  */
 export const zGetModelResponse = zModel;
+
+export const zLoadModelPath = z.object({
+    id: zModelId
+});
+
+/**
+ * The model, loaded.
+ */
+export const zLoadModelResponse = zModel;
+
+export const zUnloadModelPath = z.object({
+    id: zModelId
+});
+
+/**
+ * The model, unloaded.
+ */
+export const zUnloadModelResponse = zModel;
+
+export const zCreateInferenceBody = zInferenceRequest;
+
+/**
+ * The completion (or its event stream, with `stream: true`).
+ */
+export const zCreateInferenceResponse = zInferenceResponse;
+
+export const zCreateEmbeddingsBody = zEmbeddingsRequest;
+
+/**
+ * One vector per input, in input order.
+ */
+export const zCreateEmbeddingsResponse = zEmbeddingsResponse;
 
 export const zListAuditLogsQuery = z.object({
     actor: zId.optional(),

@@ -268,6 +268,119 @@ export type ConfigPatch = {
     };
 };
 
+export type ChatMessage = {
+    role: 'system' | 'user' | 'assistant';
+    content: string;
+};
+
+/**
+ * Exactly one of `prompt` and `messages`.
+ */
+export type InferenceRequest = {
+    model: ModelId;
+    /**
+     * Text to continue. At most `[limits] max_prompt_chars` characters (10,000 by default).
+     */
+    prompt?: string;
+    /**
+     * A chat, answered with the model's chat template. Its total length counts against the prompt limit.
+     */
+    messages?: Array<ChatMessage>;
+    max_tokens?: number;
+    temperature?: number;
+    top_p?: number;
+    top_k?: number;
+    /**
+     * Stop before any of these strings (at most 8).
+     */
+    stop?: string | Array<string>;
+    /**
+     * Sampling seed; the same seed gives the same text.
+     */
+    seed?: number;
+    /**
+     * Answer with server-sent events (needs `use_streaming`).
+     */
+    stream?: boolean;
+};
+
+export type Usage = {
+    prompt_tokens: number;
+    completion_tokens: number;
+    total_tokens: number;
+};
+
+export type Timings = {
+    /**
+     * Time spent waiting for a free sequence (and loading the model).
+     */
+    queued_ms: number;
+    /**
+     * Time to the first generated token after the wait.
+     */
+    prompt_ms: number;
+    generation_ms: number;
+    total_ms: number;
+    tokens_per_second: number;
+};
+
+/**
+ * `stop`: an end-of-text token or a stop string; `length`: `max_tokens` reached; `cancelled`: the client went away.
+ */
+export type FinishReason = 'stop' | 'length' | 'cancelled';
+
+export type InferenceResponse = {
+    id: string;
+    object: 'inference';
+    /**
+     * Unix seconds.
+     */
+    created: number;
+    model: ModelId;
+    text: string;
+    finish_reason: FinishReason;
+    usage: Usage;
+    timings: Timings;
+};
+
+/**
+ * The data of an `event: token` in a stream.
+ */
+export type InferenceTokenEvent = {
+    text: string;
+};
+
+/**
+ * The data of the final `event: done` in a stream.
+ */
+export type InferenceDoneEvent = {
+    id: string;
+    model: ModelId;
+    finish_reason: FinishReason;
+    usage: Usage;
+    timings: Timings;
+};
+
+export type EmbeddingsRequest = {
+    model: ModelId;
+    input: string | Array<string>;
+};
+
+export type Embedding = {
+    index: number;
+    embedding: Array<number>;
+};
+
+export type EmbeddingsResponse = {
+    object: 'list';
+    model: ModelId;
+    data: Array<Embedding>;
+    usage: {
+        prompt_tokens: number;
+        total_tokens: number;
+    };
+};
+
 export type IdPath = Id;
 
 /**
@@ -853,6 +966,118 @@ export type ListModelsResponses = {
 
 export type ListModelsResponse = ListModelsResponses[keyof ListModelsResponses];
 
+export type UploadModelData = {
+    body: Blob | File;
+    path?: never;
+    query: {
+        /**
+         * The id to store the model under (its file becomes `<id>.gguf`).
+         */
+        id: ModelId;
+        /**
+         * Replace an existing model with this id.
+         */
+        overwrite?: boolean;
+    };
+    url: '/api/v1/models';
+};
+
+export type UploadModelErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * The request conflicts with the current state (`CONFLICT`).
+     */
+    409: ApiError;
+    /**
+     * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
+     */
+    413: ApiError;
+    /**
+     * A JSON route was called without `Content-Type: application/json` (`UNSUPPORTED_MEDIA_TYPE`).
+     */
+    415: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type UploadModelError = UploadModelErrors[keyof UploadModelErrors];
+
+export type UploadModelResponses = {
+    /**
+     * Stored.
+     */
+    201: Model;
+};
+
+export type UploadModelResponse = UploadModelResponses[keyof UploadModelResponses];
+
+export type DeleteModelData = {
+    body?: never;
+    path: {
+        /**
+         * The model id (its file name without `.gguf`).
+         */
+        id: ModelId;
+    };
+    query?: never;
+    url: '/api/v1/models/{id}';
+};
+
+export type DeleteModelErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * No such route or resource (`NOT_FOUND`).
+     */
+    404: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type DeleteModelError = DeleteModelErrors[keyof DeleteModelErrors];
+
+export type DeleteModelResponses = {
+    /**
+     * Deleted.
+     */
+    204: void;
+};
+
+export type DeleteModelResponse = DeleteModelResponses[keyof DeleteModelResponses];
+
 export type GetModelData = {
     body?: never;
     path: {
@@ -902,6 +1127,224 @@ export type GetModelResponses = {
 };
 
 export type GetModelResponse = GetModelResponses[keyof GetModelResponses];
+
+export type LoadModelData = {
+    body?: never;
+    path: {
+        /**
+         * The model id (its file name without `.gguf`).
+         */
+        id: ModelId;
+    };
+    query?: never;
+    url: '/api/v1/models/{id}/load';
+};
+
+export type LoadModelErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * No such route or resource (`NOT_FOUND`).
+     */
+    404: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+    /**
+     * Overloaded (the wait queue is full) or not ready (`SERVICE_UNAVAILABLE`); wait `Retry-After` seconds.
+     */
+    503: ApiError;
+};
+
+export type LoadModelError = LoadModelErrors[keyof LoadModelErrors];
+
+export type LoadModelResponses = {
+    /**
+     * The model, loaded.
+     */
+    200: Model;
+};
+
+export type LoadModelResponse = LoadModelResponses[keyof LoadModelResponses];
+
+export type UnloadModelData = {
+    body?: never;
+    path: {
+        /**
+         * The model id (its file name without `.gguf`).
+         */
+        id: ModelId;
+    };
+    query?: never;
+    url: '/api/v1/models/{id}/unload';
+};
+
+export type UnloadModelErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * No such route or resource (`NOT_FOUND`).
+     */
+    404: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type UnloadModelError = UnloadModelErrors[keyof UnloadModelErrors];
+
+export type UnloadModelResponses = {
+    /**
+     * The model, unloaded.
+     */
+    200: Model;
+};
+
+export type UnloadModelResponse = UnloadModelResponses[keyof UnloadModelResponses];
+
+export type CreateInferenceData = {
+    body: InferenceRequest;
+    path?: never;
+    query?: never;
+    url: '/api/v1/inference';
+};
+
+export type CreateInferenceErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * No such route or resource (`NOT_FOUND`).
+     */
+    404: ApiError;
+    /**
+     * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
+     */
+    413: ApiError;
+    /**
+     * A JSON route was called without `Content-Type: application/json` (`UNSUPPORTED_MEDIA_TYPE`).
+     */
+    415: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+    /**
+     * Overloaded (the wait queue is full) or not ready (`SERVICE_UNAVAILABLE`); wait `Retry-After` seconds.
+     */
+    503: ApiError;
+};
+
+export type CreateInferenceError = CreateInferenceErrors[keyof CreateInferenceErrors];
+
+export type CreateInferenceResponses = {
+    /**
+     * The completion (or its event stream, with `stream: true`).
+     */
+    200: InferenceResponse;
+};
+
+export type CreateInferenceResponse = CreateInferenceResponses[keyof CreateInferenceResponses];
+
+export type CreateEmbeddingsData = {
+    body: EmbeddingsRequest;
+    path?: never;
+    query?: never;
+    url: '/api/v1/embeddings';
+};
+
+export type CreateEmbeddingsErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * No such route or resource (`NOT_FOUND`).
+     */
+    404: ApiError;
+    /**
+     * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
+     */
+    413: ApiError;
+    /**
+     * A JSON route was called without `Content-Type: application/json` (`UNSUPPORTED_MEDIA_TYPE`).
+     */
+    415: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+    /**
+     * Overloaded (the wait queue is full) or not ready (`SERVICE_UNAVAILABLE`); wait `Retry-After` seconds.
+     */
+    503: ApiError;
+};
+
+export type CreateEmbeddingsError = CreateEmbeddingsErrors[keyof CreateEmbeddingsErrors];
+
+export type CreateEmbeddingsResponses = {
+    /**
+     * One vector per input, in input order.
+     */
+    200: EmbeddingsResponse;
+};
+
+export type CreateEmbeddingsResponse = CreateEmbeddingsResponses[keyof CreateEmbeddingsResponses];
 
 export type ListAuditLogsData = {
     body?: never;

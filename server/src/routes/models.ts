@@ -1,25 +1,91 @@
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { Router } from '@koa/router';
-import { zGetModelPath } from '../gen/zod.gen.js';
+import type { UploadModelData } from '../gen/types.gen.js';
+import { zDeleteModelPath, zGetModelPath, zLoadModelPath, zUnloadModelPath, zUploadModelQuery } from '../gen/zod.gen.js';
+import type { InferenceEngine } from '../engine/engine.js';
 import type { ModelCatalog } from '../engine/model-catalog.js';
+import { InvalidModelFileError, ModelExistsError, receiveModelUpload, UploadTooLargeError } from '../engine/model-upload.js';
+import { audit } from '../http/audit.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
-import type { AppState } from '../http/context.js';
-import { notFound } from '../http/errors.js';
+import type { AppContext, AppState } from '../http/context.js';
+import { ApiError, conflict, notFound, validationError } from '../http/errors.js';
 import { validate } from '../http/validate.js';
 import type { RouteDeps } from './deps.js';
+import { engineError } from './inference.js';
 
-export function modelRoutes(deps: RouteDeps, catalog: ModelCatalog): Router<AppState> {
+export function modelRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: InferenceEngine): Router<AppState> {
+  const { store, config } = deps;
   const router = new Router<AppState>();
-  const canRead = [requireAuth, requirePermission(deps.store, 'read_models')];
+  const can = (permission: Parameters<typeof requirePermission>[1]) => [requireAuth, requirePermission(store, permission)];
 
-  router.get('/models', ...canRead, async (ctx) => {
-    ctx.body = { object: 'list', data: await catalog.list() };
-  });
-
-  router.get('/models/:id', ...canRead, validate({ params: zGetModelPath }), async (ctx) => {
+  const findModel = async (ctx: AppContext) => {
     const { id } = ctx.state.input.params as { id: string };
     const model = await catalog.get(id);
     if (!model) throw notFound(`No model with id ${id}`);
-    ctx.body = model;
+    return model;
+  };
+
+  router.get('/models', ...can('read_models'), async (ctx) => {
+    ctx.body = { object: 'list', data: await catalog.list() };
+  });
+
+  router.get('/models/:id', ...can('read_models'), validate({ params: zGetModelPath }), async (ctx) => {
+    ctx.body = await findModel(ctx);
+  });
+
+  router.post('/models', ...can('write_models'), validate({ query: zUploadModelQuery }), async (ctx) => {
+    if (!ctx.is('application/octet-stream')) {
+      throw new ApiError('UNSUPPORTED_MEDIA_TYPE', 'Upload the GGUF file as the raw body with Content-Type: application/octet-stream');
+    }
+    const { id, overwrite = false } = ctx.state.input.query as UploadModelData['query'];
+    const limit = config.models.max_upload_bytes;
+    if (Number(ctx.get('Content-Length') || 0) > limit) throw new ApiError('PAYLOAD_TOO_LARGE', `The upload is larger than the limit of ${limit} bytes`, { limit_bytes: limit });
+    const target = catalog.pathOf(id);
+    if (!overwrite && existsSync(target)) throw conflict('A model with this id already exists (use overwrite=true to replace it)');
+    if (overwrite && engine.isLoaded(id)) await engine.unload(id);
+    let bytes: number;
+    try {
+      bytes = await receiveModelUpload(ctx.req, target, { maxBytes: limit, overwrite });
+    } catch (error) {
+      if (error instanceof UploadTooLargeError) {
+        ctx.set('Connection', 'close');
+        throw new ApiError('PAYLOAD_TOO_LARGE', error.message, { limit_bytes: limit });
+      }
+      if (error instanceof InvalidModelFileError) {
+        ctx.set('Connection', 'close');
+        throw validationError([{ path: 'body', message: error.message }], 'The upload is not a valid GGUF model');
+      }
+      if (error instanceof ModelExistsError) throw conflict(error.message);
+      throw error;
+    }
+    audit(store, ctx, { action: 'model.upload', outcome: 'success', target: id, details: { bytes, overwrite } });
+    ctx.status = 201;
+    ctx.body = await catalog.get(id);
+  });
+
+  router.delete('/models/:id', ...can('delete_models'), validate({ params: zDeleteModelPath }), async (ctx) => {
+    const model = await findModel(ctx);
+    await engine.unload(model.id);
+    await rm(catalog.pathOf(model.id), { force: true });
+    audit(store, ctx, { action: 'model.delete', outcome: 'success', target: model.id, details: { bytes: model.size_bytes } });
+    ctx.status = 204;
+  });
+
+  router.post('/models/:id/load', ...can('write_models'), validate({ params: zLoadModelPath }), async (ctx) => {
+    const model = await findModel(ctx);
+    try {
+      await engine.load(model.id);
+    } catch (error) {
+      throw engineError(error, config.engine.parallel);
+    }
+    ctx.body = await catalog.get(model.id);
+  });
+
+  router.post('/models/:id/unload', ...can('write_models'), validate({ params: zUnloadModelPath }), async (ctx) => {
+    const model = await findModel(ctx);
+    await engine.unload(model.id);
+    ctx.body = await catalog.get(model.id);
   });
 
   return router;

@@ -1,0 +1,23 @@
+import { mkdir, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from '../logging/logger.js';
+import { writeDemoModel } from './demo-model.js';
+
+export const DEMO_MODEL_ID = 'demo-tiny';
+
+/**
+ * A fresh install has no model and none can be downloaded here: when the models dir holds no
+ * GGUF file, write the generated demo model so that the server works out of the box.
+ */
+export async function ensureDemoModel(modelsDir: string, logger: Logger): Promise<string | undefined> {
+  await mkdir(modelsDir, { recursive: true });
+  const names = await readdir(modelsDir);
+  if (names.some((name) => name.endsWith('.gguf'))) return undefined;
+  const file = path.join(modelsDir, `${DEMO_MODEL_ID}.gguf`);
+  const result = await writeDemoModel(file, { preset: 'tiny' });
+  logger.info(
+    { model: DEMO_MODEL_ID, path: file, bytes: result.bytes, parameters: result.parameters },
+    'The models dir was empty: wrote the generated demo model "demo-tiny" (random weights, gibberish output by design; for tests and demos). Put real GGUF files in the models dir to use them.',
+  );
+  return file;
+}

@@ -1,0 +1,346 @@
+import {
+  getLlama,
+  LlamaChat,
+  LlamaCompletion,
+  LlamaLogLevel,
+  type ChatHistoryItem,
+  type Llama,
+  type LlamaContext,
+  type LlamaContextSequence,
+  type LlamaEmbeddingContext,
+  type LlamaModel,
+} from 'node-llama-cpp';
+import type { Config } from '../config.js';
+import type { Logger } from '../logging/logger.js';
+import type { ModelCatalog } from './model-catalog.js';
+import { SequencePool } from './sequence-pool.js';
+
+export type FinishReason = 'stop' | 'length' | 'cancelled';
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant';
+  content: string;
+}
+
+export interface GenerationRequest {
+  model: string;
+  prompt?: string;
+  messages?: ChatMessage[];
+  maxTokens: number;
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  stop?: string[];
+  seed?: number;
+}
+
+export interface GenerationResult {
+  text: string;
+  finishReason: FinishReason;
+  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+  timings: { queued_ms: number; prompt_ms: number; generation_ms: number; total_ms: number; tokens_per_second: number };
+}
+
+export interface GenerationHooks {
+  signal?: AbortSignal;
+  onText?: (text: string) => void;
+}
+
+/** A sequence held for one request; `release` must be called whatever happens. */
+export interface Reservation {
+  waitedMs: number;
+  generate(request: GenerationRequest, hooks?: GenerationHooks): Promise<GenerationResult>;
+  release(): void;
+}
+
+export class ModelNotFoundError extends Error {
+  override name = 'ModelNotFoundError';
+}
+
+interface LoadedModel {
+  id: string;
+  model: LlamaModel;
+  context: LlamaContext;
+  pool: SequencePool<LlamaContextSequence>;
+  embedding?: Promise<LlamaEmbeddingContext>;
+  embeddingBusy: Promise<unknown>;
+  lastUsed: number;
+  active: number;
+}
+
+/**
+ * The llama.cpp engine: one `Llama` per process; per loaded model one context with
+ * `[engine] parallel` sequences lent to requests through a bounded queue. Models load on first
+ * use; beyond `[models] max_loaded` the least recently used idle one is unloaded.
+ */
+export class InferenceEngine {
+  #llama?: Llama;
+  #starting?: Promise<Llama>;
+  readonly #loaded = new Map<string, LoadedModel>();
+  readonly #loading = new Map<string, Promise<LoadedModel>>();
+
+  constructor(
+    private readonly config: Config,
+    private readonly catalog: ModelCatalog,
+    private readonly logger: Logger,
+  ) {}
+
+  get ready(): boolean {
+    return this.#llama !== undefined;
+  }
+
+  /** Loads the llama.cpp binding (CPU build, never compiled or downloaded at run time). */
+  start(): Promise<Llama> {
+    this.#starting ??= getLlama({
+      gpu: false,
+      build: 'never',
+      progressLogs: false,
+      logLevel: LlamaLogLevel.warn,
+      logger: (level, message) => {
+        const text = message.trim();
+        if (text) this.logger.debug({ llama_level: level }, text);
+      },
+    }).then((llama) => {
+      this.#llama = llama;
+      this.logger.info({ threads: this.config.engine.threads, parallel: this.config.engine.parallel }, 'llama.cpp engine ready');
+      return llama;
+    });
+    return this.#starting;
+  }
+
+  isLoaded(id: string): boolean {
+    return this.#loaded.has(id);
+  }
+
+  loadedIds(): string[] {
+    return [...this.#loaded.keys()];
+  }
+
+  /** Loads a model (if not already), unloading the least recently used idle ones beyond the limit. */
+  async load(id: string): Promise<LoadedModel> {
+    const loaded = this.#loaded.get(id);
+    if (loaded) {
+      loaded.lastUsed = Date.now();
+      return loaded;
+    }
+    let loading = this.#loading.get(id);
+    if (!loading) {
+      loading = this.#load(id).finally(() => this.#loading.delete(id));
+      this.#loading.set(id, loading);
+    }
+    return loading;
+  }
+
+  async #load(id: string): Promise<LoadedModel> {
+    const info = await this.catalog.get(id);
+    if (!info) throw new ModelNotFoundError(`No model with id ${id}`);
+    const llama = await this.start();
+    await this.#makeRoom();
+    const started = Date.now();
+    const { engine } = this.config;
+    const model = await llama.loadModel({ modelPath: this.catalog.pathOf(id) });
+    try {
+      const context = await model.createContext({
+        sequences: engine.parallel,
+        contextSize: engine.context_size * engine.parallel,
+        batchSize: engine.batch_size,
+        threads: engine.threads,
+      });
+      const sequences = Array.from({ length: engine.parallel }, () => context.getSequence());
+      const entry: LoadedModel = {
+        id,
+        model,
+        context,
+        pool: new SequencePool(sequences, () => this.config.engine.max_queue),
+        embeddingBusy: Promise.resolve(),
+        lastUsed: Date.now(),
+        active: 0,
+      };
+      this.#loaded.set(id, entry);
+      this.logger.info({ model: id, load_ms: Date.now() - started, sequences: engine.parallel }, 'model loaded');
+      return entry;
+    } catch (error) {
+      await model.dispose();
+      throw error;
+    }
+  }
+
+  async #makeRoom(): Promise<void> {
+    while (this.#loaded.size >= this.config.models.max_loaded) {
+      const idle = [...this.#loaded.values()].filter((m) => m.active === 0).sort((a, b) => a.lastUsed - b.lastUsed)[0];
+      if (!idle) return; // every loaded model is busy: go over the limit rather than fail the request
+      await this.unload(idle.id);
+    }
+  }
+
+  async unload(id: string): Promise<boolean> {
+    const entry = this.#loaded.get(id);
+    if (!entry) return false;
+    this.#loaded.delete(id);
+    entry.pool.rejectWaiting(new Error(`Model ${id} was unloaded`));
+    if (entry.embedding) await (await entry.embedding.catch(() => undefined))?.dispose();
+    await entry.context.dispose();
+    await entry.model.dispose();
+    this.logger.info({ model: id }, 'model unloaded');
+    return true;
+  }
+
+  /** Counts tokens of a text with a model's tokenizer. */
+  async countTokens(id: string, text: string): Promise<number> {
+    return (await this.load(id)).model.tokenize(text).length;
+  }
+
+  /**
+   * Waits for a free sequence of the model (loading it if needed). Rejects at once with
+   * `QueueFullError` when the wait queue is full, so callers can answer 503 before streaming.
+   */
+  async reserve(modelId: string, signal?: AbortSignal): Promise<Reservation> {
+    const started = performance.now();
+    const entry = await this.load(modelId);
+    entry.active++;
+    let lease;
+    try {
+      lease = await entry.pool.acquire(signal);
+    } catch (error) {
+      entry.active--;
+      throw error;
+    }
+    let released = false;
+    return {
+      waitedMs: performance.now() - started,
+      generate: (request, hooks) => {
+        entry.lastUsed = Date.now();
+        return generateOn(lease.item, request, hooks ?? {}, started);
+      },
+      release: () => {
+        if (released) return;
+        released = true;
+        lease.release();
+        entry.active--;
+      },
+    };
+  }
+
+  /**
+   * Generates one completion on a free sequence. `onText` sees each text chunk as it is produced;
+   * aborting `signal` stops generation (finish reason `cancelled`) and frees the sequence.
+   */
+  async generate(request: GenerationRequest, hooks: GenerationHooks = {}): Promise<GenerationResult> {
+    const reservation = await this.reserve(request.model, hooks.signal);
+    try {
+      return await reservation.generate(request, hooks);
+    } finally {
+      reservation.release();
+    }
+  }
+
+  /** Embeds each input with the model's embedding context (one at a time per model). */
+  async embed(id: string, inputs: readonly string[]): Promise<{ vectors: number[][]; promptTokens: number }> {
+    const entry = await this.load(id);
+    entry.active++;
+    try {
+      entry.embedding ??= entry.model.createEmbeddingContext({ contextSize: this.config.engine.context_size, threads: this.config.engine.threads, batchSize: this.config.engine.batch_size });
+      const context = await entry.embedding;
+      const run = entry.embeddingBusy.then(async () => {
+        const vectors: number[][] = [];
+        let promptTokens = 0;
+        for (const input of inputs) {
+          promptTokens += entry.model.tokenize(input).length;
+          vectors.push([...(await context.getEmbeddingFor(input)).vector]);
+        }
+        return { vectors, promptTokens };
+      });
+      entry.embeddingBusy = run.catch(() => undefined);
+      return await run;
+    } finally {
+      entry.active--;
+    }
+  }
+
+  /** Sequences in use and requests waiting, per loaded model. */
+  stats(): { model: string; busy: number; waiting: number; sequences: number }[] {
+    return [...this.#loaded.values()].map((m) => ({ model: m.id, busy: m.pool.busy, waiting: m.pool.waiting, sequences: m.pool.size }));
+  }
+
+  async close(): Promise<void> {
+    for (const id of [...this.#loaded.keys()]) await this.unload(id);
+    await this.#llama?.dispose();
+  }
+}
+
+const round = (ms: number) => Math.round(ms * 100) / 100;
+
+async function generateOn(sequence: LlamaContextSequence, request: GenerationRequest, hooks: GenerationHooks, started: number): Promise<GenerationResult> {
+  const acquired = performance.now();
+  // Stateless requests: the sequence starts empty, so the same seed gives the same text.
+  await sequence.clearHistory();
+  let completionTokens = 0;
+  let promptTokens = 0;
+  let firstTokenAt: number | undefined;
+  const options = {
+    maxTokens: request.maxTokens,
+    temperature: request.temperature,
+    topP: request.topP,
+    topK: request.topK,
+    seed: request.seed,
+    signal: hooks.signal,
+    stopOnAbortSignal: true,
+    customStopTriggers: request.stop?.length ? request.stop : undefined,
+    onToken: (tokens: readonly unknown[]) => {
+      if (firstTokenAt === undefined) {
+        firstTokenAt = performance.now();
+        // At the first generated token the sequence holds exactly the evaluated prompt.
+        promptTokens = sequence.nextTokenIndex;
+      }
+      completionTokens += tokens.length;
+    },
+    onTextChunk: hooks.onText,
+  };
+  let text: string;
+  let stopReason: string;
+  if (request.messages) {
+    const chat = new LlamaChat({ contextSequence: sequence, autoDisposeSequence: false });
+    try {
+      const result = await chat.generateResponse(toChatHistory(request.messages), options);
+      text = result.response;
+      stopReason = result.metadata.stopReason;
+    } finally {
+      chat.dispose({ disposeSequence: false });
+    }
+  } else {
+    const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
+    try {
+      const result = await completion.generateCompletionWithMeta(request.prompt ?? '', options);
+      text = result.response;
+      stopReason = result.metadata.stopReason;
+    } finally {
+      completion.dispose({ disposeSequence: false });
+    }
+  }
+  const finished = performance.now();
+  if (firstTokenAt === undefined) promptTokens = sequence.nextTokenIndex;
+  const generationMs = firstTokenAt === undefined ? 0 : finished - firstTokenAt;
+  const finishReason: FinishReason =
+    hooks.signal?.aborted || stopReason === 'abort' ? 'cancelled' : stopReason === 'maxTokens' ? 'length' : 'stop';
+  return {
+    text,
+    finishReason,
+    usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
+    timings: {
+      queued_ms: round(acquired - started),
+      prompt_ms: round((firstTokenAt ?? finished) - acquired),
+      generation_ms: round(generationMs),
+      total_ms: round(finished - started),
+      tokens_per_second: generationMs > 0 && completionTokens > 1 ? round(((completionTokens - 1) * 1000) / generationMs) : 0,
+    },
+  };
+}
+
+function toChatHistory(messages: readonly ChatMessage[]): ChatHistoryItem[] {
+  const history: ChatHistoryItem[] = messages.map((m) =>
+    m.role === 'assistant' ? { type: 'model', response: [m.content] } : { type: m.role, text: m.content },
+  );
+  // The model answers after the last message: an empty model turn is where its reply goes.
+  history.push({ type: 'model', response: [] });
+  return history;
+}

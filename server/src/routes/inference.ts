@@ -1,0 +1,129 @@
+import { randomUUID } from 'node:crypto';
+import { Router } from '@koa/router';
+import type { EmbeddingsRequest, InferenceRequest } from '../gen/types.gen.js';
+import { zCreateEmbeddingsBody, zCreateInferenceBody } from '../gen/zod.gen.js';
+import { ModelNotFoundError, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
+import { QueueFullError } from '../engine/sequence-pool.js';
+import { requireAuth, requirePermission } from '../http/authenticate.js';
+import type { AppContext, AppState } from '../http/context.js';
+import { ApiError, notFound, validationError } from '../http/errors.js';
+import { clientGone, EventStream } from '../http/event-stream.js';
+import { jsonBody } from '../http/json-body.js';
+import { validate } from '../http/validate.js';
+import type { RouteDeps } from './deps.js';
+
+const HEARTBEAT_MS = 5_000;
+
+/** Engine failures as API errors: unknown model 404, full queue 503 with `Retry-After`. */
+export function engineError(error: unknown, parallel: number): unknown {
+  if (error instanceof ModelNotFoundError) return notFound(error.message);
+  if (error instanceof QueueFullError) {
+    const retryAfter = String(1 + Math.floor(error.waiting / Math.max(1, parallel)));
+    return new ApiError('SERVICE_UNAVAILABLE', 'The server is busy: every sequence is in use and the wait queue is full', { waiting: error.waiting }, { 'Retry-After': retryAfter });
+  }
+  return error;
+}
+
+/** Checks a request against the prompt limit and turns it into an engine request. */
+export function toGenerationRequest(body: InferenceRequest, maxPromptChars: number): GenerationRequest {
+  if ((body.prompt === undefined) === (body.messages === undefined)) {
+    throw validationError([{ path: 'body', message: 'Give exactly one of prompt and messages' }]);
+  }
+  const length = body.prompt?.length ?? body.messages!.reduce((n, m) => n + m.content.length, 0);
+  if (length > maxPromptChars) {
+    throw validationError(
+      [{ path: body.prompt !== undefined ? 'body.prompt' : 'body.messages', message: `The prompt has ${length} characters; the limit is ${maxPromptChars}` }],
+      'The prompt is too long',
+    );
+  }
+  return {
+    model: body.model,
+    prompt: body.prompt,
+    messages: body.messages,
+    maxTokens: body.max_tokens ?? 256,
+    temperature: body.temperature,
+    topP: body.top_p,
+    topK: body.top_k,
+    stop: typeof body.stop === 'string' ? [body.stop] : body.stop,
+    seed: body.seed,
+  };
+}
+
+/**
+ * Reserves a sequence; if that takes a moment (model loading, queue), opens the event stream
+ * first and keeps it alive with heartbeats. Errors that come at once (unknown model, full queue)
+ * are still plain HTTP errors.
+ */
+export async function reserveForStream(ctx: AppContext, engine: InferenceEngine, model: string, signal: AbortSignal, parallel: number): Promise<{ reservation: Reservation; stream: EventStream }> {
+  const reserving = engine.reserve(model, signal);
+  const early = await Promise.race([reserving.then(() => 'ready' as const, () => 'failed' as const), new Promise<'waiting'>((r) => setTimeout(r, 200, 'waiting'))]);
+  if (early === 'failed') await reserving.catch((error) => Promise.reject(engineError(error, parallel)));
+  const stream = new EventStream(ctx);
+  stream.startHeartbeat(HEARTBEAT_MS);
+  try {
+    const reservation = await reserving;
+    stream.stopHeartbeat();
+    return { reservation, stream };
+  } catch (error) {
+    stream.end();
+    throw error;
+  }
+}
+
+export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine): Router<AppState> {
+  const { config, store } = deps;
+  const router = new Router<AppState>();
+  const body = jsonBody(() => config.limits.max_body_bytes);
+
+  router.post('/inference', requireAuth, requirePermission(store, 'run_inference'), body, validate({ body: zCreateInferenceBody }), async (ctx, next) => {
+    const request = ctx.state.input.body as InferenceRequest;
+    if (request.stream) return requirePermission(store, 'use_streaming')(ctx, next);
+    return next();
+  }, async (ctx) => {
+    const request = ctx.state.input.body as InferenceRequest;
+    const generation = toGenerationRequest(request, config.limits.max_prompt_chars);
+    const id = `inf_${randomUUID().replaceAll('-', '')}`;
+    const signal = clientGone(ctx);
+    const parallel = config.engine.parallel;
+
+    if (!request.stream) {
+      let result: GenerationResult;
+      try {
+        result = await engine.generate(generation, { signal });
+      } catch (error) {
+        throw engineError(error, parallel);
+      }
+      ctx.body = { id, object: 'inference', created: Math.floor(Date.now() / 1000), model: request.model, text: result.text, finish_reason: result.finishReason, usage: result.usage, timings: result.timings };
+      return;
+    }
+
+    const { reservation, stream } = await reserveForStream(ctx, engine, request.model, signal, parallel);
+    try {
+      const result = await reservation.generate(generation, { signal, onText: (text) => stream.send('token', { text }) });
+      stream.send('done', { id, model: request.model, finish_reason: result.finishReason, usage: result.usage, timings: result.timings });
+    } catch (error) {
+      deps.logger.error({ err: error, request_id: ctx.state.requestId }, 'generation failed mid-stream');
+      stream.send('error', { error: { code: 'INTERNAL_ERROR', message: 'Generation failed', details: null } });
+    } finally {
+      reservation.release();
+      stream.end();
+    }
+  });
+
+  router.post('/embeddings', requireAuth, requirePermission(store, 'run_inference'), body, validate({ body: zCreateEmbeddingsBody }), async (ctx) => {
+    const request = ctx.state.input.body as EmbeddingsRequest;
+    const inputs = typeof request.input === 'string' ? [request.input] : request.input;
+    const tooLong = inputs.findIndex((input) => input.length > config.limits.max_prompt_chars);
+    if (tooLong >= 0) {
+      throw validationError([{ path: typeof request.input === 'string' ? 'body.input' : `body.input[${tooLong}]`, message: `Longer than the limit of ${config.limits.max_prompt_chars} characters` }]);
+    }
+    try {
+      const { vectors, promptTokens } = await engine.embed(request.model, inputs);
+      ctx.body = { object: 'list', model: request.model, data: vectors.map((embedding, index) => ({ index, embedding })), usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } };
+    } catch (error) {
+      throw engineError(error, config.engine.parallel);
+    }
+  });
+
+  return router;
+}
