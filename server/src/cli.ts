@@ -1,11 +1,17 @@
 #!/usr/bin/env node
+import path from 'node:path';
+import { mkdir } from 'node:fs/promises';
 import { ConfigError, loadConfig } from './config.js';
+import { DEFAULT_DEMO_SEED, DEMO_PRESETS, writeDemoModel, type DemoFileType, type DemoPresetName } from './engine/demo-model.js';
+import { isModelId } from './engine/model-catalog.js';
 import { startServer } from './server.js';
 
 const USAGE = `Usage: inferno-server [serve] [options]
 
 Commands:
   serve                     Run the server (default)
+  models create-demo        Write a generated demo GGUF model into the models dir
+      [--preset tiny|small] [--seed N] [--file-type f32|f16|q8_0] [--id NAME]
   help                      Show this help
 
 Options (override inferno.toml and INFERNO_* variables):
@@ -33,12 +39,54 @@ async function serve(argv: string[]) {
   process.on('SIGTERM', () => void stop('SIGTERM'));
 }
 
+const DEMO_FLAGS = ['preset', 'seed', 'file-type', 'id'] as const;
+
+/** Splits `--name value` / `--name=value` demo flags from the rest (config flags such as --models-dir). */
+function splitDemoFlags(argv: string[]): { demo: Partial<Record<(typeof DEMO_FLAGS)[number], string>>; rest: string[] } {
+  const demo: Partial<Record<(typeof DEMO_FLAGS)[number], string>> = {};
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const match = /^--([a-z-]+)(?:=(.*))?$/.exec(argv[i]!);
+    const name = match?.[1] as (typeof DEMO_FLAGS)[number] | undefined;
+    if (!name || !DEMO_FLAGS.includes(name)) {
+      rest.push(argv[i]!);
+      continue;
+    }
+    const value = match![2] ?? argv[++i];
+    if (value === undefined) throw new ConfigError(`--${name} needs a value`);
+    demo[name] = value;
+  }
+  return { demo, rest };
+}
+
+/** `models create-demo`: writes a demo model (same seed, same bytes) where the server looks for models. */
+async function createDemo(argv: string[]) {
+  const { demo, rest } = splitDemoFlags(argv);
+  const preset = (demo.preset ?? 'tiny') as DemoPresetName;
+  if (!(preset in DEMO_PRESETS)) throw new ConfigError(`Unknown preset "${preset}": use ${Object.keys(DEMO_PRESETS).join(' or ')}`);
+  const seed = demo.seed === undefined ? DEFAULT_DEMO_SEED : Number(demo.seed);
+  if (!Number.isInteger(seed) || seed < 0) throw new ConfigError('--seed must be a non-negative integer');
+  const fileType = demo['file-type'] as DemoFileType | undefined;
+  if (fileType && !['f32', 'f16', 'q8_0'].includes(fileType)) throw new ConfigError('--file-type must be f32, f16 or q8_0');
+  const id = demo.id ?? `demo-${preset}`;
+  if (!isModelId(id)) throw new ConfigError(`--id "${id}" is not a valid model id (letters, digits, ., _ and -)`);
+  const config = loadConfig({ argv: rest });
+  await mkdir(config.models.dir, { recursive: true });
+  const file = path.join(config.models.dir, `${id}.gguf`);
+  process.stdout.write(`Writing demo model "${id}" (preset ${preset}, seed ${seed}) to ${file} ...\n`);
+  const result = await writeDemoModel(file, { preset, seed, fileType });
+  process.stdout.write(`Done: ${(result.bytes / 1e6).toFixed(1)} MB, ${result.parameters.toLocaleString('en')} parameters.\n`);
+}
+
 async function main(args: string[]) {
   if (args.includes('--help') || args.includes('-h')) args = ['help'];
   const [command, ...rest] = args[0] && !args[0].startsWith('-') ? args : ['serve', ...args];
   switch (command) {
     case 'serve':
       return serve(rest);
+    case 'models':
+      if (rest[0] === 'create-demo') return createDemo(rest.slice(1));
+      throw new ConfigError(`Unknown models command "${rest[0] ?? ''}"\n\n${USAGE}`);
     case 'help':
       process.stdout.write(USAGE);
       return;
@@ -52,6 +100,6 @@ main(process.argv.slice(2)).catch((error: unknown) => {
     process.stderr.write(`inferno: ${error.message}\n`);
     process.exit(2);
   }
-  process.stderr.write(`inferno: failed to start: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.stderr.write(`inferno: ${error instanceof Error ? error.message : String(error)}\n`);
   process.exit(1);
 });
