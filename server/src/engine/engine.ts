@@ -3,7 +3,9 @@ import {
   LlamaChat,
   LlamaCompletion,
   LlamaLogLevel,
+  resolveChatWrapper,
   type ChatHistoryItem,
+  type ChatWrapper,
   type Llama,
   type LlamaContext,
   type LlamaContextSequence,
@@ -64,6 +66,8 @@ interface LoadedModel {
   pool: SequencePool<LlamaContextSequence>;
   embedding?: Promise<LlamaEmbeddingContext>;
   embeddingBusy: Promise<unknown>;
+  /** Resolved from the model's chat template on first chat use (costs about a second), then kept. */
+  chatWrapper?: ChatWrapper;
   lastUsed: number;
   active: number;
 }
@@ -210,7 +214,8 @@ export class InferenceEngine {
       waitedMs: performance.now() - started,
       generate: (request, hooks) => {
         entry.lastUsed = Date.now();
-        return generateOn(lease.item, request, hooks ?? {}, started);
+        if (request.messages) entry.chatWrapper ??= resolveChatWrapper(entry.model) ?? undefined;
+        return generateOn(lease.item, request, hooks ?? {}, started, entry.chatWrapper);
       },
       release: () => {
         if (released) return;
@@ -270,7 +275,13 @@ export class InferenceEngine {
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
 
-async function generateOn(sequence: LlamaContextSequence, request: GenerationRequest, hooks: GenerationHooks, started: number): Promise<GenerationResult> {
+async function generateOn(
+  sequence: LlamaContextSequence,
+  request: GenerationRequest,
+  hooks: GenerationHooks,
+  started: number,
+  chatWrapper: ChatWrapper | undefined,
+): Promise<GenerationResult> {
   const acquired = performance.now();
   // Stateless requests: the sequence starts empty, so the same seed gives the same text.
   await sequence.clearHistory();
@@ -299,7 +310,7 @@ async function generateOn(sequence: LlamaContextSequence, request: GenerationReq
   let text: string;
   let stopReason: string;
   if (request.messages) {
-    const chat = new LlamaChat({ contextSequence: sequence, autoDisposeSequence: false });
+    const chat = new LlamaChat({ contextSequence: sequence, autoDisposeSequence: false, ...(chatWrapper && { chatWrapper }) });
     try {
       const result = await chat.generateResponse(toChatHistory(request.messages), options);
       text = result.response;
