@@ -96,7 +96,7 @@ export async function writeDemoModel(path: string, options: DemoModelOptions = {
 
   const vocabulary = buildVocabulary(preset.vocabSize);
   const metadata = buildMetadata(presetName, preset, format.llamaFtype, vocabulary);
-  const tensors = buildTensors(preset, format.tensorType, seed);
+  const tensors = buildTensors(preset, vocabulary, format.tensorType, seed);
   const { bytes } = await writeGguf(path, metadata, tensors);
   const parameters = tensors.reduce((sum, t) => sum + t.dims.reduce((a, b) => a * b, 1), 0);
   return { path, bytes, parameters, preset: presetName };
@@ -231,6 +231,8 @@ function buildMetadata(
     'tokenizer.ggml.padding_token_id': gguf.u32(DEMO_TOKEN.unknown),
     'tokenizer.ggml.add_bos_token': gguf.bool(true),
     'tokenizer.ggml.add_eos_token': gguf.bool(false),
+    // No SentencePiece space prefix: with it, llama.cpp puts a space after every special token ("<|im_start|> user").
+    'tokenizer.ggml.add_space_prefix': gguf.bool(false),
     'tokenizer.chat_template': gguf.string(CHATML_TEMPLATE),
   };
 }
@@ -251,7 +253,7 @@ const SUPPRESSED_BIAS = -30; // control tokens other than the end of turn never 
 /** Values per chunk handed to the writer: whole rows, about 256 KB of float32. */
 const CHUNK_ELEMENTS = 64 * 1024;
 
-function buildTensors(preset: DemoPreset, matrixType: GgmlType, seed: number): GgufTensorSpec[] {
+function buildTensors(preset: DemoPreset, vocabulary: Vocabulary, matrixType: GgmlType, seed: number): GgufTensorSpec[] {
   const nEmbd = preset.embeddingLength;
   const nFf = preset.feedForwardLength;
   const nVocab = preset.vocabSize;
@@ -264,8 +266,6 @@ function buildTensors(preset: DemoPreset, matrixType: GgmlType, seed: number): G
   const branchScale = 1 / Math.sqrt(2 * preset.blockCount);
   // Expected value of the constant dimension after the final RMS norm, with the other dimensions ~unit size.
   const normalizedConstant = CONSTANT_ACTIVATION / Math.sqrt((CONSTANT_ACTIVATION ** 2 + nEmbd - 1) / nEmbd);
-  const vocabulary = buildVocabulary(nVocab);
-
   const uniform = (std: number) => (rng: Rng, out: Float32Array) => fillUniform(rng, out, std);
   const norm = (rng: Rng, out: Float32Array) => {
     for (let i = 0; i < out.length; i++) out[i] = 1 + (rng.next() - 0.5) * 0.1;
@@ -276,7 +276,12 @@ function buildTensors(preset: DemoPreset, matrixType: GgmlType, seed: number): G
     type,
     data: () => generateRows(seed, name, rows, cols, fillRow),
   });
-  const vector = (name: string, length: number, fill: RowFiller): GgufTensorSpec => matrix(name, length, 1, fill, GgmlType.F32);
+  const vector = (name: string, length: number, fill: RowFiller): GgufTensorSpec => ({
+    name,
+    dims: [length],
+    type: GgmlType.F32, // norms stay F32, as in every llama.cpp conversion
+    data: () => generateRows(seed, name, 1, length, fill),
+  });
   const withZeroRow = (row: number, fill: RowFiller): RowFiller => (rng, out, index) => {
     fill(rng, out, index);
     if (index === row) out.fill(0);
@@ -310,7 +315,7 @@ function buildTensors(preset: DemoPreset, matrixType: GgmlType, seed: number): G
     matrix('output.weight', nEmbd, nVocab, (rng, out, token) => {
       fillUniform(rng, out, LOGIT_SCALE / Math.sqrt(nEmbd));
       // The end of turn gets a bias only, no context-dependent part: its probability stays about the same at
-      // every step (a steady stopping rate), and greedy decoding never picks it over the best random logit.
+      // every step (a steady stopping rate), and greedy decoding rarely picks it over the best random logit.
       if (token === END_OF_TURN) out.fill(0);
       out[constantDim] = tokenBias(token, vocabulary, preset.eosLogitBias, rng) / normalizedConstant;
     }),

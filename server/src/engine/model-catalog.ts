@@ -3,11 +3,14 @@ import path from 'node:path';
 import type { Model } from '../gen/types.gen.js';
 import { readGgufInfo, type GgufInfo } from './gguf-reader.js';
 
-/** A model id is a file name without `.gguf`, and never anything that could walk a path. */
+/**
+ * A model id is a file name without `.gguf` (the spec's `ModelId`): no separator, and a first
+ * character that is neither a dot nor a dash, so it can never walk a path or be a hidden file.
+ */
 export const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 export function isModelId(id: string): boolean {
-  return MODEL_ID.test(id) && !id.includes('..');
+  return MODEL_ID.test(id);
 }
 
 /**
