@@ -4,6 +4,7 @@ import type { Config } from './config.js';
 import type { ModelCatalog } from './engine/model-catalog.js';
 import type { InferenceEngine } from './engine/engine.js';
 import { inferenceRoutes } from './routes/inference.js';
+import { openAIRoutes } from './routes/openai.js';
 import { authenticate } from './http/authenticate.js';
 import type { AppContext, AppState } from './http/context.js';
 import { corsPolicy } from './http/cors.js';
@@ -75,6 +76,8 @@ export function createApp(options: AppOptions): Koa<AppState> {
   for (const routes of [authRoutes(deps), userRoutes(deps), modelRoutes(deps, catalog, engine), inferenceRoutes(deps, engine), observabilityRoutes(deps, metrics), configRoutes(deps)]) {
     api.use(routes.routes());
   }
+  const openai = new Router<AppState>({ prefix: '/v1' });
+  openai.use(openAIRoutes(deps, catalog, engine).routes());
   const health = healthRoutes(deps, () => ({ store: true, engine: engine.ready }));
   const prometheus = prometheusRoutes(deps, metrics);
 
@@ -98,16 +101,19 @@ export function createApp(options: AppOptions): Koa<AppState> {
   app.use(notFoundFallback);
   app.use(prometheus.routes());
   app.use(api.routes());
-  app.use(api.allowedMethods({ throw: true, methodNotAllowed, notImplemented: methodNotAllowed }));
+  app.use(api.allowedMethods());
+  // Mounted below api.allowedMethods, which answers 405 for /v1 too (it sees whichever router matched).
+  app.use(openai.routes());
   return app;
 }
 
-/** Whatever no route answered is a 404 in the documented format. */
+/**
+ * Whatever no route answered is a 404 in the documented format; a known route called with
+ * another method (the router has set 405 or 501 and `Allow`) is a 405.
+ */
 async function notFoundFallback(ctx: AppContext, next: () => Promise<unknown>) {
   await next();
-  if (ctx.status === 404 && ctx.body == null) throw new ApiError('NOT_FOUND', 'No such route');
-}
-
-function methodNotAllowed() {
-  return new ApiError('METHOD_NOT_ALLOWED', 'This route does not take this method');
+  if (ctx.body != null || ctx.respond === false) return;
+  if (ctx.status === 404) throw new ApiError('NOT_FOUND', 'No such route');
+  if (ctx.status === 405 || ctx.status === 501) throw new ApiError('METHOD_NOT_ALLOWED', `This route does not take ${ctx.method}; it takes ${ctx.response.get('Allow')}`);
 }

@@ -381,6 +381,280 @@ export type EmbeddingsResponse = {
     };
 };
 
+/**
+ * An error in OpenAI's shape, as answered under `/v1`.
+ */
+export type OpenAiErrorResponse = {
+    error: {
+        /**
+         * Human-readable; never contains credentials or internals.
+         */
+        message: string;
+        /**
+         * The kind of error.
+         */
+        type: 'invalid_request_error' | 'authentication_error' | 'permission_error' | 'not_found_error' | 'rate_limit_error' | 'server_error';
+        /**
+         * The request field at fault, e.g. `temperature` or `messages[0].content`.
+         */
+        param: string | null;
+        /**
+         * e.g. `invalid_api_key`, `model_not_found`, `rate_limit_exceeded`, or the native error code in lower case.
+         */
+        code: string | null;
+    };
+};
+
+export type OpenAiModel = {
+    id: ModelId;
+    object: 'model';
+    /**
+     * When the model file was last modified, in Unix seconds.
+     */
+    created: number;
+    owned_by: 'inferno';
+};
+
+export type OpenAiModelList = {
+    object: 'list';
+    data: Array<OpenAiModel>;
+};
+
+export type OpenAiUsage = {
+    prompt_tokens: number;
+    completion_tokens: number;
+    total_tokens: number;
+};
+
+/**
+ * `stop`: an end-of-text token or a stop string (or the client went away); `length`: the token limit was reached.
+ */
+export type OpenAiFinishReason = 'stop' | 'length';
+
+/**
+ * Stop before any of these strings (at most 8).
+ */
+export type OpenAiStop = string | Array<string> | null;
+
+export type OpenAiStreamOptions = {
+    /**
+     * Send a last chunk with empty `choices` and the `usage`.
+     */
+    include_usage?: boolean;
+    [key: string]: unknown;
+} | null;
+
+/**
+ * The sampling fields both completion requests share. `null` means the default.
+ */
+export type OpenAiGenerationOptions = {
+    /**
+     * The most tokens to generate (default 256).
+     */
+    max_tokens?: number | null;
+    /**
+     * Sampling temperature (default 1; 0 is greedy).
+     */
+    temperature?: number | null;
+    top_p?: number | null;
+    stop?: OpenAiStop;
+    /**
+     * Sampling seed; the same seed with the same input and settings gives the same text.
+     */
+    seed?: number | null;
+    /**
+     * How many choices to generate; only 1 is supported.
+     */
+    n?: number | null;
+    /**
+     * Answer with server-sent events (needs `use_streaming`).
+     */
+    stream?: boolean | null;
+    stream_options?: OpenAiStreamOptions;
+    [key: string]: unknown;
+};
+
+/**
+ * A text part of a message; other part types (images, audio) are not supported.
+ */
+export type OpenAiChatContentPart = {
+    type: 'text';
+    text: string;
+    [key: string]: unknown;
+};
+
+/**
+ * `developer` is treated as `system`; `content` may be a string or a list of text parts.
+ */
+export type OpenAiChatMessage = {
+    role: 'system' | 'developer' | 'user' | 'assistant';
+    content?: string | Array<OpenAiChatContentPart> | null;
+    name?: string;
+    [key: string]: unknown;
+};
+
+/**
+ * Fields not listed are accepted and ignored.
+ */
+export type OpenAiChatCompletionRequest = OpenAiGenerationOptions & {
+    /**
+     * A model id, as listed by `GET /v1/models`.
+     */
+    model: string;
+    /**
+     * The chat so far. Its total length counts against `[limits] max_prompt_chars`.
+     */
+    messages: Array<OpenAiChatMessage>;
+    /**
+     * The newer name of `max_tokens`; wins when both are given.
+     */
+    max_completion_tokens?: number | null;
+    [key: string]: unknown;
+};
+
+export type OpenAiChatCompletion = {
+    /**
+     * `chatcmpl-` and a random suffix.
+     */
+    id: string;
+    object: 'chat.completion';
+    /**
+     * Unix seconds.
+     */
+    created: number;
+    model: ModelId;
+    choices: Array<{
+        index: number;
+        message: {
+            role: 'assistant';
+            content: string;
+            refusal: null;
+        };
+        finish_reason: OpenAiFinishReason;
+        logprobs: null;
+    }>;
+    usage: OpenAiUsage;
+};
+
+/**
+ * The data of one event of a chat completion stream.
+ */
+export type OpenAiChatCompletionChunk = {
+    id: string;
+    object: 'chat.completion.chunk';
+    created: number;
+    model: ModelId;
+    /**
+     * One choice; empty in the usage chunk.
+     */
+    choices: Array<{
+        index: number;
+        delta: {
+            role?: 'assistant';
+            content?: string;
+        };
+        finish_reason: OpenAiFinishReason | null;
+        logprobs: null;
+    }>;
+    /**
+     * With `stream_options.include_usage`: null on every chunk but the last.
+     */
+    usage?: OpenAiUsage | null;
+};
+
+/**
+ * Fields not listed are accepted and ignored.
+ */
+export type OpenAiCompletionRequest = OpenAiGenerationOptions & {
+    /**
+     * A model id, as listed by `GET /v1/models`.
+     */
+    model: string;
+    /**
+     * Text to continue (a list holds exactly one). At most `[limits] max_prompt_chars` characters.
+     */
+    prompt: string | [
+        string
+    ];
+    /**
+     * Put the prompt before the completion in `text`.
+     */
+    echo?: boolean | null;
+    [key: string]: unknown;
+};
+
+/**
+ * A text completion, or (in a stream) one chunk of it.
+ */
+export type OpenAiCompletion = {
+    /**
+     * `cmpl-` and a random suffix.
+     */
+    id: string;
+    object: 'text_completion';
+    /**
+     * Unix seconds.
+     */
+    created: number;
+    model: ModelId;
+    /**
+     * One choice; empty in the usage chunk of a stream.
+     */
+    choices: Array<{
+        index: number;
+        text: string;
+        /**
+         * Null on the stream's chunks before the last.
+         */
+        finish_reason: OpenAiFinishReason | null;
+        logprobs: null;
+    }>;
+    /**
+     * Always in a plain answer; in a stream only on the usage chunk (null elsewhere).
+     */
+    usage?: OpenAiUsage | null;
+};
+
+/**
+ * Fields not listed (e.g. `user`) are accepted and ignored.
+ */
+export type OpenAiEmbeddingRequest = {
+    /**
+     * A model id, as listed by `GET /v1/models`.
+     */
+    model: string;
+    /**
+     * A text or a list of texts (token arrays are not supported); each at most `[limits] max_prompt_chars` characters.
+     */
+    input: string | Array<string>;
+    /**
+     * `base64`: each vector as little-endian float32 bytes in base64.
+     */
+    encoding_format?: 'float' | 'base64';
+    /**
+     * Must equal the model's embedding size when given (vectors are not truncated).
+     */
+    dimensions?: number;
+    [key: string]: unknown;
+};
+
+export type OpenAiEmbeddingList = {
+    object: 'list';
+    data: Array<{
+        object: 'embedding';
+        index: number;
+        /**
+         * The vector, or with `encoding_format: base64` its float32 bytes in base64.
+         */
+        embedding: Array<number> | string;
+    }>;
+    model: ModelId;
+    usage: {
+        prompt_tokens: number;
+        total_tokens: number;
+    };
+};
+
 export type IdPath = Id;
 
 /**
@@ -1345,6 +1619,262 @@ export type CreateEmbeddingsResponses = {
 };
 
 export type CreateEmbeddingsResponse = CreateEmbeddingsResponses[keyof CreateEmbeddingsResponses];
+
+export type OpenaiListModelsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/v1/models';
+};
+
+export type OpenaiListModelsErrors = {
+    /**
+     * Missing, invalid, expired or revoked API key (`authentication_error`).
+     */
+    401: OpenAiErrorResponse;
+    /**
+     * The key lacks the permission this route needs (`permission_error`).
+     */
+    403: OpenAiErrorResponse;
+    /**
+     * Too many requests (`rate_limit_error`); wait `Retry-After` seconds.
+     */
+    429: OpenAiErrorResponse;
+    /**
+     * An unexpected server error (`server_error`); no internals are disclosed.
+     */
+    500: OpenAiErrorResponse;
+};
+
+export type OpenaiListModelsError = OpenaiListModelsErrors[keyof OpenaiListModelsErrors];
+
+export type OpenaiListModelsResponses = {
+    /**
+     * Every model in the models directory.
+     */
+    200: OpenAiModelList;
+};
+
+export type OpenaiListModelsResponse = OpenaiListModelsResponses[keyof OpenaiListModelsResponses];
+
+export type OpenaiRetrieveModelData = {
+    body?: never;
+    path: {
+        /**
+         * The model id.
+         */
+        model: string;
+    };
+    query?: never;
+    url: '/v1/models/{model}';
+};
+
+export type OpenaiRetrieveModelErrors = {
+    /**
+     * Missing, invalid, expired or revoked API key (`authentication_error`).
+     */
+    401: OpenAiErrorResponse;
+    /**
+     * The key lacks the permission this route needs (`permission_error`).
+     */
+    403: OpenAiErrorResponse;
+    /**
+     * No such model (`not_found_error`, code `model_not_found`) or route.
+     */
+    404: OpenAiErrorResponse;
+    /**
+     * Too many requests (`rate_limit_error`); wait `Retry-After` seconds.
+     */
+    429: OpenAiErrorResponse;
+    /**
+     * An unexpected server error (`server_error`); no internals are disclosed.
+     */
+    500: OpenAiErrorResponse;
+};
+
+export type OpenaiRetrieveModelError = OpenaiRetrieveModelErrors[keyof OpenaiRetrieveModelErrors];
+
+export type OpenaiRetrieveModelResponses = {
+    /**
+     * The model.
+     */
+    200: OpenAiModel;
+};
+
+export type OpenaiRetrieveModelResponse = OpenaiRetrieveModelResponses[keyof OpenaiRetrieveModelResponses];
+
+export type OpenaiCreateChatCompletionData = {
+    body: OpenAiChatCompletionRequest;
+    path?: never;
+    query?: never;
+    url: '/v1/chat/completions';
+};
+
+export type OpenaiCreateChatCompletionErrors = {
+    /**
+     * The request is invalid (`invalid_request_error`; `param` names the field), the prompt is
+     * longer than `[limits] max_prompt_chars`, or the body is not JSON.
+     *
+     */
+    400: OpenAiErrorResponse;
+    /**
+     * Missing, invalid, expired or revoked API key (`authentication_error`).
+     */
+    401: OpenAiErrorResponse;
+    /**
+     * The key lacks the permission this route needs (`permission_error`).
+     */
+    403: OpenAiErrorResponse;
+    /**
+     * No such model (`not_found_error`, code `model_not_found`) or route.
+     */
+    404: OpenAiErrorResponse;
+    /**
+     * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
+     */
+    413: OpenAiErrorResponse;
+    /**
+     * Sent without `Content-Type: application/json` (`invalid_request_error`).
+     */
+    415: OpenAiErrorResponse;
+    /**
+     * Too many requests (`rate_limit_error`); wait `Retry-After` seconds.
+     */
+    429: OpenAiErrorResponse;
+    /**
+     * An unexpected server error (`server_error`); no internals are disclosed.
+     */
+    500: OpenAiErrorResponse;
+    /**
+     * Every sequence is busy and the wait queue is full (`server_error`); wait `Retry-After` seconds.
+     */
+    503: OpenAiErrorResponse;
+};
+
+export type OpenaiCreateChatCompletionError = OpenaiCreateChatCompletionErrors[keyof OpenaiCreateChatCompletionErrors];
+
+export type OpenaiCreateChatCompletionResponses = {
+    /**
+     * The completion (or its event stream, with `stream: true`).
+     */
+    200: OpenAiChatCompletion;
+};
+
+export type OpenaiCreateChatCompletionResponse = OpenaiCreateChatCompletionResponses[keyof OpenaiCreateChatCompletionResponses];
+
+export type OpenaiCreateCompletionData = {
+    body: OpenAiCompletionRequest;
+    path?: never;
+    query?: never;
+    url: '/v1/completions';
+};
+
+export type OpenaiCreateCompletionErrors = {
+    /**
+     * The request is invalid (`invalid_request_error`; `param` names the field), the prompt is
+     * longer than `[limits] max_prompt_chars`, or the body is not JSON.
+     *
+     */
+    400: OpenAiErrorResponse;
+    /**
+     * Missing, invalid, expired or revoked API key (`authentication_error`).
+     */
+    401: OpenAiErrorResponse;
+    /**
+     * The key lacks the permission this route needs (`permission_error`).
+     */
+    403: OpenAiErrorResponse;
+    /**
+     * No such model (`not_found_error`, code `model_not_found`) or route.
+     */
+    404: OpenAiErrorResponse;
+    /**
+     * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
+     */
+    413: OpenAiErrorResponse;
+    /**
+     * Sent without `Content-Type: application/json` (`invalid_request_error`).
+     */
+    415: OpenAiErrorResponse;
+    /**
+     * Too many requests (`rate_limit_error`); wait `Retry-After` seconds.
+     */
+    429: OpenAiErrorResponse;
+    /**
+     * An unexpected server error (`server_error`); no internals are disclosed.
+     */
+    500: OpenAiErrorResponse;
+    /**
+     * Every sequence is busy and the wait queue is full (`server_error`); wait `Retry-After` seconds.
+     */
+    503: OpenAiErrorResponse;
+};
+
+export type OpenaiCreateCompletionError = OpenaiCreateCompletionErrors[keyof OpenaiCreateCompletionErrors];
+
+export type OpenaiCreateCompletionResponses = {
+    /**
+     * The completion (or its event stream, with `stream: true`).
+     */
+    200: OpenAiCompletion;
+};
+
+export type OpenaiCreateCompletionResponse = OpenaiCreateCompletionResponses[keyof OpenaiCreateCompletionResponses];
+
+export type OpenaiCreateEmbeddingsData = {
+    body: OpenAiEmbeddingRequest;
+    path?: never;
+    query?: never;
+    url: '/v1/embeddings';
+};
+
+export type OpenaiCreateEmbeddingsErrors = {
+    /**
+     * The request is invalid (`invalid_request_error`; `param` names the field), the prompt is
+     * longer than `[limits] max_prompt_chars`, or the body is not JSON.
+     *
+     */
+    400: OpenAiErrorResponse;
+    /**
+     * Missing, invalid, expired or revoked API key (`authentication_error`).
+     */
+    401: OpenAiErrorResponse;
+    /**
+     * The key lacks the permission this route needs (`permission_error`).
+     */
+    403: OpenAiErrorResponse;
+    /**
+     * No such model (`not_found_error`, code `model_not_found`) or route.
+     */
+    404: OpenAiErrorResponse;
+    /**
+     * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
+     */
+    413: OpenAiErrorResponse;
+    /**
+     * Sent without `Content-Type: application/json` (`invalid_request_error`).
+     */
+    415: OpenAiErrorResponse;
+    /**
+     * Too many requests (`rate_limit_error`); wait `Retry-After` seconds.
+     */
+    429: OpenAiErrorResponse;
+    /**
+     * An unexpected server error (`server_error`); no internals are disclosed.
+     */
+    500: OpenAiErrorResponse;
+};
+
+export type OpenaiCreateEmbeddingsError = OpenaiCreateEmbeddingsErrors[keyof OpenaiCreateEmbeddingsErrors];
+
+export type OpenaiCreateEmbeddingsResponses = {
+    /**
+     * The vectors.
+     */
+    200: OpenAiEmbeddingList;
+};
+
+export type OpenaiCreateEmbeddingsResponse = OpenaiCreateEmbeddingsResponses[keyof OpenaiCreateEmbeddingsResponses];
 
 export type ListAuditLogsData = {
     body?: never;

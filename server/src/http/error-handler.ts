@@ -1,9 +1,12 @@
 import type { Logger } from '../logging/logger.js';
-import type { AppMiddleware } from './context.js';
+import type { AppContext, AppMiddleware } from './context.js';
 import { ApiError } from './errors.js';
+import { StreamClosedError } from './event-stream.js';
+import { isOpenAIPath, openAIErrorBody } from './openai-errors.js';
 
 /**
- * Turns every thrown error into the documented body `{"error": {code, message, details}}`.
+ * Turns every thrown error into the documented body `{"error": {code, message, details}}`
+ * (under `/v1`, OpenAI's `{"error": {message, type, param, code}}`).
  * Unexpected errors are logged (redacted) and answered as INTERNAL_ERROR without internals.
  */
 export function errorHandler(logger: Logger): AppMiddleware {
@@ -11,6 +14,15 @@ export function errorHandler(logger: Logger): AppMiddleware {
     try {
       await next();
     } catch (thrown) {
+      if (thrown instanceof StreamClosedError) {
+        logger.warn({ err: thrown.reason, request_id: ctx.state.requestId }, 'event stream ended with an error event');
+        return;
+      }
+      // A client that went away (while waiting or mid-stream) is no server failure: nothing to answer.
+      if (!ctx.headerSent && !ctx.writable) {
+        logger.debug({ request_id: ctx.state.requestId }, 'client closed the connection before the answer');
+        return;
+      }
       const error = toApiError(thrown);
       if (error.status >= 500) {
         logger.error({ err: thrown, request_id: ctx.state.requestId }, 'request failed');
@@ -18,12 +30,17 @@ export function errorHandler(logger: Logger): AppMiddleware {
       if (ctx.headerSent || !ctx.writable) return;
       ctx.status = error.status;
       for (const [name, value] of Object.entries(error.headers)) ctx.set(name, value);
-      ctx.body = { error: { code: error.code, message: error.message, details: error.details } };
+      ctx.body = errorBody(ctx, error);
     }
   };
 }
 
-function toApiError(thrown: unknown): ApiError {
+/** The error body for this request's API family: under /v1 OpenAI clients parse it, so it takes OpenAI's shape. */
+export function errorBody(ctx: AppContext, error: ApiError): unknown {
+  return isOpenAIPath(ctx.path) ? openAIErrorBody(error) : { error: { code: error.code, message: error.message, details: error.details } };
+}
+
+export function toApiError(thrown: unknown): ApiError {
   if (thrown instanceof ApiError) return thrown;
   const status = (thrown as { status?: unknown } | null)?.status;
   const expose = (thrown as { expose?: unknown } | null)?.expose === true;

@@ -49,6 +49,14 @@ export class EventStream {
   }
 }
 
+/** The stream already told the client what went wrong; the error handler has nothing to add. */
+export class StreamClosedError extends Error {
+  override name = 'StreamClosedError';
+  constructor(readonly reason: unknown) {
+    super('The event stream ended with an error event');
+  }
+}
+
 /** An AbortSignal that fires when the client closes the connection before the response is done. */
 export function clientGone(ctx: AppContext): AbortSignal {
   const controller = new AbortController();

@@ -10,6 +10,8 @@ import type { AppMiddleware } from './context.js';
 export function requestLog(logger: Logger, metrics: ServerMetrics): AppMiddleware {
   return async (ctx, next) => {
     const started = process.hrtime.bigint();
+    // Read now: once the client has gone the socket (and so the address) may be gone too.
+    const ip = ctx.ip;
     metrics.requestsTotal++;
     metrics.inFlight++;
     let logged = false;
@@ -22,7 +24,7 @@ export function requestLog(logger: Logger, metrics: ServerMetrics): AppMiddlewar
       logger.info(
         {
           request_id: ctx.state.requestId,
-          ip: ctx.ip,
+          ip,
           user_id: ctx.state.principal?.user.id ?? null,
           key_id: ctx.state.principal?.apiKey?.id ?? null,
           method: ctx.method,

@@ -23,7 +23,11 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
         log: (record) => redactValue(record) as Record<string, unknown>,
       },
       serializers: {
-        err: (error: Error) => ({ type: error.name, message: redactText(error.message), stack: error.stack && redactText(error.stack) }),
+        err: (error: Error) => ({
+          type: error?.name,
+          message: redactText(String(error?.message ?? error)),
+          stack: typeof error?.stack === 'string' ? redactText(error.stack) : undefined,
+        }),
       },
       hooks: {
         logMethod(args, method) {

@@ -17,6 +17,8 @@ export function redactText(text: string): string {
 /** Redacts every string inside a log record (objects and arrays walked, depth-limited). */
 export function redactValue(value: unknown, depth = 0): unknown {
   if (typeof value === 'string') return redactText(value);
+  // Errors keep their class for pino's `err` serializer, which redacts message and stack itself.
+  if (value instanceof Error) return value;
   if (depth > 6 || value === null || typeof value !== 'object') return value;
   if (Array.isArray(value)) return value.map((v) => redactValue(v, depth + 1));
   const out: Record<string, unknown> = {};

@@ -7,12 +7,14 @@ import { QueueFullError } from '../engine/sequence-pool.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
 import type { AppContext, AppState } from '../http/context.js';
 import { ApiError, notFound, validationError } from '../http/errors.js';
-import { clientGone, EventStream } from '../http/event-stream.js';
+import { clientGone, EventStream, StreamClosedError } from '../http/event-stream.js';
+import { errorBody, toApiError } from '../http/error-handler.js';
 import { jsonBody } from '../http/json-body.js';
 import { validate } from '../http/validate.js';
 import type { RouteDeps } from './deps.js';
 
 const HEARTBEAT_MS = 5_000;
+
 
 /** Engine failures as API errors: unknown model 404, full queue 503 with `Retry-After`. */
 export function engineError(error: unknown, parallel: number): unknown {
@@ -65,8 +67,10 @@ export async function reserveForStream(ctx: AppContext, engine: InferenceEngine,
     stream.stopHeartbeat();
     return { reservation, stream };
   } catch (error) {
+    // The stream is open, so the error can only travel as an event.
+    if (!signal.aborted) stream.send('error', errorBody(ctx, toApiError(engineError(error, parallel))));
     stream.end();
-    throw error;
+    throw new StreamClosedError(error);
   }
 }
 
@@ -102,8 +106,8 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine): Route
       const result = await reservation.generate(generation, { signal, onText: (text) => stream.send('token', { text }) });
       stream.send('done', { id, model: request.model, finish_reason: result.finishReason, usage: result.usage, timings: result.timings });
     } catch (error) {
-      deps.logger.error({ err: error, request_id: ctx.state.requestId }, 'generation failed mid-stream');
       stream.send('error', { error: { code: 'INTERNAL_ERROR', message: 'Generation failed', details: null } });
+      deps.logger.error({ err: error, request_id: ctx.state.requestId }, 'generation failed mid-stream');
     } finally {
       reservation.release();
       stream.end();
