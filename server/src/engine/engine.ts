@@ -55,6 +55,17 @@ export interface Reservation {
   release(): void;
 }
 
+/** The prompt alone fills the sequence's context: nothing could be generated. */
+export class PromptTooLongError extends Error {
+  override name = 'PromptTooLongError';
+  constructor(
+    readonly promptTokens: number,
+    readonly contextSize: number,
+  ) {
+    super(`The prompt is ${promptTokens} tokens long; the context of a sequence holds ${contextSize}`);
+  }
+}
+
 export class ModelNotFoundError extends Error {
   override name = 'ModelNotFoundError';
 }
@@ -146,7 +157,7 @@ export class InferenceEngine {
     try {
       const context = await model.createContext({
         sequences: engine.parallel,
-        contextSize: engine.context_size * engine.parallel,
+        contextSize: engine.context_size, // per sequence
         batchSize: engine.batch_size,
         threads: engine.threads,
       });
@@ -192,6 +203,19 @@ export class InferenceEngine {
   /** Counts tokens of a text with a model's tokenizer. */
   async countTokens(id: string, text: string): Promise<number> {
     return (await this.load(id)).model.tokenize(text).length;
+  }
+
+  /**
+   * Refuses (PromptTooLongError) a prompt that does not fit a sequence's context, before any
+   * sequence is reserved or any stream opened.
+   */
+  async checkPrompt(request: GenerationRequest): Promise<number> {
+    const entry = await this.load(request.model);
+    if (request.messages) entry.chatWrapper ??= resolveChatWrapper(entry.model) ?? undefined;
+    const tokens = promptLength(entry.model, request, entry.chatWrapper);
+    const contextSize = entry.context.contextSize; // per sequence
+    if (tokens >= contextSize) throw new PromptTooLongError(tokens, contextSize);
+    return tokens;
   }
 
   /**
@@ -275,6 +299,16 @@ export class InferenceEngine {
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
 
+/** The request's prompt in tokens, as the model will see it (chat template applied, BOS counted). */
+function promptLength(model: LlamaModel, request: GenerationRequest, chatWrapper: ChatWrapper | undefined): number {
+  if (request.messages) {
+    const wrapper = chatWrapper ?? resolveChatWrapper(model);
+    if (!wrapper) return 0;
+    return wrapper.generateContextState({ chatHistory: toChatHistory(request.messages) }).contextText.tokenize(model.tokenizer).length;
+  }
+  return model.tokenize(request.prompt ?? '').length + 1;
+}
+
 async function generateOn(
   sequence: LlamaContextSequence,
   request: GenerationRequest,
@@ -285,11 +319,16 @@ async function generateOn(
   const acquired = performance.now();
   // Stateless requests: the sequence starts empty, so the same seed gives the same text.
   await sequence.clearHistory();
+  const history = request.messages && toChatHistory(request.messages);
+  // A request never holds more than its sequence's context: refuse a prompt that fills it, and
+  // end generation (finish reason `length`) where the context is full rather than shifting it.
+  const room = sequence.contextSize - promptLength(sequence.model, request, chatWrapper);
+  if (room <= 0) throw new PromptTooLongError(sequence.contextSize - room, sequence.contextSize);
   let completionTokens = 0;
   let promptTokens = 0;
   let firstTokenAt: number | undefined;
   const options = {
-    maxTokens: request.maxTokens,
+    maxTokens: Math.min(request.maxTokens, room),
     temperature: request.temperature,
     topP: request.topP,
     topK: request.topK,
@@ -309,10 +348,10 @@ async function generateOn(
   };
   let text: string;
   let stopReason: string;
-  if (request.messages) {
+  if (history) {
     const chat = new LlamaChat({ contextSequence: sequence, autoDisposeSequence: false, ...(chatWrapper && { chatWrapper }) });
     try {
-      const result = await chat.generateResponse(toChatHistory(request.messages), options);
+      const result = await chat.generateResponse(history, options);
       text = result.response;
       stopReason = result.metadata.stopReason;
     } finally {

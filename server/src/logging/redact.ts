@@ -5,7 +5,8 @@ const SECRET_PATTERNS: readonly [RegExp, string][] = [
   [/inf_[0-9A-Za-z]{4,}/g, 'inf_[REDACTED]'],
   [/eyJ[\w-]*\.[\w-]*\.[\w-]*/g, '[REDACTED_JWT]'],
   [/\b(Bearer|Basic)\s+[^\s"',;]+/gi, '$1 [REDACTED]'],
-  [/[^\s@"'<>(),;:/]+@[^\s@"'<>(),;:/]+\.[A-Za-z]{2,}/g, '[REDACTED_EMAIL]'],
+  // `@` also percent-encoded, as it arrives in a request path.
+  [/[^\s@"'<>(),;:/%]+(?:@|%40)[^\s@"'<>(),;:/]+\.[A-Za-z]{2,}/gi, '[REDACTED_EMAIL]'],
 ];
 
 export function redactText(text: string): string {

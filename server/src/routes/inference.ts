@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Router } from '@koa/router';
 import type { EmbeddingsRequest, InferenceRequest } from '../gen/types.gen.js';
 import { zCreateEmbeddingsBody, zCreateInferenceBody } from '../gen/zod.gen.js';
-import { ModelNotFoundError, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
+import { ModelNotFoundError, PromptTooLongError, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
 import { QueueFullError } from '../engine/sequence-pool.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
 import type { AppContext, AppState } from '../http/context.js';
@@ -19,6 +19,9 @@ const HEARTBEAT_MS = 5_000;
 /** Engine failures as API errors: unknown model 404, full queue 503 with `Retry-After`. */
 export function engineError(error: unknown, parallel: number): unknown {
   if (error instanceof ModelNotFoundError) return notFound(error.message);
+  if (error instanceof PromptTooLongError) {
+    return validationError([{ path: 'body', message: error.message }], 'The prompt does not fit the context');
+  }
   if (error instanceof QueueFullError) {
     const retryAfter = String(1 + Math.floor(error.waiting / Math.max(1, parallel)));
     return new ApiError('SERVICE_UNAVAILABLE', 'The server is busy: every sequence is in use and the wait queue is full', { waiting: error.waiting }, { 'Retry-After': retryAfter });
@@ -90,6 +93,12 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine): Route
     const signal = clientGone(ctx);
     const parallel = config.engine.parallel;
 
+    try {
+      await engine.checkPrompt(generation);
+    } catch (error) {
+      throw engineError(error, parallel);
+    }
+
     if (!request.stream) {
       let result: GenerationResult;
       try {
@@ -106,7 +115,8 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine): Route
       const result = await reservation.generate(generation, { signal, onText: (text) => stream.send('token', { text }) });
       stream.send('done', { id, model: request.model, finish_reason: result.finishReason, usage: result.usage, timings: result.timings });
     } catch (error) {
-      stream.send('error', { error: { code: 'INTERNAL_ERROR', message: 'Generation failed', details: null } });
+      const apiError = toApiError(engineError(error, parallel));
+      stream.send('error', errorBody(ctx, apiError.status >= 500 ? new ApiError('INTERNAL_ERROR', 'Generation failed') : apiError));
       deps.logger.error({ err: error, request_id: ctx.state.requestId }, 'generation failed mid-stream');
     } finally {
       reservation.release();

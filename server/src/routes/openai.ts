@@ -129,6 +129,11 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
   async function complete<Answer, Chunk>(ctx: AppContext, completion: Completion<Answer, Chunk>) {
     const { generation } = completion;
     const signal = clientGone(ctx);
+    try {
+      await engine.checkPrompt(generation);
+    } catch (error) {
+      throw engineFailure(error, generation.model);
+    }
     if (!completion.stream) {
       let result: GenerationResult;
       try {
