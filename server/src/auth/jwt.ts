@@ -23,10 +23,16 @@ export interface TokenClaims {
 export function loadJwtSecret(configured: string | undefined, dataDir: string): Buffer {
   if (configured) return Buffer.from(configured, 'utf8');
   const file = path.join(dataDir, 'jwt-secret');
+  let stored: string | undefined;
   try {
-    return Buffer.from(readFileSync(file, 'utf8').trim(), 'base64url');
+    stored = readFileSync(file, 'utf8').trim();
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  if (stored !== undefined) {
+    const secret = Buffer.from(stored, 'base64url');
+    if (secret.length < 32) throw new Error(`${file} holds a JWT secret of ${secret.length} bytes; at least 32 are needed (delete the file to generate a new one)`);
+    return secret;
   }
   const secret = randomBytes(48);
   writeFileSync(file, secret.toString('base64url') + '\n', { mode: 0o600, flag: 'wx' });
