@@ -26,6 +26,10 @@ import { configRoutes } from './routes/config.js';
 import { observabilityRoutes, prometheusRoutes } from './routes/observability.js';
 import { ServerMetrics } from './metrics.js';
 import type { Store } from './store/types.js';
+import { ResponseCache } from './cache/response-cache.js';
+import type { JobQueue } from './jobs/job-queue.js';
+import { jobRoutes } from './routes/jobs.js';
+import { cacheRoutes } from './routes/cache.js';
 
 export interface AppOptions {
   config: Config;
@@ -37,6 +41,9 @@ export interface AppOptions {
   engine: InferenceEngine;
   rateLimiter?: RateLimiter;
   metrics?: ServerMetrics;
+  /** Runs batch jobs; its lifecycle (start, stop) belongs to the caller. */
+  jobs: JobQueue;
+  cache?: ResponseCache;
 }
 
 const API_PREFIXES = ['/api/v1/', '/v1/'];
@@ -71,9 +78,19 @@ export function createApp(options: AppOptions): Koa<AppState> {
   };
   const { catalog, engine } = options;
   const metrics = options.metrics ?? new ServerMetrics();
+  const cache = options.cache ?? new ResponseCache(() => config.cache, (id) => catalog.pathOf(id));
 
   const api = new Router<AppState>({ prefix: '/api/v1' });
-  for (const routes of [authRoutes(deps), userRoutes(deps), modelRoutes(deps, catalog, engine), inferenceRoutes(deps, engine), observabilityRoutes(deps, metrics), configRoutes(deps)]) {
+  for (const routes of [
+    authRoutes(deps),
+    userRoutes(deps),
+    modelRoutes(deps, catalog, engine, cache),
+    inferenceRoutes(deps, engine, cache),
+    jobRoutes(deps, options.jobs),
+    cacheRoutes(deps, cache, engine),
+    observabilityRoutes(deps, metrics),
+    configRoutes(deps),
+  ]) {
     api.use(routes.routes());
   }
   const openai = new Router<AppState>({ prefix: '/v1' });

@@ -47,6 +47,8 @@ export interface Config {
   engine: { threads: number; parallel: number; context_size: number; max_queue: number; batch_size: number };
   storage: { data_dir: string };
   logging: { level: LogLevel };
+  /** The response cache of deterministic native inference requests. */
+  cache: { enabled: boolean; max_entries: number };
 }
 
 /** Defaults (frozen). Relative paths here are resolved against the working directory by loadConfig. */
@@ -67,6 +69,7 @@ export const DEFAULT_CONFIG: Config = deepFreeze({
   engine: { threads: 1, parallel: 4, context_size: 2048, max_queue: 32, batch_size: 512 },
   storage: { data_dir: './data' },
   logging: { level: 'info' },
+  cache: { enabled: true, max_entries: 1000 },
 });
 
 /** Thrown for any bad configuration; the message names the key and where the value came from. */
@@ -110,6 +113,7 @@ type Sections = {
   engine: Config['engine'];
   storage: Config['storage'];
   logging: Config['logging'];
+  cache: Config['cache'];
 };
 
 // Every key of Config must appear here exactly once (the mapped type enforces it).
@@ -153,6 +157,7 @@ const SCHEMA: Schema = {
   engine: { threads: positive(), parallel: positive(), context_size: positive(), max_queue: positive(), batch_size: positive() },
   storage: { data_dir: filePath() },
   logging: { level: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent') },
+  cache: { enabled: bool(), max_entries: int(1, 1_000_000) },
 };
 
 interface Field {

@@ -14,6 +14,7 @@ import { InferenceEngine } from './engine/engine.js';
 import { ModelCatalog } from './engine/model-catalog.js';
 import { ensureDemoModel } from './engine/demo-bootstrap.js';
 import { applyPersistedSettings } from './runtime-settings.js';
+import { JobRunner } from './jobs/job-runner.js';
 import type { Store } from './store/types.js';
 
 export const VERSION = '0.1.0';
@@ -72,7 +73,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     engine = new InferenceEngine(config, catalog, logger);
     // The binding loads in the background; /health/ready says when it can serve.
     engine.start().catch((error: unknown) => logger.error({ err: error }, 'the llama.cpp engine failed to start'));
-    const app = createApp({ config, store, logger, jwtSecret, version: VERSION, catalog, engine });
+    const jobs = new JobRunner({ store, engine, config, logger });
+    const app = createApp({ config, store, logger, jwtSecret, version: VERSION, catalog, engine, jobs });
 
     const tls = config.server.tls;
     const server =
@@ -91,6 +93,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       });
     });
     const { port } = server.address() as AddressInfo;
+    jobs.start();
     const scheme = tls.cert ? 'https' : 'http';
     const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
     const url = `${scheme}://${host}:${port}`;
@@ -110,6 +113,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
           server.close(() => resolve());
           server.closeAllConnections();
         }).then(async () => {
+          await jobs.stop();
           await engine.close();
           store.close();
           logger.flush();

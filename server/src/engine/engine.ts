@@ -66,6 +66,11 @@ export class PromptTooLongError extends Error {
   }
 }
 
+/** The model was unloaded (or deleted) while a request waited for it: worth a retry. */
+export class ModelUnloadedError extends Error {
+  override name = 'ModelUnloadedError';
+}
+
 export class ModelNotFoundError extends Error {
   override name = 'ModelNotFoundError';
 }
@@ -192,7 +197,7 @@ export class InferenceEngine {
     const entry = this.#loaded.get(id);
     if (!entry) return false;
     this.#loaded.delete(id);
-    entry.pool.rejectWaiting(new Error(`Model ${id} was unloaded`));
+    entry.pool.rejectWaiting(new ModelUnloadedError(`Model ${id} was unloaded while the request waited; try again`));
     if (entry.embedding) await (await entry.embedding.catch(() => undefined))?.dispose();
     await entry.context.dispose();
     await entry.model.dispose();

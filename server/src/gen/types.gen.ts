@@ -30,18 +30,23 @@ export type ValidationIssue = {
 };
 
 export type ApiError = {
-    error: {
-        code: ErrorCode;
-        /**
-         * Human-readable; never contains credentials or internals.
-         */
-        message: string;
-        /**
-         * For `VALIDATION_ERROR` the list of bad fields; otherwise null or an object.
-         */
-        details: null | Array<ValidationIssue> | {
-            [key: string]: unknown;
-        };
+    error: ApiErrorBody;
+};
+
+/**
+ * What went wrong; the `error` of an `ApiError`.
+ */
+export type ApiErrorBody = {
+    code: ErrorCode;
+    /**
+     * Human-readable; never contains credentials or internals.
+     */
+    message: string;
+    /**
+     * For `VALIDATION_ERROR` the list of bad fields; otherwise null or an object.
+     */
+    details: null | Array<ValidationIssue> | {
+        [key: string]: unknown;
     };
 };
 
@@ -199,7 +204,7 @@ export type AuditEntry = {
     id: number;
     time: Timestamp;
     /**
-     * e.g. `auth.login`, `auth.logout`, `api_key.create`, `api_key.revoke`, `user.create`, `user.update`, `user.delete`, `config.update`, `permission.denied`, `rate_limit.refused`.
+     * e.g. `auth.login`, `auth.logout`, `api_key.create`, `api_key.revoke`, `user.create`, `user.update`, `user.delete`, `config.update`, `job.create`, `job.cancel`, `cache.clear`, `permission.denied`, `rate_limit.refused`.
      */
     action: string;
     outcome: 'success' | 'failure' | 'denied';
@@ -265,6 +270,10 @@ export type ConfigPatch = {
     };
     logging?: {
         level?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+    };
+    cache?: {
+        enabled?: boolean;
+        max_entries?: number;
     };
 };
 
@@ -379,6 +388,121 @@ export type EmbeddingsResponse = {
         prompt_tokens: number;
         total_tokens: number;
     };
+};
+
+export type CreateJobRequest = {
+    /**
+     * Inference requests, run in this order; `stream` must be absent or false.
+     */
+    requests: Array<InferenceRequest>;
+    /**
+     * A label of your choice.
+     */
+    name?: string;
+};
+
+/**
+ * `queued`, `running`, then `succeeded` (every request succeeded), `failed` (at least one request failed; the other results are kept) or `cancelled`.
+ */
+export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+/**
+ * Where one request of a job stands; `cancelled`: never run, or stopped by a cancel.
+ */
+export type JobResultStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export type JobResult = {
+    /**
+     * The request's position in `requests`.
+     */
+    index: number;
+    status: JobResultStatus;
+    /**
+     * When `succeeded`, the answer `POST /api/v1/inference` would have given.
+     */
+    response?: InferenceResponse;
+    /**
+     * When `failed`, why (e.g. `NOT_FOUND` for an unknown model).
+     */
+    error?: ApiErrorBody;
+};
+
+export type Job = {
+    id: Id;
+    status: JobStatus;
+    created_at: Timestamp;
+    /**
+     * When it first started running.
+     */
+    started_at: string | null;
+    /**
+     * When it succeeded, failed or was cancelled.
+     */
+    finished_at: string | null;
+    /**
+     * Who submitted it.
+     */
+    user_id: Id;
+    name: string | null;
+    /**
+     * The number of requests.
+     */
+    total: number;
+    /**
+     * Requests that succeeded.
+     */
+    completed: number;
+    /**
+     * Requests that failed.
+     */
+    failed: number;
+    /**
+     * One entry per request, in request order.
+     */
+    results: Array<JobResult>;
+};
+
+export type JobPage = {
+    data: Array<Job>;
+    /**
+     * Pass as `cursor` for the next (older) page; null on the last page.
+     */
+    next_cursor: string | null;
+};
+
+export type LoadedModelStats = {
+    model: ModelId;
+    /**
+     * Sequences generating now.
+     */
+    busy: number;
+    /**
+     * Requests waiting for a free sequence.
+     */
+    waiting: number;
+    /**
+     * The model's sequences (`[engine] parallel`).
+     */
+    sequences: number;
+};
+
+export type CacheStats = {
+    enabled: boolean;
+    entries: number;
+    max_entries: number;
+    /**
+     * Requests answered from the cache since start.
+     */
+    hits: number;
+    /**
+     * Cacheable (deterministic, not streamed) requests not found in the cache since start.
+     */
+    misses: number;
+    /**
+     * hits / (hits + misses); 0 before any cacheable request.
+     */
+    hit_rate: number;
+    loaded_models: Array<LoadedModelStats>;
 };
 
 /**
@@ -1619,6 +1743,279 @@ export type CreateEmbeddingsResponses = {
 };
 
 export type CreateEmbeddingsResponse = CreateEmbeddingsResponses[keyof CreateEmbeddingsResponses];
+
+export type ListJobsData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Every user's jobs (needs `manage_queue`).
+         */
+        all?: boolean;
+        /**
+         * Only this user's jobs (another user's need `manage_queue`).
+         */
+        user_id?: Id;
+        limit?: number;
+        cursor?: string;
+    };
+    url: '/api/v1/jobs';
+};
+
+export type ListJobsErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type ListJobsError = ListJobsErrors[keyof ListJobsErrors];
+
+export type ListJobsResponses = {
+    /**
+     * A page of jobs.
+     */
+    200: JobPage;
+};
+
+export type ListJobsResponse = ListJobsResponses[keyof ListJobsResponses];
+
+export type CreateJobData = {
+    body: CreateJobRequest;
+    path?: never;
+    query?: never;
+    url: '/api/v1/jobs';
+};
+
+export type CreateJobErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
+     */
+    413: ApiError;
+    /**
+     * A JSON route was called without `Content-Type: application/json` (`UNSUPPORTED_MEDIA_TYPE`).
+     */
+    415: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type CreateJobError = CreateJobErrors[keyof CreateJobErrors];
+
+export type CreateJobResponses = {
+    /**
+     * Queued.
+     */
+    202: Job;
+};
+
+export type CreateJobResponse = CreateJobResponses[keyof CreateJobResponses];
+
+export type GetJobData = {
+    body?: never;
+    path: {
+        id: Id;
+    };
+    query?: never;
+    url: '/api/v1/jobs/{id}';
+};
+
+export type GetJobErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * No such route or resource (`NOT_FOUND`).
+     */
+    404: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type GetJobError = GetJobErrors[keyof GetJobErrors];
+
+export type GetJobResponses = {
+    /**
+     * The job.
+     */
+    200: Job;
+};
+
+export type GetJobResponse = GetJobResponses[keyof GetJobResponses];
+
+export type CancelJobData = {
+    body?: never;
+    path: {
+        id: Id;
+    };
+    query?: never;
+    url: '/api/v1/jobs/{id}/cancel';
+};
+
+export type CancelJobErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * No such route or resource (`NOT_FOUND`).
+     */
+    404: ApiError;
+    /**
+     * The request conflicts with the current state (`CONFLICT`).
+     */
+    409: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type CancelJobError = CancelJobErrors[keyof CancelJobErrors];
+
+export type CancelJobResponses = {
+    /**
+     * The job, cancelled.
+     */
+    200: Job;
+};
+
+export type CancelJobResponse = CancelJobResponses[keyof CancelJobResponses];
+
+export type ClearCacheData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/cache';
+};
+
+export type ClearCacheErrors = {
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type ClearCacheError = ClearCacheErrors[keyof ClearCacheErrors];
+
+export type ClearCacheResponses = {
+    /**
+     * Cleared.
+     */
+    204: void;
+};
+
+export type ClearCacheResponse = ClearCacheResponses[keyof ClearCacheResponses];
+
+export type GetCacheStatsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/cache';
+};
+
+export type GetCacheStatsErrors = {
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type GetCacheStatsError = GetCacheStatsErrors[keyof GetCacheStatsErrors];
+
+export type GetCacheStatsResponses = {
+    /**
+     * The cache's size and counters since start, and each loaded model's sequences in use and requests waiting.
+     */
+    200: CacheStats;
+};
+
+export type GetCacheStatsResponse = GetCacheStatsResponses[keyof GetCacheStatsResponses];
 
 export type OpenaiListModelsData = {
     body?: never;

@@ -36,15 +36,20 @@ export const zValidationIssue = z.object({
     message: z.string()
 });
 
+/**
+ * What went wrong; the `error` of an `ApiError`.
+ */
+export const zApiErrorBody = z.object({
+    code: zErrorCode,
+    message: z.string(),
+    details: z.union([
+        z.array(zValidationIssue),
+        z.record(z.string(), z.unknown())
+    ]).nullable()
+});
+
 export const zApiError = z.object({
-    error: z.object({
-        code: zErrorCode,
-        message: z.string(),
-        details: z.union([
-            z.array(zValidationIssue),
-            z.record(z.string(), z.unknown())
-        ]).nullable()
-    })
+    error: zApiErrorBody
 });
 
 /**
@@ -239,6 +244,10 @@ export const zConfigPatch = z.object({
             'trace',
             'silent'
         ]).optional()
+    }).optional(),
+    cache: z.object({
+        enabled: z.boolean().optional(),
+        max_entries: z.int().gte(1).lte(1000000).optional()
     }).optional()
 });
 
@@ -343,6 +352,76 @@ export const zEmbeddingsResponse = z.object({
         prompt_tokens: z.int(),
         total_tokens: z.int()
     })
+});
+
+export const zCreateJobRequest = z.object({
+    requests: z.array(zInferenceRequest).min(1).max(100),
+    name: z.string().min(1).max(128).optional()
+});
+
+/**
+ * `queued`, `running`, then `succeeded` (every request succeeded), `failed` (at least one request failed; the other results are kept) or `cancelled`.
+ */
+export const zJobStatus = z.enum([
+    'queued',
+    'running',
+    'succeeded',
+    'failed',
+    'cancelled'
+]);
+
+/**
+ * Where one request of a job stands; `cancelled`: never run, or stopped by a cancel.
+ */
+export const zJobResultStatus = z.enum([
+    'queued',
+    'running',
+    'succeeded',
+    'failed',
+    'cancelled'
+]);
+
+export const zJobResult = z.object({
+    index: z.int().gte(0),
+    status: zJobResultStatus,
+    response: zInferenceResponse.optional(),
+    error: zApiErrorBody.optional()
+});
+
+export const zJob = z.object({
+    id: zId,
+    status: zJobStatus,
+    created_at: zTimestamp,
+    started_at: z.iso.datetime().nullable(),
+    finished_at: z.iso.datetime().nullable(),
+    user_id: zId,
+    name: z.string().nullable(),
+    total: z.int(),
+    completed: z.int(),
+    failed: z.int(),
+    results: z.array(zJobResult)
+});
+
+export const zJobPage = z.object({
+    data: z.array(zJob),
+    next_cursor: z.string().nullable()
+});
+
+export const zLoadedModelStats = z.object({
+    model: zModelId,
+    busy: z.int(),
+    waiting: z.int(),
+    sequences: z.int()
+});
+
+export const zCacheStats = z.object({
+    enabled: z.boolean(),
+    entries: z.int().gte(0),
+    max_entries: z.int().gte(1),
+    hits: z.int(),
+    misses: z.int(),
+    hit_rate: z.number().gte(0).lte(1),
+    loaded_models: z.array(zLoadedModelStats)
 });
 
 /**
@@ -710,6 +789,53 @@ export const zCreateEmbeddingsBody = zEmbeddingsRequest;
  * One vector per input, in input order.
  */
 export const zCreateEmbeddingsResponse = zEmbeddingsResponse;
+
+export const zListJobsQuery = z.object({
+    all: z.boolean().optional().default(false),
+    user_id: zId.optional(),
+    limit: z.int().gte(1).lte(100).optional().default(20),
+    cursor: z.string().regex(/^[0-9]{1,18}$/).optional()
+});
+
+/**
+ * A page of jobs.
+ */
+export const zListJobsResponse = zJobPage;
+
+export const zCreateJobBody = zCreateJobRequest;
+
+/**
+ * Queued.
+ */
+export const zCreateJobResponse = zJob;
+
+export const zGetJobPath = z.object({
+    id: zId
+});
+
+/**
+ * The job.
+ */
+export const zGetJobResponse = zJob;
+
+export const zCancelJobPath = z.object({
+    id: zId
+});
+
+/**
+ * The job, cancelled.
+ */
+export const zCancelJobResponse = zJob;
+
+/**
+ * Cleared.
+ */
+export const zClearCacheResponse = z.void();
+
+/**
+ * The cache's size and counters since start, and each loaded model's sequences in use and requests waiting.
+ */
+export const zGetCacheStatsResponse = zCacheStats;
 
 /**
  * Every model in the models directory.

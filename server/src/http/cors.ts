@@ -9,7 +9,7 @@ export interface CorsSettings {
 }
 
 // Browsers may only read response headers that are exposed: the SDK needs these in a page.
-const EXPOSED = ['X-Request-Id', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset', 'Retry-After'];
+const EXPOSED = ['X-Request-Id', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset', 'Retry-After', 'Location', 'X-Cache'];
 
 /**
  * Cross-origin access for the configured origins only (none by default; `*` allows any).

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { Router } from '@koa/router';
-import type { EmbeddingsRequest, InferenceRequest } from '../gen/types.gen.js';
+import type { ResponseCache } from '../cache/response-cache.js';
+import type { EmbeddingsRequest, InferenceRequest, InferenceResponse } from '../gen/types.gen.js';
 import { zCreateEmbeddingsBody, zCreateInferenceBody } from '../gen/zod.gen.js';
-import { ModelNotFoundError, PromptTooLongError, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
+import { ModelNotFoundError, ModelUnloadedError, PromptTooLongError, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
 import { QueueFullError } from '../engine/sequence-pool.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
 import type { AppContext, AppState } from '../http/context.js';
@@ -22,6 +23,7 @@ export function engineError(error: unknown, parallel: number): unknown {
   if (error instanceof PromptTooLongError) {
     return validationError([{ path: 'body', message: error.message }], 'The prompt does not fit the context');
   }
+  if (error instanceof ModelUnloadedError) return new ApiError('SERVICE_UNAVAILABLE', error.message, null, { 'Retry-After': '1' });
   if (error instanceof QueueFullError) {
     const retryAfter = String(1 + Math.floor(error.waiting / Math.max(1, parallel)));
     return new ApiError('SERVICE_UNAVAILABLE', 'The server is busy: every sequence is in use and the wait queue is full', { waiting: error.waiting }, { 'Retry-After': retryAfter });
@@ -54,6 +56,14 @@ export function toGenerationRequest(body: InferenceRequest, maxPromptChars: numb
   };
 }
 
+/** A new answer id (`inf_` and 32 hex digits). */
+export const newInferenceId = () => `inf_${randomUUID().replaceAll('-', '')}`;
+
+/** A finished generation as the API answers it. */
+export function presentInference(id: string, model: string, result: GenerationResult): InferenceResponse {
+  return { id, object: 'inference', created: Math.floor(Date.now() / 1000), model, text: result.text, finish_reason: result.finishReason, usage: result.usage, timings: result.timings };
+}
+
 /**
  * Reserves a sequence; if that takes a moment (model loading, queue), opens the event stream
  * first and keeps it alive with heartbeats. Errors that come at once (unknown model, full queue)
@@ -77,7 +87,7 @@ export async function reserveForStream(ctx: AppContext, engine: InferenceEngine,
   }
 }
 
-export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine): Router<AppState> {
+export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache: ResponseCache): Router<AppState> {
   const { config, store } = deps;
   const router = new Router<AppState>();
   const body = jsonBody(() => config.limits.max_body_bytes);
@@ -87,11 +97,21 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine): Route
     if (request.stream) return requirePermission(store, 'use_streaming')(ctx, next);
     return next();
   }, async (ctx) => {
+    const started = performance.now();
     const request = ctx.state.input.body as InferenceRequest;
     const generation = toGenerationRequest(request, config.limits.max_prompt_chars);
-    const id = `inf_${randomUUID().replaceAll('-', '')}`;
+    const id = newInferenceId();
     const signal = clientGone(ctx);
     const parallel = config.engine.parallel;
+
+    const cacheKey = request.stream ? undefined : await cache.keyOf(generation);
+    const cached = cacheKey === undefined ? undefined : cache.get(cacheKey);
+    if (cached) {
+      const totalMs = Math.round((performance.now() - started) * 100) / 100;
+      ctx.set('X-Cache', 'hit');
+      ctx.body = { id, object: 'inference', created: Math.floor(Date.now() / 1000), ...cached, timings: { queued_ms: 0, prompt_ms: 0, generation_ms: 0, total_ms: totalMs, tokens_per_second: 0 } } satisfies InferenceResponse;
+      return;
+    }
 
     try {
       await engine.checkPrompt(generation);
@@ -106,7 +126,13 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine): Route
       } catch (error) {
         throw engineError(error, parallel);
       }
-      ctx.body = { id, object: 'inference', created: Math.floor(Date.now() / 1000), model: request.model, text: result.text, finish_reason: result.finishReason, usage: result.usage, timings: result.timings };
+      const response = presentInference(id, request.model, result);
+      // A generation cut short (the client left) is no answer to keep.
+      if (cacheKey !== undefined && result.finishReason !== 'cancelled') {
+        cache.set(cacheKey, { model: response.model, text: response.text, finish_reason: response.finish_reason, usage: response.usage });
+      }
+      ctx.set('X-Cache', 'miss');
+      ctx.body = response;
       return;
     }
 

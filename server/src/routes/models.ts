@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { Router } from '@koa/router';
+import type { ResponseCache } from '../cache/response-cache.js';
 import type { UploadModelData } from '../gen/types.gen.js';
 import { zDeleteModelPath, zGetModelPath, zLoadModelPath, zUnloadModelPath, zUploadModelQuery } from '../gen/zod.gen.js';
 import type { InferenceEngine } from '../engine/engine.js';
@@ -14,7 +15,7 @@ import { validate } from '../http/validate.js';
 import type { RouteDeps } from './deps.js';
 import { engineError } from './inference.js';
 
-export function modelRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: InferenceEngine): Router<AppState> {
+export function modelRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: InferenceEngine, cache: ResponseCache): Router<AppState> {
   const { store, config } = deps;
   const router = new Router<AppState>();
   const can = (permission: Parameters<typeof requirePermission>[1]) => [requireAuth, requirePermission(store, permission)];
@@ -59,6 +60,8 @@ export function modelRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Infe
       if (error instanceof ModelExistsError) throw conflict(error.message);
       throw error;
     }
+    // Cache keys carry the file's size and time already; dropping the old answers frees their memory.
+    cache.clearModel(id);
     audit(store, ctx, { action: 'model.upload', outcome: 'success', target: id, details: { bytes, overwrite } });
     ctx.status = 201;
     ctx.body = await catalog.get(id);
@@ -68,6 +71,7 @@ export function modelRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Infe
     const model = await findModel(ctx);
     await engine.unload(model.id);
     await rm(catalog.pathOf(model.id), { force: true });
+    cache.clearModel(model.id);
     audit(store, ctx, { action: 'model.delete', outcome: 'success', target: model.id, details: { bytes: model.size_bytes } });
     ctx.status = 204;
   });

@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { MIGRATIONS } from './migrations.js';
-import type { ApiKeyRecord, AuditEvent, AuditFilter, AuditRecord, Permission, Role, Store, UserRecord } from './types.js';
+import type { ApiKeyRecord, AuditEvent, AuditFilter, AuditRecord, JobFilter, JobRecord, JobResult, Permission, Role, Store, UserRecord } from './types.js';
 
 type Row = Record<string, SQLInputValue>;
 
@@ -51,6 +51,23 @@ function toAudit(row: Row): AuditRecord {
     details: row.details === null ? null : (JSON.parse(String(row.details)) as Record<string, unknown>),
   };
 }
+
+function toJob(row: Row): JobRecord {
+  return {
+    id: String(row.id),
+    seq: Number(row.seq),
+    userId: String(row.user_id),
+    name: (row.name as string | null) ?? null,
+    status: row.status as JobRecord['status'],
+    requests: JSON.parse(String(row.requests)) as JobRecord['requests'],
+    results: JSON.parse(String(row.results)) as JobResult[],
+    createdAt: String(row.created_at),
+    startedAt: (row.started_at as string | null) ?? null,
+    finishedAt: (row.finished_at as string | null) ?? null,
+  };
+}
+
+const isUnfinished = (r: JobResult) => r.status === 'queued' || r.status === 'running';
 
 /** The embedded store: one SQLite file in the data dir, WAL mode, migrated on open. */
 export class SqliteStore implements Store {
@@ -224,6 +241,96 @@ export class SqliteStore implements Store {
     add('id < ?', filter.beforeId);
     const sql = `SELECT * FROM audit_log ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`;
     return (this.#db.prepare(sql).all(...values, filter.limit ?? 100) as Row[]).map(toAudit);
+  }
+
+  // Jobs
+
+  createJob(job: { userId: string; name: string | null; requests: JobRecord['requests'] }): JobRecord {
+    const results: JobResult[] = job.requests.map((_, index) => ({ index, status: 'queued' }));
+    const row = this.#db
+      .prepare(
+        `INSERT INTO jobs (id, user_id, name, status, requests, results, created_at)
+         VALUES (?, ?, ?, 'queued', ?, ?, ?) RETURNING *`,
+      )
+      .get(randomUUID(), job.userId, job.name, JSON.stringify(job.requests), JSON.stringify(results), now()) as Row;
+    return toJob(row);
+  }
+
+  getJob(id: string): JobRecord | undefined {
+    const row = this.#db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as Row | undefined;
+    return row && toJob(row);
+  }
+
+  listJobs(filter: JobFilter = {}): JobRecord[] {
+    const where: string[] = [];
+    const values: SQLInputValue[] = [];
+    if (filter.userId !== undefined) {
+      where.push('user_id = ?');
+      values.push(filter.userId);
+    }
+    if (filter.beforeSeq !== undefined) {
+      where.push('seq < ?');
+      values.push(filter.beforeSeq);
+    }
+    const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT ?`;
+    return (this.#db.prepare(sql).all(...values, filter.limit ?? 100) as Row[]).map(toJob);
+  }
+
+  claimNextJob(): JobRecord | undefined {
+    const row = this.#db
+      .prepare(
+        `UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?)
+         WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) RETURNING *`,
+      )
+      .get(now()) as Row | undefined;
+    return row && toJob(row);
+  }
+
+  saveJobResults(id: string, results: JobResult[]): boolean {
+    const result = this.#db.prepare("UPDATE jobs SET results = ? WHERE id = ? AND status = 'running'").run(JSON.stringify(results), id);
+    return Number(result.changes) > 0;
+  }
+
+  finishJob(id: string, status: 'succeeded' | 'failed', results: JobResult[]): boolean {
+    const result = this.#db
+      .prepare("UPDATE jobs SET status = ?, results = ?, finished_at = ? WHERE id = ? AND status = 'running'")
+      .run(status, JSON.stringify(results), now(), id);
+    return Number(result.changes) > 0;
+  }
+
+  cancelJob(id: string): { job: JobRecord; cancelled: boolean } | undefined {
+    return this.#transaction(() => {
+      const job = this.getJob(id);
+      if (!job) return undefined;
+      if (job.status !== 'queued' && job.status !== 'running') return { job, cancelled: false };
+      const results = job.results.map((r): JobResult => (isUnfinished(r) ? { index: r.index, status: 'cancelled' } : r));
+      this.#db.prepare("UPDATE jobs SET status = 'cancelled', results = ?, finished_at = ? WHERE id = ?").run(JSON.stringify(results), now(), id);
+      return { job: this.getJob(id)!, cancelled: true };
+    });
+  }
+
+  requeueRunningJobs(): number {
+    return this.#transaction(() => {
+      const running = (this.#db.prepare("SELECT * FROM jobs WHERE status = 'running'").all() as Row[]).map(toJob);
+      const update = this.#db.prepare("UPDATE jobs SET status = 'queued', results = ? WHERE id = ?");
+      for (const job of running) {
+        const results = job.results.map((r): JobResult => (isUnfinished(r) ? { index: r.index, status: 'queued' } : r));
+        update.run(JSON.stringify(results), job.id);
+      }
+      return running.length;
+    });
+  }
+
+  #transaction<T>(work: () => T): T {
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = work();
+      this.#db.exec('COMMIT');
+      return result;
+    } catch (error) {
+      this.#db.exec('ROLLBACK');
+      throw error;
+    }
   }
 
   // Settings

@@ -1,6 +1,6 @@
-import type { Permission, Role } from '../gen/types.gen.js';
+import type { InferenceRequest, JobResult, JobStatus, Permission, Role } from '../gen/types.gen.js';
 
-export type { Permission, Role };
+export type { JobResult, JobStatus, Permission, Role };
 
 export interface UserRecord {
   id: string;
@@ -92,7 +92,49 @@ export interface SettingsStore {
   putSettings(settings: Record<string, unknown>): void;
 }
 
+export interface JobRecord {
+  id: string;
+  /** Submission order: the queue's order and the list's cursor. */
+  seq: number;
+  userId: string;
+  name: string | null;
+  status: JobStatus;
+  requests: InferenceRequest[];
+  /** One per request, in request order. */
+  results: JobResult[];
+  createdAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+export interface JobFilter {
+  userId?: string;
+  /** Only jobs submitted before this one (cursor pagination, newest first). */
+  beforeSeq?: number;
+  limit?: number;
+}
+
+/** Batch jobs and their results. A worker takes queued jobs in order (`claimNextJob`). */
+export interface JobStore {
+  createJob(job: { userId: string; name: string | null; requests: InferenceRequest[] }): JobRecord;
+  getJob(id: string): JobRecord | undefined;
+  listJobs(filter?: JobFilter): JobRecord[];
+  /** Marks the oldest queued job running and returns it; undefined when none is queued. */
+  claimNextJob(): JobRecord | undefined;
+  /** Saves a running job's progress; false when it is no longer running (cancelled or deleted). */
+  saveJobResults(id: string, results: JobResult[]): boolean;
+  /** Ends a running job; false when it is no longer running. */
+  finishJob(id: string, status: 'succeeded' | 'failed', results: JobResult[]): boolean;
+  /**
+   * Cancels a queued or running job: requests not finished become `cancelled`. Answers the job as
+   * it is afterwards and whether this call cancelled it (false: it had already finished).
+   */
+  cancelJob(id: string): { job: JobRecord; cancelled: boolean } | undefined;
+  /** Puts running jobs back in the queue (their unfinished requests too); answers how many. */
+  requeueRunningJobs(): number;
+}
+
 /** Everything the server persists. SQLite is the embedded default; other backends fit behind this. */
-export interface Store extends UserStore, ApiKeyStore, RevocationStore, AuditStore, SettingsStore {
+export interface Store extends UserStore, ApiKeyStore, RevocationStore, AuditStore, SettingsStore, JobStore {
   close(): void;
 }

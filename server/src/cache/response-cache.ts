@@ -1,0 +1,111 @@
+import { createHash } from 'node:crypto';
+import { stat } from 'node:fs/promises';
+import type { Config } from '../config.js';
+import type { GenerationRequest } from '../engine/engine.js';
+import type { InferenceResponse } from '../gen/types.gen.js';
+
+/** What a hit gives back; `id`, `created` and `timings` belong to each answer and are made fresh. */
+export type CachedInference = Pick<InferenceResponse, 'model' | 'text' | 'finish_reason' | 'usage'>;
+
+export interface ResponseCacheStats {
+  enabled: boolean;
+  entries: number;
+  max_entries: number;
+  hits: number;
+  misses: number;
+  hit_rate: number;
+}
+
+/**
+ * Only a request whose answer is fixed by its input may be answered from the cache: one with a
+ * seed, or with greedy decoding (temperature 0). Any other would lose its randomness.
+ */
+export function isDeterministic(request: GenerationRequest): boolean {
+  return request.seed !== undefined || request.temperature === 0;
+}
+
+/**
+ * An in-memory LRU cache of native inference answers. The key hashes the model id, the model
+ * file's size, modification time and inode (so a replaced file never serves its predecessor's
+ * answers), and every generation parameter. Settings are read per call (`[cache]`, runtime-tunable).
+ */
+export class ResponseCache {
+  // A Map keeps insertion order: the first entry is the least recently used.
+  readonly #entries = new Map<string, { model: string; value: CachedInference }>();
+  #hits = 0;
+  #misses = 0;
+
+  constructor(
+    private readonly settings: () => Config['cache'],
+    private readonly modelFile: (id: string) => string,
+  ) {}
+
+  /**
+   * The key of a request, or undefined when it is not to be cached: the cache is off, sampling is
+   * random, or the model file does not exist (the request then fails on its own).
+   */
+  async keyOf(request: GenerationRequest): Promise<string | undefined> {
+    if (!this.settings().enabled) {
+      this.#entries.clear(); // turned off at run time: free the memory
+      return undefined;
+    }
+    if (!isDeterministic(request)) return undefined;
+    let file;
+    try {
+      file = await stat(this.modelFile(request.model));
+    } catch {
+      return undefined;
+    }
+    const { model, prompt, messages, maxTokens, temperature, topP, topK, stop, seed } = request;
+    const identity = [model, file.size, file.mtimeMs, file.ino, prompt ?? null, messages ?? null, maxTokens, temperature ?? null, topP ?? null, topK ?? null, stop ?? null, seed ?? null];
+    return createHash('sha256').update(JSON.stringify(identity)).digest('hex');
+  }
+
+  /** Looks a key up, counting the hit or miss. */
+  get(key: string): CachedInference | undefined {
+    const entry = this.#entries.get(key);
+    if (!entry) {
+      this.#misses++;
+      return undefined;
+    }
+    this.#hits++;
+    this.#entries.delete(key);
+    this.#entries.set(key, entry);
+    return entry.value;
+  }
+
+  set(key: string, value: CachedInference): void {
+    if (!this.settings().enabled) return;
+    this.#entries.delete(key);
+    this.#entries.set(key, { model: value.model, value });
+    this.#evict();
+  }
+
+  /** Empties the cache; answers how many entries were dropped. The counters are kept. */
+  clear(): number {
+    const size = this.#entries.size;
+    this.#entries.clear();
+    return size;
+  }
+
+  /** Drops a model's entries (its file was deleted or replaced). */
+  clearModel(model: string): void {
+    for (const [key, entry] of this.#entries) if (entry.model === model) this.#entries.delete(key);
+  }
+
+  stats(): ResponseCacheStats {
+    this.#evict();
+    const { enabled, max_entries } = this.settings();
+    const lookups = this.#hits + this.#misses;
+    return { enabled, entries: this.#entries.size, max_entries, hits: this.#hits, misses: this.#misses, hit_rate: lookups === 0 ? 0 : this.#hits / lookups };
+  }
+
+  // `max_entries` may have been lowered at run time: trim down to it.
+  #evict(): void {
+    const max = this.settings().max_entries;
+    for (const key of this.#entries.keys()) {
+      if (this.#entries.size <= max) break;
+      this.#entries.delete(key);
+    }
+  }
+}
