@@ -37,7 +37,7 @@ describe('response cache', () => {
     fetch(`${server.url}/api/v1/models?id=${id}&overwrite=${overwrite}`, {
       method: 'POST',
       headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/octet-stream' },
-      body: bytes,
+      body: new Uint8Array(bytes),
     });
 
   beforeAll(async () => {

@@ -2,7 +2,7 @@
 
 import { client } from './client.gen.js';
 import type { Client, ClientMeta, Options as Options2, RequestResult, TDataShape } from './client/index.js';
-import type { CreateApiKeyData, CreateApiKeyErrors, CreateApiKeyResponses, CreateEmbeddingsData, CreateEmbeddingsErrors, CreateEmbeddingsResponses, CreateInferenceData, CreateInferenceErrors, CreateInferenceResponses, CreateUserData, CreateUserErrors, CreateUserResponses, DeleteModelData, DeleteModelErrors, DeleteModelResponses, DeleteUserData, DeleteUserErrors, DeleteUserResponses, GetConfigData, GetConfigErrors, GetConfigResponses, GetCurrentPrincipalData, GetCurrentPrincipalErrors, GetCurrentPrincipalResponses, GetHealthData, GetHealthResponses, GetMetricsData, GetMetricsErrors, GetMetricsResponses, GetModelData, GetModelErrors, GetModelResponses, GetPrometheusMetricsData, GetPrometheusMetricsErrors, GetPrometheusMetricsResponses, GetReadinessData, GetReadinessErrors, GetReadinessResponses, GetUserData, GetUserErrors, GetUserResponses, ListApiKeysData, ListApiKeysErrors, ListApiKeysResponses, ListAuditLogsData, ListAuditLogsErrors, ListAuditLogsResponses, ListModelsData, ListModelsErrors, ListModelsResponses, ListUsersData, ListUsersErrors, ListUsersResponses, LoadModelData, LoadModelErrors, LoadModelResponses, LoginData, LoginErrors, LoginResponses, LogoutData, LogoutErrors, LogoutResponses, RevokeApiKeyData, RevokeApiKeyErrors, RevokeApiKeyResponses, UnloadModelData, UnloadModelErrors, UnloadModelResponses, UpdateConfigData, UpdateConfigErrors, UpdateConfigResponses, UpdateUserData, UpdateUserErrors, UpdateUserResponses, UploadModelData, UploadModelErrors, UploadModelResponses } from './types.gen.js';
+import type { CancelJobData, CancelJobErrors, CancelJobResponses, ClearCacheData, ClearCacheErrors, ClearCacheResponses, CreateApiKeyData, CreateApiKeyErrors, CreateApiKeyResponses, CreateEmbeddingsData, CreateEmbeddingsErrors, CreateEmbeddingsResponses, CreateInferenceData, CreateInferenceErrors, CreateInferenceResponses, CreateJobData, CreateJobErrors, CreateJobResponses, CreateUserData, CreateUserErrors, CreateUserResponses, DeleteModelData, DeleteModelErrors, DeleteModelResponses, DeleteUserData, DeleteUserErrors, DeleteUserResponses, GetCacheStatsData, GetCacheStatsErrors, GetCacheStatsResponses, GetConfigData, GetConfigErrors, GetConfigResponses, GetCurrentPrincipalData, GetCurrentPrincipalErrors, GetCurrentPrincipalResponses, GetHealthData, GetHealthResponses, GetJobData, GetJobErrors, GetJobResponses, GetMetricsData, GetMetricsErrors, GetMetricsResponses, GetModelData, GetModelErrors, GetModelResponses, GetPrometheusMetricsData, GetPrometheusMetricsErrors, GetPrometheusMetricsResponses, GetReadinessData, GetReadinessErrors, GetReadinessResponses, GetUserData, GetUserErrors, GetUserResponses, ListApiKeysData, ListApiKeysErrors, ListApiKeysResponses, ListAuditLogsData, ListAuditLogsErrors, ListAuditLogsResponses, ListJobsData, ListJobsErrors, ListJobsResponses, ListModelsData, ListModelsErrors, ListModelsResponses, ListUsersData, ListUsersErrors, ListUsersResponses, LoadModelData, LoadModelErrors, LoadModelResponses, LoginData, LoginErrors, LoginResponses, LogoutData, LogoutErrors, LogoutResponses, OpenaiCreateChatCompletionData, OpenaiCreateChatCompletionErrors, OpenaiCreateChatCompletionResponses, OpenaiCreateCompletionData, OpenaiCreateCompletionErrors, OpenaiCreateCompletionResponses, OpenaiCreateEmbeddingsData, OpenaiCreateEmbeddingsErrors, OpenaiCreateEmbeddingsResponses, OpenaiListModelsData, OpenaiListModelsErrors, OpenaiListModelsResponses, OpenaiRetrieveModelData, OpenaiRetrieveModelErrors, OpenaiRetrieveModelResponses, RevokeApiKeyData, RevokeApiKeyErrors, RevokeApiKeyResponses, UnloadModelData, UnloadModelErrors, UnloadModelResponses, UpdateConfigData, UpdateConfigErrors, UpdateConfigResponses, UpdateUserData, UpdateUserErrors, UpdateUserResponses, UploadModelData, UploadModelErrors, UploadModelResponses } from './types.gen.js';
 
 export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends boolean = boolean, TResponse = unknown> = Options2<TData, ThrowOnError, TResponse> & {
     /**
@@ -237,6 +237,11 @@ export const unloadModel = <ThrowOnError extends boolean = false>(options: Optio
  * Give `prompt` (plain completion) or `messages` (chat, rendered with the model's chat template).
  * The same `seed` with the same input and settings gives the same text.
  *
+ * Deterministic requests (a `seed` is given, or `temperature` is 0) that are not streamed are
+ * answered from the response cache when the same model file was asked the same thing before:
+ * `X-Cache: hit`, the stored answer with a fresh `id` and `created` and the timings of the hit.
+ * See `/api/v1/cache`.
+ *
  * With `stream: true` the answer is `text/event-stream`:
  * `event: token` with `data: {"text": "..."}` for each chunk of text,
  * then `event: done` with `data: {"id", "model", "finish_reason", "usage", "timings"}`;
@@ -261,6 +266,167 @@ export const createInference = <ThrowOnError extends boolean = false>(options: O
 export const createEmbeddings = <ThrowOnError extends boolean = false>(options: Options<CreateEmbeddingsData, ThrowOnError>): RequestResult<CreateEmbeddingsResponses, CreateEmbeddingsErrors, ThrowOnError> => (options.client ?? client).post<CreateEmbeddingsResponses, CreateEmbeddingsErrors, ThrowOnError>({
     security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
     url: '/api/v1/embeddings',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * List jobs, newest first (own with `run_inference`; all or another user's with `manage_queue`)
+ *
+ * Page with `cursor` (the previous page's `next_cursor`).
+ */
+export const listJobs = <ThrowOnError extends boolean = false>(options?: Options<ListJobsData, ThrowOnError>): RequestResult<ListJobsResponses, ListJobsErrors, ThrowOnError> => (options?.client ?? client).get<ListJobsResponses, ListJobsErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/api/v1/jobs',
+    ...options
+});
+
+/**
+ * Submit a batch of inference requests to run in the background (`run_inference`)
+ *
+ * Each request is validated like `POST /api/v1/inference` (prompt limit included; details name
+ * `body.requests[i]...`) and must not ask for `stream: true`. The job is queued; jobs run in
+ * the order they were submitted, the requests of a job one after another, on the same engine
+ * (sequences and wait queue) as live traffic.
+ * A request whose model does not exist (or whose prompt does not fit the model's context) fails
+ * its own item with that error (`NOT_FOUND`, `VALIDATION_ERROR`); the job is still accepted and
+ * its other requests still run. Poll `GET /api/v1/jobs/{id}` (the `Location` header) for results.
+ *
+ */
+export const createJob = <ThrowOnError extends boolean = false>(options: Options<CreateJobData, ThrowOnError>): RequestResult<CreateJobResponses, CreateJobErrors, ThrowOnError> => (options.client ?? client).post<CreateJobResponses, CreateJobErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/api/v1/jobs',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Get a job and its results (own with `run_inference`; any with `manage_queue`)
+ *
+ * Without `manage_queue`, another user's job is `404`, as if it did not exist.
+ */
+export const getJob = <ThrowOnError extends boolean = false>(options: Options<GetJobData, ThrowOnError>): RequestResult<GetJobResponses, GetJobErrors, ThrowOnError> => (options.client ?? client).get<GetJobResponses, GetJobErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/api/v1/jobs/{id}',
+    ...options
+});
+
+/**
+ * Cancel a queued or running job (own with `run_inference`; any with `manage_queue`)
+ *
+ * The request being generated is stopped at once; requests not run yet are marked `cancelled`
+ * and never run; finished results are kept. A job that has already finished is `409 CONFLICT`.
+ * Without `manage_queue`, another user's job is `404`.
+ *
+ */
+export const cancelJob = <ThrowOnError extends boolean = false>(options: Options<CancelJobData, ThrowOnError>): RequestResult<CancelJobResponses, CancelJobErrors, ThrowOnError> => (options.client ?? client).post<CancelJobResponses, CancelJobErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/api/v1/jobs/{id}/cancel',
+    ...options
+});
+
+/**
+ * Empty the response cache (`manage_cache`)
+ *
+ * The hit and miss counters are kept.
+ */
+export const clearCache = <ThrowOnError extends boolean = false>(options?: Options<ClearCacheData, ThrowOnError>): RequestResult<ClearCacheResponses, ClearCacheErrors, ThrowOnError> => (options?.client ?? client).delete<ClearCacheResponses, ClearCacheErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/api/v1/cache',
+    ...options
+});
+
+/**
+ * Response cache statistics and the loaded models' sequences (`manage_cache`)
+ */
+export const getCacheStats = <ThrowOnError extends boolean = false>(options?: Options<GetCacheStatsData, ThrowOnError>): RequestResult<GetCacheStatsResponses, GetCacheStatsErrors, ThrowOnError> => (options?.client ?? client).get<GetCacheStatsResponses, GetCacheStatsErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/api/v1/cache',
+    ...options
+});
+
+/**
+ * List models, OpenAI style (`read_models`)
+ *
+ * The OpenAI-compatible API: point an OpenAI client at `<server>/v1` and use an Inferno API key
+ * as its key (`Authorization: Bearer inf_...`). Same permissions and rate limits as the native
+ * API; errors have OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
+ *
+ */
+export const openaiListModels = <ThrowOnError extends boolean = false>(options?: Options<OpenaiListModelsData, ThrowOnError>): RequestResult<OpenaiListModelsResponses, OpenaiListModelsErrors, ThrowOnError> => (options?.client ?? client).get<OpenaiListModelsResponses, OpenaiListModelsErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }],
+    url: '/v1/models',
+    ...options
+});
+
+/**
+ * Describe one model, OpenAI style (`read_models`)
+ */
+export const openaiRetrieveModel = <ThrowOnError extends boolean = false>(options: Options<OpenaiRetrieveModelData, ThrowOnError>): RequestResult<OpenaiRetrieveModelResponses, OpenaiRetrieveModelErrors, ThrowOnError> => (options.client ?? client).get<OpenaiRetrieveModelResponses, OpenaiRetrieveModelErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }],
+    url: '/v1/models/{model}',
+    ...options
+});
+
+/**
+ * Chat completion, OpenAI style (`run_inference`; streaming also `use_streaming`)
+ *
+ * The messages are rendered with the model's chat template. Fields of OpenAI's request that
+ * Inferno does not use (`user`, `frequency_penalty`, `presence_penalty`, `logit_bias`,
+ * `response_format`, ...) are accepted and ignored; only `n: 1` is supported.
+ *
+ * With `stream: true` the answer is `text/event-stream` in OpenAI's format: `data: <chunk>`
+ * events (`chat.completion.chunk`; the first delta carries the role, then content pieces, the
+ * last one `finish_reason`), with `stream_options.include_usage` one more chunk with empty
+ * `choices` and the `usage`, and finally `data: [DONE]`. An error midway is a
+ * `data: {"error": {...}}` event. Closing the connection cancels the generation.
+ *
+ */
+export const openaiCreateChatCompletion = <ThrowOnError extends boolean = false>(options: Options<OpenaiCreateChatCompletionData, ThrowOnError>): RequestResult<OpenaiCreateChatCompletionResponses, OpenaiCreateChatCompletionErrors, ThrowOnError> => (options.client ?? client).post<OpenaiCreateChatCompletionResponses, OpenaiCreateChatCompletionErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }],
+    url: '/v1/chat/completions',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Text completion, OpenAI style (`run_inference`; streaming also `use_streaming`)
+ *
+ * Continues `prompt` as plain text. Unused OpenAI fields are accepted and ignored; only
+ * `n: 1` is supported. With `stream: true` the answer is `text/event-stream`: `data: <chunk>`
+ * events (`text_completion` objects with a piece of `text`; the last one `finish_reason`), with
+ * `stream_options.include_usage` a usage chunk, then `data: [DONE]`.
+ *
+ */
+export const openaiCreateCompletion = <ThrowOnError extends boolean = false>(options: Options<OpenaiCreateCompletionData, ThrowOnError>): RequestResult<OpenaiCreateCompletionResponses, OpenaiCreateCompletionErrors, ThrowOnError> => (options.client ?? client).post<OpenaiCreateCompletionResponses, OpenaiCreateCompletionErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }],
+    url: '/v1/completions',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Embeddings, OpenAI style (`run_inference`)
+ *
+ * One vector per input, in input order. `encoding_format: base64` (what the `openai` npm client
+ * asks for by default) sends each vector as little-endian float32 bytes in base64.
+ *
+ */
+export const openaiCreateEmbeddings = <ThrowOnError extends boolean = false>(options: Options<OpenaiCreateEmbeddingsData, ThrowOnError>): RequestResult<OpenaiCreateEmbeddingsResponses, OpenaiCreateEmbeddingsErrors, ThrowOnError> => (options.client ?? client).post<OpenaiCreateEmbeddingsResponses, OpenaiCreateEmbeddingsErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }],
+    url: '/v1/embeddings',
     ...options,
     headers: {
         'Content-Type': 'application/json',

@@ -30,18 +30,23 @@ export type ValidationIssue = {
 };
 
 export type ApiError = {
-    error: {
-        code: ErrorCode;
-        /**
-         * Human-readable; never contains credentials or internals.
-         */
-        message: string;
-        /**
-         * For `VALIDATION_ERROR` the list of bad fields; otherwise null or an object.
-         */
-        details: null | Array<ValidationIssue> | {
-            [key: string]: unknown;
-        };
+    error: ApiErrorBody;
+};
+
+/**
+ * What went wrong; the `error` of an `ApiError`.
+ */
+export type ApiErrorBody = {
+    code: ErrorCode;
+    /**
+     * Human-readable; never contains credentials or internals.
+     */
+    message: string;
+    /**
+     * For `VALIDATION_ERROR` the list of bad fields; otherwise null or an object.
+     */
+    details: null | Array<ValidationIssue> | {
+        [key: string]: unknown;
     };
 };
 
@@ -199,7 +204,7 @@ export type AuditEntry = {
     id: number;
     time: Timestamp;
     /**
-     * e.g. `auth.login`, `auth.logout`, `api_key.create`, `api_key.revoke`, `user.create`, `user.update`, `user.delete`, `config.update`, `permission.denied`, `rate_limit.refused`.
+     * e.g. `auth.login`, `auth.logout`, `api_key.create`, `api_key.revoke`, `user.create`, `user.update`, `user.delete`, `config.update`, `job.create`, `job.cancel`, `cache.clear`, `permission.denied`, `rate_limit.refused`.
      */
     action: string;
     outcome: 'success' | 'failure' | 'denied';
@@ -265,6 +270,10 @@ export type ConfigPatch = {
     };
     logging?: {
         level?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+    };
+    cache?: {
+        enabled?: boolean;
+        max_entries?: number;
     };
 };
 
@@ -375,6 +384,395 @@ export type EmbeddingsResponse = {
     object: 'list';
     model: ModelId;
     data: Array<Embedding>;
+    usage: {
+        prompt_tokens: number;
+        total_tokens: number;
+    };
+};
+
+export type CreateJobRequest = {
+    /**
+     * Inference requests, run in this order; `stream` must be absent or false.
+     */
+    requests: Array<InferenceRequest>;
+    /**
+     * A label of your choice.
+     */
+    name?: string;
+};
+
+/**
+ * `queued`, `running`, then `succeeded` (every request succeeded), `failed` (at least one request failed; the other results are kept) or `cancelled`.
+ */
+export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+/**
+ * Where one request of a job stands; `cancelled`: never run, or stopped by a cancel.
+ */
+export type JobResultStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export type JobResult = {
+    /**
+     * The request's position in `requests`.
+     */
+    index: number;
+    status: JobResultStatus;
+    /**
+     * When `succeeded`, the answer `POST /api/v1/inference` would have given.
+     */
+    response?: InferenceResponse;
+    /**
+     * When `failed`, why (e.g. `NOT_FOUND` for an unknown model).
+     */
+    error?: ApiErrorBody;
+};
+
+export type Job = {
+    id: Id;
+    status: JobStatus;
+    created_at: Timestamp;
+    /**
+     * When it first started running.
+     */
+    started_at: string | null;
+    /**
+     * When it succeeded, failed or was cancelled.
+     */
+    finished_at: string | null;
+    /**
+     * Who submitted it.
+     */
+    user_id: Id;
+    name: string | null;
+    /**
+     * The number of requests.
+     */
+    total: number;
+    /**
+     * Requests that succeeded.
+     */
+    completed: number;
+    /**
+     * Requests that failed.
+     */
+    failed: number;
+    /**
+     * One entry per request, in request order.
+     */
+    results: Array<JobResult>;
+};
+
+export type JobPage = {
+    data: Array<Job>;
+    /**
+     * Pass as `cursor` for the next (older) page; null on the last page.
+     */
+    next_cursor: string | null;
+};
+
+export type LoadedModelStats = {
+    model: ModelId;
+    /**
+     * Sequences generating now.
+     */
+    busy: number;
+    /**
+     * Requests waiting for a free sequence.
+     */
+    waiting: number;
+    /**
+     * The model's sequences (`[engine] parallel`).
+     */
+    sequences: number;
+};
+
+export type CacheStats = {
+    enabled: boolean;
+    entries: number;
+    max_entries: number;
+    /**
+     * Requests answered from the cache since start.
+     */
+    hits: number;
+    /**
+     * Cacheable (deterministic, not streamed) requests not found in the cache since start.
+     */
+    misses: number;
+    /**
+     * hits / (hits + misses); 0 before any cacheable request.
+     */
+    hit_rate: number;
+    loaded_models: Array<LoadedModelStats>;
+};
+
+/**
+ * An error in OpenAI's shape, as answered under `/v1`.
+ */
+export type OpenAiErrorResponse = {
+    error: {
+        /**
+         * Human-readable; never contains credentials or internals.
+         */
+        message: string;
+        /**
+         * The kind of error.
+         */
+        type: 'invalid_request_error' | 'authentication_error' | 'permission_error' | 'not_found_error' | 'rate_limit_error' | 'server_error';
+        /**
+         * The request field at fault, e.g. `temperature` or `messages[0].content`.
+         */
+        param: string | null;
+        /**
+         * e.g. `invalid_api_key`, `model_not_found`, `rate_limit_exceeded`, or the native error code in lower case.
+         */
+        code: string | null;
+    };
+};
+
+export type OpenAiModel = {
+    id: ModelId;
+    object: 'model';
+    /**
+     * When the model file was last modified, in Unix seconds.
+     */
+    created: number;
+    owned_by: 'inferno';
+};
+
+export type OpenAiModelList = {
+    object: 'list';
+    data: Array<OpenAiModel>;
+};
+
+export type OpenAiUsage = {
+    prompt_tokens: number;
+    completion_tokens: number;
+    total_tokens: number;
+};
+
+/**
+ * `stop`: an end-of-text token or a stop string (or the client went away); `length`: the token limit was reached.
+ */
+export type OpenAiFinishReason = 'stop' | 'length';
+
+/**
+ * Stop before any of these strings (at most 8).
+ */
+export type OpenAiStop = string | Array<string> | null;
+
+export type OpenAiStreamOptions = {
+    /**
+     * Send a last chunk with empty `choices` and the `usage`.
+     */
+    include_usage?: boolean;
+    [key: string]: unknown;
+} | null;
+
+/**
+ * The sampling fields both completion requests share. `null` means the default.
+ */
+export type OpenAiGenerationOptions = {
+    /**
+     * The most tokens to generate (default 256).
+     */
+    max_tokens?: number | null;
+    /**
+     * Sampling temperature (default 1; 0 is greedy).
+     */
+    temperature?: number | null;
+    top_p?: number | null;
+    stop?: OpenAiStop;
+    /**
+     * Sampling seed; the same seed with the same input and settings gives the same text.
+     */
+    seed?: number | null;
+    /**
+     * How many choices to generate; only 1 is supported.
+     */
+    n?: number | null;
+    /**
+     * Answer with server-sent events (needs `use_streaming`).
+     */
+    stream?: boolean | null;
+    stream_options?: OpenAiStreamOptions;
+    [key: string]: unknown;
+};
+
+/**
+ * A text part of a message; other part types (images, audio) are not supported.
+ */
+export type OpenAiChatContentPart = {
+    type: 'text';
+    text: string;
+    [key: string]: unknown;
+};
+
+/**
+ * `developer` is treated as `system`; `content` may be a string or a list of text parts.
+ */
+export type OpenAiChatMessage = {
+    role: 'system' | 'developer' | 'user' | 'assistant';
+    content?: string | Array<OpenAiChatContentPart> | null;
+    name?: string;
+    [key: string]: unknown;
+};
+
+/**
+ * Fields not listed are accepted and ignored.
+ */
+export type OpenAiChatCompletionRequest = OpenAiGenerationOptions & {
+    /**
+     * A model id, as listed by `GET /v1/models`.
+     */
+    model: string;
+    /**
+     * The chat so far. Its total length counts against `[limits] max_prompt_chars`.
+     */
+    messages: Array<OpenAiChatMessage>;
+    /**
+     * The newer name of `max_tokens`; wins when both are given.
+     */
+    max_completion_tokens?: number | null;
+    [key: string]: unknown;
+};
+
+export type OpenAiChatCompletion = {
+    /**
+     * `chatcmpl-` and a random suffix.
+     */
+    id: string;
+    object: 'chat.completion';
+    /**
+     * Unix seconds.
+     */
+    created: number;
+    model: ModelId;
+    choices: Array<{
+        index: number;
+        message: {
+            role: 'assistant';
+            content: string;
+            refusal: null;
+        };
+        finish_reason: OpenAiFinishReason;
+        logprobs: null;
+    }>;
+    usage: OpenAiUsage;
+};
+
+/**
+ * The data of one event of a chat completion stream.
+ */
+export type OpenAiChatCompletionChunk = {
+    id: string;
+    object: 'chat.completion.chunk';
+    created: number;
+    model: ModelId;
+    /**
+     * One choice; empty in the usage chunk.
+     */
+    choices: Array<{
+        index: number;
+        delta: {
+            role?: 'assistant';
+            content?: string;
+        };
+        finish_reason: OpenAiFinishReason | null;
+        logprobs: null;
+    }>;
+    /**
+     * With `stream_options.include_usage`: null on every chunk but the last.
+     */
+    usage?: OpenAiUsage | null;
+};
+
+/**
+ * Fields not listed are accepted and ignored.
+ */
+export type OpenAiCompletionRequest = OpenAiGenerationOptions & {
+    /**
+     * A model id, as listed by `GET /v1/models`.
+     */
+    model: string;
+    /**
+     * Text to continue (a list holds exactly one). At most `[limits] max_prompt_chars` characters.
+     */
+    prompt: string | [
+        string
+    ];
+    /**
+     * Put the prompt before the completion in `text`.
+     */
+    echo?: boolean | null;
+    [key: string]: unknown;
+};
+
+/**
+ * A text completion, or (in a stream) one chunk of it.
+ */
+export type OpenAiCompletion = {
+    /**
+     * `cmpl-` and a random suffix.
+     */
+    id: string;
+    object: 'text_completion';
+    /**
+     * Unix seconds.
+     */
+    created: number;
+    model: ModelId;
+    /**
+     * One choice; empty in the usage chunk of a stream.
+     */
+    choices: Array<{
+        index: number;
+        text: string;
+        /**
+         * Null on the stream's chunks before the last.
+         */
+        finish_reason: OpenAiFinishReason | null;
+        logprobs: null;
+    }>;
+    /**
+     * Always in a plain answer; in a stream only on the usage chunk (null elsewhere).
+     */
+    usage?: OpenAiUsage | null;
+};
+
+/**
+ * Fields not listed (e.g. `user`) are accepted and ignored.
+ */
+export type OpenAiEmbeddingRequest = {
+    /**
+     * A model id, as listed by `GET /v1/models`.
+     */
+    model: string;
+    /**
+     * A text or a list of texts (token arrays are not supported); each at most `[limits] max_prompt_chars` characters.
+     */
+    input: string | Array<string>;
+    /**
+     * `base64`: each vector as little-endian float32 bytes in base64.
+     */
+    encoding_format?: 'float' | 'base64';
+    /**
+     * Must equal the model's embedding size when given (vectors are not truncated).
+     */
+    dimensions?: number;
+    [key: string]: unknown;
+};
+
+export type OpenAiEmbeddingList = {
+    object: 'list';
+    data: Array<{
+        object: 'embedding';
+        index: number;
+        /**
+         * The vector, or with `encoding_format: base64` its float32 bytes in base64.
+         */
+        embedding: Array<number> | string;
+    }>;
+    model: ModelId;
     usage: {
         prompt_tokens: number;
         total_tokens: number;
@@ -1345,6 +1743,535 @@ export type CreateEmbeddingsResponses = {
 };
 
 export type CreateEmbeddingsResponse = CreateEmbeddingsResponses[keyof CreateEmbeddingsResponses];
+
+export type ListJobsData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Every user's jobs (needs `manage_queue`).
+         */
+        all?: boolean;
+        /**
+         * Only this user's jobs (another user's need `manage_queue`).
+         */
+        user_id?: Id;
+        limit?: number;
+        cursor?: string;
+    };
+    url: '/api/v1/jobs';
+};
+
+export type ListJobsErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type ListJobsError = ListJobsErrors[keyof ListJobsErrors];
+
+export type ListJobsResponses = {
+    /**
+     * A page of jobs.
+     */
+    200: JobPage;
+};
+
+export type ListJobsResponse = ListJobsResponses[keyof ListJobsResponses];
+
+export type CreateJobData = {
+    body: CreateJobRequest;
+    path?: never;
+    query?: never;
+    url: '/api/v1/jobs';
+};
+
+export type CreateJobErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
+     */
+    413: ApiError;
+    /**
+     * A JSON route was called without `Content-Type: application/json` (`UNSUPPORTED_MEDIA_TYPE`).
+     */
+    415: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type CreateJobError = CreateJobErrors[keyof CreateJobErrors];
+
+export type CreateJobResponses = {
+    /**
+     * Queued.
+     */
+    202: Job;
+};
+
+export type CreateJobResponse = CreateJobResponses[keyof CreateJobResponses];
+
+export type GetJobData = {
+    body?: never;
+    path: {
+        id: Id;
+    };
+    query?: never;
+    url: '/api/v1/jobs/{id}';
+};
+
+export type GetJobErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * No such route or resource (`NOT_FOUND`).
+     */
+    404: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type GetJobError = GetJobErrors[keyof GetJobErrors];
+
+export type GetJobResponses = {
+    /**
+     * The job.
+     */
+    200: Job;
+};
+
+export type GetJobResponse = GetJobResponses[keyof GetJobResponses];
+
+export type CancelJobData = {
+    body?: never;
+    path: {
+        id: Id;
+    };
+    query?: never;
+    url: '/api/v1/jobs/{id}/cancel';
+};
+
+export type CancelJobErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * No such route or resource (`NOT_FOUND`).
+     */
+    404: ApiError;
+    /**
+     * The request conflicts with the current state (`CONFLICT`).
+     */
+    409: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type CancelJobError = CancelJobErrors[keyof CancelJobErrors];
+
+export type CancelJobResponses = {
+    /**
+     * The job, cancelled.
+     */
+    200: Job;
+};
+
+export type CancelJobResponse = CancelJobResponses[keyof CancelJobResponses];
+
+export type ClearCacheData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/cache';
+};
+
+export type ClearCacheErrors = {
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type ClearCacheError = ClearCacheErrors[keyof ClearCacheErrors];
+
+export type ClearCacheResponses = {
+    /**
+     * Cleared.
+     */
+    204: void;
+};
+
+export type ClearCacheResponse = ClearCacheResponses[keyof ClearCacheResponses];
+
+export type GetCacheStatsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/v1/cache';
+};
+
+export type GetCacheStatsErrors = {
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type GetCacheStatsError = GetCacheStatsErrors[keyof GetCacheStatsErrors];
+
+export type GetCacheStatsResponses = {
+    /**
+     * The cache's size and counters since start, and each loaded model's sequences in use and requests waiting.
+     */
+    200: CacheStats;
+};
+
+export type GetCacheStatsResponse = GetCacheStatsResponses[keyof GetCacheStatsResponses];
+
+export type OpenaiListModelsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/v1/models';
+};
+
+export type OpenaiListModelsErrors = {
+    /**
+     * Missing, invalid, expired or revoked API key (`authentication_error`).
+     */
+    401: OpenAiErrorResponse;
+    /**
+     * The key lacks the permission this route needs (`permission_error`).
+     */
+    403: OpenAiErrorResponse;
+    /**
+     * Too many requests (`rate_limit_error`); wait `Retry-After` seconds.
+     */
+    429: OpenAiErrorResponse;
+    /**
+     * An unexpected server error (`server_error`); no internals are disclosed.
+     */
+    500: OpenAiErrorResponse;
+};
+
+export type OpenaiListModelsError = OpenaiListModelsErrors[keyof OpenaiListModelsErrors];
+
+export type OpenaiListModelsResponses = {
+    /**
+     * Every model in the models directory.
+     */
+    200: OpenAiModelList;
+};
+
+export type OpenaiListModelsResponse = OpenaiListModelsResponses[keyof OpenaiListModelsResponses];
+
+export type OpenaiRetrieveModelData = {
+    body?: never;
+    path: {
+        /**
+         * The model id.
+         */
+        model: string;
+    };
+    query?: never;
+    url: '/v1/models/{model}';
+};
+
+export type OpenaiRetrieveModelErrors = {
+    /**
+     * Missing, invalid, expired or revoked API key (`authentication_error`).
+     */
+    401: OpenAiErrorResponse;
+    /**
+     * The key lacks the permission this route needs (`permission_error`).
+     */
+    403: OpenAiErrorResponse;
+    /**
+     * No such model (`not_found_error`, code `model_not_found`) or route.
+     */
+    404: OpenAiErrorResponse;
+    /**
+     * Too many requests (`rate_limit_error`); wait `Retry-After` seconds.
+     */
+    429: OpenAiErrorResponse;
+    /**
+     * An unexpected server error (`server_error`); no internals are disclosed.
+     */
+    500: OpenAiErrorResponse;
+};
+
+export type OpenaiRetrieveModelError = OpenaiRetrieveModelErrors[keyof OpenaiRetrieveModelErrors];
+
+export type OpenaiRetrieveModelResponses = {
+    /**
+     * The model.
+     */
+    200: OpenAiModel;
+};
+
+export type OpenaiRetrieveModelResponse = OpenaiRetrieveModelResponses[keyof OpenaiRetrieveModelResponses];
+
+export type OpenaiCreateChatCompletionData = {
+    body: OpenAiChatCompletionRequest;
+    path?: never;
+    query?: never;
+    url: '/v1/chat/completions';
+};
+
+export type OpenaiCreateChatCompletionErrors = {
+    /**
+     * The request is invalid (`invalid_request_error`; `param` names the field), the prompt is
+     * longer than `[limits] max_prompt_chars`, or the body is not JSON.
+     *
+     */
+    400: OpenAiErrorResponse;
+    /**
+     * Missing, invalid, expired or revoked API key (`authentication_error`).
+     */
+    401: OpenAiErrorResponse;
+    /**
+     * The key lacks the permission this route needs (`permission_error`).
+     */
+    403: OpenAiErrorResponse;
+    /**
+     * No such model (`not_found_error`, code `model_not_found`) or route.
+     */
+    404: OpenAiErrorResponse;
+    /**
+     * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
+     */
+    413: OpenAiErrorResponse;
+    /**
+     * Sent without `Content-Type: application/json` (`invalid_request_error`).
+     */
+    415: OpenAiErrorResponse;
+    /**
+     * Too many requests (`rate_limit_error`); wait `Retry-After` seconds.
+     */
+    429: OpenAiErrorResponse;
+    /**
+     * An unexpected server error (`server_error`); no internals are disclosed.
+     */
+    500: OpenAiErrorResponse;
+    /**
+     * Every sequence is busy and the wait queue is full (`server_error`); wait `Retry-After` seconds.
+     */
+    503: OpenAiErrorResponse;
+};
+
+export type OpenaiCreateChatCompletionError = OpenaiCreateChatCompletionErrors[keyof OpenaiCreateChatCompletionErrors];
+
+export type OpenaiCreateChatCompletionResponses = {
+    /**
+     * The completion (or its event stream, with `stream: true`).
+     */
+    200: OpenAiChatCompletion;
+};
+
+export type OpenaiCreateChatCompletionResponse = OpenaiCreateChatCompletionResponses[keyof OpenaiCreateChatCompletionResponses];
+
+export type OpenaiCreateCompletionData = {
+    body: OpenAiCompletionRequest;
+    path?: never;
+    query?: never;
+    url: '/v1/completions';
+};
+
+export type OpenaiCreateCompletionErrors = {
+    /**
+     * The request is invalid (`invalid_request_error`; `param` names the field), the prompt is
+     * longer than `[limits] max_prompt_chars`, or the body is not JSON.
+     *
+     */
+    400: OpenAiErrorResponse;
+    /**
+     * Missing, invalid, expired or revoked API key (`authentication_error`).
+     */
+    401: OpenAiErrorResponse;
+    /**
+     * The key lacks the permission this route needs (`permission_error`).
+     */
+    403: OpenAiErrorResponse;
+    /**
+     * No such model (`not_found_error`, code `model_not_found`) or route.
+     */
+    404: OpenAiErrorResponse;
+    /**
+     * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
+     */
+    413: OpenAiErrorResponse;
+    /**
+     * Sent without `Content-Type: application/json` (`invalid_request_error`).
+     */
+    415: OpenAiErrorResponse;
+    /**
+     * Too many requests (`rate_limit_error`); wait `Retry-After` seconds.
+     */
+    429: OpenAiErrorResponse;
+    /**
+     * An unexpected server error (`server_error`); no internals are disclosed.
+     */
+    500: OpenAiErrorResponse;
+    /**
+     * Every sequence is busy and the wait queue is full (`server_error`); wait `Retry-After` seconds.
+     */
+    503: OpenAiErrorResponse;
+};
+
+export type OpenaiCreateCompletionError = OpenaiCreateCompletionErrors[keyof OpenaiCreateCompletionErrors];
+
+export type OpenaiCreateCompletionResponses = {
+    /**
+     * The completion (or its event stream, with `stream: true`).
+     */
+    200: OpenAiCompletion;
+};
+
+export type OpenaiCreateCompletionResponse = OpenaiCreateCompletionResponses[keyof OpenaiCreateCompletionResponses];
+
+export type OpenaiCreateEmbeddingsData = {
+    body: OpenAiEmbeddingRequest;
+    path?: never;
+    query?: never;
+    url: '/v1/embeddings';
+};
+
+export type OpenaiCreateEmbeddingsErrors = {
+    /**
+     * The request is invalid (`invalid_request_error`; `param` names the field), the prompt is
+     * longer than `[limits] max_prompt_chars`, or the body is not JSON.
+     *
+     */
+    400: OpenAiErrorResponse;
+    /**
+     * Missing, invalid, expired or revoked API key (`authentication_error`).
+     */
+    401: OpenAiErrorResponse;
+    /**
+     * The key lacks the permission this route needs (`permission_error`).
+     */
+    403: OpenAiErrorResponse;
+    /**
+     * No such model (`not_found_error`, code `model_not_found`) or route.
+     */
+    404: OpenAiErrorResponse;
+    /**
+     * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
+     */
+    413: OpenAiErrorResponse;
+    /**
+     * Sent without `Content-Type: application/json` (`invalid_request_error`).
+     */
+    415: OpenAiErrorResponse;
+    /**
+     * Too many requests (`rate_limit_error`); wait `Retry-After` seconds.
+     */
+    429: OpenAiErrorResponse;
+    /**
+     * An unexpected server error (`server_error`); no internals are disclosed.
+     */
+    500: OpenAiErrorResponse;
+};
+
+export type OpenaiCreateEmbeddingsError = OpenaiCreateEmbeddingsErrors[keyof OpenaiCreateEmbeddingsErrors];
+
+export type OpenaiCreateEmbeddingsResponses = {
+    /**
+     * The vectors.
+     */
+    200: OpenAiEmbeddingList;
+};
+
+export type OpenaiCreateEmbeddingsResponse = OpenaiCreateEmbeddingsResponses[keyof OpenaiCreateEmbeddingsResponses];
 
 export type ListAuditLogsData = {
     body?: never;

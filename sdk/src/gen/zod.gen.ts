@@ -36,15 +36,20 @@ export const zValidationIssue = z.object({
     message: z.string()
 });
 
+/**
+ * What went wrong; the `error` of an `ApiError`.
+ */
+export const zApiErrorBody = z.object({
+    code: zErrorCode,
+    message: z.string(),
+    details: z.union([
+        z.array(zValidationIssue),
+        z.record(z.string(), z.unknown())
+    ]).nullable()
+});
+
 export const zApiError = z.object({
-    error: z.object({
-        code: zErrorCode,
-        message: z.string(),
-        details: z.union([
-            z.array(zValidationIssue),
-            z.record(z.string(), z.unknown())
-        ]).nullable()
-    })
+    error: zApiErrorBody
 });
 
 /**
@@ -239,6 +244,10 @@ export const zConfigPatch = z.object({
             'trace',
             'silent'
         ]).optional()
+    }).optional(),
+    cache: z.object({
+        enabled: z.boolean().optional(),
+        max_entries: z.int().gte(1).lte(1000000).optional()
     }).optional()
 });
 
@@ -339,6 +348,275 @@ export const zEmbeddingsResponse = z.object({
     object: z.enum(['list']),
     model: zModelId,
     data: z.array(zEmbedding),
+    usage: z.object({
+        prompt_tokens: z.int(),
+        total_tokens: z.int()
+    })
+});
+
+export const zCreateJobRequest = z.object({
+    requests: z.array(zInferenceRequest).min(1).max(100),
+    name: z.string().min(1).max(128).optional()
+});
+
+/**
+ * `queued`, `running`, then `succeeded` (every request succeeded), `failed` (at least one request failed; the other results are kept) or `cancelled`.
+ */
+export const zJobStatus = z.enum([
+    'queued',
+    'running',
+    'succeeded',
+    'failed',
+    'cancelled'
+]);
+
+/**
+ * Where one request of a job stands; `cancelled`: never run, or stopped by a cancel.
+ */
+export const zJobResultStatus = z.enum([
+    'queued',
+    'running',
+    'succeeded',
+    'failed',
+    'cancelled'
+]);
+
+export const zJobResult = z.object({
+    index: z.int().gte(0),
+    status: zJobResultStatus,
+    response: zInferenceResponse.optional(),
+    error: zApiErrorBody.optional()
+});
+
+export const zJob = z.object({
+    id: zId,
+    status: zJobStatus,
+    created_at: zTimestamp,
+    started_at: z.iso.datetime().nullable(),
+    finished_at: z.iso.datetime().nullable(),
+    user_id: zId,
+    name: z.string().nullable(),
+    total: z.int(),
+    completed: z.int(),
+    failed: z.int(),
+    results: z.array(zJobResult)
+});
+
+export const zJobPage = z.object({
+    data: z.array(zJob),
+    next_cursor: z.string().nullable()
+});
+
+export const zLoadedModelStats = z.object({
+    model: zModelId,
+    busy: z.int(),
+    waiting: z.int(),
+    sequences: z.int()
+});
+
+export const zCacheStats = z.object({
+    enabled: z.boolean(),
+    entries: z.int().gte(0),
+    max_entries: z.int().gte(1),
+    hits: z.int(),
+    misses: z.int(),
+    hit_rate: z.number().gte(0).lte(1),
+    loaded_models: z.array(zLoadedModelStats)
+});
+
+/**
+ * An error in OpenAI's shape, as answered under `/v1`.
+ */
+export const zOpenAiErrorResponse = z.object({
+    error: z.object({
+        message: z.string(),
+        type: z.enum([
+            'invalid_request_error',
+            'authentication_error',
+            'permission_error',
+            'not_found_error',
+            'rate_limit_error',
+            'server_error'
+        ]),
+        param: z.string().nullable(),
+        code: z.string().nullable()
+    })
+});
+
+export const zOpenAiModel = z.object({
+    id: zModelId,
+    object: z.enum(['model']),
+    created: z.int(),
+    owned_by: z.enum(['inferno'])
+});
+
+export const zOpenAiModelList = z.object({
+    object: z.enum(['list']),
+    data: z.array(zOpenAiModel)
+});
+
+export const zOpenAiUsage = z.object({
+    prompt_tokens: z.int(),
+    completion_tokens: z.int(),
+    total_tokens: z.int()
+});
+
+/**
+ * `stop`: an end-of-text token or a stop string (or the client went away); `length`: the token limit was reached.
+ */
+export const zOpenAiFinishReason = z.enum(['stop', 'length']);
+
+/**
+ * Stop before any of these strings (at most 8).
+ */
+export const zOpenAiStop = z.union([
+    z.string().min(1).max(256),
+    z.array(z.string().min(1).max(256)).max(8)
+]).nullable();
+
+export const zOpenAiStreamOptions = z.object({
+    include_usage: z.boolean().optional()
+}).nullable();
+
+/**
+ * The sampling fields both completion requests share. `null` means the default.
+ */
+export const zOpenAiGenerationOptions = z.object({
+    max_tokens: z.int().gte(1).lte(32768).nullish(),
+    temperature: z.number().gte(0).lte(2).nullish(),
+    top_p: z.number().gte(0).lte(1).nullish(),
+    stop: zOpenAiStop.optional(),
+    seed: z.int().gte(0).lte(4294967295).nullish(),
+    n: z.int().gte(1).lte(1).nullish(),
+    stream: z.boolean().nullish(),
+    stream_options: zOpenAiStreamOptions.optional()
+});
+
+/**
+ * A text part of a message; other part types (images, audio) are not supported.
+ */
+export const zOpenAiChatContentPart = z.object({
+    type: z.enum(['text']),
+    text: z.string()
+});
+
+/**
+ * `developer` is treated as `system`; `content` may be a string or a list of text parts.
+ */
+export const zOpenAiChatMessage = z.object({
+    role: z.enum([
+        'system',
+        'developer',
+        'user',
+        'assistant'
+    ]),
+    content: z.union([
+        z.string(),
+        z.array(zOpenAiChatContentPart)
+    ]).nullish(),
+    name: z.string().optional()
+});
+
+/**
+ * Fields not listed are accepted and ignored.
+ */
+export const zOpenAiChatCompletionRequest = zOpenAiGenerationOptions.and(z.object({
+    model: z.string().min(1).max(256),
+    messages: z.array(zOpenAiChatMessage).min(1).max(256),
+    max_completion_tokens: z.int().gte(1).lte(32768).nullish()
+}));
+
+export const zOpenAiChatCompletion = z.object({
+    id: z.string(),
+    object: z.enum(['chat.completion']),
+    created: z.int(),
+    model: zModelId,
+    choices: z.array(z.object({
+        index: z.int(),
+        message: z.object({
+            role: z.enum(['assistant']),
+            content: z.string(),
+            refusal: z.null()
+        }),
+        finish_reason: zOpenAiFinishReason,
+        logprobs: z.null()
+    })),
+    usage: zOpenAiUsage
+});
+
+/**
+ * The data of one event of a chat completion stream.
+ */
+export const zOpenAiChatCompletionChunk = z.object({
+    id: z.string(),
+    object: z.enum(['chat.completion.chunk']),
+    created: z.int(),
+    model: zModelId,
+    choices: z.array(z.object({
+        index: z.int(),
+        delta: z.object({
+            role: z.enum(['assistant']).optional(),
+            content: z.string().optional()
+        }),
+        finish_reason: zOpenAiFinishReason.nullable(),
+        logprobs: z.null()
+    })),
+    usage: zOpenAiUsage.nullish()
+});
+
+/**
+ * Fields not listed are accepted and ignored.
+ */
+export const zOpenAiCompletionRequest = zOpenAiGenerationOptions.and(z.object({
+    model: z.string().min(1).max(256),
+    prompt: z.union([
+        z.string(),
+        z.tuple([z.string()])
+    ]),
+    echo: z.boolean().nullish()
+}));
+
+/**
+ * A text completion, or (in a stream) one chunk of it.
+ */
+export const zOpenAiCompletion = z.object({
+    id: z.string(),
+    object: z.enum(['text_completion']),
+    created: z.int(),
+    model: zModelId,
+    choices: z.array(z.object({
+        index: z.int(),
+        text: z.string(),
+        finish_reason: zOpenAiFinishReason.nullable(),
+        logprobs: z.null()
+    })),
+    usage: zOpenAiUsage.nullish()
+});
+
+/**
+ * Fields not listed (e.g. `user`) are accepted and ignored.
+ */
+export const zOpenAiEmbeddingRequest = z.object({
+    model: z.string().min(1).max(256),
+    input: z.union([
+        z.string().min(1),
+        z.array(z.string().min(1)).min(1).max(256)
+    ]),
+    encoding_format: z.enum(['float', 'base64']).optional().default('float'),
+    dimensions: z.int().gte(1).optional()
+});
+
+export const zOpenAiEmbeddingList = z.object({
+    object: z.enum(['list']),
+    data: z.array(z.object({
+        object: z.enum(['embedding']),
+        index: z.int(),
+        embedding: z.union([
+            z.array(z.number()),
+            z.string()
+        ])
+    })),
+    model: zModelId,
     usage: z.object({
         prompt_tokens: z.int(),
         total_tokens: z.int()
@@ -511,6 +789,88 @@ export const zCreateEmbeddingsBody = zEmbeddingsRequest;
  * One vector per input, in input order.
  */
 export const zCreateEmbeddingsResponse = zEmbeddingsResponse;
+
+export const zListJobsQuery = z.object({
+    all: z.boolean().optional().default(false),
+    user_id: zId.optional(),
+    limit: z.int().gte(1).lte(100).optional().default(20),
+    cursor: z.string().regex(/^[0-9]{1,18}$/).optional()
+});
+
+/**
+ * A page of jobs.
+ */
+export const zListJobsResponse = zJobPage;
+
+export const zCreateJobBody = zCreateJobRequest;
+
+/**
+ * Queued.
+ */
+export const zCreateJobResponse = zJob;
+
+export const zGetJobPath = z.object({
+    id: zId
+});
+
+/**
+ * The job.
+ */
+export const zGetJobResponse = zJob;
+
+export const zCancelJobPath = z.object({
+    id: zId
+});
+
+/**
+ * The job, cancelled.
+ */
+export const zCancelJobResponse = zJob;
+
+/**
+ * Cleared.
+ */
+export const zClearCacheResponse = z.void();
+
+/**
+ * The cache's size and counters since start, and each loaded model's sequences in use and requests waiting.
+ */
+export const zGetCacheStatsResponse = zCacheStats;
+
+/**
+ * Every model in the models directory.
+ */
+export const zOpenaiListModelsResponse = zOpenAiModelList;
+
+export const zOpenaiRetrieveModelPath = z.object({
+    model: z.string().min(1).max(256)
+});
+
+/**
+ * The model.
+ */
+export const zOpenaiRetrieveModelResponse = zOpenAiModel;
+
+export const zOpenaiCreateChatCompletionBody = zOpenAiChatCompletionRequest;
+
+/**
+ * The completion (or its event stream, with `stream: true`).
+ */
+export const zOpenaiCreateChatCompletionResponse = zOpenAiChatCompletion;
+
+export const zOpenaiCreateCompletionBody = zOpenAiCompletionRequest;
+
+/**
+ * The completion (or its event stream, with `stream: true`).
+ */
+export const zOpenaiCreateCompletionResponse = zOpenAiCompletion;
+
+export const zOpenaiCreateEmbeddingsBody = zOpenAiEmbeddingRequest;
+
+/**
+ * The vectors.
+ */
+export const zOpenaiCreateEmbeddingsResponse = zOpenAiEmbeddingList;
 
 export const zListAuditLogsQuery = z.object({
     actor: zId.optional(),

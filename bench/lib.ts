@@ -1,0 +1,268 @@
+/**
+ * Shared pieces of the benchmarks: flags, statistics, a raw node-llama-cpp runner, an SSE client and
+ * a server started as a child process (so its event loop is not the client's).
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { getLlama, LlamaCompletion, LlamaLogLevel, type Llama, type LlamaContextSequence } from 'node-llama-cpp';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+// ---- flags and numbers ----------------------------------------------------------------------------
+
+/** `--name value` / `--name=value` / `--flag` into a map. */
+export function parseFlags(argv: string[]): Map<string, string> {
+  const flags = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const match = /^--([a-z-]+)(?:=(.*))?$/.exec(argv[i]!);
+    if (!match) throw new Error(`unexpected argument ${argv[i]}`);
+    const next = argv[i + 1];
+    if (match[2] !== undefined) flags.set(match[1]!, match[2]);
+    else if (next !== undefined && !next.startsWith('--')) flags.set(match[1]!, argv[++i]!);
+    else flags.set(match[1]!, 'true');
+  }
+  return flags;
+}
+
+export function median(values: number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+export const fmt = (value: number, digits = 1) => (Number.isFinite(value) ? value.toFixed(digits) : String(value));
+
+/** A fixed-width text table. */
+export function table(headers: string[], rows: (string | number)[][]): string {
+  const cells = [headers, ...rows.map((r) => r.map(String))];
+  const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]) => '| ' + r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ') + ' |';
+  return [line(cells[0]!), '|' + widths.map((w, i) => (i === 0 ? '-'.repeat(w + 1) + '-' : '-'.repeat(w + 1) + ':')).join('|') + '|', ...cells.slice(1).map(line)].join('\n');
+}
+
+export function machineLine(): string {
+  const load = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+  return `${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), node ${process.version}, load average ${load}`;
+}
+
+export function tempDir(prefix: string): { dir: string; remove: () => void } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+// ---- raw node-llama-cpp -----------------------------------------------------------------------------
+
+export function startLlama(): Promise<Llama> {
+  // As the server does (server/src/engine/engine.ts start()): CPU, never build, warnings only.
+  return getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: LlamaLogLevel.error });
+}
+
+export interface RunResult {
+  tokens: number;
+  text: string;
+  /** From the call to the first text chunk. */
+  ttftMs: number;
+  /** From the call to the end. */
+  totalMs: number;
+  /** Tokens after the first, per second of decoding (first chunk to end). */
+  decodeTps: number;
+  /** Tokens per second of the whole call. */
+  e2eTps: number;
+  /** Through the server: the `timings` of its `done` event (the server's own view). */
+  serverTimings?: { queued_ms: number; prompt_ms: number; generation_ms: number; total_ms: number; tokens_per_second: number };
+}
+
+function result(tokens: number, text: string, started: number, firstAt: number | undefined, ended: number): RunResult {
+  const first = firstAt ?? ended;
+  return {
+    tokens,
+    text,
+    ttftMs: first - started,
+    totalMs: ended - started,
+    decodeTps: ended > first && tokens > 1 ? ((tokens - 1) * 1000) / (ended - first) : Number.NaN,
+    e2eTps: (tokens * 1000) / (ended - started),
+  };
+}
+
+export interface GenerationSettings {
+  prompt: string;
+  maxTokens: number;
+  temperature: number;
+  seed: number;
+}
+
+/**
+ * One completion on a sequence, the way the server's generateOn() does it: clear the sequence,
+ * a fresh LlamaCompletion, stream text chunks. Greedy decoding by default, so the server and raw
+ * runs produce the same tokens and neither stops early.
+ */
+export async function rawGenerate(sequence: LlamaContextSequence, settings: GenerationSettings, signal?: AbortSignal): Promise<RunResult> {
+  const started = performance.now();
+  await sequence.clearHistory();
+  const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
+  let tokens = 0;
+  let firstAt: number | undefined;
+  let text = '';
+  try {
+    await completion.generateCompletion(settings.prompt, {
+      maxTokens: settings.maxTokens,
+      temperature: settings.temperature,
+      seed: settings.seed,
+      signal,
+      stopOnAbortSignal: true,
+      onToken: (t) => {
+        tokens += t.length;
+      },
+      onTextChunk: (chunk) => {
+        firstAt ??= performance.now();
+        text += chunk;
+      },
+    });
+  } finally {
+    completion.dispose({ disposeSequence: false });
+  }
+  return result(tokens, text, started, firstAt, performance.now());
+}
+
+// ---- the server as a child process ------------------------------------------------------------------
+
+export interface BenchServer {
+  url: string;
+  token: string;
+  /** Where the server runs: its own process, or this one. */
+  where: string;
+  stop(): Promise<void>;
+}
+
+const ADMIN_PASSWORD = 'bench-admin-password-1';
+
+/**
+ * Starts `server/src/cli.ts serve` in its own Node process (through tsx) on an ephemeral port,
+ * waits until /health/ready, logs in as admin. `settings` are `--set` overrides.
+ */
+export async function startChildServer(options: { modelsDir: string; settings?: Record<string, string | number> }): Promise<BenchServer> {
+  const data = tempDir('inferno-bench-data-');
+  const args = ['--import', 'tsx', path.join(REPO_ROOT, 'server/src/cli.ts'), 'serve', '--port', '0', '--data-dir', data.dir, '--models-dir', options.modelsDir];
+  for (const [key, value] of Object.entries({ 'rate_limit.requests_per_minute': 1_000_000, 'logging.level': 'warn', ...options.settings })) {
+    args.push('--set', `${key}=${value}`);
+  }
+  const child = spawn(process.execPath, args, {
+    cwd: REPO_ROOT,
+    env: { ...process.env, INFERNO_ADMIN_PASSWORD: ADMIN_PASSWORD, INFERNO_JWT_SECRET: 'bench-jwt-secret-that-is-at-least-32-bytes-long' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + String(d)).slice(-4000)));
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    const onData = (d: Buffer) => {
+      out += String(d);
+      const match = /Inferno listening on (\S+)/.exec(out);
+      if (match) {
+        child.stdout!.off('data', onData);
+        child.stdout!.resume(); // keep draining (log lines)
+        resolve(match[1]!);
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}: ${stderr}`)));
+  });
+  const deadline = Date.now() + 60_000;
+  while ((await fetch(`${url}/health/ready`).then((r) => r.status, () => 0)) !== 200) {
+    if (Date.now() > deadline) throw new Error('server never became ready');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const login = await fetch(`${url}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }),
+  });
+  const { token } = (await login.json()) as { token: string };
+  return {
+    url,
+    token,
+    where: `child process ${child.pid}`,
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000))]);
+        if (child.exitCode === null) child.kill('SIGKILL');
+      }
+      data.remove();
+    },
+  };
+}
+
+/** The server in this process (its JS shares the client's event loop): `startServer` as the tests do. */
+export async function startInProcessServer(options: { modelsDir: string; settings?: Record<string, string | number> }): Promise<BenchServer> {
+  const { loadConfig } = await import('../server/src/config.js');
+  const { startServer } = await import('../server/src/server.js');
+  const { Writable } = await import('node:stream');
+  const data = tempDir('inferno-bench-data-');
+  const argv = Object.entries({ 'rate_limit.requests_per_minute': 1_000_000, 'logging.level': 'warn', ...options.settings }).flatMap(([k, v]) => ['--set', `${k}=${v}`]);
+  const config = loadConfig({
+    env: { INFERNO_HOST: '127.0.0.1', INFERNO_PORT: '0', INFERNO_DATA_DIR: data.dir, INFERNO_MODELS_DIR: options.modelsDir, INFERNO_ADMIN_PASSWORD: ADMIN_PASSWORD, INFERNO_JWT_SECRET: 'bench-jwt-secret-that-is-at-least-32-bytes-long' },
+    argv,
+    cwd: data.dir,
+  });
+  const sink = new Writable({ write: (_c, _e, done) => done() });
+  const server = await startServer(config, { logDestination: sink, announce: () => {} });
+  while ((await fetch(`${server.url}/health/ready`).then((r) => r.status, () => 0)) !== 200) await new Promise((r) => setTimeout(r, 50));
+  const login = await fetch(`${server.url}/api/v1/auth/login`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }) });
+  const { token } = (await login.json()) as { token: string };
+  return {
+    url: server.url,
+    token,
+    where: `this process (${process.pid})`,
+    async stop() {
+      await server.close();
+      data.remove();
+    },
+  };
+}
+
+/** One streamed generation over HTTP, timed from the client's side. */
+export async function serverStream(server: { url: string; token: string }, model: string, settings: GenerationSettings): Promise<RunResult> {
+  const started = performance.now();
+  const response = await fetch(`${server.url}/api/v1/inference`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model, prompt: settings.prompt, max_tokens: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, stream: true }),
+  });
+  if (response.status !== 200) throw new Error(`inference answered ${response.status}: ${await response.text()}`);
+  const reader = response.body!.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  let firstAt: number | undefined;
+  let text = '';
+  let tokens = 0;
+  let serverTimings: RunResult['serverTimings'];
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const event = /^event: (.*)$/m.exec(block)?.[1];
+      const data = /^data: (.*)$/m.exec(block)?.[1];
+      if (event === 'token' && data) {
+        firstAt ??= performance.now();
+        text += (JSON.parse(data) as { text: string }).text;
+      } else if (event === 'done' && data) {
+        const parsed = JSON.parse(data) as { usage: { completion_tokens: number }; timings: NonNullable<RunResult['serverTimings']> };
+        tokens = parsed.usage.completion_tokens;
+        serverTimings = parsed.timings;
+      } else if (event === 'error') {
+        throw new Error(`stream error: ${data}`);
+      }
+    }
+  }
+  return { ...result(tokens, text, started, firstAt, performance.now()), serverTimings };
+}

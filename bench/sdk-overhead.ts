@@ -1,0 +1,122 @@
+// Per-call overhead of the SDK: `client.models.list()` against a raw `fetch` of the same URL
+// (parsing the same JSON), on the same local server, both warmed, in interleaved rounds so that
+// machine noise hits both alike. The server runs in a child process so it does not share the
+// event loop. For reference it also times the generated hey-api operation alone (no retries,
+// timeout, auth or rate-limit tracking), which shows what the SDK core itself adds.
+//
+// Prints wall time and client CPU time per call, and the ratio to raw fetch both over all calls
+// and as the median of the per-round ratios (steadier on a busy machine).
+//
+//   npx tsx bench/sdk-overhead.ts [calls-per-round=200] [rounds=40]
+import { fork } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { createClient } from '../sdk/src/gen/client/index.js';
+import { listModels } from '../sdk/src/gen/sdk.gen.js';
+import { InfernoClient } from '../sdk/src/index.js';
+
+const MODEL_LIST = JSON.stringify({
+  object: 'list',
+  data: [
+    {
+      id: 'demo-tiny',
+      object: 'model',
+      size_bytes: 1_048_576,
+      modified_at: '2026-11-28T06:00:00.000Z',
+      loaded: true,
+      architecture: 'llama',
+      context_length: 2048,
+      parameter_count: 1_000_000,
+      file_type: 'Q8_0',
+    },
+  ],
+});
+
+if (process.argv[2] === '--serve') {
+  let id = 0;
+  const server = createServer((_req, res) => {
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(MODEL_LIST),
+      'x-request-id': `req-${++id}`,
+      'x-ratelimit-limit': '1000000',
+      'x-ratelimit-remaining': '999999',
+      'x-ratelimit-reset': String(Math.floor(Date.now() / 1000) + 60),
+    });
+    res.end(MODEL_LIST);
+  });
+  server.listen(0, '127.0.0.1', () => process.send?.((server.address() as AddressInfo).port));
+} else {
+  const perRound = Number(process.argv[2] ?? 200);
+  const rounds = Number(process.argv[3] ?? 40);
+  const child = fork(fileURLToPath(import.meta.url), ['--serve'], { stdio: 'inherit' });
+  const port = await new Promise<number>((resolve) => child.once('message', (m) => resolve(Number(m))));
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const apiKey = 'inf_benchmarkbenchmarkbenchmarkbenchmark';
+
+  const client = new InfernoClient({ baseUrl, apiKey });
+  const generated = createClient({ baseUrl });
+  const variants = {
+    raw: async () => {
+      const response = await fetch(`${baseUrl}/api/v1/models`, { headers: { 'x-api-key': apiKey } });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      await response.json();
+    },
+    generated: async () => {
+      const { error } = await listModels({ client: generated, auth: () => apiKey });
+      if (error) throw new Error('request failed');
+    },
+    sdk: async () => {
+      await client.models.list();
+    },
+  };
+  type Name = keyof typeof variants;
+  const names = Object.keys(variants) as Name[];
+
+  const run = async (fn: () => Promise<void>, n: number) => {
+    const cpu = process.cpuUsage();
+    const started = performance.now();
+    for (let i = 0; i < n; i++) await fn();
+    const used = process.cpuUsage(cpu);
+    return { wall: performance.now() - started, cpu: (used.user + used.system) / 1000 };
+  };
+
+  for (const name of names) await run(variants[name], 2_000);
+  const wall = { raw: 0, generated: 0, sdk: 0 };
+  const cpu = { raw: 0, generated: 0, sdk: 0 };
+  const ratios = { raw: [] as number[], generated: [] as number[], sdk: [] as number[] };
+  for (let round = 0; round < rounds; round++) {
+    // Alternate the order, so that drift does not favour any of them.
+    const order = round % 2 === 0 ? names : [...names].reverse();
+    const times = { raw: 0, generated: 0, sdk: 0 };
+    for (const name of order) {
+      const result = await run(variants[name], perRound);
+      times[name] = result.wall;
+      wall[name] += result.wall;
+      cpu[name] += result.cpu;
+    }
+    for (const name of names) ratios[name].push(times[name] / times.raw);
+  }
+  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+  const calls = perRound * rounds;
+  const us = (ms: number) => ((ms / calls) * 1000).toFixed(1).padStart(6);
+  const labels: Record<Name, string> = {
+    raw: 'raw fetch',
+    generated: 'generated op only',
+    sdk: 'client.models.list',
+  };
+  console.log(
+    `node ${process.version}, ${os.cpus().length} CPUs, load ${os.loadavg()[0]!.toFixed(1)}; ` +
+      `${calls} calls each in ${rounds} interleaved rounds`,
+  );
+  console.log('variant              wall us/call  cpu us/call  ratio(total)  ratio(median)');
+  for (const name of names) {
+    console.log(
+      `${labels[name].padEnd(20)} ${us(wall[name])}       ${us(cpu[name])}       ` +
+        `${(wall[name] / wall.raw).toFixed(3)}         ${median(ratios[name]).toFixed(3)}`,
+    );
+  }
+  child.kill();
+}

@@ -1,0 +1,277 @@
+import type { ErrorCode, ValidationIssue } from '../gen/types.gen.js';
+import type { RateLimitInfo } from './rate-limit.js';
+
+/**
+ * The code of an {@link InfernoError}: one of the API's error codes, or `UNKNOWN_ERROR` for a
+ * response whose body has no code and whose status (e.g. 418) maps to none.
+ */
+export type InfernoErrorCode = ErrorCode | 'UNKNOWN_ERROR';
+
+/** What an error response's `details` may hold: the bad fields of a `VALIDATION_ERROR`, else an object or `null`. */
+export type ErrorDetails = ValidationIssue[] | Record<string, unknown> | null;
+
+/** What the transport knows about an error response when it builds an {@link InfernoError}. */
+export interface ErrorResponseInit {
+  /** The HTTP status. */
+  status: number;
+  /** The HTTP status text, when the server sent one. */
+  statusText?: string;
+  /** The response headers. */
+  headers: Headers;
+  /** The body, parsed as JSON when it was JSON, else its text. */
+  body: unknown;
+  /** The rate-limit headers of this response, when it had them. */
+  rateLimit?: RateLimitInfo | undefined;
+  /** `Retry-After` in seconds, when the response had a valid one. */
+  retryAfter?: number | undefined;
+}
+
+/**
+ * An error answered by the server: a non-2xx HTTP response. Every error code of the API has its
+ * own subclass ({@link NotFoundError}, {@link RateLimitError}, ...); a response whose body is not
+ * the documented `{"error": {...}}` (an HTML page from a proxy, an empty body) still gets the
+ * subclass that matches its status, with a message made from the status and the start of the body.
+ */
+export class InfernoError extends Error {
+  /** The HTTP status of the response. */
+  readonly status: number;
+  /** The API error code (from the body, or inferred from the status when the body had none). */
+  readonly code: InfernoErrorCode;
+  /** Extra information: the list of bad fields for a {@link ValidationError}, else an object or `null`. */
+  readonly details: ErrorDetails;
+  /** The server's `X-Request-Id` for this response, to quote when reporting a problem. */
+  readonly requestId: string | undefined;
+  /** The response headers. */
+  readonly headers: Headers;
+  /** The response body as received: parsed JSON, or text when it was not JSON. */
+  readonly body: unknown;
+
+  /** Builds the error from a response (the transport picks the subclass by code, else by status). */
+  constructor(init: ErrorResponseInit, code: InfernoErrorCode = 'UNKNOWN_ERROR') {
+    const parsed = parseApiErrorBody(init.body);
+    super(parsed?.message ?? describeUnexpectedBody(init));
+    this.name = new.target.name;
+    this.status = init.status;
+    this.code = parsed?.code ?? code;
+    this.details = parsed?.details ?? null;
+    this.requestId = init.headers.get('x-request-id') ?? undefined;
+    this.headers = init.headers;
+    this.body = init.body;
+  }
+}
+
+/** 400 `VALIDATION_ERROR`: the request was malformed; {@link ValidationError.details} lists each bad field. */
+export class ValidationError extends InfernoError {
+  /** Each bad field, e.g. `{ path: 'body.permissions[1]', message: '...' }`. */
+  declare readonly details: ValidationIssue[];
+
+  /** @inheritDoc */
+  constructor(init: ErrorResponseInit, code: InfernoErrorCode = 'VALIDATION_ERROR') {
+    super(init, code);
+    if (!Array.isArray(this.details)) (this as { details: unknown }).details = [];
+  }
+}
+
+/** 401 `AUTHENTICATION_FAILED`: missing, invalid, expired or revoked credentials. */
+export class AuthenticationError extends InfernoError {}
+
+/** 403 `PERMISSION_DENIED`: the principal lacks the permission the route needs. */
+export class PermissionDeniedError extends InfernoError {}
+
+/** 404 `NOT_FOUND`: no such route or resource. */
+export class NotFoundError extends InfernoError {}
+
+/** 405 `METHOD_NOT_ALLOWED`: the route exists but not with this method. */
+export class MethodNotAllowedError extends InfernoError {}
+
+/** 409 `CONFLICT`: the request conflicts with the current state (e.g. a taken username). */
+export class ConflictError extends InfernoError {}
+
+/** 413 `PAYLOAD_TOO_LARGE`: the body is over the server's limit. */
+export class PayloadTooLargeError extends InfernoError {}
+
+/** 415 `UNSUPPORTED_MEDIA_TYPE`: a JSON route got another content type. */
+export class UnsupportedMediaTypeError extends InfernoError {}
+
+/** 500 `INTERNAL_ERROR` (and any other 5xx without a more specific class): an unexpected server error. */
+export class InternalServerError extends InfernoError {}
+
+/**
+ * 429 `RATE_LIMITED`: too many requests. Also thrown without a request when throttling would have
+ * to wait longer than allowed (then {@link InfernoError.status} is 429 and there is no request id).
+ */
+export class RateLimitError extends InfernoError {
+  /** Seconds the server asked to wait (`Retry-After`), when known. */
+  readonly retryAfter: number | undefined;
+  /** The rate-limit headers of this response, when it had them. */
+  readonly rateLimit: RateLimitInfo | undefined;
+
+  /** @inheritDoc */
+  constructor(init: ErrorResponseInit, code: InfernoErrorCode = 'RATE_LIMITED') {
+    super(init, code);
+    this.retryAfter = init.retryAfter;
+    this.rateLimit = init.rateLimit;
+  }
+}
+
+/** 503 `SERVICE_UNAVAILABLE` (also 502 and 504 from a gateway): overloaded or not ready; try again later. */
+export class ServiceUnavailableError extends InfernoError {
+  /** Seconds the server asked to wait (`Retry-After`), when known. */
+  readonly retryAfter: number | undefined;
+
+  /** @inheritDoc */
+  constructor(init: ErrorResponseInit, code: InfernoErrorCode = 'SERVICE_UNAVAILABLE') {
+    super(init, code);
+    this.retryAfter = init.retryAfter;
+  }
+}
+
+/** No HTTP response arrived: the connection was refused, reset or dropped, or DNS failed. */
+export class ConnectionError extends Error {
+  /** @param message - What went wrong. @param options - `cause`: the underlying error from `fetch`. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ConnectionError';
+  }
+}
+
+/** A request got no response within its `timeout`, or a stream sent nothing for its `streamIdleTimeout`. */
+export class TimeoutError extends Error {
+  /** The limit that was exceeded, in milliseconds. */
+  readonly timeout: number;
+
+  /** @param message - What timed out. @param timeout - The limit in milliseconds. */
+  constructor(message: string, timeout: number) {
+    super(message);
+    this.name = 'TimeoutError';
+    this.timeout = timeout;
+  }
+}
+
+/** One mismatch between a response and its schema. */
+export interface ResponseIssue {
+  /** Where, e.g. `data[0].size_bytes` (empty for the whole body). */
+  path: string;
+  /** What is wrong there. */
+  message: string;
+}
+
+/** With `validateResponses: true`: a successful response did not match the operation's schema. */
+export class ResponseValidationError extends Error {
+  /** The operation whose response failed, e.g. `listModels`. */
+  readonly operation: string;
+  /** Every mismatch found. */
+  readonly issues: ResponseIssue[];
+
+  /** @param operation - The operation id. @param issues - The mismatches (at least one). */
+  constructor(operation: string, issues: ResponseIssue[]) {
+    const first = issues[0];
+    const where = first ? `${first.path || '(body)'}: ${first.message}` : 'unknown mismatch';
+    const more = issues.length > 1 ? ` (and ${issues.length - 1} more)` : '';
+    super(`Response of ${operation} does not match the API schema at ${where}${more}`);
+    this.name = 'ResponseValidationError';
+    this.operation = operation;
+    this.issues = issues;
+  }
+}
+
+type ApiErrorClass = new (init: ErrorResponseInit, code?: InfernoErrorCode) => InfernoError;
+
+const classByCode: Record<ErrorCode, ApiErrorClass> = {
+  VALIDATION_ERROR: ValidationError,
+  AUTHENTICATION_FAILED: AuthenticationError,
+  PERMISSION_DENIED: PermissionDeniedError,
+  NOT_FOUND: NotFoundError,
+  METHOD_NOT_ALLOWED: MethodNotAllowedError,
+  CONFLICT: ConflictError,
+  PAYLOAD_TOO_LARGE: PayloadTooLargeError,
+  UNSUPPORTED_MEDIA_TYPE: UnsupportedMediaTypeError,
+  RATE_LIMITED: RateLimitError,
+  INTERNAL_ERROR: InternalServerError,
+  SERVICE_UNAVAILABLE: ServiceUnavailableError,
+};
+
+const codeByStatus: Record<number, ErrorCode> = {
+  400: 'VALIDATION_ERROR',
+  401: 'AUTHENTICATION_FAILED',
+  403: 'PERMISSION_DENIED',
+  404: 'NOT_FOUND',
+  405: 'METHOD_NOT_ALLOWED',
+  409: 'CONFLICT',
+  413: 'PAYLOAD_TOO_LARGE',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
+  429: 'RATE_LIMITED',
+  502: 'SERVICE_UNAVAILABLE',
+  503: 'SERVICE_UNAVAILABLE',
+  504: 'SERVICE_UNAVAILABLE',
+};
+
+/** The error code a status stands for when the body does not say (any other 5xx is `INTERNAL_ERROR`). */
+export function codeForStatus(status: number): InfernoErrorCode {
+  return codeByStatus[status] ?? (status >= 500 ? 'INTERNAL_ERROR' : 'UNKNOWN_ERROR');
+}
+
+const statusByCode: Record<ErrorCode, number> = {
+  VALIDATION_ERROR: 400,
+  AUTHENTICATION_FAILED: 401,
+  PERMISSION_DENIED: 403,
+  NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  CONFLICT: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  RATE_LIMITED: 429,
+  INTERNAL_ERROR: 500,
+  SERVICE_UNAVAILABLE: 503,
+};
+
+/**
+ * The error for an `{"error": {...}}` body that arrived without an HTTP error status, such as an
+ * `event: error` in the middle of a stream: its class and status follow its code.
+ */
+export function createErrorFromBody(body: unknown, headers: Headers = new Headers()): InfernoError {
+  const code = parseApiErrorBody(body)?.code ?? 'INTERNAL_ERROR';
+  return createApiError({ status: statusByCode[code], headers, body });
+}
+
+/**
+ * The error for an error response: the class of the body's `error.code` when the body is the
+ * documented format, else the class of the HTTP status.
+ */
+export function createApiError(init: ErrorResponseInit): InfernoError {
+  const code = parseApiErrorBody(init.body)?.code ?? codeForStatus(init.status);
+  const ErrorClass = code === 'UNKNOWN_ERROR' ? InfernoError : classByCode[code];
+  return new ErrorClass(init, code);
+}
+
+interface ParsedApiError {
+  code: ErrorCode | undefined;
+  message: string | undefined;
+  details: ErrorDetails | undefined;
+}
+
+function parseApiErrorBody(body: unknown): ParsedApiError | undefined {
+  if (!isRecord(body) || !isRecord(body.error)) return undefined;
+  const { code, message, details } = body.error;
+  return {
+    code: typeof code === 'string' && code in classByCode ? (code as ErrorCode) : undefined,
+    message: typeof message === 'string' ? message : undefined,
+    details: Array.isArray(details) || isRecord(details) ? (details as ErrorDetails) : null,
+  };
+}
+
+function describeUnexpectedBody(init: ErrorResponseInit): string {
+  const head = `HTTP ${init.status}${init.statusText ? ` ${init.statusText}` : ''}`;
+  const text = typeof init.body === 'string' ? init.body : '';
+  // A proxy's HTML page: keep its words, drop the markup, so the message still says something.
+  const snippet = text
+    .replace(/<[^>]*>/g, ' ')
+    .replace(/\s+/g, ' ')
+    .trim()
+    .slice(0, 200);
+  return snippet ? `${head}: ${snippet}` : `${head} (no error body)`;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

@@ -1,0 +1,519 @@
+// The one place a request is sent. Each call runs the generated operation on the client's
+// hey-api client (client-ky) and wraps it in, from the outside in:
+//
+//   retries (p-retry; delays from retry.ts)
+//     -> rate-limit throttle (optional) -> auth (log in when needed; once more after a 401)
+//       -> one attempt: timeout, send, rate-limit headers, error mapping
+//   -> response validation (optional)
+//
+// The generated client neither retries nor times out by itself, so attempts never multiply.
+
+import pRetry from 'p-retry';
+import { type Auth, type Client, createClient } from '../gen/client/index.js';
+import { login as loginOperation } from '../gen/sdk.gen.js';
+import { anySignal, linkAbort, sleep } from './abort.js';
+import { AuthSession, type Credential, type CredentialOverride } from './auth.js';
+import {
+  AuthenticationError,
+  ConnectionError,
+  createApiError,
+  InfernoError,
+  ResponseValidationError,
+  TimeoutError,
+} from './errors.js';
+import {
+  type ClientOptions,
+  DEFAULTS,
+  type Logger,
+  type RequestOptions,
+  type ResponseValidator,
+  type RetryEvent,
+} from './options.js';
+import { RateLimitTracker } from './rate-limit.js';
+import { type AttemptFailure, DEFAULT_RETRY_TIMING, parseRetryAfter, planRetry, type RetryTiming } from './retry.js';
+import { decodeEvent, readServerSentEvents, type RawServerSentEvent, type ServerSentEvent } from './sse.js';
+
+/** What the transport passes to a generated operation: spread it into the operation's options. */
+export interface OperationOptions {
+  /** The client's hey-api client. */
+  client: Client;
+  /** Aborts this attempt (caller's signal, timeout). */
+  signal: AbortSignal;
+  /** Resolves the credential for each security scheme of the operation. */
+  auth: (scheme: Auth) => Promise<string | undefined>;
+  /** Per-request headers (the client's are already in `client`). */
+  headers?: Record<string, string>;
+  /** Per-request server. */
+  baseUrl?: string;
+  /** `stream` for event streams: the body is left unread. */
+  parseAs?: 'stream';
+  /** ky options for this request: a per-request `fetch` travels here. */
+  kyOptions?: { fetch: typeof fetch };
+}
+
+/** What a generated operation resolves to (hey-api's `{data, error, request, response}`). */
+export interface OperationResult {
+  /** The parsed body of a 2xx response. */
+  data?: unknown;
+  /** The parsed body of an error response, or what was thrown. */
+  error?: unknown;
+  /** The request, once built. */
+  request?: Request;
+  /** The response, when one arrived. */
+  response?: Response;
+}
+
+/** A call of one generated operation, e.g. `(o) => getModel({ ...o, path: { id } })`. */
+export type Operation<R extends OperationResult> = (options: OperationOptions) => Promise<R>;
+
+/** The success data type of an operation's result. */
+export type OperationData<R> = R extends { data: infer D } ? Exclude<D, undefined> : never;
+
+/** The options of one call, resolved against the client's. */
+interface CallSettings {
+  signal: AbortSignal | undefined;
+  timeout: number;
+  maxRetries: number;
+  timing: RetryTiming;
+  throttle: boolean;
+  throttleMaxWait: number;
+  headers: Record<string, string> | undefined;
+  fetch: typeof fetch | undefined;
+  baseUrl: string | undefined;
+  override: CredentialOverride | undefined;
+  validate: boolean;
+  idleTimeout: number;
+  onRetry: ((event: RetryEvent) => void) | undefined;
+  logger: Logger | undefined;
+}
+
+/** What changes while one call runs. */
+interface CallState {
+  /** The operation id, e.g. `listModels`. */
+  operationId: string;
+  /** The HTTP method, learnt from the first request built (the retry policy depends on it). */
+  method: string;
+  /** Whether this call already logged in again after a 401 (it does so at most once). */
+  renewed: boolean;
+}
+
+/** An attempt that failed in a way the retry policy may repeat; unwrapped before it reaches the caller. */
+class FailedAttempt extends Error {
+  constructor(
+    readonly error: unknown,
+    readonly failure: AttemptFailure,
+  ) {
+    super('attempt failed');
+  }
+}
+
+/** A response that arrived, with what is needed to keep reading a stream. */
+interface Sent {
+  data: unknown;
+  response: Response;
+  controller: AbortController;
+  /** Unlinks the caller's signal from the attempt; for streams, called when the stream ends. */
+  dispose: () => void;
+}
+
+/**
+ * Sends the generated operations for one client, with its auth, rate-limit tracking, retries,
+ * timeouts and error mapping. Resources call {@link Transport.send} (and {@link Transport.stream}
+ * for event streams); nothing else sends requests.
+ */
+export class Transport {
+  /** The hey-api client that the generated operations run on. */
+  readonly client: Client;
+  /** The latest rate-limit state, and the throttle. */
+  readonly rateLimit = new RateLimitTracker();
+  /** The client's credentials. */
+  readonly auth: AuthSession;
+  readonly #defaults: CallSettings;
+  readonly #validator: ResponseValidator | undefined;
+
+  /** @param options - The client's options. */
+  constructor(options: ClientOptions) {
+    if (options.validateResponses && !options.responseValidator) throw missingValidator();
+    this.#validator = options.responseValidator;
+    this.#defaults = {
+      signal: options.signal,
+      timeout: options.timeout ?? DEFAULTS.timeout,
+      maxRetries: checkRetries(options.maxRetries ?? DEFAULTS.maxRetries),
+      timing: { ...DEFAULT_RETRY_TIMING, ...definedOnly(options.retry) },
+      throttle: options.rateLimit?.throttle ?? false,
+      throttleMaxWait: options.rateLimit?.maxWait ?? DEFAULTS.throttleMaxWait,
+      headers: undefined,
+      fetch: undefined,
+      baseUrl: undefined,
+      // The client's own apiKey/token/credentials live in the AuthSession; this is per request only.
+      override: undefined,
+      validate: options.validateResponses ?? false,
+      idleTimeout: options.streamIdleTimeout ?? DEFAULTS.streamIdleTimeout,
+      onRetry: options.onRetry,
+      logger: options.logger,
+    };
+    this.client = createClient({
+      baseUrl: options.baseUrl,
+      throwOnError: false,
+      // ky must not retry or time out on its own: the core does both, so attempts never multiply.
+      retry: 0,
+      timeout: false,
+      ...(options.headers ? { headers: options.headers } : {}),
+      ...(options.fetch ? { kyOptions: { fetch: options.fetch } } : {}),
+    });
+    this.auth = new AuthSession(options, (credentials, requestOptions) =>
+      this.send('login', (o) => loginOperation({ ...o, body: credentials }), requestOptions),
+    );
+    if (options.onRateLimit) this.rateLimit.subscribe(options.onRateLimit);
+  }
+
+  /**
+   * Sends one operation and returns its data, or throws: an {@link InfernoError} subclass for an
+   * error response, {@link ConnectionError}, {@link TimeoutError}, or the signal's reason when the
+   * caller aborted.
+   */
+  async send<R extends OperationResult>(
+    operationId: string,
+    operation: Operation<R>,
+    options?: RequestOptions,
+  ): Promise<OperationData<R>> {
+    const settings = this.#settings(options);
+    const state: CallState = { operationId, method: 'GET', renewed: false };
+    const sent = await this.#withRetries(operationId, settings, state, () =>
+      this.#attempt(operation, settings, state, false),
+    );
+    if (settings.validate) await this.#validate(operationId, sent.data);
+    return sent.data as OperationData<R>;
+  }
+
+  /**
+   * Sends one operation whose response is a `text/event-stream` and yields its events. The
+   * request starts at the first `next()`; it is retried (per the usual policy) only until the
+   * first event arrives. Leaving the loop early, or the caller's signal, aborts the request; a
+   * stream silent for `streamIdleTimeout` fails with a {@link TimeoutError}.
+   */
+  async *stream<TData = unknown>(
+    operationId: string,
+    operation: Operation<OperationResult>,
+    options?: RequestOptions,
+  ): AsyncGenerator<ServerSentEvent<TData>, void, undefined> {
+    const settings = this.#settings(options);
+    const state: CallState = { operationId, method: 'GET', renewed: false };
+    const opened = await this.#withRetries(operationId, settings, state, async () => {
+      const sent = await this.#attempt(operation, settings, state, true);
+      return this.#openStream(sent, settings);
+    });
+    const { events, first, sent } = opened;
+    try {
+      if (first.done) return;
+      yield decodeEvent<TData>(first.value);
+      for (;;) {
+        let next: IteratorResult<RawServerSentEvent, void>;
+        try {
+          next = await events.next();
+        } catch (error) {
+          throw streamError(error, settings);
+        }
+        if (next.done) return;
+        yield decodeEvent<TData>(next.value);
+      }
+    } finally {
+      await events.return();
+      sent.controller.abort();
+      sent.dispose();
+    }
+  }
+
+  // Retries around whole attempts; the delays and the decision come from retry.ts.
+  async #withRetries<T>(
+    operationId: string,
+    settings: CallSettings,
+    state: CallState,
+    attempt: () => Promise<T>,
+  ): Promise<T> {
+    try {
+      if (settings.maxRetries === 0) return await attempt();
+      let retriesDone = 0;
+      return await pRetry(attempt, {
+        retries: settings.maxRetries,
+        // p-retry's own delay is off: the wait is ours (backoff or Retry-After), taken in shouldRetry.
+        minTimeout: 0,
+        factor: 1,
+        ...(settings.signal ? { signal: settings.signal } : {}),
+        shouldRetry: async ({ error }) => {
+          if (!(error instanceof FailedAttempt) || settings.signal?.aborted) return false;
+          const decision = planRetry({
+            method: state.method,
+            failure: error.failure,
+            retriesDone,
+            maxRetries: settings.maxRetries,
+            timing: settings.timing,
+          });
+          if (!decision.retry) {
+            if (decision.reason === 'retry-after-too-long') {
+              explainLongWait(error.error, decision.retryAfter ?? 0, settings.timing.maxRetryAfter);
+            }
+            return false;
+          }
+          retriesDone += 1;
+          const cause = error.error instanceof Error ? error.error : new Error(String(error.error));
+          const event: RetryEvent = {
+            operation: operationId,
+            retry: retriesDone,
+            maxRetries: settings.maxRetries,
+            delay: decision.delay,
+            reason: decision.reason,
+            error: cause,
+          };
+          settings.logger?.info?.(
+            `Retrying ${operationId} (retry ${retriesDone} of ${settings.maxRetries}) in ${decision.delay} ms ` +
+              `after ${cause.name}: ${cause.message}`,
+          );
+          settings.onRetry?.(event);
+          await sleep(decision.delay, settings.signal);
+          return true;
+        },
+      });
+    } catch (error) {
+      if (settings.signal?.aborted) throw settings.signal.reason;
+      throw error instanceof FailedAttempt ? error.error : error;
+    }
+  }
+
+  // One attempt, with the throttle and the single re-login after a 401.
+  async #attempt(
+    operation: Operation<OperationResult>,
+    settings: CallSettings,
+    state: CallState,
+    stream: boolean,
+  ): Promise<Sent> {
+    for (;;) {
+      const release = settings.throttle
+        ? await this.rateLimit.acquire({ maxWait: settings.throttleMaxWait, signal: settings.signal })
+        : undefined;
+      const used: { credential?: Credential | undefined } = {};
+      try {
+        return await this.#sendOnce(operation, settings, state, used, stream);
+      } catch (error) {
+        const credential = used.credential;
+        if (
+          error instanceof FailedAttempt &&
+          error.error instanceof AuthenticationError &&
+          credential?.renewable &&
+          !state.renewed
+        ) {
+          state.renewed = true;
+          if (await this.auth.renewAfterRejection(credential.value, settings.signal)) continue;
+        }
+        throw error;
+      } finally {
+        release?.();
+      }
+    }
+  }
+
+  // Sends the request once: timeout, credential, rate-limit headers, error mapping.
+  async #sendOnce(
+    operation: Operation<OperationResult>,
+    settings: CallSettings,
+    state: CallState,
+    used: { credential?: Credential | undefined },
+    stream: boolean,
+  ): Promise<Sent> {
+    const controller = new AbortController();
+    const unlink = linkAbort(settings.signal, controller);
+    let timedOut = false;
+    const timer =
+      settings.timeout > 0 && Number.isFinite(settings.timeout)
+        ? setTimeout(() => {
+            timedOut = true;
+            controller.abort();
+          }, settings.timeout)
+        : undefined;
+    let credential: Promise<Credential | undefined> | undefined;
+    const auth = async (scheme: Auth) => {
+      // hey-api asks once per security scheme; resolve (and maybe log in) once per attempt.
+      credential ??= this.auth.credential(settings.override, controller.signal).then((c) => (used.credential = c));
+      return AuthSession.tokenFor(scheme, await credential);
+    };
+    const started = settings.logger?.debug ? Date.now() : 0;
+    let result: OperationResult;
+    try {
+      result = await operation(this.#operationOptions(controller.signal, auth, settings, stream));
+    } catch (error) {
+      result = { error };
+    } finally {
+      clearTimeout(timer);
+    }
+    const { request, response } = result;
+    if (request) state.method = request.method;
+
+    if (!response || (response.ok && result.error !== undefined)) {
+      unlink();
+      throw this.#failureWithoutResponse(result, settings, state, timedOut, response !== undefined);
+    }
+    const rateLimit = this.rateLimit.update(response.headers);
+    settings.logger?.debug?.(
+      `${state.method} ${response.url || request?.url} -> ${response.status} in ${Date.now() - started} ms`,
+    );
+    if (!response.ok) {
+      unlink();
+      const retryAfter = parseRetryAfter(response.headers.get('retry-after'));
+      const error = createApiError({
+        status: response.status,
+        statusText: response.statusText,
+        headers: response.headers,
+        body: result.error,
+        rateLimit,
+        retryAfter: retryAfter === undefined ? undefined : retryAfter / 1000,
+      });
+      throw new FailedAttempt(error, { kind: 'response', status: response.status, retryAfter });
+    }
+    if (!stream) unlink();
+    const data = response.status === 204 ? undefined : result.data;
+    return { data, response, controller, dispose: unlink };
+  }
+
+  #failureWithoutResponse(
+    result: OperationResult,
+    settings: CallSettings,
+    state: CallState,
+    timedOut: boolean,
+    responseStarted: boolean,
+  ): unknown {
+    const { error, request } = result;
+    if (settings.signal?.aborted) return settings.signal.reason;
+    const target = request ? `${request.method} ${request.url}` : 'the request';
+    if (timedOut) {
+      const timeout = new TimeoutError(`${target} got no response within ${settings.timeout} ms`, settings.timeout);
+      return new FailedAttempt(timeout, { kind: 'timeout' });
+    }
+    // Thrown before anything was sent (building the request, logging in): not a network problem.
+    if (!request || isSdkError(error)) return error;
+    if (responseStarted) {
+      if (error instanceof SyntaxError) {
+        return new ResponseValidationError(state.operationId, [{ path: '', message: `the body is not valid JSON (${error.message})` }]);
+      }
+      const cut = new ConnectionError(`${target}: the response was cut off (${describe(error)})`, { cause: error });
+      return new FailedAttempt(cut, { kind: 'interrupted' });
+    }
+    const failed = new ConnectionError(`${target} failed: ${describe(error)}`, { cause: error });
+    return new FailedAttempt(failed, { kind: 'connection' });
+  }
+
+  async #openStream(sent: Sent, settings: CallSettings) {
+    const body = sent.data as ReadableStream<Uint8Array> | null | undefined;
+    const events = body
+      ? readServerSentEvents(body, {
+          idleTimeout: settings.idleTimeout,
+          onIdle: () => sent.controller.abort(),
+        })
+      : emptyEvents();
+    try {
+      const first = await events.next();
+      return { events, first, sent };
+    } catch (error) {
+      sent.controller.abort();
+      sent.dispose();
+      if (settings.signal?.aborted) throw settings.signal.reason;
+      // Nothing was delivered yet, so the stream may be opened again (see retry.ts for which methods).
+      if (error instanceof TimeoutError) throw new FailedAttempt(error, { kind: 'timeout' });
+      const dropped = new ConnectionError(`The stream ended before its first event: ${describe(error)}`, { cause: error });
+      throw new FailedAttempt(dropped, { kind: 'connection' });
+    }
+  }
+
+  #operationOptions(
+    signal: AbortSignal,
+    auth: OperationOptions['auth'],
+    settings: CallSettings,
+    stream: boolean,
+  ): OperationOptions {
+    // Only defined keys: hey-api spreads these over its config, so an `undefined` would erase it.
+    const options: OperationOptions = { client: this.client, signal, auth };
+    if (settings.headers) options.headers = settings.headers;
+    if (settings.baseUrl) options.baseUrl = settings.baseUrl;
+    if (settings.fetch) options.kyOptions = { fetch: settings.fetch };
+    if (stream) {
+      options.parseAs = 'stream';
+      options.headers = { accept: 'text/event-stream', ...settings.headers };
+    }
+    return options;
+  }
+
+  async #validate(operationId: string, data: unknown): Promise<void> {
+    if (!this.#validator) throw missingValidator();
+    await this.#validator(operationId, data);
+  }
+
+  #settings(options: RequestOptions | undefined): CallSettings {
+    const defaults = this.#defaults;
+    if (!options) return defaults;
+    const override =
+      options.apiKey || options.token ? { apiKey: options.apiKey, token: options.token } : defaults.override;
+    return {
+      signal: anySignal([defaults.signal, options.signal]),
+      timeout: options.timeout ?? defaults.timeout,
+      maxRetries: options.maxRetries === undefined ? defaults.maxRetries : checkRetries(options.maxRetries),
+      timing: options.retry ? { ...defaults.timing, ...definedOnly(options.retry) } : defaults.timing,
+      throttle: options.rateLimit?.throttle ?? defaults.throttle,
+      throttleMaxWait: options.rateLimit?.maxWait ?? defaults.throttleMaxWait,
+      headers: options.headers,
+      fetch: options.fetch,
+      baseUrl: options.baseUrl,
+      override,
+      validate: options.validateResponses ?? defaults.validate,
+      idleTimeout: options.streamIdleTimeout ?? defaults.idleTimeout,
+      onRetry: options.onRetry ?? defaults.onRetry,
+      logger: options.logger ?? defaults.logger,
+    };
+  }
+}
+
+function streamError(error: unknown, settings: CallSettings): unknown {
+  if (settings.signal?.aborted) return settings.signal.reason;
+  if (error instanceof TimeoutError) return error;
+  return new ConnectionError(`The stream broke off: ${describe(error)}`, { cause: error });
+}
+
+async function* emptyEvents(): AsyncGenerator<RawServerSentEvent, void, undefined> {}
+
+function explainLongWait(error: unknown, retryAfter: number, maxRetryAfter: number): void {
+  if (error instanceof Error) {
+    error.message += ` (the server asked to retry after ${Math.ceil(retryAfter / 1000)} s, more than maxRetryAfter ${Math.round(maxRetryAfter / 1000)} s)`;
+  }
+}
+
+function isSdkError(error: unknown): boolean {
+  return (
+    error instanceof InfernoError ||
+    error instanceof ConnectionError ||
+    error instanceof TimeoutError ||
+    error instanceof ResponseValidationError
+  );
+}
+
+function describe(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const cause = (error as { cause?: unknown }).cause;
+  // undici reports "fetch failed" with the useful part (ECONNREFUSED, other side closed) in `cause`.
+  return cause instanceof Error ? `${error.message} (${cause.message})` : error.message;
+}
+
+function checkRetries(maxRetries: number): number {
+  if (!Number.isInteger(maxRetries) || maxRetries < 0) {
+    throw new TypeError(`maxRetries must be a whole number >= 0, got ${maxRetries}`);
+  }
+  return maxRetries;
+}
+
+function definedOnly<T extends object>(value: T | undefined): Partial<T> {
+  if (!value) return {};
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function missingValidator(): TypeError {
+  return new TypeError(
+    "validateResponses needs a validator: import { responseValidator } from '@inferno/sdk/zod' and pass it as the client's `responseValidator`",
+  );
+}

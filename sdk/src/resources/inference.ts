@@ -1,0 +1,51 @@
+import { createErrorFromBody } from '../core/errors.js';
+import type { RequestOptions } from '../core/options.js';
+import { createInference } from '../gen/sdk.gen.js';
+import type {
+  InferenceDoneEvent,
+  InferenceRequest,
+  InferenceResponse,
+  InferenceTokenEvent,
+} from '../gen/types.gen.js';
+import { Resource } from './resource.js';
+
+/** The request of {@link InferenceResource}: `prompt` or `messages`, and sampling settings. */
+export type InferenceParams = Omit<InferenceRequest, 'stream'>;
+
+/** One event of a generation stream: a chunk of text, then the summary. */
+export type InferenceStreamEvent =
+  | { event: 'token'; data: InferenceTokenEvent }
+  | { event: 'done'; data: InferenceDoneEvent };
+
+/** Text generation (`POST /api/v1/inference`, needs `run_inference`). */
+export class InferenceResource extends Resource {
+  /** Generates the whole completion and returns it with its usage and timings. */
+  create(params: InferenceParams, options?: RequestOptions): Promise<InferenceResponse> {
+    return this.transport.send('createInference', (o) => createInference({ ...o, body: { ...params, stream: false } }), options);
+  }
+
+  /**
+   * Streams the completion as it is generated (needs `use_streaming` too): `token` events with
+   * `{ text }`, then one `done` event with the summary. An error the server reports midway
+   * (`event: error`) is thrown as the matching {@link InfernoError}. Leaving the loop early, or
+   * aborting `options.signal`, closes the request and so cancels the generation.
+   *
+   * @example
+   * ```ts
+   * for await (const event of client.inference.stream({ model: 'demo-tiny', prompt: 'Once' })) {
+   *   if (event.event === 'token') process.stdout.write(event.data.text);
+   * }
+   * ```
+   */
+  async *stream(params: InferenceParams, options?: RequestOptions): AsyncGenerator<InferenceStreamEvent, void, undefined> {
+    const events = this.transport.stream<unknown>(
+      'createInference',
+      (o) => createInference({ ...o, body: { ...params, stream: true } }),
+      options,
+    );
+    for await (const event of events) {
+      if (event.event === 'error') throw createErrorFromBody(event.data);
+      if (event.event === 'token' || event.event === 'done') yield event as InferenceStreamEvent;
+    }
+  }
+}
