@@ -2,7 +2,6 @@ import { randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { link, mkdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { readGgufInfo } from './gguf-reader.js';
 
@@ -21,7 +20,7 @@ export class ModelExistsError extends Error {
  * checks the GGUF magic as soon as it arrives and the whole header at the end, then moves it to
  * `<id>.gguf` in one step. On any failure the temp file is removed: no partial model is left.
  */
-export async function receiveModelUpload(body: Readable, target: string, options: { maxBytes: number; overwrite: boolean }): Promise<number> {
+export async function receiveModelUpload(body: AsyncIterable<Buffer>, target: string, options: { maxBytes: number; overwrite: boolean }): Promise<number> {
   const dir = path.dirname(target);
   await mkdir(dir, { recursive: true });
   const temp = path.join(dir, `.upload-${randomUUID()}.part`);

@@ -1,4 +1,5 @@
-import type { AppMiddleware } from './context.js';
+import type { AppContext, AppMiddleware } from './context.js';
+import { chunksOf, DISCARD_LIMIT_BYTES, discardRest } from './discard-body.js';
 import { ApiError, validationError } from './errors.js';
 
 /**
@@ -14,18 +15,13 @@ export function jsonBody(limitBytes: () => number): AppMiddleware {
     }
     const limit = limitBytes();
     const declared = Number(ctx.get('Content-Length') || NaN);
-    if (declared > limit) throw tooLarge(limit);
+    if (declared > limit) throw refuse(ctx, limit, declared);
 
     const chunks: Buffer[] = [];
     let size = 0;
-    for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+    for await (const chunk of chunksOf(ctx.req)) {
       size += chunk.length;
-      if (size > limit) {
-        // Stop reading; the connection is closed after the answer so the rest is never buffered.
-        ctx.req.pause();
-        ctx.set('Connection', 'close');
-        throw tooLarge(limit);
-      }
+      if (size > limit) throw refuse(ctx, limit);
       chunks.push(chunk);
     }
     const text = Buffer.concat(chunks).toString('utf8');
@@ -38,5 +34,12 @@ export function jsonBody(limitBytes: () => number): AppMiddleware {
   };
 }
 
-const tooLarge = (limit: number) =>
-  new ApiError('PAYLOAD_TOO_LARGE', `The body is larger than the limit of ${limit} bytes`, { limit_bytes: limit });
+/**
+ * The rest of a refused body is never buffered: a moderate one is read and dropped so the client
+ * gets the answer; a huge declared one closes the connection after the answer instead.
+ */
+function refuse(ctx: AppContext, limit: number, declared?: number): ApiError {
+  if (declared !== undefined && declared > DISCARD_LIMIT_BYTES) ctx.set('Connection', 'close');
+  else discardRest(ctx.req);
+  return new ApiError('PAYLOAD_TOO_LARGE', `The body is larger than the limit of ${limit} bytes`, { limit_bytes: limit });
+}

@@ -8,6 +8,7 @@ import type { InferenceEngine } from '../engine/engine.js';
 import type { ModelCatalog } from '../engine/model-catalog.js';
 import { InvalidModelFileError, ModelExistsError, receiveModelUpload, UploadTooLargeError } from '../engine/model-upload.js';
 import { audit } from '../http/audit.js';
+import { chunksOf, DISCARD_LIMIT_BYTES, discardRest } from '../http/discard-body.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
 import type { AppContext, AppState } from '../http/context.js';
 import { ApiError, conflict, notFound, validationError } from '../http/errors.js';
@@ -41,20 +42,26 @@ export function modelRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Infe
     }
     const { id, overwrite = false } = ctx.state.input.query as UploadModelData['query'];
     const limit = config.models.max_upload_bytes;
-    if (Number(ctx.get('Content-Length') || 0) > limit) throw new ApiError('PAYLOAD_TOO_LARGE', `The upload is larger than the limit of ${limit} bytes`, { limit_bytes: limit });
+    const declared = Number(ctx.get('Content-Length') || 0);
+    if (declared > limit) {
+      // A body known to be too large is never stored: a moderate one is dropped as it arrives,
+      // so the client sees the answer; a huge one closes the connection after the answer.
+      if (declared > DISCARD_LIMIT_BYTES) ctx.set('Connection', 'close');
+      else discardRest(ctx.req);
+      throw new ApiError('PAYLOAD_TOO_LARGE', `The upload is larger than the limit of ${limit} bytes`, { limit_bytes: limit });
+    }
     const target = catalog.pathOf(id);
     if (!overwrite && existsSync(target)) throw conflict('A model with this id already exists (use overwrite=true to replace it)');
     if (overwrite && engine.isLoaded(id)) await engine.unload(id);
     let bytes: number;
     try {
-      bytes = await receiveModelUpload(ctx.req, target, { maxBytes: limit, overwrite });
+      bytes = await receiveModelUpload(chunksOf(ctx.req), target, { maxBytes: limit, overwrite });
     } catch (error) {
+      if (error instanceof UploadTooLargeError || error instanceof InvalidModelFileError) discardRest(ctx.req);
       if (error instanceof UploadTooLargeError) {
-        ctx.set('Connection', 'close');
         throw new ApiError('PAYLOAD_TOO_LARGE', error.message, { limit_bytes: limit });
       }
       if (error instanceof InvalidModelFileError) {
-        ctx.set('Connection', 'close');
         throw validationError([{ path: 'body', message: error.message }], 'The upload is not a valid GGUF model');
       }
       if (error instanceof ModelExistsError) throw conflict(error.message);
