@@ -44,7 +44,19 @@ export interface Config {
   rate_limit: { enabled: boolean; requests_per_minute: number };
   limits: { max_body_bytes: number; max_prompt_chars: number };
   models: { dir: string; max_loaded: number; max_upload_bytes: number };
-  engine: { threads: number; parallel: number; context_size: number; max_queue: number; batch_size: number };
+  engine: {
+    threads: number;
+    /** Requests a loaded model serves at once (sequences in all). */
+    parallel: number;
+    /**
+     * Sequences batched together in one llama.cpp context. 1 (a context per sequence, sharing the
+     * weights) scales best on CPUs; GPUs gain from batching several.
+     */
+    sequences_per_context: number;
+    context_size: number;
+    max_queue: number;
+    batch_size: number;
+  };
   storage: { data_dir: string };
   logging: { level: LogLevel };
   /** The response cache of deterministic native inference requests. */
@@ -66,7 +78,7 @@ export const DEFAULT_CONFIG: Config = deepFreeze({
   rate_limit: { enabled: true, requests_per_minute: 60 },
   limits: { max_body_bytes: 10_485_760, max_prompt_chars: 10_000 },
   models: { dir: './models', max_loaded: 2, max_upload_bytes: 8_589_934_592 },
-  engine: { threads: 1, parallel: 4, context_size: 2048, max_queue: 32, batch_size: 512 },
+  engine: { threads: 1, parallel: 4, sequences_per_context: 1, context_size: 2048, max_queue: 32, batch_size: 512 },
   storage: { data_dir: './data' },
   logging: { level: 'info' },
   cache: { enabled: true, max_entries: 1000 },
@@ -154,7 +166,7 @@ const SCHEMA: Schema = {
   rate_limit: { enabled: bool(), requests_per_minute: positive() },
   limits: { max_body_bytes: positive(), max_prompt_chars: positive() },
   models: { dir: filePath(), max_loaded: positive(), max_upload_bytes: positive() },
-  engine: { threads: positive(), parallel: positive(), context_size: positive(), max_queue: positive(), batch_size: positive() },
+  engine: { threads: positive(), parallel: positive(), sequences_per_context: positive(), context_size: positive(), max_queue: positive(), batch_size: positive() },
   storage: { data_dir: filePath() },
   logging: { level: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent') },
   cache: { enabled: bool(), max_entries: int(1, 1_000_000) },
