@@ -4,10 +4,12 @@ import { Transport } from './core/transport.js';
 import { ApiKeysResource } from './resources/api-keys.js';
 import { AuditLogsResource } from './resources/audit-logs.js';
 import { AuthResource } from './resources/auth.js';
+import { CacheResource } from './resources/cache.js';
 import { ConfigResource } from './resources/config.js';
 import { EmbeddingsResource } from './resources/embeddings.js';
 import { HealthResource } from './resources/health.js';
 import { InferenceResource } from './resources/inference.js';
+import { JobsResource } from './resources/jobs.js';
 import { MetricsResource } from './resources/metrics.js';
 import { ModelsResource } from './resources/models.js';
 import { UsersResource } from './resources/users.js';
@@ -37,6 +39,10 @@ export class InfernoClient {
   readonly inference: InferenceResource;
   /** Embeddings. */
   readonly embeddings: EmbeddingsResource;
+  /** Batches of inference requests run in the background. */
+  readonly jobs: JobsResource;
+  /** The response cache (`manage_cache`). */
+  readonly cache: CacheResource;
   /** The audit log (`view_audit_logs`). */
   readonly auditLogs: AuditLogsResource;
   /** The server's counters (`read_metrics`). */
@@ -60,6 +66,8 @@ export class InfernoClient {
     this.models = new ModelsResource(transport);
     this.inference = new InferenceResource(transport);
     this.embeddings = new EmbeddingsResource(transport);
+    this.jobs = new JobsResource(transport);
+    this.cache = new CacheResource(transport);
     this.auditLogs = new AuditLogsResource(transport);
     this.metrics = new MetricsResource(transport);
     this.config = new ConfigResource(transport);

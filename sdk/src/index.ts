@@ -51,10 +51,12 @@ export { type RawServerSentEvent, type ServerSentEvent, SseParser } from './core
 export { ApiKeysResource } from './resources/api-keys.js';
 export { AuditLogsResource } from './resources/audit-logs.js';
 export { AuthResource } from './resources/auth.js';
+export { CacheResource } from './resources/cache.js';
 export { ConfigResource } from './resources/config.js';
 export { EmbeddingsResource } from './resources/embeddings.js';
 export { HealthResource } from './resources/health.js';
 export { type InferenceParams, InferenceResource, type InferenceStreamEvent } from './resources/inference.js';
+export { JobsResource } from './resources/jobs.js';
 export { MetricsResource } from './resources/metrics.js';
 export { type ModelFile, ModelsResource } from './resources/models.js';
 export { UsersResource } from './resources/users.js';
@@ -65,7 +67,16 @@ export type {
   ApiKeyList,
   AuditEntry,
   AuditLogPage,
+  CacheStats,
   ChatMessage,
+  CreateJobRequest,
+  Job,
+  JobPage,
+  JobResult,
+  JobResultStatus,
+  JobStatus,
+  ListJobsData,
+  LoadedModelStats,
   ConfigPatch,
   ConfigView,
   Embedding,

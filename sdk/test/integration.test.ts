@@ -153,4 +153,29 @@ describe('throttling against the reference server', () => {
     expect(error.requestId).toBeUndefined(); // thrown by the throttle, not answered by the server
     expect(error.retryAfter).toBeGreaterThan(1);
   });
+  it('runs a job to completion, reads cache stats and clears the cache', async () => {
+    const c = client({ credentials: admin() });
+    for (let i = 0; i < 100 && !(await c.health.ready()).ready; i++) await new Promise((r) => setTimeout(r, 100));
+    const request = { model: 'demo-tiny', prompt: 'Jobs', max_tokens: 8, seed: 11 };
+    const job = await c.jobs.create({ requests: [request, { ...request, seed: 12 }], name: 'sdk' });
+    expect(job.status).toMatch(/queued|running/);
+    let done = job;
+    for (let i = 0; i < 200 && (done.status === 'queued' || done.status === 'running'); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      done = await c.jobs.get(job.id);
+    }
+    expect(done.status).toBe('succeeded');
+    expect(done.results.map((r) => r.status)).toEqual(['succeeded', 'succeeded']);
+    const direct = await c.inference.create(request);
+    expect(done.results[0]!.response!.text).toBe(direct.text);
+    expect((await c.jobs.list()).data.map((j) => j.id)).toContain(job.id);
+    await expect(c.jobs.cancel(job.id)).rejects.toBeInstanceOf(ConflictError);
+
+    await c.inference.create(request); // the same seeded request again: a cache hit
+    const stats = await c.cache.stats();
+    expect(stats.hits).toBeGreaterThanOrEqual(1);
+    expect(stats.entries).toBeGreaterThanOrEqual(1);
+    await c.cache.clear();
+    expect((await c.cache.stats()).entries).toBe(0);
+  });
 });
