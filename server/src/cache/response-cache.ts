@@ -2,19 +2,13 @@ import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import type { Config } from '../config.js';
 import type { GenerationRequest } from '../engine/engine.js';
-import type { InferenceResponse } from '../gen/types.gen.js';
+import type { CacheStats, InferenceResponse } from '../gen/types.gen.js';
 
 /** What a hit gives back; `id`, `created` and `timings` belong to each answer and are made fresh. */
 export type CachedInference = Pick<InferenceResponse, 'model' | 'text' | 'finish_reason' | 'usage'>;
 
-export interface ResponseCacheStats {
-  enabled: boolean;
-  entries: number;
-  max_entries: number;
-  hits: number;
-  misses: number;
-  hit_rate: number;
-}
+/** The cache's part of the spec's `CacheStats` (the route adds the loaded models). */
+export type ResponseCacheStats = Omit<CacheStats, 'loaded_models'>;
 
 /**
  * Only a request whose answer is fixed by its input may be answered from the cache: one with a
