@@ -178,4 +178,30 @@ describe('throttling against the reference server', () => {
     await c.cache.clear();
     expect((await c.cache.stats()).entries).toBe(0);
   });
+  it('uploads a model from a file path and from a stream, then deletes it', async () => {
+    const { writeDemoModel } = await import('../../server/src/engine/demo-model.js');
+    const { mkdtemp, readFile } = await import('node:fs/promises');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const file = path.join(await mkdtemp(path.join(os.tmpdir(), 'sdk-upload-')), 'm.gguf');
+    await writeDemoModel(file, { preset: 'tiny', seed: 5 });
+    const bytes = await readFile(file);
+    const c = client({ credentials: admin() });
+
+    const fromPath = await c.models.upload('from-path', file);
+    expect(fromPath).toMatchObject({ id: 'from-path', size_bytes: bytes.length, architecture: 'llama' });
+
+    const stream = new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let i = 0; i < bytes.length; i += 65_536) controller.enqueue(new Uint8Array(bytes.subarray(i, i + 65_536)));
+        controller.close();
+      },
+    });
+    await expect(c.models.upload('from-stream', stream)).resolves.toMatchObject({ id: 'from-stream', size_bytes: bytes.length });
+    await expect(c.models.upload('from-path', file)).rejects.toBeInstanceOf(ConflictError);
+
+    await c.models.delete('from-path');
+    await c.models.delete('from-stream');
+    await expect(c.models.get('from-path')).rejects.toBeInstanceOf(NotFoundError);
+  });
 });

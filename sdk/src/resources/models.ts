@@ -3,8 +3,32 @@ import { deleteModel, getModel, listModels, loadModel, unloadModel, uploadModel 
 import type { Model, ModelList } from '../gen/types.gen.js';
 import { Resource } from './resource.js';
 
-/** What {@link ModelsResource.upload} accepts: the GGUF file's bytes. */
-export type ModelFile = Blob | ArrayBuffer | ArrayBufferView;
+/**
+ * What {@link ModelsResource.upload} accepts: a file path (Node only; the file is streamed from
+ * disk, never read into memory), a `Blob` (in Node `await fs.openAsBlob(path)` is file-backed too),
+ * bytes, or a stream of bytes (collected first, so that a retry can send them again).
+ */
+export type ModelFile = string | Blob | ArrayBuffer | ArrayBufferView | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
+
+// A variable specifier keeps bundlers from pulling `node:fs` into browser builds.
+const NODE_FS = 'node:fs';
+
+async function toBlob(file: ModelFile): Promise<Blob> {
+  if (typeof file === 'string') {
+    const fs = (await import(/* @vite-ignore */ /* webpackIgnore: true */ NODE_FS)) as { openAsBlob(path: string): Promise<Blob> };
+    return fs.openAsBlob(file);
+  }
+  if (file instanceof Blob) return file;
+  if (file instanceof ArrayBuffer || ArrayBuffer.isView(file)) return new Blob([file as BlobPart]);
+  const parts: BlobPart[] = [];
+  if (file instanceof ReadableStream) {
+    const reader = file.getReader();
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) parts.push(chunk.value as BlobPart);
+  } else {
+    for await (const chunk of file) parts.push(chunk as BlobPart);
+  }
+  return new Blob(parts);
+}
 
 /** The GGUF models the server can run (`/api/v1/models`). */
 export class ModelsResource extends Resource {
@@ -19,12 +43,16 @@ export class ModelsResource extends Resource {
   }
 
   /**
-   * `POST /api/v1/models`: uploads a GGUF file under `id` (`write_models`). In Node, pass a big
-   * file without reading it into memory with `await fs.openAsBlob(path)`; give such uploads a
-   * `timeout` to match.
+   * `POST /api/v1/models`: uploads a GGUF file under `id` (`write_models`), from a path (Node),
+   * a `Blob`, bytes or a stream. Give big uploads a `timeout` to match.
+   *
+   * @example
+   * ```ts
+   * await client.models.upload('my-model', './models/my-model.gguf', {}, { timeout: 600_000 });
+   * ```
    */
-  upload(id: string, file: ModelFile, query: { overwrite?: boolean } = {}, options?: RequestOptions): Promise<Model> {
-    const body = file instanceof Blob ? file : new Blob([file as BlobPart]);
+  async upload(id: string, file: ModelFile, query: { overwrite?: boolean } = {}, options?: RequestOptions): Promise<Model> {
+    const body = await toBlob(file);
     return this.transport.send(
       'uploadModel',
       (o) => uploadModel({ ...o, body, query: { id, ...query } }),
