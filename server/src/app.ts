@@ -1,5 +1,5 @@
 import Koa from 'koa';
-import { Router } from '@koa/router';
+import { createRouter } from './http/router.js';
 import type { Config } from './config.js';
 import type { ModelCatalog } from './engine/model-catalog.js';
 import type { InferenceEngine } from './engine/engine.js';
@@ -80,7 +80,7 @@ export function createApp(options: AppOptions): Koa<AppState> {
   const metrics = options.metrics ?? new ServerMetrics();
   const cache = options.cache ?? new ResponseCache(() => config.cache, (id) => catalog.pathOf(id));
 
-  const api = new Router<AppState>({ prefix: '/api/v1' });
+  const api = createRouter('/api/v1');
   for (const routes of [
     authRoutes(deps),
     userRoutes(deps),
@@ -93,7 +93,7 @@ export function createApp(options: AppOptions): Koa<AppState> {
   ]) {
     api.use(routes.routes());
   }
-  const openai = new Router<AppState>({ prefix: '/v1' });
+  const openai = createRouter('/v1');
   openai.use(openAIRoutes(deps, catalog, engine).routes());
   const health = healthRoutes(deps, () => ({ store: true, engine: engine.ready }));
   const prometheus = prometheusRoutes(deps, metrics);

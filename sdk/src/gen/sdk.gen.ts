@@ -477,8 +477,8 @@ export const getConfig = <ThrowOnError extends boolean = false>(options?: Option
 /**
  * Change runtime-tunable settings (`write_config`)
  *
- * Takes effect at once and is persisted in the data dir, where it wins over the file and the
- * environment on the next start. Only the keys of `ConfigPatch` can change at run time.
+ * Takes effect at once and is persisted in the data dir, where it wins over the file, the
+ * environment and flags on the next start. Only the keys of `ConfigPatch` can change at run time.
  *
  */
 export const updateConfig = <ThrowOnError extends boolean = false>(options: Options<UpdateConfigData, ThrowOnError>): RequestResult<UpdateConfigResponses, UpdateConfigErrors, ThrowOnError> => (options.client ?? client).patch<UpdateConfigResponses, UpdateConfigErrors, ThrowOnError>({

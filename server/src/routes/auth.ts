@@ -1,4 +1,5 @@
-import { Router } from '@koa/router';
+import type { Router } from '@koa/router';
+import { createRouter } from '../http/router.js';
 import { generateApiKey } from '../auth/api-keys.js';
 import { issueToken } from '../auth/jwt.js';
 import { decoyHash, verifyPassword } from '../auth/passwords.js';
@@ -20,7 +21,7 @@ const DAY_MS = 86_400_000;
 export function authRoutes(deps: RouteDeps): Router<AppState> {
   const { store, config, loginThrottle } = deps;
   const body = jsonBody(() => config.limits.max_body_bytes);
-  const router = new Router<AppState>();
+  const router = createRouter();
 
   router.post('/auth/login', body, validate({ body: zLoginBody }), async (ctx) => {
     const { username, password } = ctx.state.input.body as LoginRequest;

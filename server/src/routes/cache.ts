@@ -1,4 +1,5 @@
-import { Router } from '@koa/router';
+import type { Router } from '@koa/router';
+import { createRouter } from '../http/router.js';
 import type { ResponseCache } from '../cache/response-cache.js';
 import type { InferenceEngine } from '../engine/engine.js';
 import type { CacheStats } from '../gen/types.gen.js';
@@ -10,7 +11,7 @@ import type { RouteDeps } from './deps.js';
 /** The response cache's statistics and clearing, with the loaded models' sequences (`manage_cache`). */
 export function cacheRoutes(deps: RouteDeps, cache: ResponseCache, engine: InferenceEngine): Router<AppState> {
   const { store } = deps;
-  const router = new Router<AppState>();
+  const router = createRouter();
   const canManage = [requireAuth, requirePermission(store, 'manage_cache')];
 
   router.get('/cache', ...canManage, (ctx) => {

@@ -1,4 +1,5 @@
-import { Router } from '@koa/router';
+import type { Router } from '@koa/router';
+import { createRouter } from '../http/router.js';
 import { describeConfig } from '../config.js';
 import type { ConfigPatch } from '../gen/types.gen.js';
 import { zUpdateConfigBody } from '../gen/zod.gen.js';
@@ -13,7 +14,7 @@ import type { RouteDeps } from './deps.js';
 
 export function configRoutes(deps: RouteDeps): Router<AppState> {
   const { config, store, logger } = deps;
-  const router = new Router<AppState>();
+  const router = createRouter();
   router.use('/config', requireAuth, requirePermission(store, 'write_config'));
 
   router.get('/config', (ctx) => {

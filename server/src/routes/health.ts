@@ -1,10 +1,11 @@
-import { Router } from '@koa/router';
+import type { Router } from '@koa/router';
+import { createRouter } from '../http/router.js';
 import type { AppState } from '../http/context.js';
 import type { RouteDeps } from './deps.js';
 
 /** Public probes: no authentication and no rate limit, so orchestrators can always reach them. */
 export function healthRoutes(deps: RouteDeps, readiness: () => Record<string, boolean>): Router<AppState> {
-  const router = new Router<AppState>();
+  const router = createRouter();
   router.get('/health', (ctx) => {
     ctx.body = { status: 'ok', version: deps.version, uptime_seconds: (Date.now() - deps.startedAt) / 1000 };
   });

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { Router } from '@koa/router';
+import type { Router } from '@koa/router';
+import { createRouter } from '../http/router.js';
 import type { ResponseCache } from '../cache/response-cache.js';
 import type { EmbeddingsRequest, InferenceRequest, InferenceResponse } from '../gen/types.gen.js';
 import { zCreateEmbeddingsBody, zCreateInferenceBody } from '../gen/zod.gen.js';
@@ -89,7 +90,7 @@ export async function reserveForStream(ctx: AppContext, engine: InferenceEngine,
 
 export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache: ResponseCache): Router<AppState> {
   const { config, store } = deps;
-  const router = new Router<AppState>();
+  const router = createRouter();
   const body = jsonBody(() => config.limits.max_body_bytes);
 
   router.post('/inference', requireAuth, requirePermission(store, 'run_inference'), body, validate({ body: zCreateInferenceBody }), async (ctx, next) => {

@@ -1,4 +1,5 @@
-import { Router } from '@koa/router';
+import type { Router } from '@koa/router';
+import { createRouter } from '../http/router.js';
 import type { CreateJobRequest, InferenceRequest, Job, ListJobsData, Permission, ValidationIssue } from '../gen/types.gen.js';
 import { zCancelJobPath, zCreateJobBody, zGetJobPath, zListJobsQuery } from '../gen/zod.gen.js';
 import { audit } from '../http/audit.js';
@@ -47,7 +48,7 @@ function checkJobRequest(request: InferenceRequest, index: number, maxPromptChar
  */
 export function jobRoutes(deps: RouteDeps, jobs: JobQueue): Router<AppState> {
   const { config, store } = deps;
-  const router = new Router<AppState>();
+  const router = createRouter();
   const has = (ctx: AppContext, permission: Permission) => ctx.state.principal!.permissions.includes(permission);
 
   // Either permission lets a principal look at jobs; with neither, the denial is the usual 403.

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { Router } from '@koa/router';
+import type { Router } from '@koa/router';
+import { createRouter } from '../http/router.js';
 import type { ResponseCache } from '../cache/response-cache.js';
 import type { UploadModelData } from '../gen/types.gen.js';
 import { zDeleteModelPath, zGetModelPath, zLoadModelPath, zUnloadModelPath, zUploadModelQuery } from '../gen/zod.gen.js';
@@ -18,7 +19,7 @@ import { engineError } from './inference.js';
 
 export function modelRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: InferenceEngine, cache: ResponseCache): Router<AppState> {
   const { store, config } = deps;
-  const router = new Router<AppState>();
+  const router = createRouter();
   const can = (permission: Parameters<typeof requirePermission>[1]) => [requireAuth, requirePermission(store, permission)];
 
   const findModel = async (ctx: AppContext) => {

@@ -1,4 +1,5 @@
-import { Router } from '@koa/router';
+import type { Router } from '@koa/router';
+import { createRouter } from '../http/router.js';
 import type { AuditEntry, ListAuditLogsData } from '../gen/types.gen.js';
 import { zListAuditLogsQuery } from '../gen/zod.gen.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
@@ -23,7 +24,7 @@ const presentAudit = (r: AuditRecord): AuditEntry => ({
 
 /** The audit log query and the metrics, under /api/v1. */
 export function observabilityRoutes(deps: RouteDeps, metrics: ServerMetrics): Router<AppState> {
-  const router = new Router<AppState>();
+  const router = createRouter();
 
   router.get('/audit-logs', requireAuth, requirePermission(deps.store, 'view_audit_logs'), validate({ query: zListAuditLogsQuery }), (ctx) => {
     const query = ctx.state.input.query as NonNullable<ListAuditLogsData['query']> & { limit: number };
@@ -49,7 +50,7 @@ export function observabilityRoutes(deps: RouteDeps, metrics: ServerMetrics): Ro
 
 /** Prometheus scrapes `/metrics` at the root, with a key that has `read_metrics`. */
 export function prometheusRoutes(deps: RouteDeps, metrics: ServerMetrics): Router<AppState> {
-  const router = new Router<AppState>();
+  const router = createRouter();
   router.get('/metrics', requireAuth, requirePermission(deps.store, 'read_metrics'), (ctx) => {
     ctx.type = 'text/plain; version=0.0.4; charset=utf-8';
     ctx.body = metrics.prometheus();

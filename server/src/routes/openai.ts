@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { Router } from '@koa/router';
+import type { Router } from '@koa/router';
+import { createRouter } from '../http/router.js';
 import type { ZodType } from 'zod';
 import type {
   ChatMessage,
@@ -108,7 +109,7 @@ interface Completion<Answer, Chunk> {
 
 export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: InferenceEngine): Router<AppState> {
   const { config, store } = deps;
-  const router = new Router<AppState>();
+  const router = createRouter();
   const body = jsonBody(() => config.limits.max_body_bytes);
   const can = (permission: Parameters<typeof requirePermission>[1]) => [requireAuth, requirePermission(store, permission)];
   const parallel = () => config.engine.parallel;

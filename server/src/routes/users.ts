@@ -1,4 +1,5 @@
-import { Router } from '@koa/router';
+import type { Router } from '@koa/router';
+import { createRouter } from '../http/router.js';
 import { hashPassword } from '../auth/passwords.js';
 import type { CreateUserRequest, UpdateUserRequest } from '../gen/types.gen.js';
 import { zCreateUserBody, zDeleteUserPath, zGetUserPath, zUpdateUserBody, zUpdateUserPath } from '../gen/zod.gen.js';
@@ -22,7 +23,7 @@ function removesLastAdmin(store: Store, user: UserRecord, after: { role: string;
 export function userRoutes(deps: RouteDeps): Router<AppState> {
   const { store } = deps;
   const body = jsonBody(() => deps.config.limits.max_body_bytes);
-  const router = new Router<AppState>();
+  const router = createRouter();
   router.use('/users', requireAuth, requirePermission(store, 'manage_users'));
 
   const findUser = (id: string) => {
