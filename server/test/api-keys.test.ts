@@ -4,15 +4,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createUser, dumpDatabase, openDb } from '../../test/helpers/security.js';
 import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
+import { expectApiError } from '../../test/helpers/api-checks.js';
 
 const PASSWORD = 'a-long-user-password-1';
-
-function expectApiError(res: { status: number; body: any; headers: Headers }, status: number, code: string) {
-  expect(res.status, JSON.stringify(res.body)).toBe(status);
-  expect(Object.keys(res.body)).toEqual(['error']);
-  expect(res.body.error.code).toBe(code);
-  expect(res.headers.get('x-request-id')).toBeTruthy();
-}
 
 describe('API keys', () => {
   let server: TestServer;

@@ -3,17 +3,9 @@ import jsonwebtoken from 'jsonwebtoken';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createUser, handMadeJwt, jwtPayload } from '../../test/helpers/security.js';
 import { ADMIN_PASSWORD, call, JWT_SECRET, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
+import { expectApiError } from '../../test/helpers/api-checks.js';
 
 const PASSWORD = 'a-long-user-password-1';
-
-function expectApiError(res: { status: number; body: any; headers: Headers }, status: number, code: string) {
-  expect(res.status, JSON.stringify(res.body)).toBe(status);
-  expect(Object.keys(res.body)).toEqual(['error']);
-  expect(Object.keys(res.body.error).sort()).toEqual(['code', 'details', 'message']);
-  expect(res.body.error.code).toBe(code);
-  expect(typeof res.body.error.message).toBe('string');
-  expect(res.headers.get('x-request-id')).toBeTruthy();
-}
 
 /** Each call's X-Forwarded-For names a fresh client address (the throttle servers trust the proxy). */
 let ipCounter = 0;

@@ -11,14 +11,10 @@ import { loadConfig } from '../src/config.js';
 import { writeDemoModel } from '../src/engine/demo-model.js';
 import { createApiKey, createUser } from '../../test/helpers/security.js';
 import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
+import { expectApiError } from '../../test/helpers/api-checks.js';
 
 const MODEL = 'demo-tiny';
 const PASSWORD = 'a-long-user-password-1';
-
-function expectApiError(res: { status: number; body: any }, status: number, code: string) {
-  expect(res.status, JSON.stringify(res.body)).toBe(status);
-  expect(res.body?.error?.code, JSON.stringify(res.body)).toBe(code);
-}
 
 describe('response cache', () => {
   let server: TestServer;

@@ -5,28 +5,12 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createUser, waitFor } from '../../test/helpers/security.js';
 import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
+import { detailPaths, expectApiError, waitForReady } from '../../test/helpers/api-checks.js';
 
 const MODEL = 'demo-tiny';
 const PASSWORD = 'a-long-guest-password-1';
 
 // ---- helpers -------------------------------------------------------------------------------------
-
-async function waitReady(server: TestServer): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const res = await call(server.url, 'GET', '/health/ready');
-    if (res.status === 200) return;
-    if (Date.now() > deadline) throw new Error(`server never became ready: ${JSON.stringify(res.body)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function expectApiError(res: { status: number; body: any }, status: number, code: string) {
-  expect(res.status, JSON.stringify(res.body)).toBe(status);
-  expect(res.body?.error?.code, JSON.stringify(res.body)).toBe(code);
-}
-
-const detailPaths = (res: { body: any }) => ((res.body.error.details ?? []) as { path: string }[]).map((d) => d.path);
 
 interface SseEvent {
   event: string;
@@ -93,7 +77,7 @@ describe('inference on demo-tiny', () => {
 
   beforeAll(async () => {
     server = await startTestServer({ settings: { 'rate_limit.requests_per_minute': 100_000, 'engine.parallel': 2 } });
-    await waitReady(server);
+    await waitForReady(server.url);
     token = await login(server.url);
     await createUser(server.url, { token }, { username: 'guest1', password: PASSWORD, role: 'guest' });
     guestToken = await login(server.url, 'guest1', PASSWORD);
@@ -387,7 +371,7 @@ describe('inference queue limits', () => {
 
   beforeAll(async () => {
     server = await startTestServer({ settings: { 'rate_limit.requests_per_minute': 100_000, 'engine.parallel': 1, 'engine.max_queue': 1 } });
-    await waitReady(server);
+    await waitForReady(server.url);
     token = await login(server.url);
   });
   afterAll(() => server?.close());

@@ -10,29 +10,13 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { GenerationResult } from '../src/engine/engine.js';
 import { createApiKey, createUser, openDb, waitFor } from '../../test/helpers/security.js';
 import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
+import { detailPaths, expectApiError, waitForReady } from '../../test/helpers/api-checks.js';
 
 const MODEL = 'demo-tiny';
 const PASSWORD = 'a-long-user-password-1';
 // Greedy decoding of this prompt never samples the end-of-turn token: it runs to max_tokens.
 const LONG = { model: MODEL, prompt: 'Hello world', temperature: 0, max_tokens: 2000 };
 const SETTINGS = { 'rate_limit.requests_per_minute': 100_000, 'engine.parallel': 2 };
-
-async function waitReady(server: TestServer): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const res = await call(server.url, 'GET', '/health/ready');
-    if (res.status === 200) return;
-    if (Date.now() > deadline) throw new Error(`server never became ready: ${JSON.stringify(res.body)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function expectApiError(res: { status: number; body: any }, status: number, code: string) {
-  expect(res.status, JSON.stringify(res.body)).toBe(status);
-  expect(res.body?.error?.code, JSON.stringify(res.body)).toBe(code);
-}
-
-const detailPaths = (res: { body: any }) => ((res.body.error.details ?? []) as { path: string }[]).map((d) => d.path);
 
 /** Polls a job until `done(job)` holds. */
 async function waitJob(server: TestServer, token: string, id: string, done: (job: any) => boolean, timeoutMs = 15_000): Promise<any> {
@@ -59,7 +43,7 @@ describe('jobs', () => {
 
   beforeAll(async () => {
     server = await startTestServer({ settings: SETTINGS });
-    await waitReady(server);
+    await waitForReady(server.url);
     admin = await login(server.url);
     const users = [];
     for (const [username, role] of [['alice', 'user'], ['bob', 'user'], ['guest1', 'guest']] as const) {
@@ -313,7 +297,7 @@ describe('jobs across a restart', () => {
 
   it('a queued job, the interrupted one, and one a crash left running all run after a restart', async () => {
     server = await startTestServer({ settings: SETTINGS, ...dirs() });
-    await waitReady(server);
+    await waitForReady(server.url);
     let token = await login(server.url);
     const short = { model: MODEL, prompt: 'Hello', seed: 9, max_tokens: 8 };
     const medium = { ...LONG, max_tokens: 600 }; // well under a second each

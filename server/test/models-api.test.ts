@@ -10,13 +10,9 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { writeDemoModel } from '../src/engine/demo-model.js';
 import { createApiKey, createUser, streamRequest } from '../../test/helpers/security.js';
 import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
+import { expectApiError } from '../../test/helpers/api-checks.js';
 
 const PASSWORD = 'a-long-user-password-1';
-
-function expectApiError(res: { status: number; body: any }, status: number, code: string) {
-  expect(res.status, JSON.stringify(res.body)).toBe(status);
-  expect(res.body?.error?.code, JSON.stringify(res.body)).toBe(code);
-}
 
 /** A raw request: the path is sent exactly as given (fetch would resolve `..` and `%2e%2e` segments). */
 function rawRequest(url: string, method: string, rawPath: string, headers: Record<string, string> = {}, body?: Buffer): Promise<{ status: number; body: any }> {

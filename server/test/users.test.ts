@@ -2,14 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ALL_PERMISSIONS, createApiKey, createUser, ROLE_PERMISSIONS, type Role } from '../../test/helpers/security.js';
 import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
+import { expectApiError } from '../../test/helpers/api-checks.js';
 
 const PASSWORD = 'a-long-user-password-1';
-
-function expectApiError(res: { status: number; body: any; headers: Headers }, status: number, code: string) {
-  expect(res.status, JSON.stringify(res.body)).toBe(status);
-  expect(Object.keys(res.body)).toEqual(['error']);
-  expect(res.body.error.code).toBe(code);
-}
 
 const paths = (res: { body: any }) => (res.body.error.details as { path: string }[]).map((d) => d.path);
 

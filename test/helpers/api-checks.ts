@@ -1,5 +1,5 @@
 /**
- * Small assertion and polling helpers shared by the permission and observability tests.
+ * Small assertion and polling helpers shared by the server tests.
  */
 import { expect } from 'vitest';
 import { call } from './server.js';
@@ -15,13 +15,26 @@ export async function waitForReady(baseUrl: string, timeoutMs = 30_000): Promise
   }
 }
 
-/** The documented error body `{"error":{code,message,details}}` with this status and code. */
-export function expectApiError(res: ApiResponse, status: number, code: string): { code: string; message: string; details: any } {
+/**
+ * The documented error body, exactly `{"error": {code, message, details}}`, with this status and
+ * code, and an `X-Request-Id` when the response's headers are at hand.
+ */
+export function expectApiError(
+  res: { status: number; body: any; headers?: Headers },
+  status: number,
+  code: string,
+): { code: string; message: string; details: any } {
   expect(res.status, JSON.stringify(res.body)).toBe(status);
-  expect(res.body?.error?.code, JSON.stringify(res.body)).toBe(code);
+  expect(Object.keys(res.body ?? {}), JSON.stringify(res.body)).toEqual(['error']);
+  expect(Object.keys(res.body.error).sort()).toEqual(['code', 'details', 'message']);
+  expect(res.body.error.code, JSON.stringify(res.body)).toBe(code);
   expect(typeof res.body.error.message).toBe('string');
+  if (res.headers) expect(res.headers.get('x-request-id')).toBeTruthy();
   return res.body.error;
 }
+
+/** The `path` of each entry of a validation error's details. */
+export const detailPaths = (res: { body: any }): string[] => ((res.body.error.details ?? []) as { path: string }[]).map((d) => d.path);
 
 /** A 400 VALIDATION_ERROR whose details name `path` (exactly, as `{path, message}`). */
 export function expectValidationError(res: ApiResponse, path: string): void {

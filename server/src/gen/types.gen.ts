@@ -148,6 +148,9 @@ export type ApiKey = {
     permissions: Array<Permission>;
     created_at: Timestamp;
     expires_at: Timestamp | null;
+    /**
+     * When the key was last used, to the minute (it is recorded at most once a minute).
+     */
     last_used_at: Timestamp | null;
 };
 

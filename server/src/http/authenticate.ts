@@ -48,12 +48,14 @@ export function authenticate(options: { store: Store; secret: Buffer }): AppMidd
     if (!user || user.disabled) return fail(ctx, 'Invalid or revoked API key');
     // A key never grants more than its owner has now: demoting the owner narrows the key too.
     const owner = new Set<Permission>(ROLE_PERMISSIONS[user.role]);
-    const now = new Date().toISOString();
-    store.touchApiKey(record.id, now);
+    // `last_used_at` is written at most once a minute per key: not a database write per request.
+    const now = new Date();
+    const lastUsedAt = record.lastUsedAt && now.getTime() - Date.parse(record.lastUsedAt) < 60_000 ? record.lastUsedAt : now.toISOString();
+    if (lastUsedAt !== record.lastUsedAt) store.touchApiKey(record.id, lastUsedAt);
     ctx.state.principal = {
       user,
       method: 'api_key',
-      apiKey: { ...record, lastUsedAt: now },
+      apiKey: { ...record, lastUsedAt },
       permissions: canonicalPermissions(record.permissions.filter((p) => owner.has(p))),
     };
   };
