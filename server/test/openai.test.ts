@@ -179,7 +179,7 @@ describe('OpenAI-compatible /v1 with the official openai client', () => {
   });
 
   it('surfaces errors as the client’s typed errors, in OpenAI’s error shape', async () => {
-    const badKey = openAIClient(server, 'inf_0000000000000000000000000000000000000000');
+    const badKey = openAIClient(server, `inf_${'0'.repeat(40)}`);
     const unauthorized = await failure(() => badKey.models.list());
     expect(unauthorized).toBeInstanceOf(OpenAI.AuthenticationError);
     expect(unauthorized).toMatchObject({ status: 401, type: 'authentication_error', code: 'invalid_api_key' });
