@@ -26,6 +26,8 @@ Options (override inferno.toml and INFERNO_* variables):
 async function serve(argv: string[]) {
   const config = loadConfig({ argv });
   const server = await startServer(config);
+  // A stray rejection inside a library must not take every other request down with the process.
+  process.on('unhandledRejection', (reason) => server.logger.error({ err: reason }, 'unhandled promise rejection'));
   process.stdout.write(`Inferno listening on ${server.url}\n`);
   let stopping = false;
   const stop = async (signal: string) => {

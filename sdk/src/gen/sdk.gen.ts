@@ -246,7 +246,7 @@ export const unloadModel = <ThrowOnError extends boolean = false>(options: Optio
  * `event: token` with `data: {"text": "..."}` for each chunk of text,
  * then `event: done` with `data: {"id", "model", "finish_reason", "usage", "timings"}`;
  * `event: error` with data in the `ApiError` format if generation fails midway.
- * Comment lines (`: keep-alive`) are sent while waiting for a free sequence.
+ * Comment lines (`: keep-alive`) are sent every few seconds for as long as the stream is open.
  * Closing the connection cancels the generation.
  *
  */

@@ -85,19 +85,27 @@ interface LoadedModel {
   /** Resolved from the model's chat template on first chat use (costs about a second), then kept. */
   chatWrapper?: ChatWrapper;
   lastUsed: number;
+  /** Requests holding the model (pinned): LRU never unloads it, and `unload` waits for them. */
   active: number;
+  /** Aborted when the model is unloaded: generations on it stop. */
+  unloading: AbortController;
+  /** Called when `active` drops to 0 while an unload waits. */
+  drained?: () => void;
 }
 
 /**
- * The llama.cpp engine: one `Llama` per process; per loaded model one context with
- * `[engine] parallel` sequences lent to requests through a bounded queue. Models load on first
- * use; beyond `[models] max_loaded` the least recently used idle one is unloaded.
+ * The llama.cpp engine: one `Llama` per process; per loaded model `[engine] parallel` sequences
+ * (in contexts of `sequences_per_context`) lent to requests through a bounded queue. Models load
+ * on first use, one load at a time; beyond `[models] max_loaded` the least recently used idle one
+ * is unloaded.
  */
 export class InferenceEngine {
   #llama?: Llama;
   #starting?: Promise<Llama>;
   readonly #loaded = new Map<string, LoadedModel>();
   readonly #loading = new Map<string, Promise<LoadedModel>>();
+  /** Loads run one at a time, so that `[models] max_loaded` holds however many start together. */
+  #loadQueue: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly config: Config,
@@ -145,10 +153,29 @@ export class InferenceEngine {
     }
     let loading = this.#loading.get(id);
     if (!loading) {
-      loading = this.#load(id).finally(() => this.#loading.delete(id));
+      loading = this.#loadQueue.then(() => this.#loaded.get(id) ?? this.#load(id)).finally(() => this.#loading.delete(id));
+      this.#loadQueue = loading.catch(() => undefined);
       this.#loading.set(id, loading);
     }
     return loading;
+  }
+
+  /** Loads the model if needed and pins it for one request; `#unpin` must follow. */
+  async #pin(id: string): Promise<LoadedModel> {
+    for (;;) {
+      const entry = await this.load(id);
+      // Between the load and here an unload may have run: pin only what is still loaded.
+      if (this.#loaded.get(id) === entry) {
+        entry.active++;
+        entry.lastUsed = Date.now();
+        return entry;
+      }
+    }
+  }
+
+  #unpin(entry: LoadedModel): void {
+    entry.active--;
+    if (entry.active === 0) entry.drained?.();
   }
 
   async #load(id: string): Promise<LoadedModel> {
@@ -183,6 +210,7 @@ export class InferenceEngine {
         embeddingBusy: Promise.resolve(),
         lastUsed: Date.now(),
         active: 0,
+        unloading: new AbortController(),
       };
       this.#loaded.set(id, entry);
       this.logger.info({ model: id, load_ms: Date.now() - started, sequences: sequences.length, contexts: contexts.length }, 'model loaded');
@@ -202,11 +230,19 @@ export class InferenceEngine {
     }
   }
 
+  /**
+   * Unloads a model: requests waiting for it get ModelUnloadedError (503), generations on it are
+   * stopped, and its memory is freed once the last of them has let go.
+   */
   async unload(id: string): Promise<boolean> {
+    await this.#loading.get(id)?.catch(() => undefined);
     const entry = this.#loaded.get(id);
     if (!entry) return false;
     this.#loaded.delete(id);
-    entry.pool.rejectWaiting(new ModelUnloadedError(`Model ${id} was unloaded while the request waited; try again`));
+    const reason = new ModelUnloadedError(`Model ${id} was unloaded; try again`);
+    entry.pool.rejectWaiting(reason);
+    entry.unloading.abort(reason);
+    if (entry.active > 0) await new Promise<void>((resolve) => (entry.drained = resolve));
     if (entry.embedding) await (await entry.embedding.catch(() => undefined))?.dispose();
     for (const context of entry.contexts) await context.dispose();
     await entry.model.dispose();
@@ -216,7 +252,12 @@ export class InferenceEngine {
 
   /** Counts tokens of a text with a model's tokenizer. */
   async countTokens(id: string, text: string): Promise<number> {
-    return (await this.load(id)).model.tokenize(text).length;
+    const entry = await this.#pin(id);
+    try {
+      return entry.model.tokenize(text).length;
+    } finally {
+      this.#unpin(entry);
+    }
   }
 
   /**
@@ -224,12 +265,16 @@ export class InferenceEngine {
    * sequence is reserved or any stream opened.
    */
   async checkPrompt(request: GenerationRequest): Promise<number> {
-    const entry = await this.load(request.model);
-    if (request.messages) entry.chatWrapper ??= resolveChatWrapper(entry.model) ?? undefined;
-    const tokens = promptLength(entry.model, request, entry.chatWrapper);
-    const contextSize = entry.contexts[0]!.contextSize; // per sequence
-    if (tokens >= contextSize) throw new PromptTooLongError(tokens, contextSize);
-    return tokens;
+    const entry = await this.#pin(request.model);
+    try {
+      if (request.messages) entry.chatWrapper ??= resolveChatWrapper(entry.model) ?? undefined;
+      const tokens = promptLength(entry.model, request, entry.chatWrapper);
+      const contextSize = entry.contexts[0]!.contextSize; // per sequence
+      if (tokens >= contextSize) throw new PromptTooLongError(tokens, contextSize);
+      return tokens;
+    } finally {
+      this.#unpin(entry);
+    }
   }
 
   /**
@@ -238,28 +283,32 @@ export class InferenceEngine {
    */
   async reserve(modelId: string, signal?: AbortSignal): Promise<Reservation> {
     const started = performance.now();
-    const entry = await this.load(modelId);
-    entry.active++;
+    const entry = await this.#pin(modelId);
     let lease;
     try {
       lease = await entry.pool.acquire(signal);
     } catch (error) {
-      entry.active--;
+      this.#unpin(entry);
       throw error;
     }
     let released = false;
     return {
       waitedMs: performance.now() - started,
-      generate: (request, hooks) => {
+      generate: async (request, hooks = {}) => {
         entry.lastUsed = Date.now();
         if (request.messages) entry.chatWrapper ??= resolveChatWrapper(entry.model) ?? undefined;
-        return generateOn(lease.item, request, hooks ?? {}, started, entry.chatWrapper);
+        const unloading = entry.unloading.signal;
+        const signal = hooks.signal ? AbortSignal.any([hooks.signal, unloading]) : unloading;
+        const result = await generateOn(lease.item, request, { ...hooks, signal }, started, entry.chatWrapper);
+        // Cut short by an unload, not by the client: that is a failure worth a retry, not a result.
+        if (unloading.aborted && !hooks.signal?.aborted) throw unloading.reason;
+        return result;
       },
       release: () => {
         if (released) return;
         released = true;
         lease.release();
-        entry.active--;
+        this.#unpin(entry);
       },
     };
   }
@@ -279,10 +328,14 @@ export class InferenceEngine {
 
   /** Embeds each input with the model's embedding context (one at a time per model). */
   async embed(id: string, inputs: readonly string[]): Promise<{ vectors: number[][]; promptTokens: number }> {
-    const entry = await this.load(id);
-    entry.active++;
+    const entry = await this.#pin(id);
     try {
-      entry.embedding ??= entry.model.createEmbeddingContext({ contextSize: this.config.engine.context_size, threads: this.config.engine.threads, batchSize: this.config.engine.batch_size });
+      entry.embedding ??= entry.model
+        .createEmbeddingContext({ contextSize: this.config.engine.context_size, threads: this.config.engine.threads, batchSize: this.config.engine.batch_size })
+        .catch((error: unknown) => {
+          entry.embedding = undefined; // a failed start is not kept: the next request tries again
+          throw error;
+        });
       const context = await entry.embedding;
       const run = entry.embeddingBusy.then(async () => {
         const vectors: number[][] = [];
@@ -296,7 +349,7 @@ export class InferenceEngine {
       entry.embeddingBusy = run.catch(() => undefined);
       return await run;
     } finally {
-      entry.active--;
+      this.#unpin(entry);
     }
   }
 

@@ -32,6 +32,18 @@ export function engineError(error: unknown, parallel: number): unknown {
   return error;
 }
 
+/**
+ * What a stream says when generation fails after it opened: the API error for known failures
+ * (an unload is a 503 worth a retry), a generic INTERNAL_ERROR for anything else. In the error
+ * format of the request's API family.
+ */
+export function streamFailure(ctx: AppContext, error: unknown, parallel: number, logger: RouteDeps['logger']): unknown {
+  const apiError = toApiError(engineError(error, parallel));
+  if (apiError.status === 500) logger.error({ err: error, request_id: ctx.state.requestId }, 'generation failed mid-stream');
+  else logger.warn({ code: apiError.code, request_id: ctx.state.requestId }, 'stream ended by an error event');
+  return errorBody(ctx, apiError.status === 500 ? new ApiError('INTERNAL_ERROR', 'Generation failed') : apiError);
+}
+
 /** Checks a request against the prompt limit and turns it into an engine request. */
 export function toGenerationRequest(body: InferenceRequest, maxPromptChars: number): GenerationRequest {
   if ((body.prompt === undefined) === (body.messages === undefined)) {
@@ -72,13 +84,19 @@ export function presentInference(id: string, model: string, result: GenerationRe
  */
 export async function reserveForStream(ctx: AppContext, engine: InferenceEngine, model: string, signal: AbortSignal, parallel: number): Promise<{ reservation: Reservation; stream: EventStream }> {
   const reserving = engine.reserve(model, signal);
-  const early = await Promise.race([reserving.then(() => 'ready' as const, () => 'failed' as const), new Promise<'waiting'>((r) => setTimeout(r, 200, 'waiting'))]);
+  let timer: NodeJS.Timeout | undefined;
+  const early = await Promise.race([
+    reserving.then(() => 'ready' as const, () => 'failed' as const),
+    new Promise<'waiting'>((resolve) => (timer = setTimeout(resolve, 200, 'waiting'))),
+  ]);
+  clearTimeout(timer);
   if (early === 'failed') await reserving.catch((error) => Promise.reject(engineError(error, parallel)));
   const stream = new EventStream(ctx);
+  // Heartbeats for the stream's whole life: a long prompt evaluation sends no events either, and
+  // clients (the SDK's idle timeout, proxies) must not take the silence for a dead connection.
   stream.startHeartbeat(HEARTBEAT_MS);
   try {
     const reservation = await reserving;
-    stream.stopHeartbeat();
     return { reservation, stream };
   } catch (error) {
     // The stream is open, so the error can only travel as an event.
@@ -142,9 +160,7 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
       const result = await reservation.generate(generation, { signal, onText: (text) => stream.send('token', { text }) });
       stream.send('done', { id, model: request.model, finish_reason: result.finishReason, usage: result.usage, timings: result.timings });
     } catch (error) {
-      const apiError = toApiError(engineError(error, parallel));
-      stream.send('error', errorBody(ctx, apiError.status >= 500 ? new ApiError('INTERNAL_ERROR', 'Generation failed') : apiError));
-      deps.logger.error({ err: error, request_id: ctx.state.requestId }, 'generation failed mid-stream');
+      stream.send('error', streamFailure(ctx, error, parallel, deps.logger));
     } finally {
       reservation.release();
       stream.end();

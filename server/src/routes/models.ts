@@ -53,7 +53,6 @@ export function modelRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Infe
     }
     const target = catalog.pathOf(id);
     if (!overwrite && existsSync(target)) throw conflict('A model with this id already exists (use overwrite=true to replace it)');
-    if (overwrite && engine.isLoaded(id)) await engine.unload(id);
     let bytes: number;
     try {
       bytes = await receiveModelUpload(chunksOf(ctx.req), target, { maxBytes: limit, overwrite });
@@ -70,6 +69,9 @@ export function modelRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Infe
     }
     // Cache keys carry the file's size and time already; dropping the old answers frees their memory.
     cache.clearModel(id);
+    // Unloaded only now that the new file is in place: a request meanwhile could otherwise
+    // load the old weights again and keep them.
+    if (overwrite) await engine.unload(id);
     audit(store, ctx, { action: 'model.upload', outcome: 'success', target: id, details: { bytes, overwrite } });
     ctx.status = 201;
     ctx.body = await catalog.get(id);

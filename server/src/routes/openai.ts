@@ -28,7 +28,7 @@ import { jsonBody } from '../http/json-body.js';
 import { OpenAIApiError } from '../http/openai-errors.js';
 import { validate } from '../http/validate.js';
 import type { RouteDeps } from './deps.js';
-import { engineError, reserveForStream, toGenerationRequest } from './inference.js';
+import { engineError, reserveForStream, streamFailure, toGenerationRequest } from './inference.js';
 
 /** OpenAI's default sampling temperature (the native API's is 0.8). */
 const DEFAULT_TEMPERATURE = 1;
@@ -163,8 +163,7 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
       if (completion.includeUsage) sendData(ctx, stream, completion.usageChunk(result.usage));
       sendData(ctx, stream, '[DONE]');
     } catch (error) {
-      sendData(ctx, stream, { error: { message: 'Generation failed', type: 'server_error', param: null, code: 'internal_error' } });
-      deps.logger.error({ err: error, request_id: ctx.state.requestId }, 'generation failed mid-stream');
+      sendData(ctx, stream, streamFailure(ctx, error, parallel(), deps.logger));
     } finally {
       reservation.release();
       stream.end();
