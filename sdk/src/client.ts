@@ -75,8 +75,9 @@ export class InfernoClient {
   }
 
   /**
-   * The rate-limit state from the latest response that had the headers (success or error),
-   * `undefined` before the first one.
+   * The rate-limit state from the latest response that had the headers (success or error) and
+   * counts against the client's credential (not logins, nor 401s: the server counts those
+   * against the client's IP address); `undefined` before the first one.
    */
   get rateLimit(): RateLimitInfo | undefined {
     return this.#transport.rateLimit.latest;

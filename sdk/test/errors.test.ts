@@ -3,6 +3,7 @@ import {
   AuthenticationError,
   ConflictError,
   createApiError,
+  createErrorFromBody,
   InfernoError,
   InternalServerError,
   MethodNotAllowedError,
@@ -74,6 +75,18 @@ describe('createApiError', () => {
     expect(error.requestId).toBeUndefined();
     expect(error.body).toBe(html);
   });
+
+  it.each(['constructor', 'toString', '__proto__', 'hasOwnProperty'])(
+    'takes the code %s, a name on Object.prototype, for an unknown code',
+    (code) => {
+      const error = createApiError({ status: 400, headers: headers(), body: { error: { code, message: 'x', details: null } } });
+      expect(error).toBeInstanceOf(ValidationError);
+      expect(error.code).toBe('VALIDATION_ERROR');
+      const midStream = createErrorFromBody({ error: { code, message: 'x', details: null } });
+      expect(midStream).toBeInstanceOf(InternalServerError);
+      expect(midStream.status).toBe(500);
+    },
+  );
 
   it('handles an empty body and unknown statuses', () => {
     const empty = createApiError({ status: 404, statusText: 'Not Found', headers: headers(), body: {} });

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { InfernoClient, type InferenceStreamEvent, ServiceUnavailableError } from '../src/index.js';
+import { ConnectionError, InfernoClient, type InferenceStreamEvent, ServiceUnavailableError } from '../src/index.js';
 import { type LocalServer, startLocalServer } from './helpers/http.js';
 
 let server: LocalServer | undefined;
@@ -53,5 +53,34 @@ describe('client.inference.stream', () => {
     expect(error).toBeInstanceOf(ServiceUnavailableError);
     expect(error).toMatchObject({ status: 503, code: 'SERVICE_UNAVAILABLE', message: 'model unloaded' });
     expect(server.requests).toHaveLength(1);
+  });
+
+  it('throws ConnectionError when the stream ends cleanly before its done event, without sending it again', async () => {
+    server = await startLocalServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('event: token\ndata: {"text":"Hel"}\n\n');
+      res.end(': keep-alive\n\n'); // e.g. a proxy closing the response: a clean end, but no done
+    });
+    const client = new InfernoClient({ baseUrl: server.url, apiKey: 'k' });
+    const seen: string[] = [];
+    const error = await (async () => {
+      for await (const event of client.inference.stream({ model: 'demo-tiny', prompt: 'Hi' })) seen.push(event.event);
+    })().catch((e: unknown) => e);
+    expect(seen).toEqual(['token']);
+    expect(error).toBeInstanceOf(ConnectionError);
+    expect((error as Error).message).toMatch(/ended before its done event/);
+    expect(server.requests).toHaveLength(1);
+  });
+
+  it('throws ConnectionError for an empty stream', async () => {
+    server = await startLocalServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end();
+    });
+    const client = new InfernoClient({ baseUrl: server.url, apiKey: 'k' });
+    const error = await (async () => {
+      for await (const _ of client.inference.stream({ model: 'demo-tiny', prompt: 'Hi' })) void _;
+    })().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectionError);
   });
 });

@@ -174,6 +174,46 @@ describe('RateLimitTracker', () => {
     expect(granted).toEqual([0, 1, 2, 3]);
   });
 
+  it('waits no longer than maxWait for the requests in flight to tell the new window', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const tracker = new RateLimitTracker();
+    tracker.update(info(1, 0, 1_001_000));
+    await vi.advanceTimersByTimeAsync(1_000);
+    const slow = await tracker.acquire({ maxWait: 60_000 }); // the new window's one request, still in flight
+    let outcome: unknown;
+    void tracker.acquire({ maxWait: 500 }).then(
+      () => (outcome = 'granted'),
+      (error: unknown) => (outcome = error),
+    );
+    await vi.advanceTimersByTimeAsync(499);
+    expect(outcome).toBeUndefined();
+    await vi.advanceTimersByTimeAsync(1);
+    expect(outcome).toBeInstanceOf(RateLimitError);
+    expect((outcome as RateLimitError).message).toMatch(/did not tell the new window within .* \(500 ms\)/);
+    slow();
+  });
+
+  it('counts maxWait over the whole wait, not per window', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const tracker = new RateLimitTracker();
+    tracker.update(info(1, 0, 1_001_000));
+    let first: (() => void) | undefined;
+    void tracker.acquire({ maxWait: 60_000 }).then((release) => (first = release)); // queued first: wins the reset
+    let outcome: unknown;
+    void tracker.acquire({ maxWait: 1_500 }).then(
+      () => (outcome = 'granted'),
+      (error: unknown) => (outcome = error),
+    );
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(first).toBeDefined();
+    expect(outcome).toBeUndefined();
+    // The first one's response tells the new window: spent until 2 s after the wait began.
+    tracker.update(info(1, 0, 1_002_000));
+    first!();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(outcome).toBeInstanceOf(RateLimitError);
+  });
+
   it('never raises the budget from an out-of-order response of the same window', async () => {
     vi.useFakeTimers({ now: 1_000_000 });
     const tracker = new RateLimitTracker();

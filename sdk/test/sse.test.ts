@@ -185,6 +185,35 @@ describe('Transport.stream', () => {
     ]);
   });
 
+  it('counts heartbeats between events as activity too', async () => {
+    server = await startLocalServer((_req, res) => {
+      openStream(res);
+      res.write(event('token', { n: 1 }));
+      let beats = 0;
+      const timer = setInterval(() => {
+        if (++beats < 6) return void res.write(': keep-alive\n\n');
+        clearInterval(timer);
+        res.end(event('token', { n: 2 }));
+      }, 60);
+    });
+    await expect(collect(getEvents(transport(), { streamIdleTimeout: 150 }))).resolves.toEqual([
+      { event: 'token', data: { n: 1 } },
+      { event: 'token', data: { n: 2 } },
+    ]);
+  });
+
+  it.each([0, Infinity])('turns the idle timeout off with streamIdleTimeout: %s', async (streamIdleTimeout) => {
+    server = await startLocalServer((_req, res) => {
+      openStream(res);
+      setTimeout(() => res.write(event('token', { n: 1 })), 100);
+      setTimeout(() => res.end(event('token', { n: 2 })), 200);
+    });
+    await expect(collect(getEvents(transport(), { streamIdleTimeout }))).resolves.toEqual([
+      { event: 'token', data: { n: 1 } },
+      { event: 'token', data: { n: 2 } },
+    ]);
+  });
+
   it('retries a stream that drops before its first event', async () => {
     server = await startLocalServer((req, res, i) => {
       openStream(res);
@@ -195,10 +224,22 @@ describe('Transport.stream', () => {
     expect(server.requests).toHaveLength(2);
   });
 
-  it('retries a POST stream that drops before its first event too', async () => {
+  it('does not send a POST stream again once its response arrived, even if it breaks before its first event', async () => {
     server = await startLocalServer((req, res, i) => {
       openStream(res);
       if (i === 0) return void setTimeout(() => req.socket.destroy(), 20);
+      res.end(event('token', { text: 'ok' }));
+    });
+    const error = await collect(postEvents(transport())).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectionError);
+    expect((error as Error).message).toMatch(/broke off before its first event/);
+    expect(server.requests).toHaveLength(1); // the server had the request: it may be generating
+  });
+
+  it('retries a POST stream whose connection fails before any response', async () => {
+    server = await startLocalServer((req, res, i) => {
+      if (i === 0) return void req.socket.destroy();
+      openStream(res);
       res.end(event('token', { text: 'ok' }));
     });
     await expect(collect(postEvents(transport()))).resolves.toHaveLength(1);

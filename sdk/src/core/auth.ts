@@ -35,7 +35,8 @@ export class AuthSession {
   #credentials: LoginCredentials | undefined;
   #token: string | undefined;
   #expiresAt: number | undefined;
-  #pendingLogin: Promise<TokenResponse> | undefined;
+  /** The login under way, and who it logs in: only a login with the same credentials shares it. */
+  #pendingLogin: { credentials: LoginCredentials; promise: Promise<TokenResponse> } | undefined;
   readonly #login: LoginFunction;
 
   /** @param options - The client's `apiKey`, `token` or `credentials`. @param login - How to log in. */
@@ -125,18 +126,30 @@ export class AuthSession {
 
   #sharedLogin(credentials: LoginCredentials, options?: RequestOptions): Promise<TokenResponse> {
     // One login for all the requests waiting on it. It runs without any one caller's signal (the
-    // others still want it); each caller stops waiting on its own signal instead.
+    // others still want it); each caller stops waiting on its own signal instead. A login with
+    // other credentials (login() as another user) does not share it: it is a login of its own.
+    const pending = this.#pendingLogin;
+    if (pending && sameCredentials(pending.credentials, credentials)) return pending.promise;
     const { signal: _ignored, ...shared } = options ?? {};
-    this.#pendingLogin ??= this.#login(credentials, shared)
+    const promise: Promise<TokenResponse> = this.#login(credentials, shared)
       .then((response) => {
-        this.#token = response.token;
-        const expiresAt = Date.parse(response.expires_at);
-        this.#expiresAt = Number.isNaN(expiresAt) ? undefined : expiresAt;
+        // A login overtaken by one with other credentials (the session switched users while it
+        // ran) must not replace the newer user's token.
+        if (this.#credentials && sameCredentials(this.#credentials, credentials)) {
+          this.#token = response.token;
+          const expiresAt = Date.parse(response.expires_at);
+          this.#expiresAt = Number.isNaN(expiresAt) ? undefined : expiresAt;
+        }
         return response;
       })
       .finally(() => {
-        this.#pendingLogin = undefined;
+        if (this.#pendingLogin?.promise === promise) this.#pendingLogin = undefined;
       });
-    return this.#pendingLogin;
+    this.#pendingLogin = { credentials, promise };
+    return promise;
   }
+}
+
+function sameCredentials(a: LoginCredentials, b: LoginCredentials): boolean {
+  return a.username === b.username && a.password === b.password;
 }

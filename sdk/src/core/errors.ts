@@ -126,7 +126,10 @@ export class ServiceUnavailableError extends InfernoError {
   }
 }
 
-/** No HTTP response arrived: the connection was refused, reset or dropped, or DNS failed. */
+/**
+ * No HTTP response arrived (the connection was refused, reset or dropped, or DNS failed), or a
+ * response was cut off: its body broke midway, or a stream ended before its last event.
+ */
 export class ConnectionError extends Error {
   /** @param message - What went wrong. @param options - `cause`: the underlying error from `fetch`. */
   constructor(message: string, options?: { cause?: unknown }) {
@@ -254,7 +257,7 @@ function parseApiErrorBody(body: unknown): ParsedApiError | undefined {
   if (!isRecord(body) || !isRecord(body.error)) return undefined;
   const { code, message, details } = body.error;
   return {
-    code: typeof code === 'string' && code in classByCode ? (code as ErrorCode) : undefined,
+    code: typeof code === 'string' && Object.hasOwn(classByCode, code) ? (code as ErrorCode) : undefined,
     message: typeof message === 'string' ? message : undefined,
     details: Array.isArray(details) || isRecord(details) ? (details as ErrorDetails) : null,
   };

@@ -27,8 +27,9 @@ export interface RateLimitOptions {
    */
   throttle?: boolean;
   /**
-   * Longest such wait in milliseconds; a longer one throws a `RateLimitError` at once.
-   * Default 60,000.
+   * Longest such wait in milliseconds, in all: a reset further away throws a `RateLimitError`
+   * at once, and so does a wait of unknown length (for the responses of requests still in
+   * flight to tell the new window) once it has lasted this long. Default 60,000.
    */
   maxWait?: number;
 }
@@ -91,7 +92,10 @@ export interface RequestOptions {
   token?: string;
   /** Check the response against the spec's schema (needs the client's `responseValidator`). Default `false`. */
   validateResponses?: boolean;
-  /** A stream that receives nothing (not even a heartbeat) for this long, in milliseconds, fails. Default 30,000. */
+  /**
+   * A stream that receives nothing (not even a heartbeat comment) for this long, in
+   * milliseconds, fails with a `TimeoutError`; `0` (or `Infinity`) for none. Default 30,000.
+   */
   streamIdleTimeout?: number;
   /** Called before each retry. */
   onRetry?: (event: RetryEvent) => void;
@@ -108,7 +112,11 @@ export interface ClientOptions extends Omit<RequestOptions, 'baseUrl'> {
   baseUrl: string;
   /** Username and password to log in with; the client keeps the token it gets. */
   credentials?: LoginCredentials;
-  /** Called with the rate-limit headers of every response that has them. */
+  /**
+   * Called with the rate-limit headers of every response that has them, except those the server
+   * counts against the client's IP address rather than its credential: logins, requests sent
+   * without a credential, and 401s.
+   */
   onRateLimit?: (info: RateLimitInfo) => void;
   /**
    * What checks responses when `validateResponses` is on: import `responseValidator` from

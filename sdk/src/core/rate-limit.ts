@@ -24,7 +24,7 @@ function toCount(value: string | null): number | undefined {
   return Number(value);
 }
 
-/** Called with every rate-limit update, success and error responses alike. */
+/** Called with every rate-limit update, success and error responses alike (see {@link RateLimitTracker} for which count). */
 export type RateLimitListener = (info: RateLimitInfo) => void;
 
 /** Gives back the slot a throttled request held, once its response (or failure) is in. */
@@ -40,9 +40,14 @@ export type ReleaseSlot = () => void;
  * budget spent, callers wait until the window's reset; then at most `limit` of them go (the new
  * window's allowance, less requests still in flight) and the rest wait for the responses that
  * tell the new window's numbers. So
- * N waiting callers do not all fire at the reset. A wait longer than the caller's `maxWait`
- * throws a {@link RateLimitError} at once. Before the first response with the headers nothing is
- * known, and nothing is held back.
+ * N waiting callers do not all fire at the reset. A caller waits `maxWait` in all at most: a
+ * reset further away throws a {@link RateLimitError} at once, and a wait of unknown length (for
+ * the responses still in flight to tell the new window) throws one when `maxWait` has passed.
+ * Before the first response with the headers nothing is known, and nothing is held back.
+ *
+ * Only responses that spend the budget of the client's credential belong here: the transport
+ * leaves out logins and other requests sent without a credential, and 401s, which the server
+ * counts against the client's IP address instead.
  */
 export class RateLimitTracker {
   #latest: RateLimitInfo | undefined;
@@ -93,10 +98,11 @@ export class RateLimitTracker {
   /**
    * Waits, when the budget of the current window is spent, until a request may go without a
    * certain 429; then takes one slot. Rejects with the signal's reason when it aborts, and with a
-   * {@link RateLimitError} when the wait would be longer than `maxWait` ms.
+   * {@link RateLimitError} when the wait would be longer than `maxWait` ms in all.
    */
   async acquire(options: { maxWait: number; signal?: AbortSignal | undefined }): Promise<ReleaseSlot> {
     const { signal, maxWait } = options;
+    const deadline = Date.now() + maxWait;
     for (;;) {
       signal?.throwIfAborted();
       const now = Date.now();
@@ -114,12 +120,16 @@ export class RateLimitTracker {
       if (this.#windowEnd === undefined) {
         // Spent, and no response has told us the new window yet: let one request probe it when
         // nothing else is in flight, otherwise wait for the in-flight ones to report.
+        // Their responses may take long (a slow request, a stream's headers): wait no longer than
+        // maxWait for them.
         if (this.#inFlight === 0) return this.#takeSlot();
-        await this.#waitForChange(undefined, signal);
+        const left = deadline - now;
+        if (left <= 0) throw this.#unknownWindowError(maxWait);
+        await this.#waitForChange(left, signal);
         continue;
       }
       const wait = this.#windowEnd - now;
-      if (wait > maxWait) throw this.#tooLongError(wait, maxWait);
+      if (now + wait > deadline) throw this.#tooLongError(wait, maxWait);
       await this.#waitForChange(wait, signal);
     }
   }
@@ -166,13 +176,28 @@ export class RateLimitTracker {
     const seconds = Math.ceil(wait / 1000);
     const message =
       `Rate limit spent: the window resets in ${seconds} s, ` +
-      `longer than the throttle may wait (${Math.round(maxWait / 1000)} s)`;
+      `longer than the throttle may wait (${duration(maxWait)})`;
+    return this.#rateLimitError(message, seconds);
+  }
+
+  #unknownWindowError(maxWait: number): RateLimitError {
+    const message =
+      `Rate limit spent: the requests in flight did not tell the new window ` +
+      `within the longest the throttle may wait (${duration(maxWait)})`;
+    return this.#rateLimitError(message, undefined);
+  }
+
+  #rateLimitError(message: string, retryAfter: number | undefined): RateLimitError {
     return new RateLimitError({
       status: 429,
       headers: new Headers(),
       body: { error: { code: 'RATE_LIMITED', message, details: null } },
-      retryAfter: seconds,
+      retryAfter,
       rateLimit: this.#latest,
     });
   }
+}
+
+function duration(ms: number): string {
+  return ms < 1000 ? `${ms} ms` : `${Math.round(ms / 1000)} s`;
 }

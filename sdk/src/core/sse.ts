@@ -112,7 +112,10 @@ export function decodeEvent<TData>(raw: RawServerSentEvent): ServerSentEvent<TDa
 
 /** Options of {@link readServerSentEvents}. */
 export interface ReadEventsOptions {
-  /** Fail when nothing at all (not even a comment) arrives for this long, in milliseconds. */
+  /**
+   * Fail when nothing at all (not even a comment) arrives for this long, in milliseconds; `0`
+   * (or any value that is not a finite number above 0) waits for ever.
+   */
   idleTimeout: number;
   /** Called when the idle timeout hits, before the TimeoutError is thrown: abort the request there. */
   onIdle?: () => void;
@@ -156,6 +159,9 @@ async function readWithin(
   reader: ReadableStreamDefaultReader<Uint8Array>,
   options: ReadEventsOptions,
 ): Promise<ReadableStreamReadResult<Uint8Array>> {
+  // Any bytes end the wait, a comment (`: keep-alive`) as much as an event: the timer starts
+  // afresh for every read.
+  if (!(options.idleTimeout > 0 && Number.isFinite(options.idleTimeout))) return reader.read();
   let timer: ReturnType<typeof setTimeout> | undefined;
   let idle: TimeoutError | undefined;
   const stalled = new Promise<never>((_, reject) => {

@@ -29,7 +29,7 @@ import {
   type ResponseValidator,
   type RetryEvent,
 } from './options.js';
-import { RateLimitTracker } from './rate-limit.js';
+import { parseRateLimit, RateLimitTracker } from './rate-limit.js';
 import { type AttemptFailure, DEFAULT_RETRY_TIMING, parseRetryAfter, planRetry, type RetryTiming } from './retry.js';
 import { decodeEvent, readServerSentEvents, type RawServerSentEvent, type ServerSentEvent } from './sse.js';
 
@@ -107,6 +107,12 @@ class FailedAttempt extends Error {
   }
 }
 
+// The login operation. Logins are never throttled and never update the rate-limit state: the
+// server counts them (like every request without a credential, and every 401) against the
+// client's IP address, not against the budget of the key or user that the tracker follows. Kept
+// out of the throttle, a login can also never wait on a slot that the request needing it holds.
+const LOGIN_OPERATION = 'login';
+
 /** A response that arrived, with what is needed to keep reading a stream. */
 interface Sent {
   data: unknown;
@@ -162,7 +168,7 @@ export class Transport {
       ...(options.fetch ? { kyOptions: { fetch: options.fetch } } : {}),
     });
     this.auth = new AuthSession(options, (credentials, requestOptions) =>
-      this.send('login', (o) => loginOperation({ ...o, body: credentials }), requestOptions),
+      this.send(LOGIN_OPERATION, (o) => loginOperation({ ...o, body: credentials }), requestOptions),
     );
     if (options.onRateLimit) this.rateLimit.subscribe(options.onRateLimit);
   }
@@ -177,7 +183,7 @@ export class Transport {
     operation: Operation<R>,
     options?: RequestOptions,
   ): Promise<OperationData<R>> {
-    const settings = this.#settings(options);
+    const settings = this.#settings(options, operationId);
     const state: CallState = { operationId, method: 'GET', renewed: false };
     const sent = await this.#withRetries(operationId, settings, state, () =>
       this.#attempt(operation, settings, state, false),
@@ -197,7 +203,7 @@ export class Transport {
     operation: Operation<OperationResult>,
     options?: RequestOptions,
   ): AsyncGenerator<ServerSentEvent<TData>, void, undefined> {
-    const settings = this.#settings(options);
+    const settings = this.#settings(options, operationId);
     const state: CallState = { operationId, method: 'GET', renewed: false };
     const opened = await this.#withRetries(operationId, settings, state, async () => {
       const sent = await this.#attempt(operation, settings, state, true);
@@ -292,23 +298,26 @@ export class Transport {
         ? await this.rateLimit.acquire({ maxWait: settings.throttleMaxWait, signal: settings.signal })
         : undefined;
       const used: { credential?: Credential | undefined } = {};
+      let rejected: { error: FailedAttempt; token: string };
       try {
         return await this.#sendOnce(operation, settings, state, used, stream);
       } catch (error) {
         const credential = used.credential;
         if (
-          error instanceof FailedAttempt &&
-          error.error instanceof AuthenticationError &&
-          credential?.renewable &&
-          !state.renewed
+          !(error instanceof FailedAttempt) ||
+          !(error.error instanceof AuthenticationError) ||
+          !credential?.renewable ||
+          state.renewed
         ) {
-          state.renewed = true;
-          if (await this.auth.renewAfterRejection(credential.value, settings.signal)) continue;
+          throw error;
         }
-        throw error;
+        rejected = { error, token: credential.value };
       } finally {
+        // Given back before any re-login: the slot is this request's, and the repeat takes a new one.
         release?.();
       }
+      state.renewed = true;
+      if (!(await this.auth.renewAfterRejection(rejected.token, settings.signal))) throw rejected.error;
     }
   }
 
@@ -352,7 +361,10 @@ export class Transport {
       unlink();
       throw this.#failureWithoutResponse(result, settings, state, timedOut, response !== undefined);
     }
-    const rateLimit = this.rateLimit.update(response.headers);
+    // Only responses that spent the budget of the credential the tracker follows update it (see LOGIN_OPERATION).
+    const ownBudget =
+      state.operationId !== LOGIN_OPERATION && used.credential !== undefined && response.status !== 401;
+    const rateLimit = ownBudget ? this.rateLimit.update(response.headers) : parseRateLimit(response.headers);
     settings.logger?.debug?.(
       `${state.method} ${response.url || request?.url} -> ${response.status} in ${Date.now() - started} ms`,
     );
@@ -416,10 +428,14 @@ export class Transport {
       sent.controller.abort();
       sent.dispose();
       if (settings.signal?.aborted) throw settings.signal.reason;
-      // Nothing was delivered yet, so the stream may be opened again (see retry.ts for which methods).
+      // Nothing was delivered yet, so the stream may be opened again (see retry.ts for which
+      // methods). But its response did arrive: the server may be at work on it, so this is an
+      // interrupted response, which only idempotent requests repeat, not a connection failure.
       if (error instanceof TimeoutError) throw new FailedAttempt(error, { kind: 'timeout' });
-      const dropped = new ConnectionError(`The stream ended before its first event: ${describe(error)}`, { cause: error });
-      throw new FailedAttempt(dropped, { kind: 'connection' });
+      const dropped = new ConnectionError(`The stream broke off before its first event: ${describe(error)}`, {
+        cause: error,
+      });
+      throw new FailedAttempt(dropped, { kind: 'interrupted' });
     }
   }
 
@@ -446,7 +462,12 @@ export class Transport {
     await this.#validator(operationId, data);
   }
 
-  #settings(options: RequestOptions | undefined): CallSettings {
+  #settings(options: RequestOptions | undefined, operationId: string): CallSettings {
+    const settings = this.#resolve(options);
+    return operationId === LOGIN_OPERATION && settings.throttle ? { ...settings, throttle: false } : settings;
+  }
+
+  #resolve(options: RequestOptions | undefined): CallSettings {
     const defaults = this.#defaults;
     if (!options) return defaults;
     const override =

@@ -1,4 +1,4 @@
-import { createErrorFromBody } from '../core/errors.js';
+import { ConnectionError, createErrorFromBody } from '../core/errors.js';
 import type { RequestOptions } from '../core/options.js';
 import { createInference } from '../gen/sdk.gen.js';
 import type {
@@ -27,8 +27,10 @@ export class InferenceResource extends Resource {
   /**
    * Streams the completion as it is generated (needs `use_streaming` too): `token` events with
    * `{ text }`, then one `done` event with the summary. An error the server reports midway
-   * (`event: error`) is thrown as the matching {@link InfernoError}. Leaving the loop early, or
-   * aborting `options.signal`, closes the request and so cancels the generation.
+   * (`event: error`) is thrown as the matching {@link InfernoError}; a stream that ends without
+   * its `done` event throws a {@link ConnectionError}, since the completion may be cut short.
+   * Leaving the loop early, or aborting `options.signal`, closes the request and so cancels the
+   * generation.
    *
    * @example
    * ```ts
@@ -43,9 +45,13 @@ export class InferenceResource extends Resource {
       (o) => createInference({ ...o, body: { ...params, stream: true } }),
       options,
     );
+    let done = false;
     for await (const event of events) {
       if (event.event === 'error') throw createErrorFromBody(event.data);
+      if (event.event === 'done') done = true;
       if (event.event === 'token' || event.event === 'done') yield event as InferenceStreamEvent;
     }
+    // A proxy or a crashed server can end the body cleanly midway: without `done`, the text may be incomplete.
+    if (!done) throw new ConnectionError('The stream ended before its done event: the completion may be incomplete');
   }
 }
