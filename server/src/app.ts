@@ -61,7 +61,9 @@ const forApi = (middleware: (ctx: AppContext, next: () => Promise<unknown>) => u
  */
 export function createApp(options: AppOptions): Koa<AppState> {
   const { config, store, logger } = options;
-  const app = new Koa<AppState>({ proxy: config.server.trust_proxy });
+  // Behind a proxy only the address it appended to X-Forwarded-For is trusted: whatever a client
+  // wrote there itself comes before it and is ignored.
+  const app = new Koa<AppState>({ proxy: config.server.trust_proxy, maxIpsCount: 1 });
   app.silent = true; // errors are logged by errorHandler, redacted
 
   const deps: RouteDeps = {

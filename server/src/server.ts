@@ -83,7 +83,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         : http.createServer(app.callback());
     // Slow-loris guards: a client must send its headers and body in reasonable time.
     server.headersTimeout = 30_000;
-    server.requestTimeout = 0; // streams may last long; idle sockets are cut by keepAliveTimeout
+    // The whole request (not the response: streams may last) must arrive within 5 minutes, so a
+    // client cannot hold a half-sent body open forever; it bounds the slowest model upload too.
+    server.requestTimeout = 300_000;
 
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

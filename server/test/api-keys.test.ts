@@ -133,17 +133,23 @@ describe('API keys', () => {
     expect(ok.status).toBe(201);
   });
 
-  it('refuses a key created by a narrower key with more than that key carries (403)', async () => {
+  it('refuses key management to a key without manage_users, and caps what a managing key can mint', async () => {
     const narrow = await createApiKey(server.url, { token: adminToken }, { name: 'narrow', permissions: ['read_models'] });
-    const res = await call(server.url, 'POST', '/api/v1/auth/api-keys', {
-      apiKey: narrow.key,
-      body: { name: 'escalated', permissions: ['run_inference'] },
-    });
-    expectApiError(res, 403, 'PERMISSION_DENIED');
-    // A key may mint a key with no more than it has.
-    const same = await call(server.url, 'POST', '/api/v1/auth/api-keys', { apiKey: narrow.key, body: { name: 'same', permissions: ['read_models'] } });
-    expect(same.status).toBe(201);
-    expect(same.body.permissions).toEqual(['read_models']);
+    // A narrow key can neither mint keys (not even as narrow as itself), nor list or revoke its owner's keys.
+    for (const permissions of [['run_inference'], ['read_models']]) {
+      expectApiError(await call(server.url, 'POST', '/api/v1/auth/api-keys', { apiKey: narrow.key, body: { name: 'child', permissions } }), 403, 'PERMISSION_DENIED');
+    }
+    expectApiError(await call(server.url, 'GET', '/api/v1/auth/api-keys', { apiKey: narrow.key }), 403, 'PERMISSION_DENIED');
+    expectApiError(await call(server.url, 'DELETE', `/api/v1/auth/api-keys/${narrow.id}`, { apiKey: narrow.key }), 403, 'PERMISSION_DENIED');
+
+    // A key with manage_users may, but never beyond its own permissions, nor past its own expiry.
+    const manager = await createApiKey(server.url, { token: adminToken }, { name: 'manager', permissions: ['manage_users', 'read_models'], expires_in_days: 1 });
+    const escalated = await call(server.url, 'POST', '/api/v1/auth/api-keys', { apiKey: manager.key, body: { name: 'escalated', permissions: ['run_inference'] } });
+    expectApiError(escalated, 403, 'PERMISSION_DENIED');
+    const child = await call(server.url, 'POST', '/api/v1/auth/api-keys', { apiKey: manager.key, body: { name: 'child', permissions: ['read_models'] } });
+    expect(child.status).toBe(201);
+    expect(child.body.permissions).toEqual(['read_models']);
+    expect(child.body.expires_at).toBe(manager.expires_at);
   });
 
   it('refuses invalid create requests (400)', async () => {

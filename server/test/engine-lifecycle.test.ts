@@ -8,6 +8,7 @@ import { DEFAULT_CONFIG, type Config } from '../../server/src/config.js';
 import { writeDemoModel } from '../../server/src/engine/demo-model.js';
 import { InferenceEngine, ModelUnloadedError } from '../../server/src/engine/engine.js';
 import { ModelCatalog } from '../../server/src/engine/model-catalog.js';
+import { QueueFullError } from '../../server/src/engine/sequence-pool.js';
 import { createLogger } from '../../server/src/logging/logger.js';
 import { expectApiError, waitForReady } from '../../test/helpers/api-checks.js';
 import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
@@ -17,6 +18,7 @@ const LONG = { prompt: 'Hello world', temperature: 0, maxTokens: 1500 };
 
 describe('engine lifecycle', () => {
   let engine: InferenceEngine;
+  let config: Config;
   const unhandled: unknown[] = [];
   const onUnhandled = (reason: unknown) => unhandled.push(reason);
 
@@ -24,7 +26,7 @@ describe('engine lifecycle', () => {
     process.on('unhandledRejection', onUnhandled);
     const dir = mkdtempSync(path.join(os.tmpdir(), 'inferno-engine-'));
     for (const [id, seed] of [['a', 1], ['b', 2], ['c', 3]] as const) await writeDemoModel(path.join(dir, `${id}.gguf`), { preset: 'tiny', seed });
-    const config: Config = structuredClone(DEFAULT_CONFIG) as Config;
+    config = structuredClone(DEFAULT_CONFIG) as Config;
     config.models.max_loaded = 1;
     config.engine.parallel = 2;
     engine = new InferenceEngine(config, new ModelCatalog(dir), createLogger('silent'));
@@ -56,6 +58,24 @@ describe('engine lifecycle', () => {
     const again = await engine.generate({ model: 'a', prompt: 'Hi', maxTokens: 4, temperature: 0 });
     expect(again.usage.completion_tokens).toBe(4);
     expect(unhandled).toEqual([]);
+  });
+
+  it('embedding requests wait in a bounded queue and stop when their client goes away', async () => {
+    config.engine.max_queue = 1;
+    try {
+      const inputs = Array.from({ length: 64 }, (_, i) => `input number ${i} `.repeat(20));
+      await engine.embed('c', ['warm up']); // the model and its embedding context are ready
+      const running = engine.embed('c', inputs);
+      await new Promise((r) => setTimeout(r, 5)); // the first holds the embedding context
+      const controller = new AbortController();
+      const queued = engine.embed('c', inputs, controller.signal);
+      await expect(engine.embed('c', ['one more'])).rejects.toBeInstanceOf(QueueFullError);
+      controller.abort(new Error('client gone'));
+      await expect(queued).rejects.toThrow('client gone');
+      expect((await running).vectors).toHaveLength(64);
+    } finally {
+      config.engine.max_queue = DEFAULT_CONFIG.engine.max_queue;
+    }
   });
 
   it('an unload while a load is under way waits for it, so the model ends up unloaded', async () => {

@@ -15,7 +15,7 @@ import {
 import type { Config } from '../config.js';
 import type { Logger } from '../logging/logger.js';
 import type { ModelCatalog } from './model-catalog.js';
-import { SequencePool } from './sequence-pool.js';
+import { QueueFullError, SequencePool } from './sequence-pool.js';
 
 export type FinishReason = 'stop' | 'length' | 'cancelled';
 
@@ -82,6 +82,8 @@ interface LoadedModel {
   pool: SequencePool<LlamaContextSequence>;
   embedding?: Promise<LlamaEmbeddingContext>;
   embeddingBusy: Promise<unknown>;
+  /** Embedding requests queued behind the one running (bounded by `[engine] max_queue`). */
+  embeddingWaiting: number;
   /** Resolved from the model's chat template on first chat use (costs about a second), then kept. */
   chatWrapper?: ChatWrapper;
   lastUsed: number;
@@ -208,6 +210,7 @@ export class InferenceEngine {
         contexts,
         pool: new SequencePool(sequences, () => this.config.engine.max_queue),
         embeddingBusy: Promise.resolve(),
+        embeddingWaiting: 0,
         lastUsed: Date.now(),
         active: 0,
         unloading: new AbortController(),
@@ -326,9 +329,18 @@ export class InferenceEngine {
     }
   }
 
-  /** Embeds each input with the model's embedding context (one at a time per model). */
-  async embed(id: string, inputs: readonly string[]): Promise<{ vectors: number[][]; promptTokens: number }> {
+  /**
+   * Embeds each input with the model's embedding context, one request at a time per model, in a
+   * queue bounded like generation's (full: QueueFullError); `signal` stops between inputs.
+   */
+  async embed(id: string, inputs: readonly string[], signal?: AbortSignal): Promise<{ vectors: number[][]; promptTokens: number }> {
     const entry = await this.#pin(id);
+    if (entry.embeddingWaiting >= this.config.engine.max_queue) {
+      this.#unpin(entry);
+      throw new QueueFullError(entry.embeddingWaiting);
+    }
+    entry.embeddingWaiting++; // counted from now: two callers checking together cannot both pass
+    let started = false;
     try {
       entry.embedding ??= entry.model
         .createEmbeddingContext({ contextSize: this.config.engine.context_size, threads: this.config.engine.threads, batchSize: this.config.engine.batch_size })
@@ -338,9 +350,13 @@ export class InferenceEngine {
         });
       const context = await entry.embedding;
       const run = entry.embeddingBusy.then(async () => {
+        started = true;
+        entry.embeddingWaiting--;
         const vectors: number[][] = [];
         let promptTokens = 0;
         for (const input of inputs) {
+          signal?.throwIfAborted();
+          entry.unloading.signal.throwIfAborted();
           promptTokens += entry.model.tokenize(input).length;
           vectors.push([...(await context.getEmbeddingFor(input)).vector]);
         }
@@ -349,6 +365,7 @@ export class InferenceEngine {
       entry.embeddingBusy = run.catch(() => undefined);
       return await run;
     } finally {
+      if (!started) entry.embeddingWaiting--;
       this.#unpin(entry);
     }
   }

@@ -1,5 +1,11 @@
+import { redactText } from '../logging/redact.js';
 import type { AuditEvent, AuditStore } from '../store/types.js';
 import type { AppContext } from './context.js';
+
+/** The request as an audit target: method and path, redacted and cut short (paths are client input). */
+export function requestTarget(ctx: AppContext): string {
+  return `${ctx.method} ${redactText(ctx.path).slice(0, 200)}`;
+}
 
 /** Records an audit event with the request's actor, IP and id filled in. */
 export function audit(store: AuditStore, ctx: AppContext, event: Pick<AuditEvent, 'action' | 'outcome' | 'target' | 'details'> & Partial<AuditEvent>): void {

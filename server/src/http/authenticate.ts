@@ -3,6 +3,7 @@ import { canonicalPermissions, ROLE_PERMISSIONS } from '../auth/permissions.js';
 import { hashApiKey, looksLikeApiKey } from '../auth/api-keys.js';
 import { JWT_ALGORITHM } from '../auth/jwt.js';
 import type { Store } from '../store/types.js';
+import { requestTarget } from './audit.js';
 import type { AppContext, AppMiddleware } from './context.js';
 import { authenticationFailed, permissionDenied } from './errors.js';
 import type { Permission } from '../gen/types.gen.js';
@@ -119,7 +120,7 @@ export function requirePermission(store: Store, ...needed: Permission[]): AppMid
         outcome: 'denied',
         actorUserId: principal.user.id,
         actorKeyId: principal.apiKey?.id ?? null,
-        target: `${ctx.method} ${ctx.path}`,
+        target: requestTarget(ctx),
         ip: ctx.ip,
         requestId: ctx.state.requestId,
         details: { missing },

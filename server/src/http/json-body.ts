@@ -27,8 +27,9 @@ export function jsonBody(limitBytes: () => number): AppMiddleware {
     const text = Buffer.concat(chunks).toString('utf8');
     try {
       ctx.state.input.body = text.length === 0 ? undefined : JSON.parse(text);
-    } catch (error) {
-      throw validationError([{ path: 'body', message: `Malformed JSON: ${(error as Error).message}` }], 'The body is not valid JSON');
+    } catch {
+      // Not the parser's own message: it quotes the body, which may hold a password.
+      throw validationError([{ path: 'body', message: 'Malformed JSON: the body does not parse' }], 'The body is not valid JSON');
     }
     await next();
   };

@@ -1,5 +1,6 @@
 import type { AuditStore } from '../store/types.js';
 import type { RateLimiter } from '../limits/rate-limiter.js';
+import { requestTarget } from './audit.js';
 import type { AppContext, AppMiddleware } from './context.js';
 import { ApiError } from './errors.js';
 
@@ -23,24 +24,33 @@ export function rateLimit(options: {
   enabled: () => boolean;
   requestsPerMinute: () => number;
 }): AppMiddleware {
+  // The first refusal of each key's window is audited, not every one: a client hammering away
+  // must not turn each refused request into a database write.
+  const audited = new Map<string, number>();
   return async (ctx, next) => {
     if (!options.enabled()) return next();
     const now = Date.now();
-    const decision = options.limiter.hit(rateLimitKey(ctx), options.requestsPerMinute(), WINDOW_MS, now);
+    const key = rateLimitKey(ctx);
+    const decision = options.limiter.hit(key, options.requestsPerMinute(), WINDOW_MS, now);
     ctx.set('X-RateLimit-Limit', String(decision.limit));
     ctx.set('X-RateLimit-Remaining', String(decision.remaining));
     ctx.set('X-RateLimit-Reset', String(Math.ceil(decision.resetAt / 1000)));
     if (!decision.allowed) {
       const retryAfter = Math.max(1, Math.ceil((decision.resetAt - now) / 1000));
-      options.audit.recordAudit({
-        action: 'rate_limit.refused',
-        outcome: 'denied',
-        actorUserId: ctx.state.principal?.user.id ?? null,
-        actorKeyId: ctx.state.principal?.apiKey?.id ?? null,
-        target: `${ctx.method} ${ctx.path}`,
-        ip: ctx.ip,
-        requestId: ctx.state.requestId,
-      });
+      if (audited.get(key) !== decision.resetAt) {
+        if (audited.size > 10_000) for (const [k, resetAt] of audited) if (resetAt <= now) audited.delete(k);
+        audited.set(key, decision.resetAt);
+        options.audit.recordAudit({
+          action: 'rate_limit.refused',
+          outcome: 'denied',
+          actorUserId: ctx.state.principal?.user.id ?? null,
+          actorKeyId: ctx.state.principal?.apiKey?.id ?? null,
+          target: requestTarget(ctx),
+          ip: ctx.ip,
+          requestId: ctx.state.requestId,
+          details: { note: 'first refusal in this window; later ones are not recorded' },
+        });
+      }
       throw new ApiError(
         'RATE_LIMITED',
         `Rate limit of ${decision.limit} requests per minute exceeded; retry in ${retryAfter} s`,

@@ -1,16 +1,22 @@
 // Patterns of secrets that could reach a log line through a path, an error message or a header:
 // API keys, JWTs, bearer credentials and email addresses. Passwords have no pattern: they are kept
 // out of logs by never logging bodies or headers.
+// Each pattern may only start where its token starts (the lookbehinds), so a hostile input such as
+// a 16 kB path of `eyJeyJ...` or `aaaa...` costs linear time, not quadratic.
 const SECRET_PATTERNS: readonly [RegExp, string][] = [
   [/inf_[0-9A-Za-z]{4,}/g, 'inf_[REDACTED]'],
-  [/eyJ[\w-]*\.[\w-]*\.[\w-]*/g, '[REDACTED_JWT]'],
+  [/(?<![\w-])eyJ[\w-]*\.[\w-]*\.[\w-]*/g, '[REDACTED_JWT]'],
   [/\b(Bearer|Basic)\s+[^\s"',;]+/gi, '$1 [REDACTED]'],
   // `@` also percent-encoded, as it arrives in a request path.
-  [/[^\s@"'<>(),;:/%]+(?:@|%40)[^\s@"'<>(),;:/]+\.[A-Za-z]{2,}/gi, '[REDACTED_EMAIL]'],
+  // Lengths bounded as in RFC 5321 (64 before the @, 253 after), which also bounds the work.
+  [/(?<![^\s@"'<>(),;:/])[^\s@"'<>(),;:/]{1,64}?(?:@|%40)[^\s@"'<>(),;:/]{1,253}\.[A-Za-z]{2,}/gi, '[REDACTED_EMAIL]'],
 ];
 
+/** Longer strings are cut before they reach a log line: no log line needs a 1 MB path. */
+const MAX_LOGGED_CHARS = 4096;
+
 export function redactText(text: string): string {
-  let out = text;
+  let out = text.length > MAX_LOGGED_CHARS ? `${text.slice(0, MAX_LOGGED_CHARS)}…[truncated]` : text;
   for (const [pattern, replacement] of SECRET_PATTERNS) out = out.replace(pattern, replacement);
   return out;
 }

@@ -8,32 +8,33 @@ import type { CreateApiKeyRequest, ListApiKeysData, LoginRequest } from '../gen/
 import { zCreateApiKeyBody, zListApiKeysQuery, zLoginBody, zRevokeApiKeyPath } from '../gen/zod.gen.js';
 import { audit } from '../http/audit.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
-import type { AppContext, AppState } from '../http/context.js';
+import type { AppContext, AppMiddleware, AppState } from '../http/context.js';
 import { ApiError, authenticationFailed, notFound, permissionDenied } from '../http/errors.js';
 import { jsonBody } from '../http/json-body.js';
 import { validate } from '../http/validate.js';
 import type { RouteDeps } from './deps.js';
 import { presentApiKey, presentUser } from './presenters.js';
 
-const USERNAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const DAY_MS = 86_400_000;
 
 export function authRoutes(deps: RouteDeps): Router<AppState> {
   const { store, config, loginThrottle } = deps;
   const body = jsonBody(() => config.limits.max_body_bytes);
+  // Credentials are tiny: a login body is refused beyond 4 KB, before anyone is authenticated.
+  const loginBody = jsonBody(() => Math.min(4096, config.limits.max_body_bytes));
   const router = createRouter();
 
-  router.post('/auth/login', body, validate({ body: zLoginBody }), async (ctx) => {
+  router.post('/auth/login', loginBody, validate({ body: zLoginBody }), async (ctx) => {
     const { username, password } = ctx.state.input.body as LoginRequest;
-    // Only a well-formed username is written to the audit log: a password typed into the
-    // username field must not end up stored.
-    const target = USERNAME.test(username) ? username : null;
+    const user = store.getUserByUsername(username);
+    // Only an existing username is written to the audit log: a password typed into the username
+    // field must not end up stored.
+    const target = user ? user.username : null;
     const wait = loginThrottle.retryAfter(username, ctx.ip);
     if (wait > 0) {
       audit(store, ctx, { action: 'auth.login', outcome: 'denied', target, details: { reason: 'throttled' } });
       throw new ApiError('RATE_LIMITED', `Too many failed logins; retry in ${wait} s`, { retry_after_seconds: wait }, { 'Retry-After': String(wait) });
     }
-    const user = store.getUserByUsername(username);
     // Verify against a decoy when the user does not exist: same work, same time, same answer.
     const valid = await verifyPassword(password, user?.passwordHash ?? (await decoyHash()));
     if (!user || !valid || user.disabled) {
@@ -66,7 +67,7 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
     };
   });
 
-  router.post('/auth/api-keys', requireAuth, body, validate({ body: zCreateApiKeyBody }), (ctx) => {
+  router.post('/auth/api-keys', requireAuth, keyManagement, body, validate({ body: zCreateApiKeyBody }), (ctx) => {
     const request = ctx.state.input.body as CreateApiKeyRequest;
     const principal = ctx.state.principal!;
     const missing = request.permissions.filter((p) => !principal.permissions.includes(p));
@@ -81,14 +82,14 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
       prefix: generated.prefix,
       keyHash: generated.hash,
       permissions: canonicalPermissions(request.permissions),
-      expiresAt: request.expires_in_days ? new Date(Date.now() + request.expires_in_days * DAY_MS).toISOString() : null,
+      expiresAt: childExpiry(request.expires_in_days, principal.apiKey?.expiresAt ?? null),
     });
     audit(store, ctx, { action: 'api_key.create', outcome: 'success', target: record.id, details: { name: record.name, permissions: record.permissions } });
     ctx.status = 201;
     ctx.body = { ...presentApiKey(record), key: generated.key };
   });
 
-  router.get('/auth/api-keys', requireAuth, validate({ query: zListApiKeysQuery }), async (ctx) => {
+  router.get('/auth/api-keys', requireAuth, keyManagement, validate({ query: zListApiKeysQuery }), async (ctx) => {
     const query = (ctx.state.input.query ?? {}) as NonNullable<ListApiKeysData['query']>;
     const userId = query.user_id ?? ctx.state.principal!.user.id;
     await ownOrManageUsers(ctx, userId, deps);
@@ -96,7 +97,7 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
     ctx.body = { data: store.listApiKeys(userId).map(presentApiKey) };
   });
 
-  router.delete('/auth/api-keys/:id', requireAuth, validate({ params: zRevokeApiKeyPath }), async (ctx) => {
+  router.delete('/auth/api-keys/:id', requireAuth, keyManagement, validate({ params: zRevokeApiKeyPath }), async (ctx) => {
     const { id } = ctx.state.input.params as { id: string };
     const key = store.getApiKey(id);
     if (!key || key.revokedAt) throw notFound('No API key with this id');
@@ -107,6 +108,26 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
   });
 
   return router;
+}
+
+/**
+ * API keys are managed from a login session. A key may manage keys only with `manage_users`:
+ * otherwise any narrow key could list and revoke its owner's keys, or mint keys that outlive it.
+ */
+const keyManagement: AppMiddleware = async (ctx, next) => {
+  const principal = ctx.state.principal!;
+  if (principal.method === 'api_key' && !principal.permissions.includes('manage_users')) {
+    throw permissionDenied('Managing API keys needs a login session (JWT), or an API key with manage_users');
+  }
+  await next();
+};
+
+/** A key made by a key never outlives it. */
+function childExpiry(days: number | undefined, parentExpiresAt: string | null): string | null {
+  const requested = days ? Date.now() + days * DAY_MS : Infinity;
+  const limit = parentExpiresAt ? Date.parse(parentExpiresAt) : Infinity;
+  const expires = Math.min(requested, limit);
+  return Number.isFinite(expires) ? new Date(expires).toISOString() : null;
 }
 
 /** Passes for the caller's own resources; another user's need `manage_users`. */

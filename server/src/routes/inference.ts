@@ -175,7 +175,7 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
       throw validationError([{ path: typeof request.input === 'string' ? 'body.input' : `body.input[${tooLong}]`, message: `Longer than the limit of ${config.limits.max_prompt_chars} characters` }]);
     }
     try {
-      const { vectors, promptTokens } = await engine.embed(request.model, inputs);
+      const { vectors, promptTokens } = await engine.embed(request.model, inputs, clientGone(ctx));
       ctx.body = { object: 'list', model: request.model, data: vectors.map((embedding, index) => ({ index, embedding })), usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } };
     } catch (error) {
       throw engineError(error, config.engine.parallel);

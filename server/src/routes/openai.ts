@@ -242,7 +242,7 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
     }
     let embedded;
     try {
-      embedded = await engine.embed(request.model, inputs);
+      embedded = await engine.embed(request.model, inputs, clientGone(ctx));
     } catch (error) {
       throw engineFailure(error, request.model);
     }

@@ -1,15 +1,16 @@
 import type { Router } from '@koa/router';
 import { createRouter } from '../http/router.js';
 import { hashPassword } from '../auth/passwords.js';
+import { ROLE_PERMISSIONS } from '../auth/permissions.js';
 import type { CreateUserRequest, UpdateUserRequest } from '../gen/types.gen.js';
 import { zCreateUserBody, zDeleteUserPath, zGetUserPath, zUpdateUserBody, zUpdateUserPath } from '../gen/zod.gen.js';
 import { audit } from '../http/audit.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
-import type { AppState } from '../http/context.js';
-import { conflict, notFound, validationError } from '../http/errors.js';
+import type { AppContext, AppState } from '../http/context.js';
+import { conflict, notFound, permissionDenied, validationError } from '../http/errors.js';
 import { jsonBody } from '../http/json-body.js';
 import { validate } from '../http/validate.js';
-import type { Store, UserRecord } from '../store/types.js';
+import type { Role, Store, UserRecord } from '../store/types.js';
 import type { RouteDeps } from './deps.js';
 import { presentUser } from './presenters.js';
 
@@ -32,14 +33,38 @@ export function userRoutes(deps: RouteDeps): Router<AppState> {
     return user;
   };
 
+  /**
+   * `manage_users` is no way to more power: a caller may only create, change or delete users
+   * whose role (before and after) holds no permission the caller lacks.
+   */
+  const checkRoleWithinCaller = (ctx: AppContext, role: Role, action: string) => {
+    const principal = ctx.state.principal!;
+    const missing = ROLE_PERMISSIONS[role].filter((p) => !principal.permissions.includes(p));
+    if (missing.length === 0) return;
+    audit(store, ctx, { action: 'permission.denied', outcome: 'denied', target: `${action} ${role}`, details: { missing } });
+    throw permissionDenied(`Only a caller with every permission of the ${role} role may ${action} such a user; missing: ${missing.join(', ')}`);
+  };
+
+  /** SQLite's unique index is the last word on usernames, also for two requests racing. */
+  const createOrConflict = (user: { username: string; passwordHash: string; role: Role }) => {
+    try {
+      return store.createUser(user);
+    } catch (error) {
+      if (/UNIQUE/i.test(String((error as Error).message))) throw conflict('A user with this username already exists');
+      throw error;
+    }
+  };
+
   router.get('/users', (ctx) => {
     ctx.body = { data: store.listUsers().map(presentUser) };
   });
 
   router.post('/users', body, validate({ body: zCreateUserBody }), async (ctx) => {
     const request = ctx.state.input.body as CreateUserRequest;
+    const role = request.role ?? 'user';
+    checkRoleWithinCaller(ctx, role, 'create');
     if (store.getUserByUsername(request.username)) throw conflict('A user with this username already exists');
-    const user = store.createUser({ username: request.username, passwordHash: await hashPassword(request.password), role: request.role ?? 'user' });
+    const user = createOrConflict({ username: request.username, passwordHash: await hashPassword(request.password), role });
     audit(store, ctx, { action: 'user.create', outcome: 'success', target: user.id, details: { username: user.username, role: user.role } });
     ctx.status = 201;
     ctx.body = presentUser(user);
@@ -53,15 +78,21 @@ export function userRoutes(deps: RouteDeps): Router<AppState> {
     const user = findUser((ctx.state.input.params as { id: string }).id);
     const request = ctx.state.input.body as UpdateUserRequest;
     if (Object.keys(request).length === 0) throw validationError([{ path: 'body', message: 'Give at least one of role, password, disabled' }]);
-    const after = { role: request.role ?? user.role, disabled: request.disabled ?? user.disabled };
-    if (removesLastAdmin(store, user, after)) throw conflict('This would leave no enabled admin');
+    checkRoleWithinCaller(ctx, user.role, 'change');
+    if (request.role) checkRoleWithinCaller(ctx, request.role, 'change');
+    // Hash first: from the last-admin check to the write nothing may wait, so two requests can
+    // never both pass the check (Node runs one at a time between awaits; SQLite calls are synchronous).
+    const passwordHash = request.password === undefined ? undefined : await hashPassword(request.password);
+    const current = findUser(user.id);
+    const after = { role: request.role ?? current.role, disabled: request.disabled ?? current.disabled };
+    if (removesLastAdmin(store, current, after)) throw conflict('This would leave no enabled admin');
     // A new password or disabling ends every session of the user (their JWTs stop working).
-    const endSessions = request.password !== undefined || (request.disabled === true && !user.disabled);
-    const updated = store.updateUser(user.id, {
+    const endSessions = request.password !== undefined || (request.disabled === true && !current.disabled);
+    const updated = store.updateUser(current.id, {
       role: request.role,
       disabled: request.disabled,
-      passwordHash: request.password === undefined ? undefined : await hashPassword(request.password),
-      sessionVersion: endSessions ? user.sessionVersion + 1 : undefined,
+      passwordHash,
+      sessionVersion: endSessions ? current.sessionVersion + 1 : undefined,
     })!;
     const changed = Object.keys(request).filter((k) => k !== 'password');
     audit(store, ctx, {
@@ -75,6 +106,7 @@ export function userRoutes(deps: RouteDeps): Router<AppState> {
 
   router.delete('/users/:id', validate({ params: zDeleteUserPath }), (ctx) => {
     const user = findUser((ctx.state.input.params as { id: string }).id);
+    checkRoleWithinCaller(ctx, user.role, 'delete');
     if (removesLastAdmin(store, user, null)) throw conflict('This would leave no enabled admin');
     store.deleteUser(user.id);
     audit(store, ctx, { action: 'user.delete', outcome: 'success', target: user.id, details: { username: user.username } });
