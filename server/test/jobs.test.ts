@@ -149,6 +149,19 @@ describe('jobs', () => {
     expect(job.results[1]).toMatchObject({ index: 1, status: 'succeeded', response: { model: MODEL } });
   });
 
+  it('a job whose owner is disabled stops before its next request', async () => {
+    const carol = await createUser(server.url, { token: admin }, { username: 'carol', password: PASSWORD, role: 'user' });
+    const token = await login(server.url, 'carol', PASSWORD);
+    const res = await submit({ requests: Array.from({ length: 3 }, () => LONG) }, token);
+    expect(res.status).toBe(202);
+    await waitJob(server, admin, res.body.id, (job) => job.results.some((r: any) => r.status === 'running'));
+    const disabled = await call(server.url, 'PATCH', `/api/v1/users/${carol.id}`, { token: admin, body: { disabled: true } });
+    expect(disabled.status).toBe(200);
+    const job = await waitJob(server, admin, res.body.id, isFinished);
+    expect(job.status).toBe('cancelled');
+    expect(job.results.at(-1).status).toBe('cancelled');
+  });
+
   it('cancelling a running job stops its generation at once; the remaining requests never run', async () => {
     const generate = vi.spyOn(server.engine, 'generate');
     try {

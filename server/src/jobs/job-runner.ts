@@ -6,11 +6,12 @@ import { toApiError } from '../http/error-handler.js';
 import { ApiError } from '../http/errors.js';
 import type { Logger } from '../logging/logger.js';
 import { engineError, newInferenceId, presentInference, toGenerationRequest } from '../routes/inference.js';
-import type { JobRecord, JobStore } from '../store/types.js';
+import type { JobRecord, JobStore, UserStore } from '../store/types.js';
 import type { JobQueue } from './job-queue.js';
 
 export interface JobRunnerOptions {
-  store: JobStore;
+  /** Jobs, and their owners: a disabled or deleted owner's job does not run on. */
+  store: JobStore & Pick<UserStore, 'getUser'>;
   engine: Pick<InferenceEngine, 'generate' | 'checkPrompt'>;
   config: Config;
   logger: Logger;
@@ -29,7 +30,7 @@ const isFinished = (r: JobResult) => r.status === 'succeeded' || r.status === 'f
  * a job stopped midway resumes at its first unfinished request.
  */
 export class JobRunner implements JobQueue {
-  readonly #store: JobStore;
+  readonly #store: JobRunnerOptions['store'];
   readonly #engine: JobRunnerOptions['engine'];
   readonly #config: Config;
   readonly #logger: Logger;
@@ -114,6 +115,12 @@ export class JobRunner implements JobQueue {
     for (const [index, request] of job.requests.entries()) {
       if (isFinished(results[index]!)) continue; // done before a restart
       if (signal.aborted) return;
+      const owner = this.#store.getUser(job.userId);
+      if (!owner || owner.disabled) {
+        this.#store.cancelJob(job.id);
+        this.#logger.info({ job_id: job.id }, 'job cancelled: its owner was disabled or deleted');
+        return;
+      }
       results[index] = { index, status: 'running' };
       if (!this.#store.saveJobResults(job.id, results)) return; // cancelled (or deleted) meanwhile
       const result = await this.#runRequest(index, request, signal);
