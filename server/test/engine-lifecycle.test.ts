@@ -11,6 +11,7 @@ import { ModelCatalog } from '../../server/src/engine/model-catalog.js';
 import { QueueFullError } from '../../server/src/engine/sequence-pool.js';
 import { createLogger } from '../../server/src/logging/logger.js';
 import { expectApiError, waitForReady } from '../../test/helpers/api-checks.js';
+import { waitFor } from '../../test/helpers/security.js';
 import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
 
 // Greedy decoding of this prompt never samples the end-of-turn token: it runs to max_tokens.
@@ -103,7 +104,9 @@ describe('unload under a live request, over HTTP', () => {
       token,
       body: { model: 'demo-tiny', prompt: 'Hello world', temperature: 0, max_tokens: 1500 },
     });
-    await new Promise((r) => setTimeout(r, 80));
+    // Unload once the generation runs (not while the model is still loading: then the request
+    // would rightly load it again and succeed).
+    await waitFor(() => (server.engine.stats().find((m) => m.model === 'demo-tiny')?.busy === 1 ? true : undefined), 10_000, 'the generation to start');
     const unload = await call(server.url, 'POST', '/api/v1/models/demo-tiny/unload', { token });
     expect(unload.status).toBe(200);
     expect(unload.body.loaded).toBe(false);
