@@ -48,11 +48,11 @@ const LLAMA_FTYPE_NAMES: Record<number, string> = {
 };
 
 // Bounds that no real model reaches; they keep a corrupt or hostile file from making us allocate wildly.
-const MAX_STRING_BYTES = 64 * 1024 * 1024;
-const MAX_ARRAY_LENGTH = 16 * 1024 * 1024;
+const MAX_STRING_BYTES = 16 * 1024 * 1024;
+const MAX_ARRAY_LENGTH = 4 * 1024 * 1024;
 const MAX_COUNT = 1_000_000;
 const FIRST_READ = 1024 * 1024;
-const MAX_HEADER_BYTES = 512 * 1024 * 1024;
+const MAX_HEADER_BYTES = 64 * 1024 * 1024;
 
 export async function readGgufInfo(path: string): Promise<GgufInfo> {
   const file = await open(path, 'r');
