@@ -383,14 +383,21 @@ export class InferenceEngine {
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
 
+// checkPrompt and the generation both need a request's prompt length: measured once per request.
+const promptLengths = new WeakMap<GenerationRequest, number>();
+
 /** The request's prompt in tokens, as the model will see it (chat template applied, BOS counted). */
 function promptLength(model: LlamaModel, request: GenerationRequest, chatWrapper: ChatWrapper | undefined): number {
+  let length = promptLengths.get(request);
+  if (length !== undefined) return length;
   if (request.messages) {
     const wrapper = chatWrapper ?? resolveChatWrapper(model);
-    if (!wrapper) return 0;
-    return wrapper.generateContextState({ chatHistory: toChatHistory(request.messages) }).contextText.tokenize(model.tokenizer).length;
+    length = wrapper ? wrapper.generateContextState({ chatHistory: toChatHistory(request.messages) }).contextText.tokenize(model.tokenizer).length : 0;
+  } else {
+    length = model.tokenize(request.prompt ?? '').length + 1;
   }
-  return model.tokenize(request.prompt ?? '').length + 1;
+  promptLengths.set(request, length);
+  return length;
 }
 
 async function generateOn(
