@@ -14,7 +14,8 @@ import { rateLimit } from './http/rate-limit.js';
 import { requestId } from './http/request-id.js';
 import { requestLog } from './http/request-log.js';
 import { securityHeaders } from './http/security-headers.js';
-import { LoginThrottle } from './limits/login-throttle.js';
+import { MemoryLoginThrottle } from './limits/login-throttle.js';
+import type { Drain } from './http/drain.js';
 import { MemoryRateLimiter, type RateLimiter } from './limits/rate-limiter.js';
 import type { Logger } from './logging/logger.js';
 import { authRoutes } from './routes/auth.js';
@@ -44,6 +45,10 @@ export interface AppOptions {
   /** Runs batch jobs; its lifecycle (start, stop) belongs to the caller. */
   jobs: JobQueue;
   cache?: ResponseCache;
+  /** Graceful shutdown: while it drains, new requests are answered 503. */
+  drain?: Drain;
+  /** Served over HTTPS: send Strict-Transport-Security. */
+  hsts?: boolean;
 }
 
 const API_PREFIXES = ['/api/v1/', '/v1/'];
@@ -73,8 +78,9 @@ export function createApp(options: AppOptions): Koa<AppState> {
     jwtSecret: options.jwtSecret,
     version: options.version,
     startedAt: Date.now(),
-    loginThrottle: new LoginThrottle(() => ({
+    loginThrottle: new MemoryLoginThrottle(() => ({
       maxFailures: config.auth.login_max_failures,
+      maxFailuresPerAddress: config.auth.login_max_failures_per_address,
       lockoutSeconds: config.auth.login_lockout_seconds,
     })),
   };
@@ -103,7 +109,8 @@ export function createApp(options: AppOptions): Koa<AppState> {
   app.use(requestId());
   app.use(requestLog(logger, metrics));
   app.use(errorHandler(logger));
-  app.use(securityHeaders());
+  app.use(securityHeaders({ hsts: options.hsts === true }));
+  if (options.drain) app.use(options.drain.middleware());
   app.use(corsPolicy({ origins: config.server.cors_origins, methods: config.server.cors_methods, headers: config.server.cors_headers }));
   app.use(health.routes());
   app.use(forApi(authenticate({ store, secret: options.jwtSecret })));

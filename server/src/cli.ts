@@ -1,6 +1,10 @@
 #!/usr/bin/env node
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { mkdir } from 'node:fs/promises';
+import { hashPassword } from './auth/passwords.js';
+import { SqliteStore } from './store/sqlite-store.js';
 import { ConfigError, loadConfig } from './config.js';
 import { DEFAULT_DEMO_SEED, DEMO_PRESETS, writeDemoModel, type DemoFileType, type DemoPresetName } from './engine/demo-model.js';
 import { isModelId } from './engine/model-catalog.js';
@@ -12,6 +16,10 @@ Commands:
   serve                     Run the server (default)
   models create-demo        Write a generated demo GGUF model into the models dir
       [--preset tiny|small] [--seed N] [--file-type f32|f16|q8_0] [--id NAME]
+  users reset-password <username> [--password-from-env]
+                            Set a new password (generated and printed once, or
+                            INFERNO_ADMIN_PASSWORD with --password-from-env); ends the
+                            user's sessions and login lockouts. Works while the server runs.
   help                      Show this help
 
 Options (override inferno.toml and INFERNO_* variables):
@@ -31,10 +39,15 @@ async function serve(argv: string[]) {
   process.stdout.write(`Inferno listening on ${server.url}\n`);
   let stopping = false;
   const stop = async (signal: string) => {
-    if (stopping) return;
+    // A second signal skips what is left of the grace period.
+    if (stopping) {
+      server.logger.warn({ signal }, 'second signal: stopping now');
+      await server.close();
+      process.exit(0);
+    }
     stopping = true;
     server.logger.info({ signal }, 'shutting down');
-    await server.close();
+    await server.shutdown();
     process.exit(0);
   };
   process.on('SIGINT', () => void stop('SIGINT'));
@@ -80,6 +93,36 @@ async function createDemo(argv: string[]) {
   process.stdout.write(`Done: ${(result.bytes / 1e6).toFixed(1)} MB, ${result.parameters.toLocaleString('en')} parameters.\n`);
 }
 
+/** `users reset-password`: the operator's way back in, straight on the store in the data dir. */
+async function resetPassword(argv: string[]) {
+  const fromEnv = argv.includes('--password-from-env');
+  const [username, ...rest] = argv.filter((arg) => arg !== '--password-from-env');
+  if (!username || username.startsWith('-')) throw new ConfigError(`users reset-password needs a username\n\n${USAGE}`);
+  const config = loadConfig({ argv: rest });
+  const file = path.join(config.storage.data_dir, 'inferno.db');
+  if (!existsSync(file)) throw new ConfigError(`No database at ${file}: start the server once (it creates the admin), or give --data-dir`);
+  let password: string;
+  if (fromEnv) {
+    password = config.auth.admin_password ?? '';
+    if (password.length < 12) throw new ConfigError('--password-from-env needs INFERNO_ADMIN_PASSWORD set to at least 12 characters');
+  } else {
+    password = randomBytes(18).toString('base64url');
+  }
+  const store = new SqliteStore(config.storage.data_dir);
+  try {
+    const user = store.getUserByUsername(username);
+    if (!user) throw new ConfigError(`No user "${username}" in ${file}`);
+    // A new session version ends every token of the user, and with it the user's login lockouts.
+    store.updateUser(user.id, { passwordHash: await hashPassword(password), sessionVersion: user.sessionVersion + 1 });
+    store.recordAudit({ action: 'user.update', outcome: 'success', target: user.username, details: { password_reset: 'cli' } });
+    process.stdout.write(`Reset the password of "${user.username}"; its sessions and login lockouts are ended.\n`);
+    if (!fromEnv) process.stdout.write(`New password (shown only this once): ${password}\n`);
+    if (user.disabled) process.stdout.write(`Note: "${user.username}" is disabled; an admin can enable it (PATCH /api/v1/users/${user.id}).\n`);
+  } finally {
+    store.close();
+  }
+}
+
 async function main(args: string[]) {
   if (args.includes('--help') || args.includes('-h')) args = ['help'];
   const [command, ...rest] = args[0] && !args[0].startsWith('-') ? args : ['serve', ...args];
@@ -89,6 +132,9 @@ async function main(args: string[]) {
     case 'models':
       if (rest[0] === 'create-demo') return createDemo(rest.slice(1));
       throw new ConfigError(`Unknown models command "${rest[0] ?? ''}"\n\n${USAGE}`);
+    case 'users':
+      if (rest[0] === 'reset-password') return resetPassword(rest.slice(1));
+      throw new ConfigError(`Unknown users command "${rest[0] ?? ''}"\n\n${USAGE}`);
     case 'help':
       process.stdout.write(USAGE);
       return;

@@ -26,6 +26,20 @@ export interface Config {
     cors_headers: string[];
     /** Take the client IP from X-Forwarded-For; only safe behind a reverse proxy that sets it. */
     trust_proxy: boolean;
+    /** Open connections at most; beyond, a new connection is closed at once. */
+    max_connections: number;
+    /** Open connections per client address at most (0: no per-address cap, e.g. behind a proxy). */
+    max_connections_per_address: number;
+    /** A request's headers must arrive within this. */
+    headers_timeout_seconds: number;
+    /** A request body that sends nothing for this long is dropped (the connection is closed). */
+    body_idle_timeout_seconds: number;
+    /** The whole request (not the response) must arrive within this; it bounds the slowest upload. */
+    request_timeout_seconds: number;
+    /** An idle keep-alive connection is closed after this. */
+    keep_alive_timeout_seconds: number;
+    /** On SIGTERM or SIGINT, running generations get this long to finish before they are ended. */
+    shutdown_grace_seconds: number;
     tls: {
       /** PEM files; HTTPS is served when both are set. */
       cert?: string;
@@ -40,6 +54,10 @@ export interface Config {
     admin_password?: string;
     login_max_failures: number;
     login_lockout_seconds: number;
+    /** Failed logins from one client address (any usernames) before that address is locked out. */
+    login_max_failures_per_address: number;
+    /** Active (unrevoked, unexpired) API keys one user may hold. */
+    max_keys_per_user: number;
   };
   rate_limit: { enabled: boolean; requests_per_minute: number };
   limits: { max_body_bytes: number; max_prompt_chars: number };
@@ -72,9 +90,16 @@ export const DEFAULT_CONFIG: Config = deepFreeze({
     cors_methods: ['GET', 'POST', 'PATCH', 'DELETE'],
     cors_headers: ['Authorization', 'Content-Type', 'X-API-Key'],
     trust_proxy: false,
+    max_connections: 4096,
+    max_connections_per_address: 128,
+    headers_timeout_seconds: 10,
+    body_idle_timeout_seconds: 10,
+    request_timeout_seconds: 300,
+    keep_alive_timeout_seconds: 5,
+    shutdown_grace_seconds: 30,
     tls: { min_version: 'TLSv1.2' },
   },
-  auth: { token_ttl_seconds: 86_400, login_max_failures: 5, login_lockout_seconds: 300 },
+  auth: { token_ttl_seconds: 86_400, login_max_failures: 5, login_lockout_seconds: 300, login_max_failures_per_address: 30, max_keys_per_user: 50 },
   rate_limit: { enabled: true, requests_per_minute: 60 },
   limits: { max_body_bytes: 10_485_760, max_prompt_chars: 10_000 },
   models: { dir: './models', max_loaded: 2, max_upload_bytes: 8_589_934_592 },
@@ -154,6 +179,13 @@ const SCHEMA: Schema = {
     cors_methods: httpTokens(),
     cors_headers: httpTokens(),
     trust_proxy: bool(),
+    max_connections: int(1, 1_000_000),
+    max_connections_per_address: int(0, 1_000_000),
+    headers_timeout_seconds: int(1, 3600),
+    body_idle_timeout_seconds: int(1, 3600),
+    request_timeout_seconds: int(1, 86_400),
+    keep_alive_timeout_seconds: int(1, 3600),
+    shutdown_grace_seconds: int(0, 3600),
   },
   'server.tls': { cert: filePath(true), key: filePath(true), min_version: oneOf('TLSv1.2', 'TLSv1.3') },
   auth: {
@@ -162,6 +194,8 @@ const SCHEMA: Schema = {
     admin_password: secret(1),
     login_max_failures: positive(),
     login_lockout_seconds: positive(),
+    login_max_failures_per_address: positive(),
+    max_keys_per_user: int(1, 100_000),
   },
   rate_limit: { enabled: bool(), requests_per_minute: positive() },
   limits: { max_body_bytes: positive(), max_prompt_chars: positive() },
@@ -193,6 +227,11 @@ const FIELD_BY_ID = new Map(FIELDS.map((f) => [f.id, f]));
 const SECTION_NAMES = new Set(FIELDS.map((f) => f.section));
 
 const CONFIG_ENV = 'INFERNO_CONFIG';
+/**
+ * Variables the project's docs and examples set for *clients* (the SDK, examples, benches). A shell
+ * that has them exported must still start the server, so they are not server settings and not typos.
+ */
+export const CLIENT_ENV_VARS: ReadonlySet<string> = new Set(['INFERNO_URL', 'INFERNO_API_KEY', 'INFERNO_USER', 'INFERNO_PASSWORD']);
 const ENV_ALIASES: Record<string, string> = {
   INFERNO_HOST: 'server.host',
   INFERNO_PORT: 'server.port',
@@ -214,7 +253,7 @@ const ENV_VARS = new Map<string, Field>();
 for (const [name, id] of [...FIELDS.map((f) => [f.env, f.id] as const), ...Object.entries(ENV_ALIASES)]) {
   const field = fieldById(id);
   // An alias may coincide with the full name (INFERNO_MODELS_DIR), but never name another key.
-  if ((ENV_VARS.get(name) ?? field) !== field || name === CONFIG_ENV) throw new Error(`config schema: ${name} is ambiguous`);
+  if ((ENV_VARS.get(name) ?? field) !== field || name === CONFIG_ENV || CLIENT_ENV_VARS.has(name)) throw new Error(`config schema: ${name} is ambiguous`);
   ENV_VARS.set(name, field);
 }
 
@@ -283,7 +322,7 @@ export function parseConfigArgs(argv: readonly string[]): ConfigArgs {
 function envSettings(env: NodeJS.ProcessEnv, cwd: string): Setting[] {
   const byField = new Map<Field, { name: string; value: string }>();
   for (const [name, value] of Object.entries(env)) {
-    if (!name.startsWith('INFERNO_') || name === CONFIG_ENV || value === undefined) continue;
+    if (!name.startsWith('INFERNO_') || name === CONFIG_ENV || CLIENT_ENV_VARS.has(name) || value === undefined) continue;
     const field = ENV_VARS.get(name);
     // A typo must not silently fall back to a default.
     if (!field) throw new ConfigError(`Unknown environment variable ${name}${suggest(name, [...ENV_VARS.keys(), CONFIG_ENV])}`);

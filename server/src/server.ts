@@ -16,6 +16,25 @@ import { ensureDemoModel } from './engine/demo-bootstrap.js';
 import { applyPersistedSettings } from './runtime-settings.js';
 import { JobRunner } from './jobs/job-runner.js';
 import type { Store } from './store/types.js';
+import { ConnectionGuard } from './http/connection-guard.js';
+import { Drain } from './http/drain.js';
+import { ShuttingDownError } from './engine/engine.js';
+
+/**
+ * TLS 1.2 suites with forward secrecy and authenticated encryption only (ECDHE with AES-GCM or
+ * ChaCha20-Poly1305); static-RSA and CBC suites are refused. TLS 1.3's own suites are all AEAD.
+ */
+export const TLS_CIPHERS = [
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'TLS_AES_128_GCM_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
 
 export const VERSION = '0.1.0';
 
@@ -28,7 +47,14 @@ export interface RunningServer {
   logger: Logger;
   engine: InferenceEngine;
   catalog: ModelCatalog;
+  /** Stops at once: open connections are cut. */
   close(): Promise<void>;
+  /**
+   * Graceful stop (SIGTERM): new requests get 503 with `Retry-After`, running ones get
+   * `[server] shutdown_grace_seconds` to finish, generations still running then end with an
+   * error event, and the server closes.
+   */
+  shutdown(): Promise<void>;
 }
 
 export interface StartOptions {
@@ -43,7 +69,15 @@ export interface StartOptions {
  * random password announced once on the console (never written to the log).
  */
 async function bootstrapAdmin(store: Store, config: Config, logger: Logger, announce: (message: string) => void) {
-  if (store.countUsers() > 0) return;
+  if (store.countUsers() > 0) {
+    if (config.auth.admin_password) {
+      logger.warn(
+        'INFERNO_ADMIN_PASSWORD ([auth] admin_password) is ignored: users exist already. ' +
+          'To set a password now, run: npm run server -- users reset-password admin --password-from-env',
+      );
+    }
+    return;
+  }
   const password = config.auth.admin_password ?? randomBytes(18).toString('base64url');
   store.createUser({ username: 'admin', passwordHash: await hashPassword(password), role: 'admin' });
   store.recordAudit({ action: 'user.create', outcome: 'success', target: 'admin', details: { bootstrap: true } });
@@ -74,18 +108,33 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     // The binding loads in the background; /health/ready says when it can serve.
     engine.start().catch((error: unknown) => logger.error({ err: error }, 'the llama.cpp engine failed to start'));
     const jobs = new JobRunner({ store, engine, config, logger });
-    const app = createApp({ config, store, logger, jwtSecret, version: VERSION, catalog, engine, jobs });
-
+    const drain = new Drain();
     const tls = config.server.tls;
-    const server =
-      tls.cert && tls.key
-        ? https.createServer({ cert: readFileSync(tls.cert), key: readFileSync(tls.key), minVersion: tls.min_version }, app.callback())
-        : http.createServer(app.callback());
-    // Slow-loris guards: a client must send its headers and body in reasonable time.
-    server.headersTimeout = 30_000;
-    // The whole request (not the response: streams may last) must arrive within 5 minutes, so a
-    // client cannot hold a half-sent body open forever; it bounds the slowest model upload too.
-    server.requestTimeout = 300_000;
+    const secure = Boolean(tls.cert && tls.key);
+    const app = createApp({ config, store, logger, jwtSecret, version: VERSION, catalog, engine, jobs, drain, hsts: secure });
+
+    const limits = config.server;
+    // Slow-loris guards: headers in time; the whole request (not the response: streams may last)
+    // within request_timeout_seconds, which bounds the slowest model upload; keep-alive idle closed.
+    const httpOptions: http.ServerOptions = {
+      headersTimeout: limits.headers_timeout_seconds * 1000,
+      requestTimeout: Math.max(limits.request_timeout_seconds, limits.headers_timeout_seconds) * 1000,
+      keepAliveTimeout: limits.keep_alive_timeout_seconds * 1000,
+      // Node checks those timeouts every 30 s by default: a slow client would get 30 s more.
+      connectionsCheckingInterval: 1000,
+    };
+    const server = secure
+      ? https.createServer(
+          { ...httpOptions, cert: readFileSync(tls.cert!), key: readFileSync(tls.key!), minVersion: tls.min_version, ciphers: TLS_CIPHERS, honorCipherOrder: true },
+          app.callback(),
+        )
+      : http.createServer(httpOptions, app.callback());
+    const guard = new ConnectionGuard(
+      server,
+      () => ({ maxConnections: limits.max_connections, maxPerAddress: limits.max_connections_per_address, bodyIdleMs: limits.body_idle_timeout_seconds * 1000 }),
+      (reason, address) => logger.debug({ reason, ip: address }, 'connection closed'),
+    );
+    drain.track(server);
 
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -102,6 +151,20 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     logger.info({ url, config: describeConfig(config) }, 'Inferno server listening');
 
     let closing: Promise<void> | undefined;
+    let shuttingDown: Promise<void> | undefined;
+    const close = () => {
+      closing ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }).then(async () => {
+        guard.stop();
+        await jobs.stop();
+        await engine.close();
+        store.close();
+        logger.flush();
+      });
+      return closing;
+    };
     return {
       url,
       port,
@@ -110,17 +173,21 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       logger,
       engine,
       catalog,
-      close() {
-        closing ??= new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        }).then(async () => {
-          await jobs.stop();
-          await engine.close();
-          store.close();
-          logger.flush();
-        });
-        return closing;
+      close,
+      shutdown() {
+        shuttingDown ??= (async () => {
+          const graceMs = config.server.shutdown_grace_seconds * 1000;
+          drain.begin(graceMs);
+          logger.info({ grace_seconds: config.server.shutdown_grace_seconds, in_flight: drain.active }, 'draining: new requests get 503, running ones may finish');
+          if (!(await drain.whenIdle(graceMs))) {
+            logger.warn({ in_flight: drain.active }, 'grace period over: ending the generations still running');
+            engine.stopGenerations(new ShuttingDownError());
+            // Their streams now send their last event; whatever is left after that is cut.
+            await drain.whenIdle(5000);
+          }
+          await close();
+        })();
+        return shuttingDown;
       },
     };
   } catch (error) {

@@ -263,25 +263,38 @@ describe('auth: login, tokens and sessions', () => {
       await createUser(server.url, { token: adminToken }, { username: 'bystander', password: PW, role: 'user' });
     });
 
-    it('locks one username after 5 failures (from any addresses), even for the right password', async () => {
+    it('five wrong passwords from one address lock that (username, address) pair only: the right password from another address gets in', async () => {
+      const attacker = freshIp();
       for (let i = 0; i < 5; i++) {
-        expectApiError(await attempt(server, 'victim', 'wrong-password', freshIp()), 401, 'AUTHENTICATION_FAILED');
+        expectApiError(await attempt(server, 'victim', 'wrong-password', attacker), 401, 'AUTHENTICATION_FAILED');
       }
-      expectThrottled(await attempt(server, 'victim', PW, freshIp()), 300);
-      // Usernames are matched without regard to case.
-      expectThrottled(await attempt(server, 'VICTIM', PW, freshIp()), 300);
-      // Another user, from a clean address, is unaffected.
-      expect((await attempt(server, 'bystander', PW, freshIp())).status).toBe(200);
+      // The guessing address is stopped, even with the right password; usernames match without regard to case.
+      expectThrottled(await attempt(server, 'victim', PW, attacker), 300);
+      expectThrottled(await attempt(server, 'VICTIM', PW, attacker), 300);
+      // The user, from anywhere else, is not locked out (only the answer may come a little later).
+      expect((await attempt(server, 'victim', PW, freshIp())).status).toBe(200);
+      // The attacker may still try other usernames from its address.
+      expect((await attempt(server, 'bystander', PW, attacker)).status).toBe(200);
     });
 
-    it('locks one client address after 5 failures, whatever the usernames', async () => {
-      const ip = freshIp();
-      for (let i = 0; i < 5; i++) {
-        expectApiError(await attempt(server, `unknown-${i}`, 'wrong-password', ip), 401, 'AUTHENTICATION_FAILED');
+    it('failures for one username from many addresses only delay its answers, never refuse the right password', async () => {
+      for (let i = 0; i < 6; i++) {
+        expectApiError(await attempt(server, 'victim', 'wrong-password', freshIp()), 401, 'AUTHENTICATION_FAILED');
       }
-      expectThrottled(await attempt(server, 'bystander', PW, ip), 300);
-      // The same user from another address can still log in.
-      expect((await attempt(server, 'bystander', PW, freshIp())).status).toBe(200);
+      const started = performance.now();
+      const res = await attempt(server, 'victim', PW, freshIp());
+      expect(res.status).toBe(200);
+      // Six failures, one over the threshold: the answer was held back about 2 s (a lower bound only).
+      expect(performance.now() - started).toBeGreaterThan(1500);
+    });
+
+    it('one user\'s typos on a shared address do not lock out another user of that address', async () => {
+      const shared = freshIp();
+      for (let i = 0; i < 5; i++) expect((await attempt(server, 'victim', 'typo-password', shared)).status).toBe(401);
+      expectThrottled(await attempt(server, 'victim', PW, shared), 300);
+      expect((await attempt(server, 'bystander', PW, shared)).status).toBe(200);
+      expect((await attempt(server, 'bystander', 'one-typo-too', shared)).status).toBe(401);
+      expect((await attempt(server, 'bystander', PW, shared)).status).toBe(200);
     });
   });
 });
@@ -301,28 +314,50 @@ function expectThrottled(res: { status: number; body: any; headers: Headers }, l
 describe('auth: login throttling, configured', () => {
   const PW = 'throttled-user-password-1';
 
-  describe('with [auth] login_max_failures = 3', () => {
+  describe('with [auth] login_max_failures = 3, login_max_failures_per_address = 7', () => {
     let server: TestServer;
+    let admin: string;
     beforeAll(async () => {
-      server = await startTestServer({ settings: { 'auth.login_max_failures': 3, 'auth.login_lockout_seconds': 120, 'server.trust_proxy': true } });
-      const admin = await login(server.url);
+      server = await startTestServer({
+        settings: { 'auth.login_max_failures': 3, 'auth.login_max_failures_per_address': 7, 'auth.login_lockout_seconds': 120, 'server.trust_proxy': true, 'rate_limit.requests_per_minute': 10_000 },
+      });
+      admin = await login(server.url);
       await createUser(server.url, { token: admin }, { username: 'three', password: PW, role: 'user' });
       await createUser(server.url, { token: admin }, { username: 'reset-me', password: PW, role: 'user' });
     });
     afterAll(() => server.close());
 
-    it('refuses the 4th attempt with 429 and Retry-After', async () => {
+    it('refuses the pair\'s 4th attempt with 429 and Retry-After', async () => {
+      const ip = freshIp();
       for (let i = 0; i < 3; i++) {
-        expectApiError(await attempt(server, 'three', 'wrong-password', freshIp()), 401, 'AUTHENTICATION_FAILED');
+        expectApiError(await attempt(server, 'three', 'wrong-password', ip), 401, 'AUTHENTICATION_FAILED');
       }
-      expectThrottled(await attempt(server, 'three', PW, freshIp()), 120);
+      expectThrottled(await attempt(server, 'three', PW, ip), 120);
     });
 
-    it('a successful login clears the username\'s failures', async () => {
-      for (let i = 0; i < 2; i++) expect((await attempt(server, 'reset-me', 'wrong-password', freshIp())).status).toBe(401);
+    it('a successful login clears the pair\'s failures', async () => {
+      const ip = freshIp();
+      for (let i = 0; i < 2; i++) expect((await attempt(server, 'reset-me', 'wrong-password', ip)).status).toBe(401);
+      expect((await attempt(server, 'reset-me', PW, ip)).status).toBe(200);
+      for (let i = 0; i < 2; i++) expect((await attempt(server, 'reset-me', 'wrong-password', ip)).status).toBe(401);
+      expect((await attempt(server, 'reset-me', PW, ip)).status).toBe(200);
+    });
+
+    it('locks an address that sprays many usernames, for every username', async () => {
+      const sprayer = freshIp();
+      for (let i = 0; i < 7; i++) expect((await attempt(server, `someone-${i}`, 'wrong-password', sprayer)).status).toBe(401);
+      expectThrottled(await attempt(server, 'reset-me', PW, sprayer), 120);
       expect((await attempt(server, 'reset-me', PW, freshIp())).status).toBe(200);
-      for (let i = 0; i < 2; i++) expect((await attempt(server, 'reset-me', 'wrong-password', freshIp())).status).toBe(401);
-      expect((await attempt(server, 'reset-me', PW, freshIp())).status).toBe(200);
+    });
+
+    it('a lower login_lockout_seconds (PATCH /config) shortens lockouts already running', async () => {
+      const ip = freshIp();
+      for (let i = 0; i < 3; i++) expect((await attempt(server, 'three', 'wrong-password', ip)).status).toBe(401);
+      expectThrottled(await attempt(server, 'three', PW, ip), 120);
+      const patched = await call(server.url, 'PATCH', '/api/v1/config', { token: admin, body: { auth: { login_lockout_seconds: 1 } } });
+      expect(patched.status).toBe(200);
+      await new Promise((r) => setTimeout(r, 1100));
+      expect((await attempt(server, 'three', PW, ip)).status).toBe(200);
     });
 
     it('records throttled attempts in the audit log', () => {

@@ -47,9 +47,16 @@ describe('defaults', () => {
       cors_methods: ['GET', 'POST', 'PATCH', 'DELETE'],
       cors_headers: ['Authorization', 'Content-Type', 'X-API-Key'],
       trust_proxy: false,
+      max_connections: 4096,
+      max_connections_per_address: 128,
+      headers_timeout_seconds: 10,
+      body_idle_timeout_seconds: 10,
+      request_timeout_seconds: 300,
+      keep_alive_timeout_seconds: 5,
+      shutdown_grace_seconds: 30,
       tls: { min_version: 'TLSv1.2' },
     });
-    expect(config.auth).toEqual({ token_ttl_seconds: 86400, login_max_failures: 5, login_lockout_seconds: 300 });
+    expect(config.auth).toEqual({ token_ttl_seconds: 86400, login_max_failures: 5, login_lockout_seconds: 300, login_max_failures_per_address: 30, max_keys_per_user: 50 });
     expect(config.rate_limit).toEqual({ enabled: true, requests_per_minute: 60 });
     expect(config.limits).toEqual({ max_body_bytes: 10485760, max_prompt_chars: 10000 });
     expect(config.models).toEqual({ dir: path.join(cwd, 'models'), max_loaded: 2, max_upload_bytes: 8589934592 });
@@ -126,6 +133,13 @@ level = "debug"
       cors_methods: ['GET'],
       cors_headers: ['Authorization'],
       trust_proxy: true,
+      max_connections: 4096,
+      max_connections_per_address: 128,
+      headers_timeout_seconds: 10,
+      body_idle_timeout_seconds: 10,
+      request_timeout_seconds: 300,
+      keep_alive_timeout_seconds: 5,
+      shutdown_grace_seconds: 30,
       tls: { cert: path.join(cwd, 'tls/cert.pem'), key: '/etc/inferno/key.pem', min_version: 'TLSv1.3' },
     });
     expect(config.auth).toEqual({
@@ -134,6 +148,8 @@ level = "debug"
       admin_password: 'hunter2',
       login_max_failures: 3,
       login_lockout_seconds: 60,
+      login_max_failures_per_address: 30,
+      max_keys_per_user: 50,
     });
     expect(config.rate_limit).toEqual({ enabled: false, requests_per_minute: 10 });
     expect(config.limits).toEqual({ max_body_bytes: 1024, max_prompt_chars: 500 });
@@ -299,6 +315,12 @@ describe('environment', () => {
     expect(load({ env: { PORT: '1', HOME: '/root' } }).server.port).toBe(8080);
   });
 
+  it('accepts the variables the docs and examples set for clients, and still catches near misses of server ones', () => {
+    const env = { INFERNO_URL: 'http://127.0.0.1:8080', INFERNO_API_KEY: 'inf_x', INFERNO_PASSWORD: 'p', INFERNO_USER: 'admin' };
+    expect(load({ env }).server.port).toBe(8080);
+    expect(loadError({ env: { ...env, INFERNO_PROT: '1' } })).toBe('Unknown environment variable INFERNO_PROT; did you mean INFERNO_PORT?');
+  });
+
   it('rejects an alias and a full name that disagree', () => {
     expect(loadError({ env: { INFERNO_PORT: '1', INFERNO_SERVER_PORT: '2' } })).toMatch(
       /^INFERNO_(SERVER_)?PORT and INFERNO_(SERVER_)?PORT both set \[server\] port to different values/,
@@ -427,6 +449,8 @@ describe('secrets', () => {
       token_ttl_seconds: 86400,
       login_max_failures: 5,
       login_lockout_seconds: 300,
+      login_max_failures_per_address: 30,
+      max_keys_per_user: 50,
     });
     expect(JSON.stringify(described)).not.toContain(SECRET);
     expect((described.server as { tls: unknown }).tls).toEqual({ cert: null, key: null, min_version: 'TLSv1.2' });

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createApiKey } from '../../test/helpers/security.js';
+import { createApiKey, createUser } from '../../test/helpers/security.js';
+import { expectApiError } from '../../test/helpers/api-checks.js';
 import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
 
 type Res = Awaited<ReturnType<typeof call>>;
@@ -32,29 +33,37 @@ function expectRefusal(res: Res, limit: number) {
 describe('rate limits (default 60 per minute)', () => {
   let server: TestServer;
   let adminToken: string;
+  let aliceToken: string;
   let keyA: string;
   let keyB: string;
+  let bobKey: string;
 
   beforeAll(async () => {
     server = await startTestServer();
-    adminToken = await login(server.url);
-    keyA = (await createApiKey(server.url, { token: adminToken }, { name: 'a', permissions: ['read_models'] })).key;
-    keyB = (await createApiKey(server.url, { token: adminToken }, { name: 'b', permissions: ['read_models'] })).key;
+    adminToken = await login(server.url); // the IP's 1st request
+    await createUser(server.url, { token: adminToken }, { username: 'alice', password: 'alice-password-123', role: 'user' }); // the admin's 1st
+    await createUser(server.url, { token: adminToken }, { username: 'bob', password: 'bob-password-1234', role: 'user' }); // the admin's 2nd
+    aliceToken = await login(server.url, 'alice', 'alice-password-123'); // the IP's 2nd
+    keyA = (await createApiKey(server.url, { token: aliceToken }, { name: 'a', permissions: ['read_models'] })).key; // alice's 1st
+    keyB = (await createApiKey(server.url, { token: aliceToken }, { name: 'b', permissions: ['read_models'] })).key; // alice's 2nd
+    const bobToken = await login(server.url, 'bob', 'bob-password-1234'); // the IP's 3rd
+    bobKey = (await createApiKey(server.url, { token: bobToken }, { name: 'c', permissions: ['read_models'] })).key; // bob's 1st
   });
   afterAll(() => server.close());
 
-  it('60 requests pass with Remaining 59..0 and a constant Reset; the 61st is 429 with Retry-After', async () => {
+  it('one budget per user: two keys and the session of one user share 60 a minute, with a constant Reset; then 429 with Retry-After', async () => {
     const startedSec = Date.now() / 1000;
     const remaining: number[] = [];
     const resets = new Set<number>();
-    for (let i = 0; i < 60; i++) {
-      const res = await call(server.url, 'GET', '/api/v1/auth/me', { apiKey: keyA });
+    for (let i = 0; i < 58; i++) {
+      const res = await call(server.url, 'GET', '/api/v1/auth/me', { apiKey: i % 2 === 0 ? keyA : keyB });
       expect(res.status, `request ${i + 1}`).toBe(200);
       expect(limitOf(res)).toBe(60);
       remaining.push(remainingOf(res));
       resets.add(resetOf(res));
     }
-    expect(remaining).toEqual(Array.from({ length: 60 }, (_, i) => 59 - i));
+    // Alice's session already spent 2 (two key creations).
+    expect(remaining).toEqual(Array.from({ length: 58 }, (_, i) => 57 - i));
     expect(resets.size).toBe(1);
     const [reset] = [...resets];
     expect(Number.isInteger(reset)).toBe(true);
@@ -64,27 +73,26 @@ describe('rate limits (default 60 per minute)', () => {
     const refused = await call(server.url, 'GET', '/api/v1/auth/me', { apiKey: keyA });
     expectRefusal(refused, 60);
     expect(resetOf(refused)).toBe(reset);
-    // Refused again: the window does not move.
-    const again = await call(server.url, 'GET', '/api/v1/models', { headers: { Authorization: `Bearer ${keyA}` } });
+    // The other key, as a Bearer value, and the user's own session are refused alike: one budget.
+    const again = await call(server.url, 'GET', '/api/v1/models', { headers: { Authorization: `Bearer ${keyB}` } });
     expectRefusal(again, 60);
     expect(resetOf(again)).toBe(reset);
+    expectRefusal(await call(server.url, 'GET', '/api/v1/auth/me', { token: aliceToken }), 60);
   });
 
-  it('is per principal: another key, the owner\'s JWT and the client IP keep their own budgets', async () => {
-    const other = await call(server.url, 'GET', '/api/v1/auth/me', { apiKey: keyB });
+  it('other users and the client IP keep their own budgets', async () => {
+    const other = await call(server.url, 'GET', '/api/v1/auth/me', { apiKey: bobKey });
     expect(other.status).toBe(200);
-    expect(remainingOf(other)).toBe(59);
+    expect(remainingOf(other)).toBe(58); // bob's session spent 1 on the key
 
-    const owner = await call(server.url, 'GET', '/api/v1/auth/me', { token: adminToken });
-    expect(owner.status).toBe(200);
-    // The admin's JWT spent 2 (two key creations) + this one.
-    expect(remainingOf(owner)).toBe(57);
+    const admin = await call(server.url, 'GET', '/api/v1/auth/me', { token: adminToken });
+    expect(admin.status).toBe(200);
+    expect(remainingOf(admin)).toBe(57); // two user creations + this one
 
     const anonymous = await call(server.url, 'GET', '/api/v1/auth/me');
     expect(anonymous.status).toBe(401);
     expectRateHeaders(anonymous, 60);
-    // The IP spent 1 on the login + this one.
-    expect(remainingOf(anonymous)).toBe(58);
+    expect(remainingOf(anonymous)).toBe(56); // three logins + this one
   });
 
   it('401 responses carry the headers too, and bad credentials count against the IP', async () => {
@@ -159,5 +167,49 @@ describe('rate limits: [rate_limit] requests_per_minute = 5', () => {
     expect(anonymous.length).toBe(1);
     expect(anonymous[0]!.target).toBe('GET /api/v1/models');
     expect(refusals).toHaveLength(2);
+  });
+});
+
+describe('rate limits: a key\'s own lower limit, and the cap on keys per user', () => {
+  let server: TestServer;
+  let adminToken: string;
+
+  beforeAll(async () => {
+    server = await startTestServer({ settings: { 'auth.max_keys_per_user': 3 } });
+    adminToken = await login(server.url);
+  });
+  afterAll(() => server.close());
+
+  it('a key with rate_limit_per_minute = 3 is refused at its own limit while its user goes on', async () => {
+    const slow = await createApiKey(server.url, { token: adminToken }, { name: 'slow', permissions: ['read_models'], rate_limit_per_minute: 3 });
+    expect(slow.rate_limit_per_minute).toBe(3);
+    const remaining: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await call(server.url, 'GET', '/api/v1/models', { apiKey: slow.key });
+      expect(res.status).toBe(200);
+      expect(limitOf(res)).toBe(3);
+      remaining.push(remainingOf(res));
+    }
+    expect(remaining).toEqual([2, 1, 0]);
+    expectRefusal(await call(server.url, 'GET', '/api/v1/models', { apiKey: slow.key }), 3);
+    // The user's own budget of 60 is spent by the key's requests too, but not by its refusal.
+    const session = await call(server.url, 'GET', '/api/v1/auth/me', { token: adminToken });
+    expect(session.status).toBe(200);
+    expect(limitOf(session)).toBe(60);
+    expect(remainingOf(session)).toBe(60 - 1 - 3 - 1);
+    // The listing shows each key's own limit (null: the user's budget only).
+    const listed = await call(server.url, 'GET', '/api/v1/auth/api-keys', { token: adminToken });
+    expect(listed.body.data.find((k: { id: string }) => k.id === slow.id).rate_limit_per_minute).toBe(3);
+  });
+
+  it('caps the active keys of a user at [auth] max_keys_per_user: 409 CONFLICT until one is revoked', async () => {
+    const made = [];
+    for (let i = 0; i < 2; i++) made.push(await createApiKey(server.url, { token: adminToken }, { name: `k${i}`, permissions: ['read_models'] }));
+    expect(made.every((k) => k.rate_limit_per_minute === null)).toBe(true);
+    // With the "slow" key above, three are active.
+    const refused = await call(server.url, 'POST', '/api/v1/auth/api-keys', { token: adminToken, body: { name: 'k3', permissions: ['read_models'] } });
+    expect(expectApiError(refused, 409, 'CONFLICT').message).toContain('max_keys_per_user');
+    expect((await call(server.url, 'DELETE', `/api/v1/auth/api-keys/${made[0]!.id}`, { token: adminToken })).status).toBe(204);
+    expect((await call(server.url, 'POST', '/api/v1/auth/api-keys', { token: adminToken, body: { name: 'k3', permissions: ['read_models'] } })).status).toBe(201);
   });
 });

@@ -50,8 +50,8 @@ export async function createUser(
 export async function createApiKey(
   baseUrl: string,
   auth: Auth,
-  request: { name: string; permissions: string[]; expires_in_days?: number },
-): Promise<{ id: string; key: string; prefix: string; user_id: string; permissions: string[]; expires_at: string | null; last_used_at: string | null }> {
+  request: { name: string; permissions: string[]; expires_in_days?: number; rate_limit_per_minute?: number },
+): Promise<{ id: string; key: string; prefix: string; user_id: string; permissions: string[]; rate_limit_per_minute: number | null; expires_at: string | null; last_used_at: string | null }> {
   const res = await call(baseUrl, 'POST', '/api/v1/auth/api-keys', { ...auth, body: request });
   if (res.status !== 201) throw new Error(`createApiKey failed: ${res.status} ${JSON.stringify(res.body)}`);
   return res.body;

@@ -84,7 +84,8 @@ export const listApiKeys = <ThrowOnError extends boolean = false>(options?: Opti
  * Create an API key for the calling user
  *
  * The raw key is in this response only; the server keeps a hash. A key never carries a
- * permission its creator lacks (403 otherwise).
+ * permission its creator lacks (403 otherwise). A user holds at most `[auth] max_keys_per_user`
+ * active (unrevoked, unexpired) keys, 50 by default: beyond, 409 `CONFLICT` until one is revoked.
  *
  */
 export const createApiKey = <ThrowOnError extends boolean = false>(options: Options<CreateApiKeyData, ThrowOnError>): RequestResult<CreateApiKeyResponses, CreateApiKeyErrors, ThrowOnError> => (options.client ?? client).post<CreateApiKeyResponses, CreateApiKeyErrors, ThrowOnError>({

@@ -146,6 +146,10 @@ export type ApiKey = {
     prefix: string;
     user_id: Id;
     permissions: Array<Permission>;
+    /**
+     * The key's own limit per minute, within its user's budget; null when only the user's budget applies.
+     */
+    rate_limit_per_minute: number | null;
     created_at: Timestamp;
     expires_at: Timestamp | null;
     /**
@@ -172,6 +176,13 @@ export type CreateApiKeyRequest = {
      * Days until the key expires; omit for a key that does not expire.
      */
     expires_in_days?: number;
+    /**
+     * A lower limit for this key alone. Requests by all of a user's keys and sessions share one
+     * budget (`[rate_limit] requests_per_minute`); a key with its own limit is also refused
+     * once it has spent that much in the window. Omit to let the key use the user's budget.
+     *
+     */
+    rate_limit_per_minute?: number;
 };
 
 export type Model = {
@@ -270,6 +281,8 @@ export type ConfigPatch = {
         token_ttl_seconds?: number;
         login_max_failures?: number;
         login_lockout_seconds?: number;
+        login_max_failures_per_address?: number;
+        max_keys_per_user?: number;
     };
     logging?: {
         level?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -1008,6 +1021,10 @@ export type CreateApiKeyErrors = {
      */
     403: ApiError;
     /**
+     * The request conflicts with the current state (`CONFLICT`).
+     */
+    409: ApiError;
+    /**
      * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
      */
     413: ApiError;
@@ -1567,7 +1584,7 @@ export type LoadModelErrors = {
      */
     500: ApiError;
     /**
-     * Overloaded (the wait queue is full) or not ready (`SERVICE_UNAVAILABLE`); wait `Retry-After` seconds.
+     * Overloaded (the wait queue is full), not ready, or shutting down (`SERVICE_UNAVAILABLE`); wait `Retry-After` seconds.
      */
     503: ApiError;
 };
@@ -1674,7 +1691,7 @@ export type CreateInferenceErrors = {
      */
     500: ApiError;
     /**
-     * Overloaded (the wait queue is full) or not ready (`SERVICE_UNAVAILABLE`); wait `Retry-After` seconds.
+     * Overloaded (the wait queue is full), not ready, or shutting down (`SERVICE_UNAVAILABLE`); wait `Retry-After` seconds.
      */
     503: ApiError;
 };
@@ -1731,7 +1748,7 @@ export type CreateEmbeddingsErrors = {
      */
     500: ApiError;
     /**
-     * Overloaded (the wait queue is full) or not ready (`SERVICE_UNAVAILABLE`); wait `Retry-After` seconds.
+     * Overloaded (the wait queue is full), not ready, or shutting down (`SERVICE_UNAVAILABLE`); wait `Retry-After` seconds.
      */
     503: ApiError;
 };

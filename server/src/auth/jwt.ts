@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import jsonwebtoken from 'jsonwebtoken';
 import type { Role } from '../gen/types.gen.js';
@@ -30,6 +30,7 @@ export function loadJwtSecret(configured: string | undefined, dataDir: string): 
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
   if (stored !== undefined) {
+    chmodSync(file, 0o600); // a secret written by an older version, or copied in, is made owner-only
     const secret = Buffer.from(stored, 'base64url');
     if (secret.length < 32) throw new Error(`${file} holds a JWT secret of ${secret.length} bytes; at least 32 are needed (delete the file to generate a new one)`);
     return secret;

@@ -71,6 +71,14 @@ export class ModelUnloadedError extends Error {
   override name = 'ModelUnloadedError';
 }
 
+/** The server is shutting down and ended the generation (its grace period ran out): worth a retry elsewhere. */
+export class ShuttingDownError extends Error {
+  override name = 'ShuttingDownError';
+  constructor() {
+    super('The server is shutting down; retry in a moment');
+  }
+}
+
 export class ModelNotFoundError extends Error {
   override name = 'ModelNotFoundError';
 }
@@ -367,6 +375,17 @@ export class InferenceEngine {
     } finally {
       if (!started) entry.embeddingWaiting--;
       this.#unpin(entry);
+    }
+  }
+
+  /**
+   * Ends every running generation and waiting request with `reason` (the shutdown's last step
+   * before close). Each ends like an unload: the caller sees `reason` thrown.
+   */
+  stopGenerations(reason: Error): void {
+    for (const entry of this.#loaded.values()) {
+      entry.pool.rejectWaiting(reason);
+      if (!entry.unloading.signal.aborted) entry.unloading.abort(reason);
     }
   }
 

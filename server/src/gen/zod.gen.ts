@@ -133,6 +133,7 @@ export const zApiKey = z.object({
     prefix: z.string(),
     user_id: zId,
     permissions: z.array(zPermission),
+    rate_limit_per_minute: z.int().gte(1).nullable(),
     created_at: zTimestamp,
     expires_at: zTimestamp.nullable(),
     last_used_at: zTimestamp.nullable()
@@ -157,7 +158,8 @@ export const zApiKeyList = z.object({
 export const zCreateApiKeyRequest = z.object({
     name: z.string().min(1).max(100),
     permissions: z.array(zPermission).min(1),
-    expires_in_days: z.int().gte(1).lte(3650).optional()
+    expires_in_days: z.int().gte(1).lte(3650).optional(),
+    rate_limit_per_minute: z.int().gte(1).lte(1000000).optional()
 });
 
 export const zModel = z.object({
@@ -232,7 +234,9 @@ export const zConfigPatch = z.object({
     auth: z.object({
         token_ttl_seconds: z.int().gte(60).lte(31536000).optional(),
         login_max_failures: z.int().gte(1).lte(1000).optional(),
-        login_lockout_seconds: z.int().gte(1).lte(86400).optional()
+        login_lockout_seconds: z.int().gte(1).lte(86400).optional(),
+        login_max_failures_per_address: z.int().gte(1).lte(100000).optional(),
+        max_keys_per_user: z.int().gte(1).lte(100000).optional()
     }).optional(),
     logging: z.object({
         level: z.enum([

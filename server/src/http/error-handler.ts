@@ -24,7 +24,10 @@ export function errorHandler(logger: Logger): AppMiddleware {
         return;
       }
       const error = toApiError(thrown);
-      if (error.status >= 500) {
+      // An overload or a drain is expected under load: a warning with its reason, no stack.
+      if (error.code === 'SERVICE_UNAVAILABLE') {
+        logger.warn({ code: error.code, reason: error.message, request_id: ctx.state.requestId }, 'request refused: service unavailable');
+      } else if (error.status >= 500) {
         logger.error({ err: thrown, request_id: ctx.state.requestId }, 'request failed');
       }
       if (ctx.headerSent || !ctx.writable) return;

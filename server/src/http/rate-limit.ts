@@ -1,22 +1,29 @@
 import type { AuditStore } from '../store/types.js';
-import type { RateLimiter } from '../limits/rate-limiter.js';
+import type { RateLimitDecision, RateLimiter } from '../limits/rate-limiter.js';
 import { requestTarget } from './audit.js';
 import type { AppContext, AppMiddleware } from './context.js';
 import { ApiError } from './errors.js';
 
 const WINDOW_MS = 60_000;
 
-/** Whose budget a request spends: its API key, else its user, else its client IP. */
-export function rateLimitKey(ctx: AppContext): string {
+/**
+ * The budgets a request spends: its user's (one budget for all of the user's keys and sessions),
+ * plus its API key's own when the key has a lower `rate_limit_per_minute`; without credentials,
+ * its client IP's.
+ */
+export function rateLimitBudgets(ctx: AppContext, requestsPerMinute: number): { key: string; limit: number }[] {
   const principal = ctx.state.principal;
-  if (principal?.apiKey) return `key:${principal.apiKey.id}`;
-  if (principal) return `user:${principal.user.id}`;
-  return `ip:${ctx.ip}`;
+  if (!principal) return [{ key: `ip:${ctx.ip}`, limit: requestsPerMinute }];
+  const budgets = [{ key: `user:${principal.user.id}`, limit: requestsPerMinute }];
+  const own = principal.apiKey?.rateLimitPerMinute;
+  if (own != null && own < requestsPerMinute) budgets.unshift({ key: `key:${principal.apiKey!.id}`, limit: own });
+  return budgets;
 }
 
 /**
- * Per-principal limit per minute. Every response carries `X-RateLimit-*`; a refusal is 429
- * `RATE_LIMITED` with `Retry-After` in whole seconds.
+ * Per-user limit per minute (per IP without credentials). Every response carries
+ * `X-RateLimit-*` for the tightest budget; a refusal is 429 `RATE_LIMITED` with `Retry-After` in
+ * whole seconds.
  */
 export function rateLimit(options: {
   limiter: RateLimiter;
@@ -29,17 +36,25 @@ export function rateLimit(options: {
   const audited = new Map<string, number>();
   return async (ctx, next) => {
     if (!options.enabled()) return next();
+    // The key's own (lower) budget first: a request it refuses does not spend the user's.
+    let decision: RateLimitDecision | undefined;
+    let key = '';
+    for (const budget of rateLimitBudgets(ctx, options.requestsPerMinute())) {
+      const result = await options.limiter.hit(budget.key, budget.limit, WINDOW_MS);
+      if (!decision || !result.allowed || result.remaining < decision.remaining) [decision, key] = [result, budget.key];
+      if (!result.allowed) break;
+    }
+    if (!decision) return next(); // never: every request has a budget
     const now = Date.now();
-    const key = rateLimitKey(ctx);
-    const decision = options.limiter.hit(key, options.requestsPerMinute(), WINDOW_MS, now);
     ctx.set('X-RateLimit-Limit', String(decision.limit));
     ctx.set('X-RateLimit-Remaining', String(decision.remaining));
     ctx.set('X-RateLimit-Reset', String(Math.ceil(decision.resetAt / 1000)));
     if (!decision.allowed) {
       const retryAfter = Math.max(1, Math.ceil((decision.resetAt - now) / 1000));
-      if (audited.get(key) !== decision.resetAt) {
+      const windowEnd = Math.ceil(decision.resetAt / 1000) * 1000;
+      if (audited.get(key) !== windowEnd) {
         if (audited.size > 10_000) for (const [k, resetAt] of audited) if (resetAt <= now) audited.delete(k);
-        audited.set(key, decision.resetAt);
+        audited.set(key, windowEnd);
         options.audit.recordAudit({
           action: 'rate_limit.refused',
           outcome: 'denied',

@@ -1,42 +1,99 @@
 /**
- * Slows down password guessing: after `maxFailures` failed logins for one username, or from one
- * client IP, further attempts are refused until the lockout window ends.
+ * Slows password guessing without handing anyone a way to lock others out:
+ *
+ * - a (username, address) pair is locked after `maxFailures` failures: the guesser is stopped, the
+ *   user elsewhere is not;
+ * - a username failing from anywhere only gets a growing delay before each further attempt is
+ *   answered (1 s, doubling, at most MAX_DELAY_MS): the right password still gets in, and
+ *   guessing from many addresses slows down;
+ * - an address is locked after `maxFailuresPerAddress` failures whatever the usernames (a
+ *   password sprayer); each pair stops counting at its own lock, so one user's typos on a shared
+ *   address (localhost, an office NAT) never lock the others out.
+ *
+ * Lockouts are computed from the last failure when asked, so a changed `lockoutSeconds` applies to
+ * lockouts already running. Asynchronous, so that a shared store (Redis) fits behind it later.
  */
-export class LoginThrottle {
-  readonly #failures = new Map<string, { count: number; until: number }>();
+export interface LoginLimits {
+  maxFailures: number;
+  maxFailuresPerAddress: number;
+  lockoutSeconds: number;
+}
 
-  constructor(private readonly limits: () => { maxFailures: number; lockoutSeconds: number }) {}
+export interface LoginVerdict {
+  /** Seconds until the pair or the address may try again; 0 when an attempt is allowed. */
+  retryAfter: number;
+  /** How long to hold the answer back (the username's growing delay). */
+  delayMs: number;
+}
 
-  /** Seconds to wait before another attempt is allowed, or 0. */
-  retryAfter(username: string, ip: string, now = Date.now()): number {
-    const { maxFailures } = this.limits();
-    let wait = 0;
-    for (const key of keys(username, ip)) {
-      const entry = this.#failures.get(key);
-      if (!entry) continue;
-      if (entry.until <= now) this.#failures.delete(key);
-      else if (entry.count >= maxFailures) wait = Math.max(wait, Math.ceil((entry.until - now) / 1000));
+export interface LoginThrottle {
+  check(username: string, ip: string): Promise<LoginVerdict>;
+  recordFailure(username: string, ip: string): Promise<void>;
+  recordSuccess(username: string, ip: string): Promise<void>;
+}
+
+export const MAX_DELAY_MS = 8_000;
+const MAX_ENTRIES = 100_000;
+
+interface Failures {
+  count: number;
+  last: number;
+}
+
+export class MemoryLoginThrottle implements LoginThrottle {
+  readonly #failures = new Map<string, Failures>();
+
+  constructor(private readonly limits: () => LoginLimits) {}
+
+  async check(username: string, ip: string, now = Date.now()): Promise<LoginVerdict> {
+    const { maxFailures, maxFailuresPerAddress, lockoutSeconds } = this.limits();
+    const windowMs = lockoutSeconds * 1000;
+    let retryAfter = 0;
+    for (const [key, max] of [[pairKey(username, ip), maxFailures], [addressKey(ip), maxFailuresPerAddress]] as const) {
+      const entry = this.#current(key, windowMs, now);
+      if (entry && entry.count >= max) retryAfter = Math.max(retryAfter, Math.ceil((entry.last + windowMs - now) / 1000));
     }
-    return wait;
+    const user = this.#current(userKey(username), windowMs, now);
+    const over = user ? user.count - maxFailures : -1;
+    const delayMs = over < 0 ? 0 : Math.min(MAX_DELAY_MS, 1000 * 2 ** Math.min(over, 16));
+    return { retryAfter, delayMs };
   }
 
-  recordFailure(username: string, ip: string, now = Date.now()): void {
-    const until = now + this.limits().lockoutSeconds * 1000;
-    for (const key of keys(username, ip)) {
-      const entry = this.#failures.get(key);
+  async recordFailure(username: string, ip: string, now = Date.now()): Promise<void> {
+    const windowMs = this.limits().lockoutSeconds * 1000;
+    for (const key of [pairKey(username, ip), userKey(username), addressKey(ip)]) {
+      const entry = this.#current(key, windowMs, now);
       // Each failure extends the window: a slow, steady guesser stays locked out.
-      this.#failures.set(key, { count: (entry && entry.until > now ? entry.count : 0) + 1, until });
+      this.#failures.set(key, { count: (entry?.count ?? 0) + 1, last: now });
     }
-    if (this.#failures.size > 100_000) this.#sweep(now);
+    if (this.#failures.size > MAX_ENTRIES) this.#sweep(windowMs, now);
   }
 
-  recordSuccess(username: string): void {
-    this.#failures.delete(`user:${username.toLowerCase()}`);
+  async recordSuccess(username: string, ip: string): Promise<void> {
+    this.#failures.delete(pairKey(username, ip));
+    this.#failures.delete(userKey(username));
   }
 
-  #sweep(now: number): void {
-    for (const [key, entry] of this.#failures) if (entry.until <= now) this.#failures.delete(key);
+  #current(key: string, windowMs: number, now: number): Failures | undefined {
+    const entry = this.#failures.get(key);
+    if (entry && entry.last + windowMs <= now) {
+      this.#failures.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+
+  #sweep(windowMs: number, now: number): void {
+    for (const [key, entry] of this.#failures) if (entry.last + windowMs <= now) this.#failures.delete(key);
+    // Still full (a flood of distinct names): drop the oldest, which are first in insertion order.
+    for (const key of this.#failures.keys()) {
+      if (this.#failures.size <= MAX_ENTRIES * 0.9) break;
+      this.#failures.delete(key);
+    }
   }
 }
 
-const keys = (username: string, ip: string) => [`user:${username.toLowerCase()}`, `ip:${ip}`];
+// Usernames are matched without regard to case, as the store does. A newline cannot be in either part.
+const pairKey = (username: string, ip: string) => `pair:${username.toLowerCase()}\n${ip}`;
+const userKey = (username: string) => `user:${username.toLowerCase()}`;
+const addressKey = (ip: string) => `ip:${ip}`;

@@ -1,3 +1,5 @@
+import { RateLimiterMemory } from 'rate-limiter-flexible';
+
 export interface RateLimitDecision {
   allowed: boolean;
   limit: number;
@@ -7,39 +9,47 @@ export interface RateLimitDecision {
 }
 
 /**
- * Counts requests per key in fixed windows. The in-memory one is the embedded default; a shared
- * store (Redis) fits behind the same interface for several replicas.
+ * Counts requests per key in fixed windows. Asynchronous, so that a shared store (Redis, for
+ * several replicas) fits behind the same interface; the in-memory one is the embedded default.
  */
 export interface RateLimiter {
-  hit(key: string, limit: number, windowMs: number, now?: number): RateLimitDecision;
+  /** Counts one request against `key`'s budget of `limit` per window; a refused request is not counted. */
+  hit(key: string, limit: number, windowMs: number): Promise<RateLimitDecision>;
+  /** Forgets the key's window. */
+  reset(key: string): Promise<void>;
 }
 
+/**
+ * rate-limiter-flexible's in-memory counters (expired windows are dropped on their own). The limit
+ * is applied here, per call, rather than fixed in the counter: it may change at run time
+ * (`PATCH /config`) or differ per key, and a changed limit then applies to the running window.
+ */
 export class MemoryRateLimiter implements RateLimiter {
-  readonly #windows = new Map<string, { count: number; resetAt: number }>();
-  #lastSweep = 0;
+  readonly #counters = new Map<number, RateLimiterMemory>();
 
-  hit(key: string, limit: number, windowMs: number, now = Date.now()): RateLimitDecision {
-    this.#sweep(now);
-    let window = this.#windows.get(key);
-    if (!window || window.resetAt <= now) {
-      window = { count: 0, resetAt: now + windowMs };
-      this.#windows.set(key, window);
-    }
+  async hit(key: string, limit: number, windowMs: number): Promise<RateLimitDecision> {
+    const counter = this.#counter(windowMs);
+    const now = Date.now();
+    const res = await counter.consume(key, 1);
+    const resetAt = now + res.msBeforeNext;
+    const allowed = res.consumedPoints <= limit;
     // Refused requests are not counted, so a client that backs off is not punished further.
-    const allowed = window.count < limit;
-    if (allowed) window.count++;
-    return { allowed, limit, remaining: Math.max(0, limit - window.count), resetAt: window.resetAt };
+    if (!allowed) await counter.reward(key, 1);
+    const used = allowed ? res.consumedPoints : res.consumedPoints - 1;
+    return { allowed, limit, remaining: Math.max(0, limit - used), resetAt };
   }
 
-  /** Forget the key's window (a successful login clears its failures). */
-  reset(key: string): void {
-    this.#windows.delete(key);
+  async reset(key: string): Promise<void> {
+    await Promise.all([...this.#counters.values()].map((counter) => counter.delete(key)));
   }
 
-  // Expired windows are dropped now and then so the map does not grow with every client ever seen.
-  #sweep(now: number): void {
-    if (now - this.#lastSweep < 60_000) return;
-    this.#lastSweep = now;
-    for (const [key, window] of this.#windows) if (window.resetAt <= now) this.#windows.delete(key);
+  #counter(windowMs: number): RateLimiterMemory {
+    let counter = this.#counters.get(windowMs);
+    if (!counter) {
+      // The counter never refuses by itself: `hit` compares against the limit of the moment.
+      counter = new RateLimiterMemory({ points: Number.MAX_SAFE_INTEGER, duration: Math.ceil(windowMs / 1000) });
+      this.#counters.set(windowMs, counter);
+    }
+    return counter;
   }
 }

@@ -9,7 +9,8 @@ import { zCreateApiKeyBody, zListApiKeysQuery, zLoginBody, zRevokeApiKeyPath } f
 import { audit } from '../http/audit.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
 import type { AppContext, AppMiddleware, AppState } from '../http/context.js';
-import { ApiError, authenticationFailed, notFound, permissionDenied } from '../http/errors.js';
+import { ApiError, authenticationFailed, conflict, notFound, permissionDenied } from '../http/errors.js';
+import { redactText } from '../logging/redact.js';
 import { jsonBody } from '../http/json-body.js';
 import { validate } from '../http/validate.js';
 import type { RouteDeps } from './deps.js';
@@ -30,19 +31,24 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
     // Only an existing username is written to the audit log: a password typed into the username
     // field must not end up stored.
     const target = user ? user.username : null;
-    const wait = loginThrottle.retryAfter(username, ctx.ip);
+    // An existing user's failures are counted per session version: a password reset (which bumps
+    // it, also from the CLI in another process) ends that user's lockouts at once.
+    const subject = user ? `${user.username}\u0000${user.sessionVersion}` : username;
+    const { retryAfter: wait, delayMs } = await loginThrottle.check(subject, ctx.ip);
     if (wait > 0) {
       audit(store, ctx, { action: 'auth.login', outcome: 'denied', target, details: { reason: 'throttled' } });
       throw new ApiError('RATE_LIMITED', `Too many failed logins; retry in ${wait} s`, { retry_after_seconds: wait }, { 'Retry-After': String(wait) });
     }
+    // A username under attack from many addresses answers slowly, never not at all.
+    if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
     // Verify against a decoy when the user does not exist: same work, same time, same answer.
     const valid = await verifyPassword(password, user?.passwordHash ?? (await decoyHash()));
     if (!user || !valid || user.disabled) {
-      loginThrottle.recordFailure(username, ctx.ip);
+      await loginThrottle.recordFailure(subject, ctx.ip);
       audit(store, ctx, { action: 'auth.login', outcome: 'failure', target, actorUserId: null });
       throw authenticationFailed('Invalid username or password');
     }
-    loginThrottle.recordSuccess(username);
+    await loginThrottle.recordSuccess(subject, ctx.ip);
     const { token, claims } = issueToken(user, deps.jwtSecret, config.auth.token_ttl_seconds);
     audit(store, ctx, { action: 'auth.login', outcome: 'success', target: user.username, actorUserId: user.id });
     ctx.body = { token, expires_at: new Date(claims.exp * 1000).toISOString() };
@@ -72,8 +78,15 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
     const principal = ctx.state.principal!;
     const missing = request.permissions.filter((p) => !principal.permissions.includes(p));
     if (missing.length > 0) {
-      audit(store, ctx, { action: 'api_key.create', outcome: 'denied', target: request.name, details: { missing } });
+      audit(store, ctx, { action: 'api_key.create', outcome: 'denied', target: null, details: { name: redactText(request.name), missing } });
       throw permissionDenied(`A key cannot carry permissions its creator lacks: ${missing.join(', ')}`);
+    }
+    // Counted and created without an await in between: two concurrent requests cannot both pass.
+    const now = Date.now();
+    const active = store.listApiKeys(principal.user.id).filter((k) => !k.expiresAt || Date.parse(k.expiresAt) > now).length;
+    const cap = config.auth.max_keys_per_user;
+    if (active >= cap) {
+      throw conflict(`This user already has ${active} active API keys, the limit ([auth] max_keys_per_user is ${cap}); revoke one first`);
     }
     const generated = generateApiKey();
     const record = store.createApiKey({
@@ -83,8 +96,10 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
       keyHash: generated.hash,
       permissions: canonicalPermissions(request.permissions),
       expiresAt: childExpiry(request.expires_in_days, principal.apiKey?.expiresAt ?? null),
+      rateLimitPerMinute: childRateLimit(request.rate_limit_per_minute, principal.apiKey?.rateLimitPerMinute ?? null),
     });
-    audit(store, ctx, { action: 'api_key.create', outcome: 'success', target: record.id, details: { name: record.name, permissions: record.permissions } });
+    // The name is the user's free text (it may hold an email address): redacted as in the logs.
+    audit(store, ctx, { action: 'api_key.create', outcome: 'success', target: record.id, details: { name: redactText(record.name), permissions: record.permissions } });
     ctx.status = 201;
     ctx.body = { ...presentApiKey(record), key: generated.key };
   });
@@ -128,6 +143,12 @@ function childExpiry(days: number | undefined, parentExpiresAt: string | null): 
   const limit = parentExpiresAt ? Date.parse(parentExpiresAt) : Infinity;
   const expires = Math.min(requested, limit);
   return Number.isFinite(expires) ? new Date(expires).toISOString() : null;
+}
+
+/** A key made by a key never has a larger budget of its own. */
+function childRateLimit(requested: number | undefined, parent: number | null): number | null {
+  if (requested === undefined) return parent;
+  return parent === null ? requested : Math.min(requested, parent);
 }
 
 /** Passes for the caller's own resources; another user's need `manage_users`. */

@@ -4,7 +4,7 @@ import { createRouter } from '../http/router.js';
 import type { ResponseCache } from '../cache/response-cache.js';
 import type { EmbeddingsRequest, InferenceRequest, InferenceResponse } from '../gen/types.gen.js';
 import { zCreateEmbeddingsBody, zCreateInferenceBody } from '../gen/zod.gen.js';
-import { ModelNotFoundError, ModelUnloadedError, PromptTooLongError, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
+import { ModelNotFoundError, ModelUnloadedError, PromptTooLongError, ShuttingDownError, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
 import { QueueFullError } from '../engine/sequence-pool.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
 import type { AppContext, AppState } from '../http/context.js';
@@ -25,6 +25,7 @@ export function engineError(error: unknown, parallel: number): unknown {
     return validationError([{ path: 'body', message: error.message }], 'The prompt does not fit the context');
   }
   if (error instanceof ModelUnloadedError) return new ApiError('SERVICE_UNAVAILABLE', error.message, null, { 'Retry-After': '1' });
+  if (error instanceof ShuttingDownError) return new ApiError('SERVICE_UNAVAILABLE', error.message, null, { 'Retry-After': '5' });
   if (error instanceof QueueFullError) {
     const retryAfter = String(1 + Math.floor(error.waiting / Math.max(1, parallel)));
     return new ApiError('SERVICE_UNAVAILABLE', 'The server is busy: every sequence is in use and the wait queue is full', { waiting: error.waiting }, { 'Retry-After': retryAfter });

@@ -164,6 +164,8 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
       sendData(ctx, stream, '[DONE]');
     } catch (error) {
       sendData(ctx, stream, streamFailure(ctx, error, parallel(), deps.logger));
+      // The stream still ends the way OpenAI clients wait for.
+      sendData(ctx, stream, '[DONE]');
     } finally {
       reservation.release();
       stream.end();

@@ -22,6 +22,7 @@ export function presentApiKey(key: ApiKeyRecord): ApiKey {
     prefix: key.prefix,
     user_id: key.userId,
     permissions: key.permissions,
+    rate_limit_per_minute: key.rateLimitPerMinute,
     created_at: key.createdAt,
     expires_at: key.expiresAt,
     last_used_at: key.lastUsedAt,

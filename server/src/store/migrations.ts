@@ -69,4 +69,7 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX jobs_user ON jobs(user_id, seq);
   CREATE INDEX jobs_status ON jobs(status, seq);
   `,
+  `
+  ALTER TABLE api_keys ADD COLUMN rate_limit_per_minute INTEGER;
+  `,
 ];

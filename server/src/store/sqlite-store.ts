@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { MIGRATIONS } from './migrations.js';
@@ -30,6 +30,7 @@ function toApiKey(row: Row): ApiKeyRecord {
     prefix: String(row.prefix),
     keyHash: String(row.key_hash),
     permissions: JSON.parse(String(row.permissions)) as Permission[],
+    rateLimitPerMinute: row.rate_limit_per_minute == null ? null : Number(row.rate_limit_per_minute),
     createdAt: String(row.created_at),
     expiresAt: row.expires_at === null ? null : String(row.expires_at),
     lastUsedAt: row.last_used_at === null ? null : String(row.last_used_at),
@@ -75,7 +76,11 @@ export class SqliteStore implements Store {
 
   constructor(dataDir: string) {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    this.#db = new DatabaseSync(path.join(dataDir, 'inferno.db'));
+    const file = path.join(dataDir, 'inferno.db');
+    // Owner-only, whatever the umask: SQLite gives the -wal and -shm files the database's mode.
+    closeSync(openSync(file, 'a', 0o600));
+    for (const name of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(name)) chmodSync(name, 0o600);
+    this.#db = new DatabaseSync(file);
     // WAL with synchronous=NORMAL: no corruption on a crash, and no fsync on every small write
     // (the last moments before a power cut may be lost, which suits this data).
     this.#db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;');
@@ -162,10 +167,10 @@ export class SqliteStore implements Store {
   createApiKey(key: Omit<ApiKeyRecord, 'id' | 'createdAt' | 'lastUsedAt' | 'revokedAt'>): ApiKeyRecord {
     const row = this.#db
       .prepare(
-        `INSERT INTO api_keys (id, user_id, name, prefix, key_hash, permissions, created_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
+        `INSERT INTO api_keys (id, user_id, name, prefix, key_hash, permissions, created_at, expires_at, rate_limit_per_minute)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
       )
-      .get(randomUUID(), key.userId, key.name, key.prefix, key.keyHash, JSON.stringify(key.permissions), now(), key.expiresAt) as Row;
+      .get(randomUUID(), key.userId, key.name, key.prefix, key.keyHash, JSON.stringify(key.permissions), now(), key.expiresAt, key.rateLimitPerMinute) as Row;
     return toApiKey(row);
   }
 

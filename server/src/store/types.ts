@@ -21,6 +21,8 @@ export interface ApiKeyRecord {
   prefix: string;
   keyHash: string;
   permissions: Permission[];
+  /** The key's own budget per minute, below its user's; null: only the user's budget applies. */
+  rateLimitPerMinute: number | null;
   createdAt: string;
   expiresAt: string | null;
   lastUsedAt: string | null;
