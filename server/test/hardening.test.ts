@@ -96,3 +96,44 @@ describe('hardening', () => {
     expect(long.endsWith('[truncated]')).toBe(true);
   });
 });
+
+describe('hardening: audit key names, HSTS only over HTTPS, overload at warn', () => {
+  let server: TestServer;
+  let adminToken: string;
+
+  beforeAll(async () => {
+    server = await startTestServer({ settings: { 'rate_limit.requests_per_minute': 10_000, 'engine.parallel': 1, 'engine.max_queue': 1 } });
+    adminToken = await login(server.url);
+  });
+  afterAll(() => server.close());
+
+  it('a key name (free text, maybe an email address) is redacted in the audit log, as in the logs', async () => {
+    const created = await createApiKey(server.url, { token: adminToken }, { name: 'ci for alice.smith@example.com', permissions: ['read_models'] });
+    const entry = server.store.listAudit({ action: 'api_key.create', limit: 10 }).find((e) => e.target === created.id)!;
+    expect(entry.details).toMatchObject({ name: 'ci for [REDACTED_EMAIL]' });
+    expect(JSON.stringify(server.store.listAudit({ limit: 100 }))).not.toContain('alice.smith');
+  });
+
+  it('plain HTTP sends no Strict-Transport-Security', async () => {
+    expect((await call(server.url, 'GET', '/health')).headers.get('strict-transport-security')).toBeNull();
+  });
+
+  it('a full queue answers 503 with Retry-After, logged at warn without a stack', async () => {
+    const long = { model: 'demo-tiny', prompt: 'Hello world', temperature: 0, max_tokens: 2000 };
+    expect((await call(server.url, 'POST', '/api/v1/inference', { token: adminToken, body: { ...long, max_tokens: 1 } })).status).toBe(200); // loaded
+    const running = call(server.url, 'POST', '/api/v1/inference', { token: adminToken, body: long });
+    await new Promise((r) => setTimeout(r, 150));
+    const waiting = call(server.url, 'POST', '/api/v1/inference', { token: adminToken, body: long });
+    await new Promise((r) => setTimeout(r, 150));
+    const refused = await call(server.url, 'POST', '/api/v1/inference', { token: adminToken, body: long });
+    expectApiError(refused, 503, 'SERVICE_UNAVAILABLE');
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+    await Promise.all([running, waiting]);
+    const requestId = refused.headers.get('x-request-id')!;
+    const lines = server.logs.filter((l) => l.includes(requestId)).map((l) => JSON.parse(l));
+    const refusal = lines.find((l) => l.msg === 'request refused: service unavailable');
+    expect(refusal?.level).toBe('warn');
+    expect(lines.some((l) => l.level === 'error')).toBe(false);
+    expect(JSON.stringify(lines)).not.toContain('stack');
+  });
+});

@@ -109,6 +109,26 @@ describe('TLS (default minimum TLSv1.2)', () => {
     expectServerProtocolAlert(await handshake(server.port, 'TLSv1', { ciphers: 'DEFAULT@SECLEVEL=0' }));
   });
 
+  it('TLS 1.2 takes forward-secret AEAD suites only: a static-RSA CBC client (AES128-SHA) is refused', async () => {
+    const legacy = await handshake(server.port, 'TLSv1.2', { ciphers: 'AES128-SHA' });
+    expect(legacy.ok).toBe(false);
+    if (!legacy.ok) expect(`${legacy.error.code} ${legacy.error.message}`).toMatch(/HANDSHAKE_FAILURE|handshake failure|NO_SHARED_CIPHER/i);
+    for (const cipher of ['AES256-GCM-SHA384', 'ECDHE-RSA-AES128-SHA']) expect((await handshake(server.port, 'TLSv1.2', { ciphers: cipher })).ok, cipher).toBe(false);
+    const modern = await handshake(server.port, 'TLSv1.2', { ciphers: 'ECDHE-RSA-AES128-GCM-SHA256' });
+    expect(modern).toEqual({ ok: true, protocol: 'TLSv1.2' });
+    expect((await handshake(server.port, 'TLSv1.2', { ciphers: 'ECDHE-RSA-CHACHA20-POLY1305' })).ok).toBe(true);
+  });
+
+  it('sends Strict-Transport-Security over HTTPS', async () => {
+    const headers = await new Promise<import('node:http').IncomingHttpHeaders>((resolve, reject) => {
+      https.get(`${server.url}/health`, { ca, agent: false }, (res) => {
+        res.resume();
+        resolve(res.headers);
+      }).on('error', reject);
+    });
+    expect(headers['strict-transport-security']).toBe('max-age=31536000');
+  });
+
   it('accepts TLS 1.2 and TLS 1.3 clients', async () => {
     expect(await handshake(server.port, 'TLSv1.2')).toEqual({ ok: true, protocol: 'TLSv1.2' });
     expect(await handshake(server.port, 'TLSv1.3')).toEqual({ ok: true, protocol: 'TLSv1.3' });
