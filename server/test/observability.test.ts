@@ -15,7 +15,8 @@ const USER_PASSWORD = 'observability-user-password-1';
 const GUEST_PASSWORD = 'observability-guest-password-2';
 const WRONG_PASSWORD = 'observability-wrong-password-3';
 /** Set through the environment; PATCH /config later changes it, and the persisted value must win at restart. */
-const START_RPM = 50;
+// High enough for all of the admin's keys and sessions, which share one budget.
+const START_RPM = 1000;
 
 interface Entry {
   id: number;
@@ -45,6 +46,8 @@ describe('observability and runtime config', () => {
   let auditKey: string;
   let metricsKey: string;
   let burstKey: string;
+  let admin2Id: string;
+  let readerId: string;
   let noMetricsKey: string;
   let configKeys: string[];
   /** Unused until the limit drops to 7, so their first window starts after the PATCH. */
@@ -89,18 +92,21 @@ describe('observability and runtime config', () => {
     adminId = (await call(server.url, 'GET', '/api/v1/auth/me', { token: adminToken })).body.user.id;
     expect((await call(server.url, 'POST', '/api/v1/auth/login', { body: { username: 'admin', password: WRONG_PASSWORD } })).status).toBe(401);
     userId = (await createUser(server.url, { token: adminToken }, { username: 'obs-user', password: USER_PASSWORD, role: 'user' })).id;
-    const make = async (name: string, permissions: string[]) => {
-      const created = await createApiKey(server.url, { token: adminToken }, { name, permissions });
+    const make = async (name: string, permissions: string[], rateLimitPerMinute?: number, token = adminToken) => {
+      const created = await createApiKey(server.url, { token }, { name, permissions, rate_limit_per_minute: rateLimitPerMinute });
       secrets.push(created.key);
       return created.key;
     };
     auditKey = await make('audit', ['view_audit_logs']);
     metricsKey = await make('metrics', ['read_metrics']);
-    burstKey = await make('burst', ['read_models']);
+    burstKey = await make('burst', ['read_models'], 5); // a limit of its own, to reach a 429 quickly
     noMetricsKey = await make('no-metrics', ALL_PERMISSIONS.filter((p) => p !== 'read_metrics'));
     configKeys = [await make('config-1', [...ALL_PERMISSIONS]), await make('config-2', [...ALL_PERMISSIONS]), await make('config-3', [...ALL_PERMISSIONS])];
-    afterPatchAuditKey = await make('after-patch-audit', ['view_audit_logs']);
-    afterPatchKey = await make('after-patch', ['read_models']);
+    // Budgets are per user: the keys used after the PATCH below belong to users of their own.
+    admin2Id = (await createUser(server.url, { token: adminToken }, { username: 'obs-admin2', password: USER_PASSWORD, role: 'admin' })).id;
+    readerId = (await createUser(server.url, { token: adminToken }, { username: 'obs-reader', password: USER_PASSWORD, role: 'guest' })).id;
+    afterPatchAuditKey = await make('after-patch-audit', ['view_audit_logs'], undefined, await login(server.url, 'obs-admin2', USER_PASSWORD));
+    afterPatchKey = await make('after-patch', ['read_models'], undefined, await login(server.url, 'obs-reader', USER_PASSWORD));
     userToken = await login(server.url, 'obs-user', USER_PASSWORD);
     expect((await call(server.url, 'GET', '/api/v1/users', { token: userToken })).status).toBe(403);
 
@@ -147,7 +153,7 @@ describe('observability and runtime config', () => {
     it('filters by action', async () => {
       const { data } = await auditPage({ action: 'user.create' });
       expect(data.every((e) => e.action === 'user.create')).toBe(true);
-      expect(data.map((e) => e.target).sort()).toEqual(['admin', guestId, userId].sort());
+      expect(data.map((e) => e.target).sort()).toEqual(['admin', guestId, userId, admin2Id, readerId].sort());
 
       const logins = (await auditPage({ action: 'auth.login' })).data;
       expect(logins.every((e) => e.action === 'auth.login')).toBe(true);
@@ -164,7 +170,7 @@ describe('observability and runtime config', () => {
       expect(new Set(data.map((e) => e.action))).toEqual(new Set(['auth.login', 'permission.denied', 'api_key.create', 'api_key.revoke', 'auth.logout']));
 
       const admin = (await auditPage({ actor: adminId, action: 'api_key.create' })).data;
-      expect(admin).toHaveLength(9);
+      expect(admin).toHaveLength(7);
       expect(admin.every((e) => e.actor_user_id === adminId && e.action === 'api_key.create')).toBe(true);
 
       expect((await auditPage({ actor: randomUUID() })).data).toEqual([]);
@@ -463,11 +469,11 @@ describe('observability and runtime config', () => {
       expect(res.body.auth.jwt_secret).toBe('(set)');
       expect(JSON.stringify(res.body)).not.toContain(JWT_SECRET);
 
-      // The next response, from another principal with a fresh window.
+      // The next response, from another user (whose session spent 1 creating the key).
       const next = await call(server.url, 'GET', '/api/v1/audit-logs?action=config.update&limit=1', { apiKey: afterPatchAuditKey });
       expect(next.status, JSON.stringify(next.body)).toBe(200);
       expect(next.headers.get('x-ratelimit-limit')).toBe('7');
-      expect(next.headers.get('x-ratelimit-remaining')).toBe('6');
+      expect(next.headers.get('x-ratelimit-remaining')).toBe('5');
       // The change is in the audit log, with who made it, before and after.
       expect(next.body.data[0]).toMatchObject({
         action: 'config.update',
@@ -478,14 +484,14 @@ describe('observability and runtime config', () => {
       });
       expect(configUpdates()).toHaveLength(updates + 1);
 
-      // Enforced: a fresh key gets 7 requests, the 8th is refused.
+      // Enforced: a key of a third user, whose session spent 1 creating it, gets 6 more; the 7th is refused.
       const statuses: number[] = [];
       for (let i = 0; i < 8; i++) {
         const r = await call(server.url, 'GET', '/api/v1/models', { apiKey: afterPatchKey });
         expect(r.headers.get('x-ratelimit-limit')).toBe('7');
         statuses.push(r.status);
       }
-      expect(statuses).toEqual([200, 200, 200, 200, 200, 200, 200, 429]);
+      expect(statuses).toEqual([200, 200, 200, 200, 200, 200, 429, 429]);
     });
 
     it('the changes survive a restart (persisted, and they win over the environment)', async () => {
