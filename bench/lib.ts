@@ -135,10 +135,12 @@ export interface BenchServer {
   token: string;
   /** Where the server runs: its own process, or this one. */
   where: string;
+  /** The server's process id, when it runs in a process of its own. */
+  pid?: number;
   stop(): Promise<void>;
 }
 
-const ADMIN_PASSWORD = 'bench-admin-password-1';
+export const ADMIN_PASSWORD = 'bench-admin-password-1';
 
 /**
  * Starts `server/src/cli.ts serve` in its own Node process (through tsx) on an ephemeral port,
@@ -186,6 +188,7 @@ export async function startChildServer(options: { modelsDir: string; settings?: 
     url,
     token,
     where: `child process ${child.pid}`,
+    pid: child.pid,
     async stop() {
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once('exit', r));

@@ -92,6 +92,12 @@ describe('connections: per-address cap and idle timeouts', () => {
     expect(probe.closedAfter!).toBeGreaterThan(1500);
   });
 
+  it('a body refused early (413) that then stalls is dropped too', async () => {
+    const probe = await open(server, '127.0.0.7', 'POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{');
+    expect(await within(probe.closed, 10_000)).toBe(true);
+    expect(probe.received).toMatch(/^HTTP\/1\.1 413/);
+  });
+
   it('headers that trickle in are cut at the headers timeout (2 s here)', async () => {
     const probe = await open(server, '127.0.0.4', 'GET /health HTTP/1.1\r\nHost: x\r\n');
     const trickle = setInterval(() => probe.socket.writable && probe.socket.write('X-A: b\r\n'), 300);

@@ -7,15 +7,16 @@ import { call, login } from '../../test/helpers/server.js';
 
 /** Opens a streamed request and reads it to its end; `firstEvent` resolves at the first generated text. */
 function openStream(url: string, route: string, token: string, body: unknown) {
-  let markFirst: () => void;
+  let markFirst = () => {};
   const firstEvent = new Promise<void>((resolve) => (markFirst = resolve));
   const text = (async () => {
     const response = await fetch(url + route, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
     expect(response.status).toBe(200);
     const decoder = new TextDecoder();
     let all = '';
-    for await (const chunk of response.body!) {
-      all += decoder.decode(chunk, { stream: true });
+    const reader = response.body!.getReader();
+    for (let read = await reader.read(); !read.done; read = await reader.read()) {
+      all += decoder.decode(read.value, { stream: true });
       if (/event: token|"content":"[^"]/.test(all)) markFirst();
     }
     return all;

@@ -28,7 +28,9 @@ export interface ConnectionGuardStats {
  */
 export class ConnectionGuard {
   readonly #perAddress = new Map<string, number>();
-  readonly #receiving = new Map<IncomingMessage, { bytes: number; since: number }>();
+  // Per connection, the request whose body is still arriving. Keyed by socket, not request: a
+  // request answered early (413, 401) emits `close` while its body is still being read and dropped.
+  readonly #receiving = new Map<Socket, { req: IncomingMessage; bytes: number; since: number }>();
   readonly #timer: NodeJS.Timeout;
   #open = 0;
   #refused = 0;
@@ -42,8 +44,7 @@ export class ConnectionGuard {
     server.on('connection', (socket: Socket) => this.#admit(socket));
     // TLS servers emit `connection` for the raw TCP socket too, before the handshake: the cap holds there.
     server.on('request', (req: IncomingMessage) => {
-      this.#receiving.set(req, { bytes: req.socket.bytesRead, since: Date.now() });
-      req.once('close', () => this.#receiving.delete(req));
+      this.#receiving.set(req.socket, { req, bytes: req.socket.bytesRead, since: Date.now() });
     });
     this.#timer = setInterval(() => this.#sweep(Date.now()), 1000);
     this.#timer.unref();
@@ -71,6 +72,7 @@ export class ConnectionGuard {
     this.#open++;
     this.#perAddress.set(address, fromAddress + 1);
     socket.once('close', () => {
+      this.#receiving.delete(socket);
       this.#open--;
       const left = (this.#perAddress.get(address) ?? 1) - 1;
       if (left > 0) this.#perAddress.set(address, left);
@@ -80,20 +82,20 @@ export class ConnectionGuard {
 
   #sweep(now: number): void {
     const { bodyIdleMs } = this.limits();
-    for (const [req, watch] of this.#receiving) {
-      if (req.complete || req.destroyed) {
-        this.#receiving.delete(req);
+    for (const [socket, watch] of this.#receiving) {
+      if (watch.req.complete || socket.destroyed) {
+        this.#receiving.delete(socket);
         continue;
       }
-      const bytes = req.socket.bytesRead;
+      const bytes = socket.bytesRead;
       if (bytes !== watch.bytes) {
         watch.bytes = bytes;
         watch.since = now;
       } else if (now - watch.since >= bodyIdleMs) {
-        this.#receiving.delete(req);
+        this.#receiving.delete(socket);
         this.#stalled++;
-        this.onRefuse('body_idle', req.socket.remoteAddress ?? 'unknown');
-        req.socket.destroy();
+        this.onRefuse('body_idle', socket.remoteAddress ?? 'unknown');
+        socket.destroy();
       }
     }
   }
