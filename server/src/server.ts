@@ -125,7 +125,16 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     };
     const server = secure
       ? https.createServer(
-          { ...httpOptions, cert: readFileSync(tls.cert!), key: readFileSync(tls.key!), minVersion: tls.min_version, ciphers: TLS_CIPHERS, honorCipherOrder: true },
+          {
+            ...httpOptions,
+            cert: readFileSync(tls.cert!),
+            key: readFileSync(tls.key!),
+            minVersion: tls.min_version,
+            ciphers: TLS_CIPHERS,
+            honorCipherOrder: true,
+            // A handshake is bounded like headers (Node's default is 120 s).
+            handshakeTimeout: limits.headers_timeout_seconds * 1000,
+          },
           app.callback(),
         )
       : http.createServer(httpOptions, app.callback());

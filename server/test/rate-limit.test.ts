@@ -209,6 +209,7 @@ describe('rate limits: a key\'s own lower limit, and the cap on keys per user', 
     // With the "slow" key above, three are active.
     const refused = await call(server.url, 'POST', '/api/v1/auth/api-keys', { token: adminToken, body: { name: 'k3', permissions: ['read_models'] } });
     expect(expectApiError(refused, 409, 'CONFLICT').message).toContain('max_keys_per_user');
+    expect(server.store.listAudit({ action: 'api_key.create', limit: 1 })[0]).toMatchObject({ outcome: 'denied', details: { reason: 'max_keys_per_user', active: 3, limit: 3 } });
     expect((await call(server.url, 'DELETE', `/api/v1/auth/api-keys/${made[0]!.id}`, { token: adminToken })).status).toBe(204);
     expect((await call(server.url, 'POST', '/api/v1/auth/api-keys', { token: adminToken, body: { name: 'k3', permissions: ['read_models'] } })).status).toBe(201);
   });

@@ -86,6 +86,7 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
     const active = store.listApiKeys(principal.user.id).filter((k) => !k.expiresAt || Date.parse(k.expiresAt) > now).length;
     const cap = config.auth.max_keys_per_user;
     if (active >= cap) {
+      audit(store, ctx, { action: 'api_key.create', outcome: 'denied', target: null, details: { reason: 'max_keys_per_user', active, limit: cap } });
       throw conflict(`This user already has ${active} active API keys, the limit ([auth] max_keys_per_user is ${cap}); revoke one first`);
     }
     const generated = generateApiKey();
