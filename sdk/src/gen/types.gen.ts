@@ -782,6 +782,20 @@ export type OpenAiEmbeddingList = {
     };
 };
 
+/**
+ * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+ * every retry of it. The server keeps the first 2xx response under the key, per credential,
+ * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+ * oldest forgotten first). A repeat with the same method, path, query and body gets that
+ * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+ * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+ * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+ * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+ * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+ *
+ */
+export type IdempotencyKey = string;
+
 export type IdPath = Id;
 
 /**
@@ -989,6 +1003,21 @@ export type ListApiKeysResponse = ListApiKeysResponses[keyof ListApiKeysResponse
 
 export type CreateApiKeyData = {
     body: CreateApiKeyRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/api/v1/auth/api-keys';
@@ -1007,6 +1036,12 @@ export type CreateApiKeyErrors = {
      * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
      */
     403: ApiError;
+    /**
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
+     */
+    409: ApiError;
     /**
      * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
      */
@@ -1122,6 +1157,21 @@ export type ListUsersResponse = ListUsersResponses[keyof ListUsersResponses];
 
 export type CreateUserData = {
     body: CreateUserRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/api/v1/users';
@@ -1141,7 +1191,9 @@ export type CreateUserErrors = {
      */
     403: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -1200,7 +1252,9 @@ export type DeleteUserErrors = {
      */
     404: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -1298,7 +1352,9 @@ export type UpdateUserErrors = {
      */
     404: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -1369,6 +1425,21 @@ export type ListModelsResponse = ListModelsResponses[keyof ListModelsResponses];
 
 export type UploadModelData = {
     body: Blob | File;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query: {
         /**
@@ -1397,7 +1468,9 @@ export type UploadModelErrors = {
      */
     403: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -1635,6 +1708,21 @@ export type UnloadModelResponse = UnloadModelResponses[keyof UnloadModelResponse
 
 export type CreateInferenceData = {
     body: InferenceRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/api/v1/inference';
@@ -1657,6 +1745,12 @@ export type CreateInferenceErrors = {
      * No such route or resource (`NOT_FOUND`).
      */
     404: ApiError;
+    /**
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
+     */
+    409: ApiError;
     /**
      * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
      */
@@ -1692,6 +1786,21 @@ export type CreateInferenceResponse = CreateInferenceResponses[keyof CreateInfer
 
 export type CreateEmbeddingsData = {
     body: EmbeddingsRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/api/v1/embeddings';
@@ -1714,6 +1823,12 @@ export type CreateEmbeddingsErrors = {
      * No such route or resource (`NOT_FOUND`).
      */
     404: ApiError;
+    /**
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
+     */
+    409: ApiError;
     /**
      * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
      */
@@ -1801,6 +1916,21 @@ export type ListJobsResponse = ListJobsResponses[keyof ListJobsResponses];
 
 export type CreateJobData = {
     body: CreateJobRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/api/v1/jobs';
@@ -1819,6 +1949,12 @@ export type CreateJobErrors = {
      * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
      */
     403: ApiError;
+    /**
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
+     */
+    409: ApiError;
     /**
      * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
      */
@@ -1922,7 +2058,9 @@ export type CancelJobErrors = {
      */
     404: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -2105,6 +2243,21 @@ export type OpenaiRetrieveModelResponse = OpenaiRetrieveModelResponses[keyof Ope
 
 export type OpenaiCreateChatCompletionData = {
     body: OpenAiChatCompletionRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/v1/chat/completions';
@@ -2129,6 +2282,10 @@ export type OpenaiCreateChatCompletionErrors = {
      * No such model (`not_found_error`, code `model_not_found`) or route.
      */
     404: OpenAiErrorResponse;
+    /**
+     * The `Idempotency-Key` was used for another request, or its first request is still running (`invalid_request_error`, code `conflict`).
+     */
+    409: OpenAiErrorResponse;
     /**
      * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
      */
@@ -2164,6 +2321,21 @@ export type OpenaiCreateChatCompletionResponse = OpenaiCreateChatCompletionRespo
 
 export type OpenaiCreateCompletionData = {
     body: OpenAiCompletionRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/v1/completions';
@@ -2188,6 +2360,10 @@ export type OpenaiCreateCompletionErrors = {
      * No such model (`not_found_error`, code `model_not_found`) or route.
      */
     404: OpenAiErrorResponse;
+    /**
+     * The `Idempotency-Key` was used for another request, or its first request is still running (`invalid_request_error`, code `conflict`).
+     */
+    409: OpenAiErrorResponse;
     /**
      * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
      */
@@ -2223,6 +2399,21 @@ export type OpenaiCreateCompletionResponse = OpenaiCreateCompletionResponses[key
 
 export type OpenaiCreateEmbeddingsData = {
     body: OpenAiEmbeddingRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/v1/embeddings';
@@ -2247,6 +2438,10 @@ export type OpenaiCreateEmbeddingsErrors = {
      * No such model (`not_found_error`, code `model_not_found`) or route.
      */
     404: OpenAiErrorResponse;
+    /**
+     * The `Idempotency-Key` was used for another request, or its first request is still running (`invalid_request_error`, code `conflict`).
+     */
+    409: OpenAiErrorResponse;
     /**
      * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
      */

@@ -623,6 +623,20 @@ export const zOpenAiEmbeddingList = z.object({
     })
 });
 
+/**
+ * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+ * every retry of it. The server keeps the first 2xx response under the key, per credential,
+ * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+ * oldest forgotten first). A repeat with the same method, path, query and body gets that
+ * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+ * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+ * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+ * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+ * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+ *
+ */
+export const zIdempotencyKey = z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/);
+
 export const zIdPath = zId;
 
 /**
@@ -668,6 +682,10 @@ export const zListApiKeysResponse = zApiKeyList;
 
 export const zCreateApiKeyBody = zCreateApiKeyRequest;
 
+export const zCreateApiKeyHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
+
 /**
  * Created. Store `key` now; it is not shown again.
  */
@@ -688,6 +706,10 @@ export const zRevokeApiKeyResponse = z.void();
 export const zListUsersResponse = zUserList;
 
 export const zCreateUserBody = zCreateUserRequest;
+
+export const zCreateUserHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
 
 /**
  * Created.
@@ -729,6 +751,10 @@ export const zUpdateUserResponse = zUser;
 export const zListModelsResponse = zModelList;
 
 export const zUploadModelBody = z.string();
+
+export const zUploadModelHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
 
 export const zUploadModelQuery = z.object({
     id: zModelId,
@@ -778,12 +804,20 @@ export const zUnloadModelResponse = zModel;
 
 export const zCreateInferenceBody = zInferenceRequest;
 
+export const zCreateInferenceHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
+
 /**
  * The completion (or its event stream, with `stream: true`).
  */
 export const zCreateInferenceResponse = zInferenceResponse;
 
 export const zCreateEmbeddingsBody = zEmbeddingsRequest;
+
+export const zCreateEmbeddingsHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
 
 /**
  * One vector per input, in input order.
@@ -803,6 +837,10 @@ export const zListJobsQuery = z.object({
 export const zListJobsResponse = zJobPage;
 
 export const zCreateJobBody = zCreateJobRequest;
+
+export const zCreateJobHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
 
 /**
  * Queued.
@@ -853,6 +891,10 @@ export const zOpenaiRetrieveModelResponse = zOpenAiModel;
 
 export const zOpenaiCreateChatCompletionBody = zOpenAiChatCompletionRequest;
 
+export const zOpenaiCreateChatCompletionHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
+
 /**
  * The completion (or its event stream, with `stream: true`).
  */
@@ -860,12 +902,20 @@ export const zOpenaiCreateChatCompletionResponse = zOpenAiChatCompletion;
 
 export const zOpenaiCreateCompletionBody = zOpenAiCompletionRequest;
 
+export const zOpenaiCreateCompletionHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
+
 /**
  * The completion (or its event stream, with `stream: true`).
  */
 export const zOpenaiCreateCompletionResponse = zOpenAiCompletion;
 
 export const zOpenaiCreateEmbeddingsBody = zOpenAiEmbeddingRequest;
+
+export const zOpenaiCreateEmbeddingsHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
 
 /**
  * The vectors.

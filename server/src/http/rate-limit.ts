@@ -4,8 +4,6 @@ import { requestTarget } from './audit.js';
 import type { AppContext, AppMiddleware } from './context.js';
 import { ApiError } from './errors.js';
 
-const WINDOW_MS = 60_000;
-
 /** Whose budget a request spends: its API key, else its user, else its client IP. */
 export function rateLimitKey(ctx: AppContext): string {
   const principal = ctx.state.principal;
@@ -15,7 +13,7 @@ export function rateLimitKey(ctx: AppContext): string {
 }
 
 /**
- * Per-principal limit per minute. Every response carries `X-RateLimit-*`; a refusal is 429
+ * Per-principal limit per window (a minute unless `windowSeconds` says otherwise). Every response carries `X-RateLimit-*`; a refusal is 429
  * `RATE_LIMITED` with `Retry-After` in whole seconds.
  */
 export function rateLimit(options: {
@@ -23,6 +21,8 @@ export function rateLimit(options: {
   audit: AuditStore;
   enabled: () => boolean;
   requestsPerMinute: () => number;
+  /** The window's length; 60 s when not given. */
+  windowSeconds?: () => number;
 }): AppMiddleware {
   // The first refusal of each key's window is audited, not every one: a client hammering away
   // must not turn each refused request into a database write.
@@ -31,7 +31,8 @@ export function rateLimit(options: {
     if (!options.enabled()) return next();
     const now = Date.now();
     const key = rateLimitKey(ctx);
-    const decision = options.limiter.hit(key, options.requestsPerMinute(), WINDOW_MS, now);
+    const windowSeconds = options.windowSeconds?.() ?? 60;
+    const decision = options.limiter.hit(key, options.requestsPerMinute(), windowSeconds * 1000, now);
     ctx.set('X-RateLimit-Limit', String(decision.limit));
     ctx.set('X-RateLimit-Remaining', String(decision.remaining));
     ctx.set('X-RateLimit-Reset', String(Math.ceil(decision.resetAt / 1000)));
@@ -53,7 +54,7 @@ export function rateLimit(options: {
       }
       throw new ApiError(
         'RATE_LIMITED',
-        `Rate limit of ${decision.limit} requests per minute exceeded; retry in ${retryAfter} s`,
+        `Rate limit of ${decision.limit} requests per ${windowSeconds === 60 ? 'minute' : `${windowSeconds} s`} exceeded; retry in ${retryAfter} s`,
         { limit: decision.limit, retry_after_seconds: retryAfter },
         { 'Retry-After': String(retryAfter) },
       );

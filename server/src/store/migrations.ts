@@ -69,4 +69,20 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX jobs_user ON jobs(user_id, seq);
   CREATE INDEX jobs_status ON jobs(status, seq);
   `,
+  `
+  CREATE TABLE idempotency_keys (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    status INTEGER,
+    headers TEXT,
+    body TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+  );
+  CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at);
+  CREATE INDEX idempotency_keys_scope ON idempotency_keys(scope, created_at);
+  `,
 ];
