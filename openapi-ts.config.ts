@@ -8,7 +8,7 @@ export default defineConfig([
     output: { path: 'sdk/src/gen', postProcess: [] },
     plugins: [
       // ky's own retry and timeout are turned off in the transport: the SDK core does both itself.
-      { name: '@hey-api/client-ky', baseUrl: false, throwOnError: false },
+      { name: '@hey-api/client-fetch', baseUrl: false, throwOnError: false },
       '@hey-api/typescript',
       'zod',
       // Validators off: the generated operations must not import zod, so the default browser
