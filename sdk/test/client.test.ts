@@ -3,6 +3,7 @@ import {
   AuthenticationError,
   ConflictError,
   InfernoClient,
+  APIError,
   InfernoError,
   InternalServerError,
   MethodNotAllowedError,
@@ -164,7 +165,7 @@ describe('errors from the server', () => {
     );
     const error = (await new InfernoClient({ baseUrl: server.url, apiKey: 'k', maxRetries: 0 })
       .users.create({ username: 'x', password: 'long-enough-password' })
-      .catch((e: unknown) => e)) as InfernoError;
+      .catch((e: unknown) => e)) as APIError;
     expect(error).toBeInstanceOf(ErrorClass);
     expect(error).toMatchObject({ status, code, message: `about ${code}`, details, requestId: `req-${status}` });
     expect(error.headers.get('content-type')).toBe('application/json');
@@ -177,7 +178,7 @@ describe('errors from the server', () => {
     });
     const error = (await new InfernoClient({ baseUrl: server.url, apiKey: 'k', maxRetries: 0 })
       .models.list()
-      .catch((e: unknown) => e)) as InfernoError;
+      .catch((e: unknown) => e)) as APIError;
     expect(error).toBeInstanceOf(ServiceUnavailableError);
     expect(error.status).toBe(502);
     expect(error.message).toBe('HTTP 502 Bad Gateway: 502 Bad Gateway upstream unreachable');
@@ -188,7 +189,7 @@ describe('errors from the server', () => {
     server = await startLocalServer((_req, res) => void res.writeHead(403, { 'x-request-id': 'req-e' }).end());
     const error = (await new InfernoClient({ baseUrl: server.url, apiKey: 'k' })
       .models.list()
-      .catch((e: unknown) => e)) as InfernoError;
+      .catch((e: unknown) => e)) as APIError;
     expect(error).toBeInstanceOf(PermissionDeniedError);
     expect(error.message).toBe('HTTP 403 Forbidden (no error body)');
     expect(error.requestId).toBe('req-e');

@@ -1,5 +1,5 @@
 // Retry policy and timing as pure functions: what may be retried, and how long to wait first.
-// The transport runs the loop (with p-retry); everything it decides comes from here.
+// The transport runs the loop; everything it decides comes from here.
 
 /** Backoff and `Retry-After` settings, all in milliseconds. */
 export interface RetryTiming {

@@ -3,7 +3,7 @@
 // wraps it in, from the outside in:
 //
 //   one Idempotency-Key per call (for the operations that create something)
-//   -> retries (p-retry; the policy and delays from retry.ts)
+//   -> retries (the policy and delays from retry.ts)
 //     -> rate-limit slot (per credential; a FIFO queue when throttling) -> auth (log in when
 //        needed; once more after a 401)
 //       -> one attempt: timeout, send, rate-limit headers, error mapping
@@ -11,7 +11,6 @@
 //
 // The generated client neither retries nor times out by itself, so attempts never multiply.
 
-import pRetry from 'p-retry';
 import { type Auth, type Client, createClient } from '../gen/client/index.js';
 import { login as loginOperation } from '../gen/sdk.gen.js';
 import type { TokenResponse } from '../gen/types.gen.js';
@@ -295,59 +294,50 @@ export class Transport {
     return { operationId, method: 'GET', renewed: false, idempotencyKey, mode, requestId: undefined };
   }
 
-  // Retries around whole attempts; the delays and the decision come from retry.ts.
+  // Retries around whole attempts; the policy and the delays come from retry.ts. (A plain loop:
+  // everything a retry library would decide is decided there.)
   async #withRetries<T>(
     operationId: string,
     settings: CallSettings,
     state: CallState,
     attempt: () => Promise<T>,
   ): Promise<T> {
-    try {
-      if (settings.maxRetries === 0) return await attempt();
-      let retriesDone = 0;
-      return await pRetry(attempt, {
-        retries: settings.maxRetries,
-        // p-retry's own delay is off: the wait is ours (backoff or Retry-After), taken in shouldRetry.
-        minTimeout: 0,
-        factor: 1,
-        ...(settings.signal ? { signal: settings.signal } : {}),
-        shouldRetry: async ({ error }) => {
-          if (!(error instanceof FailedAttempt) || settings.signal?.aborted) return false;
-          const decision = planRetry({
-            method: state.method,
-            idempotencyKey: state.idempotencyKey !== undefined,
-            failure: error.failure,
-            retriesDone,
-            maxRetries: settings.maxRetries,
-            timing: settings.timing,
-          });
-          if (!decision.retry) {
-            if (decision.reason === 'retry-after-too-long') {
-              explainLongWait(error.error, decision.retryAfter ?? 0, settings.timing.maxRetryAfter);
-            }
-            return false;
+    for (let retriesDone = 0; ; ) {
+      try {
+        return await attempt();
+      } catch (error) {
+        if (!(error instanceof FailedAttempt)) throw error;
+        if (settings.signal?.aborted) throw error.error;
+        const decision = planRetry({
+          method: state.method,
+          idempotencyKey: state.idempotencyKey !== undefined,
+          failure: error.failure,
+          retriesDone,
+          maxRetries: settings.maxRetries,
+          timing: settings.timing,
+        });
+        if (!decision.retry) {
+          if (decision.reason === 'retry-after-too-long') {
+            explainLongWait(error.error, decision.retryAfter ?? 0, settings.timing.maxRetryAfter);
           }
-          retriesDone += 1;
-          const cause = error.error instanceof Error ? error.error : new Error(String(error.error));
-          const event: RetryEvent = {
-            operation: operationId,
-            retry: retriesDone,
-            maxRetries: settings.maxRetries,
-            delay: decision.delay,
-            reason: decision.reason,
-            error: cause,
-          };
-          settings.logger?.info?.(
-            `Retrying ${operationId} (retry ${retriesDone} of ${settings.maxRetries}) in ${decision.delay} ms ` +
-              `after ${cause.name}: ${cause.message}`,
-          );
-          settings.onRetry?.(event);
-          await sleep(decision.delay, settings.signal);
-          return true;
-        },
-      });
-    } catch (error) {
-      throw error instanceof FailedAttempt ? error.error : error;
+          throw error.error;
+        }
+        retriesDone += 1;
+        const cause = error.error instanceof Error ? error.error : new Error(String(error.error));
+        settings.logger?.info?.(
+          `Retrying ${operationId} (retry ${retriesDone} of ${settings.maxRetries}) in ${decision.delay} ms ` +
+            `after ${cause.name}: ${cause.message}`,
+        );
+        settings.onRetry?.({
+          operation: operationId,
+          retry: retriesDone,
+          maxRetries: settings.maxRetries,
+          delay: decision.delay,
+          reason: decision.reason,
+          error: cause,
+        });
+        await sleep(decision.delay, settings.signal);
+      }
     }
   }
 

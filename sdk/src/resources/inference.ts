@@ -10,8 +10,16 @@ import type {
 } from '../gen/types.gen.js';
 import { Resource } from './resource.js';
 
-/** The request of {@link InferenceResource}: `prompt` or `messages`, and sampling settings. */
-export type InferenceParams = Omit<InferenceRequest, 'stream'>;
+/**
+ * The request of {@link InferenceResource}: exactly one of `prompt` (plain completion) and
+ * `messages` (chat), and sampling settings. (The spec says "exactly one" in words; the type
+ * says it too, so that giving both or neither does not compile.)
+ */
+export type InferenceParams = Omit<InferenceRequest, 'stream' | 'prompt' | 'messages'> &
+  (
+    | { prompt: string; messages?: undefined }
+    | { messages: NonNullable<InferenceRequest['messages']>; prompt?: undefined }
+  );
 
 /** One event of a generation stream: a chunk of text, then the summary. */
 export type InferenceStreamEvent =
