@@ -15,6 +15,7 @@ import {
   ResponseValidationError,
   TimeoutError,
 } from '../src/index.js';
+import { responseValidator } from '../src/zod.js';
 
 /** A fetch that counts the statuses it saw on the wire. */
 function countingFetch() {
@@ -133,6 +134,20 @@ describe('metadata, pagination and errors', () => {
       if (++audited > 7) break;
     }
     expect(audited).toBeGreaterThan(3);
+  });
+
+  it('reads the typed configuration, valid against its schema', async () => {
+    const validating = new InfernoClient({
+      baseUrl: server.url,
+      credentials: { username: 'admin', password: server.adminPassword },
+      validateResponses: true,
+      responseValidator,
+    });
+    const config = await validating.config.get();
+    const perMinute: number = config.rate_limit.requests_per_minute;
+    expect(perMinute).toBe(100_000);
+    expect(config.idempotency.ttl_seconds).toBe(86_400);
+    expect(config.auth.jwt_secret).toBe('(set)');
   });
 
   it('every error is an InfernoError: API errors, connection errors, timeouts, validation and aborts', async () => {

@@ -251,9 +251,85 @@ export type MetricsSummary = {
 };
 
 /**
- * The running configuration, in the TOML file's sections; secrets read `(set)` or null.
+ * The running configuration, in the TOML file's sections (see the README for each key);
+ * secrets read `(set)` or null, unset optional values null. Sections and keys may be added
+ * in later versions.
+ *
  */
 export type ConfigView = {
+    server: {
+        host: string;
+        port: number;
+        cors_origins: Array<string>;
+        cors_methods: Array<string>;
+        cors_headers: Array<string>;
+        trust_proxy: boolean;
+        tls: {
+            cert?: string | null;
+            key?: string | null;
+            min_version?: string;
+            [key: string]: unknown;
+        };
+        [key: string]: unknown;
+    };
+    auth: {
+        /**
+         * `(set)` or null.
+         */
+        jwt_secret?: string | null;
+        token_ttl_seconds: number;
+        /**
+         * `(set)` or null.
+         */
+        admin_password?: string | null;
+        login_max_failures: number;
+        login_lockout_seconds: number;
+        [key: string]: unknown;
+    };
+    rate_limit: {
+        enabled: boolean;
+        requests_per_minute: number;
+        window_seconds?: number;
+        [key: string]: unknown;
+    };
+    idempotency: {
+        ttl_seconds?: number;
+        max_keys_per_principal?: number;
+        [key: string]: unknown;
+    };
+    limits: {
+        max_body_bytes?: number;
+        max_prompt_chars?: number;
+        [key: string]: unknown;
+    };
+    models: {
+        dir?: string;
+        max_loaded?: number;
+        max_upload_bytes?: number;
+        [key: string]: unknown;
+    };
+    engine: {
+        threads?: number;
+        parallel?: number;
+        sequences_per_context?: number;
+        context_size?: number;
+        max_queue?: number;
+        batch_size?: number;
+        [key: string]: unknown;
+    };
+    storage: {
+        data_dir?: string;
+        [key: string]: unknown;
+    };
+    logging: {
+        level?: string;
+        [key: string]: unknown;
+    };
+    cache: {
+        enabled?: boolean;
+        max_entries?: number;
+        [key: string]: unknown;
+    };
     [key: string]: unknown;
 };
 

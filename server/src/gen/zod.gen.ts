@@ -216,9 +216,69 @@ export const zMetricsSummary = z.object({
 });
 
 /**
- * The running configuration, in the TOML file's sections; secrets read `(set)` or null.
+ * The running configuration, in the TOML file's sections (see the README for each key);
+ * secrets read `(set)` or null, unset optional values null. Sections and keys may be added
+ * in later versions.
+ *
  */
-export const zConfigView = z.record(z.string(), z.unknown());
+export const zConfigView = z.object({
+    server: z.object({
+        host: z.string(),
+        port: z.int(),
+        cors_origins: z.array(z.string()),
+        cors_methods: z.array(z.string()),
+        cors_headers: z.array(z.string()),
+        trust_proxy: z.boolean(),
+        tls: z.object({
+            cert: z.string().nullish(),
+            key: z.string().nullish(),
+            min_version: z.string().optional()
+        })
+    }),
+    auth: z.object({
+        jwt_secret: z.string().nullish(),
+        token_ttl_seconds: z.int(),
+        admin_password: z.string().nullish(),
+        login_max_failures: z.int(),
+        login_lockout_seconds: z.int()
+    }),
+    rate_limit: z.object({
+        enabled: z.boolean(),
+        requests_per_minute: z.int(),
+        window_seconds: z.int().optional()
+    }),
+    idempotency: z.object({
+        ttl_seconds: z.int().optional(),
+        max_keys_per_principal: z.int().optional()
+    }),
+    limits: z.object({
+        max_body_bytes: z.int().optional(),
+        max_prompt_chars: z.int().optional()
+    }),
+    models: z.object({
+        dir: z.string().optional(),
+        max_loaded: z.int().optional(),
+        max_upload_bytes: z.int().optional()
+    }),
+    engine: z.object({
+        threads: z.int().optional(),
+        parallel: z.int().optional(),
+        sequences_per_context: z.int().optional(),
+        context_size: z.int().optional(),
+        max_queue: z.int().optional(),
+        batch_size: z.int().optional()
+    }),
+    storage: z.object({
+        data_dir: z.string().optional()
+    }),
+    logging: z.object({
+        level: z.string().optional()
+    }),
+    cache: z.object({
+        enabled: z.boolean().optional(),
+        max_entries: z.int().optional()
+    })
+});
 
 export const zConfigPatch = z.object({
     rate_limit: z.object({
