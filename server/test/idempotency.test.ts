@@ -100,6 +100,19 @@ describe('Idempotency-Key', () => {
     expect(replay.body).toEqual(done.body);
   });
 
+  it('works on /v1 too, answering in the OpenAI error shape', async () => {
+    const key = await createApiKey(server.url, { token: admin }, { name: 'idem-v1', permissions: ['run_inference'] });
+    const headers = { Authorization: `Bearer ${key.key}`, 'Idempotency-Key': 'k-v1' };
+    const first = await call(server.url, 'POST', '/v1/embeddings', { headers, body: { model: 'demo-tiny', input: 'hello' } });
+    expect(first.status).toBe(200);
+    const again = await call(server.url, 'POST', '/v1/embeddings', { headers, body: { model: 'demo-tiny', input: 'hello' } });
+    expect(again.headers.get('idempotency-replayed')).toBe('true');
+    expect(again.body).toEqual(first.body);
+    const other = await call(server.url, 'POST', '/v1/embeddings', { headers, body: { model: 'demo-tiny', input: 'other' } });
+    expect(other.status).toBe(409);
+    expect(other.body.error).toMatchObject({ type: 'invalid_request_error', code: 'conflict' });
+  });
+
   it('does not store event streams', async () => {
     const body = { model: 'demo-tiny', prompt: 'Hi', max_tokens: 4, stream: true, temperature: 0 };
     const headers = { 'Idempotency-Key': 'k-stream' };
