@@ -116,7 +116,7 @@ export interface RequestOptions {
  * Options of an `InfernoClient`. Give one way to authenticate: `apiKey`, `token`, or
  * `credentials` (the client then logs in when first needed, and once more after a 401).
  */
-export interface ClientOptions extends Omit<RequestOptions, 'baseUrl'> {
+export interface ClientOptions extends Omit<RequestOptions, 'baseUrl' | 'idempotencyKey'> {
   /** The server, e.g. `http://127.0.0.1:8080` (no `/api/v1`). */
   baseUrl: string;
   /** Username and password to log in with; the client keeps the token it gets. */

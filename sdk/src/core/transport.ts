@@ -174,7 +174,7 @@ export class Transport {
       throttle: options.rateLimit?.throttle ?? false,
       throttleMaxWait: options.rateLimit?.maxWait,
       maxConcurrent: options.rateLimit?.maxConcurrent,
-      idempotencyKey: (options as RequestOptions).idempotencyKey === false ? false : undefined,
+      idempotencyKey: undefined,
       headers: undefined,
       fetch: undefined,
       baseUrl: undefined,
