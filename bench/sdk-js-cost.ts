@@ -4,7 +4,7 @@
 // Same process, interleaved rounds, medians.
 //
 //   npx tsx bench/sdk-js-cost.ts [calls-per-round=2000] [rounds=15]
-import { createClient } from '../sdk/src/gen/client/index.js';
+import { createHttpClient } from '../sdk/src/core/http.js';
 import { listModels } from '../sdk/src/gen/sdk.gen.js';
 import { InfernoClient } from '../sdk/src/index.js';
 
@@ -17,12 +17,12 @@ const stub: typeof fetch = async () => new Response(BODY, { status: 200, headers
 const baseUrl = 'http://127.0.0.1:9';
 const apiKey = `inf_${'benchmark'.repeat(4)}`;
 const client = new InfernoClient({ baseUrl, apiKey, fetch: stub });
-const generated = createClient({ baseUrl, fetch: stub });
+const generated = createHttpClient({ baseUrl, fetch: stub });
 const variants = {
-  'raw fetch (Request + AbortController + timer)': async () => {
+  'raw fetch (AbortController + timer)': async () => {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), 60_000);
-    const response = await stub(new Request(`${baseUrl}/api/v1/models`, { headers: { 'x-api-key': apiKey }, signal: controller.signal }));
+    const response = await stub(`${baseUrl}/api/v1/models`, { headers: { 'x-api-key': apiKey }, signal: controller.signal });
     clearTimeout(timer);
     await response.json();
   },

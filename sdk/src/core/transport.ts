@@ -1,5 +1,5 @@
-// The one place a request is sent. Each call runs the generated operation on the client's
-// hey-api client (client-fetch: one Request per attempt, sent with the runtime's fetch) and
+// The one place a request is sent. Each call runs the generated operation on the client's HTTP
+// client (http.ts: hey-api's fetch client without its Request object, `fetch(url, init)`) and
 // wraps it in, from the outside in:
 //
 //   one Idempotency-Key per call (for the operations that create something)
@@ -11,7 +11,8 @@
 //
 // The generated client neither retries nor times out by itself, so attempts never multiply.
 
-import { type Auth, type Client, createClient } from '../gen/client/index.js';
+import type { Auth, Client } from '../gen/client/index.js';
+import { createHttpClient, type SentRequest } from './http.js';
 import { login as loginOperation } from '../gen/sdk.gen.js';
 import type { TokenResponse } from '../gen/types.gen.js';
 import { anySignal, linkAbort, sleep } from './abort.js';
@@ -63,8 +64,8 @@ export interface OperationResult {
   data?: unknown;
   /** The parsed body of an error response, or what was thrown. */
   error?: unknown;
-  /** The request, once built. */
-  request?: Request;
+  /** What was sent (method and URL), once built. */
+  request?: SentRequest;
   /** The response, when one arrived. */
   response?: Response;
 }
@@ -185,12 +186,7 @@ export class Transport {
       onRetry: options.onRetry,
       logger: options.logger,
     };
-    this.client = createClient({
-      baseUrl: options.baseUrl,
-      throwOnError: false,
-      ...(options.headers ? { headers: options.headers } : {}),
-      ...(options.fetch ? { fetch: options.fetch } : {}),
-    });
+    this.client = createHttpClient({ baseUrl: options.baseUrl, headers: options.headers, fetch: options.fetch });
     this.auth = new AuthSession(
       options,
       (credentials, requestOptions) =>
