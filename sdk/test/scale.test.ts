@@ -115,6 +115,8 @@ describe('metadata, pagination and errors', () => {
       const job = await client.jobs.create({ name: `page-${i}`, requests: [{ model: 'demo-tiny', prompt: 'Hi', max_tokens: 1 }] });
       created.push(job.id);
     }
+    const raw = await client.jobs.list({ limit: 2 }).asResponse();
+    expect((await raw.json()).data).toHaveLength(2);
     const first = await client.jobs.list({ limit: 2 });
     expect(first.data).toHaveLength(2);
     expect(first.hasNextPage()).toBe(true);

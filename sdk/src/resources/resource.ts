@@ -33,7 +33,8 @@ export abstract class Resource {
       const mode: CallMode = { raw: false };
       const result = this.transport.request(operationId, operation(pageQuery), options, mode).then((response) => ({
         ...response,
-        data: new Page<T>(response.data as PageBody<T>, (cursor) => fetchPage({ ...pageQuery, cursor })),
+        // With asResponse() the body is left unread: there is no page to build.
+        data: mode.raw ? (undefined as never) : new Page<T>(response.data as PageBody<T>, (cursor) => fetchPage({ ...pageQuery, cursor })),
       }));
       return new PagePromise(result, mode);
     };
