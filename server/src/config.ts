@@ -59,7 +59,14 @@ export interface Config {
     /** Active (unrevoked, unexpired) API keys one user may hold. */
     max_keys_per_user: number;
   };
-  rate_limit: { enabled: boolean; requests_per_minute: number };
+  rate_limit: {
+    enabled: boolean;
+    requests_per_minute: number;
+    /** Length of the fixed window the budget counts over; 60 unless a short window suits (tests, bursty tools). */
+    window_seconds: number;
+  };
+  /** Responses stored under an `Idempotency-Key`, per principal. */
+  idempotency: { ttl_seconds: number; max_keys_per_principal: number };
   limits: { max_body_bytes: number; max_prompt_chars: number };
   models: { dir: string; max_loaded: number; max_upload_bytes: number };
   engine: {
@@ -100,7 +107,8 @@ export const DEFAULT_CONFIG: Config = deepFreeze({
     tls: { min_version: 'TLSv1.2' },
   },
   auth: { token_ttl_seconds: 86_400, login_max_failures: 5, login_lockout_seconds: 300, login_max_failures_per_address: 30, max_keys_per_user: 50 },
-  rate_limit: { enabled: true, requests_per_minute: 60 },
+  rate_limit: { enabled: true, requests_per_minute: 60, window_seconds: 60 },
+  idempotency: { ttl_seconds: 86_400, max_keys_per_principal: 1000 },
   limits: { max_body_bytes: 10_485_760, max_prompt_chars: 10_000 },
   models: { dir: './models', max_loaded: 2, max_upload_bytes: 8_589_934_592 },
   engine: { threads: 1, parallel: 4, sequences_per_context: 1, context_size: 2048, max_queue: 32, batch_size: 512 },
@@ -145,6 +153,7 @@ type Sections = {
   'server.tls': Config['server']['tls'];
   auth: Config['auth'];
   rate_limit: Config['rate_limit'];
+  idempotency: Config['idempotency'];
   limits: Config['limits'];
   models: Config['models'];
   engine: Config['engine'];
@@ -197,7 +206,8 @@ const SCHEMA: Schema = {
     login_max_failures_per_address: positive(),
     max_keys_per_user: int(1, 100_000),
   },
-  rate_limit: { enabled: bool(), requests_per_minute: positive() },
+  rate_limit: { enabled: bool(), requests_per_minute: positive(), window_seconds: int(1, 3600) },
+  idempotency: { ttl_seconds: int(60, 604_800), max_keys_per_principal: int(1, 1_000_000) },
   limits: { max_body_bytes: positive(), max_prompt_chars: positive() },
   models: { dir: filePath(), max_loaded: positive(), max_upload_bytes: positive() },
   engine: { threads: positive(), parallel: positive(), sequences_per_context: positive(), context_size: positive(), max_queue: positive(), batch_size: positive() },

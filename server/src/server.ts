@@ -100,6 +100,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     if (settings.applied.length > 0) logger.info({ keys: settings.applied }, 'applied settings changed at run time (PATCH /api/v1/config)');
     if (settings.skipped.length > 0) logger.warn({ keys: settings.skipped }, 'ignored persisted settings that are no longer valid');
     logger.level = config.logging.level;
+    // Keys claimed by requests of an earlier run that never finished: those requests are gone.
+    await store.sweepIdempotencyKeys(Date.now(), Date.now());
     const jwtSecret = loadJwtSecret(config.auth.jwt_secret, config.storage.data_dir);
     await ensureDemoModel(config.models.dir, logger);
     let engine: InferenceEngine | undefined;

@@ -218,9 +218,69 @@ export const zMetricsSummary = z.object({
 });
 
 /**
- * The running configuration, in the TOML file's sections; secrets read `(set)` or null.
+ * The running configuration, in the TOML file's sections (see the README for each key);
+ * secrets read `(set)` or null, unset optional values null. Sections and keys may be added
+ * in later versions.
+ *
  */
-export const zConfigView = z.record(z.string(), z.unknown());
+export const zConfigView = z.object({
+    server: z.object({
+        host: z.string(),
+        port: z.int(),
+        cors_origins: z.array(z.string()),
+        cors_methods: z.array(z.string()),
+        cors_headers: z.array(z.string()),
+        trust_proxy: z.boolean(),
+        tls: z.object({
+            cert: z.string().nullish(),
+            key: z.string().nullish(),
+            min_version: z.string().optional()
+        })
+    }),
+    auth: z.object({
+        jwt_secret: z.string().nullish(),
+        token_ttl_seconds: z.int(),
+        admin_password: z.string().nullish(),
+        login_max_failures: z.int(),
+        login_lockout_seconds: z.int()
+    }),
+    rate_limit: z.object({
+        enabled: z.boolean(),
+        requests_per_minute: z.int(),
+        window_seconds: z.int().optional()
+    }),
+    idempotency: z.object({
+        ttl_seconds: z.int().optional(),
+        max_keys_per_principal: z.int().optional()
+    }),
+    limits: z.object({
+        max_body_bytes: z.int().optional(),
+        max_prompt_chars: z.int().optional()
+    }),
+    models: z.object({
+        dir: z.string().optional(),
+        max_loaded: z.int().optional(),
+        max_upload_bytes: z.int().optional()
+    }),
+    engine: z.object({
+        threads: z.int().optional(),
+        parallel: z.int().optional(),
+        sequences_per_context: z.int().optional(),
+        context_size: z.int().optional(),
+        max_queue: z.int().optional(),
+        batch_size: z.int().optional()
+    }),
+    storage: z.object({
+        data_dir: z.string().optional()
+    }),
+    logging: z.object({
+        level: z.string().optional()
+    }),
+    cache: z.object({
+        enabled: z.boolean().optional(),
+        max_entries: z.int().optional()
+    })
+});
 
 export const zConfigPatch = z.object({
     rate_limit: z.object({
@@ -627,6 +687,20 @@ export const zOpenAiEmbeddingList = z.object({
     })
 });
 
+/**
+ * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+ * every retry of it. The server keeps the first 2xx response under the key, per credential,
+ * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+ * oldest forgotten first). A repeat with the same method, path, query and body gets that
+ * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+ * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+ * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+ * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+ * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+ *
+ */
+export const zIdempotencyKey = z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/);
+
 export const zIdPath = zId;
 
 /**
@@ -672,6 +746,10 @@ export const zListApiKeysResponse = zApiKeyList;
 
 export const zCreateApiKeyBody = zCreateApiKeyRequest;
 
+export const zCreateApiKeyHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
+
 /**
  * Created. Store `key` now; it is not shown again.
  */
@@ -692,6 +770,10 @@ export const zRevokeApiKeyResponse = z.void();
 export const zListUsersResponse = zUserList;
 
 export const zCreateUserBody = zCreateUserRequest;
+
+export const zCreateUserHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
 
 /**
  * Created.
@@ -733,6 +815,10 @@ export const zUpdateUserResponse = zUser;
 export const zListModelsResponse = zModelList;
 
 export const zUploadModelBody = z.string();
+
+export const zUploadModelHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
 
 export const zUploadModelQuery = z.object({
     id: zModelId,
@@ -782,12 +868,20 @@ export const zUnloadModelResponse = zModel;
 
 export const zCreateInferenceBody = zInferenceRequest;
 
+export const zCreateInferenceHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
+
 /**
  * The completion (or its event stream, with `stream: true`).
  */
 export const zCreateInferenceResponse = zInferenceResponse;
 
 export const zCreateEmbeddingsBody = zEmbeddingsRequest;
+
+export const zCreateEmbeddingsHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
 
 /**
  * One vector per input, in input order.
@@ -807,6 +901,10 @@ export const zListJobsQuery = z.object({
 export const zListJobsResponse = zJobPage;
 
 export const zCreateJobBody = zCreateJobRequest;
+
+export const zCreateJobHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
 
 /**
  * Queued.
@@ -857,6 +955,10 @@ export const zOpenaiRetrieveModelResponse = zOpenAiModel;
 
 export const zOpenaiCreateChatCompletionBody = zOpenAiChatCompletionRequest;
 
+export const zOpenaiCreateChatCompletionHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
+
 /**
  * The completion (or its event stream, with `stream: true`).
  */
@@ -864,12 +966,20 @@ export const zOpenaiCreateChatCompletionResponse = zOpenAiChatCompletion;
 
 export const zOpenaiCreateCompletionBody = zOpenAiCompletionRequest;
 
+export const zOpenaiCreateCompletionHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
+
 /**
  * The completion (or its event stream, with `stream: true`).
  */
 export const zOpenaiCreateCompletionResponse = zOpenAiCompletion;
 
 export const zOpenaiCreateEmbeddingsBody = zOpenAiEmbeddingRequest;
+
+export const zOpenaiCreateEmbeddingsHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
 
 /**
  * The vectors.

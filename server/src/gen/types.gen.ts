@@ -262,9 +262,85 @@ export type MetricsSummary = {
 };
 
 /**
- * The running configuration, in the TOML file's sections; secrets read `(set)` or null.
+ * The running configuration, in the TOML file's sections (see the README for each key);
+ * secrets read `(set)` or null, unset optional values null. Sections and keys may be added
+ * in later versions.
+ *
  */
 export type ConfigView = {
+    server: {
+        host: string;
+        port: number;
+        cors_origins: Array<string>;
+        cors_methods: Array<string>;
+        cors_headers: Array<string>;
+        trust_proxy: boolean;
+        tls: {
+            cert?: string | null;
+            key?: string | null;
+            min_version?: string;
+            [key: string]: unknown;
+        };
+        [key: string]: unknown;
+    };
+    auth: {
+        /**
+         * `(set)` or null.
+         */
+        jwt_secret?: string | null;
+        token_ttl_seconds: number;
+        /**
+         * `(set)` or null.
+         */
+        admin_password?: string | null;
+        login_max_failures: number;
+        login_lockout_seconds: number;
+        [key: string]: unknown;
+    };
+    rate_limit: {
+        enabled: boolean;
+        requests_per_minute: number;
+        window_seconds?: number;
+        [key: string]: unknown;
+    };
+    idempotency: {
+        ttl_seconds?: number;
+        max_keys_per_principal?: number;
+        [key: string]: unknown;
+    };
+    limits: {
+        max_body_bytes?: number;
+        max_prompt_chars?: number;
+        [key: string]: unknown;
+    };
+    models: {
+        dir?: string;
+        max_loaded?: number;
+        max_upload_bytes?: number;
+        [key: string]: unknown;
+    };
+    engine: {
+        threads?: number;
+        parallel?: number;
+        sequences_per_context?: number;
+        context_size?: number;
+        max_queue?: number;
+        batch_size?: number;
+        [key: string]: unknown;
+    };
+    storage: {
+        data_dir?: string;
+        [key: string]: unknown;
+    };
+    logging: {
+        level?: string;
+        [key: string]: unknown;
+    };
+    cache: {
+        enabled?: boolean;
+        max_entries?: number;
+        [key: string]: unknown;
+    };
     [key: string]: unknown;
 };
 
@@ -795,6 +871,20 @@ export type OpenAiEmbeddingList = {
     };
 };
 
+/**
+ * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+ * every retry of it. The server keeps the first 2xx response under the key, per credential,
+ * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+ * oldest forgotten first). A repeat with the same method, path, query and body gets that
+ * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+ * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+ * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+ * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+ * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+ *
+ */
+export type IdempotencyKey = string;
+
 export type IdPath = Id;
 
 /**
@@ -1002,6 +1092,21 @@ export type ListApiKeysResponse = ListApiKeysResponses[keyof ListApiKeysResponse
 
 export type CreateApiKeyData = {
     body: CreateApiKeyRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/api/v1/auth/api-keys';
@@ -1021,7 +1126,9 @@ export type CreateApiKeyErrors = {
      */
     403: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -1139,6 +1246,21 @@ export type ListUsersResponse = ListUsersResponses[keyof ListUsersResponses];
 
 export type CreateUserData = {
     body: CreateUserRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/api/v1/users';
@@ -1158,7 +1280,9 @@ export type CreateUserErrors = {
      */
     403: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -1217,7 +1341,9 @@ export type DeleteUserErrors = {
      */
     404: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -1315,7 +1441,9 @@ export type UpdateUserErrors = {
      */
     404: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -1386,6 +1514,21 @@ export type ListModelsResponse = ListModelsResponses[keyof ListModelsResponses];
 
 export type UploadModelData = {
     body: Blob | File;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query: {
         /**
@@ -1414,7 +1557,9 @@ export type UploadModelErrors = {
      */
     403: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -1652,6 +1797,21 @@ export type UnloadModelResponse = UnloadModelResponses[keyof UnloadModelResponse
 
 export type CreateInferenceData = {
     body: InferenceRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/api/v1/inference';
@@ -1674,6 +1834,12 @@ export type CreateInferenceErrors = {
      * No such route or resource (`NOT_FOUND`).
      */
     404: ApiError;
+    /**
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
+     */
+    409: ApiError;
     /**
      * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
      */
@@ -1709,6 +1875,21 @@ export type CreateInferenceResponse = CreateInferenceResponses[keyof CreateInfer
 
 export type CreateEmbeddingsData = {
     body: EmbeddingsRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/api/v1/embeddings';
@@ -1731,6 +1912,12 @@ export type CreateEmbeddingsErrors = {
      * No such route or resource (`NOT_FOUND`).
      */
     404: ApiError;
+    /**
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
+     */
+    409: ApiError;
     /**
      * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
      */
@@ -1818,6 +2005,21 @@ export type ListJobsResponse = ListJobsResponses[keyof ListJobsResponses];
 
 export type CreateJobData = {
     body: CreateJobRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/api/v1/jobs';
@@ -1836,6 +2038,12 @@ export type CreateJobErrors = {
      * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
      */
     403: ApiError;
+    /**
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
+     */
+    409: ApiError;
     /**
      * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
      */
@@ -1939,7 +2147,9 @@ export type CancelJobErrors = {
      */
     404: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -2122,6 +2332,21 @@ export type OpenaiRetrieveModelResponse = OpenaiRetrieveModelResponses[keyof Ope
 
 export type OpenaiCreateChatCompletionData = {
     body: OpenAiChatCompletionRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/v1/chat/completions';
@@ -2146,6 +2371,10 @@ export type OpenaiCreateChatCompletionErrors = {
      * No such model (`not_found_error`, code `model_not_found`) or route.
      */
     404: OpenAiErrorResponse;
+    /**
+     * The `Idempotency-Key` was used for another request, or its first request is still running (`invalid_request_error`, code `conflict`).
+     */
+    409: OpenAiErrorResponse;
     /**
      * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
      */
@@ -2181,6 +2410,21 @@ export type OpenaiCreateChatCompletionResponse = OpenaiCreateChatCompletionRespo
 
 export type OpenaiCreateCompletionData = {
     body: OpenAiCompletionRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/v1/completions';
@@ -2205,6 +2449,10 @@ export type OpenaiCreateCompletionErrors = {
      * No such model (`not_found_error`, code `model_not_found`) or route.
      */
     404: OpenAiErrorResponse;
+    /**
+     * The `Idempotency-Key` was used for another request, or its first request is still running (`invalid_request_error`, code `conflict`).
+     */
+    409: OpenAiErrorResponse;
     /**
      * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
      */
@@ -2240,6 +2488,21 @@ export type OpenaiCreateCompletionResponse = OpenaiCreateCompletionResponses[key
 
 export type OpenaiCreateEmbeddingsData = {
     body: OpenAiEmbeddingRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/v1/embeddings';
@@ -2264,6 +2527,10 @@ export type OpenaiCreateEmbeddingsErrors = {
      * No such model (`not_found_error`, code `model_not_found`) or route.
      */
     404: OpenAiErrorResponse;
+    /**
+     * The `Idempotency-Key` was used for another request, or its first request is still running (`invalid_request_error`, code `conflict`).
+     */
+    409: OpenAiErrorResponse;
     /**
      * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
      */
