@@ -60,8 +60,8 @@ function parse(argv: string[]) {
   }
   const format = parsed.report as ReportFormat;
   if (!['text', 'json', 'junit'].includes(format)) throw new UsageError(`--report must be text, json or junit, not "${parsed.report}"`);
-  const apiKey = parsed['api-key'] ?? (parsed.username === undefined ? process.env.INFERNO_API_KEY : undefined);
-  const password = parsed.password ?? (parsed.username !== undefined ? process.env.INFERNO_PASSWORD : undefined);
+  const apiKey = parsed['api-key'] ?? (parsed.username === undefined ? process.env.INFERNO_API_KEY || undefined : undefined);
+  const password = parsed.password ?? (parsed.username !== undefined ? process.env.INFERNO_PASSWORD || undefined : undefined);
   if (apiKey && parsed.username !== undefined) throw new UsageError('give either --api-key or --username and --password, not both');
   if (parsed.username !== undefined && password === undefined) throw new UsageError('--username needs --password (or INFERNO_PASSWORD)');
   if (parsed.password !== undefined && parsed.username === undefined) throw new UsageError('--password needs --username');
