@@ -26,6 +26,8 @@ export interface OutgoingRequest {
   contentType?: string;
   /** Read the answer as server-sent events when it is `text/event-stream`. */
   stream?: boolean;
+  /** Header parameters of the operation. */
+  headers?: Record<string, string>;
 }
 
 /** What the report shows of a request: never a credential, and only the start of a body. */
@@ -79,7 +81,7 @@ export class HttpClient {
   }
 
   private async once(request: OutgoingRequest): Promise<Exchange> {
-    const headers: Record<string, string> = { Accept: request.stream ? 'text/event-stream' : 'application/json, */*' };
+    const headers: Record<string, string> = { Accept: request.stream ? 'text/event-stream' : 'application/json, */*', ...request.headers };
     const { credentials = {} } = request;
     if (request.auth === 'jwt' && credentials.jwt) headers.Authorization = `Bearer ${credentials.jwt}`;
     if (request.auth === 'api-key' && credentials.apiKey) headers[request.apiKeyHeader ?? 'X-API-Key'] = credentials.apiKey;

@@ -59,10 +59,8 @@ function describe(check: CheckResult, indent: string): string[] {
 }
 
 function count(checks: CheckResult[]): string {
-  const pass = checks.filter((c) => c.outcome === 'pass').length;
-  const fail = checks.filter((c) => c.outcome === 'fail').length;
-  const skip = checks.filter((c) => c.outcome === 'skip').length;
-  return [`${pass} checks passed`, fail && `${fail} failed`, skip && `${skip} skipped`].filter(Boolean).join(', ');
+  const n = (outcome: string) => checks.filter((c) => c.outcome === outcome).length;
+  return `checks: ${[`${n('pass')} passed`, n('fail') && `${n('fail')} failed`, n('skip') && `${n('skip')} skipped`].filter(Boolean).join(', ')}`;
 }
 
 const xml = (s: string) => s.replace(/[<>&"']/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;', "'": '&apos;' })[c]!);

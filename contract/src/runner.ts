@@ -83,6 +83,7 @@ export interface ContractReport {
 interface Built {
   pathValues: Record<string, string>;
   query: Record<string, string>;
+  headers?: Record<string, string>;
   json?: unknown;
   raw?: Uint8Array<ArrayBuffer>;
   contentType?: string;
@@ -392,6 +393,8 @@ class ContractRun {
         // A creation names what it creates: a fresh name of the run.
         const value = op.method === 'POST' && p.name === 'id' ? synthesis.freshName() : synthesize(synthesis, p.schema, p.name);
         built.query[p.name] = String(value);
+      } else if (p.in === 'header' && p.required) {
+        (built.headers ??= {})[p.name] = String(synthesize(synthesis, p.schema, p.name));
       }
     }
     if (!op.requestBody) return built;
@@ -434,7 +437,7 @@ class ContractRun {
   }
 
   private async send(op: Operation, built: Built, auth: { auth: AuthKind; credentials: Credentials; apiKeyHeader?: string }, stream = false): Promise<Exchange> {
-    const request: OutgoingRequest = { method: op.method, path: this.render(op, built), ...auth, stream };
+    const request: OutgoingRequest = { method: op.method, path: this.render(op, built), ...auth, stream, ...(built.headers && { headers: built.headers }) };
     if (built.raw !== undefined) {
       request.raw = built.raw;
       request.contentType = built.contentType;
