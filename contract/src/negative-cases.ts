@@ -67,6 +67,13 @@ export function bodyCases(spec: Spec, validator: SchemaValidator, schema: Schema
   const view = objectView(spec, schema);
   kinds.push(view.required.filter((k) => body && typeof body === 'object' && k in body).map((k) => ({ label: `required field ${k} missing`, body: setAt(body, [k], undefined, true) })));
   const all = leaves(spec, validator, schema, body);
+  kinds.push(
+    all.flatMap((leaf) => {
+      if (!leaf.value || typeof leaf.value !== 'object' || Array.isArray(leaf.value)) return [];
+      const nested = objectView(spec, leaf.schema).required.filter((k) => k in (leaf.value as object));
+      return nested.map((k) => ({ label: `required field ${show([...leaf.path, k])} missing`, body: setAt(body, [...leaf.path, k], undefined, true) }));
+    }),
+  );
   const topLevel = all.filter((l) => l.path.length === 1);
   kinds.push(
     topLevel.flatMap((leaf) => {

@@ -82,6 +82,19 @@ describe('the contract kit against our server', () => {
   }, 60_000);
 });
 
+describe('the contract kit without credentials', () => {
+  it('checks the public operations and the 401s, and says why the rest is skipped', async () => {
+    const report = await runContract({ baseUrl: server.url, only: ['health', 'models'] });
+    expect(report.summary.failed, formatReport(report, 'text')).toBe(0);
+    expect(operation(report, 'getHealth').verdict).toBe('passed');
+    const list = operation(report, 'listModels');
+    expect(list.checks.find((c) => c.check === 'no credentials: 401')?.outcome).toBe('pass');
+    expect(list.checks.find((c) => c.check === 'with credentials')).toMatchObject({ outcome: 'skip', reason: expect.stringContaining('--api-key') });
+    const json = JSON.parse(formatReport(report, 'json'));
+    expect(json.summary).toEqual(report.summary);
+  }, 60_000);
+});
+
 describe('the contract kit against broken servers', () => {
   it('names a dropped rate-limit header', async () => {
     const report = await throughBrokenProxy((a) => {
