@@ -80,7 +80,12 @@ export class HttpClient {
     }
   }
 
-  private async once(request: OutgoingRequest): Promise<Exchange> {
+  /** One request as it is: no pacing, no retry after a 429 (for provoking one). */
+  async sendUnpaced(request: OutgoingRequest): Promise<Exchange> {
+    return this.once(request, false);
+  }
+
+  private async once(request: OutgoingRequest, pace = true): Promise<Exchange> {
     const headers: Record<string, string> = { Accept: request.stream ? 'text/event-stream' : 'application/json, */*', ...request.headers };
     const { credentials = {} } = request;
     if (request.auth === 'jwt' && credentials.jwt) headers.Authorization = `Bearer ${credentials.jwt}`;
@@ -106,7 +111,7 @@ export class HttpClient {
     } catch (error) {
       throw new RequestFailure(record, `the answer broke off: ${(error as Error).message}`);
     }
-    this.notePace(response.headers);
+    if (pace) this.notePace(response.headers);
     const type = response.headers.get('content-type') ?? '';
     const exchange: Exchange = { request: record, status: response.status, headers: response.headers, contentType: type, text };
     if (/^text\/event-stream/i.test(type)) exchange.events = parseSse(text);

@@ -1,7 +1,7 @@
 /**
  * Our own server for a run without `--base-url`: a free loopback port, a temp data dir (the demo
- * model is written into its models dir), a random admin password, and a rate limit high enough
- * that the kit's few hundred requests never wait.
+ * model is written into its models dir), a random admin password, and a rate limit of 1000 a minute:
+ * enough for the kit's few hundred requests per principal, and low enough for its 429 probe.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -28,7 +28,7 @@ export async function startLocalServer(): Promise<LocalServer> {
     INFERNO_MODELS_DIR: path.join(root, 'models'),
     INFERNO_ADMIN_PASSWORD: password,
   };
-  const argv = ['--set', 'rate_limit.requests_per_minute=1000000', '--set', 'logging.level=warn'];
+  const argv = ['--set', 'rate_limit.requests_per_minute=1000', '--set', 'logging.level=warn'];
   const config = loadConfig({ env, argv, cwd: root });
   const quiet = new Writable({ write: (_chunk, _encoding, done) => done() });
   const server = await startServer(config, { logDestination: quiet, announce: () => undefined });

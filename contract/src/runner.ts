@@ -44,6 +44,12 @@ export interface ContractOptions {
   log?: (line: string) => void;
   timeoutMs?: number;
   maxWaitMs?: number;
+  /**
+   * At the end, send unauthenticated requests until the client address's window is used up, to
+   * check the documented 429 (default true; only when at most `rateLimitProbeMax`, 1000, are left).
+   */
+  rateLimitProbe?: boolean;
+  rateLimitProbeMax?: number;
 }
 
 export type Outcome = 'pass' | 'fail' | 'skip';
@@ -153,6 +159,7 @@ class ContractRun {
         this.log(`${op.method} ${op.path}`);
         results.set(op, verdictOf(op, await this.runOperation(op)));
       }
+      if (this.options.rateLimitProbe !== false) await this.probeRateLimit(operations.filter((op) => !skipped(op)), results);
     } finally {
       cleanup.push(...(await this.cleanUp()));
     }
@@ -378,6 +385,38 @@ class ContractRun {
     const media = jsonBodyOf(op);
     const has = Object.values(op.responses).some((r) => r.content?.['text/event-stream']);
     return Boolean(has && media?.schema && objectView(this.spec, media.schema).properties.stream);
+  }
+
+  /**
+   * Provokes a 429 without credentials (the client address's budget, so the run's own principals
+   * keep theirs) on the first secured GET operation that documents one, and checks it: the
+   * documented status, `Retry-After` and the other required headers, the error format.
+   */
+  private async probeRateLimit(operations: Operation[], results: Map<Operation, OperationResult>) {
+    const op = operations.find((o) => o.method === 'GET' && isSecured(o) && o.responses['429'] && !/\{/.test(o.path));
+    if (!op) return;
+    const check = 'rate limited: 429';
+    const record = (result: CheckResult) => {
+      const previous = results.get(op)?.checks ?? [];
+      results.set(op, verdictOf(op, [...previous, result]));
+    };
+    const built = await this.build(op, { placeholders: true });
+    const request: OutgoingRequest = { method: op.method, path: this.render(op, built), auth: 'none' };
+    const max = this.options.rateLimitProbeMax ?? 1000;
+    let exchange = await this.client.sendUnpaced(request);
+    const remaining = Number(exchange.headers.get('x-ratelimit-remaining'));
+    if (exchange.status !== 429 && !(Number.isFinite(remaining) && remaining < max)) {
+      record({ check, outcome: 'skip', reason: exchange.headers.has('x-ratelimit-remaining') ? `${remaining} requests left in the window: more than the probe's ${max}` : 'no X-RateLimit-Remaining to go by' });
+      return;
+    }
+    this.log(`provoking a 429 on ${op.method} ${op.path} (${remaining} requests left)`);
+    for (let i = 0; exchange.status !== 429 && i <= remaining + 5; i++) exchange = await this.client.sendUnpaced(request);
+    if (exchange.status !== 429) {
+      record({ check, outcome: 'fail', expected: `status 429 after the ${remaining} requests left in the window`, got: `${exchange.status} ${describeError(exchange)}`, request: exchange.request });
+      return;
+    }
+    // The cleanup that follows uses the run's credentials, a budget of their own: no need to wait.
+    record(this.expect(check, op, exchange, [429], `after ${remaining + 1} requests without credentials`));
   }
 
   // ---- requests --------------------------------------------------------------------------

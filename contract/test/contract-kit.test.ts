@@ -173,6 +173,40 @@ describe('the contract kit against broken servers', () => {
   }, 60_000);
 });
 
+describe('the contract kit provoking a 429', () => {
+  /** A fresh server (a fresh window) with a low limit, so the probe is short. */
+  async function withLimitedServer(body: (limited: TestServer) => Promise<void>) {
+    const limited = await startTestServer({ settings: { 'rate_limit.requests_per_minute': 40 } });
+    try {
+      await waitForReady(limited.url);
+      await body(limited);
+    } finally {
+      await limited.close();
+    }
+  }
+
+  it('checks the documented 429: Retry-After, the other headers, the error format', () =>
+    withLimitedServer(async (limited) => {
+      const report = await runContract({ baseUrl: limited.url, username: 'admin', password: limited.adminPassword, only: ['metrics'] });
+      expect(operation(report, 'getMetrics').checks.find((c) => c.check === 'rate limited: 429')).toMatchObject({ outcome: 'pass' });
+      expect(report.summary.failed, formatReport(report, 'text')).toBe(0);
+    }), 60_000);
+
+  it('names a server whose 429 has no Retry-After', () =>
+    withLimitedServer(async (limited) => {
+      const proxy = await startBrokenProxy(limited.url, (a) => {
+        if (a.status === 429) delete a.headers['retry-after'];
+      });
+      try {
+        const report = await runContract({ baseUrl: proxy.url, username: 'admin', password: limited.adminPassword, only: ['metrics'] });
+        const failure = operation(report, 'getMetrics').checks.find((c) => c.check === 'rate limited: 429');
+        expect(failure).toMatchObject({ outcome: 'fail', expected: 'header Retry-After (required on 429)', got: 'no such header' });
+      } finally {
+        await proxy.close();
+      }
+    }), 60_000);
+});
+
 describe('the contract CLI', () => {
   const cli = (args: string[]) =>
     new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
