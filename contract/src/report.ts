@@ -49,6 +49,7 @@ function describe(check: CheckResult, indent: string): string[] {
   const out = [`${indent}check:    ${check.check}`];
   if (check.expected !== undefined) out.push(`${indent}expected: ${check.expected}`);
   if (check.got !== undefined) out.push(`${indent}got:      ${check.got}`);
+  for (const more of check.more ?? []) out.push(`${indent}also:     ${more}`);
   if (check.request) {
     const r = check.request;
     const shown = r.path.length > 160 ? `${r.path.slice(0, 160)}... (${r.path.length} chars)` : r.path;

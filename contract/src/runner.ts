@@ -62,6 +62,8 @@ export interface CheckResult {
   got?: string;
   request?: RequestRecord;
   note?: string;
+  /** Further mismatches of the same answer, after the first. */
+  more?: string[];
 }
 
 export interface OperationResult {
@@ -102,6 +104,9 @@ interface Resource {
 }
 
 class Skip extends Error {}
+
+/** How one request authenticates (see `authFor`). */
+type Auth = { auth: AuthKind; credentials: Credentials; apiKeyHeader?: string };
 
 export async function runContract(options: ContractOptions): Promise<ContractReport> {
   const run = new ContractRun(options);
@@ -160,6 +165,9 @@ class ContractRun {
         results.set(op, verdictOf(op, await this.runOperation(op)));
       }
       if (this.options.rateLimitProbe !== false) await this.probeRateLimit(operations.filter((op) => !skipped(op)), results);
+    } catch (error) {
+      if (!(error instanceof RequestFailure)) throw error;
+      throw new Error(`${error.request.method} ${error.request.path}: ${error.message}`);
     } finally {
       cleanup.push(...(await this.cleanUp()));
     }
@@ -213,7 +221,7 @@ class ContractRun {
     }
   }
 
-  private async listIds(op: Operation, auth: { auth: AuthKind; credentials: Credentials; apiKeyHeader?: string }): Promise<string[]> {
+  private async listIds(op: Operation, auth: Auth): Promise<string[]> {
     try {
       const exchange = await this.client.send({ method: 'GET', path: op.path, ...auth });
       const body = exchange.json as any;
@@ -225,7 +233,7 @@ class ContractRun {
   }
 
   /** How to authenticate `op` with `creds`: a JWT where bearer is allowed, else an API key. */
-  private authFor(op: Operation, creds: Credentials): { auth: AuthKind; credentials: Credentials; apiKeyHeader?: string } | undefined {
+  private authFor(op: Operation, creds: Credentials): Auth | undefined {
     if (!isSecured(op)) return { auth: 'none', credentials: {} };
     const schemes = this.spec.document.components?.securitySchemes ?? {};
     const allowed = op.security.flatMap((req) => Object.keys(req)).map((name) => this.spec.resolve(schemes[name]) ?? {});
@@ -261,8 +269,8 @@ class ContractRun {
     try {
       built = await this.build(op);
     } catch (error) {
-      if (!(error instanceof Skip)) throw error;
-      checks.push({ check: 'with credentials', outcome: 'skip', reason: error.message });
+      if (error instanceof Skip) checks.push({ check: 'with credentials', outcome: 'skip', reason: error.message });
+      else checks.push({ check: 'building a plausible request', outcome: 'fail', expected: 'a request to send', got: (error as Error).message, ...(error instanceof RequestFailure && { request: error.request }) });
       return checks;
     }
     if (isSecured(op)) await guard('lacking the permission: 403', () => this.checkForbidden(op, built, false));
@@ -319,7 +327,7 @@ class ContractRun {
     return this.expect(check, op, await this.send(op, built, auth), success, `key with ${granted.join(', ')}`);
   }
 
-  private async checkInvalid(op: Operation, built: Built, auth: NonNullable<ReturnType<ContractRun['authFor']>>): Promise<CheckResult[]> {
+  private async checkInvalid(op: Operation, built: Built, auth: Auth): Promise<CheckResult[]> {
     const results: CheckResult[] = [];
     const badRequest = expectedClientError(op, 400);
     const media = jsonBodyOf(op);
@@ -346,7 +354,7 @@ class ContractRun {
     return results;
   }
 
-  private async checkPlausible(op: Operation, built: Built, auth: NonNullable<ReturnType<ContractRun['authFor']>>): Promise<CheckResult> {
+  private async checkPlausible(op: Operation, built: Built, auth: Auth): Promise<CheckResult> {
     const check = 'a plausible request: 2xx';
     let request = built;
     if (op.id === BOOTSTRAP.logout) {
@@ -368,7 +376,7 @@ class ContractRun {
     return result;
   }
 
-  private async checkStream(op: Operation, built: Built, auth: NonNullable<ReturnType<ContractRun['authFor']>>): Promise<CheckResult> {
+  private async checkStream(op: Operation, built: Built, auth: Auth): Promise<CheckResult> {
     const view = objectView(this.spec, jsonBodyOf(op)!.schema!);
     const json: Record<string, unknown> = { ...(built.json as object), stream: true };
     if (view.properties.stream_options) json.stream_options = { include_usage: true };
@@ -400,6 +408,15 @@ class ContractRun {
       const previous = results.get(op)?.checks ?? [];
       results.set(op, verdictOf(op, [...previous, result]));
     };
+    try {
+      await this.provoke429(op, check, record);
+    } catch (error) {
+      if (!(error instanceof RequestFailure)) throw error;
+      record({ check, outcome: 'fail', expected: 'an answer', got: error.message, request: error.request });
+    }
+  }
+
+  private async provoke429(op: Operation, check: string, record: (result: CheckResult) => void) {
     const built = await this.build(op, { placeholders: true });
     const request: OutgoingRequest = { method: op.method, path: this.render(op, built), auth: 'none' };
     const max = this.options.rateLimitProbeMax ?? 1000;
@@ -475,7 +492,7 @@ class ContractRun {
     return path;
   }
 
-  private async send(op: Operation, built: Built, auth: { auth: AuthKind; credentials: Credentials; apiKeyHeader?: string }, stream = false): Promise<Exchange> {
+  private async send(op: Operation, built: Built, auth: Auth, stream = false): Promise<Exchange> {
     const request: OutgoingRequest = { method: op.method, path: this.render(op, built), ...auth, stream, ...(built.headers && { headers: built.headers }) };
     if (built.raw !== undefined) {
       request.raw = built.raw;
@@ -501,7 +518,7 @@ class ContractRun {
   }
 
   /** A PATCH sends the values the resource has now (read with the GET of the same path): it changes nothing. */
-  private async withCurrentValues(op: Operation, built: Built, auth: { auth: AuthKind; credentials: Credentials; apiKeyHeader?: string }): Promise<Built> {
+  private async withCurrentValues(op: Operation, built: Built, auth: Auth): Promise<Built> {
     const read = this.spec.operations.find((o) => o.method === 'GET' && o.path === op.path);
     if (!read) return built;
     const current = (await this.send(read, { ...built, json: undefined }, auth)).json;
@@ -529,7 +546,7 @@ class ContractRun {
       return { ...base, outcome: 'fail', expected: `status ${statuses.join(' or ')}`, got: `${exchange.status} ${describeError(exchange)}` };
     }
     const problems: Mismatch[] = conformanceProblems(this.validator, op, exchange);
-    if (problems.length) return { ...base, outcome: 'fail', ...problems[0]! };
+    if (problems.length) return { ...base, outcome: 'fail', ...problems[0]!, ...(problems.length > 1 && { more: problems.slice(1).map((p) => `expected ${p.expected}, got ${p.got}`) }) };
     return { ...base, outcome: 'pass' };
   }
 
