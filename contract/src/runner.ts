@@ -122,6 +122,8 @@ class ContractRun {
   private creds: Credentials = {};
   private model: string | undefined;
   private readonly resources: Resource[] = [];
+  /** Resources that could not be removed during the run (reported with the cleanup). */
+  private readonly cleanupFailures: CheckResult[] = [];
   private readonly narrowKeys = new Map<string, { id: string; key: string } | string>();
   private readonly listed = new Map<string, string | undefined>();
   private readonly log: (line: string) => void;
@@ -169,7 +171,7 @@ class ContractRun {
       if (!(error instanceof RequestFailure)) throw error;
       throw new Error(`${error.request.method} ${error.request.path}: ${error.message}`);
     } finally {
-      cleanup.push(...(await this.cleanUp()));
+      cleanup.push(...this.cleanupFailures, ...(await this.cleanUp()));
     }
     const list = operations.map((op) => results.get(op) ?? verdictOf(op, [{ check: 'operation', outcome: 'skip', reason: 'not reached' }]));
     return {
@@ -320,11 +322,17 @@ class ContractRun {
     if (op.permissions === undefined && op.permissionsAny === undefined) throw new Skip('the spec does not say which permission it needs (x-permissions)');
     const granted = [...(op.permissions ?? []), ...(op.permissionsAny?.slice(0, 1) ?? [])];
     if (granted.length === 0) throw new Skip('needs no permission beyond credentials');
-    const key = await this.narrowKey(granted);
-    const auth = this.authFor(op, { apiKey: key });
-    if (!auth) throw new Skip('API keys are not accepted here');
-    const success = Object.keys(op.responses).filter((s) => s.startsWith('2')).map(Number);
-    return this.expect(check, op, await this.send(op, built, auth), success, `key with ${granted.join(', ')}`);
+    // A key of its own, revoked at once: servers may cap how many keys a user holds.
+    const key = await this.narrowKey(granted, { temporary: true });
+    try {
+      const auth = this.authFor(op, { apiKey: key.key });
+      if (!auth) throw new Skip('API keys are not accepted here');
+      const success = Object.keys(op.responses).filter((s) => s.startsWith('2')).map(Number);
+      return this.expect(check, op, await this.send(op, built, auth), success, `key with ${granted.join(', ')}`);
+    } finally {
+      const removed = await this.remove(key.resource);
+      if (removed.outcome === 'fail') this.cleanupFailures.push(removed);
+    }
   }
 
   private async checkInvalid(op: Operation, built: Built, auth: Auth): Promise<CheckResult[]> {
@@ -558,12 +566,14 @@ class ContractRun {
     return Array.isArray(enumeration) ? enumeration : [];
   }
 
-  /** An API key with exactly `permissions`, created for the 403 checks (and revoked at the end). */
-  private async narrowKey(permissions: string[]): Promise<string> {
+  /** An API key with exactly `permissions`, for the 403 checks (kept for the run, revoked at the end; or used once). */
+  private async narrowKey(permissions: string[]): Promise<string>;
+  private async narrowKey(permissions: string[], options: { temporary: true }): Promise<{ key: string; resource: Resource }>;
+  private async narrowKey(permissions: string[], { temporary = false } = {}): Promise<string | { key: string; resource: Resource }> {
     const name = [...permissions].sort().join(',');
     const known = this.narrowKeys.get(name);
     if (typeof known === 'string') throw new Skip(known);
-    if (known) return known.key;
+    if (known && !temporary) return known.key;
     const op = this.op(BOOTSTRAP.createKey);
     const auth = op && this.authFor(op, this.creds);
     if (!op || !auth) throw new Skip('a narrow API key is needed and cannot be created here');
@@ -577,7 +587,9 @@ class ContractRun {
       this.narrowKeys.set(name, reason);
       throw new Skip(reason);
     }
-    this.resources.push({ collection: op.path, id: created.id, label: `API key ${body.name as string}` });
+    const resource = { collection: op.path, id: created.id, label: `API key ${body.name as string}` };
+    this.resources.push(resource);
+    if (temporary) return { key: created.key, resource };
     this.narrowKeys.set(name, { id: created.id, key: created.key });
     return created.key;
   }
@@ -601,30 +613,33 @@ class ContractRun {
   /** Removes what the run created, newest first, with the DELETE of its collection's items; then ends the session. */
   private async cleanUp(): Promise<CheckResult[]> {
     const results: CheckResult[] = [];
-    for (const resource of [...this.resources].reverse()) {
-      const remove = this.spec.operations.find((o) => o.method === 'DELETE' && new RegExp(`^${escape(resource.collection)}/\\{[^}]+\\}$`).test(o.path));
-      const cancel = this.spec.operations.find((o) => o.method === 'POST' && new RegExp(`^${escape(resource.collection)}/\\{[^}]+\\}/cancel$`).test(o.path));
-      const op = remove ?? cancel;
-      const check = `remove ${resource.label} (${resource.id})`;
-      const auth = op && this.authFor(op, this.creds);
-      if (!op || !auth) {
-        results.push({ check, outcome: 'skip', reason: `the spec has no way to delete items of ${resource.collection}: left in place` });
-        continue;
-      }
-      const param = /\{([^}]+)\}/.exec(op.path.slice(resource.collection.length))![1]!;
-      try {
-        const exchange = await this.send(op, { pathValues: { [param]: resource.id }, query: {} }, auth);
-        const ok = (exchange.status >= 200 && exchange.status < 300) || exchange.status === 404 || (op === cancel && exchange.status === 409);
-        results.push(ok ? { check, outcome: op === cancel ? 'skip' : 'pass', ...(op === cancel && { reason: 'no delete operation: stopped, kept in its history' }) } : { check, outcome: 'fail', expected: 'status 2xx', got: `${exchange.status} ${describeError(exchange)}`, request: exchange.request });
-      } catch (error) {
-        results.push({ check, outcome: 'fail', expected: 'an answer', got: (error as Error).message });
-      }
-    }
+    for (const resource of [...this.resources].reverse()) results.push(await this.remove(resource));
     const logout = this.op(BOOTSTRAP.logout);
     if (this.creds.jwt && logout) {
       await this.client.send({ method: logout.method, path: logout.path, auth: 'jwt', credentials: this.creds }).catch(() => undefined);
     }
     return results;
+  }
+
+  /** Deletes one resource of the run (or, where items cannot be deleted, cancels it). */
+  private async remove(resource: Resource): Promise<CheckResult> {
+    const item = new RegExp(`^${escape(resource.collection)}/\\{[^}]+\\}`);
+    const remove = this.spec.operations.find((o) => o.method === 'DELETE' && item.test(o.path) && /^\/\{[^}]+\}$/.test(o.path.slice(resource.collection.length)));
+    const cancel = this.spec.operations.find((o) => o.method === 'POST' && item.test(o.path) && /^\/\{[^}]+\}\/cancel$/.test(o.path.slice(resource.collection.length)));
+    const op = remove ?? cancel;
+    const check = `remove ${resource.label} (${resource.id})`;
+    const auth = op && this.authFor(op, this.creds);
+    if (!op || !auth) return { check, outcome: 'skip', reason: `the spec has no way to delete items of ${resource.collection}: left in place` };
+    const param = /\{([^}]+)\}/.exec(op.path.slice(resource.collection.length))![1]!;
+    this.resources.splice(this.resources.indexOf(resource), 1);
+    try {
+      const exchange = await this.send(op, { pathValues: { [param]: resource.id }, query: {} }, auth);
+      const ok = (exchange.status >= 200 && exchange.status < 300) || exchange.status === 404 || (op === cancel && exchange.status === 409);
+      if (!ok) return { check, outcome: 'fail', expected: 'status 2xx', got: `${exchange.status} ${describeError(exchange)}`, request: exchange.request };
+      return op === cancel ? { check, outcome: 'skip', reason: 'no delete operation: stopped, kept in its history' } : { check, outcome: 'pass' };
+    } catch (error) {
+      return { check, outcome: 'fail', expected: 'an answer', got: (error as Error).message };
+    }
   }
 }
 
