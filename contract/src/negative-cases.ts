@@ -85,6 +85,7 @@ export function bodyCases(spec: Spec, validator: SchemaValidator, schema: Schema
   const length: BodyCase[] = [];
   const items: BodyCase[] = [];
   const enums: BodyCase[] = [];
+  const formats: BodyCase[] = [];
   for (const leaf of all) {
     const s = mainBranch(spec, leaf.schema);
     const where = show(leaf.path);
@@ -95,6 +96,10 @@ export function bodyCases(spec: Spec, validator: SchemaValidator, schema: Schema
       if (typeof s.exclusiveMaximum === 'number') range.push({ label: `${where} at its exclusive maximum ${s.exclusiveMaximum}`, body: setAt(body, leaf.path, s.exclusiveMaximum) });
       if (typeof s.minimum === 'number') range.push({ label: `${where} below its minimum ${s.minimum}`, body: setAt(body, leaf.path, s.minimum - step) });
     }
+    if (type === 'string' && !s.enum && (s.pattern || s.format) && typeof leaf.value === 'string') {
+      const bad = '-contract not valid!';
+      if (!validator.valid(leaf.schema, bad)) formats.push({ label: `${where} ${s.format ? `not a valid ${s.format}` : 'not matching its pattern'}`, body: setAt(body, leaf.path, bad) });
+    }
     if (type === 'string' && !s.enum) {
       if (typeof s.maxLength === 'number' && s.maxLength < MAX_BOUND) length.push({ label: `${where} longer than maxLength ${s.maxLength}`, body: setAt(body, leaf.path, 'x'.repeat(s.maxLength + 1)) });
       if (typeof s.minLength === 'number' && s.minLength > 0) length.push({ label: `${where} shorter than minLength ${s.minLength}`, body: setAt(body, leaf.path, 'x'.repeat(s.minLength - 1)) });
@@ -104,11 +109,12 @@ export function bodyCases(spec: Spec, validator: SchemaValidator, schema: Schema
         const over = Array.from({ length: s.maxItems + 1 }, (_, i) => (s.uniqueItems ? distinctItem(leaf.value as unknown[], i) : (leaf.value as unknown[])[0]));
         items.push({ label: `${where} with more than maxItems ${s.maxItems} items`, body: setAt(body, leaf.path, over) });
       }
+      if (s.uniqueItems === true && leaf.value.length > 0) items.push({ label: `${where} with a duplicate item (uniqueItems)`, body: setAt(body, leaf.path, [leaf.value[0], ...leaf.value]) });
       if (typeof s.minItems === 'number' && s.minItems > 0) items.push({ label: `${where} with fewer than minItems ${s.minItems} items`, body: setAt(body, leaf.path, []) });
     }
     if (Array.isArray(s.enum) && typeof leaf.value === 'string') enums.push({ label: `${where} not one of its enum values`, body: setAt(body, leaf.path, 'contract-not-in-enum') });
   }
-  kinds.push(range, length, items, enums);
+  kinds.push(range, length, formats, items, enums);
   if (view.additionalProperties === false) kinds.push([{ label: 'an unknown field (additionalProperties: false)', body: { ...(body as object), contract_unknown_field: 1 } }]);
   // Only what the spec really forbids is sent (a union can make a mutation valid after all).
   return kinds.flatMap((cases) => cases.filter((c) => !validator.valid(schema, c.body)).slice(0, MAX_PER_KIND));
