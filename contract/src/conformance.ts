@@ -56,7 +56,11 @@ function bodyProblems(validator: SchemaValidator, exchange: Exchange, response: 
   if (/json/.test(type)) {
     if (exchange.jsonError !== undefined || exchange.json === undefined) return [{ expected: 'a JSON body', got: `unparsable JSON ${bodyHint(exchange)}` }];
     const problems = validator.problems(media.schema, exchange.json);
-    return problems.length ? [{ expected: 'a body matching the documented schema', got: `${problems.join('; ')} in ${bodyHint(exchange)}` }] : [];
+    if (problems.length) return [{ expected: 'a body matching the documented schema', got: `${problems.join('; ')} in ${bodyHint(exchange)}` }];
+    const error = (exchange.json as { error?: Record<string, unknown> }).error;
+    return Object.entries(response['x-error'] ?? {})
+      .filter(([field, value]) => error?.[field] !== value)
+      .map(([field, value]) => ({ expected: `error.${field} ${value} (documented for ${exchange.status})`, got: `${JSON.stringify(error?.[field])} in ${bodyHint(exchange)}` }));
   }
   const problems = validator.problems(media.schema, exchange.text);
   return problems.length ? [{ expected: `a ${type} body matching its schema`, got: problems.join('; ') }] : [];
@@ -78,7 +82,10 @@ function streamProblems(validator: SchemaValidator, exchange: Exchange, media: M
     } catch {
       return [{ expected: 'JSON in every event', got: `event ${i} (${event.event}): ${JSON.stringify(event.data.slice(0, 80))}` }];
     }
-    const problems = media.schema ? validator.problems(media.schema, data) : [];
+    const byName = media['x-stream-events'];
+    if (byName && !(event.event in byName)) return [{ expected: `events named ${Object.keys(byName).join(', ')}`, got: `event ${i} named ${JSON.stringify(event.event)}` }];
+    const schema = byName?.[event.event] ?? media.schema;
+    const problems = schema ? validator.problems(schema, data) : [];
     if (problems.length) return [{ expected: 'every event matching the documented schema', got: `event ${i} (${event.event}): ${problems.join('; ')} in ${JSON.stringify(event.data.slice(0, 160))}` }];
   }
   const end = media['x-stream-end'];

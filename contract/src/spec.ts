@@ -27,13 +27,18 @@ export interface MediaType {
   schema?: Schema;
   example?: unknown;
   examples?: Record<string, { value?: unknown }>;
+  /** The line the last event of a stream has: `event: <name>` or `data: <text>`. */
   'x-stream-end'?: string;
+  /** The schema of each event's data, by event name (every event must be one of these). */
+  'x-stream-events'?: Record<string, Schema>;
 }
 
 export interface ResponseSpec {
   description?: string;
   headers?: Record<string, { required?: boolean; schema?: Schema }>;
   content?: Record<string, MediaType>;
+  /** Fields the body's `error` object has on this response, e.g. `{ code: NOT_FOUND }`. */
+  'x-error'?: Record<string, string>;
 }
 
 export interface Operation {

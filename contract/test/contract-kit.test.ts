@@ -161,6 +161,22 @@ describe('the contract kit against broken servers', () => {
     expect(report.summary.failed).toBe(report.operations.length);
   }, 60_000);
 
+  it('names an error whose code does not go with its status', async () => {
+    const report = await throughBrokenProxy((a) => {
+      if (a.status === 403) editJson(a, (body) => void (body.error.code = 'NOT_FOUND'));
+    }, ['getConfig']);
+    const failure = firstFailure(operation(report, 'getConfig'));
+    expect(failure).toMatchObject({ check: 'lacking the permission: 403', expected: 'error.code PERMISSION_DENIED (documented for 403)' });
+    expect(failure?.got).toMatch(/^"NOT_FOUND"/);
+  }, 60_000);
+
+  it('names a stream event of an undocumented name', async () => {
+    const report = await throughBrokenProxy((a) => {
+      if (/event-stream/.test(a.headers['content-type'] ?? '')) a.body = Buffer.from(a.body.toString('utf8').replace(/event: token/g, 'event: chunk'));
+    }, ['createInference']);
+    expect(firstFailure(operation(report, 'createInference'))).toMatchObject({ expected: 'events named token, done, error', got: 'event 0 named "chunk"' });
+  }, 60_000);
+
   it('names a stream that ends before its documented last event', async () => {
     const report = await throughBrokenProxy((a) => {
       if (a.path === '/api/v1/inference' && /event-stream/.test(a.headers['content-type'] ?? '')) {
