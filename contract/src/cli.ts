@@ -26,6 +26,8 @@ Options:
   --report text|json|junit  Report format (default text)
   --out FILE              Write the report to FILE (the summary line still goes to stdout)
   --spec FILE             Another OpenAPI document (default: this repository's openapi.yaml)
+  --ignore-header H,...    Do not check these documented headers (* matches anything), for servers
+                            that do not promise them, e.g. 'X-Request-Id,X-RateLimit-*'
   --no-rate-limit-probe   Do not provoke a 429 at the end (it uses up this address's window
                             for unauthenticated requests, when at most 1000 are left in it)
   --verbose               List every check, not only the first failure of each operation
@@ -56,6 +58,7 @@ function parse(argv: string[]) {
         spec: { type: 'string' },
         verbose: { type: 'boolean', default: false },
         'rate-limit-probe': { type: 'boolean', default: true },
+        'ignore-header': { type: 'string' },
         help: { type: 'boolean', default: false },
       },
     }).values;
@@ -83,7 +86,7 @@ function parse(argv: string[]) {
   for (const name of [...(list(parsed.only) ?? []), ...(list(parsed.skip) ?? [])]) {
     if (!known.has(name)) throw new UsageError(`"${name}" is neither a tag nor an operationId of the spec (tags: ${spec.tags.join(', ')})`);
   }
-  return { parsed, format, apiKey, password, only: list(parsed.only), skip: list(parsed.skip), baseUrl };
+  return { parsed, format, apiKey, password, only: list(parsed.only), skip: list(parsed.skip), ignoreHeaders: list(parsed['ignore-header']), baseUrl };
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -107,6 +110,7 @@ async function main(argv: string[]): Promise<number> {
     specPath: args.parsed.spec,
     model: args.parsed.model,
     rateLimitProbe: args.parsed['rate-limit-probe'],
+    ignoreHeaders: args.ignoreHeaders,
     log: (line) => process.stderr.write(`  ${line}\n`),
   };
   if (args.parsed.verbose === false) options.log = (line) => (/wait/.test(line) ? process.stderr.write(`contract: ${line}\n`) : undefined);

@@ -13,17 +13,26 @@ export interface Mismatch {
   got: string;
 }
 
-export function conformanceProblems(validator: SchemaValidator, op: Operation, exchange: Exchange): Mismatch[] {
+export interface ConformanceOptions {
+  /** Documented headers not to check (for servers that do not promise them), as patterns. */
+  ignoreHeaders?: RegExp[];
+}
+
+/** `X-RateLimit-*`-style names as case-insensitive patterns. */
+export const headerPatterns = (names: string[]) => names.map((n) => new RegExp(`^${n.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*')}$`, 'i'));
+
+export function conformanceProblems(validator: SchemaValidator, op: Operation, exchange: Exchange, options: ConformanceOptions = {}): Mismatch[] {
   const response = documentedResponse(op, exchange.status);
   if (!response) {
     return [{ expected: `a documented status (${Object.keys(op.responses).join(', ')})`, got: `${exchange.status} ${bodyHint(exchange)}` }];
   }
-  return [...headerProblems(validator, exchange, response), ...bodyProblems(validator, exchange, response)];
+  return [...headerProblems(validator, exchange, response, options.ignoreHeaders ?? []), ...bodyProblems(validator, exchange, response)];
 }
 
-function headerProblems(validator: SchemaValidator, exchange: Exchange, response: ResponseSpec): Mismatch[] {
+function headerProblems(validator: SchemaValidator, exchange: Exchange, response: ResponseSpec, ignored: RegExp[]): Mismatch[] {
   const out: Mismatch[] = [];
   for (const [name, header] of Object.entries(response.headers ?? {})) {
+    if (ignored.some((pattern) => pattern.test(name))) continue;
     const value = exchange.headers.get(name);
     if (value === null) {
       if (header.required) out.push({ expected: `header ${name} (required on ${exchange.status})`, got: 'no such header' });

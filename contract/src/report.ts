@@ -27,7 +27,11 @@ function text(report: ContractReport, verbose: boolean): string {
     const failure = op.checks.find((c) => c.outcome === 'fail');
     if (failure) lines.push(...describe(failure, '      '));
     if (verbose) {
-      for (const c of op.checks) if (c !== failure) lines.push(`      ${c.outcome.padEnd(4)}  ${c.check}${c.reason ? `: ${c.reason}` : ''}${c.note ? ` [${c.note}]` : ''}`);
+      for (const c of op.checks) {
+        if (c === failure) continue;
+        lines.push(`      ${c.outcome.padEnd(4)}  ${c.check}${c.reason ? `: ${c.reason}` : ''}${c.note ? ` [${c.note}]` : ''}`);
+        if (c.outcome === 'fail') lines.push(`              expected ${c.expected ?? '?'}, got ${c.got ?? '?'}`);
+      }
     }
   }
   if (report.cleanup.length) {

@@ -13,7 +13,7 @@
  * Everything it creates carries the run's prefix (`contract-<run>-`) and is removed at the end.
  */
 import { randomBytes } from 'node:crypto';
-import { conformanceProblems, type Mismatch } from './conformance.js';
+import { conformanceProblems, headerPatterns, type Mismatch } from './conformance.js';
 import { HttpClient, RequestFailure, type AuthKind, type Credentials, type Exchange, type OutgoingRequest, type RequestRecord } from './http-client.js';
 import { bodyCases, parameterCases } from './negative-cases.js';
 import { tinyModelBytes } from './model-file.js';
@@ -50,6 +50,8 @@ export interface ContractOptions {
    */
   rateLimitProbe?: boolean;
   rateLimitProbeMax?: number;
+  /** Documented headers not to check, e.g. `['X-Request-Id', 'X-RateLimit-*']` for another OpenAI-compatible server. */
+  ignoreHeaders?: string[];
 }
 
 export type Outcome = 'pass' | 'fail' | 'skip';
@@ -127,6 +129,7 @@ class ContractRun {
   private readonly narrowKeys = new Map<string, { id: string; key: string } | string>();
   private readonly listed = new Map<string, string | undefined>();
   private readonly log: (line: string) => void;
+  private readonly conformance: { ignoreHeaders: RegExp[] };
 
   constructor(private readonly options: ContractOptions) {
     this.spec = loadSpec(options.specPath);
@@ -134,6 +137,7 @@ class ContractRun {
     this.log = options.log ?? (() => undefined);
     this.client = new HttpClient(options.baseUrl, { timeoutMs: options.timeoutMs, maxWaitMs: options.maxWaitMs, log: this.log });
     this.model = options.model;
+    this.conformance = { ignoreHeaders: headerPatterns(options.ignoreHeaders ?? []) };
   }
 
   private get synthesis(): SynthesisContext {
@@ -377,7 +381,7 @@ class ContractRun {
     if (exchange.status >= 200 && exchange.status < 300) {
       this.adoptCreated(op, exchange, op.id);
       if (op.method === 'DELETE') this.forget(op, request);
-    } else if (exchange.status === 409 && op.responses['409'] && result.outcome === 'fail' && conformanceProblems(this.validator, op, exchange).length === 0) {
+    } else if (exchange.status === 409 && op.responses['409'] && result.outcome === 'fail' && conformanceProblems(this.validator, op, exchange, this.conformance).length === 0) {
       // The resource's state allows no change (a job that finished already): documented, and not the kit's to force.
       return { check, outcome: 'pass', note: `answered the documented 409 (${describeError(exchange)})`, request: exchange.request };
     }
@@ -429,9 +433,10 @@ class ContractRun {
     const request: OutgoingRequest = { method: op.method, path: this.render(op, built), auth: 'none' };
     const max = this.options.rateLimitProbeMax ?? 1000;
     let exchange = await this.client.sendUnpaced(request);
-    const remaining = Number(exchange.headers.get('x-ratelimit-remaining'));
+    const header = exchange.headers.get('x-ratelimit-remaining');
+    const remaining = header === null ? Number.NaN : Number(header);
     if (exchange.status !== 429 && !(Number.isFinite(remaining) && remaining < max)) {
-      record({ check, outcome: 'skip', reason: exchange.headers.has('x-ratelimit-remaining') ? `${remaining} requests left in the window: more than the probe's ${max}` : 'no X-RateLimit-Remaining to go by' });
+      record({ check, outcome: 'skip', reason: header === null ? 'no X-RateLimit-Remaining to go by' : `${remaining} requests left in the window: more than the probe's ${max}` });
       return;
     }
     this.log(`provoking a 429 on ${op.method} ${op.path} (${remaining} requests left)`);
@@ -553,7 +558,7 @@ class ContractRun {
     if (!statuses.includes(exchange.status)) {
       return { ...base, outcome: 'fail', expected: `status ${statuses.join(' or ')}`, got: `${exchange.status} ${describeError(exchange)}` };
     }
-    const problems: Mismatch[] = conformanceProblems(this.validator, op, exchange);
+    const problems: Mismatch[] = conformanceProblems(this.validator, op, exchange, this.conformance);
     if (problems.length) return { ...base, outcome: 'fail', ...problems[0]!, ...(problems.length > 1 && { more: problems.slice(1).map((p) => `expected ${p.expected}, got ${p.got}`) }) };
     return { ...base, outcome: 'pass' };
   }
