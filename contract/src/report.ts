@@ -1,5 +1,5 @@
 /** The report of a run, as text (for people), JSON (for programs) or JUnit XML (for CI dashboards). */
-import type { CheckResult, ContractReport, OperationResult } from './runner.js';
+import type { CheckResult, ContractReport, OperationResult } from './results.js';
 
 export type ReportFormat = 'text' | 'json' | 'junit';
 

@@ -13,20 +13,19 @@
  * Everything it creates carries the run's prefix (`contract-<run>-`) and is removed at the end.
  */
 import { randomBytes } from 'node:crypto';
+import { BOOTSTRAP } from './bootstrap.js';
+import { checkForbidden, checkInvalid, checkPlausible, checkStream, checkSufficient, checkUnauthenticated, probeRateLimit, streams } from './checks.js';
 import { conformanceProblems, headerPatterns, type Mismatch } from './conformance.js';
-import { HttpClient, RequestFailure, type AuthKind, type Credentials, type Exchange, type OutgoingRequest, type RequestRecord } from './http-client.js';
-import { bodyCases, parameterCases } from './negative-cases.js';
+import { HttpClient, RequestFailure, type AuthKind, type Credentials, type Exchange, type OutgoingRequest } from './http-client.js';
 import { tinyModelBytes } from './model-file.js';
+import { describeError, Skip, verdictOf, type CheckResult, type ContractReport, type OperationResult } from './results.js';
 import { isSecured, jsonBodyOf, loadSpec, type Operation, type Parameter, type Spec } from './spec.js';
 import { mainBranch, objectView, synthesize, withRunValues, type SynthesisContext } from './synthesize.js';
 import { createValidator, type SchemaValidator } from './validator.js';
 
-/**
- * The few operations the kit uses to set itself up, by operationId: logging in, creating and
- * revoking the narrow keys of the 403 checks, and logging out (which needs a session of its own).
- * Every other operation is found and exercised from the spec alone.
- */
-export const BOOTSTRAP = { login: 'login', logout: 'logout', createKey: 'createApiKey' } as const;
+export { BOOTSTRAP } from './bootstrap.js';
+export type { CheckResult, ContractReport, OperationResult, Outcome } from './results.js';
+
 
 export interface ContractOptions {
   baseUrl: string;
@@ -54,43 +53,8 @@ export interface ContractOptions {
   ignoreHeaders?: string[];
 }
 
-export type Outcome = 'pass' | 'fail' | 'skip';
-
-export interface CheckResult {
-  check: string;
-  outcome: Outcome;
-  reason?: string;
-  expected?: string;
-  got?: string;
-  request?: RequestRecord;
-  note?: string;
-  /** Further mismatches of the same answer, after the first. */
-  more?: string[];
-}
-
-export interface OperationResult {
-  id: string;
-  method: string;
-  path: string;
-  tags: string[];
-  verdict: 'passed' | 'failed' | 'skipped';
-  /** For a failure, the first failed check; for a skip, why. */
-  reason?: string;
-  checks: CheckResult[];
-}
-
-export interface ContractReport {
-  baseUrl: string;
-  spec: string;
-  startedAt: string;
-  durationMs: number;
-  operations: OperationResult[];
-  cleanup: CheckResult[];
-  stats: { requests: number; rateLimitWaits: number; waitedMs: number };
-  summary: { operations: number; passed: number; failed: number; skipped: number; cleanupFailed: number };
-}
-
-interface Built {
+/** A request for an operation, before it is rendered: path values, query, headers, body. */
+export interface Built {
   pathValues: Record<string, string>;
   query: Record<string, string>;
   headers?: Record<string, string>;
@@ -99,39 +63,39 @@ interface Built {
   contentType?: string;
 }
 
-interface Resource {
+export interface Resource {
   collection: string;
   id: string;
   label: string;
 }
 
-class Skip extends Error {}
 
 /** How one request authenticates (see `authFor`). */
-type Auth = { auth: AuthKind; credentials: Credentials; apiKeyHeader?: string };
+export type Auth = { auth: AuthKind; credentials: Credentials; apiKeyHeader?: string };
 
 export async function runContract(options: ContractOptions): Promise<ContractReport> {
   const run = new ContractRun(options);
   return run.execute();
 }
 
-class ContractRun {
-  private readonly spec: Spec;
-  private readonly validator: SchemaValidator;
-  private readonly client: HttpClient;
+/** One run: its spec, credentials, client and resources; the checks (checks.ts) act through it. */
+export class ContractRun {
+  readonly spec: Spec;
+  readonly validator: SchemaValidator;
+  readonly client: HttpClient;
   private readonly runId = randomBytes(3).toString('hex');
   private names = 0;
   private creds: Credentials = {};
   private model: string | undefined;
   private readonly resources: Resource[] = [];
   /** Resources that could not be removed during the run (reported with the cleanup). */
-  private readonly cleanupFailures: CheckResult[] = [];
+  readonly cleanupFailures: CheckResult[] = [];
   private readonly narrowKeys = new Map<string, { id: string; key: string } | string>();
   private readonly listed = new Map<string, string | undefined>();
-  private readonly log: (line: string) => void;
-  private readonly conformance: { ignoreHeaders: RegExp[] };
+  readonly log: (line: string) => void;
+  readonly conformance: { ignoreHeaders: RegExp[] };
 
-  constructor(private readonly options: ContractOptions) {
+  constructor(readonly options: ContractOptions) {
     this.spec = loadSpec(options.specPath);
     this.validator = createValidator(this.spec);
     this.log = options.log ?? (() => undefined);
@@ -170,7 +134,7 @@ class ContractRun {
         this.log(`${op.method} ${op.path}`);
         results.set(op, verdictOf(op, await this.runOperation(op)));
       }
-      if (this.options.rateLimitProbe !== false) await this.probeRateLimit(operations.filter((op) => !skipped(op)), results);
+      if (this.options.rateLimitProbe !== false) await probeRateLimit(this, operations.filter((op) => !skipped(op)), results);
     } catch (error) {
       if (!(error instanceof RequestFailure)) throw error;
       throw new Error(`${error.request.method} ${error.request.path}: ${error.message}`);
@@ -203,7 +167,7 @@ class ContractRun {
     if (this.options.username !== undefined && this.options.password !== undefined) this.creds.jwt = await this.login();
   }
 
-  private async login(): Promise<string> {
+  async login(): Promise<string> {
     const op = this.op(BOOTSTRAP.login);
     if (!op) throw new Error(`The spec has no ${BOOTSTRAP.login} operation to log in with`);
     const exchange = await this.client.send({ method: op.method, path: op.path, auth: 'none', json: { username: this.options.username, password: this.options.password } });
@@ -239,7 +203,7 @@ class ContractRun {
   }
 
   /** How to authenticate `op` with `creds`: a JWT where bearer is allowed, else an API key. */
-  private authFor(op: Operation, creds: Credentials): Auth | undefined {
+  authFor(op: Operation, creds: Credentials): Auth | undefined {
     if (!isSecured(op)) return { auth: 'none', credentials: {} };
     const schemes = this.spec.document.components?.securitySchemes ?? {};
     const allowed = op.security.flatMap((req) => Object.keys(req)).map((name) => this.spec.resolve(schemes[name]) ?? {});
@@ -265,7 +229,7 @@ class ContractRun {
         else checks.push({ check: name, outcome: 'fail', expected: 'the check to run', got: (error as Error).message });
       }
     };
-    if (isSecured(op)) await guard('no credentials: 401', () => this.checkUnauthenticated(op));
+    if (isSecured(op)) await guard('no credentials: 401', () => checkUnauthenticated(this, op));
     const auth = this.authFor(op, this.creds);
     if (!auth) {
       checks.push({ check: 'with credentials', outcome: 'skip', reason: isSecured(op) ? 'no credentials for this operation (give --api-key, or --username and --password)' : 'no way to call it' });
@@ -279,180 +243,19 @@ class ContractRun {
       else checks.push({ check: 'building a plausible request', outcome: 'fail', expected: 'a request to send', got: (error as Error).message, ...(error instanceof RequestFailure && { request: error.request }) });
       return checks;
     }
-    if (isSecured(op)) await guard('lacking the permission: 403', () => this.checkForbidden(op, built, false));
-    if (op.streamPermissions?.length) await guard('streaming without its permission: 403', () => this.checkForbidden(op, built, true));
-    await guard('invalid requests: 4xx', () => this.checkInvalid(op, built, auth));
-    await guard('a plausible request: 2xx', () => this.checkPlausible(op, built, auth));
-    if (op.method === 'GET' && isSecured(op)) await guard('with just the permissions the spec names: 2xx', () => this.checkSufficient(op, built));
-    if (this.streams(op)) await guard('streamed: server-sent events', () => this.checkStream(op, built, auth));
+    if (isSecured(op)) await guard('lacking the permission: 403', () => checkForbidden(this, op, built, false));
+    if (op.streamPermissions?.length) await guard('streaming without its permission: 403', () => checkForbidden(this, op, built, true));
+    await guard('invalid requests: 4xx', () => checkInvalid(this, op, built, auth));
+    await guard('a plausible request: 2xx', () => checkPlausible(this, op, built, auth));
+    if (op.method === 'GET' && isSecured(op)) await guard('with just the permissions the spec names: 2xx', () => checkSufficient(this, op, built));
+    if (streams(this, op)) await guard('streamed: server-sent events', () => checkStream(this, op, built, auth));
     return checks;
-  }
-
-  private async checkUnauthenticated(op: Operation): Promise<CheckResult> {
-    const check = 'no credentials: 401';
-    if (!op.responses['401']) return { check, outcome: 'fail', expected: 'a documented 401 for a secured operation', got: `only ${Object.keys(op.responses).join(', ')}` };
-    // The shape of a plausible request is enough: the credentials are checked before anything else.
-    const built = await this.build(op, { placeholders: true });
-    const exchange = await this.send(op, built, { auth: 'none', credentials: {} });
-    return this.expect(check, op, exchange, [401]);
-  }
-
-  private async checkForbidden(op: Operation, built: Built, streaming: boolean): Promise<CheckResult> {
-    const check = streaming ? 'streaming without its permission: 403' : 'lacking the permission: 403';
-    const needed = op.permissions;
-    const any = op.permissionsAny;
-    if (needed === undefined && any === undefined) throw new Skip('the spec does not say which permission it needs (x-permissions)');
-    const all = [...(needed ?? []), ...(any ?? [])];
-    let granted: string[];
-    if (streaming) {
-      granted = [...(needed ?? []), ...(any?.slice(0, 1) ?? [])].filter((p) => !op.streamPermissions!.includes(p));
-    } else {
-      if (all.length === 0) throw new Skip('needs no permission beyond credentials');
-      const other = this.permissionNames().find((p) => !all.includes(p) && !(op.streamPermissions ?? []).includes(p));
-      if (!other) throw new Skip('every permission would grant it');
-      granted = [other];
-    }
-    if (!op.responses['403']) return { check, outcome: 'fail', expected: 'a documented 403 for an operation that needs a permission', got: `only ${Object.keys(op.responses).join(', ')}` };
-    const key = await this.narrowKey(granted.length ? granted : [this.permissionNames()[0]!]);
-    const auth = this.authFor(op, { apiKey: key });
-    if (!auth) throw new Skip('API keys are not accepted here');
-    const exchange = await this.send(op, streaming ? { ...built, json: { ...(built.json as object), stream: true } } : built, auth);
-    return this.expect(check, op, exchange, [403], `key with ${granted.join(', ') || 'no other permission'}`);
-  }
-
-  /** The permissions the spec names are enough: a key with only those reads what an admin reads. */
-  private async checkSufficient(op: Operation, built: Built): Promise<CheckResult> {
-    const check = 'with just the permissions the spec names: 2xx';
-    if (op.permissions === undefined && op.permissionsAny === undefined) throw new Skip('the spec does not say which permission it needs (x-permissions)');
-    const granted = [...(op.permissions ?? []), ...(op.permissionsAny?.slice(0, 1) ?? [])];
-    if (granted.length === 0) throw new Skip('needs no permission beyond credentials');
-    // A key of its own, revoked at once: servers may cap how many keys a user holds.
-    const key = await this.narrowKey(granted, { temporary: true });
-    try {
-      const auth = this.authFor(op, { apiKey: key.key });
-      if (!auth) throw new Skip('API keys are not accepted here');
-      const success = Object.keys(op.responses).filter((s) => s.startsWith('2')).map(Number);
-      return this.expect(check, op, await this.send(op, built, auth), success, `key with ${granted.join(', ')}`);
-    } finally {
-      const removed = await this.remove(key.resource);
-      if (removed.outcome === 'fail') this.cleanupFailures.push(removed);
-    }
-  }
-
-  private async checkInvalid(op: Operation, built: Built, auth: Auth): Promise<CheckResult[]> {
-    const results: CheckResult[] = [];
-    const badRequest = expectedClientError(op, 400);
-    const media = jsonBodyOf(op);
-    const cases: { label: string; request: Built; expected: number[] }[] = [];
-    if (media?.schema && built.json !== undefined) {
-      for (const c of bodyCases(this.spec, this.validator, media.schema, built.json)) cases.push({ label: c.label, request: { ...built, json: c.body }, expected: badRequest });
-      cases.push({ label: 'malformed JSON', request: { ...built, json: undefined, raw: Buffer.from('{"contract": '), contentType: 'application/json' }, expected: badRequest });
-      cases.push({ label: 'JSON sent as text/plain', request: { ...built, json: undefined, raw: Buffer.from(JSON.stringify(built.json)), contentType: 'text/plain' }, expected: expectedClientError(op, 415) });
-    } else if (built.raw !== undefined && built.contentType === 'application/octet-stream') {
-      cases.push({ label: 'a body that is not the documented binary format', request: { ...built, raw: Buffer.from('not a valid file, from the contract kit'), query: { ...built.query } }, expected: badRequest });
-      cases.push({ label: 'sent as application/json', request: { ...built, raw: Buffer.from('{}'), contentType: 'application/json' }, expected: expectedClientError(op, 415) });
-    }
-    for (const c of parameterCases(this.spec, this.validator, op.parameters)) {
-      const where = c.parameter.in === 'path' ? 'pathValues' : 'query';
-      cases.push({ label: c.label, request: { ...built, [where]: { ...built[where], [c.parameter.name]: c.value } }, expected: c.parameter.in === 'path' && !op.responses['400'] ? expectedClientError(op, 404) : badRequest });
-    }
-    if (cases.length === 0) throw new Skip('no request the spec forbids can be derived (no body or parameter constraints)');
-    for (const c of cases) {
-      const exchange = await this.send(op, c.request, auth);
-      if (exchange.status >= 200 && exchange.status < 300) this.adoptCreated(op, exchange, `accepted invalid request (${c.label})`);
-      const result = this.expect(`invalid: ${c.label}`, op, exchange, c.expected);
-      results.push(result);
-    }
-    return results;
-  }
-
-  private async checkPlausible(op: Operation, built: Built, auth: Auth): Promise<CheckResult> {
-    const check = 'a plausible request: 2xx';
-    let request = built;
-    if (op.id === BOOTSTRAP.logout) {
-      // Logging out revokes the token used: it gets a session of its own.
-      if (this.options.username === undefined) throw new Skip('needs a login session of its own: give --username and --password');
-      auth = { auth: 'jwt', credentials: { jwt: await this.login() } };
-    }
-    if (op.method === 'PATCH') request = await this.withCurrentValues(op, built, auth);
-    const exchange = await this.send(op, request, auth);
-    const success = Object.keys(op.responses).filter((s) => s.startsWith('2')).map(Number);
-    const result = this.expect(check, op, exchange, success.length ? success : [200]);
-    if (exchange.status >= 200 && exchange.status < 300) {
-      this.adoptCreated(op, exchange, op.id);
-      if (op.method === 'DELETE') this.forget(op, request);
-    } else if (exchange.status === 409 && op.responses['409'] && result.outcome === 'fail' && conformanceProblems(this.validator, op, exchange, this.conformance).length === 0) {
-      // The resource's state allows no change (a job that finished already): documented, and not the kit's to force.
-      return { check, outcome: 'pass', note: `answered the documented 409 (${describeError(exchange)})`, request: exchange.request };
-    }
-    return result;
-  }
-
-  private async checkStream(op: Operation, built: Built, auth: Auth): Promise<CheckResult> {
-    const view = objectView(this.spec, jsonBodyOf(op)!.schema!);
-    const json: Record<string, unknown> = { ...(built.json as object), stream: true };
-    if (view.properties.stream_options) json.stream_options = { include_usage: true };
-    const exchange = await this.send(op, { ...built, json }, auth, true);
-    const result = this.expect('streamed: server-sent events', op, exchange, [200]);
-    if (result.outcome === 'pass' && !/^text\/event-stream/i.test(exchange.contentType)) {
-      return { ...result, outcome: 'fail', expected: 'Content-Type text/event-stream for stream: true', got: exchange.contentType || 'no Content-Type' };
-    }
-    if (result.outcome === 'pass') result.note = `${exchange.events?.length ?? 0} events`;
-    return result;
-  }
-
-  private streams(op: Operation): boolean {
-    const media = jsonBodyOf(op);
-    const has = Object.values(op.responses).some((r) => r.content?.['text/event-stream']);
-    return Boolean(has && media?.schema && objectView(this.spec, media.schema).properties.stream);
-  }
-
-  /**
-   * Provokes a 429 without credentials (the client address's budget, so the run's own principals
-   * keep theirs) on the first secured GET operation that documents one, and checks it: the
-   * documented status, `Retry-After` and the other required headers, the error format.
-   */
-  private async probeRateLimit(operations: Operation[], results: Map<Operation, OperationResult>) {
-    const op = operations.find((o) => o.method === 'GET' && isSecured(o) && o.responses['429'] && !/\{/.test(o.path));
-    if (!op) return;
-    const check = 'rate limited: 429';
-    const record = (result: CheckResult) => {
-      const previous = results.get(op)?.checks ?? [];
-      results.set(op, verdictOf(op, [...previous, result]));
-    };
-    try {
-      await this.provoke429(op, check, record);
-    } catch (error) {
-      if (!(error instanceof RequestFailure)) throw error;
-      record({ check, outcome: 'fail', expected: 'an answer', got: error.message, request: error.request });
-    }
-  }
-
-  private async provoke429(op: Operation, check: string, record: (result: CheckResult) => void) {
-    const built = await this.build(op, { placeholders: true });
-    const request: OutgoingRequest = { method: op.method, path: this.render(op, built), auth: 'none' };
-    const max = this.options.rateLimitProbeMax ?? 1000;
-    let exchange = await this.client.sendUnpaced(request);
-    const header = exchange.headers.get('x-ratelimit-remaining');
-    const remaining = header === null ? Number.NaN : Number(header);
-    if (exchange.status !== 429 && !(Number.isFinite(remaining) && remaining < max)) {
-      record({ check, outcome: 'skip', reason: header === null ? 'no X-RateLimit-Remaining to go by' : `${remaining} requests left in the window: more than the probe's ${max}` });
-      return;
-    }
-    this.log(`provoking a 429 on ${op.method} ${op.path} (${remaining} requests left)`);
-    for (let i = 0; exchange.status !== 429 && i <= remaining + 5; i++) exchange = await this.client.sendUnpaced(request);
-    if (exchange.status !== 429) {
-      record({ check, outcome: 'fail', expected: `status 429 after the ${remaining} requests left in the window`, got: `${exchange.status} ${describeError(exchange)}`, request: exchange.request });
-      return;
-    }
-    // The cleanup that follows uses the run's credentials, a budget of their own: no need to wait.
-    record(this.expect(check, op, exchange, [429], `after ${remaining + 1} requests without credentials`));
   }
 
   // ---- requests --------------------------------------------------------------------------
 
   /** A plausible request for `op`: path values of the run's own resources, required query values, a body. */
-  private async build(op: Operation, { placeholders = false } = {}): Promise<Built> {
+  async build(op: Operation, { placeholders = false } = {}): Promise<Built> {
     const built: Built = { pathValues: {}, query: {} };
     const synthesis = this.synthesis;
     for (const p of op.parameters) {
@@ -498,14 +301,14 @@ class ContractRun {
     throw new Skip(`takes ${Object.keys(op.requestBody.content).join(', ')}, which the kit cannot build`);
   }
 
-  private render(op: Operation, built: Built): string {
+  render(op: Operation, built: Built): string {
     let path = op.path.replace(/\{([^}]+)\}/g, (_, name: string) => encodeURIComponent(built.pathValues[name] ?? ''));
     const query = new URLSearchParams(built.query).toString();
     if (query) path += `?${query}`;
     return path;
   }
 
-  private async send(op: Operation, built: Built, auth: Auth, stream = false): Promise<Exchange> {
+  async send(op: Operation, built: Built, auth: Auth, stream = false): Promise<Exchange> {
     const request: OutgoingRequest = { method: op.method, path: this.render(op, built), ...auth, stream, ...(built.headers && { headers: built.headers }) };
     if (built.raw !== undefined) {
       request.raw = built.raw;
@@ -531,7 +334,7 @@ class ContractRun {
   }
 
   /** A PATCH sends the values the resource has now (read with the GET of the same path): it changes nothing. */
-  private async withCurrentValues(op: Operation, built: Built, auth: Auth): Promise<Built> {
+  async withCurrentValues(op: Operation, built: Built, auth: Auth): Promise<Built> {
     const read = this.spec.operations.find((o) => o.method === 'GET' && o.path === op.path);
     if (!read) return built;
     const current = (await this.send(read, { ...built, json: undefined }, auth)).json;
@@ -553,7 +356,7 @@ class ContractRun {
 
   // ---- results ---------------------------------------------------------------------------
 
-  private expect(check: string, op: Operation, exchange: Exchange, statuses: number[], note?: string): CheckResult {
+  expect(check: string, op: Operation, exchange: Exchange, statuses: number[], note?: string): CheckResult {
     const base = { check, request: exchange.request, ...(note && { note }) };
     if (!statuses.includes(exchange.status)) {
       return { ...base, outcome: 'fail', expected: `status ${statuses.join(' or ')}`, got: `${exchange.status} ${describeError(exchange)}` };
@@ -563,7 +366,7 @@ class ContractRun {
     return { ...base, outcome: 'pass' };
   }
 
-  private permissionNames(): string[] {
+  permissionNames(): string[] {
     const create = this.op(BOOTSTRAP.createKey);
     const media = create && jsonBodyOf(create);
     const items = media?.schema ? mainBranch(this.spec, objectView(this.spec, media.schema).properties.permissions ?? {}) : undefined;
@@ -572,9 +375,9 @@ class ContractRun {
   }
 
   /** An API key with exactly `permissions`, for the 403 checks (kept for the run, revoked at the end; or used once). */
-  private async narrowKey(permissions: string[]): Promise<string>;
-  private async narrowKey(permissions: string[], options: { temporary: true }): Promise<{ key: string; resource: Resource }>;
-  private async narrowKey(permissions: string[], { temporary = false } = {}): Promise<string | { key: string; resource: Resource }> {
+  async narrowKey(permissions: string[]): Promise<string>;
+  async narrowKey(permissions: string[], options: { temporary: true }): Promise<{ key: string; resource: Resource }>;
+  async narrowKey(permissions: string[], { temporary = false } = {}): Promise<string | { key: string; resource: Resource }> {
     const name = [...permissions].sort().join(',');
     const known = this.narrowKeys.get(name);
     if (typeof known === 'string') throw new Skip(known);
@@ -600,14 +403,14 @@ class ContractRun {
   }
 
   /** A 2xx to a creation (POST to a collection) made a resource of this run: it is cleaned up at the end. */
-  private adoptCreated(op: Operation, exchange: Exchange, label: string) {
+  adoptCreated(op: Operation, exchange: Exchange, label: string) {
     if (op.method !== 'POST' || /\{[^}]+\}/.test(op.path)) return;
     const id = (exchange.json as { id?: unknown } | undefined)?.id;
     if (typeof id !== 'string' || !this.spec.operations.some((o) => o.path.startsWith(`${op.path}/{`))) return;
     this.resources.push({ collection: op.path, id, label });
   }
 
-  private forget(op: Operation, built: Built) {
+  forget(op: Operation, built: Built) {
     const match = /^(.*)\/\{([^}]+)\}$/.exec(op.path);
     if (!match) return;
     const id = built.pathValues[match[2]!];
@@ -627,7 +430,7 @@ class ContractRun {
   }
 
   /** Deletes one resource of the run (or, where items cannot be deleted, cancels it). */
-  private async remove(resource: Resource): Promise<CheckResult> {
+  async remove(resource: Resource): Promise<CheckResult> {
     const item = new RegExp(`^${escape(resource.collection)}/\\{[^}]+\\}`);
     const remove = this.spec.operations.find((o) => o.method === 'DELETE' && item.test(o.path) && /^\/\{[^}]+\}$/.test(o.path.slice(resource.collection.length)));
     const cancel = this.spec.operations.find((o) => o.method === 'POST' && item.test(o.path) && /^\/\{[^}]+\}\/cancel$/.test(o.path.slice(resource.collection.length)));
@@ -654,25 +457,5 @@ function phase(op: Operation): number {
   return /\{[^}]+\}/.test(op.path) ? 2 : 1;
 }
 
-/** The documented answer to a bad request: `preferred` if the operation documents it, else its documented 4xx. */
-function expectedClientError(op: Operation, preferred: number): number[] {
-  if (op.responses[String(preferred)]) return [preferred];
-  const documented = Object.keys(op.responses).map(Number).filter((s) => s >= 400 && s < 500 && s !== 401 && s !== 403 && s !== 429);
-  return documented.length ? documented : [400];
-}
-
-function describeError(exchange: Exchange): string {
-  const text = exchange.text.replace(/\s+/g, ' ').trim().replace(/inf_[A-Za-z0-9]{8,}/g, 'inf_***').replace(/eyJ[\w-]+\.[\w-]+\.[\w-]*/g, '<jwt>');
-  if (!text) return '(empty body)';
-  return text.length > 160 ? `${text.slice(0, 160)}...` : text;
-}
-
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
-function verdictOf(op: Operation, checks: CheckResult[]): OperationResult {
-  const failed = checks.find((c) => c.outcome === 'fail');
-  const passed = checks.some((c) => c.outcome === 'pass');
-  const verdict = failed ? 'failed' : passed ? 'passed' : 'skipped';
-  const reason = failed ? failed.check : verdict === 'skipped' ? checks.find((c) => c.reason)?.reason : undefined;
-  return { id: op.id, method: op.method, path: op.path, tags: op.tags, verdict, ...(reason && { reason }), checks };
-}
