@@ -2298,6 +2298,10 @@ export type OpenaiRetrieveModelData = {
 
 export type OpenaiRetrieveModelErrors = {
     /**
+     * The model id is not a valid id (`invalid_request_error`).
+     */
+    400: OpenAiErrorResponse;
+    /**
      * Missing, invalid, expired or revoked API key (`authentication_error`).
      */
     401: OpenAiErrorResponse;
