@@ -1,6 +1,6 @@
 // Structured output, tool calling, `n` and prompt lists on /v1, with the official openai client
 // against the real server on the demo model (random weights: only the grammar makes it valid).
-import OpenAI from 'openai';
+import OpenAI, { APIError } from 'openai';
 import { zodFunction, zodResponseFormat } from 'openai/helpers/zod';
 import type { ChatCompletionMessageParam, ChatCompletionTool } from 'openai/resources/chat/completions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -36,11 +36,11 @@ async function createKey(server: TestServer): Promise<string> {
   return res.body.key as string;
 }
 
-async function failure(request: () => Promise<unknown>): Promise<OpenAI.APIError> {
+async function failure(request: () => Promise<unknown>): Promise<APIError> {
   try {
     await request();
   } catch (error) {
-    if (error instanceof OpenAI.APIError) return error;
+    if (error instanceof APIError) return error;
     throw error;
   }
   throw new Error('the request succeeded');
@@ -131,7 +131,7 @@ describe('structured output and tools on /v1 with the official openai client', (
     const fn = (choice!.message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall).function;
     expect(fn.name).toBe('get_weather');
     expect(Weather.safeParse(JSON.parse(fn.arguments)).success).toBe(true);
-    expect(choice!.message.tool_calls![0]!.function.parsed_arguments).toEqual(JSON.parse(fn.arguments)); // zodFunction tools are parsed
+    expect((choice!.message.tool_calls![0] as { function: { parsed_arguments?: unknown } }).function.parsed_arguments).toEqual(JSON.parse(fn.arguments)); // zodFunction tools are parsed
     // The same call as the plain answer, but for its id.
     const plain = await client.chat.completions.create(request);
     expect(JSON.parse(fn.arguments)).toEqual(JSON.parse((plain.choices[0]!.message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall).function.arguments));
