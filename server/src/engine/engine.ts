@@ -417,11 +417,6 @@ export class InferenceEngine {
     }
   }
 
-  /** Compiled grammars held, and how often a request found its grammar compiled. */
-  grammarStats() {
-    return this.#grammars.stats;
-  }
-
   /** Sequences in use and requests waiting, per loaded model. */
   stats(): { model: string; busy: number; waiting: number; sequences: number }[] {
     return [...this.#loaded.values()].map((m) => ({ model: m.id, busy: m.pool.busy, waiting: m.pool.waiting, sequences: m.pool.size }));

@@ -8,7 +8,8 @@ import type { GbnfJsonSchema } from 'node-llama-cpp';
  *
  * Supported: `type` (one or a list), `enum`, `const`, `anyOf`/`oneOf` (a value is generated for one
  * branch), `properties`, `required`, `additionalProperties`, `minProperties`, `maxProperties`,
- * `items`, `prefixItems`, `minItems`, `maxItems`, `minLength`, `maxLength`, `format` (`date`,
+ * `propertyNames` that allows any string, `items` (or `false` after `prefixItems`), `prefixItems`,
+ * `minItems`, `maxItems`, `minLength`, `maxLength`, `format` (`date`,
  * `time`, `date-time`), `$ref` to `#/$defs/...` or `#/definitions/...` (recursion included, when
  * it passes through an object or array), `minimum`/`maximum` only where the number grammar's range
  * already satisfies them (as zod writes for `z.int()`), and annotations (`title`, `description`,
@@ -56,7 +57,7 @@ const KEYWORDS_OF: Record<JsonType, readonly string[]> = {
   integer: ['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum'],
   boolean: [],
   null: [],
-  object: ['properties', 'required', 'additionalProperties', 'minProperties', 'maxProperties'],
+  object: ['properties', 'required', 'additionalProperties', 'minProperties', 'maxProperties', 'propertyNames'],
   array: ['items', 'prefixItems', 'minItems', 'maxItems'],
 };
 const TYPED_KEYWORDS = new Set(Object.values(KEYWORDS_OF).flat());
@@ -265,6 +266,12 @@ class SchemaTranslator {
           const missing = (schema.required as string[]).find((name) => !(name in properties));
           if (missing !== undefined) throw new UnsupportedSchemaError(here('required'), `\`required\` names \`${missing}\`, which is not in \`properties\``);
         }
+        // Names are strings anyway: only a `propertyNames` that allows every string is enforceable (zod's records write one).
+        if ('propertyNames' in schema) {
+          const names = schema.propertyNames;
+          const loose = names === true || (isNode(names) && Object.keys(names).every((key) => ANNOTATIONS.has(key) || (key === 'type' && names.type === 'string')));
+          if (!loose) throw new UnsupportedSchemaError(here('propertyNames'), '`propertyNames` other than `{"type": "string"}` is not supported');
+        }
         const count = Object.keys(properties).length;
         let additionalProperties: boolean | GbnfJsonSchema | undefined;
         if ('additionalProperties' in schema && schema.additionalProperties !== false) {
@@ -285,14 +292,16 @@ class SchemaTranslator {
       }
       case 'array': {
         if ('items' in schema && Array.isArray(schema.items)) throw new UnsupportedSchemaError(here('items'), '`items` as a list is not supported (use `prefixItems`)');
-        const items = 'items' in schema ? this.#node(schema.items, here('items'), depth + 1, noDirect) : undefined;
+        // `items: false` (as zod writes for tuples): nothing beyond `prefixItems`.
+        const closed = schema.items === false;
+        const items = 'items' in schema && !closed ? this.#node(schema.items, here('items'), depth + 1, noDirect) : undefined;
         let prefixItems: GbnfJsonSchema[] | undefined;
         if ('prefixItems' in schema) {
           if (!Array.isArray(schema.prefixItems)) throw new UnsupportedSchemaError(here('prefixItems'), '`prefixItems` must be a list of schemas');
           prefixItems = schema.prefixItems.map((item, i) => this.#node(item, here(`prefixItems[${i}]`), depth + 1, noDirect));
         }
         const minItems = this.#count01(schema, 'minItems', here('minItems'));
-        const maxItems = this.#count01(schema, 'maxItems', here('maxItems'));
+        const maxItems = closed ? Math.min(prefixItems?.length ?? 0, this.#count01(schema, 'maxItems', here('maxItems')) ?? Infinity) : this.#count01(schema, 'maxItems', here('maxItems'));
         if (minItems !== undefined && maxItems !== undefined && maxItems < minItems) throw new UnsupportedSchemaError(here('maxItems'), '`maxItems` is below `minItems`');
         if (prefixItems && maxItems !== undefined && maxItems < prefixItems.length) throw new UnsupportedSchemaError(here('maxItems'), '`maxItems` below the number of `prefixItems` is not supported');
         return {

@@ -256,7 +256,9 @@ export const zConfigPatch = z.object({
  * the text always parses and validates against `schema`. Both are enforced by a grammar while
  * generating, on any model. A schema the grammar cannot enforce is refused with 400 naming the
  * keyword: supported are `type`, `enum`, `const`, `anyOf`/`oneOf`, `properties`, `required`,
- * `additionalProperties`, `minProperties`/`maxProperties`, `items`, `prefixItems`,
+ * `additionalProperties`, `minProperties`/`maxProperties`, `propertyNames` only as
+ * `{"type": "string"}` (as zod writes for records), `items` (a schema, or `false` after
+ * `prefixItems`), `prefixItems`,
  * `minItems`/`maxItems`, `minLength`/`maxLength`, `format` (`date`, `time`, `date-time`),
  * `$ref` into `$defs`/`definitions` (recursion through objects or arrays), `minimum`/`maximum`
  * only as loose as the grammar's number range (integers within ±999999999999999, as zod's
