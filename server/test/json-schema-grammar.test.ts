@@ -42,7 +42,7 @@ describe('toGrammarSchema', () => {
   it('refuses keywords a grammar cannot enforce, naming the keyword and where it is', () => {
     expect(refusal({ type: 'object', properties: { a: { type: 'string', pattern: 'x' } } })).toMatchObject({ at: 'properties.a.pattern', message: expect.stringMatching(/`pattern`/) });
     expect(refusal({ allOf: [] }).at).toBe('allOf');
-    expect(refusal({ type: 'integer', minimum: 1 }).at).toBe('minimum');
+    expect(refusal({ type: 'integer', minimum: 2 }).at).toBe('minimum');
     expect(refusal({ type: 'number', multipleOf: 2 }).at).toBe('multipleOf');
     expect(refusal({ type: 'array', uniqueItems: true }).at).toBe('uniqueItems');
     expect(refusal({ type: 'string', format: 'uuid' }).at).toBe('format');
@@ -57,10 +57,19 @@ describe('toGrammarSchema', () => {
     expect(refusal({ type: 'string', enum: [1] }).at).toBe('enum');
   });
 
-  it('accepts number bounds only as loose as the grammar itself', () => {
+  it('accepts number bounds a grammar can keep, and refuses the others', () => {
     expect(() => toGrammarSchema({ type: 'integer', minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER })).not.toThrow();
     expect(() => toGrammarSchema({ type: 'integer', minimum: -INTEGER_RANGE, maximum: INTEGER_RANGE })).not.toThrow();
+    expect(toGrammarSchema({ type: 'integer', minimum: 1, maximum: 5 })).toEqual({ enum: [1, 2, 3, 4, 5] });
+    expect(toGrammarSchema({ type: 'integer', exclusiveMinimum: 0, exclusiveMaximum: 3.5 })).toEqual({ enum: [1, 2, 3] });
+    for (const bounds of [{ minimum: 0 }, { minimum: 1 }, { exclusiveMinimum: 0 }]) expect(() => toGrammarSchema({ type: 'integer', ...bounds })).not.toThrow();
+    for (const bounds of [{ minimum: 0 }, { exclusiveMinimum: 0 }, { minimum: 0, maximum: 1 }]) expect(() => toGrammarSchema({ type: 'number', ...bounds })).not.toThrow();
     expect(refusal({ type: 'integer', maximum: INTEGER_RANGE - 1 }).at).toBe('maximum');
+    expect(refusal({ type: 'integer', minimum: 5 }).at).toBe('minimum');
+    expect(refusal({ type: 'integer', minimum: 0, maximum: 1_000 }).at).toBe('minimum');
+    expect(refusal({ type: 'number', minimum: 0, maximum: 100 }).at).toBe('minimum');
+    expect(refusal({ type: 'integer', minimum: 3, maximum: 2 }).message).toMatch(/No integer/);
+    expect(refusal({ enum: ['__inferno_number_rule__integer>=0'] }).message).toMatch(/reserved/);
   });
 
   it('allows recursion through objects and arrays, refuses recursion that could never end', () => {
@@ -131,6 +140,16 @@ describe('GrammarCache on the demo model', () => {
         expect(Number.isSafeInteger(value.n), text).toBe(true);
         expect(Number.isFinite(value.f), text).toBe(true);
         expect(value.s.length).toBeLessThanOrEqual(40);
+      }
+      const Bounded = z.object({ count: z.int().nonnegative(), id: z.int().positive(), size: z.number().nonnegative(), weight: z.number().positive(), share: z.number().min(0).max(1), stars: z.int().min(1).max(5) });
+      const bounded = await new GrammarCache().get(llama, toGrammarSchema(z.toJSONSchema(Bounded)));
+      expect(bounded.grammar).not.toMatch(/__inferno_number_rule__/);
+      for (let seed = 1; seed <= 8; seed++) {
+        await sequence.clearHistory();
+        const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
+        const text = await completion.generateCompletion('Data:', { grammar: bounded, maxTokens: 200, seed, temperature: 1 });
+        completion.dispose({ disposeSequence: false });
+        expect(Bounded.safeParse(JSON.parse(text)).success, text).toBe(true);
       }
     } finally {
       await context.dispose();

@@ -234,7 +234,7 @@ describe('structured output and tools on /v1 with the official openai client', (
   it('refuses a schema keyword it cannot enforce with 400 naming the keyword', async () => {
     const cases: [Record<string, unknown>, string, RegExp][] = [
       [{ type: 'object', properties: { email: { type: 'string', pattern: '^.+@.+$' } } }, 'response_format.json_schema.schema.properties.email.pattern', /pattern/],
-      [{ type: 'object', properties: { age: { type: 'integer', minimum: 0 } } }, 'response_format.json_schema.schema.properties.age.minimum', /minimum/],
+      [{ type: 'object', properties: { age: { type: 'integer', minimum: 18 } } }, 'response_format.json_schema.schema.properties.age.minimum', /minimum/],
       [{ allOf: [{ type: 'object' }] }, 'response_format.json_schema.schema.allOf', /allOf/],
       [{ type: 'string', format: 'email' }, 'response_format.json_schema.schema.format', /email/],
       [{ type: 'object', properties: { a: { $ref: '#/$defs/missing' } } }, 'response_format.json_schema.schema.properties.a.$ref', /missing/],

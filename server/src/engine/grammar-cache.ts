@@ -1,5 +1,5 @@
 import { LlamaGrammar, LlamaText, type GbnfJsonSchema, type Llama } from 'node-llama-cpp';
-import { canonicalJson } from './json-schema.js';
+import { canonicalJson, NUMBER_RULE_MARKERS } from './json-schema.js';
 
 /** The grammar could not be built from a schema llama.cpp's grammar parser refuses (too complex). */
 export class GrammarCompileError extends Error {
@@ -20,7 +20,19 @@ const SAFE_RULES: Record<string, string> = {
   'string-char-rule': '[\\x20-\\x21\\x23-\\x5B\\x5D-\\x7E] | "\\\\" ["\\\\/bfnrt] | "\\\\u" [0-9a-fA-F]{4}',
 };
 
+// The rules behind json-schema.ts's number markers (the grammar has them as string literals).
+const DIGITS = '[1-9] [0-9]{0,14}';
+const FRACTION_AND_EXPONENT = '("." [0-9]{1,15})? ([eE] [-+]? [0-9]{1,2})?';
+const MARKER_RULES: Record<string, string> = {
+  [NUMBER_RULE_MARKERS.nonNegativeInteger]: `("0" | ${DIGITS})`,
+  [NUMBER_RULE_MARKERS.positiveInteger]: `(${DIGITS})`,
+  [NUMBER_RULE_MARKERS.nonNegativeNumber]: `("0" | ${DIGITS}) ${FRACTION_AND_EXPONENT}`,
+  [NUMBER_RULE_MARKERS.positiveNumber]: `(${DIGITS} ("." [0-9]{1,15})? | "0." [0-9]{0,14} [1-9]) ([eE] [-+]? [0-9]{1,2})?`,
+  [NUMBER_RULE_MARKERS.unitInterval]: '("0" ("." [0-9]{1,15})? | "1" ("." "0"{1,15})?)',
+};
+
 function withSafeRules(gbnf: string): string {
+  for (const [marker, rule] of Object.entries(MARKER_RULES)) gbnf = gbnf.replaceAll(`"\\"${marker}\\""`, rule);
   return gbnf
     .split('\n')
     .map((line) => {

@@ -11,8 +11,8 @@ import type { GbnfJsonSchema } from 'node-llama-cpp';
  * `propertyNames` that allows any string, `items` (or `false` after `prefixItems`), `prefixItems`,
  * `minItems`, `maxItems`, `minLength`, `maxLength`, `format` (`date`,
  * `time`, `date-time`), `$ref` to `#/$defs/...` or `#/definitions/...` (recursion included, when
- * it passes through an object or array), `minimum`/`maximum` only where the number grammar's range
- * already satisfies them (as zod writes for `z.int()`), and annotations (`title`, `description`,
+ * it passes through an object or array), number bounds where a grammar can keep them (see
+ * `#number`; zod's `z.int()` bounds included), and annotations (`title`, `description`,
  * `default`, `examples`, `$schema`, `$id`, `$comment`, `deprecated`, `readOnly`, `writeOnly`).
  *
  * The grammar writes every listed property (so `required` always holds) and no property beyond
@@ -35,6 +35,19 @@ export const SCHEMA_LIMITS = {
 export const INTEGER_RANGE = 999_999_999_999_999;
 /** The range of the number grammar: 15 digits, 15 decimals, an exponent of at most 2 digits. */
 export const NUMBER_RANGE = 1e115;
+
+/**
+ * Placeholders for number rules node-llama-cpp has no schema for: written as `const` strings, whose
+ * literal the grammar cache replaces with the rule (grammar-cache.ts). No client value may use them.
+ */
+export const NUMBER_RULE_MARKER_PREFIX = '__inferno_number_rule__';
+export const NUMBER_RULE_MARKERS = {
+  nonNegativeInteger: `${NUMBER_RULE_MARKER_PREFIX}integer>=0`,
+  positiveInteger: `${NUMBER_RULE_MARKER_PREFIX}integer>=1`,
+  nonNegativeNumber: `${NUMBER_RULE_MARKER_PREFIX}number>=0`,
+  positiveNumber: `${NUMBER_RULE_MARKER_PREFIX}number>0`,
+  unitInterval: `${NUMBER_RULE_MARKER_PREFIX}number0..1`,
+} as const;
 
 /** A schema the grammar cannot enforce, with where and which keyword. */
 export class UnsupportedSchemaError extends Error {
@@ -173,6 +186,7 @@ class SchemaTranslator {
       if (this.#enumValues > SCHEMA_LIMITS.maxEnumValues) throw new UnsupportedSchemaError(here(key), `The schema has more than ${SCHEMA_LIMITS.maxEnumValues} \`enum\`/\`const\` values`);
       for (const value of values) {
         if (typeof value === 'object' && value !== null) throw new UnsupportedSchemaError(here(key), `\`${key}\` values must be strings, numbers, booleans or null`);
+        if (typeof value === 'string' && value.startsWith(NUMBER_RULE_MARKER_PREFIX)) throw new UnsupportedSchemaError(here(key), `\`${key}\` values starting with ${NUMBER_RULE_MARKER_PREFIX} are reserved`);
         const type = jsonTypeOf(value);
         if (types && !types.includes(type) && !(type === 'integer' && types.includes('number'))) {
           throw new UnsupportedSchemaError(here(key), `The \`${key}\` value ${JSON.stringify(value)} is not of the schema's \`type\``);
@@ -214,6 +228,52 @@ class SchemaTranslator {
     return value;
   }
 
+  /**
+   * A number within its bounds. Bounds the number grammar already keeps are accepted as they are;
+   * a small integer range becomes an `enum`; `>= 0`, `>= 1` (integers), `>= 0`, `> 0` and `[0, 1]`
+   * (numbers) get grammar rules of their own (NUMBER_RULE_MARKERS); other bounds are refused.
+   */
+  #number(type: 'number' | 'integer', schema: Node, here: (key: string) => string): GbnfJsonSchema {
+    const range = type === 'integer' ? INTEGER_RANGE : NUMBER_RANGE;
+    let lower = -Infinity;
+    let upper = Infinity;
+    let lowerExclusive = false;
+    let upperExclusive = false;
+    for (const key of ['minimum', 'exclusiveMinimum', 'maximum', 'exclusiveMaximum']) {
+      if (!(key in schema)) continue;
+      const value = schema[key];
+      if (typeof value !== 'number' || !Number.isFinite(value)) throw new UnsupportedSchemaError(here(key), `\`${key}\` must be a number`);
+      const exclusive = key.startsWith('exclusive');
+      if (key.endsWith('inimum') && (value > lower || (value === lower && exclusive))) [lower, lowerExclusive] = [value, exclusive];
+      if (key.endsWith('aximum') && (value < upper || (value === upper && exclusive))) [upper, upperExclusive] = [value, exclusive];
+    }
+    const lowImplied = lowerExclusive ? lower < -range : lower <= -range;
+    const highImplied = upperExclusive ? upper > range : upper >= range;
+    if (lowImplied && highImplied) return { type };
+    const refuse = (): never => {
+      const key = lowImplied ? (upperExclusive ? 'exclusiveMaximum' : 'maximum') : lowerExclusive ? 'exclusiveMinimum' : 'minimum';
+      throw new UnsupportedSchemaError(
+        here(key),
+        `This \`${key}\` is not supported: ${type === 'integer' ? 'integers take ranges of up to 256 values, >= 0 or >= 1' : 'numbers take >= 0, > 0 or 0 to 1'} (or bounds beyond ±${range})`,
+      );
+    };
+    if (type === 'integer') {
+      const low = lowImplied ? -Infinity : lowerExclusive ? Math.floor(lower) + 1 : Math.ceil(lower);
+      const high = highImplied ? Infinity : upperExclusive ? Math.ceil(upper) - 1 : Math.floor(upper);
+      if (low > high) throw new UnsupportedSchemaError(here('minimum'), 'No integer lies within these bounds');
+      if (Number.isFinite(low) && Number.isFinite(high) && high - low < 256) {
+        this.#enumValues += high - low + 1;
+        if (this.#enumValues > SCHEMA_LIMITS.maxEnumValues) throw new UnsupportedSchemaError(here('maximum'), `The schema has more than ${SCHEMA_LIMITS.maxEnumValues} \`enum\`/\`const\` values`);
+        return { enum: Array.from({ length: high - low + 1 }, (_, i) => low + i) };
+      }
+      if (highImplied && (low === 0 || low === 1)) return { const: low === 0 ? NUMBER_RULE_MARKERS.nonNegativeInteger : NUMBER_RULE_MARKERS.positiveInteger };
+      return refuse();
+    }
+    if (highImplied && lower === 0) return { const: lowerExclusive ? NUMBER_RULE_MARKERS.positiveNumber : NUMBER_RULE_MARKERS.nonNegativeNumber };
+    if (lower === 0 && !lowerExclusive && upper === 1 && !upperExclusive) return { const: NUMBER_RULE_MARKERS.unitInterval };
+    return refuse();
+  }
+
   /** The part of `schema` that applies to values of one type. */
   #typed(type: JsonType, schema: Node, at: string, depth: number): GbnfJsonSchema {
     const here = (key: string) => (at ? `${at}.${key}` : key);
@@ -233,21 +293,8 @@ class SchemaTranslator {
         return { type: 'string', ...(minLength !== undefined && { minLength }), ...(maxLength !== undefined && { maxLength }) };
       }
       case 'number':
-      case 'integer': {
-        const range = type === 'integer' ? INTEGER_RANGE : NUMBER_RANGE;
-        for (const key of ['minimum', 'exclusiveMinimum', 'maximum', 'exclusiveMaximum']) {
-          if (!(key in schema)) continue;
-          const value = schema[key];
-          if (typeof value !== 'number') throw new UnsupportedSchemaError(here(key), `\`${key}\` must be a number`);
-          const lower = key.endsWith('inimum');
-          const exclusive = key.startsWith('exclusive');
-          const implied = lower ? (exclusive ? value < -range : value <= -range) : exclusive ? value > range : value >= range;
-          if (!implied) {
-            throw new UnsupportedSchemaError(here(key), `\`${key}\` is not supported (the grammar only bounds ${type === 'integer' ? 'integers' : 'numbers'} to ±${range})`);
-          }
-        }
-        return { type };
-      }
+      case 'integer':
+        return this.#number(type, schema, here);
       case 'boolean':
       case 'null':
         return { type };
