@@ -8,7 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { writeDemoModel } from '../src/engine/demo-model.js';
 import { GrammarCache } from '../src/engine/grammar-cache.js';
-import { canonicalJson, INTEGER_RANGE, toGrammarSchema, UnsupportedSchemaError } from '../src/engine/json-schema.js';
+import { canonicalJson, INTEGER_RANGE, toGrammarSchema, UnsupportedSchemaError, withoutNumberMarkers } from '../src/engine/json-schema.js';
+import { planOutput } from '../src/routes/output-plan.js';
+import { DEFAULT_CONFIG } from '../src/config.js';
 import { startLlama } from '../../bench/lib.js';
 
 function refusal(schema: unknown): UnsupportedSchemaError {
@@ -85,6 +87,19 @@ describe('toGrammarSchema', () => {
     expect(refusal(deep).message).toMatch(/deeper than 32/);
     expect(refusal({ enum: Array.from({ length: 1_001 }, (_, i) => i) }).message).toMatch(/1000/);
     expect(refusal({ type: 'object', properties: Object.fromEntries(Array.from({ length: 2_001 }, (_, i) => [`p${i}`, { type: 'null' }])) }).message).toMatch(/2000 subschemas/);
+  });
+
+  it('enforces number rules in forced calls, and describes plain numbers where node-llama-cpp reads the schema itself', () => {
+    const parameters = z.toJSONSchema(z.object({ count: z.int().nonnegative(), share: z.number().min(0).max(1) }));
+    expect(JSON.stringify(toGrammarSchema(parameters))).toMatch(/__inferno_number_rule__/);
+    expect(withoutNumberMarkers(toGrammarSchema(parameters))).toEqual({ type: 'object', properties: { count: { type: 'integer' }, share: { type: 'number' } } });
+    const paths = { schema: 's', tools: 't', toolParameters: () => 'p', toolChoice: 'c' };
+    const forced = planOutput({ tools: [{ name: 'f', parameters }], toolChoice: { name: 'f' }, chat: true }, DEFAULT_CONFIG.limits, paths);
+    expect(JSON.stringify(forced.generation.jsonSchema)).toMatch(/__inferno_number_rule__/);
+    expect(JSON.stringify(forced.generation.functions)).not.toMatch(/__inferno_number_rule__/);
+    const auto = planOutput({ tools: [{ name: 'f', parameters }], chat: true }, DEFAULT_CONFIG.limits, paths);
+    expect(auto.generation.functions?.mode).toBe('auto');
+    expect(JSON.stringify(auto.generation.functions)).not.toMatch(/__inferno_number_rule__/);
   });
 
   it('gives the same cache key for the same schema in any key order', () => {

@@ -363,6 +363,23 @@ class SchemaTranslator {
   }
 }
 
+/**
+ * The schema with the number markers back as plain numbers: for where node-llama-cpp reads a schema
+ * itself (the functions it describes in the prompt, and `auto` function calling, whose grammar it
+ * builds on its own and which so enforces the structure but not these bounds).
+ */
+export function withoutNumberMarkers(schema: GbnfJsonSchema): GbnfJsonSchema {
+  const strip = (value: unknown): unknown => {
+    if (Array.isArray(value)) return value.map(strip);
+    if (!isNode(value)) return value;
+    if (typeof value.const === 'string' && value.const.startsWith(NUMBER_RULE_MARKER_PREFIX)) {
+      return { type: value.const.includes('integer') ? 'integer' : 'number', ...(value.description !== undefined && { description: value.description }) };
+    }
+    return Object.fromEntries(Object.entries(value).map(([key, inner]) => [key, strip(inner)]));
+  };
+  return strip(schema) as GbnfJsonSchema;
+}
+
 /** JSON with object keys sorted: the same schema always gives the same text (a cache key). */
 export function canonicalJson(value: unknown): string {
   return JSON.stringify(sortKeys(value as Json));

@@ -287,9 +287,11 @@ export const zTool = z.object({
 });
 
 /**
- * `auto` (default with tools): the model's chat template decides whether to call (arguments are
- * grammar-enforced once a call starts). `none`: no call. `required`: at least one call, and
- * `{"name"}`: that function; both are guaranteed by a grammar, on any model.
+ * `auto` (default with tools): the model's chat template decides whether to call; once a call
+ * starts, node-llama-cpp's grammar keeps its arguments to the parameters' structure (number
+ * bounds and the safe number and string rules of `ResponseFormat` hold for forced calls only).
+ * `none`: no call. `required`: at least one call, and `{"name"}`: that function; both are
+ * guaranteed by a grammar, arguments valid against the parameters, on any model.
  *
  */
 export const zToolChoice = z.union([
@@ -620,7 +622,7 @@ export const zOpenAiTool = z.object({
 });
 
 /**
- * `auto` (default with tools), `none`, `required` (a call is guaranteed by grammar), or a named function (that call is guaranteed).
+ * `auto` (default with tools: the chat template decides; see the native `ToolChoice` for what its grammar holds), `none`, `required` (a call is guaranteed by grammar), or a named function (that call is guaranteed).
  */
 export const zOpenAiToolChoice = z.union([
     z.literal('auto'),

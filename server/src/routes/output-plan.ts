@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { GbnfJsonSchema } from 'node-llama-cpp';
 import type { Config } from '../config.js';
 import type { FunctionSpec, GenerationRequest, GenerationResult } from '../engine/engine.js';
-import { toGrammarSchema, UnsupportedSchemaError } from '../engine/json-schema.js';
+import { toGrammarSchema, UnsupportedSchemaError, withoutNumberMarkers } from '../engine/json-schema.js';
 import { validationError } from '../http/errors.js';
 
 /**
@@ -106,13 +106,15 @@ export function planOutput(request: OutputRequest, limits: Config['limits'], pat
   checkSize(tools, limits.max_schema_bytes, paths.tools, 'The tools');
 
   const available: Record<string, FunctionSpec> = {};
+  const enforced: Record<string, GbnfJsonSchema> = {}; // with the number rules, for forced calls
   tools.forEach((tool, index) => {
     if (tool.name in available) throw validationError([{ path: `${paths.tools}[${index}]`, message: `Two tools are named ${tool.name}` }]);
     const params = tool.parameters === undefined ? NO_ARGUMENTS : grammarSchema(tool.parameters, paths.toolParameters(index));
     if (!('type' in params) || params.type !== 'object') {
       throw validationError([{ path: paths.toolParameters(index), message: 'A tool\'s parameters must be an object schema (`"type": "object"`)' }]);
     }
-    available[tool.name] = { ...(tool.description !== undefined && { description: tool.description }), params };
+    enforced[tool.name] = params;
+    available[tool.name] = { ...(tool.description !== undefined && { description: tool.description }), params: withoutNumberMarkers(params) };
   });
 
   const choice = toolChoice ?? 'auto';
@@ -131,9 +133,9 @@ export function planOutput(request: OutputRequest, limits: Config['limits'], pat
   if (typeof choice === 'object' && !(choice.name in available)) {
     throw validationError([{ path: paths.toolChoice, message: `tool_choice names ${choice.name}, which is not among the tools` }]);
   }
-  if (named !== undefined) return { generation: { jsonSchema: available[named]!.params, functions: describe }, tools: { mode: 'single', name: named } };
+  if (named !== undefined) return { generation: { jsonSchema: enforced[named], functions: describe }, tools: { mode: 'single', name: named } };
   const call = {
-    oneOf: names.map((name) => ({ type: 'object', properties: { name: { const: name }, arguments: available[name]!.params } })),
+    oneOf: names.map((name) => ({ type: 'object', properties: { name: { const: name }, arguments: enforced[name] } })),
   } as GbnfJsonSchema;
   const list = { type: 'array', items: call, minItems: 1, maxItems: parallel ? MAX_PARALLEL_CALLS : 1 } as GbnfJsonSchema;
   return { generation: { jsonSchema: list, functions: describe }, tools: { mode: 'list' } };
