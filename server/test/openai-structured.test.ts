@@ -204,6 +204,18 @@ describe('structured output and tools on /v1 with the official openai client', (
     expect(usage).toEqual(three.usage);
   });
 
+  it('takes [limits] max_choices from PATCH /api/v1/config at run time', async () => {
+    const token = await login(server.url);
+    const patch = (maxChoices: number) => call(server.url, 'PATCH', '/api/v1/config', { token, body: { limits: { max_choices: maxChoices } } });
+    expect((await patch(2)).status).toBe(200);
+    try {
+      expect(await failure(() => client.chat.completions.create({ model: MODEL, messages: ask, n: 3, max_tokens: 2 }))).toMatchObject({ status: 400, param: 'n' });
+      expect((await client.chat.completions.create({ model: MODEL, messages: ask, n: 2, max_tokens: 2 })).choices).toHaveLength(2);
+    } finally {
+      expect((await patch(16)).status).toBe(200);
+    }
+  });
+
   it('answers a prompt list with one choice per prompt, index in order, and n per prompt', async () => {
     const prompts = ['Once upon a time', 'The weather', 'In a galaxy'];
     const request = { model: MODEL, seed: 3, max_tokens: 8 };

@@ -265,6 +265,9 @@ export type ConfigPatch = {
     limits?: {
         max_body_bytes?: number;
         max_prompt_chars?: number;
+        max_choices?: number;
+        max_tools?: number;
+        max_schema_bytes?: number;
     };
     auth?: {
         token_ttl_seconds?: number;

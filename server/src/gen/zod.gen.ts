@@ -227,7 +227,10 @@ export const zConfigPatch = z.object({
     }).optional(),
     limits: z.object({
         max_body_bytes: z.int().gte(1024).lte(1073741824).optional(),
-        max_prompt_chars: z.int().gte(1).lte(10000000).optional()
+        max_prompt_chars: z.int().gte(1).lte(10000000).optional(),
+        max_choices: z.int().gte(1).lte(128).optional(),
+        max_tools: z.int().gte(1).lte(128).optional(),
+        max_schema_bytes: z.int().gte(256).lte(1048576).optional()
     }).optional(),
     auth: z.object({
         token_ttl_seconds: z.int().gte(60).lte(31536000).optional(),
