@@ -140,7 +140,7 @@ describe('structured output and tools on /v1 with the official openai client', (
 
   it('tool_choice required always calls one of the tools, plainly and streamed', async () => {
     for (const seed of SEEDS.slice(0, 3)) {
-      const request = { model: MODEL, messages: ask, tools: TOOLS, tool_choice: 'required' as const, parallel_tool_calls: false, seed, max_tokens: 200 };
+      const request = { model: MODEL, messages: ask, tools: TOOLS, tool_choice: 'required' as const, seed, max_tokens: 200 }; // parallel_tool_calls defaults to true
       const completion = await client.chat.completions.create(request);
       const streamed = await client.chat.completions.stream(request).finalChatCompletion();
       for (const choice of [completion.choices[0]!, streamed.choices[0]!]) {

@@ -408,7 +408,7 @@ export type InferenceRequest = {
     tools?: Array<Tool>;
     tool_choice?: ToolChoice;
     /**
-     * Whether one answer may hold several calls (at most 8).
+     * With `tool_choice: auto`: whether one answer may hold several calls (at most 8). A forced call (`required`, a named function) is always one call.
      */
     parallel_tool_calls?: boolean;
 };
@@ -833,7 +833,7 @@ export type OpenAiChatCompletionRequest = OpenAiGenerationOptions & {
     tools?: Array<OpenAiTool> | null;
     tool_choice?: OpenAiToolChoice;
     /**
-     * Whether one answer may hold several calls (default true; at most 8 calls).
+     * With `tool_choice: auto`: whether one answer may hold several calls (default true; at most 8). `required` and a named function always give one call.
      */
     parallel_tool_calls?: boolean | null;
     [key: string]: unknown;

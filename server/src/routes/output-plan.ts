@@ -40,13 +40,13 @@ export interface OutputPaths {
   toolChoice: string;
 }
 
-/** Calls in one answer when parallel calls are allowed: bounded so a forced call always ends. */
+/** Calls in one `auto` answer when parallel calls are allowed. */
 export const MAX_PARALLEL_CALLS = 8;
 
 /**
  * How tool calls come out of a generation: `auto`, from node-llama-cpp's function calling; a
- * `single` forced call, as the generated text being the arguments; a `list`, as the generated text
- * being `[{"name", "arguments"}, ...]`.
+ * `single` forced call of a known function, as the generated text being the arguments; a `list`
+ * (`required` among several tools), as the generated text being `[{"name", "arguments"}]`.
  */
 export type ToolPlan = { mode: 'auto' } | { mode: 'single'; name: string } | { mode: 'list' };
 
@@ -129,7 +129,9 @@ export function planOutput(request: OutputRequest, limits: Config['limits'], pat
 
   const describe = { available, mode: 'describe' as const };
   const names = Object.keys(available);
-  const named = typeof choice === 'object' ? choice.name : names.length === 1 && !parallel ? names[0] : undefined;
+  // A forced answer is one call: a list the model may extend would, on weak weights, run on to
+  // max_tokens and never close. Several calls in one answer come from `auto`.
+  const named = typeof choice === 'object' ? choice.name : names.length === 1 ? names[0] : undefined;
   if (typeof choice === 'object' && !(choice.name in available)) {
     throw validationError([{ path: paths.toolChoice, message: `tool_choice names ${choice.name}, which is not among the tools` }]);
   }
@@ -137,7 +139,7 @@ export function planOutput(request: OutputRequest, limits: Config['limits'], pat
   const call = {
     oneOf: names.map((name) => ({ type: 'object', properties: { name: { const: name }, arguments: enforced[name] } })),
   } as GbnfJsonSchema;
-  const list = { type: 'array', items: call, minItems: 1, maxItems: parallel ? MAX_PARALLEL_CALLS : 1 } as GbnfJsonSchema;
+  const list = { type: 'array', items: call, minItems: 1, maxItems: 1 } as GbnfJsonSchema;
   return { generation: { jsonSchema: list, functions: describe }, tools: { mode: 'list' } };
 }
 
