@@ -348,8 +348,8 @@ export class InferenceEngine {
         if (request.messages) entry.chatWrapper ??= resolveChatWrapper(entry.model) ?? undefined;
         const unloading = entry.unloading.signal;
         const signal = hooks.signal ? AbortSignal.any([hooks.signal, unloading]) : unloading;
-        const grammar = request.jsonSchema && (await this.#grammars.get(entry.model.llama, request.jsonSchema));
-        const result = await generateOn(lease.item, request, { ...hooks, signal }, started, entry.chatWrapper, grammar || undefined);
+        const grammar = request.jsonSchema ? await this.#grammars.get(entry.model.llama, request.jsonSchema) : undefined;
+        const result = await generateOn(lease.item, request, { ...hooks, signal }, started, entry.chatWrapper, grammar);
         // Cut short by an unload, not by the client: that is a failure worth a retry, not a result.
         if (unloading.aborted && !hooks.signal?.aborted) throw unloading.reason;
         return result;
