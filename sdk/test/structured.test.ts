@@ -91,6 +91,30 @@ describe('structured output and tools through the native API', () => {
     expect((onPrompt as ValidationError).details[0]).toMatchObject({ path: 'body.tools' });
   });
 
+  it('a job runs structured and tool-calling requests like the inference route', async () => {
+    const schema = z.toJSONSchema(Weather) as Record<string, unknown>;
+    const job = await client.jobs.create({
+      requests: [
+        { model: MODEL, prompt: 'Weather:', seed: 3, max_tokens: 200, response_format: { type: 'json_schema', schema } },
+        { model: MODEL, messages, tools, tool_choice: { name: 'get_weather' }, seed: 3, max_tokens: 200 },
+      ],
+    });
+    let done = job;
+    for (const deadline = Date.now() + 60_000; done.status === 'queued' || done.status === 'running'; ) {
+      if (Date.now() > deadline) throw new Error('the job did not finish');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      done = await client.jobs.get(job.id);
+    }
+    expect(done.status).toBe('succeeded');
+    const [structured, called] = done.results!;
+    expect(Weather.safeParse(JSON.parse(structured!.response!.text)).success).toBe(true);
+    expect(called!.response).toMatchObject({ finish_reason: 'tool_calls', tool_calls: [{ name: 'get_weather' }] });
+    expect(Weather.safeParse(called!.response!.tool_calls![0]!.arguments).success).toBe(true);
+
+    const refused = await client.jobs.create({ requests: [{ model: MODEL, prompt: 'x', response_format: { type: 'json_schema', schema: { not: {} } } }] }).catch((e: unknown) => e);
+    expect((refused as ValidationError).details[0]).toMatchObject({ path: 'body.requests[0].response_format.schema.not' });
+  });
+
   it('answers a repeated deterministic structured request from the cache, and a different schema not', async () => {
     const schema = z.toJSONSchema(Weather) as Record<string, unknown>;
     const request = { model: MODEL, prompt: 'Weather:', seed: 8, max_tokens: 200, response_format: { type: 'json_schema' as const, schema } };
