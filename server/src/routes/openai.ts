@@ -214,7 +214,8 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
     const model = first!.model;
     const signal = clientGone(ctx);
     try {
-      for (const choice of completion.choices) await engine.checkPrompt(choice);
+      // The choices of one prompt differ only in their seed: checking one of them is enough.
+      for (let i = 0; i < completion.choices.length; i += completion.perPrompt) await engine.checkPrompt(completion.choices[i]!);
     } catch (error) {
       throw engineFailure(error, model);
     }
