@@ -332,7 +332,6 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
 
     // A single forced call streams its arguments as they are generated; a list of calls, or calls
     // the model chose (auto), come whole once the generation ends.
-    const streamedCallIds: string[] = [];
     await complete<OpenAiChatCompletion, OpenAiChatCompletionChunk>(ctx, {
       choices: Array.from({ length: n }, (_, i) => withSeed(generation, i)),
       perPrompt: n,
@@ -351,8 +350,7 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
       }),
       startChunks: (index) => {
         if (plan?.mode !== 'single') return [delta(index, { role: 'assistant', content: '' })];
-        streamedCallIds[index] = newToolCallId();
-        return [delta(index, { role: 'assistant', content: null, tool_calls: [{ index: 0, id: streamedCallIds[index], type: 'function', function: { name: plan.name, arguments: '' } }] })];
+        return [delta(index, { role: 'assistant', content: null, tool_calls: [{ index: 0, id: newToolCallId(), type: 'function', function: { name: plan.name, arguments: '' } }] })];
       },
       textChunk: (index, text) => {
         if (plan?.mode === 'single') return delta(index, { tool_calls: [{ index: 0, function: { arguments: text } }] });
