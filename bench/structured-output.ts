@@ -9,9 +9,13 @@
  * (b) a request with a schema the server has not seen (compiled) against the same request again
  *     (the compiled grammar from the cache), max_tokens 1, medians over fresh schemas;
  * (c) compiling the grammar alone (toGrammarSchema + GrammarCache.get in this process): first
- *     time against a cache hit.
+ *     time against a cache hit;
+ * (d) the grammar's cost alone, in this process on raw node-llama-cpp: the same number of tokens
+ *     decoded with the grammar and without it (the end of turn suppressed, so neither stops early),
+ *     runs alternating, medians, ratio.
  */
 import path from 'node:path';
+import { LlamaCompletion, TokenBias, type LlamaGrammar, type LlamaContextSequence } from 'node-llama-cpp';
 import { toGrammarSchema } from '../server/src/engine/json-schema.js';
 import { GrammarCache } from '../server/src/engine/grammar-cache.js';
 import { writeDemoModel, type DemoPresetName } from '../server/src/engine/demo-model.js';
@@ -55,6 +59,31 @@ async function infer(server: BenchServer, body: Record<string, unknown>): Promis
   const answer = (await res.json()) as { usage: { completion_tokens: number }; timings: { tokens_per_second: number; total_ms: number }; text: string };
   if (res.status !== 200) throw new Error(`inference answered ${res.status}: ${JSON.stringify(answer)}`);
   return { tps: answer.timings.tokens_per_second, tokens: answer.usage.completion_tokens, totalMs: answer.timings.total_ms, clientMs: performance.now() - started };
+}
+
+/** Decodes up to `maxTokens` after a short prompt; tokens/s from the first token to the last. */
+async function decode(sequence: LlamaContextSequence, grammar: LlamaGrammar | undefined, tokenBias: TokenBias | undefined, seed: number, maxTokens = tokens) {
+  await sequence.clearHistory();
+  const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
+  let count = 0;
+  let firstAt: number | undefined;
+  try {
+    await completion.generateCompletion('Describe a film as JSON:', {
+      maxTokens,
+      temperature: 0.8,
+      seed,
+      ...(grammar && { grammar }),
+      ...(tokenBias && { tokenBias }),
+      onToken: (t) => {
+        firstAt ??= performance.now();
+        count += t.length;
+      },
+    });
+  } finally {
+    completion.dispose({ disposeSequence: false });
+  }
+  const ms = performance.now() - (firstAt ?? performance.now());
+  return { tokens: count, tps: count > 1 && ms > 0 ? ((count - 1) * 1000) / ms : Number.NaN };
 }
 
 async function main() {
@@ -115,6 +144,39 @@ async function main() {
     hit.push(performance.now() - started);
   }
   log(`(c) check and compile the grammar in-process: first ${fmt(median(compile), 3)} ms, cached ${fmt(median(hit), 3)} ms, ratio ${fmt(median(compile) / median(hit), 1)}`);
+
+  const rows: (string | number)[][] = [];
+  const rawModels = tempDir('inferno-bench-models-');
+  try {
+    for (const preset of presets) {
+      const modelPath = path.join(rawModels.dir, `demo-${preset}.gguf`);
+      await writeDemoModel(modelPath, { preset });
+      const model = await llama.loadModel({ modelPath });
+      const context = await model.createContext({ sequences: 1, contextSize: 2048, threads: 1 });
+      const sequence = context.getSequence();
+      const grammar = await cache.get(llama, toGrammarSchema(SCHEMA));
+      const noEnd = new TokenBias(model.tokenizer);
+      for (const token of [model.tokens.eos, model.tokens.eot]) if (token !== null) noEnd.set(token, 'never');
+      const free: number[] = [];
+      const constrained: number[] = [];
+      const counts: number[] = [];
+      await decode(sequence, undefined, noEnd, 0); // warm-up
+      for (let i = 1; i <= repeats; i++) {
+        const withGrammar = await decode(sequence, grammar, undefined, i);
+        const without = await decode(sequence, undefined, noEnd, i, withGrammar.tokens);
+        constrained.push(withGrammar.tps);
+        free.push(without.tps);
+        counts.push(withGrammar.tokens);
+      }
+      rows.push([`demo-${preset}`, fmt(median(free)), fmt(median(constrained)), fmt(median(constrained) / median(free), 2), fmt(median(counts), 0)]);
+      await context.dispose();
+      await model.dispose();
+    }
+  } finally {
+    rawModels.remove();
+  }
+  log('\n(d) raw node-llama-cpp, the same tokens with and without the grammar (decode tokens/s, medians)');
+  log(table(['model', 'without grammar', 'with grammar', 'ratio', 'tokens'], rows));
   await llama.dispose();
 }
 
