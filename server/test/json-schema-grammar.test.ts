@@ -52,7 +52,10 @@ describe('toGrammarSchema', () => {
     expect(refusal({ type: 'object', properties: { a: { type: 'string' }, b: { type: 'string' } }, maxProperties: 1 }).at).toBe('maxProperties');
     expect(refusal({ $ref: 'https://example.com/schema' }).at).toBe('$ref');
     expect(refusal({ type: 'object', properties: { a: { $defs: {} } } }).at).toBe('properties.a.$defs');
-    expect(refusal({ type: 'string', maxLength: 10_000 }).at).toBe('maxLength');
+    expect(refusal({ type: 'string', minLength: 10_000 }).at).toBe('minLength');
+    // A larger maximum is generated as the limit: shorter output still validates.
+    expect(toGrammarSchema({ type: 'string', maxLength: 10_000 })).toEqual({ type: 'string', maxLength: 256 });
+    expect(toGrammarSchema({ type: 'array', maxItems: 1_000 })).toEqual({ type: 'array', maxItems: 256 });
     expect(refusal({ enum: [{ a: 1 }] }).at).toBe('enum');
     // zod's z.iso.datetime() adds a pattern the grammar's date-time does not promise to match.
     expect(refusal(z.toJSONSchema(z.iso.datetime())).at).toBe('pattern');

@@ -27,7 +27,7 @@ export const SCHEMA_LIMITS = {
   maxNodes: 2_000,
   /** `enum` and `const` values in all. */
   maxEnumValues: 1_000,
-  /** The largest `minLength`, `maxLength`, `minItems`, `maxItems`, `minProperties`, `maxProperties`. */
+  /** The largest `minLength`, `minItems`, `minProperties`, `maxProperties`; larger `maxLength`/`maxItems` are generated as this. */
   maxRepetition: 256,
 } as const;
 
@@ -220,12 +220,17 @@ class SchemaTranslator {
     return { oneOf: [{ type: ['string', 'number', 'boolean', 'null'] }, { type: 'object', additionalProperties: true }, { type: 'array' }] };
   }
 
+  /**
+   * A length or count bound. `maxLength` and `maxItems` above the limit are generated as the limit:
+   * shorter output still validates. Any other bound above it is refused.
+   */
   #count01(schema: Node, key: string, at: string): number | undefined {
     if (!(key in schema)) return undefined;
     const value = schema[key];
     if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) throw new UnsupportedSchemaError(at, `\`${key}\` must be a non-negative integer`);
-    if (value > SCHEMA_LIMITS.maxRepetition) throw new UnsupportedSchemaError(at, `\`${key}\` above ${SCHEMA_LIMITS.maxRepetition} is not supported`);
-    return value;
+    if (value <= SCHEMA_LIMITS.maxRepetition) return value;
+    if (key === 'maxLength' || key === 'maxItems') return SCHEMA_LIMITS.maxRepetition;
+    throw new UnsupportedSchemaError(at, `\`${key}\` above ${SCHEMA_LIMITS.maxRepetition} is not supported`);
   }
 
   /**

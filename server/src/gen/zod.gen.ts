@@ -261,14 +261,16 @@ export const zConfigPatch = z.object({
  * keyword: supported are `type`, `enum`, `const`, `anyOf`/`oneOf`, `properties`, `required`,
  * `additionalProperties`, `minProperties`/`maxProperties`, `propertyNames` only as
  * `{"type": "string"}` (as zod writes for records), `items` (a schema, or `false` after
- * `prefixItems`), `prefixItems`,
- * `minItems`/`maxItems`, `minLength`/`maxLength`, `format` (`date`, `time`, `date-time`),
- * `$ref` into `$defs`/`definitions` (recursion through objects or arrays), number bounds a
- * grammar can keep (integers: a range of up to 256 values, `>= 0`, `>= 1`, or bounds beyond
- * the grammar's ±999999999999999 such as zod's `z.int()`; numbers: `>= 0`, `> 0`, `0` to `1`),
- * and annotations (`title`, `description`, `default`, `examples`, `$schema`, ...). Every listed property is written. At most `[limits] max_schema_bytes` of JSON, 32
- * levels, 2,000 subschemas, 1,000 `enum` values, lengths and counts up to 256. If `max_tokens`
- * cuts the JSON off, `finish_reason` is `length` and the text is incomplete.
+ * `prefixItems`), `prefixItems`, `minItems`/`maxItems`, `minLength`/`maxLength`, `format`
+ * (`date`, `time`, `date-time`), `$ref` into `$defs`/`definitions` (recursion through objects
+ * or arrays), number bounds a grammar can keep (integers: a range of up to 256 values, `>= 0`,
+ * `>= 1`, or bounds beyond the grammar's ±999999999999999 such as zod's `z.int()`; numbers:
+ * `>= 0`, `> 0`, `0` to `1`), and annotations (`title`, `description`, `default`, `examples`,
+ * `$schema`, ...). Every listed property is written. At most `[limits] max_schema_bytes` of
+ * JSON, 32 levels, 2,000 subschemas, 1,000 `enum` values, `minLength`, `minItems`,
+ * `minProperties` and `maxProperties` up to 256 (a larger `maxLength` or `maxItems` is
+ * generated as 256: the output still validates). If `max_tokens` cuts the JSON off,
+ * `finish_reason` is `length` and the text is incomplete.
  *
  */
 export const zResponseFormat = z.object({
