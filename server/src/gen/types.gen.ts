@@ -167,6 +167,9 @@ export type ApiKeyList = {
 
 export type CreateApiKeyRequest = {
     name: string;
+    /**
+     * Each at most once (there are eleven).
+     */
     permissions: Array<Permission>;
     /**
      * Days until the key expires; omit for a key that does not expire.
@@ -282,6 +285,9 @@ export type ConfigPatch = {
 
 export type ChatMessage = {
     role: 'system' | 'user' | 'assistant';
+    /**
+     * The messages together count against `[limits] max_prompt_chars`.
+     */
     content: string;
 };
 
@@ -375,6 +381,9 @@ export type InferenceDoneEvent = {
 
 export type EmbeddingsRequest = {
     model: ModelId;
+    /**
+     * A text or up to 256 texts; each at most `[limits] max_prompt_chars` characters and at most the model's context in tokens.
+     */
     input: string | Array<string>;
 };
 
@@ -615,6 +624,9 @@ export type OpenAiChatContentPart = {
  */
 export type OpenAiChatMessage = {
     role: 'system' | 'developer' | 'user' | 'assistant';
+    /**
+     * The messages together count against `[limits] max_prompt_chars`; at most 64 parts.
+     */
     content?: string | Array<OpenAiChatContentPart> | null;
     name?: string;
     [key: string]: unknown;
@@ -751,7 +763,7 @@ export type OpenAiEmbeddingRequest = {
      */
     model: string;
     /**
-     * A text or a list of texts (token arrays are not supported); each at most `[limits] max_prompt_chars` characters.
+     * A text or up to 256 texts (token arrays are not supported); each at most `[limits] max_prompt_chars` characters and at most the model's context in tokens.
      */
     input: string | Array<string>;
     /**

@@ -5,17 +5,17 @@ import * as z from 'zod';
 /**
  * A resource id.
  */
-export const zId = z.uuid();
+export const zId = z.uuid().max(36);
 
 /**
  * A model id. Letters, digits, `.`, `_` and `-`; never a path.
  */
-export const zModelId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/);
+export const zModelId = z.string().max(128).regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/);
 
 /**
  * An RFC 3339 date and time, UTC.
  */
-export const zTimestamp = z.iso.datetime();
+export const zTimestamp = z.iso.datetime().max(64);
 
 export const zErrorCode = z.enum([
     'VALIDATION_ERROR',
@@ -116,7 +116,7 @@ export const zUserList = z.object({
 });
 
 export const zCreateUserRequest = z.object({
-    username: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/),
+    username: z.string().max(64).regex(/^[A-Za-z0-9_.-]{1,64}$/),
     password: z.string().min(12).max(1024),
     role: zRole.optional().default('user')
 });
@@ -156,7 +156,7 @@ export const zApiKeyList = z.object({
 
 export const zCreateApiKeyRequest = z.object({
     name: z.string().min(1).max(100),
-    permissions: z.array(zPermission).min(1),
+    permissions: z.array(zPermission).min(1).max(11),
     expires_in_days: z.int().gte(1).lte(3650).optional()
 });
 
@@ -257,7 +257,7 @@ export const zChatMessage = z.object({
         'user',
         'assistant'
     ]),
-    content: z.string()
+    content: z.string().max(10000000)
 });
 
 /**
@@ -265,7 +265,7 @@ export const zChatMessage = z.object({
  */
 export const zInferenceRequest = z.object({
     model: zModelId,
-    prompt: z.string().optional(),
+    prompt: z.string().max(10000000).optional(),
     messages: z.array(zChatMessage).min(1).max(256).optional(),
     max_tokens: z.int().gte(1).lte(32768).optional().default(256),
     temperature: z.number().gte(0).lte(2).optional().default(0.8),
@@ -334,8 +334,8 @@ export const zInferenceDoneEvent = z.object({
 export const zEmbeddingsRequest = z.object({
     model: zModelId,
     input: z.union([
-        z.string().min(1),
-        z.array(z.string().min(1)).min(1).max(256)
+        z.string().min(1).max(10000000),
+        z.array(z.string().min(1).max(10000000)).min(1).max(256)
     ])
 });
 
@@ -497,7 +497,7 @@ export const zOpenAiGenerationOptions = z.object({
  */
 export const zOpenAiChatContentPart = z.object({
     type: z.enum(['text']),
-    text: z.string()
+    text: z.string().max(10000000)
 });
 
 /**
@@ -511,10 +511,10 @@ export const zOpenAiChatMessage = z.object({
         'assistant'
     ]),
     content: z.union([
-        z.string(),
-        z.array(zOpenAiChatContentPart)
+        z.string().max(10000000),
+        z.array(zOpenAiChatContentPart).max(64)
     ]).nullish(),
-    name: z.string().optional()
+    name: z.string().max(256).optional()
 });
 
 /**
@@ -570,8 +570,8 @@ export const zOpenAiChatCompletionChunk = z.object({
 export const zOpenAiCompletionRequest = zOpenAiGenerationOptions.and(z.object({
     model: z.string().min(1).max(256),
     prompt: z.union([
-        z.string(),
-        z.tuple([z.string()])
+        z.string().max(10000000),
+        z.tuple([z.string().max(10000000)])
     ]),
     echo: z.boolean().nullish()
 }));
@@ -599,11 +599,11 @@ export const zOpenAiCompletion = z.object({
 export const zOpenAiEmbeddingRequest = z.object({
     model: z.string().min(1).max(256),
     input: z.union([
-        z.string().min(1),
-        z.array(z.string().min(1)).min(1).max(256)
+        z.string().min(1).max(10000000),
+        z.array(z.string().min(1).max(10000000)).min(1).max(256)
     ]),
     encoding_format: z.enum(['float', 'base64']).optional().default('float'),
-    dimensions: z.int().gte(1).optional()
+    dimensions: z.int().gte(1).lte(65536).optional()
 });
 
 export const zOpenAiEmbeddingList = z.object({
@@ -794,7 +794,7 @@ export const zListJobsQuery = z.object({
     all: z.boolean().optional().default(false),
     user_id: zId.optional(),
     limit: z.int().gte(1).lte(100).optional().default(20),
-    cursor: z.string().regex(/^[0-9]{1,18}$/).optional()
+    cursor: z.string().max(18).regex(/^[0-9]{1,18}$/).optional()
 });
 
 /**
@@ -878,7 +878,7 @@ export const zListAuditLogsQuery = z.object({
     since: zTimestamp.optional(),
     until: zTimestamp.optional(),
     limit: z.int().gte(1).lte(500).optional().default(100),
-    cursor: z.string().regex(/^[0-9]{1,18}$/).optional()
+    cursor: z.string().max(18).regex(/^[0-9]{1,18}$/).optional()
 });
 
 /**

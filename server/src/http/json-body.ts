@@ -1,11 +1,13 @@
 import type { AppContext, AppMiddleware } from './context.js';
 import { chunksOf, DISCARD_LIMIT_BYTES, discardRest } from './discard-body.js';
 import { ApiError, validationError } from './errors.js';
+import { JsonShapeScanner } from './json-shape.js';
 
 /**
  * Reads a JSON body for routes that take one: 415 without `Content-Type: application/json`,
  * 413 above the limit (refused from `Content-Length` before reading, or as soon as the streamed
- * bytes pass it), 400 for malformed JSON.
+ * bytes pass it), 400 for malformed JSON, and 400 as soon as the streamed bytes nest deeper or
+ * hold more entries than `JSON_LIMITS` allows (the rest is not read, and never parsed).
  */
 export function jsonBody(limitBytes: () => number): AppMiddleware {
   return async (ctx, next) => {
@@ -19,9 +21,15 @@ export function jsonBody(limitBytes: () => number): AppMiddleware {
 
     const chunks: Buffer[] = [];
     let size = 0;
+    const shape = new JsonShapeScanner();
     for await (const chunk of chunksOf(ctx.req)) {
       size += chunk.length;
       if (size > limit) throw refuse(ctx, limit);
+      const tooComplex = shape.push(chunk);
+      if (tooComplex) {
+        discardRest(ctx.req);
+        throw validationError([{ path: 'body', message: tooComplex }], 'The body is too complex');
+      }
       chunks.push(chunk);
     }
     const text = Buffer.concat(chunks).toString('utf8');

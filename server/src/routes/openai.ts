@@ -26,7 +26,7 @@ import { ApiError, validationError } from '../http/errors.js';
 import { clientGone, type EventStream } from '../http/event-stream.js';
 import { jsonBody } from '../http/json-body.js';
 import { OpenAIApiError } from '../http/openai-errors.js';
-import { validate } from '../http/validate.js';
+import { bodyIssues, validate } from '../http/validate.js';
 import type { RouteDeps } from './deps.js';
 import { engineError, reserveForStream, streamFailure, toGenerationRequest } from './inference.js';
 
@@ -34,22 +34,18 @@ import { engineError, reserveForStream, streamFailure, toGenerationRequest } fro
 const DEFAULT_TEMPERATURE = 1;
 
 /**
- * Parses an OpenAI request body with its generated schema. Unlike `validate`, unknown fields are
- * dropped rather than refused: OpenAI clients send many that Inferno has no use for.
+ * Parses an OpenAI request body with its generated schema and the spec's bounds. Unknown fields
+ * are dropped rather than refused (the spec leaves these objects open): OpenAI clients send many
+ * that Inferno has no use for.
  */
 function parseBody(schema: ZodType): AppMiddleware {
   return async (ctx, next) => {
-    const result = schema.safeParse(ctx.state.input.body);
-    if (!result.success) {
-      throw validationError(result.error.issues.map((issue) => ({ path: formatPath(issue.path), message: issue.message })));
-    }
-    ctx.state.input.body = result.data;
+    const { issues, data } = bodyIssues(schema, ctx.state.input.body);
+    if (issues.length > 0) throw validationError(issues);
+    ctx.state.input.body = data;
     await next();
   };
 }
-
-const formatPath = (path: readonly PropertyKey[]) =>
-  path.reduce<string>((out, part) => (typeof part === 'number' ? `${out}[${part}]` : `${out}.${String(part)}`), 'body');
 
 const modelNotFound = (model: string) =>
   new OpenAIApiError('NOT_FOUND', `The model '${model}' does not exist`, { param: 'model', code: 'model_not_found' });
