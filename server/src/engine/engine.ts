@@ -61,8 +61,14 @@ export class PromptTooLongError extends Error {
   constructor(
     readonly promptTokens: number,
     readonly contextSize: number,
+    /** For embeddings: which input (of the request's list) is too long. */
+    readonly inputIndex?: number,
   ) {
-    super(`The prompt is ${promptTokens} tokens long; the context of a sequence holds ${contextSize}`);
+    super(
+      inputIndex === undefined
+        ? `The prompt is ${promptTokens} tokens long; the context of a sequence holds ${contextSize}`
+        : `The input is ${promptTokens} tokens long; the embedding context holds fewer than ${contextSize}`,
+    );
   }
 }
 
@@ -354,11 +360,23 @@ export class InferenceEngine {
         entry.embeddingWaiting--;
         const vectors: number[][] = [];
         let promptTokens = 0;
-        for (const input of inputs) {
+        // Every input is measured before any is embedded: one too long for the context is the
+        // caller's error (400), found before work is spent on the others.
+        const tokenized = inputs.map((input) => entry.model.tokenize(input));
+        const contextSize = this.config.engine.context_size;
+        const tooLong = tokenized.findIndex((tokens) => tokens.length >= contextSize);
+        if (tooLong >= 0) throw new PromptTooLongError(tokenized[tooLong]!.length, contextSize, tooLong);
+        for (const [index, tokens] of tokenized.entries()) {
           signal?.throwIfAborted();
           entry.unloading.signal.throwIfAborted();
-          promptTokens += entry.model.tokenize(input).length;
-          vectors.push([...(await context.getEmbeddingFor(input)).vector]);
+          promptTokens += tokens.length;
+          try {
+            vectors.push([...(await context.getEmbeddingFor(tokens)).vector]);
+          } catch (error) {
+            // The usable context can be smaller than configured (llama.cpp's own reservations).
+            if (error instanceof Error && /longer than the usable context/.test(error.message)) throw new PromptTooLongError(tokens.length, contextSize, index);
+            throw error;
+          }
         }
         return { vectors, promptTokens };
       });

@@ -18,6 +18,13 @@ import type { RouteDeps } from './deps.js';
 const HEARTBEAT_MS = 5_000;
 
 
+/** An embedding input too long for the context, named as the request did: `input` or `input[i]`. */
+export function embeddingInputError(error: unknown, input: string | readonly string[]): unknown {
+  if (!(error instanceof PromptTooLongError) || error.inputIndex === undefined) return error;
+  const path = typeof input === 'string' ? 'body.input' : `body.input[${error.inputIndex}]`;
+  return validationError([{ path, message: error.message }], 'An input does not fit the context');
+}
+
 /** Engine failures as API errors: unknown model 404, full queue 503 with `Retry-After`. */
 export function engineError(error: unknown, parallel: number): unknown {
   if (error instanceof ModelNotFoundError) return notFound(error.message);
@@ -178,7 +185,7 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
       const { vectors, promptTokens } = await engine.embed(request.model, inputs, clientGone(ctx));
       ctx.body = { object: 'list', model: request.model, data: vectors.map((embedding, index) => ({ index, embedding })), usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } };
     } catch (error) {
-      throw engineError(error, config.engine.parallel);
+      throw engineError(embeddingInputError(error, request.input), config.engine.parallel);
     }
   });
 

@@ -28,7 +28,7 @@ import { jsonBody } from '../http/json-body.js';
 import { OpenAIApiError } from '../http/openai-errors.js';
 import { bodyIssues, validate } from '../http/validate.js';
 import type { RouteDeps } from './deps.js';
-import { engineError, reserveForStream, streamFailure, toGenerationRequest } from './inference.js';
+import { embeddingInputError, engineError, reserveForStream, streamFailure, toGenerationRequest } from './inference.js';
 
 /** OpenAI's default sampling temperature (the native API's is 0.8). */
 const DEFAULT_TEMPERATURE = 1;
@@ -240,7 +240,7 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
     try {
       embedded = await engine.embed(request.model, inputs, clientGone(ctx));
     } catch (error) {
-      throw engineFailure(error, request.model);
+      throw engineFailure(embeddingInputError(error, request.input), request.model);
     }
     const size = embedded.vectors[0]?.length ?? 0;
     if (request.dimensions !== undefined && request.dimensions !== size) {
