@@ -1,5 +1,6 @@
 import {
   getLlama,
+  InsufficientMemoryError,
   LlamaChat,
   LlamaCompletion,
   LlamaLogLevel,
@@ -79,6 +80,17 @@ export class ModelUnloadedError extends Error {
 
 export class ModelNotFoundError extends Error {
   override name = 'ModelNotFoundError';
+}
+
+/** The model's file failed validation, or llama.cpp could not load it: no retry helps until it is replaced. */
+export class ModelUnusableError extends Error {
+  override name = 'ModelUnusableError';
+  constructor(
+    readonly model: string,
+    readonly reason: string,
+  ) {
+    super(`The model ${model} cannot be used: ${reason}`);
+  }
 }
 
 interface LoadedModel {
@@ -189,11 +201,17 @@ export class InferenceEngine {
   async #load(id: string): Promise<LoadedModel> {
     const info = await this.catalog.get(id);
     if (!info) throw new ModelNotFoundError(`No model with id ${id}`);
+    if (info.state === 'invalid') throw new ModelUnusableError(id, info.invalid_reason ?? 'the file is invalid');
     const llama = await this.start();
     await this.#makeRoom();
     const started = Date.now();
     const { engine } = this.config;
-    const model = await llama.loadModel({ modelPath: this.catalog.pathOf(id) });
+    let model: LlamaModel;
+    try {
+      model = await llama.loadModel({ modelPath: this.catalog.pathOf(id) });
+    } catch (error) {
+      throw this.#loadFailure(id, error);
+    }
     const contexts: LlamaContext[] = [];
     try {
       // Contexts of `sequences_per_context` sequences each, sharing the model's weights. On CPUs
@@ -227,8 +245,16 @@ export class InferenceEngine {
     } catch (error) {
       for (const context of contexts) await context.dispose();
       await model.dispose();
-      throw error;
+      throw this.#loadFailure(id, error);
     }
+  }
+
+  /** Memory is a capacity problem (503, retry later); any other failure of llama.cpp's is the file's (409). */
+  #loadFailure(id: string, error: unknown): Error {
+    if (error instanceof InsufficientMemoryError) return error;
+    // llama.cpp's message may name the file's path: it goes to the log, not to the client.
+    this.logger.warn({ model: id, err: error }, 'llama.cpp could not load the model');
+    return new ModelUnusableError(id, 'llama.cpp could not load the file (the server log has its message)');
   }
 
   async #makeRoom(): Promise<void> {
@@ -395,7 +421,15 @@ export class InferenceEngine {
 
   async close(): Promise<void> {
     for (const id of [...this.#loaded.keys()]) await this.unload(id);
-    await this.#llama?.dispose();
+    // node-llama-cpp 3.21.1 leaks a dispose guard when a model fails to load; once that half-made
+    // model is garbage-collected, disposing the binding waits forever. Never let that hold up exit.
+    let timer: NodeJS.Timeout | undefined;
+    const disposed = await Promise.race([
+      this.#llama?.dispose().then(() => true),
+      new Promise<false>((resolve) => (timer = setTimeout(resolve, 2_000, false)).unref()),
+    ]);
+    clearTimeout(timer);
+    if (disposed === false) this.logger.warn('the llama.cpp binding did not dispose within 2 s (after a failed model load); going on');
   }
 }
 

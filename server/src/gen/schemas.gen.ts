@@ -502,7 +502,9 @@ export const ModelSchema = {
         'object',
         'size_bytes',
         'modified_at',
-        'loaded'
+        'loaded',
+        'state',
+        'invalid_reason'
     ],
     properties: {
         id: {
@@ -524,6 +526,21 @@ export const ModelSchema = {
         loaded: {
             type: 'boolean',
             description: 'Whether the model is in memory now.'
+        },
+        state: {
+            type: 'string',
+            enum: [
+                'available',
+                'invalid'
+            ],
+            description: '`available`: the file passed validation (GGUF header, metadata and tensor table within\nbounds and within the file) and can be loaded. `invalid`: it did not; loading it or\nrunning inference on it is refused with `409 CONFLICT`, and `invalid_reason` says why.\n'
+        },
+        invalid_reason: {
+            type: [
+                'string',
+                'null'
+            ],
+            description: 'Why the file is invalid (e.g. a tensor\'s data runs past the end of the file); null when available.'
         },
         architecture: {
             description: 'From the GGUF header (`general.architecture`).',

@@ -187,6 +187,17 @@ export type Model = {
      */
     loaded: boolean;
     /**
+     * `available`: the file passed validation (GGUF header, metadata and tensor table within
+     * bounds and within the file) and can be loaded. `invalid`: it did not; loading it or
+     * running inference on it is refused with `409 CONFLICT`, and `invalid_reason` says why.
+     *
+     */
+    state: 'available' | 'invalid';
+    /**
+     * Why the file is invalid (e.g. a tensor's data runs past the end of the file); null when available.
+     */
+    invalid_reason: string | null;
+    /**
      * From the GGUF header (`general.architecture`).
      */
     architecture?: string | null;
@@ -1571,6 +1582,12 @@ export type LoadModelErrors = {
      */
     404: ApiError;
     /**
+     * The model's file is `invalid` (see the model's `invalid_reason`) or llama.cpp could not load
+     * it (`CONFLICT`; `details`: `{model, reason}`). Replace or delete the file.
+     *
+     */
+    409: ApiError;
+    /**
      * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
      */
     429: ApiError;
@@ -1670,6 +1687,12 @@ export type CreateInferenceErrors = {
      */
     404: ApiError;
     /**
+     * The model's file is `invalid` (see the model's `invalid_reason`) or llama.cpp could not load
+     * it (`CONFLICT`; `details`: `{model, reason}`). Replace or delete the file.
+     *
+     */
+    409: ApiError;
+    /**
      * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
      */
     413: ApiError;
@@ -1726,6 +1749,12 @@ export type CreateEmbeddingsErrors = {
      * No such route or resource (`NOT_FOUND`).
      */
     404: ApiError;
+    /**
+     * The model's file is `invalid` (see the model's `invalid_reason`) or llama.cpp could not load
+     * it (`CONFLICT`; `details`: `{model, reason}`). Replace or delete the file.
+     *
+     */
+    409: ApiError;
     /**
      * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
      */
@@ -2062,7 +2091,7 @@ export type OpenaiListModelsError = OpenaiListModelsErrors[keyof OpenaiListModel
 
 export type OpenaiListModelsResponses = {
     /**
-     * Every model in the models directory.
+     * Every usable model in the models directory (files in the `invalid` state are left out).
      */
     200: OpenAiModelList;
 };
@@ -2142,6 +2171,10 @@ export type OpenaiCreateChatCompletionErrors = {
      */
     404: OpenAiErrorResponse;
     /**
+     * The model's file is invalid or llama.cpp could not load it (`invalid_request_error`, code `model_invalid`).
+     */
+    409: OpenAiErrorResponse;
+    /**
      * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
      */
     413: OpenAiErrorResponse;
@@ -2201,6 +2234,10 @@ export type OpenaiCreateCompletionErrors = {
      */
     404: OpenAiErrorResponse;
     /**
+     * The model's file is invalid or llama.cpp could not load it (`invalid_request_error`, code `model_invalid`).
+     */
+    409: OpenAiErrorResponse;
+    /**
      * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
      */
     413: OpenAiErrorResponse;
@@ -2259,6 +2296,10 @@ export type OpenaiCreateEmbeddingsErrors = {
      * No such model (`not_found_error`, code `model_not_found`) or route.
      */
     404: OpenAiErrorResponse;
+    /**
+     * The model's file is invalid or llama.cpp could not load it (`invalid_request_error`, code `model_invalid`).
+     */
+    409: OpenAiErrorResponse;
     /**
      * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
      */

@@ -166,6 +166,8 @@ export const zModel = z.object({
     size_bytes: z.int().gte(0),
     modified_at: zTimestamp,
     loaded: z.boolean(),
+    state: z.enum(['available', 'invalid']),
+    invalid_reason: z.string().nullable(),
     architecture: z.string().nullish(),
     context_length: z.int().nullish(),
     parameter_count: z.int().nullish(),
@@ -838,7 +840,7 @@ export const zClearCacheResponse = z.void();
 export const zGetCacheStatsResponse = zCacheStats;
 
 /**
- * Every model in the models directory.
+ * Every usable model in the models directory (files in the `invalid` state are left out).
  */
 export const zOpenaiListModelsResponse = zOpenAiModelList;
 

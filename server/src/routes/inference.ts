@@ -4,7 +4,8 @@ import { createRouter } from '../http/router.js';
 import type { ResponseCache } from '../cache/response-cache.js';
 import type { EmbeddingsRequest, InferenceRequest, InferenceResponse } from '../gen/types.gen.js';
 import { zCreateEmbeddingsBody, zCreateInferenceBody } from '../gen/zod.gen.js';
-import { ModelNotFoundError, ModelUnloadedError, PromptTooLongError, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
+import { ModelNotFoundError, ModelUnloadedError, ModelUnusableError, PromptTooLongError, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
+import { InsufficientMemoryError } from 'node-llama-cpp';
 import { QueueFullError } from '../engine/sequence-pool.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
 import type { AppContext, AppState } from '../http/context.js';
@@ -25,13 +26,15 @@ export function embeddingInputError(error: unknown, input: string | readonly str
   return validationError([{ path, message: error.message }], 'An input does not fit the context');
 }
 
-/** Engine failures as API errors: unknown model 404, full queue 503 with `Retry-After`. */
+/** Engine failures as API errors: unknown model 404, unusable model 409, full queue 503 with `Retry-After`. */
 export function engineError(error: unknown, parallel: number): unknown {
   if (error instanceof ModelNotFoundError) return notFound(error.message);
+  if (error instanceof ModelUnusableError) return new ApiError('CONFLICT', error.message, { model: error.model, reason: error.reason });
   if (error instanceof PromptTooLongError) {
     return validationError([{ path: 'body', message: error.message }], 'The prompt does not fit the context');
   }
   if (error instanceof ModelUnloadedError) return new ApiError('SERVICE_UNAVAILABLE', error.message, null, { 'Retry-After': '1' });
+  if (error instanceof InsufficientMemoryError) return new ApiError('SERVICE_UNAVAILABLE', 'Not enough memory to load the model now', null, { 'Retry-After': '30' });
   if (error instanceof QueueFullError) {
     const retryAfter = String(1 + Math.floor(error.waiting / Math.max(1, parallel)));
     return new ApiError('SERVICE_UNAVAILABLE', 'The server is busy: every sequence is in use and the wait queue is full', { waiting: error.waiting }, { 'Retry-After': retryAfter });

@@ -18,7 +18,7 @@ import type {
   OpenAiModel,
 } from '../gen/types.gen.js';
 import { zOpenaiCreateChatCompletionBody, zOpenaiCreateCompletionBody, zOpenaiCreateEmbeddingsBody, zOpenaiRetrieveModelPath } from '../gen/zod.gen.js';
-import { ModelNotFoundError, type FinishReason, type GenerationRequest, type GenerationResult, type InferenceEngine } from '../engine/engine.js';
+import { ModelNotFoundError, ModelUnusableError, type FinishReason, type GenerationRequest, type GenerationResult, type InferenceEngine } from '../engine/engine.js';
 import type { ModelCatalog } from '../engine/model-catalog.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
 import type { AppContext, AppMiddleware, AppState } from '../http/context.js';
@@ -113,6 +113,7 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
   const engineFailure = (error: unknown, model: string) => {
     // `reserveForStream` has already turned an unknown model into a native 404.
     if (error instanceof ModelNotFoundError || (error instanceof ApiError && error.code === 'NOT_FOUND')) return modelNotFound(model);
+    if (error instanceof ModelUnusableError) return new OpenAIApiError('CONFLICT', error.message, { param: 'model', code: 'model_invalid' });
     return engineError(error, parallel());
   };
 
@@ -167,7 +168,8 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
   }
 
   router.get('/models', ...can('read_models'), async (ctx) => {
-    ctx.body = { object: 'list', data: (await catalog.list()).map(toOpenAIModel) };
+    // OpenAI clients pick models from this list: only those that can be used.
+    ctx.body = { object: 'list', data: (await catalog.list()).filter((model) => model.state === 'available').map(toOpenAIModel) };
   });
 
   router.get('/models/:model', ...can('read_models'), validate({ params: zOpenaiRetrieveModelPath }), async (ctx) => {

@@ -1,0 +1,215 @@
+/**
+ * Hostile GGUF files: each kind is refused at upload with a 400 that says why (and names no path),
+ * and, dropped into the models dir, is listed `invalid` with the reason and refused for load and
+ * inference with 409; none of them keeps the demo model from being written into a dir of only them.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readGgufInfo, GgufFormatError } from '../src/engine/gguf-reader.js';
+import { GgufValueType } from '../src/engine/gguf-writer.js';
+import { expectApiError } from '../../test/helpers/api-checks.js';
+import { createApiKey } from '../../test/helpers/security.js';
+import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
+
+interface TensorSpec {
+  name: string;
+  dims: (number | bigint)[];
+  type: number;
+  offset: number | bigint;
+}
+
+/** A small GGUF v3 byte builder: the fields exactly as given, however wrong. */
+function buildGguf(options: { tensors?: TensorSpec[]; arrays?: { key: string; length: number }[]; dataBytes?: number; architecture?: string | null } = {}): Buffer {
+  const parts: Buffer[] = [];
+  const u32 = (v: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v);
+    parts.push(b);
+  };
+  const u64 = (v: number | bigint) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(v));
+    parts.push(b);
+  };
+  const str = (s: string) => {
+    u64(Buffer.byteLength(s));
+    parts.push(Buffer.from(s));
+  };
+  const tensors = options.tensors ?? [{ name: 'token_embd.weight', dims: [32, 4], type: 0, offset: 0 }];
+  const arrays = options.arrays ?? [];
+  const architecture = options.architecture === undefined ? 'llama' : options.architecture;
+  parts.push(Buffer.from('GGUF'));
+  u32(3);
+  u64(tensors.length);
+  u64(arrays.length + (architecture === null ? 0 : 1));
+  if (architecture !== null) {
+    str('general.architecture');
+    u32(GgufValueType.STRING);
+    str(architecture);
+  }
+  for (const array of arrays) {
+    str(array.key);
+    u32(GgufValueType.ARRAY);
+    u32(GgufValueType.UINT8);
+    u64(array.length);
+    parts.push(Buffer.alloc(array.length, 1));
+  }
+  for (const tensor of tensors) {
+    str(tensor.name);
+    u32(tensor.dims.length);
+    for (const dim of tensor.dims) u64(dim);
+    u32(tensor.type);
+    u64(tensor.offset);
+  }
+  const header = Buffer.concat(parts);
+  const padded = Math.ceil(header.length / 32) * 32;
+  return Buffer.concat([header, Buffer.alloc(padded - header.length), Buffer.alloc(options.dataBytes ?? 32 * 4 * 4)]);
+}
+
+/** Each hostile kind, and the reason it must be refused with. */
+const HOSTILE: Record<string, { bytes: () => Buffer; reason: RegExp }> = {
+  'offset-2-50': { bytes: () => buildGguf({ tensors: [{ name: 't', dims: [32, 4], type: 0, offset: 2n ** 50n }] }), reason: /offset 1125899906842624; expected 0/ },
+  'dims-0': { bytes: () => buildGguf({ tensors: [{ name: 't', dims: [32, 0], type: 0, offset: 0 }] }), reason: /dimension of 0/ },
+  'dims-2-40': { bytes: () => buildGguf({ tensors: [{ name: 't', dims: [32, 2n ** 40n], type: 0, offset: 0 }] }), reason: /dimension of 1099511627776/ },
+  'dims-overflow': { bytes: () => buildGguf({ tensors: [{ name: 't', dims: [2 ** 32, 2 ** 32, 2 ** 32], type: 0, offset: 0 }] }), reason: /more elements than the file could hold/ },
+  'unknown-type': { bytes: () => buildGguf({ tensors: [{ name: 't', dims: [32, 4], type: 99, offset: 0 }] }), reason: /unknown ggml type 99/ },
+  'truncated-data': { bytes: () => buildGguf({ dataBytes: 100 }), reason: /Truncated: the tensor data needs/ },
+  'overlapping-tensors': {
+    bytes: () => buildGguf({ tensors: [{ name: 'a', dims: [32, 4], type: 0, offset: 0 }, { name: 'b', dims: [32], type: 0, offset: 64 }], dataBytes: 1024 }),
+    reason: /offset 64; expected 512/,
+  },
+  'huge-arrays': { bytes: () => buildGguf({ arrays: Array.from({ length: 5 }, (_, i) => ({ key: `junk.${i}`, length: 4 * 1024 * 1024 })) }), reason: /more than 16777216 items together/ },
+  'no-architecture': { bytes: () => buildGguf({ architecture: null }), reason: /No general\.architecture/ },
+  'random-bytes': { bytes: () => randomBytes(1024), reason: /Not a GGUF file/ },
+};
+
+describe('GGUF validation (reader)', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'inferno-gguf-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('accepts a well-formed file, and refuses each hostile kind with a reason that names no path', async () => {
+    const good = path.join(dir, 'good.gguf');
+    writeFileSync(good, buildGguf());
+    expect((await readGgufInfo(good)).tensors).toEqual([{ name: 'token_embd.weight', dims: [32, 4], type: 'F32', offset: 0, bytes: 512 }]);
+    for (const [kind, { bytes, reason }] of Object.entries(HOSTILE)) {
+      const file = path.join(dir, `${kind}.gguf`);
+      writeFileSync(file, bytes());
+      const error = await readGgufInfo(file).then(() => undefined, (e: unknown) => e);
+      expect(error, kind).toBeInstanceOf(GgufFormatError);
+      expect((error as Error).message, kind).toMatch(reason);
+      expect((error as Error).message, kind).not.toContain(dir);
+    }
+  });
+});
+
+describe('hostile GGUF files over HTTP', () => {
+  let server: TestServer;
+  let token: string;
+  let apiKey: string;
+  let modelsDir: string;
+  let root: string;
+
+  const upload = async (id: string, body: Buffer) => {
+    const res = await fetch(`${server.url}/api/v1/models?id=${id}`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/octet-stream' }, body: new Uint8Array(body) });
+    return { status: res.status, body: (await res.json()) as any };
+  };
+
+  beforeAll(async () => {
+    // A models dir holding only a file of random bytes: the demo model must still be written.
+    root = mkdtempSync(path.join(os.tmpdir(), 'inferno-hostile-'));
+    modelsDir = path.join(root, 'models');
+    mkdirSync(modelsDir);
+    writeFileSync(path.join(modelsDir, 'junk.gguf'), randomBytes(1024));
+    server = await startTestServer({ modelsDir, settings: { 'rate_limit.requests_per_minute': 100_000 } });
+    token = await login(server.url);
+    apiKey = (await createApiKey(server.url, { token }, { name: 'use', permissions: ['read_models', 'run_inference'] })).key;
+  });
+  afterAll(async () => {
+    await server?.close();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('a dir of only an invalid file still gets the demo model; the file is reported at start and listed invalid', async () => {
+    const list = await call(server.url, 'GET', '/api/v1/models', { token });
+    const byId = Object.fromEntries(list.body.data.map((m: { id: string }) => [m.id, m]));
+    expect(byId['demo-tiny']).toMatchObject({ state: 'available', invalid_reason: null, architecture: 'llama' });
+    expect(byId.junk).toMatchObject({ state: 'invalid', invalid_reason: expect.stringMatching(/Not a GGUF file/), architecture: null, size_bytes: 1024 });
+    const warning = server.logs.find((line) => line.includes('invalid model file'));
+    expect(warning).toContain('"file":"junk.gguf"');
+    expect(warning).toContain('Not a GGUF file');
+    expect(warning).not.toContain(modelsDir);
+    // OpenAI clients only see models they can use.
+    const openaiList = await call(server.url, 'GET', '/v1/models', { apiKey });
+    expect(openaiList.body.data.map((m: { id: string }) => m.id)).toEqual(['demo-tiny']);
+  });
+
+  it('an invalid model is refused for load and inference with 409 and the reason, on both APIs', async () => {
+    const load = await call(server.url, 'POST', '/api/v1/models/junk/load', { token });
+    expect(expectApiError(load, 409, 'CONFLICT').details).toEqual({ model: 'junk', reason: expect.stringMatching(/Not a GGUF file/) });
+    expectApiError(await call(server.url, 'POST', '/api/v1/inference', { apiKey, body: { model: 'junk', prompt: 'hi' } }), 409, 'CONFLICT');
+    expectApiError(await call(server.url, 'POST', '/api/v1/embeddings', { apiKey, body: { model: 'junk', input: 'hi' } }), 409, 'CONFLICT');
+    const chat = await call(server.url, 'POST', '/v1/chat/completions', { apiKey, body: { model: 'junk', messages: [{ role: 'user', content: 'hi' }] } });
+    expect(chat.status).toBe(409);
+    expect(chat.body.error).toMatchObject({ type: 'invalid_request_error', param: 'model', code: 'model_invalid' });
+  });
+
+  it('each hostile kind is refused at upload with 400 and its reason, with no path in the answer, and nothing is kept', async () => {
+    for (const [kind, { bytes, reason }] of Object.entries(HOSTILE)) {
+      const res = await upload(`up-${kind}`, bytes());
+      const error = expectApiError(res, 400, 'VALIDATION_ERROR');
+      expect(error.details[0].message, kind).toMatch(reason);
+      const text = JSON.stringify(res.body);
+      expect(text, kind).not.toContain(modelsDir);
+      expect(text, kind).not.toMatch(/\.upload-|\/tmp\//);
+    }
+    expect(readdirSync(modelsDir).filter((name) => name.startsWith('up-') || name.startsWith('.upload-'))).toEqual([]);
+  });
+
+  it('each hostile kind dropped into the dir is listed invalid with its reason and refused with 409', async () => {
+    for (const [kind, { bytes }] of Object.entries(HOSTILE)) writeFileSync(path.join(modelsDir, `drop-${kind}.gguf`), bytes());
+    const list = await call(server.url, 'GET', '/api/v1/models', { token });
+    for (const [kind, { reason }] of Object.entries(HOSTILE)) {
+      const model = list.body.data.find((m: { id: string }) => m.id === `drop-${kind}`);
+      expect(model, kind).toMatchObject({ state: 'invalid', invalid_reason: expect.stringMatching(reason) });
+      const load = await call(server.url, 'POST', `/api/v1/models/drop-${kind}/load`, { token });
+      expect(expectApiError(load, 409, 'CONFLICT').message, kind).toMatch(reason);
+    }
+  });
+
+  it('a file that passes validation but that llama.cpp cannot load is a 409, never a 500', async () => {
+    // Well-formed GGUF, but a llama model needs far more tensors than this one.
+    writeFileSync(path.join(modelsDir, 'hollow.gguf'), buildGguf());
+    expect((await call(server.url, 'GET', '/api/v1/models/hollow', { token })).body.state).toBe('available');
+    const load = await call(server.url, 'POST', '/api/v1/models/hollow/load', { token });
+    const error = expectApiError(load, 409, 'CONFLICT');
+    expect(error.details).toMatchObject({ model: 'hollow', reason: expect.stringMatching(/llama\.cpp could not load/) });
+    expect(JSON.stringify(load.body)).not.toContain(modelsDir);
+    const inference = await call(server.url, 'POST', '/api/v1/inference', { apiKey, body: { model: 'hollow', prompt: 'hi' } });
+    expectApiError(inference, 409, 'CONFLICT');
+  });
+
+  it('a 20 MB header of arrays is refused in linear time while /health stays fast', async () => {
+    const bytes = HOSTILE['huge-arrays']!.bytes();
+    let worstMs = 0;
+    let done = false;
+    const probe = (async () => {
+      while (!done) {
+        const started = performance.now();
+        await fetch(`${server.url}/health`).then((r) => r.arrayBuffer());
+        worstMs = Math.max(worstMs, performance.now() - started);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    })();
+    const res = await upload('huge', bytes);
+    done = true;
+    await probe;
+    expectApiError(res, 400, 'VALIDATION_ERROR');
+    expect(worstMs).toBeLessThan(2000);
+  });
+});
