@@ -69,10 +69,10 @@ describe('writeDemoModel', () => {
     expect(info.metadata['tokenizer.ggml.scores']).toHaveLength(512);
 
     expect(info.tensors).toHaveLength(3 + 9 * 2);
-    expect(info.tensors.find((t) => t.name === 'token_embd.weight')).toEqual({ name: 'token_embd.weight', dims: [128, 512], type: 'F16' });
+    expect(info.tensors.find((t) => t.name === 'token_embd.weight')).toMatchObject({ name: 'token_embd.weight', dims: [128, 512], type: 'F16', bytes: 128 * 512 * 2 });
     expect(info.tensors.find((t) => t.name === 'blk.1.attn_k.weight')?.dims).toEqual([128, 64]);
     expect(info.tensors.find((t) => t.name === 'blk.0.ffn_down.weight')?.dims).toEqual([384, 128]);
-    expect(info.tensors.find((t) => t.name === 'output_norm.weight')).toEqual({ name: 'output_norm.weight', dims: [128], type: 'F32' });
+    expect(info.tensors.find((t) => t.name === 'output_norm.weight')).toMatchObject({ name: 'output_norm.weight', dims: [128], type: 'F32', bytes: 128 * 4 });
   });
 
   it('writes F32 and Q8_0 on request, with the sizes those types imply', async () => {

@@ -9,65 +9,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readGgufInfo, GgufFormatError } from '../src/engine/gguf-reader.js';
-import { GgufValueType } from '../src/engine/gguf-writer.js';
 import { expectApiError } from '../../test/helpers/api-checks.js';
+import { buildGguf } from '../../test/helpers/gguf-builder.js';
 import { createApiKey } from '../../test/helpers/security.js';
 import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
-
-interface TensorSpec {
-  name: string;
-  dims: (number | bigint)[];
-  type: number;
-  offset: number | bigint;
-}
-
-/** A small GGUF v3 byte builder: the fields exactly as given, however wrong. */
-function buildGguf(options: { tensors?: TensorSpec[]; arrays?: { key: string; length: number }[]; dataBytes?: number; architecture?: string | null } = {}): Buffer {
-  const parts: Buffer[] = [];
-  const u32 = (v: number) => {
-    const b = Buffer.alloc(4);
-    b.writeUInt32LE(v);
-    parts.push(b);
-  };
-  const u64 = (v: number | bigint) => {
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64LE(BigInt(v));
-    parts.push(b);
-  };
-  const str = (s: string) => {
-    u64(Buffer.byteLength(s));
-    parts.push(Buffer.from(s));
-  };
-  const tensors = options.tensors ?? [{ name: 'token_embd.weight', dims: [32, 4], type: 0, offset: 0 }];
-  const arrays = options.arrays ?? [];
-  const architecture = options.architecture === undefined ? 'llama' : options.architecture;
-  parts.push(Buffer.from('GGUF'));
-  u32(3);
-  u64(tensors.length);
-  u64(arrays.length + (architecture === null ? 0 : 1));
-  if (architecture !== null) {
-    str('general.architecture');
-    u32(GgufValueType.STRING);
-    str(architecture);
-  }
-  for (const array of arrays) {
-    str(array.key);
-    u32(GgufValueType.ARRAY);
-    u32(GgufValueType.UINT8);
-    u64(array.length);
-    parts.push(Buffer.alloc(array.length, 1));
-  }
-  for (const tensor of tensors) {
-    str(tensor.name);
-    u32(tensor.dims.length);
-    for (const dim of tensor.dims) u64(dim);
-    u32(tensor.type);
-    u64(tensor.offset);
-  }
-  const header = Buffer.concat(parts);
-  const padded = Math.ceil(header.length / 32) * 32;
-  return Buffer.concat([header, Buffer.alloc(padded - header.length), Buffer.alloc(options.dataBytes ?? 32 * 4 * 4)]);
-}
 
 /** Each hostile kind, and the reason it must be refused with. */
 const HOSTILE: Record<string, { bytes: () => Buffer; reason: RegExp }> = {
