@@ -297,7 +297,7 @@ export const listJobs = <ThrowOnError extends boolean = false>(options?: Options
  * the order they were submitted, the requests of a job one after another, on the same engine
  * (sequences and wait queue) as live traffic.
  * A request whose model does not exist (or whose prompt does not fit the model's context) fails
- * its own item with that error (`NOT_FOUND`, `VALIDATION_ERROR`); the job is still accepted and
+ * its own item with that error (`NOT_FOUND`, `VALIDATION_ERROR`; `CONFLICT` for an invalid model file); the job is still accepted and
  * its other requests still run. Poll `GET /api/v1/jobs/{id}` (the `Location` header) for results.
  *
  */

@@ -90,13 +90,14 @@ export const ApiErrorBodySchema = {
             description: 'Human-readable; never contains credentials or internals.'
         },
         details: {
-            description: 'For `VALIDATION_ERROR` the list of bad fields; otherwise null or an object.',
+            description: 'For `VALIDATION_ERROR` the list of bad fields (at most 20); otherwise null or an object.',
             oneOf: [
                 {
                     type: 'null'
                 },
                 {
                     type: 'array',
+                    maxItems: 20,
                     items: {
                         $ref: '#/components/schemas/ValidationIssue'
                     }

@@ -43,7 +43,7 @@ export type ApiErrorBody = {
      */
     message: string;
     /**
-     * For `VALIDATION_ERROR` the list of bad fields; otherwise null or an object.
+     * For `VALIDATION_ERROR` the list of bad fields (at most 20); otherwise null or an object.
      */
     details: null | Array<ValidationIssue> | {
         [key: string]: unknown;
@@ -862,7 +862,7 @@ export type LoginData = {
 
 export type LoginErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -978,7 +978,7 @@ export type ListApiKeysData = {
 
 export type ListApiKeysErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1019,7 +1019,7 @@ export type CreateApiKeyData = {
 
 export type CreateApiKeyErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1070,7 +1070,7 @@ export type RevokeApiKeyData = {
 
 export type RevokeApiKeyErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1152,7 +1152,7 @@ export type CreateUserData = {
 
 export type CreateUserErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1207,7 +1207,7 @@ export type DeleteUserData = {
 
 export type DeleteUserErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1258,7 +1258,7 @@ export type GetUserData = {
 
 export type GetUserErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1305,7 +1305,7 @@ export type UpdateUserData = {
 
 export type UpdateUserErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1408,7 +1408,7 @@ export type UploadModelData = {
 
 export type UploadModelErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1466,7 +1466,7 @@ export type DeleteModelData = {
 
 export type DeleteModelErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1516,7 +1516,7 @@ export type GetModelData = {
 
 export type GetModelErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1566,7 +1566,7 @@ export type LoadModelData = {
 
 export type LoadModelErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1626,7 +1626,7 @@ export type UnloadModelData = {
 
 export type UnloadModelErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1671,7 +1671,7 @@ export type CreateInferenceData = {
 
 export type CreateInferenceErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1734,7 +1734,7 @@ export type CreateEmbeddingsData = {
 
 export type CreateEmbeddingsErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1808,7 +1808,7 @@ export type ListJobsData = {
 
 export type ListJobsErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1849,7 +1849,7 @@ export type CreateJobData = {
 
 export type CreateJobErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1900,7 +1900,7 @@ export type GetJobData = {
 
 export type GetJobErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1947,7 +1947,7 @@ export type CancelJobData = {
 
 export type CancelJobErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2357,7 +2357,7 @@ export type ListAuditLogsData = {
 
 export type ListAuditLogsErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2509,7 +2509,7 @@ export type UpdateConfigData = {
 
 export type UpdateConfigErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**

@@ -43,7 +43,7 @@ export const zApiErrorBody = z.object({
     code: zErrorCode,
     message: z.string(),
     details: z.union([
-        z.array(zValidationIssue),
+        z.array(zValidationIssue).max(20),
         z.record(z.string(), z.unknown())
     ]).nullable()
 });
