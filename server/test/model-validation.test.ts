@@ -135,8 +135,16 @@ describe('hostile GGUF files over HTTP', () => {
     const error = expectApiError(load, 409, 'CONFLICT');
     expect(error.details).toMatchObject({ model: 'hollow', reason: expect.stringMatching(/llama\.cpp could not load/) });
     expect(JSON.stringify(load.body)).not.toContain(modelsDir);
+    // From now on it is listed invalid, and refused without another attempt at loading it.
+    const loadWarnings = () => server.logs.filter((line) => line.includes('llama.cpp could not load the model')).length;
+    expect(loadWarnings()).toBe(1);
+    expect((await call(server.url, 'GET', '/api/v1/models/hollow', { token })).body).toMatchObject({ state: 'invalid', invalid_reason: expect.stringMatching(/llama\.cpp could not load/) });
     const inference = await call(server.url, 'POST', '/api/v1/inference', { apiKey, body: { model: 'hollow', prompt: 'hi' } });
     expectApiError(inference, 409, 'CONFLICT');
+    expect(loadWarnings()).toBe(1);
+    // A new version of the file is validated afresh.
+    writeFileSync(path.join(modelsDir, 'hollow.gguf'), buildGguf({ dataBytes: 1024 }));
+    expect((await call(server.url, 'GET', '/api/v1/models/hollow', { token })).body.state).toBe('available');
   });
 
   it('a 20 MB header of arrays is refused in linear time while /health stays fast', async () => {

@@ -188,8 +188,9 @@ export type Model = {
     loaded: boolean;
     /**
      * `available`: the file passed validation (GGUF header, metadata and tensor table within
-     * bounds and within the file) and can be loaded. `invalid`: it did not; loading it or
-     * running inference on it is refused with `409 CONFLICT`, and `invalid_reason` says why.
+     * bounds and within the file) and can be loaded. `invalid`: it did not, or llama.cpp
+     * failed to load it; loading it or running inference on it is refused with
+     * `409 CONFLICT`, and `invalid_reason` says why. A changed file is checked afresh.
      *
      */
     state: 'available' | 'invalid';

@@ -253,8 +253,10 @@ export class InferenceEngine {
   #loadFailure(id: string, error: unknown): Error {
     if (error instanceof InsufficientMemoryError) return error;
     // llama.cpp's message may name the file's path: it goes to the log, not to the client.
-    this.logger.warn({ model: id, err: error }, 'llama.cpp could not load the model');
-    return new ModelUnusableError(id, 'llama.cpp could not load the file (the server log has its message)');
+    this.logger.warn({ model: id, err: error }, 'llama.cpp could not load the model; it is listed as invalid until the file changes');
+    const reason = 'llama.cpp could not load the file (the server log has its message)';
+    this.catalog.markInvalid(id, reason);
+    return new ModelUnusableError(id, reason);
   }
 
   async #makeRoom(): Promise<void> {

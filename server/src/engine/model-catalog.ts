@@ -59,6 +59,9 @@ export class ModelCatalog {
       throw error;
     }
     const ids = names.filter((n) => n.endsWith('.gguf')).map((n) => n.slice(0, -'.gguf'.length)).filter(isModelId).sort();
+    // Files gone from the dir take their cached checks with them.
+    const files = new Set(ids.map((id) => this.pathOf(id)));
+    for (const file of this.#checks.keys()) if (!files.has(file)) this.#checks.delete(file);
     const models = await Promise.all(ids.map((id) => this.get(id)));
     return models.filter((m): m is Model => m !== undefined);
   }
@@ -87,6 +90,15 @@ export class ModelCatalog {
       parameter_count: check.valid ? check.parameterCount : null,
       file_type: check.valid ? check.fileType : null,
     };
+  }
+
+  /**
+   * Marks the model's current file invalid, e.g. when llama.cpp failed to load it although it
+   * passed validation: later requests are refused at once instead of loading it again.
+   */
+  markInvalid(id: string, reason: string): void {
+    const cached = this.#checks.get(this.pathOf(id));
+    if (cached) cached.check = Promise.resolve({ valid: false, reason });
   }
 
   #check(id: string, file: string, version: string): Promise<ModelFileCheck> {

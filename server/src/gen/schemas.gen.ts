@@ -534,7 +534,7 @@ export const ModelSchema = {
                 'available',
                 'invalid'
             ],
-            description: '`available`: the file passed validation (GGUF header, metadata and tensor table within\nbounds and within the file) and can be loaded. `invalid`: it did not; loading it or\nrunning inference on it is refused with `409 CONFLICT`, and `invalid_reason` says why.\n'
+            description: '`available`: the file passed validation (GGUF header, metadata and tensor table within\nbounds and within the file) and can be loaded. `invalid`: it did not, or llama.cpp\nfailed to load it; loading it or running inference on it is refused with\n`409 CONFLICT`, and `invalid_reason` says why. A changed file is checked afresh.\n'
         },
         invalid_reason: {
             type: [
