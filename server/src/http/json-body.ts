@@ -27,7 +27,8 @@ export function jsonBody(limitBytes: () => number): AppMiddleware {
       if (size > limit) throw refuse(ctx, limit);
       const tooComplex = shape.push(chunk);
       if (tooComplex) {
-        discardRest(ctx.req);
+        // The rest is within the body limit: read and dropped (never parsed), so the client gets the answer.
+        discardRest(ctx.req, limit);
         throw validationError([{ path: 'body', message: tooComplex }], 'The body is too complex');
       }
       chunks.push(chunk);
