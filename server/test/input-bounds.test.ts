@@ -128,6 +128,36 @@ describe('JsonShapeScanner', () => {
     for (let i = 0; i < bytes.length; i += 7) expect(scanner.push(bytes.subarray(i, i + 7))).toBeUndefined();
   });
 
+  it('agrees with the real nesting depth of random JSON, however the bytes are split', () => {
+    let seed = 7;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const strings = ['', 'a', '[', ']', '{', '}', ',', '"', '\\', '\\"', 'x\\\\', 'é😀'];
+    const value = (depth: number): unknown => {
+      const r = random();
+      if (depth > 70 || r < 0.3) return r < 0.15 ? strings[Math.floor(random() * strings.length)]!.repeat(1 + Math.floor(random() * 3)) : Math.floor(r * 100);
+      const items = Array.from({ length: 1 + Math.floor(random() * 2) }, () => value(depth + 1));
+      return random() < 0.5 ? items : Object.fromEntries(items.map((item, i) => [strings[i % strings.length]! + i, item]));
+    };
+    const depthOf = (v: unknown): number => (typeof v === 'object' && v !== null ? 1 + Math.max(0, ...Object.values(v).map(depthOf)) : 0);
+    const outcomes = { accepted: 0, refused: 0 };
+    for (let round = 0; round < 200; round++) {
+      const doc = value(0);
+      const bytes = Buffer.from(JSON.stringify(doc));
+      const scanner = new JsonShapeScanner();
+      let refusal: string | undefined;
+      for (let at = 0; at < bytes.length && !refusal; ) {
+        const size = 1 + Math.floor(random() * 17);
+        refusal = scanner.push(bytes.subarray(at, at + size));
+        at += size;
+      }
+      expect(refusal === undefined, JSON.stringify(doc).slice(0, 200)).toBe(depthOf(doc) <= JSON_LIMITS.maxDepth);
+      outcomes[refusal === undefined ? 'accepted' : 'refused']++;
+    }
+    // Both sides of the bound were exercised.
+    expect(outcomes.accepted).toBeGreaterThan(20);
+    expect(outcomes.refused).toBeGreaterThan(20);
+  });
+
   it('counts entries per container and values per body', () => {
     expect(new JsonShapeScanner().push(Buffer.from(`[${Array(JSON_LIMITS.maxEntries).fill(0).join(',')}]`))).toBeUndefined();
     expect(new JsonShapeScanner().push(Buffer.from(`[${Array(JSON_LIMITS.maxEntries + 1).fill(0).join(',')}]`))).toMatch(/more than 10000 entries/);
