@@ -8,7 +8,8 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readGgufInfo, GgufFormatError } from '../src/engine/gguf-reader.js';
+import { getLlama } from 'node-llama-cpp';
+import { GGML_TYPES, readGgufInfo, GgufFormatError } from '../src/engine/gguf-reader.js';
 import { expectApiError } from '../../test/helpers/api-checks.js';
 import { buildGguf } from '../../test/helpers/gguf-builder.js';
 import { createApiKey } from '../../test/helpers/security.js';
@@ -37,6 +38,23 @@ describe('GGUF validation (reader)', () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'inferno-gguf-'));
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('knows exactly the tensor types of the bundled llama.cpp, with its block and type sizes', async () => {
+    const llama = await getLlama({ gpu: false, build: 'never', progressLogs: false });
+    try {
+      // Internal to node-llama-cpp, but the ground truth: what the loader itself will compute.
+      const bindings = (llama as unknown as { _bindings: { getBlockSizeForGgmlType(id: number): number | undefined; getTypeSizeForGgmlType(id: number): number | undefined } })._bindings;
+      const known: Record<number, { block: number; bytes: number }> = {};
+      for (let id = 0; id < 256; id++) {
+        const block = bindings.getBlockSizeForGgmlType(id);
+        const bytes = bindings.getTypeSizeForGgmlType(id);
+        if (block && bytes) known[id] = { block, bytes };
+      }
+      expect(Object.fromEntries(Object.entries(GGML_TYPES).map(([id, t]) => [id, { block: t.block, bytes: t.bytes }]))).toEqual(known);
+    } finally {
+      await llama.dispose();
+    }
+  });
 
   it('accepts a well-formed file, and refuses each hostile kind with a reason that names no path', async () => {
     const good = path.join(dir, 'good.gguf');

@@ -48,8 +48,8 @@ export class GgufFormatError extends Error {
 }
 
 // ggml_type id -> name, elements per block and bytes per block (ggml.c's type traits); gaps are
-// types removed from ggml.
-const GGML_TYPES: Record<number, { name: string; block: number; bytes: number }> = {
+// types removed from ggml. A test checks the table against the bundled llama.cpp's own.
+export const GGML_TYPES: Record<number, { name: string; block: number; bytes: number }> = {
   0: { name: 'F32', block: 1, bytes: 4 },
   1: { name: 'F16', block: 1, bytes: 2 },
   2: { name: 'Q4_0', block: 32, bytes: 18 },
@@ -82,6 +82,10 @@ const GGML_TYPES: Record<number, { name: string; block: number; bytes: number }>
   34: { name: 'TQ1_0', block: 256, bytes: 54 },
   35: { name: 'TQ2_0', block: 256, bytes: 66 },
   39: { name: 'MXFP4', block: 32, bytes: 17 },
+  // Newer types that the bundled llama.cpp knows (named here by id).
+  40: { name: 'TYPE_40', block: 64, bytes: 36 },
+  41: { name: 'TYPE_41', block: 128, bytes: 18 },
+  42: { name: 'TYPE_42', block: 64, bytes: 18 },
 };
 
 // llama_ftype ids -> names (llama.h), the value of `general.file_type`.
