@@ -24,6 +24,8 @@ interface Target {
   pid?: number;
   jwtSecret?: string;
   modelsDir?: string;
+  /** Stops the server and starts a new one on the same models dir (self-started servers only). */
+  restart?(): Promise<Target>;
   stop(): Promise<void>;
 }
 
@@ -39,17 +41,24 @@ async function target(): Promise<Target> {
     return { url, token, pid: pid ? Number(pid) : undefined, jwtSecret: flags.get('jwt-secret'), modelsDir: flags.get('models-dir'), stop: async () => undefined };
   }
   const models = tempDir('inferno-attack-models-');
-  const server = await startChildServer({ modelsDir: models.dir, settings: { 'logging.level': 'error' } });
-  return {
-    ...server,
-    pid: Number(/(\d+)/.exec(server.where)?.[1]),
-    jwtSecret: 'bench-jwt-secret-that-is-at-least-32-bytes-long',
-    modelsDir: models.dir,
-    async stop() {
-      await server.stop();
-      models.remove();
-    },
+  const start = async (): Promise<Target> => {
+    const server = await startChildServer({ modelsDir: models.dir, settings: { 'logging.level': 'error' } });
+    return {
+      ...server,
+      pid: Number(/(\d+)/.exec(server.where)?.[1]),
+      jwtSecret: 'bench-jwt-secret-that-is-at-least-32-bytes-long',
+      modelsDir: models.dir,
+      async restart() {
+        await server.stop();
+        return start();
+      },
+      async stop() {
+        await server.stop();
+        models.remove();
+      },
+    };
   };
+  return start();
 }
 
 /** The server's resident memory in MB, from /proc (Linux) when its pid is known. */
@@ -125,7 +134,7 @@ function hostileModels(): Record<string, () => Buffer> {
 }
 
 async function main() {
-  const t = await target();
+  let t = await target();
   try {
     const keyRes = await fetch(`${t.url}/api/v1/auth/api-keys`, { method: 'POST', headers: { Authorization: `Bearer ${t.token}`, 'Content-Type': 'application/json' }, body: json({ name: 'attack', permissions: ['read_models', 'run_inference'] }) });
     const { key } = (await keyRes.json()) as { key: string };
@@ -162,6 +171,13 @@ async function main() {
       rows.push(await attack(t, 'GET /models, hostile files in the dir', [{ method: 'GET', route: '/api/v1/models' }]));
       rows.push(await attack(t, 'load each hostile file in the dir', ids.map((id) => ({ method: 'POST', route: `/api/v1/models/${id}/load` }))));
       rows.push(await attack(t, 'inference on each hostile file', ids.map((id) => ({ method: 'POST', route: '/api/v1/inference', body: json({ model: id, prompt: 'hi' }), auth: asKey }))));
+    }
+    if (t.restart) {
+      // A restart with the hostile files still in the dir: start-up (which validates them) and the first listing.
+      const started = performance.now();
+      t = await t.restart();
+      rows.push([`restart to ready (${fmt(performance.now() - started, 0)} ms), then:`, '', '', '', '', rssMb(t.pid)]);
+      rows.push(await attack(t, 'first GET /models after the restart', [{ method: 'GET', route: '/api/v1/models' }]));
     }
     console.log(`attack-inputs against ${t.url} (${machineLine()})\n`);
     console.log(table(['attack', 'statuses', '5xx', 'answer ms', 'worst /health ms', 'RSS after MB'], rows));
