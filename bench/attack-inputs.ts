@@ -1,6 +1,6 @@
 // Replays the input-side attacks of the security review (issue #7) against a server and prints,
 // per attack: the status codes (and how many were 5xx), the time to the answer, the worst /health
-// latency seen while the attack ran (polled every 10 ms from this process), and the server's RSS
+// latency seen while the attack ran (polled every 10 ms from a process of its own), and the server's RSS
 // afterwards. Without --url it starts its own server (`server/src/cli.ts serve` in a child
 // process, fresh data and models dirs) and also replays the attacks that need the server's
 // secrets or its models dir: a validly signed JWT without `exp`, and hostile GGUF files dropped
@@ -9,6 +9,7 @@
 //   npx tsx bench/attack-inputs.ts
 //   npx tsx bench/attack-inputs.ts --url http://127.0.0.1:8080 --password <admin password> [--username admin]
 //       [--pid <server pid>] [--jwt-secret <the server's secret>] [--models-dir <the server's models dir>]
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -93,24 +94,51 @@ async function send(t: Target, request: Request): Promise<number> {
   }
 }
 
-/** Runs the requests one after another while polling /health; the figures of one attack. */
-async function attack(t: Target, name: string, requests: Request[]): Promise<(string | number)[]> {
-  let worst = 0;
-  let done = false;
-  const probe = (async () => {
+// Polls /health every 10 ms from its own process (so that sending a big body here does not delay
+// the probe) until its stdin closes, then prints the slowest answer in ms.
+const PROBE = `
+  let worst = 0, done = false;
+  process.stdin.on('end', () => (done = true)).resume();
+  (async () => {
+    await fetch(process.argv[1] + '/health').then((r) => r.arrayBuffer()); // warm (connection, undici)
+    process.stdout.write('ready ');
     while (!done) {
       const started = performance.now();
-      await fetch(`${t.url}/health`).then((r) => r.arrayBuffer(), () => undefined);
+      await fetch(process.argv[1] + '/health').then((r) => r.arrayBuffer(), () => undefined);
       worst = Math.max(worst, performance.now() - started);
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
-  })();
+    process.stdout.write(String(worst));
+  })();`;
+
+async function healthProbe(url: string): Promise<{ stop(): Promise<number> }> {
+  const child = spawn(process.execPath, ['-e', PROBE, url], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  const ready = new Promise<void>((resolve) =>
+    child.stdout.on('data', (d: Buffer) => {
+      out += String(d);
+      if (out.startsWith('ready ')) resolve();
+    }),
+  );
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  await ready;
+  return {
+    async stop() {
+      child.stdin.end();
+      await exited;
+      return Number(out.slice('ready '.length));
+    },
+  };
+}
+
+/** Runs the requests one after another while /health is polled; the figures of one attack. */
+async function attack(t: Target, name: string, requests: Request[]): Promise<(string | number)[]> {
+  const probe = await healthProbe(t.url);
   const started = performance.now();
   const statuses: number[] = [];
   for (const request of requests) statuses.push(await send(t, request));
   const elapsed = performance.now() - started;
-  done = true;
-  await probe;
+  const worst = await probe.stop();
   const counts = [...new Set(statuses)].sort().map((s) => `${s}×${statuses.filter((x) => x === s).length}`).join(' ');
   return [name, counts, statuses.filter((s) => s >= 500 || s === 0).length, fmt(elapsed, 0), fmt(worst, 0), rssMb(t.pid)];
 }
