@@ -34,8 +34,8 @@ function parseQuery(schema: ZodType, query: Record<string, unknown>) {
 
 /**
  * A body's problems: first the spec's size and shape bounds (`checkSpecBounds`: closed objects,
- * lengths, item and field counts, unique items); a value beyond a size bound is never handed to
- * zod. Then the generated zod schema. At most MAX_VALIDATION_ISSUES are listed.
+ * item and field counts, unique items); a value beyond a size bound is never handed to zod. Then
+ * the generated zod schema (types, lengths, ranges, patterns). At most MAX_VALIDATION_ISSUES are listed.
  */
 export function bodyIssues(schema: ZodType, body: unknown): { issues: ValidationIssue[]; data?: unknown } {
   const report: BoundsReport = { issues: [], oversized: false };
@@ -43,7 +43,8 @@ export function bodyIssues(schema: ZodType, body: unknown): { issues: Validation
   if (spec) checkSpecBounds(body, spec, 'body', report);
   if (report.oversized) return { issues: report.issues };
   const result = schema.safeParse(body);
-  const issues = [...report.issues, ...(result.success ? [] : result.error.issues.map((issue) => ({ path: formatPath('body', issue.path), message: issue.message })))];
+  const zodIssues = result.success ? [] : result.error.issues.slice(0, MAX_VALIDATION_ISSUES);
+  const issues = [...report.issues, ...zodIssues.map((issue) => ({ path: formatPath('body', issue.path), message: issue.message }))];
   return issues.length > 0 ? { issues: issues.slice(0, MAX_VALIDATION_ISSUES) } : { issues, data: result.data };
 }
 
