@@ -43,7 +43,7 @@ export type ApiErrorBody = {
      */
     message: string;
     /**
-     * For `VALIDATION_ERROR` the list of bad fields; otherwise null or an object.
+     * For `VALIDATION_ERROR` the list of bad fields (at most 20); otherwise null or an object.
      */
     details: null | Array<ValidationIssue> | {
         [key: string]: unknown;
@@ -171,6 +171,9 @@ export type ApiKeyList = {
 
 export type CreateApiKeyRequest = {
     name: string;
+    /**
+     * Each at most once (there are eleven).
+     */
     permissions: Array<Permission>;
     /**
      * Days until the key expires; omit for a key that does not expire.
@@ -194,6 +197,18 @@ export type Model = {
      * Whether the model is in memory now.
      */
     loaded: boolean;
+    /**
+     * `available`: the file passed validation (GGUF header, metadata and tensor table within
+     * bounds and within the file) and can be loaded. `invalid`: it did not, or llama.cpp
+     * failed to load it; loading it or running inference on it is refused with
+     * `409 CONFLICT`, and `invalid_reason` says why. A changed file is checked afresh.
+     *
+     */
+    state: 'available' | 'invalid';
+    /**
+     * Why the file is invalid (e.g. a tensor's data runs past the end of the file); null when available.
+     */
+    invalid_reason: string | null;
     /**
      * From the GGUF header (`general.architecture`).
      */
@@ -381,7 +396,7 @@ export type ConfigPatch = {
 export type ChatMessage = {
     role: 'system' | 'user' | 'assistant' | 'tool';
     /**
-     * The text; for a `tool` message, the result (JSON or text).
+     * The text; for a `tool` message, the result (JSON or text). The messages together count against `[limits] max_prompt_chars`.
      */
     content: string;
     /**
@@ -574,6 +589,9 @@ export type InferenceDoneEvent = {
 
 export type EmbeddingsRequest = {
     model: ModelId;
+    /**
+     * A text or up to 256 texts; each at most `[limits] max_prompt_chars` characters and at most the model's context in tokens.
+     */
     input: string | Array<string>;
 };
 
@@ -895,6 +913,9 @@ export type OpenAiToolChoice = 'auto' | 'none' | 'required' | {
  */
 export type OpenAiChatMessage = {
     role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
+    /**
+     * The messages together count against `[limits] max_prompt_chars`; at most 64 parts.
+     */
     content?: string | Array<OpenAiChatContentPart> | null;
     name?: string;
     tool_calls?: Array<OpenAiToolCall> | null;
@@ -1056,7 +1077,7 @@ export type OpenAiEmbeddingRequest = {
      */
     model: string;
     /**
-     * A text or a list of texts (token arrays are not supported); each at most `[limits] max_prompt_chars` characters.
+     * A text or up to 256 texts (token arrays are not supported); each at most `[limits] max_prompt_chars` characters and at most the model's context in tokens.
      */
     input: string | Array<string>;
     /**
@@ -1158,7 +1179,7 @@ export type LoginData = {
 
 export type LoginErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1274,7 +1295,7 @@ export type ListApiKeysData = {
 
 export type ListApiKeysErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1330,7 +1351,7 @@ export type CreateApiKeyData = {
 
 export type CreateApiKeyErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1387,7 +1408,7 @@ export type RevokeApiKeyData = {
 
 export type RevokeApiKeyErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1484,7 +1505,7 @@ export type CreateUserData = {
 
 export type CreateUserErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1541,7 +1562,7 @@ export type DeleteUserData = {
 
 export type DeleteUserErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1594,7 +1615,7 @@ export type GetUserData = {
 
 export type GetUserErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1641,7 +1662,7 @@ export type UpdateUserData = {
 
 export type UpdateUserErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1761,7 +1782,7 @@ export type UploadModelData = {
 
 export type UploadModelErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1821,7 +1842,7 @@ export type DeleteModelData = {
 
 export type DeleteModelErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1871,7 +1892,7 @@ export type GetModelData = {
 
 export type GetModelErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1921,7 +1942,7 @@ export type LoadModelData = {
 
 export type LoadModelErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1936,6 +1957,12 @@ export type LoadModelErrors = {
      * No such route or resource (`NOT_FOUND`).
      */
     404: ApiError;
+    /**
+     * The model's file is `invalid` (see the model's `invalid_reason`) or llama.cpp could not load
+     * it (`CONFLICT`; `details`: `{model, reason}`). Replace or delete the file.
+     *
+     */
+    409: ApiError;
     /**
      * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
      */
@@ -1975,7 +2002,7 @@ export type UnloadModelData = {
 
 export type UnloadModelErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2035,7 +2062,7 @@ export type CreateInferenceData = {
 
 export type CreateInferenceErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2051,8 +2078,10 @@ export type CreateInferenceErrors = {
      */
     404: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
-     * used for another request or is held by a request still running (then with `Retry-After`).
+     * `CONFLICT`: the model's file is `invalid` (see the model's `invalid_reason`) or llama.cpp
+     * could not load it (`details`: `{model, reason}`; replace or delete the file); or the
+     * `Idempotency-Key` was used for another request, or is held by a request still running (then
+     * with `Retry-After`).
      *
      */
     409: ApiError;
@@ -2113,7 +2142,7 @@ export type CreateEmbeddingsData = {
 
 export type CreateEmbeddingsErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2129,8 +2158,10 @@ export type CreateEmbeddingsErrors = {
      */
     404: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
-     * used for another request or is held by a request still running (then with `Retry-After`).
+     * `CONFLICT`: the model's file is `invalid` (see the model's `invalid_reason`) or llama.cpp
+     * could not load it (`details`: `{model, reason}`; replace or delete the file); or the
+     * `Idempotency-Key` was used for another request, or is held by a request still running (then
+     * with `Retry-After`).
      *
      */
     409: ApiError;
@@ -2187,7 +2218,7 @@ export type ListJobsData = {
 
 export type ListJobsErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2243,7 +2274,7 @@ export type CreateJobData = {
 
 export type CreateJobErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2300,7 +2331,7 @@ export type GetJobData = {
 
 export type GetJobErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2347,7 +2378,7 @@ export type CancelJobData = {
 
 export type CancelJobErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2493,7 +2524,7 @@ export type OpenaiListModelsError = OpenaiListModelsErrors[keyof OpenaiListModel
 
 export type OpenaiListModelsResponses = {
     /**
-     * Every model in the models directory.
+     * Every usable model in the models directory (files in the `invalid` state are left out).
      */
     200: OpenAiModelList;
 };
@@ -2592,7 +2623,7 @@ export type OpenaiCreateChatCompletionErrors = {
      */
     404: OpenAiErrorResponse;
     /**
-     * The `Idempotency-Key` was used for another request, or its first request is still running (`invalid_request_error`, code `conflict`).
+     * The model's file is invalid or llama.cpp could not load it (`invalid_request_error`, code `model_invalid`), or the `Idempotency-Key` was used for another request or its first request is still running (code `conflict`, then with `Retry-After`).
      */
     409: OpenAiErrorResponse;
     /**
@@ -2670,7 +2701,7 @@ export type OpenaiCreateCompletionErrors = {
      */
     404: OpenAiErrorResponse;
     /**
-     * The `Idempotency-Key` was used for another request, or its first request is still running (`invalid_request_error`, code `conflict`).
+     * The model's file is invalid or llama.cpp could not load it (`invalid_request_error`, code `model_invalid`), or the `Idempotency-Key` was used for another request or its first request is still running (code `conflict`, then with `Retry-After`).
      */
     409: OpenAiErrorResponse;
     /**
@@ -2748,7 +2779,7 @@ export type OpenaiCreateEmbeddingsErrors = {
      */
     404: OpenAiErrorResponse;
     /**
-     * The `Idempotency-Key` was used for another request, or its first request is still running (`invalid_request_error`, code `conflict`).
+     * The model's file is invalid or llama.cpp could not load it (`invalid_request_error`, code `model_invalid`), or the `Idempotency-Key` was used for another request or its first request is still running (code `conflict`, then with `Retry-After`).
      */
     409: OpenAiErrorResponse;
     /**
@@ -2808,7 +2839,7 @@ export type ListAuditLogsData = {
 
 export type ListAuditLogsErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2960,7 +2991,7 @@ export type UpdateConfigData = {
 
 export type UpdateConfigErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
