@@ -58,6 +58,7 @@ export { HealthResource } from './resources/health.js';
 export { type InferenceParams, InferenceResource, type InferenceStreamEvent } from './resources/inference.js';
 export { JobsResource } from './resources/jobs.js';
 export { MetricsResource } from './resources/metrics.js';
+export { UsageResource } from './resources/usage.js';
 export { type ModelFile, ModelsResource } from './resources/models.js';
 export { UsersResource } from './resources/users.js';
 export type {
@@ -89,6 +90,11 @@ export type {
   InferenceTokenEvent,
   ListAuditLogsData,
   MetricsSummary,
+  MetricsDistribution,
+  CountsByLabel,
+  GetUsageData,
+  UsageReport,
+  UsageRow,
   Timings,
   Usage,
   CreateApiKeyRequest,

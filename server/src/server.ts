@@ -16,6 +16,10 @@ import { ensureDemoModel } from './engine/demo-bootstrap.js';
 import { applyPersistedSettings } from './runtime-settings.js';
 import { JobRunner } from './jobs/job-runner.js';
 import type { Store } from './store/types.js';
+import { ServerMetrics } from './observability/metrics.js';
+import { Telemetry } from './observability/telemetry.js';
+import { startTracing } from './observability/tracing-setup.js';
+import { UsageRecorder } from './observability/usage.js';
 
 export const VERSION = '0.1.0';
 
@@ -28,6 +32,8 @@ export interface RunningServer {
   logger: Logger;
   engine: InferenceEngine;
   catalog: ModelCatalog;
+  /** Metrics, usage accounting and tracing of this server. */
+  telemetry: Telemetry;
   close(): Promise<void>;
 }
 
@@ -68,13 +74,21 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     logger.level = config.logging.level;
     const jwtSecret = loadJwtSecret(config.auth.jwt_secret, config.storage.data_dir);
     await ensureDemoModel(config.models.dir, logger);
+    const metrics = config.metrics.enabled ? new ServerMetrics({ version: VERSION }) : undefined;
+    const usage = new UsageRecorder(store, logger, { enabled: () => config.usage.enabled, flushIntervalMs: config.usage.flush_interval_seconds * 1000 });
+    const tracing = await startTracing(config.tracing, VERSION, logger);
+    const telemetry = new Telemetry(metrics, usage, tracing);
     let engine: InferenceEngine | undefined;
     const catalog = new ModelCatalog(config.models.dir, (id) => engine?.isLoaded(id) ?? false);
-    engine = new InferenceEngine(config, catalog, logger);
+    engine = new InferenceEngine(config, catalog, logger, metrics && {
+      modelLoaded: (model, seconds) => metrics.modelLoaded(model, seconds),
+      modelLoadFailed: (model) => metrics.modelLoadFailed(model),
+      queueWaited: (model, seconds) => metrics.queueWaited(model, seconds),
+    });
     // The binding loads in the background; /health/ready says when it can serve.
     engine.start().catch((error: unknown) => logger.error({ err: error }, 'the llama.cpp engine failed to start'));
-    const jobs = new JobRunner({ store, engine, config, logger });
-    const app = createApp({ config, store, logger, jwtSecret, version: VERSION, catalog, engine, jobs });
+    const jobs = new JobRunner({ store, engine, config, logger, telemetry });
+    const app = createApp({ config, store: tracing.instrument('store', store), logger, jwtSecret, version: VERSION, catalog, engine, jobs, telemetry });
 
     const tls = config.server.tls;
     const server =
@@ -96,6 +110,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     });
     const { port } = server.address() as AddressInfo;
     jobs.start();
+    usage.start();
     const scheme = tls.cert ? 'https' : 'http';
     const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
     const url = `${scheme}://${host}:${port}`;
@@ -110,6 +125,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       logger,
       engine,
       catalog,
+      telemetry,
       close() {
         closing ??= new Promise<void>((resolve) => {
           server.close(() => resolve());
@@ -117,6 +133,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         }).then(async () => {
           await jobs.stop();
           await engine.close();
+          // The last batch of usage is written before the store closes.
+          await usage.close();
+          await tracing.shutdown();
           store.close();
           logger.flush();
         });

@@ -75,6 +75,14 @@ export class ModelNotFoundError extends Error {
   override name = 'ModelNotFoundError';
 }
 
+/** What the engine reports as it works (the metrics); every method optional. */
+export interface EngineObserver {
+  modelLoaded?(model: string, seconds: number): void;
+  modelLoadFailed?(model: string): void;
+  /** A generation got its sequence after waiting this long in the model's queue. */
+  queueWaited?(model: string, seconds: number): void;
+}
+
 interface LoadedModel {
   id: string;
   model: LlamaModel;
@@ -113,6 +121,7 @@ export class InferenceEngine {
     private readonly config: Config,
     private readonly catalog: ModelCatalog,
     private readonly logger: Logger,
+    private readonly observer: EngineObserver = {},
   ) {}
 
   get ready(): boolean {
@@ -187,7 +196,10 @@ export class InferenceEngine {
     await this.#makeRoom();
     const started = Date.now();
     const { engine } = this.config;
-    const model = await llama.loadModel({ modelPath: this.catalog.pathOf(id) });
+    const model = await llama.loadModel({ modelPath: this.catalog.pathOf(id) }).catch((error: unknown) => {
+      this.observer.modelLoadFailed?.(id);
+      throw error;
+    });
     const contexts: LlamaContext[] = [];
     try {
       // Contexts of `sequences_per_context` sequences each, sharing the model's weights. On CPUs
@@ -217,8 +229,10 @@ export class InferenceEngine {
       };
       this.#loaded.set(id, entry);
       this.logger.info({ model: id, load_ms: Date.now() - started, sequences: sequences.length, contexts: contexts.length }, 'model loaded');
+      this.observer.modelLoaded?.(id, (Date.now() - started) / 1000);
       return entry;
     } catch (error) {
+      this.observer.modelLoadFailed?.(id);
       for (const context of contexts) await context.dispose();
       await model.dispose();
       throw error;
@@ -287,6 +301,7 @@ export class InferenceEngine {
   async reserve(modelId: string, signal?: AbortSignal): Promise<Reservation> {
     const started = performance.now();
     const entry = await this.#pin(modelId);
+    const queued = performance.now();
     let lease;
     try {
       lease = await entry.pool.acquire(signal);
@@ -294,6 +309,7 @@ export class InferenceEngine {
       this.#unpin(entry);
       throw error;
     }
+    this.observer.queueWaited?.(modelId, (performance.now() - queued) / 1000);
     let released = false;
     return {
       waitedMs: performance.now() - started,

@@ -107,7 +107,7 @@ export async function reserveForStream(ctx: AppContext, engine: InferenceEngine,
 }
 
 export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache: ResponseCache): Router<AppState> {
-  const { config, store } = deps;
+  const { config, store, telemetry } = deps;
   const router = createRouter();
   const body = jsonBody(() => config.limits.max_body_bytes);
 
@@ -128,6 +128,7 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
     if (cached) {
       const totalMs = Math.round((performance.now() - started) * 100) / 100;
       ctx.set('X-Cache', 'hit');
+      telemetry.cachedAnswer(ctx, request.model, cached.usage, cached.finish_reason);
       ctx.body = { id, object: 'inference', created: Math.floor(Date.now() / 1000), ...cached, timings: { queued_ms: 0, prompt_ms: 0, generation_ms: 0, total_ms: totalMs, tokens_per_second: 0 } } satisfies InferenceResponse;
       return;
     }
@@ -145,6 +146,7 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
       } catch (error) {
         throw engineError(error, parallel);
       }
+      telemetry.generation(ctx, request.model, result);
       const response = presentInference(id, request.model, result);
       // A generation cut short (the client left) is no answer to keep.
       if (cacheKey !== undefined && result.finishReason !== 'cancelled') {
@@ -158,6 +160,7 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
     const { reservation, stream } = await reserveForStream(ctx, engine, request.model, signal, parallel);
     try {
       const result = await reservation.generate(generation, { signal, onText: (text) => stream.send('token', { text }) });
+      telemetry.generation(ctx, request.model, result);
       stream.send('done', { id, model: request.model, finish_reason: result.finishReason, usage: result.usage, timings: result.timings });
     } catch (error) {
       stream.send('error', streamFailure(ctx, error, parallel, deps.logger));
@@ -176,6 +179,7 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
     }
     try {
       const { vectors, promptTokens } = await engine.embed(request.model, inputs, clientGone(ctx));
+      telemetry.embedding(ctx, request.model, inputs.length, promptTokens);
       ctx.body = { object: 'list', model: request.model, data: vectors.map((embedding, index) => ({ index, embedding })), usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } };
     } catch (error) {
       throw engineError(error, config.engine.parallel);

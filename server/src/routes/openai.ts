@@ -142,6 +142,7 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
       } catch (error) {
         throw engineFailure(error, generation.model);
       }
+      deps.telemetry.generation(ctx, generation.model, result);
       ctx.body = completion.answer(result);
       return;
     }
@@ -159,6 +160,7 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
       if (completion.firstChunk) send(completion.firstChunk());
       if (completion.prefix) send(completion.textChunk(completion.prefix));
       const result = await reservation.generate(generation, { signal, onText: (text) => text && send(completion.textChunk(text)) });
+      deps.telemetry.generation(ctx, generation.model, result);
       send(completion.lastChunk(toFinishReason(result.finishReason)));
       if (completion.includeUsage) sendData(ctx, stream, completion.usageChunk(result.usage));
       sendData(ctx, stream, '[DONE]');
@@ -257,6 +259,7 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
       model: request.model,
       usage: { prompt_tokens: embedded.promptTokens, total_tokens: embedded.promptTokens },
     };
+    deps.telemetry.embedding(ctx, request.model, inputs.length, embedded.promptTokens);
     ctx.body = answer;
   });
 

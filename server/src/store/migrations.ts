@@ -69,4 +69,20 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX jobs_user ON jobs(user_id, seq);
   CREATE INDEX jobs_status ON jobs(status, seq);
   `,
+  // Usage per hour, user, API key ('' for login sessions) and model. No foreign keys: the usage
+  // of a deleted user or key stays accountable.
+  `
+  CREATE TABLE usage (
+    bucket TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    PRIMARY KEY (bucket, user_id, key_id, model)
+  );
+  CREATE INDEX usage_user ON usage(user_id, bucket);
+  CREATE INDEX usage_key ON usage(key_id, bucket);
+  `,
 ];
