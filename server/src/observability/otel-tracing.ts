@@ -95,7 +95,8 @@ export class OtelTracing implements Tracing {
     const parent = this.#current.getStore();
     if (!parent) return;
     const { timings, usage } = result;
-    const finished = Date.now();
+    // performance.now() values, which the SDK reads as such: the same clock as its own span times.
+    const finished = performance.now();
     const started = finished - timings.total_ms;
     const attributes: Attributes = {
       'gen_ai.request.model': model,
