@@ -5,7 +5,7 @@
  * parser; labels stay bounded under 1,000 distinct paths and keys; `/api/v1/usage` sums equal the
  * answers' `usage` fields and survive a restart; inference log lines carry tokens and speed.
  */
-import { copyFileSync } from 'node:fs';
+import { copyFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -245,6 +245,31 @@ describe('metrics and usage after a known workload', () => {
     expect(d.p95).toBeLessThanOrEqual(d.p99);
   });
 
+  it('a batch job: jobs by state, items processed, generations under api="job", usage for its owner', async () => {
+    const jobStart = await scrape(server.url, metricsKey.key);
+    const submitted = await call(server.url, 'POST', '/api/v1/jobs', { token: adminToken, body: { requests: [{ model: MODEL, prompt: PROMPT, max_tokens: 5 }, { model: MODEL, prompt: 'Two', max_tokens: 4 }] } });
+    expect(submitted.status, JSON.stringify(submitted.body)).toBe(202);
+    const job = await eventually(async () => {
+      const res = await call(server.url, 'GET', `/api/v1/jobs/${submitted.body.id}`, { token: adminToken });
+      expect(res.body.status).toBe('succeeded');
+      return res.body;
+    }, 20_000);
+    const jobDone = await scrape(server.url, metricsKey.key);
+    const jobUsage = job.results.map((r: any) => r.response.usage);
+    expect(jobDone.value('inferno_jobs', { state: 'succeeded' }) - jobStart.value('inferno_jobs', { state: 'succeeded' })).toBe(1);
+    expect(jobDone.value('inferno_jobs', { state: 'queued' })).toBe(0);
+    expect(jobDone.value('inferno_job_items_processed_total', { outcome: 'succeeded' })).toBe(2);
+    expect(jobDone.value('inferno_inference_requests_total', { api: 'job' })).toBe(2);
+    expect(jobDone.value('inferno_prompt_tokens_total', { api: 'job' })).toBe(jobUsage.reduce((n: number, u: any) => n + u.prompt_tokens, 0));
+    expect(jobDone.value('inferno_generated_tokens_total', { api: 'job' })).toBe(jobUsage.reduce((n: number, u: any) => n + u.completion_tokens, 0));
+    expect(jobDone.count('inferno_generation_duration_seconds', { api: 'job' })).toBe(2);
+    // Usage: the owner's, through no key.
+    const admin = server.store.getUserByUsername('admin')!.id;
+    const res = await call(server.url, 'GET', `/api/v1/usage?user_id=${admin}&group_by=key`, { token: adminToken });
+    const session = res.body.data.find((r: any) => r.key_id === null);
+    expect(session).toMatchObject({ requests: 2, completion_tokens: jobUsage.reduce((n: number, u: any) => n + u.completion_tokens, 0) });
+  });
+
   it('each inference log line carries model, tokens, time to first token and tokens/s, never the prompt', () => {
     const lines = server.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === 'request' && (l.endpoint === '/api/v1/inference' || l.endpoint === '/v1/chat/completions'));
     const generated = lines.filter((l) => !l.cached && l.model === MODEL);
@@ -332,10 +357,11 @@ describe('metrics and usage after a known workload', () => {
 describe('bounded label cardinality', () => {
   let server: TestServer;
   let metricsKey: string;
+  let token: string;
 
   beforeAll(async () => {
     server = await startTestServer({ settings: { 'rate_limit.requests_per_minute': 100_000 } });
-    const token = await login(server.url);
+    token = await login(server.url);
     metricsKey = (await createApiKey(server.url, { token }, { name: 'metrics', permissions: ['read_metrics', 'read_models'] })).key;
   });
   afterAll(async () => {
@@ -387,6 +413,25 @@ describe('bounded label cardinality', () => {
     expect(text).not.toMatch(/inf_[0-9A-Za-z]{20,}/);
     expect(text.length).toBeLessThan(2 * baseline.text.length + 20_000);
   }, 120_000);
+
+  it('login lockouts and failed logins are counted, without usernames', async () => {
+    for (let i = 0; i < 5; i++) expectApiError(await call(server.url, 'POST', '/api/v1/auth/login', { body: { username: 'lockme', password: `wrong-password-${i}` } }), 401, 'AUTHENTICATION_FAILED');
+    expectApiError(await call(server.url, 'POST', '/api/v1/auth/login', { body: { username: 'lockme', password: 'wrong-password-x' } }), 429, 'RATE_LIMITED');
+    const result = await scrape(server.url, metricsKey);
+    expect(result.value('inferno_authentication_failures_total', { kind: 'password' })).toBe(5);
+    expect(result.value('inferno_login_lockouts_total')).toBe(1);
+    expect(result.value('inferno_rate_limited_total')).toBe(1000); // the lockout is no rate-limit refusal
+    expect(result.text).not.toContain('lockme');
+  });
+
+  it('a model that fails to load is counted under its name', async () => {
+    writeFileSync(path.join(server.modelsDir, 'broken.gguf'), Buffer.concat([Buffer.from('GGUF'), Buffer.alloc(4096, 0x07)]));
+    const res = await call(server.url, 'POST', '/api/v1/models/broken/load', { token });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    const result = await scrape(server.url, metricsKey);
+    expect(result.value('inferno_model_load_failures_total', { model: 'broken' })).toBe(1);
+    expect(result.count('inferno_model_load_seconds', { model: 'broken' })).toBe(0);
+  });
 
   it('model labels beyond the cap fold into "other"', () => {
     const budget = new LabelBudget(3);
