@@ -135,6 +135,8 @@ export interface BenchServer {
   token: string;
   /** Where the server runs: its own process, or this one. */
   where: string;
+  /** The server's process id. */
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -186,6 +188,7 @@ export async function startChildServer(options: { modelsDir: string; settings?: 
     url,
     token,
     where: `child process ${child.pid}`,
+    pid: child.pid!,
     async stop() {
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once('exit', r));
@@ -219,6 +222,7 @@ export async function startInProcessServer(options: { modelsDir: string; setting
     url: server.url,
     token,
     where: `this process (${process.pid})`,
+    pid: process.pid,
     async stop() {
       await server.close();
       data.remove();

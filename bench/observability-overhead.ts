@@ -8,8 +8,11 @@
  * (a) authenticated `GET /api/v1/models` (an API key) requests/s at a fixed concurrency;
  * (b) streamed tokens/s of one greedy generation on demo-tiny (its tokens take a third of a
  *     millisecond, so the per-token work of the server shows as nowhere else).
- * Medians over the rounds; ratios against "off", all in this one run.
+ * Medians over the rounds; ratios against "off", all in this one run. Wall-clock rates swing
+ * with whatever else the machine runs, so the server's own CPU time (from /proc, Linux) per
+ * request and per streamed token is reported too: it is what the instrumentation costs.
  */
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -20,9 +23,17 @@ const flags = parseFlags(process.argv.slice(2));
 const seconds = Number(flags.get('seconds') ?? 3);
 const rounds = Number(flags.get('rounds') ?? 5);
 const concurrency = Number(flags.get('concurrency') ?? 16);
-const tokens = Number(flags.get('tokens') ?? 128);
-const streams = Number(flags.get('streams') ?? 9);
+const tokens = Number(flags.get('tokens') ?? 256);
+const streams = Number(flags.get('streams') ?? 15);
 const log = (line = '') => process.stdout.write(line + '\n');
+
+/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat. */
+function cpuSeconds(pid: number): number {
+  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ is 100 on Linux
+}
 
 /** Accepts OTLP exports and drops them. */
 async function otlpSink(): Promise<{ url: string; received: () => number; close: () => Promise<void> }> {
@@ -103,16 +114,29 @@ async function main() {
     const rates: number[][] = variants.map(() => []);
     const tps: number[][] = variants.map(() => []);
     const generated: number[] = variants.map(() => 0);
+    const requestCpu = variants.map(() => ({ seconds: 0, requests: 0 }));
+    const streamCpu = variants.map(() => ({ seconds: 0, tokens: 0 }));
     for (let round = 0; round < rounds; round++) {
-      for (const [i, server] of servers.entries()) rates[i]!.push(await modelsRate(server.url, server.key));
+      for (const [i, server] of servers.entries()) {
+        const cpu = cpuSeconds(server.pid);
+        const rate = await modelsRate(server.url, server.key);
+        requestCpu[i]!.seconds += cpuSeconds(server.pid) - cpu;
+        requestCpu[i]!.requests += rate * seconds;
+        rates[i]!.push(rate);
+      }
     }
     for (let n = 0; n < streams; n++) {
       for (const [i, server] of servers.entries()) {
+        const cpu = cpuSeconds(server.pid);
         const run = await serverStream(server, 'demo-tiny', settings);
+        streamCpu[i]!.seconds += cpuSeconds(server.pid) - cpu;
+        streamCpu[i]!.tokens += run.tokens;
         tps[i]!.push(run.e2eTps);
         generated[i] = run.tokens;
       }
     }
+    const usPerRequest = requestCpu.map((c) => (c.seconds / c.requests) * 1e6);
+    const usPerToken = streamCpu.map((c) => (c.seconds / c.tokens) * 1e6);
 
     const baseRate = median(rates[0]!);
     const baseTps = median(tps[0]!);
@@ -120,8 +144,18 @@ async function main() {
     log(`GET /api/v1/models: ${concurrency} concurrent clients, ${rounds} rounds of ${seconds} s; streams: ${streams} greedy generations of ${generated[0]} tokens each; medians`);
     log(
       table(
-        ['variant', 'req/s', 'ratio', 'streamed tokens/s', 'ratio'],
-        variants.map((v, i) => [v.name, fmt(median(rates[i]!), 0), fmt(median(rates[i]!) / baseRate, 3), fmt(median(tps[i]!), 0), fmt(median(tps[i]!) / baseTps, 3)]),
+        ['variant', 'req/s', 'ratio', 'server CPU µs/request', 'ratio', 'streamed tokens/s', 'ratio', 'server CPU µs/token', 'ratio'],
+        variants.map((v, i) => [
+          v.name,
+          fmt(median(rates[i]!), 0),
+          fmt(median(rates[i]!) / baseRate, 3),
+          fmt(usPerRequest[i]!, 0),
+          fmt(usPerRequest[i]! / usPerRequest[0]!, 3),
+          fmt(median(tps[i]!), 0),
+          fmt(median(tps[i]!) / baseTps, 3),
+          fmt(usPerToken[i]!, 0),
+          fmt(usPerToken[i]! / usPerToken[0]!, 3),
+        ]),
       ),
     );
     log(`(tracing exports received by the sink: ${sink.received()})`);
