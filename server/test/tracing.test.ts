@@ -110,6 +110,28 @@ describe('tracing over OTLP/HTTP', () => {
     expect(trace.every((s) => s.traceId === root.traceId)).toBe(true);
   });
 
+  it("continues a caller's trace from its traceparent header", async () => {
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const parentId = '00f067aa0ba902b7';
+    const res = await call(server.url, 'GET', '/api/v1/models', { apiKey, headers: { traceparent: `00-${traceId}-${parentId}-01` } });
+    const requestId = res.headers.get('x-request-id')!;
+    const root = await eventually(() => {
+      const found = spans().find((s) => attr(s, 'inferno.request_id') === requestId);
+      expect(found).toBeDefined();
+      return found!;
+    }, 15_000);
+    expect(root.traceId).toBe(traceId);
+    expect(root.parentSpanId).toBe(parentId);
+    // A malformed one starts a trace of its own.
+    const other = await call(server.url, 'GET', '/api/v1/models', { apiKey, headers: { traceparent: 'not-a-traceparent' } });
+    const own = await eventually(() => {
+      const found = spans().find((s) => attr(s, 'inferno.request_id') === other.headers.get('x-request-id'));
+      expect(found).toBeDefined();
+      return found!;
+    }, 15_000);
+    expect(own.parentSpanId ?? '').toBe('');
+  });
+
   it('no span carries a credential, the JWT secret or prompt text', async () => {
     await call(server.url, 'GET', '/api/v1/auth/me', { token });
     await call(server.url, 'GET', '/api/v1/models', { apiKey: `${apiKey.slice(0, -4)}XXXX` });

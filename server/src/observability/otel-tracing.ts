@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type Tracer } from '@opentelemetry/api';
+import { parseTraceParent } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BatchSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
@@ -40,10 +41,13 @@ export class OtelTracing implements Tracing {
   }
 
   readonly request: AppMiddleware = async (ctx, next) => {
+    // A caller's W3C `traceparent` makes this request a part of its trace (a malformed one is ignored).
+    const remote = parseTraceParent(ctx.get('traceparent'));
+    const parent = remote ? trace.setSpanContext(ROOT_CONTEXT, { ...remote, isRemote: true }) : ROOT_CONTEXT;
     const span = this.#tracer.startSpan(ctx.method, {
       kind: SpanKind.SERVER,
       attributes: { 'http.request.method': ctx.method, 'inferno.request_id': ctx.state.requestId },
-    }, ROOT_CONTEXT);
+    }, parent);
     let ended = false;
     const end = () => {
       if (ended) return;
@@ -61,7 +65,7 @@ export class OtelTracing implements Tracing {
     };
     ctx.res.once('finish', end);
     ctx.res.once('close', end);
-    await this.#current.run(trace.setSpan(ROOT_CONTEXT, span), next);
+    await this.#current.run(trace.setSpan(parent, span), next);
   };
 
   wrap(name: string, middleware: AppMiddleware): AppMiddleware {
