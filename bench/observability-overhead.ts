@@ -6,8 +6,12 @@
  *   npx tsx bench/observability-overhead.ts [--seconds 3] [--rounds 5] [--concurrency 16] [--tokens 128] [--streams 9]
  *
  * (a) authenticated `GET /api/v1/models` (an API key) requests/s at a fixed concurrency;
- * (b) streamed tokens/s of one greedy generation on demo-tiny (its tokens take a third of a
+ * (b) one-token generations/s (`POST /api/v1/inference`, max_tokens 1): the per-generation work
+ *     (token counters, histograms, usage accounting, log fields) with the least compute around it;
+ * (c) streamed tokens/s of one greedy generation on demo-tiny (its tokens take a third of a
  *     millisecond, so the per-token work of the server shows as nowhere else).
+ * (d) the instrumentation calls alone, in this process: µs per request event and per generation
+ *     event (metrics and usage accounting), which the end-to-end figures cannot resolve.
  * Medians over the rounds; ratios against "off", all in this one run. Wall-clock rates swing
  * with whatever else the machine runs, so the server's own CPU time (from /proc, Linux) per
  * request and per streamed token is reported too: it is what the instrumentation costs.
@@ -17,6 +21,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
+import { createLogger } from '../server/src/logging/logger.js';
+import { ServerMetrics } from '../server/src/observability/metrics.js';
+import { UsageRecorder } from '../server/src/observability/usage.js';
 import { fmt, machineLine, median, parseFlags, serverStream, startChildServer, table, tempDir, type BenchServer } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
@@ -59,24 +66,36 @@ async function apiKeyOf(server: BenchServer): Promise<string> {
   return ((await res.json()) as { key: string }).key;
 }
 
-/** Requests/s of `GET /api/v1/models` with `concurrency` clients for `seconds`, over keep-alive connections. */
-async function modelsRate(url: string, key: string): Promise<number> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
-  const target = new URL('/api/v1/models', url);
+/** What the load loop sends. */
+interface Load {
+  path: string;
+  body?: unknown;
+  concurrency: number;
+}
+const MODELS: Load = { path: '/api/v1/models', concurrency };
+/** One-token generations: the per-generation work (metrics, usage, log fields) with the least compute around it. */
+const ONE_TOKEN: Load = { path: '/api/v1/inference', body: { model: 'demo-tiny', prompt: 'Hi', max_tokens: 1 }, concurrency: 4 };
+
+/** Requests/s of `load` with its concurrency for `seconds`, over keep-alive connections. */
+async function rate(url: string, key: string, load: Load): Promise<number> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: load.concurrency });
+  const target = new URL(load.path, url);
+  const body = load.body === undefined ? undefined : JSON.stringify(load.body);
   const once = () =>
     new Promise<void>((resolve, reject) => {
-      const req = http.get(target, { agent, headers: { 'X-API-Key': key } }, (res) => {
-        if (res.statusCode !== 200) reject(new Error(`GET /api/v1/models answered ${res.statusCode}`));
+      const req = http.request(target, { agent, method: body ? 'POST' : 'GET', headers: { 'X-API-Key': key, ...(body && { 'Content-Type': 'application/json' }) } }, (res) => {
+        if (res.statusCode !== 200) reject(new Error(`${load.path} answered ${res.statusCode}`));
         res.resume();
         res.on('end', resolve);
       });
       req.on('error', reject);
+      req.end(body);
     });
   const deadline = performance.now() + seconds * 1000;
   let done = 0;
   const started = performance.now();
   await Promise.all(
-    Array.from({ length: concurrency }, async () => {
+    Array.from({ length: load.concurrency }, async () => {
       while (performance.now() < deadline) {
         await once();
         done++;
@@ -86,6 +105,29 @@ async function modelsRate(url: string, key: string): Promise<number> {
   const elapsed = (performance.now() - started) / 1000;
   agent.destroy();
   return done / elapsed;
+}
+
+/** µs per call of each instrumentation event, in a tight loop (median of 5 runs of `n`). */
+function microCosts(n = 200_000): { request: number; generation: number; usage: number } {
+  const metrics = new ServerMetrics({ defaultMetrics: false });
+  const usage = new UsageRecorder({ addUsage: async () => undefined, queryUsage: async () => [] }, createLogger('silent'), { enabled: () => true, flushIntervalMs: 60_000 });
+  const observation = { finishReason: 'stop', promptTokens: 12, completionTokens: 64, queuedMs: 0.2, promptMs: 1.5, generationMs: 21, totalMs: 22.7 };
+  const time = (work: () => void) =>
+    median(
+      Array.from({ length: 5 }, () => {
+        const started = performance.now();
+        for (let i = 0; i < n; i++) work();
+        return ((performance.now() - started) * 1000) / n;
+      }),
+    );
+  return {
+    request: time(() => {
+      metrics.httpStarted();
+      metrics.httpFinished('/api/v1/models', 'GET', 200, 0.0011);
+    }),
+    generation: time(() => metrics.generation('demo-tiny', 'native', observation)),
+    usage: time(() => usage.record({ userId: 'u', keyId: 'k', model: 'demo-tiny', promptTokens: 12, completionTokens: 64 })),
+  };
 }
 
 async function main() {
@@ -107,24 +149,32 @@ async function main() {
     const settings = { prompt: 'Hello world', maxTokens: tokens, temperature: 0, seed: 42 };
     // Warm-up: the model loaded, the JIT warm, on every server.
     for (const server of servers) {
-      await modelsRate(server.url, server.key);
+      await rate(server.url, server.key, MODELS);
+      await rate(server.url, server.key, ONE_TOKEN);
       for (let i = 0; i < 3; i++) await serverStream(server, 'demo-tiny', settings);
     }
 
-    const rates: number[][] = variants.map(() => []);
+    /** Medians of req/s and the server's CPU µs per request, per variant, over alternating rounds. */
+    const measure = async (load: Load) => {
+      const rates: number[][] = variants.map(() => []);
+      const cpu = variants.map(() => ({ seconds: 0, requests: 0 }));
+      for (let round = 0; round < rounds; round++) {
+        for (const [i, server] of servers.entries()) {
+          const before = cpuSeconds(server.pid);
+          const perSecond = await rate(server.url, server.key, load);
+          cpu[i]!.seconds += cpuSeconds(server.pid) - before;
+          cpu[i]!.requests += perSecond * seconds;
+          rates[i]!.push(perSecond);
+        }
+      }
+      return { rates: rates.map(median), us: cpu.map((c) => (c.seconds / c.requests) * 1e6) };
+    };
+    const listing = await measure(MODELS);
+    const oneToken = await measure(ONE_TOKEN);
+
     const tps: number[][] = variants.map(() => []);
     const generated: number[] = variants.map(() => 0);
-    const requestCpu = variants.map(() => ({ seconds: 0, requests: 0 }));
     const streamCpu = variants.map(() => ({ seconds: 0, tokens: 0 }));
-    for (let round = 0; round < rounds; round++) {
-      for (const [i, server] of servers.entries()) {
-        const cpu = cpuSeconds(server.pid);
-        const rate = await modelsRate(server.url, server.key);
-        requestCpu[i]!.seconds += cpuSeconds(server.pid) - cpu;
-        requestCpu[i]!.requests += rate * seconds;
-        rates[i]!.push(rate);
-      }
-    }
     for (let n = 0; n < streams; n++) {
       for (const [i, server] of servers.entries()) {
         const cpu = cpuSeconds(server.pid);
@@ -135,30 +185,30 @@ async function main() {
         generated[i] = run.tokens;
       }
     }
-    const usPerRequest = requestCpu.map((c) => (c.seconds / c.requests) * 1e6);
     const usPerToken = streamCpu.map((c) => (c.seconds / c.tokens) * 1e6);
-
-    const baseRate = median(rates[0]!);
     const baseTps = median(tps[0]!);
+    const rows = (m: { rates: number[]; us: number[] }) =>
+      variants.map((v, i) => [v.name, fmt(m.rates[i]!, 0), fmt(m.rates[i]! / m.rates[0]!, 3), fmt(m.us[i]!, 0), fmt(m.us[i]! / m.us[0]!, 3)]);
+    const headers = ['variant', 'req/s', 'ratio', 'server CPU µs/request', 'ratio'];
     log();
-    log(`GET /api/v1/models: ${concurrency} concurrent clients, ${rounds} rounds of ${seconds} s; streams: ${streams} greedy generations of ${generated[0]} tokens each; medians`);
+    log(`(a) authenticated GET /api/v1/models, ${concurrency} concurrent clients, ${rounds} alternating rounds of ${seconds} s, medians`);
+    log(table(headers, rows(listing)));
+    log();
+    log(`(b) POST /api/v1/inference of 1 token, ${ONE_TOKEN.concurrency} concurrent clients, ${rounds} alternating rounds of ${seconds} s, medians`);
+    log(table(headers, rows(oneToken)));
+    log();
+    log(`(c) streamed generations of ${generated[0]} greedy tokens, ${streams} per variant, alternating, medians`);
     log(
       table(
-        ['variant', 'req/s', 'ratio', 'server CPU µs/request', 'ratio', 'streamed tokens/s', 'ratio', 'server CPU µs/token', 'ratio'],
-        variants.map((v, i) => [
-          v.name,
-          fmt(median(rates[i]!), 0),
-          fmt(median(rates[i]!) / baseRate, 3),
-          fmt(usPerRequest[i]!, 0),
-          fmt(usPerRequest[i]! / usPerRequest[0]!, 3),
-          fmt(median(tps[i]!), 0),
-          fmt(median(tps[i]!) / baseTps, 3),
-          fmt(usPerToken[i]!, 0),
-          fmt(usPerToken[i]! / usPerToken[0]!, 3),
-        ]),
+        ['variant', 'streamed tokens/s', 'ratio', 'server CPU µs/token', 'ratio'],
+        variants.map((v, i) => [v.name, fmt(median(tps[i]!), 0), fmt(median(tps[i]!) / baseTps, 3), fmt(usPerToken[i]!, 0), fmt(usPerToken[i]! / usPerToken[0]!, 3)]),
       ),
     );
     log(`(tracing exports received by the sink: ${sink.received()})`);
+    const micro = microCosts();
+    log();
+    log('(d) the instrumentation calls alone, in this process, µs per call (median of 5 loops of 200,000)');
+    log(table(['event', 'µs'], [['HTTP request (in-flight gauge, counter, histogram)', fmt(micro.request, 2)], ['generation (2 counters, 2 more, 3 histograms)', fmt(micro.generation, 2)], ['usage accounting of a request', fmt(micro.usage, 2)]]));
   } finally {
     for (const server of servers) await server.stop();
     await sink.close();

@@ -245,6 +245,26 @@ describe('metrics and usage after a known workload', () => {
     expect(d.p95).toBeLessThanOrEqual(d.p99);
   });
 
+  it('embeddings: requests, inputs and tokens per API family, and usage for the key', async () => {
+    const embedKey = await createApiKey(server.url, { token: adminToken }, { name: 'embed', permissions: ['run_inference'] });
+    const start = await scrape(server.url, metricsKey.key);
+    const native = await call(server.url, 'POST', '/api/v1/embeddings', { apiKey: embedKey.key, body: { model: MODEL, input: ['one', 'two words', 'three small words'] } });
+    expect(native.status, JSON.stringify(native.body)).toBe(200);
+    const openai = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: embedKey.key, maxRetries: 0 });
+    const viaOpenAI = await openai.embeddings.create({ model: MODEL, input: 'a single text' });
+    const end = await scrape(server.url, metricsKey.key);
+    const moved = (name: string, labels: Record<string, string>) => end.value(name, labels) - start.value(name, labels);
+    expect(moved('inferno_embedding_requests_total', { model: MODEL, api: 'native' })).toBe(1);
+    expect(moved('inferno_embedding_inputs_total', { model: MODEL, api: 'native' })).toBe(3);
+    expect(moved('inferno_embedding_tokens_total', { model: MODEL, api: 'native' })).toBe(native.body.usage.prompt_tokens);
+    expect(moved('inferno_embedding_requests_total', { model: MODEL, api: 'openai' })).toBe(1);
+    expect(moved('inferno_embedding_tokens_total', { model: MODEL, api: 'openai' })).toBe(viaOpenAI.usage.prompt_tokens);
+    // Embeddings are no generations.
+    expect(moved('inferno_prompt_tokens_total', { model: MODEL })).toBe(0);
+    const usage = await call(server.url, 'GET', `/api/v1/usage?key_id=${embedKey.id}`, { token: adminToken });
+    expect(usage.body.data[0]).toMatchObject({ requests: 2, prompt_tokens: native.body.usage.prompt_tokens + viaOpenAI.usage.prompt_tokens, completion_tokens: 0 });
+  });
+
   it('a batch job: jobs by state, items processed, generations under api="job", usage for its owner', async () => {
     const jobStart = await scrape(server.url, metricsKey.key);
     const submitted = await call(server.url, 'POST', '/api/v1/jobs', { token: adminToken, body: { requests: [{ model: MODEL, prompt: PROMPT, max_tokens: 5 }, { model: MODEL, prompt: 'Two', max_tokens: 4 }] } });
