@@ -111,7 +111,7 @@ export function createApp(options: AppOptions): Koa<AppState> {
   const { tracing } = telemetry;
 
   app.use(requestId());
-  app.use(tracing.request);
+  if (tracing.enabled) app.use(tracing.request);
   app.use(requestLog(logger, telemetry));
   app.use(errorHandler(logger));
   app.use(securityHeaders());

@@ -31,6 +31,8 @@ export class OtelTracing implements Tracing {
   readonly #provider: TracerProvider;
   readonly #tracer: Tracer;
   readonly #current = new AsyncLocalStorage<Context>();
+  /** Each request's span and when (performance.now()) it started, to place spans made from timings. */
+  readonly #requests = new WeakMap<AppContext, { span: Span; startedAt: number }>();
 
   constructor(options: { endpoint: string; serviceName: string; version: string }) {
     this.#provider = new TracerProvider({
@@ -48,6 +50,7 @@ export class OtelTracing implements Tracing {
       kind: SpanKind.SERVER,
       attributes: { 'http.request.method': ctx.method, 'inferno.request_id': ctx.state.requestId },
     }, parent);
+    this.#requests.set(ctx, { span, startedAt: performance.now() });
     let ended = false;
     const end = () => {
       if (ended) return;
@@ -99,8 +102,11 @@ export class OtelTracing implements Tracing {
     const parent = this.#current.getStore();
     if (!parent) return;
     const { timings, usage } = result;
-    // performance.now() values, which the SDK reads as such: the same clock as its own span times.
-    const finished = performance.now();
+    // On the request span's clock (the SDK anchors a trace's times to its root), so that these
+    // spans fall inside it however far the wall clock and the monotonic one have drifted apart.
+    const request = this.#requests.get(ctx);
+    const origin = request ? hrToMs((request.span as unknown as { startTime: [number, number] }).startTime) - request.startedAt : performance.timeOrigin;
+    const finished = origin + performance.now();
     const started = finished - timings.total_ms;
     const attributes: Attributes = {
       'gen_ai.request.model': model,
@@ -164,6 +170,8 @@ export class OtelTracing implements Tracing {
     await this.#provider.shutdown();
   }
 }
+
+const hrToMs = ([seconds, nanos]: [number, number]) => seconds * 1000 + nanos / 1e6;
 
 /** Marks a span failed with the API error code if there is one: never an error message (it may quote input). */
 function failed(span: Span, error: unknown): void {
