@@ -76,7 +76,8 @@ describe('metrics and usage after a known workload', () => {
   };
 
   beforeAll(async () => {
-    const first = await startTestServer({ settings: { 'rate_limit.requests_per_minute': RPM, 'engine.parallel': 2 } });
+    // Usage is written only when asked for (GET /api/v1/usage) and at shutdown here, never by the timer.
+    const first = await startTestServer({ settings: { 'rate_limit.requests_per_minute': RPM, 'engine.parallel': 2, 'usage.flush_interval_seconds': 3600 } });
     await waitForReady(first.url);
     copyFileSync(path.join(first.modelsDir, `${MODEL}.gguf`), path.join(first.modelsDir, `${CANCEL_MODEL}.gguf`));
     server = first;
@@ -364,12 +365,21 @@ describe('metrics and usage after a known workload', () => {
       }
     });
 
-    it('survives a restart', async () => {
+    it('survives a restart, including what was still batched at shutdown', async () => {
       const beforeRestart = await usage({ group_by: 'key,model' });
+      // Answered just before the shutdown: written by the shutdown's flush, not by a timer or a query.
+      const last = (await infer({ max_tokens: 4 }, openaiKey.key)).body.usage;
+      expect(await server.store.queryUsage({ keyId: openaiKey.id, groupBy: [] })).toEqual([expect.objectContaining({ requests: 1 })]);
       server = await server.restart();
       adminToken = await login(server.url);
       const afterRestart = await usage({ group_by: 'key,model' });
-      expect(afterRestart.data).toEqual(beforeRestart.data);
+      const row = (data: any[]) => data.find((r) => r.key_id === openaiKey.id);
+      expect(row(afterRestart.data)).toMatchObject({
+        requests: row(beforeRestart.data).requests + 1,
+        prompt_tokens: row(beforeRestart.data).prompt_tokens + last.prompt_tokens,
+        completion_tokens: row(beforeRestart.data).completion_tokens + last.completion_tokens,
+      });
+      expect(afterRestart.data.filter((r) => r.key_id !== openaiKey.id)).toEqual(beforeRestart.data.filter((r) => r.key_id !== openaiKey.id));
     });
   });
 });
@@ -467,6 +477,20 @@ describe('[metrics] public and enabled', () => {
       expect(res.status).toBe(200);
       expect(res.body).toContain('# TYPE inferno_http_requests_total counter');
       expectApiError(await call(server.url, 'GET', '/api/v1/metrics'), 401, 'AUTHENTICATION_FAILED');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('[usage] flush_interval_seconds writes the batched usage on its own', async () => {
+    const server = await startTestServer({ settings: { 'usage.flush_interval_seconds': 1 } });
+    try {
+      const token = await login(server.url);
+      await waitForReady(server.url);
+      const answer = await call(server.url, 'POST', '/api/v1/inference', { token, body: { model: MODEL, prompt: 'x', max_tokens: 3 } });
+      expect(answer.status).toBe(200);
+      // Read from the store directly (GET /api/v1/usage would flush first).
+      await eventually(async () => expect((await server.store.queryUsage({ groupBy: [] }))[0]).toMatchObject({ requests: 1, completionTokens: answer.body.usage.completion_tokens }), 5_000);
     } finally {
       await server.close();
     }
