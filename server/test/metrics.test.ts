@@ -463,6 +463,26 @@ describe('bounded label cardinality', () => {
     expect(result.count('inferno_model_load_seconds', { model: 'broken' })).toBe(0);
   });
 
+  it('a stream cut short by an unload is a stream failure, not a generation', async () => {
+    await waitForReady(server.url);
+    const res = await fetch(`${server.url}/api/v1/inference`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: MODEL, prompt: PROMPT, max_tokens: 4000, stream: true }),
+    });
+    const events: string[] = [];
+    for await (const e of sseData(res)) {
+      events.push(e.event);
+      if (events.length === 1) expect((await call(server.url, 'POST', `/api/v1/models/${MODEL}/unload`, { token })).status).toBe(200);
+    }
+    expect(events.at(-1)).toBe('error');
+    const result = await scrape(server.url, metricsKey);
+    expect(result.value('inferno_stream_failures_total', { model: MODEL, api: 'native' })).toBe(1);
+    expect(result.value('inferno_inference_requests_total', { model: MODEL })).toBe(0);
+    const summary = (await call(server.url, 'GET', '/api/v1/metrics', { apiKey: metricsKey })).body;
+    expect(summary.inference.stream_failures_total).toBe(1);
+  });
+
   it('model labels beyond the cap fold into "other"', () => {
     const budget = new LabelBudget(3);
     expect(['a', 'b', 'c', 'd', 'a', 'e'].map((m) => budget.label(m))).toEqual(['a', 'b', 'c', 'other', 'a', 'other']);

@@ -269,6 +269,10 @@ export type MetricsSummary = {
         prompt_tokens_total: number;
         generated_tokens_total: number;
         cancelled_total: number;
+        /**
+         * Streams that ended with an error event after they opened.
+         */
+        stream_failures_total: number;
         by_finish_reason: CountsByLabel;
         /**
          * Generations per API family: `native`, `openai`, `job`.

@@ -228,6 +228,7 @@ export const zMetricsSummary = z.object({
         prompt_tokens_total: z.int(),
         generated_tokens_total: z.int(),
         cancelled_total: z.int(),
+        stream_failures_total: z.int(),
         by_finish_reason: zCountsByLabel,
         by_api: zCountsByLabel,
         time_to_first_token_ms: zMetricsDistribution,

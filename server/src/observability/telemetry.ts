@@ -88,6 +88,11 @@ export class Telemetry {
     this.tracing.generation(ctx, model, result);
   }
 
+  /** A stream that had opened ended with an error event instead of its answer (its status was 200). */
+  streamFailed(ctx: AppContext, model: string): void {
+    this.metrics?.streamFailed(model, apiFamilyOf(ctx));
+  }
+
   /** A native inference request answered from the response cache: no engine work, usage as answered. */
   cachedAnswer(ctx: AppContext, model: string, usage: Usage, finishReason: string): void {
     this.#account(ctx, model, usage);

@@ -163,6 +163,7 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
       telemetry.generation(ctx, request.model, result);
       stream.send('done', { id, model: request.model, finish_reason: result.finishReason, usage: result.usage, timings: result.timings });
     } catch (error) {
+      telemetry.streamFailed(ctx, request.model);
       stream.send('error', streamFailure(ctx, error, parallel, deps.logger));
     } finally {
       reservation.release();

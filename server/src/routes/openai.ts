@@ -165,6 +165,7 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
       if (completion.includeUsage) sendData(ctx, stream, completion.usageChunk(result.usage));
       sendData(ctx, stream, '[DONE]');
     } catch (error) {
+      deps.telemetry.streamFailed(ctx, generation.model);
       sendData(ctx, stream, streamFailure(ctx, error, parallel(), deps.logger));
     } finally {
       reservation.release();
