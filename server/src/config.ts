@@ -95,6 +95,12 @@ export interface Config {
   logging: { level: LogLevel };
   /** The response cache of deterministic native inference requests. */
   cache: { enabled: boolean; max_entries: number };
+  /** Prometheus metrics: `enabled` false records nothing (and serves no metrics); `public` serves `/metrics` without credentials. */
+  metrics: { enabled: boolean; public: boolean };
+  /** Usage accounting per user, API key and model, written to the store in batches. */
+  usage: { enabled: boolean; flush_interval_seconds: number };
+  /** OpenTelemetry traces, exported over OTLP/HTTP when `otlp_endpoint` is set (off by default). */
+  tracing: { otlp_endpoint?: string; service_name: string };
 }
 
 /** Defaults (frozen). Relative paths here are resolved against the working directory by loadConfig. */
@@ -124,6 +130,9 @@ export const DEFAULT_CONFIG: Config = deepFreeze({
   storage: { data_dir: './data' },
   logging: { level: 'info' },
   cache: { enabled: true, max_entries: 1000 },
+  metrics: { enabled: true, public: false },
+  usage: { enabled: true, flush_interval_seconds: 5 },
+  tracing: { service_name: 'inferno' },
 });
 
 /** Thrown for any bad configuration; the message names the key and where the value came from. */
@@ -137,6 +146,7 @@ type Kind =
   | { type: 'string' }
   | { type: 'secret'; minBytes: number } // optional, never echoed in errors
   | { type: 'path'; optional: boolean }
+  | { type: 'url'; optional: boolean } // http(s) only
   | { type: 'int'; min: number; max: number }
   | { type: 'bool' }
   | { type: 'list'; item: { test: (item: string) => boolean; expected: string } }
@@ -153,7 +163,7 @@ type KindFor<T> = [T] extends [boolean]
       ? KindOf<'list'>
       : [T] extends [string]
         ? string extends T
-          ? KindOf<'string' | 'secret' | 'path'>
+          ? KindOf<'string' | 'secret' | 'path' | 'url'>
           : KindOf<'enum'> & { values: readonly T[] }
         : never;
 
@@ -169,6 +179,9 @@ type Sections = {
   storage: Config['storage'];
   logging: Config['logging'];
   cache: Config['cache'];
+  metrics: Config['metrics'];
+  usage: Config['usage'];
+  tracing: Config['tracing'];
 };
 
 // Every key of Config must appear here exactly once (the mapped type enforces it).
@@ -177,6 +190,7 @@ type Schema = { [S in keyof Sections]: { [K in keyof Sections[S]]-?: KindFor<Non
 const text = (): KindOf<'string'> => ({ type: 'string' });
 const secret = (minBytes: number): KindOf<'secret'> => ({ type: 'secret', minBytes });
 const filePath = (optional = false): KindOf<'path'> => ({ type: 'path', optional });
+const url = (optional = false): KindOf<'url'> => ({ type: 'url', optional });
 const int = (min: number, max = Number.MAX_SAFE_INTEGER): KindOf<'int'> => ({ type: 'int', min, max });
 const positive = (): KindOf<'int'> => int(1);
 const bool = (): KindOf<'bool'> => ({ type: 'bool' });
@@ -223,6 +237,9 @@ const SCHEMA: Schema = {
   storage: { data_dir: filePath() },
   logging: { level: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent') },
   cache: { enabled: bool(), max_entries: int(1, 1_000_000) },
+  metrics: { enabled: bool(), public: bool() },
+  usage: { enabled: bool(), flush_interval_seconds: int(1, 3600) },
+  tracing: { otlp_endpoint: url(true), service_name: text() },
 };
 
 interface Field {
@@ -482,7 +499,7 @@ function convert({ field, raw, from, textual, baseDir }: Setting): unknown {
 
   if (textual && raw === '') {
     if (kind.type === 'list') return [];
-    if (kind.type === 'secret' || (kind.type === 'path' && kind.optional)) return undefined;
+    if (kind.type === 'secret' || ((kind.type === 'path' || kind.type === 'url') && kind.optional)) return undefined;
   }
   switch (kind.type) {
     case 'string':
@@ -497,6 +514,13 @@ function convert({ field, raw, from, textual, baseDir }: Setting): unknown {
     case 'path':
       if (typeof raw !== 'string' || raw === '') throw invalid('expected a non-empty path');
       return path.resolve(baseDir, raw);
+    case 'url': {
+      const parsed = typeof raw === 'string' ? parseUrl(raw) : undefined;
+      if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) throw invalid('expected an http:// or https:// URL');
+      // The value is shown by GET /api/v1/config: it must not carry credentials.
+      if (parsed.username || parsed.password) throw invalid('must not contain a user name or password', `${parsed.protocol}//…@${parsed.host}`);
+      return raw;
+    }
     case 'int': {
       const n = textual && typeof raw === 'string' && /^-?\d+$/.test(raw) ? Number(raw) : raw;
       if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < kind.min || n > kind.max) throw invalid(describeInt(kind));
@@ -564,6 +588,14 @@ function sectionOf(root: object, section: string, create = false): Record<string
 
 function isTable(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Date);
+}
+
+function parseUrl(value: string): URL | undefined {
+  try {
+    return new URL(value);
+  } catch {
+    return undefined;
+  }
 }
 
 function originOf(value: string): string | undefined {

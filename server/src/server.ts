@@ -21,6 +21,11 @@ import { ConnectionGuard } from './http/connection-guard.js';
 import { Drain } from './http/drain.js';
 import { ShuttingDownError } from './engine/engine.js';
 
+import { ServerMetrics } from './observability/metrics.js';
+import { Telemetry } from './observability/telemetry.js';
+import { startTracing } from './observability/tracing-setup.js';
+import { UsageRecorder } from './observability/usage.js';
+
 /**
  * TLS 1.2 suites with forward secrecy and authenticated encryption only (ECDHE with AES-GCM or
  * ChaCha20-Poly1305); static-RSA and CBC suites are refused. TLS 1.3's own suites are all AEAD.
@@ -48,6 +53,8 @@ export interface RunningServer {
   logger: Logger;
   engine: InferenceEngine;
   catalog: ModelCatalog;
+  /** Metrics, usage accounting and tracing of this server. */
+  telemetry: Telemetry;
   /** Stops at once: open connections are cut. */
   close(): Promise<void>;
   /**
@@ -104,6 +111,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     // Keys claimed by requests of an earlier run that never finished: those requests are gone.
     await store.sweepIdempotencyKeys(Date.now(), Date.now());
     const jwtSecret = loadJwtSecret(config.auth.jwt_secret, config.storage.data_dir);
+    const metrics = config.metrics.enabled ? new ServerMetrics({ version: VERSION }) : undefined;
+    const usage = new UsageRecorder(store, logger, { enabled: () => config.usage.enabled, flushIntervalMs: config.usage.flush_interval_seconds * 1000 });
+    const tracing = await startTracing(config.tracing, VERSION, logger);
+    const telemetry = new Telemetry(metrics, usage, tracing);
     let engine: InferenceEngine | undefined;
     const catalog = new ModelCatalog(
       config.models.dir,
@@ -112,14 +123,18 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     );
     // Validates (and so reports) every model file at start, then writes the demo model if none is usable.
     await ensureDemoModel(catalog, logger);
-    engine = new InferenceEngine(config, catalog, logger);
+    engine = new InferenceEngine(config, catalog, logger, metrics && {
+      modelLoaded: (model, seconds) => metrics.modelLoaded(model, seconds),
+      modelLoadFailed: (model) => metrics.modelLoadFailed(model),
+      queueWaited: (model, seconds) => metrics.queueWaited(model, seconds),
+    });
     // The binding loads in the background; /health/ready says when it can serve.
     engine.start().catch((error: unknown) => logger.error({ err: error }, 'the llama.cpp engine failed to start'));
-    const jobs = new JobRunner({ store, engine, config, logger });
+    const jobs = new JobRunner({ store, engine, config, logger, telemetry });
     const drain = new Drain();
     const tls = config.server.tls;
     const secure = Boolean(tls.cert && tls.key);
-    const app = createApp({ config, store, logger, jwtSecret, version: VERSION, catalog, engine, jobs, drain, hsts: secure });
+    const app = createApp({ config, store: tracing.instrument('store', store), logger, jwtSecret, version: VERSION, catalog, engine, jobs, drain, hsts: secure, telemetry });
 
     const limits = config.server;
     // Slow-loris guards: headers in time; the whole request (not the response: streams may last)
@@ -162,6 +177,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     });
     const { port } = server.address() as AddressInfo;
     jobs.start();
+    usage.start();
     const scheme = tls.cert ? 'https' : 'http';
     const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
     const url = `${scheme}://${host}:${port}`;
@@ -177,6 +193,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         guard.stop();
         await jobs.stop();
         await engine.close();
+        // The last batch of usage is written before the store closes.
+        await usage.close();
+        await tracing.shutdown();
         store.close();
         logger.flush();
       });
@@ -190,6 +209,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       logger,
       engine,
       catalog,
+      telemetry,
       close,
       shutdown() {
         shuttingDown ??= (async () => {
