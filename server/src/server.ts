@@ -9,7 +9,7 @@ import { createApp } from './app.js';
 import { hashPassword } from './auth/passwords.js';
 import { loadJwtSecret } from './auth/jwt.js';
 import { describeConfig, type Config } from './config.js';
-import { createLogger, type Logger } from './logging/logger.js';
+import { createLogger, flushLogs, type Logger } from './logging/logger.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import { InferenceEngine } from './engine/engine.js';
 import { ModelCatalog } from './engine/model-catalog.js';
@@ -193,11 +193,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         guard.stop();
         await jobs.stop();
         await engine.close();
+        catalog.close();
         // The last batch of usage is written before the store closes.
         await usage.close();
         await tracing.shutdown();
         store.close();
-        logger.flush();
+        // Buffered log lines are written out before close() resolves (and so before the CLI exits).
+        await flushLogs(logger);
       });
       return closing;
     };

@@ -19,6 +19,7 @@ export async function ensureDemoModel(catalog: ModelCatalog, logger: Logger): Pr
   const file = catalog.pathOf(DEMO_MODEL_ID);
   if (existsSync(file)) return undefined;
   const result = await writeDemoModel(file, { preset: 'tiny' });
+  catalog.invalidate();
   logger.info(
     { model: DEMO_MODEL_ID, path: file, bytes: result.bytes, parameters: result.parameters, invalid_files: models.length },
     'The models dir had no usable model: wrote the generated demo model "demo-tiny" (random weights, gibberish output by design; for tests and demos). Put real GGUF files in the models dir to use them.',

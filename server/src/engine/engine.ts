@@ -370,15 +370,14 @@ export class InferenceEngine {
    * Refuses (PromptTooLongError) a prompt that does not fit a sequence's context, before any
    * sequence is reserved or any stream opened.
    */
-  async checkPrompt(request: GenerationRequest): Promise<number> {
+  async checkPrompt(request: GenerationRequest): Promise<void> {
     const entry = await this.#pin(request.model);
     try {
       if (request.messages) entry.chatWrapper ??= resolveChatWrapper(entry.model) ?? undefined;
       if (request.jsonSchema) await this.#grammars.get(entry.model.llama, request.jsonSchema);
-      const tokens = promptLength(entry.model, request, entry.chatWrapper);
       const contextSize = entry.contexts[0]!.contextSize; // per sequence
-      if (tokens >= contextSize) throw new PromptTooLongError(tokens, contextSize);
-      return tokens;
+      const room = promptRoom(entry.model, request, entry.chatWrapper, contextSize);
+      if (room <= 0) throw new PromptTooLongError(contextSize - room, contextSize);
     } finally {
       this.#unpin(entry);
     }
@@ -521,25 +520,41 @@ export class InferenceEngine {
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
 
-// checkPrompt and the generation both need a request's prompt length: measured once per request.
-const promptLengths = new WeakMap<GenerationRequest, number>();
+// checkPrompt and the generation both need a request's prompt room: worked out once per request.
+const promptRooms = new WeakMap<GenerationRequest, number>();
 
-/** The request's prompt in tokens, as the model will see it (chat template applied, BOS counted). */
-function promptLength(model: LlamaModel, request: GenerationRequest, chatWrapper: ChatWrapper | undefined): number {
-  let length = promptLengths.get(request);
-  if (length !== undefined) return length;
+/**
+ * Most tokens a plain prompt of this many UTF-8 bytes can take: every token of llama.cpp's
+ * tokenizers stands for at least one byte of the text (byte-level BPE, SentencePiece with byte
+ * fallback), plus the BOS, a leading-space piece and an EOS some vocabularies add.
+ */
+const tokenBound = (bytes: number) => bytes + 4;
+
+/**
+ * How many tokens the sequence's context leaves after the request's prompt, for generation; at
+ * least `maxTokens` is all the request needs to know. A plain prompt whose byte count already
+ * leaves that much room is not tokenized here (that was on the way to every first token); a chat
+ * prompt, or one near the limit, is measured exactly (chat template applied, BOS counted).
+ * Zero or less: the prompt does not fit.
+ */
+function promptRoom(model: LlamaModel, request: GenerationRequest, chatWrapper: ChatWrapper | undefined, contextSize: number): number {
+  let room = promptRooms.get(request);
+  if (room !== undefined) return room;
   if (request.messages) {
     const wrapper = chatWrapper ?? resolveChatWrapper(model);
-    length = wrapper
+    const length = wrapper
       ? wrapper
           .generateContextState({ chatHistory: toChatHistory(request, wrapper), ...autoFunctions(request) })
           .contextText.tokenize(model.tokenizer).length
       : 0;
+    room = contextSize - length;
   } else {
-    length = model.tokenize(request.prompt ?? '').length + 1;
+    const prompt = request.prompt ?? '';
+    const bound = tokenBound(Buffer.byteLength(prompt));
+    room = bound + request.maxTokens <= contextSize ? contextSize - bound : contextSize - (model.tokenize(prompt).length + 1);
   }
-  promptLengths.set(request, length);
-  return length;
+  promptRooms.set(request, room);
+  return room;
 }
 
 async function generateOn(
@@ -557,7 +572,7 @@ async function generateOn(
   const history = request.messages && toChatHistory(request, wrapper);
   // A request never holds more than its sequence's context: refuse a prompt that fills it, and
   // end generation (finish reason `length`) where the context is full rather than shifting it.
-  const room = sequence.contextSize - promptLength(sequence.model, request, chatWrapper);
+  const room = promptRoom(sequence.model, request, chatWrapper, sequence.contextSize);
   if (room <= 0) throw new PromptTooLongError(sequence.contextSize - room, sequence.contextSize);
   let completionTokens = 0;
   let promptTokens = 0;

@@ -1,3 +1,4 @@
+import { watch, type FSWatcher } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Model } from '../gen/types.gen.js';
@@ -34,15 +35,28 @@ export async function checkModelFile(file: string): Promise<ModelFileCheck> {
  * version, cached by size and modification time (only the few facts a listing shows are kept, not
  * the metadata), and concurrent listings share one validation. Invalid files are listed with
  * `state: invalid` and the reason, and `onInvalid` hears of each new invalid version once.
+ *
+ * The listing itself is cached too: reading the directory and stating every file on each
+ * `GET /models` was a fifth of that request's CPU. A watcher on the directory drops the cached
+ * listing on any change there, `invalidate()` drops it at once (uploads, deletions), and it is never
+ * older than `listTtlMs` either, for file systems whose changes no watcher hears (network mounts).
+ * `loaded` is read live on every listing. `get()` always looks at the file itself.
  */
 export class ModelCatalog {
   readonly #checks = new Map<string, { version: string; check: Promise<ModelFileCheck> }>();
+  #listing?: { at: number; models: Promise<Omit<Model, 'loaded'>[]> };
+  #watcher?: FSWatcher;
+  #closed = false;
+  readonly #listTtlMs: number;
 
   constructor(
     readonly dir: string,
     private readonly isLoaded: (id: string) => boolean = () => false,
     private readonly onInvalid: (id: string, file: string, reason: string) => void = () => undefined,
-  ) {}
+    options: { listTtlMs?: number } = {},
+  ) {
+    this.#listTtlMs = options.listTtlMs ?? 2_000;
+  }
 
   /** The file of a model id; the id is checked first, so a request can never name another path. */
   pathOf(id: string): string {
@@ -50,7 +64,51 @@ export class ModelCatalog {
     return path.join(this.dir, `${id}.gguf`);
   }
 
+  /** Forgets the cached listing: the next `list()` reads the directory again. */
+  invalidate(): void {
+    this.#listing = undefined;
+  }
+
+  /** Stops watching the directory. */
+  close(): void {
+    this.#closed = true;
+    this.#watcher?.close();
+    this.#watcher = undefined;
+    this.#listing = undefined;
+  }
+
   async list(): Promise<Model[]> {
+    const now = performance.now();
+    if (!this.#listing || now - this.#listing.at > this.#listTtlMs) {
+      this.#watch();
+      const listing = { at: now, models: this.#read() };
+      this.#listing = listing;
+      // A failed read is not cached.
+      listing.models.catch(() => {
+        if (this.#listing === listing) this.#listing = undefined;
+      });
+    }
+    return (await this.#listing.models).map((model) => ({ ...model, loaded: this.isLoaded(model.id) }));
+  }
+
+  /** Watches the directory (once it exists) so that a change there drops the cached listing. */
+  #watch(): void {
+    if (this.#watcher || this.#closed) return;
+    try {
+      const watcher = watch(this.dir, { persistent: false }, () => this.invalidate());
+      watcher.on('error', () => {
+        // The directory went away (or the watch broke): fall back to reading it every time until it is back.
+        watcher.close();
+        if (this.#watcher === watcher) this.#watcher = undefined;
+        this.invalidate();
+      });
+      this.#watcher = watcher;
+    } catch {
+      // No directory yet, or no watcher on this file system: the TTL alone bounds the listing's age.
+    }
+  }
+
+  async #read(): Promise<Omit<Model, 'loaded'>[]> {
     let names: string[];
     try {
       names = await readdir(this.dir);
@@ -99,6 +157,7 @@ export class ModelCatalog {
   markInvalid(id: string, reason: string): void {
     const cached = this.#checks.get(this.pathOf(id));
     if (cached) cached.check = Promise.resolve({ valid: false, reason });
+    this.invalidate();
   }
 
   #check(id: string, file: string, version: string): Promise<ModelFileCheck> {

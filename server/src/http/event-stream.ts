@@ -3,10 +3,19 @@ import type { AppContext } from './context.js';
 /**
  * A server-sent event stream on the raw response. Headers already set on the context (request
  * id, rate limits, CORS) go out with it. `closed` turns true when the client goes away.
+ *
+ * Events are coalesced: whatever is sent during one turn of the event loop goes out in one write,
+ * made two `setImmediate` hops later. A token's event is then written while llama.cpp already
+ * decodes the next token (node-llama-cpp dispatches that decode from a `setImmediate` of its own,
+ * queued after the first hop), instead of the write's system call holding the decode back; and
+ * tokens that arrive before the write are sent with it. Every event is complete and in order;
+ * `end()` writes what is left first.
  */
 export class EventStream {
   readonly #res: AppContext['res'];
   #heartbeat?: NodeJS.Timeout;
+  #pending = '';
+  #scheduled = false;
 
   constructor(ctx: AppContext) {
     this.#res = ctx.res;
@@ -23,13 +32,36 @@ export class EventStream {
     return this.#res.writableEnded || this.#res.destroyed;
   }
 
+  /** A named event (the native API's `event: token`, `event: done`...). */
   send(event: string, data: unknown): void {
-    if (!this.closed) this.#res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    this.#queue(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  }
+
+  /** An unnamed event, `data:` only (OpenAI's streams); a string is sent as it is (`[DONE]`). */
+  data(data: unknown): void {
+    this.#queue(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
   }
 
   comment(text: string): void {
-    if (!this.closed) this.#res.write(`: ${text}\n\n`);
+    this.#queue(`: ${text}\n\n`);
   }
+
+  #queue(text: string): void {
+    if (this.closed) return;
+    this.#pending += text;
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(this.#hop);
+  }
+
+  readonly #hop = () => setImmediate(this.#flush);
+
+  readonly #flush = () => {
+    this.#scheduled = false;
+    const pending = this.#pending;
+    this.#pending = '';
+    if (pending && !this.closed) this.#res.write(pending);
+  };
 
   /** Sends a comment every `everyMs` until stopped, so idle proxies and clients keep the stream open. */
   startHeartbeat(everyMs: number): void {
@@ -43,9 +75,12 @@ export class EventStream {
     this.#heartbeat = undefined;
   }
 
+  /** Ends the response, with whatever events are still waiting in the same write. */
   end(): void {
     this.stopHeartbeat();
-    if (!this.closed) this.#res.end();
+    const pending = this.#pending;
+    this.#pending = '';
+    if (!this.closed) this.#res.end(pending || undefined);
   }
 }
 

@@ -4,8 +4,17 @@ import { redactText, redactValue } from './redact.js';
 export type { Logger };
 
 /**
+ * Standard output, written asynchronously and in batches: lines collect until 4 kB or 100 ms,
+ * whichever comes first, then go out in one write (one write per line was a tenth of a small
+ * request's CPU). Pino flushes what is left synchronously when the process exits; `close()` of
+ * the server flushes too.
+ */
+const BUFFERED_STDOUT = { dest: 1, sync: false, minLength: 4096, periodicFlush: 100 } as const;
+
+/**
  * One JSON line per event. Every string that reaches a line is passed through the redaction
- * patterns, and known secret-bearing fields are censored outright, whatever the caller logs.
+ * patterns, and known secret-bearing fields are censored outright, whatever the caller logs
+ * (`redactValue`, one walk per record: pino's own `redact` paths walked it a second time).
  */
 export function createLogger(level: string, destination?: DestinationStream): Logger {
   return pino(
@@ -14,10 +23,6 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       base: undefined,
       timestamp: pino.stdTimeFunctions.isoTime,
       messageKey: 'msg',
-      redact: {
-        paths: ['password', '*.password', 'token', '*.token', 'key', '*.key', 'authorization', '*.authorization', 'headers', '*.headers', 'jwt_secret', '*.jwt_secret', 'admin_password', '*.admin_password'],
-        censor: '[REDACTED]',
-      },
       formatters: {
         level: (label) => ({ level: label }),
         log: (record) => redactValue(record) as Record<string, unknown>,
@@ -35,6 +40,24 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
         },
       },
     },
-    destination ?? pino.destination({ dest: 1, sync: false }),
+    destination ?? pino.destination(BUFFERED_STDOUT),
   );
+}
+
+/** Writes out the lines the destination still holds; resolves once they are written (at most 2 s). */
+export function flushLogs(logger: Logger): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 2_000);
+    timer.unref();
+    try {
+      logger.flush(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    } catch {
+      // A destination that is already closed has nothing left to write.
+      clearTimeout(timer);
+      resolve();
+    }
+  });
 }

@@ -67,6 +67,7 @@ export function modelRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Infe
       if (error instanceof ModelExistsError) throw conflict(error.message);
       throw error;
     }
+    catalog.invalidate();
     // Cache keys carry the file's size and time already; dropping the old answers frees their memory.
     cache.clearModel(id);
     // Unloaded only now that the new file is in place: a request meanwhile could otherwise
@@ -81,6 +82,7 @@ export function modelRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Infe
     const model = await findModel(ctx);
     await engine.unload(model.id);
     await rm(catalog.pathOf(model.id), { force: true });
+    catalog.invalidate();
     cache.clearModel(model.id);
     audit(store, ctx, { action: 'model.delete', outcome: 'success', target: model.id, details: { bytes: model.size_bytes } });
     ctx.status = 204;

@@ -128,8 +128,8 @@ const OPENAI_PATHS = {
 };
 
 /** Writes one OpenAI server-sent event: unnamed, `data:` only. */
-function sendData(ctx: AppContext, stream: EventStream, data: unknown): void {
-  if (!stream.closed) ctx.res.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
+function sendData(_ctx: AppContext, stream: EventStream, data: unknown): void {
+  stream.data(data);
 }
 
 type Usage = GenerationResult['usage'];

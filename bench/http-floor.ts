@@ -1,0 +1,150 @@
+/**
+ * The HTTP floor: requests/s of our server against a bare Koa handler on the same Node, both child
+ * processes, loaded by autocannon from this process in alternating rounds.
+ *
+ *   npx tsx bench/http-floor.ts [--seconds 3] [--rounds 5] [--connections 16] [--quick]
+ *
+ * Our server runs as configured by default except the rate limit, which stays on with a budget
+ * the load cannot exhaust (each request is counted and gets its X-RateLimit-* headers).
+ * (a) authenticated `GET /api/v1/models` with an API key (X-API-Key), and with a JWT;
+ * (b) `GET /health` (no authentication, no rate limit);
+ * against the bare handler's same paths. Medians over the rounds; ratios in this one run; the
+ * server's CPU time per request from /proc.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import autocannon from 'autocannon';
+import { writeDemoModel } from '../server/src/engine/demo-model.js';
+import { fmt, machineLine, median, parseFlags, REPO_ROOT, startChildServer, table, tempDir, type BenchServer } from './lib.js';
+
+export interface FloorOptions {
+  seconds: number;
+  rounds: number;
+  connections: number;
+  log: (line?: string) => void;
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (Linux). */
+export function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+export async function apiKeyOf(server: BenchServer): Promise<string> {
+  const res = await fetch(`${server.url}/api/v1/auth/api-keys`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name: 'bench', permissions: ['read_models', 'run_inference', 'use_streaming'] }),
+  });
+  if (res.status !== 201) throw new Error(`key creation answered ${res.status}`);
+  return ((await res.json()) as { key: string }).key;
+}
+
+async function startBareKoa(modelsBody: string): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'bench/bare-koa.ts')], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, BARE_MODELS_BODY: modelsBody },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += String(d);
+      const match = /listening on (\S+)/.exec(out);
+      if (match) resolve(match[1]!);
+    });
+    child.once('exit', (code) => reject(new Error(`bare Koa exited with ${code}`)));
+  });
+  return {
+    url,
+    pid: child.pid!,
+    stop: async () => {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 3000))]);
+    },
+  };
+}
+
+interface Measured {
+  rps: number;
+  p50: number;
+  p99: number;
+  cpuUsPerRequest: number;
+}
+
+async function load(url: string, pid: number, headers: Record<string, string>, options: FloorOptions): Promise<Measured> {
+  const cpuBefore = cpuSeconds(pid);
+  const result = await autocannon({ url, connections: options.connections, duration: options.seconds, headers });
+  const cpu = cpuSeconds(pid) - cpuBefore;
+  const ok = result['2xx'];
+  if (result.non2xx > 0 || result.errors > 0) throw new Error(`${url}: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
+  return { rps: ok / options.seconds, p50: result.latency.p50, p99: result.latency.p99, cpuUsPerRequest: (cpu * 1e6) / ok };
+}
+
+/** Runs the HTTP floor comparison and prints its table. */
+export async function httpFloor(options: FloorOptions): Promise<{ modelsRatio: number; healthRatio: number }> {
+  const { log } = options;
+  const models = tempDir('inferno-bench-floor-');
+  await writeDemoModel(path.join(models.dir, 'demo-tiny.gguf'), { preset: 'tiny' });
+  // Rate limiting stays on (the default), with a budget 16 connections cannot use up in a run.
+  const server = await startChildServer({ modelsDir: models.dir, settings: { 'rate_limit.requests_per_minute': 100_000_000, 'logging.level': 'info' } });
+  try {
+    const key = await apiKeyOf(server);
+    const body = await (await fetch(`${server.url}/api/v1/models`, { headers: { 'X-API-Key': key } })).text();
+    const bare = await startBareKoa(body);
+    try {
+      const cases: { name: string; ours: { url: string; headers: Record<string, string> }; bare: string }[] = [
+        { name: 'GET /api/v1/models, API key', ours: { url: `${server.url}/api/v1/models`, headers: { 'X-API-Key': key } }, bare: `${bare.url}/api/v1/models` },
+        { name: 'GET /api/v1/models, JWT', ours: { url: `${server.url}/api/v1/models`, headers: { Authorization: `Bearer ${server.token}` } }, bare: `${bare.url}/api/v1/models` },
+        { name: 'GET /health', ours: { url: `${server.url}/health`, headers: {} as Record<string, string> }, bare: `${bare.url}/health` },
+      ];
+      const results = cases.map(() => ({ ours: [] as Measured[], bare: [] as Measured[] }));
+      // Warm-up (JIT, caches), then alternating rounds.
+      for (const c of cases) {
+        await load(c.ours.url, server.pid!, c.ours.headers, { ...options, seconds: 1 });
+        await load(c.bare, bare.pid, {}, { ...options, seconds: 1 });
+      }
+      for (let r = 0; r < options.rounds; r++) {
+        for (const [i, c] of cases.entries()) {
+          results[i]!.ours.push(await load(c.ours.url, server.pid!, c.ours.headers, options));
+          results[i]!.bare.push(await load(c.bare, bare.pid, {}, options));
+        }
+      }
+      const m = (xs: Measured[], k: keyof Measured) => median(xs.map((x) => x[k]));
+      log(`HTTP floor: autocannon, ${options.connections} connections, ${options.seconds} s x ${options.rounds} alternating rounds; medians`);
+      log(
+        table(
+          ['request', 'ours req/s', 'bare Koa req/s', 'ours/bare', 'ours p50/p99 ms', 'bare p50/p99 ms', 'ours CPU µs/req', 'bare CPU µs/req'],
+          cases.map((c, i) => {
+            const { ours, bare: b } = results[i]!;
+            return [c.name, fmt(m(ours, 'rps'), 0), fmt(m(b, 'rps'), 0), fmt(m(ours, 'rps') / m(b, 'rps'), 2), `${m(ours, 'p50')}/${m(ours, 'p99')}`, `${m(b, 'p50')}/${m(b, 'p99')}`, fmt(m(ours, 'cpuUsPerRequest'), 0), fmt(m(b, 'cpuUsPerRequest'), 0)];
+          }),
+        ),
+      );
+      log('targets: /api/v1/models >= 0.6x bare Koa, /health >= 0.8x');
+      const ratio = (i: number) => m(results[i]!.ours, 'rps') / m(results[i]!.bare, 'rps');
+      return { modelsRatio: ratio(0), healthRatio: ratio(2) };
+    } finally {
+      await bare.stop();
+    }
+  } finally {
+    await server.stop();
+    models.remove();
+  }
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === path.resolve(REPO_ROOT, 'bench/http-floor.ts')) {
+  const flags = parseFlags(process.argv.slice(2));
+  const quick = flags.has('quick');
+  const log = (line = '') => process.stdout.write(line + '\n');
+  log(machineLine());
+  await httpFloor({ seconds: Number(flags.get('seconds') ?? (quick ? 2 : 3)), rounds: Number(flags.get('rounds') ?? (quick ? 3 : 5)), connections: Number(flags.get('connections') ?? 16), log });
+  log(`done; ${machineLine()}`);
+}

@@ -1,0 +1,280 @@
+/**
+ * The performance benchmark (`npm run bench`): in one run, alternating, on the demo models
+ * tiny (f16), small q8_0 and small f16:
+ *
+ *   raw node-llama-cpp in this process (contexts set up as the server's engine sets them up)
+ *   our server (a child process): the native SSE stream (POST /api/v1/inference) and the OpenAI
+ *     stream (POST /v1/completions)
+ *   llama.cpp's llama-server, when given --llama-server PATH to a binary you built yourself
+ *
+ * at 1 and 4 concurrent streams: tokens/s (aggregate for 4), time to first text, CPU time per
+ * token of the process that generates, and ratios against raw; then the HTTP floor
+ * (bench/http-floor.ts: authenticated GET /api/v1/models and /health against a bare Koa handler,
+ * autocannon).
+ *
+ *   npm run bench -- [--quick] [--tokens 128] [--rounds 7] [--models tiny,small-q8_0,small-f16]
+ *                    [--threads 1] [--llama-server PATH] [--no-http] [--only-http]
+ *
+ * --quick: 3 rounds, shorter HTTP runs (about 2-3 minutes on 2 cores).
+ * Medians over the rounds. The load average is printed before and after: on a shared machine
+ * compare ratios, not absolute figures.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import type { Llama, LlamaContextSequence } from 'node-llama-cpp';
+import { DEFAULT_CONFIG } from '../server/src/config.js';
+import { writeDemoModel, type DemoFileType, type DemoPresetName } from '../server/src/engine/demo-model.js';
+import { cpuSeconds, httpFloor } from './http-floor.js';
+import { fmt, machineLine, median, parseFlags, rawGenerate, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
+
+const flags = parseFlags(process.argv.slice(2));
+const quick = flags.has('quick');
+const tokens = Number(flags.get('tokens') ?? 128);
+const rounds = Number(flags.get('rounds') ?? (quick ? 3 : 7));
+const threads = Number(flags.get('threads') ?? DEFAULT_CONFIG.engine.threads);
+const llamaServerBin = flags.get('llama-server');
+const STREAMS = DEFAULT_CONFIG.engine.parallel; // 4
+const MODELS: Record<string, { preset: DemoPresetName; fileType: DemoFileType }> = {
+  tiny: { preset: 'tiny', fileType: 'f16' },
+  'small-q8_0': { preset: 'small', fileType: 'q8_0' },
+  'small-f16': { preset: 'small', fileType: 'f16' },
+};
+const modelNames = (flags.get('models') ?? Object.keys(MODELS).join(',')).split(',');
+for (const name of modelNames) if (!MODELS[name]) throw new Error(`unknown model ${name}; one of ${Object.keys(MODELS).join(', ')}`);
+const PROMPTS = ['Hello world', 'The quick brown fox', 'Once upon a time', 'In the beginning'];
+const log = (line = '') => process.stdout.write(line + '\n');
+
+interface Sample {
+  tps: number;
+  ttftMs: number;
+  cpuMsPerToken: number;
+  tokens: number;
+}
+
+/** CPU seconds of this process (all its threads: llama.cpp's too). */
+const ownCpu = () => {
+  const usage = process.cpuUsage();
+  return (usage.user + usage.system) / 1e6;
+};
+
+/** n concurrent runs; aggregate tokens/s over the wall time, median TTFT, CPU of `pid` (or this process) per token. */
+async function measure(run: (i: number) => Promise<RunResult>, n: number, pid?: number): Promise<Sample> {
+  const cpu = () => (pid === undefined ? ownCpu() : cpuSeconds(pid));
+  const cpuBefore = cpu();
+  const started = performance.now();
+  const results = await Promise.all(Array.from({ length: n }, (_, i) => run(i)));
+  const wallMs = performance.now() - started;
+  const total = results.reduce((sum, r) => sum + r.tokens, 0);
+  if (results.some((r) => r.tokens !== tokens)) throw new Error(`a run made ${results.map((r) => r.tokens).join('/')} tokens, not ${tokens} each`);
+  return { tps: (total * 1000) / wallMs, ttftMs: median(results.map((r) => r.ttftMs)), cpuMsPerToken: ((cpu() - cpuBefore) * 1000) / total, tokens: total };
+}
+
+/** One streamed completion through `POST /v1/completions` (OpenAI's SSE: `data:` lines, `[DONE]`). */
+async function openAIStream(server: { url: string; token: string }, model: string, settings: GenerationSettings): Promise<RunResult> {
+  const started = performance.now();
+  const response = await fetch(`${server.url}/v1/completions`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model, prompt: settings.prompt, max_tokens: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, stream: true, stream_options: { include_usage: true } }),
+  });
+  if (response.status !== 200) throw new Error(`/v1/completions answered ${response.status}: ${await response.text()}`);
+  let firstAt: number | undefined;
+  let text = '';
+  let count = 0;
+  await readSse(response, (data) => {
+    if (data === '[DONE]') return;
+    const chunk = JSON.parse(data) as { choices: { text: string }[]; usage?: { completion_tokens: number } | null };
+    if (chunk.choices[0]?.text) {
+      firstAt ??= performance.now();
+      text += chunk.choices[0].text;
+    }
+    if (chunk.usage) count = chunk.usage.completion_tokens;
+  });
+  const ended = performance.now();
+  return { tokens: count, text, ttftMs: (firstAt ?? ended) - started, totalMs: ended - started, decodeTps: Number.NaN, e2eTps: (count * 1000) / (ended - started) };
+}
+
+/** Calls `onData` with each event's `data:` payload. */
+async function readSse(response: Response, onData: (data: string) => void): Promise<void> {
+  const reader = response.body!.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = /^data: ?(.*)$/m.exec(block)?.[1];
+      if (data !== undefined) onData(data);
+    }
+  }
+}
+
+// ---- llama-server (optional, a binary the user built) ----------------------------------------------
+
+interface LlamaServer {
+  url: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+async function startLlamaServer(bin: string, modelFile: string): Promise<LlamaServer> {
+  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  const args = ['-m', modelFile, '--host', '127.0.0.1', '--port', String(port), '-t', String(threads), '-tb', String(threads), '-np', String(STREAMS), '-c', String(DEFAULT_CONFIG.engine.context_size * STREAMS), '-b', String(DEFAULT_CONFIG.engine.batch_size), '--no-webui'];
+  const child: ChildProcess = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + String(d)).slice(-4000)));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  while ((await fetch(`${url}/health`).then((r) => r.status, () => 0)) !== 200) {
+    if (child.exitCode !== null) throw new Error(`llama-server exited with ${child.exitCode}: ${stderr}`);
+    if (Date.now() > deadline) throw new Error(`llama-server never became ready: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    pid: child.pid!,
+    async stop() {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
+/** One streamed completion on llama-server's own `/completion` endpoint, greedy, exactly N tokens. */
+async function llamaServerStream(server: LlamaServer, settings: GenerationSettings): Promise<RunResult> {
+  const started = performance.now();
+  const response = await fetch(`${server.url}/completion`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ prompt: settings.prompt, n_predict: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, stream: true, ignore_eos: true, cache_prompt: false }),
+  });
+  if (response.status !== 200) throw new Error(`llama-server answered ${response.status}: ${await response.text()}`);
+  let firstAt: number | undefined;
+  let text = '';
+  let count = 0;
+  await readSse(response, (data) => {
+    const chunk = JSON.parse(data) as { content?: string; stop?: boolean; tokens_predicted?: number; timings?: { predicted_n?: number } };
+    if (chunk.content) {
+      firstAt ??= performance.now();
+      text += chunk.content;
+    }
+    if (chunk.stop) count = chunk.timings?.predicted_n ?? chunk.tokens_predicted ?? 0;
+  });
+  const ended = performance.now();
+  return { tokens: count, text, ttftMs: (firstAt ?? ended) - started, totalMs: ended - started, decodeTps: Number.NaN, e2eTps: (count * 1000) / (ended - started) };
+}
+
+// ---- the run ----------------------------------------------------------------------------------------
+
+/** A prompt whose greedy continuation runs the full N tokens on this model (no end of text). */
+async function fullLengthPrompt(sequence: LlamaContextSequence): Promise<GenerationSettings> {
+  for (const prompt of PROMPTS) {
+    const settings = { prompt, maxTokens: tokens, temperature: 0, seed: 42 };
+    if ((await rawGenerate(sequence, settings)).tokens === tokens) return settings;
+  }
+  throw new Error(`no prompt runs ${tokens} greedy tokens without stopping`);
+}
+
+interface Path {
+  name: string;
+  run1: () => Promise<Sample>;
+  run4: () => Promise<Sample>;
+}
+
+async function benchModel(llama: Llama, name: string, file: string, server: BenchServer): Promise<string[][]> {
+  const model = await llama.loadModel({ modelPath: file });
+  // As the server's engine does by default: one context per sequence, each on `threads` threads.
+  const contexts = [];
+  for (let i = 0; i < STREAMS; i++) {
+    contexts.push(await model.createContext({ sequences: DEFAULT_CONFIG.engine.sequences_per_context, contextSize: DEFAULT_CONFIG.engine.context_size, batchSize: DEFAULT_CONFIG.engine.batch_size, threads }));
+  }
+  const sequences = contexts.map((c) => c.getSequence());
+  const llamaServer = llamaServerBin ? await startLlamaServer(llamaServerBin, file) : undefined;
+  try {
+    const settings = await fullLengthPrompt(sequences[0]!);
+    const id = path.basename(file, '.gguf');
+    const paths: Path[] = [
+      { name: 'raw node-llama-cpp', run1: () => measure(() => rawGenerate(sequences[0]!, settings), 1), run4: () => measure((i) => rawGenerate(sequences[i]!, settings), STREAMS) },
+      { name: 'server, native SSE', run1: () => measure(() => serverStream(server, id, settings), 1, server.pid), run4: () => measure(() => serverStream(server, id, settings), STREAMS, server.pid) },
+      { name: 'server, /v1 stream', run1: () => measure(() => openAIStream(server, id, settings), 1, server.pid), run4: () => measure(() => openAIStream(server, id, settings), STREAMS, server.pid) },
+    ];
+    if (llamaServer) {
+      paths.push({ name: 'llama-server', run1: () => measure(() => llamaServerStream(llamaServer, settings), 1, llamaServer.pid), run4: () => measure(() => llamaServerStream(llamaServer, settings), STREAMS, llamaServer.pid) });
+    }
+    for (const p of paths) {
+      await p.run1(); // warm-up: loads the model in the server, JITs every path
+      await p.run4();
+    }
+    const samples = paths.map(() => ({ one: [] as Sample[], four: [] as Sample[] }));
+    for (let r = 0; r < rounds; r++) {
+      for (const [i, p] of paths.entries()) samples[i]!.one.push(await p.run1());
+      for (const [i, p] of paths.entries()) samples[i]!.four.push(await p.run4());
+    }
+    const m = (xs: Sample[], k: keyof Sample) => median(xs.map((x) => x[k]));
+    const raw = samples[0]!;
+    return paths.map((p, i) => {
+      const s = samples[i]!;
+      return [
+        `${name}: ${p.name}`,
+        fmt(m(s.one, 'tps')),
+        fmt(m(s.one, 'tps') / m(raw.one, 'tps'), 3),
+        fmt(m(s.one, 'ttftMs'), 2),
+        fmt(m(s.one, 'ttftMs') - m(raw.one, 'ttftMs'), 2),
+        fmt(m(s.one, 'cpuMsPerToken'), 3),
+        fmt(m(s.four, 'tps')),
+        fmt(m(s.four, 'tps') / m(raw.four, 'tps'), 3),
+        fmt(m(s.four, 'cpuMsPerToken'), 3),
+      ];
+    });
+  } finally {
+    await llamaServer?.stop();
+    for (const context of contexts) await context.dispose();
+    await model.dispose();
+  }
+}
+
+log(`bench: ${tokens} greedy tokens per stream, ${rounds} alternating rounds, threads ${threads} per context, ${STREAMS} streams for the parallel figures${llamaServerBin ? `, llama-server ${llamaServerBin}` : ''}`);
+log(machineLine());
+if (!flags.has('only-http')) {
+  const dir = tempDir('inferno-bench-perf-');
+  const llama = await startLlama();
+  try {
+    const files: Record<string, string> = {};
+    for (const name of modelNames) {
+      const { preset, fileType } = MODELS[name]!;
+      files[name] = path.join(dir.dir, `demo-${name}.gguf`);
+      const written = await writeDemoModel(files[name], { preset, fileType });
+      log(`model demo-${name}: ${preset} ${fileType}, ${(written.bytes / 1e6).toFixed(1)} MB, ${(written.parameters / 1e6).toFixed(2)}M parameters`);
+    }
+    const server = await startChildServer({ modelsDir: dir.dir, settings: { 'engine.threads': threads, 'logging.level': 'info' } });
+    log(`server: ${server.where}, logging at info (a line per request), rate limit on`);
+    const rows: string[][] = [];
+    try {
+      for (const name of modelNames) {
+        rows.push(...(await benchModel(llama, name, files[name]!, server)));
+        log(`  ${name} done (load average ${machineLine().split('load average ')[1]})`);
+      }
+    } finally {
+      await server.stop();
+    }
+    log();
+    log(`Streaming: medians of ${rounds}; ratios against raw node-llama-cpp in the same round; CPU per token of the generating process (this one for raw, the server's, llama-server's)`);
+    log(table(['model: path', '1 stream tok/s', 'vs raw', 'TTFT ms', 'TTFT - raw', 'CPU ms/token', `${STREAMS} streams tok/s`, 'vs raw', 'CPU ms/token'], rows));
+    log('targets: server >= 0.97x raw tok/s on every model, TTFT <= raw + 2 ms');
+  } finally {
+    await llama.dispose();
+    dir.remove();
+  }
+  log();
+}
+if (!flags.has('no-http')) {
+  await httpFloor({ seconds: quick ? 2 : 3, rounds: quick ? 3 : 5, connections: 16, log });
+}
+log();
+log(`done; ${machineLine()}`);

@@ -1,0 +1,209 @@
+// The performance work (issue 12) keeps its behaviour: a cached model listing that still sees every
+// change, coalesced event streams that stay complete and well-formed, one-walk log redaction, and
+// buffered logs that are all written by the time the process exits. No timings asserted here:
+// bench/perf.ts measures.
+import { copyFileSync, mkdtempSync, rmSync, unlinkSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeDemoModel } from '../src/engine/demo-model.js';
+import { ModelCatalog } from '../src/engine/model-catalog.js';
+import { EventStream } from '../src/http/event-stream.js';
+import type { AppContext } from '../src/http/context.js';
+import { createLogger } from '../src/logging/logger.js';
+import { eventually } from '../../test/helpers/api-checks.js';
+import { spawnServer, tempRoot } from '../../test/helpers/child-server.js';
+import { waitForReady } from '../../test/helpers/api-checks.js';
+import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
+
+const ids = async (catalog: ModelCatalog) => (await catalog.list()).map((m) => m.id);
+
+describe('the model catalog caches its listing and still sees every change', () => {
+  let dir: string;
+  let demo: string;
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'inferno-catalog-'));
+    demo = path.join(dir, 'source.bin');
+    await writeDemoModel(demo, { preset: 'tiny' });
+    copyFileSync(demo, path.join(dir, 'a.gguf'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('a file copied in or removed behind its back shows through the directory watcher, with no TTL to help', async () => {
+    const catalog = new ModelCatalog(dir, () => false, () => undefined, { listTtlMs: 3_600_000 });
+    try {
+      expect(await ids(catalog)).toEqual(['a']);
+      copyFileSync(demo, path.join(dir, 'b.gguf'));
+      await eventually(async () => expect(await ids(catalog)).toEqual(['a', 'b']), 10_000);
+      unlinkSync(path.join(dir, 'b.gguf'));
+      await eventually(async () => expect(await ids(catalog)).toEqual(['a']), 10_000);
+    } finally {
+      catalog.close();
+    }
+  });
+
+  it('invalidate() drops the listing at once; the TTL bounds it where no watcher is heard; `loaded` is always live', async () => {
+    let loaded = false;
+    const catalog = new ModelCatalog(dir, () => loaded, () => undefined, { listTtlMs: 3_600_000 });
+    try {
+      expect(await ids(catalog)).toEqual(['a']);
+      catalog.close(); // no watcher from here on
+      copyFileSync(demo, path.join(dir, 'c.gguf'));
+      catalog.invalidate();
+      expect(await ids(catalog)).toEqual(['a', 'c']);
+      loaded = true;
+      expect((await catalog.list()).every((m) => m.loaded)).toBe(true);
+    } finally {
+      catalog.close();
+      unlinkSync(path.join(dir, 'c.gguf'));
+    }
+    const short = new ModelCatalog(dir, () => false, () => undefined, { listTtlMs: 0 });
+    short.close();
+    expect(await ids(short)).toEqual(['a']);
+    copyFileSync(demo, path.join(dir, 'd.gguf'));
+    await new Promise((r) => setTimeout(r, 5));
+    expect(await ids(short)).toEqual(['a', 'd']);
+    unlinkSync(path.join(dir, 'd.gguf'));
+  });
+});
+
+describe('the models API with the cached listing', () => {
+  let server: TestServer;
+  let token: string;
+  beforeAll(async () => {
+    server = await startTestServer({ settings: { 'rate_limit.requests_per_minute': 10_000 } });
+    token = await login(server.url);
+  });
+  afterAll(() => server.close());
+
+  it('an upload is listed, and a deletion gone, on the very next request', async () => {
+    const file = path.join(server.modelsDir, 'demo-tiny.gguf');
+    const { readFileSync } = await import('node:fs');
+    const bytes = readFileSync(file);
+    const list = async () => ((await call(server.url, 'GET', '/api/v1/models', { token })).body.data as { id: string }[]).map((m) => m.id);
+    expect(await list()).toEqual(['demo-tiny']);
+    const upload = await fetch(`${server.url}/api/v1/models?id=copy`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/octet-stream' }, body: bytes });
+    expect(upload.status).toBe(201);
+    expect(await list()).toEqual(['copy', 'demo-tiny']);
+    const openai = await call(server.url, 'GET', '/v1/models', { token });
+    expect((openai.body.data as { id: string }[]).map((m) => m.id)).toContain('copy');
+    expect((await call(server.url, 'DELETE', '/api/v1/models/copy', { token })).status).toBe(204);
+    expect(await list()).toEqual(['demo-tiny']);
+  });
+
+  it('streams stay complete and well-formed: every event parsed in order, the text the same as unstreamed, done last', async () => {
+    const body = { model: 'demo-tiny', prompt: 'Hello world', temperature: 0, seed: 3, max_tokens: 96 };
+    const plain = await call(server.url, 'POST', '/api/v1/inference', { token, body });
+    expect(plain.status).toBe(200);
+    const streamed = await fetch(`${server.url}/api/v1/inference`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ ...body, stream: true }) });
+    const raw = await streamed.text();
+    expect(raw.endsWith('\n\n')).toBe(true);
+    const blocks = raw.slice(0, -2).split('\n\n');
+    const events = blocks.map((block) => {
+      const match = /^event: (\w+)\ndata: (.*)$/.exec(block);
+      expect(match, `malformed event ${JSON.stringify(block)}`).not.toBeNull();
+      return { event: match![1]!, data: JSON.parse(match![2]!) };
+    });
+    expect(events.at(-1)!.event).toBe('done');
+    expect(events.slice(0, -1).every((e) => e.event === 'token')).toBe(true);
+    expect(events.slice(0, -1).map((e) => e.data.text).join('')).toBe(plain.body.text);
+    expect(events.at(-1)!.data.usage.completion_tokens).toBe(plain.body.usage.completion_tokens);
+
+    const openai = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify({ ...body, stream: true }) });
+    const chunks = (await openai.text()).slice(0, -2).split('\n\n');
+    expect(chunks.at(-1)).toBe('data: [DONE]');
+    const texts = chunks.slice(0, -1).map((c) => {
+      expect(c.startsWith('data: ')).toBe(true);
+      return (JSON.parse(c.slice(6)) as { choices: { text: string }[] }).choices[0]?.text ?? '';
+    });
+    expect(texts.join('')).toBe(plain.body.text);
+  });
+
+  it('a plain prompt is measured exactly only near the context limit: too long is still refused', async () => {
+    const contextSize = server.config.engine.context_size;
+    // Both go past the byte bound (bytes + max_tokens > context), so both are counted exactly.
+    const long = await call(server.url, 'POST', '/api/v1/inference', { token, body: { model: 'demo-tiny', prompt: 'hello '.repeat(contextSize), max_tokens: 4 } });
+    expect(long.status).toBe(400);
+    const fits = await call(server.url, 'POST', '/api/v1/inference', { token, body: { model: 'demo-tiny', prompt: 'hello', max_tokens: contextSize - 8 } });
+    expect(fits.status).toBe(200);
+    // Well within the bound: not tokenized before generation, and generated as asked.
+    const small = await call(server.url, 'POST', '/api/v1/inference', { token, body: { model: 'demo-tiny', prompt: 'hello', max_tokens: 4, temperature: 0 } });
+    expect(small.status).toBe(200);
+    expect(small.body.usage.completion_tokens).toBeGreaterThan(0);
+  });
+});
+
+describe('coalesced event stream', () => {
+  function fakeStream() {
+    const writes: string[] = [];
+    let ended: string | undefined;
+    const res = {
+      writableEnded: false,
+      destroyed: false,
+      setHeader: () => undefined,
+      flushHeaders: () => undefined,
+      socket: { setNoDelay: () => undefined },
+      write(chunk: string) {
+        writes.push(chunk);
+        return true;
+      },
+      end(chunk?: string) {
+        ended = chunk ?? '';
+        res.writableEnded = true;
+      },
+    };
+    const ctx = { res, status: 0, respond: true } as unknown as AppContext;
+    return { stream: new EventStream(ctx), writes, ended: () => ended };
+  }
+  const turn = () => new Promise((r) => setImmediate(() => setImmediate(() => setImmediate(r))));
+
+  it('what is sent in one turn goes out in one write, in order; end() writes what is left', async () => {
+    const { stream, writes, ended } = fakeStream();
+    stream.send('token', { text: 'a' });
+    stream.send('token', { text: 'b' });
+    stream.data('[DONE]');
+    expect(writes).toEqual([]);
+    await turn();
+    expect(writes).toEqual(['event: token\ndata: {"text":"a"}\n\nevent: token\ndata: {"text":"b"}\n\ndata: [DONE]\n\n']);
+    stream.send('done', { ok: true });
+    stream.end();
+    expect(ended()).toBe('event: done\ndata: {"ok":true}\n\n');
+    await turn();
+    expect(writes).toHaveLength(1); // nothing written after the end
+  });
+});
+
+describe('logs', () => {
+  it('secret fields are censored (top level and one down) in the same walk that redacts patterns', () => {
+    const lines: string[] = [];
+    const logger = createLogger('info', new Writable({ write: (c, _e, done) => (lines.push(String(c)), done()) }));
+    logger.info({ password: 'p1', user: { token: 't1', name: 'ok' }, headers: { a: 1 }, note: 'Bearer abc.def', plain: 'nothing here', n: 3 }, 'x');
+    const line = JSON.parse(lines[0]!);
+    expect(line).toMatchObject({ password: '[REDACTED]', user: { token: '[REDACTED]', name: 'ok' }, headers: '[REDACTED]', note: 'Bearer [REDACTED]', plain: 'nothing here', n: 3 });
+    expect(lines[0]).not.toMatch(/p1|t1|abc/);
+  });
+
+  it('buffered log lines are all written by the time the process exits on SIGTERM', async () => {
+    const dir = tempRoot();
+    const server = await spawnServer(dir, { args: ['--set', 'rate_limit.requests_per_minute=10000'] });
+    try {
+      await waitForReady(server.url, 60_000);
+      const token = await login(server.url);
+      const requestIds: string[] = [];
+      for (let i = 0; i < 25; i++) {
+        const res = await call(server.url, 'GET', '/api/v1/models', { token });
+        requestIds.push(res.headers.get('x-request-id')!);
+      }
+      server.process.kill('SIGTERM');
+      expect(await server.exited).toBe(0);
+      const lines = server.output().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { request_id?: string; msg: string });
+      const logged = new Set(lines.map((l) => l.request_id));
+      expect(requestIds.filter((id) => !logged.has(id))).toEqual([]);
+      expect(lines.some((l) => l.msg === 'shutting down')).toBe(true);
+    } finally {
+      server.process.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
