@@ -2,7 +2,10 @@
  * The HTTP floor: requests/s of our server against a bare Koa handler on the same Node, both child
  * processes, loaded by autocannon from this process in alternating rounds.
  *
- *   npx tsx bench/http-floor.ts [--seconds 3] [--rounds 5] [--connections 16] [--quick]
+ *   npx tsx bench/http-floor.ts [--seconds 3] [--rounds 5] [--connections 16] [--quick] [--baseline DIR]
+ *
+ * --baseline DIR: also measure the server of another checkout (e.g. `git archive main` unpacked,
+ * with this checkout's node_modules linked in), for a before/after ratio in the same run.
  *
  * Our server runs as configured by default except the rate limit, which stays on with a budget
  * the load cannot exhaust (each request is counted and gets its X-RateLimit-* headers).
@@ -23,6 +26,8 @@ export interface FloorOptions {
   rounds: number;
   connections: number;
   log: (line?: string) => void;
+  /** Another checkout (e.g. of main) whose server is measured too, for a before/after ratio. */
+  baseline?: string;
 }
 
 /** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (Linux). */
@@ -94,40 +99,60 @@ export async function httpFloor(options: FloorOptions): Promise<{ modelsRatio: n
   const models = tempDir('inferno-bench-floor-');
   await writeDemoModel(path.join(models.dir, 'demo-tiny.gguf'), { preset: 'tiny' });
   // Rate limiting stays on (the default), with a budget 16 connections cannot use up in a run.
-  const server = await startChildServer({ modelsDir: models.dir, settings: { 'rate_limit.requests_per_minute': 100_000_000, 'logging.level': 'info' } });
+  const settings = { 'rate_limit.requests_per_minute': 100_000_000, 'logging.level': 'info' };
+  const server = await startChildServer({ modelsDir: models.dir, settings });
+  const before = options.baseline ? await startChildServer({ modelsDir: models.dir, settings, root: options.baseline }) : undefined;
   try {
     const key = await apiKeyOf(server);
+    const beforeKey = before && (await apiKeyOf(before));
     const body = await (await fetch(`${server.url}/api/v1/models`, { headers: { 'X-API-Key': key } })).text();
     const bare = await startBareKoa(body);
     try {
-      const cases: { name: string; ours: { url: string; headers: Record<string, string> }; bare: string }[] = [
-        { name: 'GET /api/v1/models, API key', ours: { url: `${server.url}/api/v1/models`, headers: { 'X-API-Key': key } }, bare: `${bare.url}/api/v1/models` },
-        { name: 'GET /api/v1/models, JWT', ours: { url: `${server.url}/api/v1/models`, headers: { Authorization: `Bearer ${server.token}` } }, bare: `${bare.url}/api/v1/models` },
-        { name: 'GET /health', ours: { url: `${server.url}/health`, headers: {} as Record<string, string> }, bare: `${bare.url}/health` },
+      type Target = { url: string; pid: number; headers: Record<string, string> };
+      const cases: { name: string; ours: Target; bare: string; before?: Target }[] = [
+        {
+          name: 'GET /api/v1/models, API key',
+          ours: { url: `${server.url}/api/v1/models`, pid: server.pid!, headers: { 'X-API-Key': key } },
+          bare: `${bare.url}/api/v1/models`,
+          before: before && { url: `${before.url}/api/v1/models`, pid: before.pid!, headers: { 'X-API-Key': beforeKey! } },
+        },
+        {
+          name: 'GET /api/v1/models, JWT',
+          ours: { url: `${server.url}/api/v1/models`, pid: server.pid!, headers: { Authorization: `Bearer ${server.token}` } },
+          bare: `${bare.url}/api/v1/models`,
+          before: before && { url: `${before.url}/api/v1/models`, pid: before.pid!, headers: { Authorization: `Bearer ${before.token}` } },
+        },
+        { name: 'GET /health', ours: { url: `${server.url}/health`, pid: server.pid!, headers: {} }, bare: `${bare.url}/health`, before: before && { url: `${before.url}/health`, pid: before.pid!, headers: {} } },
       ];
-      const results = cases.map(() => ({ ours: [] as Measured[], bare: [] as Measured[] }));
+      const results = cases.map(() => ({ ours: [] as Measured[], bare: [] as Measured[], before: [] as Measured[] }));
       // Warm-up (JIT, caches), then alternating rounds.
       for (const c of cases) {
-        await load(c.ours.url, server.pid!, c.ours.headers, { ...options, seconds: 1 });
+        await load(c.ours.url, c.ours.pid, c.ours.headers, { ...options, seconds: 1 });
         await load(c.bare, bare.pid, {}, { ...options, seconds: 1 });
+        if (c.before) await load(c.before.url, c.before.pid, c.before.headers, { ...options, seconds: 1 });
       }
       for (let r = 0; r < options.rounds; r++) {
         for (const [i, c] of cases.entries()) {
-          results[i]!.ours.push(await load(c.ours.url, server.pid!, c.ours.headers, options));
+          results[i]!.ours.push(await load(c.ours.url, c.ours.pid, c.ours.headers, options));
           results[i]!.bare.push(await load(c.bare, bare.pid, {}, options));
+          if (c.before) results[i]!.before.push(await load(c.before.url, c.before.pid, c.before.headers, options));
         }
       }
       const m = (xs: Measured[], k: keyof Measured) => median(xs.map((x) => x[k]));
       log(`HTTP floor: autocannon, ${options.connections} connections, ${options.seconds} s x ${options.rounds} alternating rounds; medians`);
+      const beforeColumns = before ? ['baseline req/s', 'baseline/bare', 'baseline CPU µs/req'] : [];
       log(
         table(
-          ['request', 'ours req/s', 'bare Koa req/s', 'ours/bare', 'ours p50/p99 ms', 'bare p50/p99 ms', 'ours CPU µs/req', 'bare CPU µs/req'],
+          ['request', 'ours req/s', 'bare Koa req/s', 'ours/bare', 'ours p50/p99 ms', 'bare p50/p99 ms', 'ours CPU µs/req', 'bare CPU µs/req', ...beforeColumns],
           cases.map((c, i) => {
-            const { ours, bare: b } = results[i]!;
-            return [c.name, fmt(m(ours, 'rps'), 0), fmt(m(b, 'rps'), 0), fmt(m(ours, 'rps') / m(b, 'rps'), 2), `${m(ours, 'p50')}/${m(ours, 'p99')}`, `${m(b, 'p50')}/${m(b, 'p99')}`, fmt(m(ours, 'cpuUsPerRequest'), 0), fmt(m(b, 'cpuUsPerRequest'), 0)];
+            const { ours, bare: b, before: was } = results[i]!;
+            const row = [c.name, fmt(m(ours, 'rps'), 0), fmt(m(b, 'rps'), 0), fmt(m(ours, 'rps') / m(b, 'rps'), 2), `${m(ours, 'p50')}/${m(ours, 'p99')}`, `${m(b, 'p50')}/${m(b, 'p99')}`, fmt(m(ours, 'cpuUsPerRequest'), 0), fmt(m(b, 'cpuUsPerRequest'), 0)];
+            if (before) row.push(fmt(m(was, 'rps'), 0), fmt(m(was, 'rps') / m(b, 'rps'), 2), fmt(m(was, 'cpuUsPerRequest'), 0));
+            return row;
           }),
         ),
       );
+      if (before) log(`baseline: the server of ${options.baseline}`);
       log('targets: /api/v1/models >= 0.6x bare Koa, /health >= 0.8x');
       const ratio = (i: number) => m(results[i]!.ours, 'rps') / m(results[i]!.bare, 'rps');
       return { modelsRatio: ratio(0), healthRatio: ratio(2) };
@@ -135,6 +160,7 @@ export async function httpFloor(options: FloorOptions): Promise<{ modelsRatio: n
       await bare.stop();
     }
   } finally {
+    await before?.stop();
     await server.stop();
     models.remove();
   }
@@ -145,6 +171,6 @@ if (process.argv[1] && path.resolve(process.argv[1]) === path.resolve(REPO_ROOT,
   const quick = flags.has('quick');
   const log = (line = '') => process.stdout.write(line + '\n');
   log(machineLine());
-  await httpFloor({ seconds: Number(flags.get('seconds') ?? (quick ? 2 : 3)), rounds: Number(flags.get('rounds') ?? (quick ? 3 : 5)), connections: Number(flags.get('connections') ?? 16), log });
+  await httpFloor({ seconds: Number(flags.get('seconds') ?? (quick ? 2 : 3)), rounds: Number(flags.get('rounds') ?? (quick ? 3 : 5)), connections: Number(flags.get('connections') ?? 16), log, baseline: flags.get('baseline') });
   log(`done; ${machineLine()}`);
 }

@@ -144,16 +144,18 @@ export const ADMIN_PASSWORD = 'bench-admin-password-1';
 
 /**
  * Starts `server/src/cli.ts serve` in its own Node process (through tsx) on an ephemeral port,
- * waits until /health/ready, logs in as admin. `settings` are `--set` overrides.
+ * waits until /health/ready, logs in as admin. `settings` are `--set` overrides; `root` is the
+ * checkout whose server runs (default this one; another version for a before/after comparison).
  */
-export async function startChildServer(options: { modelsDir: string; settings?: Record<string, string | number> }): Promise<BenchServer> {
+export async function startChildServer(options: { modelsDir: string; settings?: Record<string, string | number>; root?: string }): Promise<BenchServer> {
   const data = tempDir('inferno-bench-data-');
-  const args = ['--import', 'tsx', path.join(REPO_ROOT, 'server/src/cli.ts'), 'serve', '--port', '0', '--data-dir', data.dir, '--models-dir', options.modelsDir];
+  const root = options.root ?? REPO_ROOT;
+  const args = ['--import', 'tsx', path.join(root, 'server/src/cli.ts'), 'serve', '--port', '0', '--data-dir', data.dir, '--models-dir', options.modelsDir];
   for (const [key, value] of Object.entries({ 'rate_limit.requests_per_minute': 1_000_000, 'logging.level': 'warn', ...options.settings })) {
     args.push('--set', `${key}=${value}`);
   }
   const child = spawn(process.execPath, args, {
-    cwd: REPO_ROOT,
+    cwd: root,
     env: { ...process.env, INFERNO_ADMIN_PASSWORD: ADMIN_PASSWORD, INFERNO_JWT_SECRET: 'bench-jwt-secret-that-is-at-least-32-bytes-long' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -13,9 +13,11 @@
  * autocannon).
  *
  *   npm run bench -- [--quick] [--tokens 128] [--rounds 7] [--models tiny,small-q8_0,small-f16]
- *                    [--threads 1] [--llama-server PATH] [--no-http] [--only-http]
+ *                    [--threads 1] [--llama-server PATH] [--baseline DIR] [--no-http] [--only-http]
  *
  * --quick: 3 rounds, shorter HTTP runs (about 2-3 minutes on 2 cores).
+ * --baseline DIR: also runs the server of another checkout (e.g. main: `git archive main | tar -x -C DIR`
+ * and link this checkout's node_modules into DIR), for before/after ratios in the same run.
  * Medians over the rounds. The load average is printed before and after: on a shared machine
  * compare ratios, not absolute figures.
  */
@@ -33,6 +35,7 @@ const tokens = Number(flags.get('tokens') ?? 128);
 const rounds = Number(flags.get('rounds') ?? (quick ? 3 : 7));
 const threads = Number(flags.get('threads') ?? DEFAULT_CONFIG.engine.threads);
 const llamaServerBin = flags.get('llama-server');
+const baselineRoot = flags.get('baseline');
 const STREAMS = DEFAULT_CONFIG.engine.parallel; // 4
 const MODELS: Record<string, { preset: DemoPresetName; fileType: DemoFileType }> = {
   tiny: { preset: 'tiny', fileType: 'f16' },
@@ -187,7 +190,7 @@ interface Path {
   run4: () => Promise<Sample>;
 }
 
-async function benchModel(llama: Llama, name: string, file: string, server: BenchServer): Promise<string[][]> {
+async function benchModel(llama: Llama, name: string, file: string, server: BenchServer, before: BenchServer | undefined): Promise<string[][]> {
   const model = await llama.loadModel({ modelPath: file });
   // As the server's engine does by default: one context per sequence, each on `threads` threads.
   const contexts = [];
@@ -204,6 +207,10 @@ async function benchModel(llama: Llama, name: string, file: string, server: Benc
       { name: 'server, native SSE', run1: () => measure(() => serverStream(server, id, settings), 1, server.pid), run4: () => measure(() => serverStream(server, id, settings), STREAMS, server.pid) },
       { name: 'server, /v1 stream', run1: () => measure(() => openAIStream(server, id, settings), 1, server.pid), run4: () => measure(() => openAIStream(server, id, settings), STREAMS, server.pid) },
     ];
+    if (before) {
+      paths.push({ name: 'baseline server, native SSE', run1: () => measure(() => serverStream(before, id, settings), 1, before.pid), run4: () => measure(() => serverStream(before, id, settings), STREAMS, before.pid) });
+      paths.push({ name: 'baseline server, /v1 stream', run1: () => measure(() => openAIStream(before, id, settings), 1, before.pid), run4: () => measure(() => openAIStream(before, id, settings), STREAMS, before.pid) });
+    }
     if (llamaServer) {
       paths.push({ name: 'llama-server', run1: () => measure(() => llamaServerStream(llamaServer, settings), 1, llamaServer.pid), run4: () => measure(() => llamaServerStream(llamaServer, settings), STREAMS, llamaServer.pid) });
     }
@@ -252,15 +259,18 @@ if (!flags.has('only-http')) {
       const written = await writeDemoModel(files[name], { preset, fileType });
       log(`model demo-${name}: ${preset} ${fileType}, ${(written.bytes / 1e6).toFixed(1)} MB, ${(written.parameters / 1e6).toFixed(2)}M parameters`);
     }
-    const server = await startChildServer({ modelsDir: dir.dir, settings: { 'engine.threads': threads, 'logging.level': 'info' } });
-    log(`server: ${server.where}, logging at info (a line per request), rate limit on`);
+    const serverSettings = { 'engine.threads': threads, 'logging.level': 'info' };
+    const server = await startChildServer({ modelsDir: dir.dir, settings: serverSettings });
+    const before = baselineRoot ? await startChildServer({ modelsDir: dir.dir, settings: serverSettings, root: baselineRoot }) : undefined;
+    log(`server: ${server.where}, logging at info (a line per request), rate limit on${before ? `; baseline server of ${baselineRoot}: ${before.where}` : ''}`);
     const rows: string[][] = [];
     try {
       for (const name of modelNames) {
-        rows.push(...(await benchModel(llama, name, files[name]!, server)));
+        rows.push(...(await benchModel(llama, name, files[name]!, server, before)));
         log(`  ${name} done (load average ${machineLine().split('load average ')[1]})`);
       }
     } finally {
+      await before?.stop();
       await server.stop();
     }
     log();
@@ -274,7 +284,7 @@ if (!flags.has('only-http')) {
   log();
 }
 if (!flags.has('no-http')) {
-  await httpFloor({ seconds: quick ? 2 : 3, rounds: quick ? 3 : 5, connections: 16, log });
+  await httpFloor({ seconds: quick ? 2 : 3, rounds: quick ? 3 : 5, connections: 16, log, baseline: baselineRoot });
 }
 log();
 log(`done; ${machineLine()}`);
