@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { mkdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -9,11 +10,16 @@ import { hashPassword } from './auth/passwords.js';
 import { loadJwtSecret } from './auth/jwt.js';
 import { describeConfig, type Config } from './config.js';
 import { createLogger, type Logger } from './logging/logger.js';
-import { SqliteStore } from './store/sqlite-store.js';
+import { openStore } from './store/open-store.js';
+import { UsernameTakenError } from './store/types.js';
+import { connectRedis, redisAnswers } from './shared/redis.js';
+import { RedisRateLimiter } from './limits/redis-rate-limiter.js';
+import { RedisLoginThrottle } from './limits/redis-login-throttle.js';
+import type { Redis } from 'ioredis';
 import { InferenceEngine } from './engine/engine.js';
 import { ModelCatalog } from './engine/model-catalog.js';
 import { ensureDemoModel } from './engine/demo-bootstrap.js';
-import { applyPersistedSettings } from './runtime-settings.js';
+import { applyPersistedSettings, watchSettings } from './runtime-settings.js';
 import { JobRunner } from './jobs/job-runner.js';
 import type { Store } from './store/types.js';
 import { ConnectionGuard } from './http/connection-guard.js';
@@ -47,6 +53,8 @@ export interface RunningServer {
   logger: Logger;
   engine: InferenceEngine;
   catalog: ModelCatalog;
+  /** This replica's name in logs, readiness and job leases. */
+  replicaId: string;
   /** Stops at once: open connections are cut. */
   close(): Promise<void>;
   /**
@@ -69,7 +77,7 @@ export interface StartOptions {
  * random password announced once on the console (never written to the log).
  */
 async function bootstrapAdmin(store: Store, config: Config, logger: Logger, announce: (message: string) => void) {
-  if (store.countUsers() > 0) {
+  if ((await store.countUsers()) > 0) {
     if (config.auth.admin_password) {
       logger.warn(
         'INFERNO_ADMIN_PASSWORD ([auth] admin_password) is ignored: users exist already. ' +
@@ -79,8 +87,14 @@ async function bootstrapAdmin(store: Store, config: Config, logger: Logger, anno
     return;
   }
   const password = config.auth.admin_password ?? randomBytes(18).toString('base64url');
-  store.createUser({ username: 'admin', passwordHash: await hashPassword(password), role: 'admin' });
-  store.recordAudit({ action: 'user.create', outcome: 'success', target: 'admin', details: { bootstrap: true } });
+  try {
+    await store.createUser({ username: 'admin', passwordHash: await hashPassword(password), role: 'admin' });
+  } catch (error) {
+    // Replicas starting together on one database: another one created the admin first.
+    if (error instanceof UsernameTakenError) return;
+    throw error;
+  }
+  await store.recordAudit({ action: 'user.create', outcome: 'success', target: 'admin', details: { bootstrap: true } });
   logger.info({ username: 'admin' }, 'created the first admin user');
   if (!config.auth.admin_password) {
     announce(
@@ -91,27 +105,68 @@ async function bootstrapAdmin(store: Store, config: Config, logger: Logger, anno
 }
 
 export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
-  const logger = createLogger(config.logging.level, options.logDestination);
+  const replicaId = config.server.replica_id ?? `${hostname()}-${process.pid}`;
+  // Every line names its replica: several share one log pipeline behind a load balancer.
+  const logger = createLogger(config.logging.level, options.logDestination).child({ replica: replicaId });
   mkdirSync(config.storage.data_dir, { recursive: true, mode: 0o700 });
-  const store = new SqliteStore(config.storage.data_dir);
+  // An unreachable database ends the start here, with a message that names it (password masked).
+  const store = await openStore(config.storage);
+  let redis: Redis | undefined;
+  let stopWatching = () => {};
   try {
+    if (config.storage.redis_url) redis = await connectRedis(config.storage.redis_url);
+    const shared = store.kind === 'postgres';
     await bootstrapAdmin(store, config, logger, options.announce ?? ((m) => process.stderr.write(m)));
-    const settings = applyPersistedSettings(config, store.getSettings());
+    const settings = applyPersistedSettings(config, await store.getSettings());
     if (settings.applied.length > 0) logger.info({ keys: settings.applied }, 'applied settings changed at run time (PATCH /api/v1/config)');
     if (settings.skipped.length > 0) logger.warn({ keys: settings.skipped }, 'ignored persisted settings that are no longer valid');
     logger.level = config.logging.level;
-    const jwtSecret = loadJwtSecret(config.auth.jwt_secret, config.storage.data_dir);
+    // Replicas must sign and verify with one key: without a configured one, it is generated once into the shared store.
+    const jwtSecret =
+      shared && !config.auth.jwt_secret
+        ? Buffer.from(await store.getOrCreateSecret('jwt_secret', randomBytes(48).toString('base64url')), 'utf8')
+        : loadJwtSecret(config.auth.jwt_secret, config.storage.data_dir);
+    // A setting PATCHed on another replica reaches this one within a second.
+    if (shared) stopWatching = watchSettings(store, config, logger, 500);
     await ensureDemoModel(config.models.dir, logger);
     let engine: InferenceEngine | undefined;
     const catalog = new ModelCatalog(config.models.dir, (id) => engine?.isLoaded(id) ?? false);
     engine = new InferenceEngine(config, catalog, logger);
     // The binding loads in the background; /health/ready says when it can serve.
     engine.start().catch((error: unknown) => logger.error({ err: error }, 'the llama.cpp engine failed to start'));
-    const jobs = new JobRunner({ store, engine, config, logger });
+    // Shared: idle runners look for work every second (a job submitted elsewhere starts within it)
+    // and take over jobs whose replica stopped renewing their lease.
+    const jobs = new JobRunner({ store, engine, config, logger, worker: replicaId, shared, pollMs: shared ? 1_000 : 5_000, leaseMs: 10_000 });
     const drain = new Drain();
     const tls = config.server.tls;
     const secure = Boolean(tls.cert && tls.key);
-    const app = createApp({ config, store, logger, jwtSecret, version: VERSION, catalog, engine, jobs, drain, hsts: secure });
+    const app = createApp({
+      config,
+      store,
+      logger,
+      jwtSecret,
+      version: VERSION,
+      catalog,
+      engine,
+      jobs,
+      drain,
+      hsts: secure,
+      replicaId,
+      sharedLimits: Boolean(redis),
+      ...(redis && {
+        rateLimiter: new RedisRateLimiter(redis, logger),
+        loginThrottle: new RedisLoginThrottle(redis, () => ({
+          maxFailures: config.auth.login_max_failures,
+          maxFailuresPerAddress: config.auth.login_max_failures_per_address,
+          lockoutSeconds: config.auth.login_lockout_seconds,
+        })),
+      }),
+      readiness: async () => ({
+        store: await store.ping(),
+        ...(redis && { redis: await redisAnswers(redis) }),
+        engine: engine.ready,
+      }),
+    });
 
     const limits = config.server;
     // Slow-loris guards: headers in time; the whole request (not the response: streams may last)
@@ -157,7 +212,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const scheme = tls.cert ? 'https' : 'http';
     const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
     const url = `${scheme}://${host}:${port}`;
-    logger.info({ url, config: describeConfig(config) }, 'Inferno server listening');
+    logger.info({ url, store: store.kind, limits: redis ? 'redis' : 'memory', config: describeConfig(config) }, 'Inferno server listening');
 
     let closing: Promise<void> | undefined;
     let shuttingDown: Promise<void> | undefined;
@@ -167,9 +222,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         server.closeAllConnections();
       }).then(async () => {
         guard.stop();
+        stopWatching();
         await jobs.stop();
         await engine.close();
-        store.close();
+        await store.close();
+        redis?.disconnect();
         logger.flush();
       });
       return closing;
@@ -182,6 +239,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       logger,
       engine,
       catalog,
+      replicaId,
       close,
       shutdown() {
         shuttingDown ??= (async () => {
@@ -200,7 +258,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       },
     };
   } catch (error) {
-    store.close();
+    stopWatching();
+    redis?.disconnect();
+    await store.close();
     throw error;
   }
 }

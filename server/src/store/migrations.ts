@@ -72,4 +72,16 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE api_keys ADD COLUMN rate_limit_per_minute INTEGER;
   `,
+  // Job leases (#13): the worker holding a running job, and until when (ms since the epoch).
+  `
+  ALTER TABLE jobs ADD COLUMN worker TEXT;
+  ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
+  `,
+  // Secrets every replica must share (the JWT signing key when none is configured).
+  `
+  CREATE TABLE server_secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+  );
+  `,
 ];
