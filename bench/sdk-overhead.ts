@@ -1,8 +1,9 @@
 // Per-call overhead of the SDK: `client.models.list()` against a raw `fetch` of the same URL
 // (parsing the same JSON), on the same local server, both warmed, in interleaved rounds so that
 // machine noise hits both alike. The server runs in a child process so it does not share the
-// event loop. For reference it also times the generated hey-api operation alone (no retries,
-// timeout, auth or rate-limit tracking), which shows what the SDK core itself adds.
+// event loop. For reference it also times the generated operation alone (no retries, timeout,
+// auth or rate-limit tracking) on the SDK's HTTP layer (core/http.ts), which shows what the SDK
+// core itself adds, and on hey-api's own fetch client, which builds a Request per call.
 //
 // Prints wall time and client CPU time per call, and the ratio to raw fetch both over all calls
 // and as the median of the per-round ratios (steadier on a busy machine).
@@ -13,6 +14,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { createHttpClient } from '../sdk/src/core/http.js';
 import { createClient } from '../sdk/src/gen/client/index.js';
 import { listModels } from '../sdk/src/gen/sdk.gen.js';
 import { InfernoClient } from '../sdk/src/index.js';
@@ -57,15 +59,29 @@ if (process.argv[2] === '--serve') {
   const apiKey = `inf_${'benchmark'.repeat(4)}`; // a fake key, built so no key-shaped literal is committed
 
   const client = new InfernoClient({ baseUrl, apiKey });
-  const generated = createClient({ baseUrl });
+  const generated = createHttpClient({ baseUrl });
+  const heyapi = createClient({ baseUrl });
   const variants = {
     raw: async () => {
       const response = await fetch(`${baseUrl}/api/v1/models`, { headers: { 'x-api-key': apiKey } });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       await response.json();
     },
+    floor: async () => {
+      // What any client with a timeout pays: an AbortController for the attempt, and its timer.
+      const controller = new AbortController();
+      const timer = setTimeout(() => controller.abort(), 60_000);
+      const response = await fetch(`${baseUrl}/api/v1/models`, { headers: { 'x-api-key': apiKey }, signal: controller.signal });
+      clearTimeout(timer);
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      await response.json();
+    },
     generated: async () => {
       const { error } = await listModels({ client: generated, auth: () => apiKey });
+      if (error) throw new Error('request failed');
+    },
+    heyapi: async () => {
+      const { error } = await listModels({ client: heyapi, auth: () => apiKey });
       if (error) throw new Error('request failed');
     },
     sdk: async () => {
@@ -84,13 +100,13 @@ if (process.argv[2] === '--serve') {
   };
 
   for (const name of names) await run(variants[name], 2_000);
-  const wall = { raw: 0, generated: 0, sdk: 0 };
-  const cpu = { raw: 0, generated: 0, sdk: 0 };
-  const ratios = { raw: [] as number[], generated: [] as number[], sdk: [] as number[] };
+  const wall = { raw: 0, floor: 0, generated: 0, heyapi: 0, sdk: 0 };
+  const cpu = { raw: 0, floor: 0, generated: 0, heyapi: 0, sdk: 0 };
+  const ratios = { raw: [] as number[], floor: [] as number[], generated: [] as number[], heyapi: [] as number[], sdk: [] as number[] };
   for (let round = 0; round < rounds; round++) {
     // Alternate the order, so that drift does not favour any of them.
     const order = round % 2 === 0 ? names : [...names].reverse();
-    const times = { raw: 0, generated: 0, sdk: 0 };
+    const times = { raw: 0, floor: 0, generated: 0, heyapi: 0, sdk: 0 };
     for (const name of order) {
       const result = await run(variants[name], perRound);
       times[name] = result.wall;
@@ -104,7 +120,9 @@ if (process.argv[2] === '--serve') {
   const us = (ms: number) => ((ms / calls) * 1000).toFixed(1).padStart(6);
   const labels: Record<Name, string> = {
     raw: 'raw fetch',
+    floor: 'fetch + timeout',
     generated: 'generated op only',
+    heyapi: 'op on hey-api client',
     sdk: 'client.models.list',
   };
   console.log(

@@ -4,7 +4,7 @@
 //   INFERNO_URL=http://127.0.0.1:8080 INFERNO_PASSWORD=... npx tsx examples/sdk-stream.ts "Once upon a time"
 //
 // In an application, import from '@inferno/sdk' instead of the source path.
-import { InfernoClient, InfernoError } from '../sdk/src/index.js';
+import { APIError, InfernoClient, InfernoError } from '../sdk/src/index.js';
 
 const client = new InfernoClient({
   baseUrl: process.env.INFERNO_URL ?? 'http://127.0.0.1:8080',
@@ -27,7 +27,8 @@ try {
   }
   console.log(`rate limit: ${client.rateLimit?.remaining}/${client.rateLimit?.limit} left`);
 } catch (error) {
-  if (error instanceof InfernoError) console.error(`\n${error.name} (${error.status}, request ${error.requestId}): ${error.message}`);
+  if (error instanceof APIError) console.error(`\n${error.name} (${error.status}, request ${error.requestId}): ${error.message}`);
+  else if (error instanceof InfernoError) console.error(`\n${error.name} (request ${error.requestId ?? 'none'}): ${error.message}`);
   else throw error;
   process.exitCode = 1;
 }

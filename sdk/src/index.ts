@@ -13,6 +13,8 @@ export type {
   RetryOptions,
 } from './core/options.js';
 export {
+  AbortError,
+  APIError,
   AuthenticationError,
   ConflictError,
   ConnectionError,
@@ -34,6 +36,15 @@ export {
   ValidationError,
 } from './core/errors.js';
 export { type RateLimitInfo, parseRateLimit } from './core/rate-limit.js';
+export {
+  APIPromise,
+  EventStream,
+  Page,
+  type PageBody,
+  PagePromise,
+  type ResponseMeta,
+  type WithResponse,
+} from './core/response.js';
 export {
   type AttemptFailure,
   backoffDelay,
@@ -58,7 +69,7 @@ export { HealthResource } from './resources/health.js';
 export { type InferenceParams, InferenceResource, type InferenceStreamEvent } from './resources/inference.js';
 export { JobsResource } from './resources/jobs.js';
 export { MetricsResource } from './resources/metrics.js';
-export { type ModelFile, ModelsResource } from './resources/models.js';
+export { type ModelFile, ModelsResource, type UploadModelParams } from './resources/models.js';
 export { UsersResource } from './resources/users.js';
 export type {
   ApiError,
@@ -89,7 +100,11 @@ export type {
   InferenceTokenEvent,
   ListAuditLogsData,
   MetricsSummary,
+  ResponseFormat,
   Timings,
+  Tool,
+  ToolCall,
+  ToolChoice,
   Usage,
   CreateApiKeyRequest,
   CreatedApiKey,

@@ -3,6 +3,7 @@ import {
   AuthenticationError,
   ConflictError,
   InfernoClient,
+  APIError,
   InfernoError,
   InternalServerError,
   MethodNotAllowedError,
@@ -41,7 +42,6 @@ describe('resources map onto the operations of the spec', () => {
     ['models.unload', (c: InfernoClient) => c.models.unload('demo-tiny'), 'POST', '/api/v1/models/demo-tiny/unload', undefined],
     ['inference.create', (c: InfernoClient) => c.inference.create({ model: 'demo-tiny', prompt: 'Hi', max_tokens: 4 }), 'POST', '/api/v1/inference', { model: 'demo-tiny', prompt: 'Hi', max_tokens: 4, stream: false }],
     ['embeddings.create', (c: InfernoClient) => c.embeddings.create({ model: 'demo-tiny', input: ['a', 'b'] }), 'POST', '/api/v1/embeddings', { model: 'demo-tiny', input: ['a', 'b'] }],
-    ['auditLogs.list', (c: InfernoClient) => c.auditLogs.list({ action: 'auth.login', limit: 10 }), 'GET', '/api/v1/audit-logs?action=auth.login&limit=10', undefined],
     ['metrics.get', (c: InfernoClient) => c.metrics.get(), 'GET', '/api/v1/metrics', undefined],
     ['config.get', (c: InfernoClient) => c.config.get(), 'GET', '/api/v1/config', undefined],
     ['config.update', (c: InfernoClient) => c.config.update({ rate_limit: { requests_per_minute: 120 } }), 'PATCH', '/api/v1/config', { rate_limit: { requests_per_minute: 120 } }],
@@ -75,12 +75,45 @@ describe('resources map onto the operations of the spec', () => {
     expect([server.requests[0]!.method, server.requests[0]!.url]).toEqual(['DELETE', '/api/v1/models/old']);
   });
 
+  it('auditLogs.list -> GET /api/v1/audit-logs with the filters, as a page', async () => {
+    server = await startLocalServer((_req, res) => sendJson(res, 200, { data: [{ id: 1 }], next_cursor: null }));
+    const client = new InfernoClient({ baseUrl: server.url, apiKey: 'k' });
+    const page = await client.auditLogs.list({ action: 'auth.login', limit: 10 });
+    expect(page.data).toEqual([{ id: 1 }]);
+    expect(page.hasNextPage()).toBe(false);
+    expect(server.requests[0]!.url).toBe('/api/v1/audit-logs?action=auth.login&limit=10');
+  });
+
+  it('models.upload streams a ReadableStream body (no Content-Length) and reports progress', async () => {
+    server = await startLocalServer((_req, res) => sendJson(res, 201, MODEL_LIST.data[0]));
+    const client = new InfernoClient({ baseUrl: server.url, apiKey: 'k' });
+    const chunks = [new Uint8Array(1000).fill(1), new Uint8Array(500).fill(2)];
+    let pulled = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        const next = chunks[pulled++];
+        if (next) controller.enqueue(next);
+        else controller.close();
+      },
+    });
+    const progress: number[] = [];
+    await client.models.upload({ id: 'streamed', file: stream, onProgress: ({ sent }) => progress.push(sent) });
+    const [request] = server.requests;
+    expect(request!.headers['content-length']).toBeUndefined();
+    expect(request!.headers['transfer-encoding']).toBe('chunked');
+    expect(request!.body.length).toBe(1500);
+    expect(progress).toEqual([1000, 1500]);
+    const blobProgress: Array<number | undefined> = [];
+    await client.models.upload({ id: 'blob', file: new Blob([new Uint8Array(10)]), onProgress: ({ total }) => blobProgress.push(total) });
+    expect(blobProgress.at(-1)).toBe(10);
+  });
+
   it('models.upload sends the bytes as application/octet-stream under the id', async () => {
     server = await startLocalServer((_req, res) => sendJson(res, 201, MODEL_LIST.data[0]));
     const client = new InfernoClient({ baseUrl: server.url, apiKey: 'k' });
     const bytes = new Uint8Array([0x47, 0x47, 0x55, 0x46, 3, 0, 0, 0]);
-    await expect(client.models.upload('my-model', bytes, { overwrite: true })).resolves.toEqual(MODEL_LIST.data[0]);
-    await client.models.upload('other', new Blob([bytes]));
+    await expect(client.models.upload({ id: 'my-model', file: bytes, overwrite: true })).resolves.toEqual(MODEL_LIST.data[0]);
+    await client.models.upload({ id: 'other', file: new Blob([bytes]) });
     const [first, second] = server.requests;
     expect([first!.method, first!.url]).toEqual(['POST', '/api/v1/models?id=my-model&overwrite=true']);
     expect(first!.headers['content-type']).toBe('application/octet-stream');
@@ -132,7 +165,7 @@ describe('errors from the server', () => {
     );
     const error = (await new InfernoClient({ baseUrl: server.url, apiKey: 'k', maxRetries: 0 })
       .users.create({ username: 'x', password: 'long-enough-password' })
-      .catch((e: unknown) => e)) as InfernoError;
+      .catch((e: unknown) => e)) as APIError;
     expect(error).toBeInstanceOf(ErrorClass);
     expect(error).toMatchObject({ status, code, message: `about ${code}`, details, requestId: `req-${status}` });
     expect(error.headers.get('content-type')).toBe('application/json');
@@ -145,7 +178,7 @@ describe('errors from the server', () => {
     });
     const error = (await new InfernoClient({ baseUrl: server.url, apiKey: 'k', maxRetries: 0 })
       .models.list()
-      .catch((e: unknown) => e)) as InfernoError;
+      .catch((e: unknown) => e)) as APIError;
     expect(error).toBeInstanceOf(ServiceUnavailableError);
     expect(error.status).toBe(502);
     expect(error.message).toBe('HTTP 502 Bad Gateway: 502 Bad Gateway upstream unreachable');
@@ -156,7 +189,7 @@ describe('errors from the server', () => {
     server = await startLocalServer((_req, res) => void res.writeHead(403, { 'x-request-id': 'req-e' }).end());
     const error = (await new InfernoClient({ baseUrl: server.url, apiKey: 'k' })
       .models.list()
-      .catch((e: unknown) => e)) as InfernoError;
+      .catch((e: unknown) => e)) as APIError;
     expect(error).toBeInstanceOf(PermissionDeniedError);
     expect(error.message).toBe('HTTP 403 Forbidden (no error body)');
     expect(error.requestId).toBe('req-e');

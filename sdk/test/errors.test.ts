@@ -4,6 +4,7 @@ import {
   ConflictError,
   createApiError,
   createErrorFromBody,
+  APIError,
   InfernoError,
   InternalServerError,
   MethodNotAllowedError,
@@ -93,7 +94,8 @@ describe('createApiError', () => {
     expect(empty).toBeInstanceOf(NotFoundError);
     expect(empty.message).toBe('HTTP 404 Not Found (no error body)');
     const teapot = createApiError({ status: 418, headers: headers(), body: 'short and stout' });
-    expect(teapot.constructor).toBe(InfernoError);
+    expect(teapot.constructor).toBe(APIError);
+    expect(teapot).toBeInstanceOf(InfernoError);
     expect(teapot.code).toBe('UNKNOWN_ERROR');
     const gateway = createApiError({ status: 507, headers: headers(), body: '' });
     expect(gateway).toBeInstanceOf(InternalServerError);

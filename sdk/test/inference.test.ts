@@ -40,7 +40,7 @@ describe('client.inference.stream', () => {
 
   it('throws the error the server reports midway as its typed error', async () => {
     server = await startLocalServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'x-request-id': 'req-midway' });
       res.write('event: token\ndata: {"text":"Hel"}\n\n');
       res.end('event: error\ndata: {"error":{"code":"SERVICE_UNAVAILABLE","message":"model unloaded","details":null}}\n\n');
     });
@@ -51,7 +51,7 @@ describe('client.inference.stream', () => {
     })().catch((e: unknown) => e);
     expect(seen).toEqual(['token']);
     expect(error).toBeInstanceOf(ServiceUnavailableError);
-    expect(error).toMatchObject({ status: 503, code: 'SERVICE_UNAVAILABLE', message: 'model unloaded' });
+    expect(error).toMatchObject({ status: 503, code: 'SERVICE_UNAVAILABLE', message: 'model unloaded', requestId: 'req-midway' });
     expect(server.requests).toHaveLength(1);
   });
 

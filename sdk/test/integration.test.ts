@@ -188,7 +188,7 @@ describe('throttling against the reference server', () => {
     const bytes = await readFile(file);
     const c = client({ credentials: admin() });
 
-    const fromPath = await c.models.upload('from-path', file);
+    const fromPath = await c.models.upload({ id: 'from-path', file });
     expect(fromPath).toMatchObject({ id: 'from-path', size_bytes: bytes.length, architecture: 'llama' });
 
     const stream = new ReadableStream<Uint8Array>({
@@ -197,8 +197,8 @@ describe('throttling against the reference server', () => {
         controller.close();
       },
     });
-    await expect(c.models.upload('from-stream', stream)).resolves.toMatchObject({ id: 'from-stream', size_bytes: bytes.length });
-    await expect(c.models.upload('from-path', file)).rejects.toBeInstanceOf(ConflictError);
+    await expect(c.models.upload({ id: 'from-stream', file: stream })).resolves.toMatchObject({ id: 'from-stream', size_bytes: bytes.length });
+    await expect(c.models.upload({ id: 'from-path', file })).rejects.toBeInstanceOf(ConflictError);
 
     await c.models.delete('from-path');
     await c.models.delete('from-stream');

@@ -148,70 +148,102 @@ describe('RateLimitTracker', () => {
       'x-ratelimit-reset': String(resetMs / 1000),
     });
 
-  it('releases at most `limit` waiters at the reset, the rest after the next window is known', async () => {
-    vi.useFakeTimers({ now: 1_000_000 });
-    const tracker = new RateLimitTracker();
-    tracker.update(info(2, 0, 1_002_000));
+  const throttle = { throttle: true } as const;
+
+  /** Queues `n` acquisitions and records the order they are granted in. */
+  function queue(tracker: RateLimitTracker, n: number, options: Parameters<RateLimitTracker['acquire']>[0] = throttle) {
     const granted: number[] = [];
     const releases: Array<() => void> = [];
-    for (let i = 0; i < 5; i++) {
-      void tracker.acquire({ maxWait: 60_000 }).then((release) => {
-        granted.push(i);
-        releases.push(release);
-      });
+    const failures: unknown[] = [];
+    for (let i = 0; i < n; i++) {
+      void Promise.resolve(tracker.acquire(options)).then(
+        (release) => {
+          granted.push(i);
+          releases.push(release);
+        },
+        (error: unknown) => failures.push(error),
+      );
     }
+    return { granted, releases, failures };
+  }
+
+  it('lets one request probe a cold client, then as many as the window has left, in FIFO order', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const tracker = new RateLimitTracker();
+    const { granted, releases } = queue(tracker, 6);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(granted).toEqual([0]); // the probe, alone
+    tracker.update(info(3, 2, 1_002_000)); // its response: 2 left until the reset
+    releases[0]!();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(granted).toEqual([0, 1, 2]);
+    releases[1]!();
+    releases[2]!();
     await vi.advanceTimersByTimeAsync(1_999);
-    expect(granted).toEqual([]);
-    await vi.advanceTimersByTimeAsync(1);
-    expect(granted).toEqual([0, 1]); // the new window's allowance, not all five
-    // Their responses tell the new window: spent, resets 2 s later.
-    tracker.update(info(2, 1, 1_004_000));
-    tracker.update(info(2, 0, 1_004_000));
-    for (const release of releases.splice(0)) release();
-    await vi.advanceTimersByTimeAsync(1_999);
-    expect(granted).toEqual([0, 1]);
+    expect(granted).toEqual([0, 1, 2]);
+    // At the reset the next window is unknown: one probes it, its response lets the others go.
     await vi.advanceTimersByTimeAsync(1);
     expect(granted).toEqual([0, 1, 2, 3]);
-  });
-
-  it('waits no longer than maxWait for the requests in flight to tell the new window', async () => {
-    vi.useFakeTimers({ now: 1_000_000 });
-    const tracker = new RateLimitTracker();
-    tracker.update(info(1, 0, 1_001_000));
-    await vi.advanceTimersByTimeAsync(1_000);
-    const slow = await tracker.acquire({ maxWait: 60_000 }); // the new window's one request, still in flight
-    let outcome: unknown;
-    void tracker.acquire({ maxWait: 500 }).then(
-      () => (outcome = 'granted'),
-      (error: unknown) => (outcome = error),
-    );
-    await vi.advanceTimersByTimeAsync(499);
-    expect(outcome).toBeUndefined();
-    await vi.advanceTimersByTimeAsync(1);
-    expect(outcome).toBeInstanceOf(RateLimitError);
-    expect((outcome as RateLimitError).message).toMatch(/did not tell the new window within .* \(500 ms\)/);
-    slow();
-  });
-
-  it('counts maxWait over the whole wait, not per window', async () => {
-    vi.useFakeTimers({ now: 1_000_000 });
-    const tracker = new RateLimitTracker();
-    tracker.update(info(1, 0, 1_001_000));
-    let first: (() => void) | undefined;
-    void tracker.acquire({ maxWait: 60_000 }).then((release) => (first = release)); // queued first: wins the reset
-    let outcome: unknown;
-    void tracker.acquire({ maxWait: 1_500 }).then(
-      () => (outcome = 'granted'),
-      (error: unknown) => (outcome = error),
-    );
-    await vi.advanceTimersByTimeAsync(1_000);
-    expect(first).toBeDefined();
-    expect(outcome).toBeUndefined();
-    // The first one's response tells the new window: spent until 2 s after the wait began.
-    tracker.update(info(1, 0, 1_002_000));
-    first!();
+    tracker.update(info(3, 2, 1_004_000));
     await vi.advanceTimersByTimeAsync(0);
-    expect(outcome).toBeInstanceOf(RateLimitError);
+    expect(granted).toEqual([0, 1, 2, 3, 4, 5]);
+  });
+
+  it('waits as long as the window takes unless maxWait is given, and a signal ends the wait', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const tracker = new RateLimitTracker();
+    tracker.update(info(1, 0, 1_300_000)); // five minutes away
+    const patient = queue(tracker, 1);
+    const controller = new AbortController();
+    const aborted = queue(tracker, 1, { throttle: true, signal: controller.signal });
+    await vi.advanceTimersByTimeAsync(120_000);
+    expect(patient.granted).toEqual([]);
+    expect(patient.failures).toEqual([]);
+    controller.abort(new Error('stop'));
+    await vi.advanceTimersByTimeAsync(0);
+    expect((aborted.failures[0] as Error).message).toBe('stop');
+    await vi.advanceTimersByTimeAsync(180_000);
+    expect(patient.granted).toEqual([0]);
+  });
+
+  it('bounds a wait by maxWait: at once when the reset is further away, else when it runs out', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const tracker = new RateLimitTracker();
+    tracker.update(info(1, 0, 1_010_000));
+    const far = queue(tracker, 1, { throttle: true, maxWait: 5_000 });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(far.failures[0]).toBeInstanceOf(RateLimitError);
+    expect((far.failures[0] as RateLimitError).message).toMatch(/resets in 10 s, longer than the throttle may wait \(5 s\)/);
+    // A cold client's probe is in flight: the next waits for its answer, at most maxWait.
+    const cold = new RateLimitTracker();
+    const probe = queue(cold, 1);
+    const bounded = queue(cold, 1, { throttle: true, maxWait: 500 });
+    await vi.advanceTimersByTimeAsync(499);
+    expect([probe.granted, bounded.failures]).toEqual([[0], []]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(bounded.failures[0]).toBeInstanceOf(RateLimitError);
+  });
+
+  it('caps the requests in flight with maxConcurrent, in FIFO order', async () => {
+    const tracker = new RateLimitTracker();
+    const { granted, releases } = queue(tracker, 4, { throttle: false, maxConcurrent: 2 });
+    await new Promise((r) => setTimeout(r, 0));
+    expect(granted).toEqual([0, 1]);
+    releases[1]!();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(granted).toEqual([0, 1, 2]);
+  });
+
+  it('keeps each credential apart: a per-request key neither spends nor overwrites the own state', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    const tracker = new RateLimitTracker();
+    tracker.update(info(1000, 999, 1_060_000));
+    tracker.update(info(5, 0, 1_060_000), 'apiKey:other');
+    expect(tracker.latest?.remaining).toBe(999);
+    expect(tracker.latestFor('apiKey:other')?.remaining).toBe(0);
+    const own = queue(tracker, 1);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(own.granted).toEqual([0]);
   });
 
   it('never raises the budget from an out-of-order response of the same window', async () => {
@@ -220,9 +252,8 @@ describe('RateLimitTracker', () => {
     tracker.update(info(10, 0, 1_005_000));
     tracker.update(info(10, 4, 1_005_000)); // a late response from earlier in the window
     expect(tracker.latest?.remaining).toBe(4);
-    let granted = false;
-    void tracker.acquire({ maxWait: 60_000 }).then(() => (granted = true));
+    const { granted } = queue(tracker, 1);
     await vi.advanceTimersByTimeAsync(100);
-    expect(granted).toBe(false);
+    expect(granted).toEqual([]);
   });
 });

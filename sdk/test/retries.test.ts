@@ -1,6 +1,8 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
+  AbortError,
   ConnectionError,
+  InfernoError,
   InfernoClient,
   InternalServerError,
   RateLimitError,
@@ -80,11 +82,24 @@ describe('retries', () => {
     expect(server.requests).toHaveLength(4);
   });
 
-  it('does not retry a POST that got 500 (it may have been processed)', async () => {
+  it('does not retry a POST without an Idempotency-Key that got 500 (it may have been processed)', async () => {
     server = await startLocalServer((_req, res) => sendJson(res, 500, apiError('INTERNAL_ERROR', 'boom')));
-    await expect(client().users.create(newUser)).rejects.toBeInstanceOf(InternalServerError);
+    await expect(client().users.create(newUser, { idempotencyKey: false })).rejects.toBeInstanceOf(InternalServerError);
     expect(server.requests).toHaveLength(1);
     expect(server.requests[0]!.method).toBe('POST');
+    expect(server.requests[0]!.headers['idempotency-key']).toBeUndefined();
+  });
+
+  it('retries a POST with its Idempotency-Key after a 500, the same key on every attempt', async () => {
+    server = await startLocalServer((_req, res, i) => (i < 2 ? sendJson(res, 500, apiError('INTERNAL_ERROR', 'boom')) : sendJson(res, 201, user)));
+    await expect(client().users.create(newUser)).resolves.toEqual(user);
+    const keys = server.requests.map((r) => r.headers['idempotency-key']);
+    expect(keys).toHaveLength(3);
+    expect(keys[0]).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(new Set(keys).size).toBe(1);
+    // The next call is another logical request: another key.
+    await client().users.create(newUser);
+    expect(server.requests[3]!.headers['idempotency-key']).not.toBe(keys[0]);
   });
 
   it('does not retry a PATCH that got 502 or 504', async () => {
@@ -155,14 +170,16 @@ describe('timeouts', () => {
     expect(elapsed).toBeLessThan(1_000);
   });
 
-  it('retries a timed-out GET but not a timed-out POST', async () => {
+  it('retries a timed-out GET but not a timed-out POST without an Idempotency-Key', async () => {
     server = await startLocalServer((_req, res) => {
       setTimeout(() => sendJson(res, 200, {}), 2_000);
     });
     await expect(client({ timeout: 100, maxRetries: 1 }).models.list()).rejects.toBeInstanceOf(TimeoutError);
     expect(server.requests).toHaveLength(2);
-    await expect(client({ timeout: 100, maxRetries: 1 }).users.create(newUser)).rejects.toBeInstanceOf(TimeoutError);
+    await expect(client({ timeout: 100, maxRetries: 1 }).users.create(newUser, { idempotencyKey: false })).rejects.toBeInstanceOf(TimeoutError);
     expect(server.requests).toHaveLength(3);
+    await expect(client({ timeout: 100, maxRetries: 1 }).users.create(newUser)).rejects.toBeInstanceOf(TimeoutError);
+    expect(server.requests).toHaveLength(5);
   });
 });
 
@@ -223,8 +240,10 @@ describe('cancellation', () => {
     setTimeout(() => controller.abort(), 150);
     const error = await pending.catch((e: unknown) => e);
     expect(performance.now() - started).toBeLessThan(1_000);
-    expect(error).toBeInstanceOf(DOMException);
-    expect((error as DOMException).name).toBe('AbortError');
+    expect(error).toBeInstanceOf(AbortError);
+    expect(error).toBeInstanceOf(InfernoError);
+    expect((error as AbortError).name).toBe('AbortError');
+    expect((error as AbortError).cause).toBeInstanceOf(DOMException);
     expect(server.requests).toHaveLength(1);
   });
 
@@ -235,7 +254,9 @@ describe('cancellation', () => {
     const reason = new Error('user navigated away');
     const controller = new AbortController();
     setTimeout(() => controller.abort(reason), 100);
-    await expect(client().models.list({ signal: controller.signal })).rejects.toBe(reason);
+    const error = await client().models.list({ signal: controller.signal }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AbortError);
+    expect((error as AbortError).cause).toBe(reason);
     expect(server.requests).toHaveLength(1);
   });
 

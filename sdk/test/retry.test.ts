@@ -73,13 +73,25 @@ describe('isRetryable', () => {
       expect(isIdempotent(method)).toBe(false);
       expect(isRetryable(method, { kind: 'response', status: 429 })).toBe(true);
       expect(isRetryable(method, { kind: 'response', status: 503 })).toBe(true);
-      expect(isRetryable(method, { kind: 'connection' })).toBe(true);
-      for (const status of [408, 500, 502, 504]) {
+      // A connection closed after sending ("other side closed") is no proof; refused or DNS is.
+      expect(isRetryable(method, { kind: 'connection' })).toBe(false);
+      expect(isRetryable(method, { kind: 'connection', notSent: true })).toBe(true);
+      for (const status of [408, 409, 500, 502, 504]) {
         expect(isRetryable(method, { kind: 'response', status })).toBe(false);
       }
+      expect(isRetryable(method, { kind: 'response', status: 409, inFlight: true })).toBe(false);
       expect(isRetryable(method, { kind: 'timeout' })).toBe(false);
       expect(isRetryable(method, { kind: 'interrupted' })).toBe(false);
     }
+  });
+
+  it('retries a POST with an Idempotency-Key like an idempotent request, and its in-flight 409', () => {
+    for (const failure of [{ kind: 'connection' }, { kind: 'timeout' }, { kind: 'interrupted' }, { kind: 'response', status: 500 }] as const) {
+      expect(isRetryable('POST', failure, true)).toBe(true);
+    }
+    expect(isRetryable('POST', { kind: 'response', status: 409, inFlight: true }, true)).toBe(true);
+    expect(isRetryable('POST', { kind: 'response', status: 409 }, true)).toBe(false);
+    expect(isRetryable('POST', { kind: 'response', status: 400 }, true)).toBe(false);
   });
 });
 

@@ -69,8 +69,9 @@ describe('Transport.stream', () => {
       options,
     );
 
-  const postEvents = (t: Transport) =>
-    t.stream<{ text?: string }>('streamEvents', (o) => o.client.post({ url: '/events', body: { prompt: 'hi' }, ...o }));
+  // createInference takes an Idempotency-Key, which makes its POST safe to repeat.
+  const postEvents = (t: Transport, operationId = 'createInference') =>
+    t.stream<{ text?: string }>(operationId, (o) => o.client.post({ url: '/events', body: { prompt: 'hi' }, ...o }));
 
   async function collect<T>(events: AsyncIterable<T>): Promise<T[]> {
     const out: T[] = [];
@@ -224,19 +225,19 @@ describe('Transport.stream', () => {
     expect(server.requests).toHaveLength(2);
   });
 
-  it('does not send a POST stream again once its response arrived, even if it breaks before its first event', async () => {
+  it('does not send a POST stream without a key again once its response arrived, even if it breaks before its first event', async () => {
     server = await startLocalServer((req, res, i) => {
       openStream(res);
       if (i === 0) return void setTimeout(() => req.socket.destroy(), 20);
       res.end(event('token', { text: 'ok' }));
     });
-    const error = await collect(postEvents(transport())).catch((e: unknown) => e);
+    const error = await collect(postEvents(transport(), 'streamEvents')).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ConnectionError);
     expect((error as Error).message).toMatch(/broke off before its first event/);
     expect(server.requests).toHaveLength(1); // the server had the request: it may be generating
   });
 
-  it('retries a POST stream whose connection fails before any response', async () => {
+  it('retries a POST stream with an Idempotency-Key whose connection fails before any response, with the same key', async () => {
     server = await startLocalServer((req, res, i) => {
       if (i === 0) return void req.socket.destroy();
       openStream(res);
@@ -247,6 +248,33 @@ describe('Transport.stream', () => {
       ['POST', '{"prompt":"hi"}'],
       ['POST', '{"prompt":"hi"}'],
     ]);
+    const keys = server.requests.map((r) => r.headers['idempotency-key']);
+    expect(keys[0]).toBeTruthy();
+    expect(keys[1]).toBe(keys[0]);
+  });
+
+  it('does not retry a POST stream without a key whose connection closed after sending', async () => {
+    server = await startLocalServer((req) => void req.socket.destroy());
+    await expect(collect(postEvents(transport(), 'streamEvents'))).rejects.toBeInstanceOf(ConnectionError);
+    expect(server.requests).toHaveLength(1);
+  });
+
+  it('exposes the response headers and request id of a stream, and keeps it on a drop', async () => {
+    server = await startLocalServer((req, res) => {
+      openStream(res);
+      res.write(event('token', { text: 'partial' }));
+      setTimeout(() => req.socket.destroy(), 30);
+    });
+    const stream = getEvents(transport());
+    expect(stream.requestId).toBeUndefined();
+    const { data, requestId, headers, status } = await stream.withResponse();
+    expect(data).toBe(stream);
+    expect([status, requestId, headers.get('content-type')]).toEqual([200, 'req-sse', 'text/event-stream']);
+    expect(stream.requestId).toBe('req-sse');
+    const error = await collect(stream).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ConnectionError);
+    expect((error as ConnectionError).requestId).toBe('req-sse');
+    await expect(collect(stream)).rejects.toBeInstanceOf(TypeError);
   });
 
   it('does not retry once an event was delivered: the drop is a ConnectionError', async () => {

@@ -9,6 +9,7 @@ import { authenticate } from './http/authenticate.js';
 import type { AppContext, AppState } from './http/context.js';
 import { corsPolicy } from './http/cors.js';
 import { errorHandler } from './http/error-handler.js';
+import { idempotency } from './http/idempotency.js';
 import { ApiError } from './http/errors.js';
 import { rateLimit } from './http/rate-limit.js';
 import { requestId } from './http/request-id.js';
@@ -136,8 +137,17 @@ export function createApp(options: AppOptions): Koa<AppState> {
         audit: store,
         enabled: () => config.rate_limit.enabled,
         requestsPerMinute: () => config.rate_limit.requests_per_minute,
+        windowSeconds: () => config.rate_limit.window_seconds,
       }),
     ),
+  );
+  app.use(
+    idempotency({
+      store,
+      ttlSeconds: () => config.idempotency.ttl_seconds,
+      maxPerPrincipal: () => config.idempotency.max_keys_per_principal,
+      maxBodyBytes: () => config.limits.max_body_bytes,
+    }),
   );
   app.use(notFoundFallback);
   app.use(prometheus.routes());

@@ -128,6 +128,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         : loadJwtSecret(config.auth.jwt_secret, config.storage.data_dir);
     // A setting PATCHed on another replica reaches this one within a second.
     if (shared) stopWatching = watchSettings(store, config, logger, 500);
+    // Keys claimed by requests that never finished: alone, every pending key is from an earlier run;
+    // shared, only those older than the longest request (other replicas' requests are still running).
+    const now = Date.now();
+    await store.sweepIdempotencyKeys(now, shared ? now - config.server.request_timeout_seconds * 1000 : now);
     await ensureDemoModel(config.models.dir, logger);
     let engine: InferenceEngine | undefined;
     const catalog = new ModelCatalog(config.models.dir, (id) => engine?.isLoaded(id) ?? false);

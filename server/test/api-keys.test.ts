@@ -161,6 +161,7 @@ describe('API keys', () => {
       { name: 'x', permissions: ['read_models'], expires_in_days: 1.5 },
       { name: 'x', permissions: ['read_models'], extra: true },
       { permissions: ['read_models'] },
+      { name: 'x', permissions: ['read_models', 'run_inference', 'read_models'] },
     ]) {
       expectApiError(await call(server.url, 'POST', '/api/v1/auth/api-keys', { token: adminToken, body }), 400, 'VALIDATION_ERROR');
     }

@@ -394,11 +394,11 @@ describe('observability and runtime config', () => {
     it('GET shows every section and never a secret', async () => {
       const res = await getConfig();
       const config = res.body;
-      for (const section of ['server', 'auth', 'rate_limit', 'limits', 'models', 'engine', 'storage', 'logging', 'cache']) {
+      for (const section of ['server', 'auth', 'rate_limit', 'idempotency', 'limits', 'models', 'engine', 'storage', 'logging', 'cache']) {
         expect(config, section).toHaveProperty(section);
         expect(typeof config[section]).toBe('object');
       }
-      expect(config.rate_limit).toEqual({ enabled: true, requests_per_minute: START_RPM });
+      expect(config.rate_limit).toEqual({ enabled: true, requests_per_minute: START_RPM, window_seconds: 60 });
       expect(config.logging.level).toBe('info');
       expect(['(set)', null]).toContain(config.auth.jwt_secret);
       expect(['(set)', null]).toContain(config.auth.admin_password);

@@ -192,9 +192,9 @@ describe('OpenAI-compatible /v1 with the official openai client', () => {
     expect(unknownStreamModel).toBeInstanceOf(OpenAI.NotFoundError);
     expect(await failure(() => client.embeddings.create({ model: 'gpt-4o', input: 'x' }))).toBeInstanceOf(OpenAI.NotFoundError);
 
-    const twoChoices = await failure(() => client.chat.completions.create({ ...chatRequest, n: 2 }));
-    expect(twoChoices).toBeInstanceOf(OpenAI.BadRequestError);
-    expect(twoChoices).toMatchObject({ status: 400, type: 'invalid_request_error', param: 'n' });
+    const tooManyChoices = await failure(() => client.chat.completions.create({ ...chatRequest, n: 17 })); // [limits] max_choices: 16
+    expect(tooManyChoices).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(tooManyChoices).toMatchObject({ status: 400, type: 'invalid_request_error', param: 'n' });
 
     const badType = await failure(() => client.chat.completions.create({ ...chatRequest, temperature: 'hot' as unknown as number }));
     expect(badType).toMatchObject({ status: 400, param: 'temperature' });

@@ -202,6 +202,43 @@ describe.each(backends)('store conformance: $name', (backend) => {
     expect(await store.getOrCreateSecret('jwt_secret', 'second')).toBe('first');
   });
 
+  describe('idempotency keys', () => {
+    const claim = (fingerprint: string, now = Date.now(), maxPerScope = 100) => ({ fingerprint, now, ttlMs: 60_000, maxPerScope });
+    const response = { status: 201, headers: { 'content-type': 'application/json' }, body: '{"id":"x"}' };
+
+    it('claims a key once, then answers the pending and the completed record; a released key is free again', async () => {
+      expect(await store.claimIdempotencyKey('user:1', 'k1', claim('f1'))).toBeUndefined();
+      expect(await store.claimIdempotencyKey('user:1', 'k1', claim('f1'))).toMatchObject({ state: 'pending', fingerprint: 'f1', response: undefined });
+      expect(await store.claimIdempotencyKey('user:2', 'k1', claim('f9'))).toBeUndefined(); // scopes apart
+      await store.completeIdempotencyKey('user:1', 'k1', response);
+      expect(await store.claimIdempotencyKey('user:1', 'k1', claim('f2'))).toMatchObject({ state: 'complete', fingerprint: 'f1', response });
+      await store.releaseIdempotencyKey('user:1', 'k1'); // complete: kept
+      expect((await store.claimIdempotencyKey('user:1', 'k1', claim('f1')))?.state).toBe('complete');
+      expect(await store.claimIdempotencyKey('user:1', 'k2', claim('f1'))).toBeUndefined();
+      await store.releaseIdempotencyKey('user:1', 'k2');
+      expect(await store.claimIdempotencyKey('user:1', 'k2', claim('f1'))).toBeUndefined();
+    });
+
+    it('gives a key to exactly one of many racing claims', async () => {
+      const claims = await Promise.all(Array.from({ length: 8 }, () => store.claimIdempotencyKey('user:r', 'same', claim('f'))));
+      expect(claims.filter((c) => c === undefined)).toHaveLength(1);
+    });
+
+    it('forgets expired keys, evicts the oldest completed keys beyond the cap, and sweeps', async () => {
+      const t = Date.now();
+      await store.claimIdempotencyKey('s', 'old', claim('f', t - 120_000));
+      expect(await store.claimIdempotencyKey('s', 'old', claim('f', t))).toBeUndefined(); // expired: claimable
+      await store.completeIdempotencyKey('s', 'old', response);
+      await store.claimIdempotencyKey('s', 'pending', claim('f', t + 1));
+      await store.claimIdempotencyKey('s', 'third', claim('f', t + 2, 2));
+      // At the cap of 2: the completed key went, the pending one stayed.
+      expect(await store.claimIdempotencyKey('s', 'old', claim('f', t + 3, 3))).toBeUndefined();
+      expect((await store.claimIdempotencyKey('s', 'pending', claim('f', t + 4)))?.state).toBe('pending');
+      expect(await store.sweepIdempotencyKeys(t + 10, t + 2)).toBe(1); // the pending one claimed before t+2
+      expect(await store.sweepIdempotencyKeys(t + 120_000)).toBe(2);
+    });
+  });
+
   describe('jobs', () => {
     const requests = [{ model: 'm', prompt: 'a' }, { model: 'm', prompt: 'b' }];
 

@@ -2,6 +2,7 @@ import type { Auth } from '../gen/client/index.js';
 import type { TokenResponse } from '../gen/types.gen.js';
 import { abortable } from './abort.js';
 import type { LoginCredentials, RequestOptions } from './options.js';
+import type { WithResponse } from './response.js';
 
 /** The credential one request goes out with. */
 export interface Credential {
@@ -14,7 +15,7 @@ export interface Credential {
 }
 
 /** Sends `POST /api/v1/auth/login`; the transport provides it. */
-export type LoginFunction = (credentials: LoginCredentials, options?: RequestOptions) => Promise<TokenResponse>;
+export type LoginFunction = (credentials: LoginCredentials, options?: RequestOptions) => Promise<WithResponse<TokenResponse>>;
 
 /** Per-request credentials, which win over the session's. */
 export interface CredentialOverride {
@@ -36,7 +37,7 @@ export class AuthSession {
   #token: string | undefined;
   #expiresAt: number | undefined;
   /** The login under way, and who it logs in: only a login with the same credentials shares it. */
-  #pendingLogin: { credentials: LoginCredentials; promise: Promise<TokenResponse> } | undefined;
+  #pendingLogin: { credentials: LoginCredentials; promise: Promise<WithResponse<TokenResponse>> } | undefined;
   readonly #login: LoginFunction;
 
   /** @param options - The client's `apiKey`, `token` or `credentials`. @param login - How to log in. */
@@ -65,8 +66,8 @@ export class AuthSession {
     if (this.#apiKey) return { kind: 'apiKey', value: this.#apiKey, renewable: false };
     if (this.#token && !this.#isExpired()) return this.#bearer(this.#token);
     if (this.#credentials) {
-      const { token } = await abortable(this.#sharedLogin(this.#credentials), signal);
-      return this.#bearer(token);
+      const { data } = await abortable(this.#sharedLogin(this.#credentials), signal);
+      return this.#bearer(data.token);
     }
     if (this.#token) return this.#bearer(this.#token);
     return undefined;
@@ -89,7 +90,7 @@ export class AuthSession {
    * Logs in (with the given credentials, which the session then keeps, or its own) and keeps the
    * token for later requests.
    */
-  async login(credentials?: LoginCredentials, options?: RequestOptions): Promise<TokenResponse> {
+  async login(credentials?: LoginCredentials, options?: RequestOptions): Promise<WithResponse<TokenResponse>> {
     if (credentials) this.#credentials = credentials;
     const use = this.#credentials;
     if (!use) throw new TypeError('login() needs a username and password: pass them, or create the client with `credentials`');
@@ -124,15 +125,16 @@ export class AuthSession {
     this.#expiresAt = undefined;
   }
 
-  #sharedLogin(credentials: LoginCredentials, options?: RequestOptions): Promise<TokenResponse> {
+  #sharedLogin(credentials: LoginCredentials, options?: RequestOptions): Promise<WithResponse<TokenResponse>> {
     // One login for all the requests waiting on it. It runs without any one caller's signal (the
     // others still want it); each caller stops waiting on its own signal instead. A login with
     // other credentials (login() as another user) does not share it: it is a login of its own.
     const pending = this.#pendingLogin;
     if (pending && sameCredentials(pending.credentials, credentials)) return pending.promise;
     const { signal: _ignored, ...shared } = options ?? {};
-    const promise: Promise<TokenResponse> = this.#login(credentials, shared)
-      .then((response) => {
+    const promise: Promise<WithResponse<TokenResponse>> = this.#login(credentials, shared)
+      .then((result) => {
+        const response = result.data;
         // A login overtaken by one with other credentials (the session switched users while it
         // ran) must not replace the newer user's token.
         if (this.#credentials && sameCredentials(this.#credentials, credentials)) {
@@ -140,7 +142,7 @@ export class AuthSession {
           const expiresAt = Date.parse(response.expires_at);
           this.#expiresAt = Number.isNaN(expiresAt) ? undefined : expiresAt;
         }
-        return response;
+        return result;
       })
       .finally(() => {
         if (this.#pendingLogin?.promise === promise) this.#pendingLogin = undefined;

@@ -1,5 +1,5 @@
 // Retry policy and timing as pure functions: what may be retried, and how long to wait first.
-// The transport runs the loop (with p-retry); everything it decides comes from here.
+// The transport runs the loop; everything it decides comes from here.
 
 /** Backoff and `Retry-After` settings, all in milliseconds. */
 export interface RetryTiming {
@@ -23,10 +23,17 @@ export const DEFAULT_RETRY_TIMING: Readonly<RetryTiming> = Object.freeze({
 
 /** How an attempt failed, as far as the retry policy cares. */
 export type AttemptFailure =
-  /** The server answered with an error status; `retryAfter` in ms when it sent a valid `Retry-After`. */
-  | { kind: 'response'; status: number; retryAfter?: number | undefined }
-  /** No response: the connection failed or dropped before any response arrived. */
-  | { kind: 'connection' }
+  /**
+   * The server answered with an error status; `retryAfter` in ms when it sent a valid
+   * `Retry-After`; `inFlight` when it is the 409 of an `Idempotency-Key` whose first request still runs.
+   */
+  | { kind: 'response'; status: number; retryAfter?: number | undefined; inFlight?: boolean | undefined }
+  /**
+   * No response: the connection failed or dropped before any response arrived. `notSent` when the
+   * error proves the request never left (connection refused, DNS failure): then even a POST may
+   * be repeated. A connection closed after the request was written is no such proof.
+   */
+  | { kind: 'connection'; notSent?: boolean | undefined }
   /** The response started but its body was cut off (the server did process the request). */
   | { kind: 'interrupted' }
   /** No response within the request's timeout (the server may still be working on it). */
@@ -51,21 +58,25 @@ export function isIdempotent(method: string): boolean {
 }
 
 /**
- * Whether a failure may be retried. Idempotent requests: connection failures, timeouts and the
- * {@link RETRYABLE_STATUSES}. POST and PATCH only when the failure proves the request was not
- * processed: 429 or 503, or a connection failure before any response (a timeout or a body cut
- * off midway is not such proof: the server may have done the work).
+ * Whether a failure may be retried. Idempotent requests, and POSTs sent with an `Idempotency-Key`
+ * (the server answers a repeat with the first response instead of running it again): connection
+ * failures, timeouts and the {@link RETRYABLE_STATUSES}, and for keyed POSTs the 409 that says the
+ * first request with the key still runs. Other POSTs and PATCHes only when the failure proves the
+ * request was not processed: 429 or 503, or a connection that failed before the request left
+ * (refused, DNS). A connection closed after sending, a timeout or a body cut off midway is no
+ * such proof: the server may have done the work.
  */
-export function isRetryable(method: string, failure: AttemptFailure): boolean {
-  const idempotent = isIdempotent(method);
+export function isRetryable(method: string, failure: AttemptFailure, idempotencyKey = false): boolean {
+  const repeatable = idempotencyKey || isIdempotent(method);
   switch (failure.kind) {
     case 'connection':
-      return true;
+      return repeatable || failure.notSent === true;
     case 'interrupted':
     case 'timeout':
-      return idempotent;
+      return repeatable;
     case 'response':
-      return idempotent ? RETRYABLE_STATUSES.has(failure.status) : NOT_PROCESSED_STATUSES.has(failure.status);
+      if (failure.inFlight) return idempotencyKey;
+      return repeatable ? RETRYABLE_STATUSES.has(failure.status) : NOT_PROCESSED_STATUSES.has(failure.status);
   }
 }
 
@@ -101,6 +112,8 @@ export function parseRetryAfter(value: string | null | undefined, now: number = 
 export interface RetryState {
   /** The request method. */
   method: string;
+  /** Whether the request carries an `Idempotency-Key`, which makes a POST safe to repeat. */
+  idempotencyKey?: boolean | undefined;
   /** How the last attempt failed. */
   failure: AttemptFailure;
   /** Retries already made (0 after the first attempt failed). */
@@ -120,7 +133,7 @@ export interface RetryState {
  */
 export function planRetry(state: RetryState): RetryDecision {
   const { failure, timing } = state;
-  if (!isRetryable(state.method, failure)) return { retry: false, reason: 'not-retryable' };
+  if (!isRetryable(state.method, failure, state.idempotencyKey)) return { retry: false, reason: 'not-retryable' };
   if (state.retriesDone >= state.maxRetries) return { retry: false, reason: 'exhausted' };
   if (failure.kind === 'response' && failure.retryAfter !== undefined) {
     if (failure.retryAfter > timing.maxRetryAfter) {

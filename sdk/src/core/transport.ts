@@ -1,20 +1,26 @@
-// The one place a request is sent. Each call runs the generated operation on the client's
-// hey-api client (client-ky) and wraps it in, from the outside in:
+// The one place a request is sent. Each call runs the generated operation on the client's HTTP
+// client (http.ts: hey-api's fetch client without its Request object, `fetch(url, init)`) and
+// wraps it in, from the outside in:
 //
-//   retries (p-retry; delays from retry.ts)
-//     -> rate-limit throttle (optional) -> auth (log in when needed; once more after a 401)
+//   one Idempotency-Key per call (for the operations that create something)
+//   -> retries (the policy and delays from retry.ts)
+//     -> rate-limit slot (per credential; a FIFO queue when throttling) -> auth (log in when
+//        needed; once more after a 401)
 //       -> one attempt: timeout, send, rate-limit headers, error mapping
 //   -> response validation (optional)
 //
 // The generated client neither retries nor times out by itself, so attempts never multiply.
 
-import pRetry from 'p-retry';
-import { type Auth, type Client, createClient } from '../gen/client/index.js';
+import type { Auth, Client } from '../gen/client/index.js';
+import { createHttpClient, type SentRequest } from './http.js';
 import { login as loginOperation } from '../gen/sdk.gen.js';
+import type { TokenResponse } from '../gen/types.gen.js';
 import { anySignal, linkAbort, sleep } from './abort.js';
 import { AuthSession, type Credential, type CredentialOverride } from './auth.js';
 import {
+  AbortError,
   AuthenticationError,
+  ConflictError,
   ConnectionError,
   createApiError,
   InfernoError,
@@ -29,7 +35,8 @@ import {
   type ResponseValidator,
   type RetryEvent,
 } from './options.js';
-import { parseRateLimit, RateLimitTracker } from './rate-limit.js';
+import { OWN_CREDENTIAL, parseRateLimit, type RateLimitInfo, RateLimitTracker } from './rate-limit.js';
+import { APIPromise, type CallMode, EventStream, type ResponseMeta, type WithResponse } from './response.js';
 import { type AttemptFailure, DEFAULT_RETRY_TIMING, parseRetryAfter, planRetry, type RetryTiming } from './retry.js';
 import { decodeEvent, readServerSentEvents, type RawServerSentEvent, type ServerSentEvent } from './sse.js';
 
@@ -45,10 +52,10 @@ export interface OperationOptions {
   headers?: Record<string, string>;
   /** Per-request server. */
   baseUrl?: string;
-  /** `stream` for event streams: the body is left unread. */
+  /** `stream` for event streams and raw responses: the body is left unread. */
   parseAs?: 'stream';
-  /** ky options for this request: a per-request `fetch` travels here. */
-  kyOptions?: { fetch: typeof fetch };
+  /** A per-request `fetch`. */
+  fetch?: typeof fetch;
 }
 
 /** What a generated operation resolves to (hey-api's `{data, error, request, response}`). */
@@ -57,8 +64,8 @@ export interface OperationResult {
   data?: unknown;
   /** The parsed body of an error response, or what was thrown. */
   error?: unknown;
-  /** The request, once built. */
-  request?: Request;
+  /** What was sent (method and URL), once built. */
+  request?: SentRequest;
   /** The response, when one arrived. */
   response?: Response;
 }
@@ -76,7 +83,9 @@ interface CallSettings {
   maxRetries: number;
   timing: RetryTiming;
   throttle: boolean;
-  throttleMaxWait: number;
+  throttleMaxWait: number | undefined;
+  maxConcurrent: number | undefined;
+  idempotencyKey: string | false | undefined;
   headers: Record<string, string> | undefined;
   fetch: typeof fetch | undefined;
   baseUrl: string | undefined;
@@ -95,7 +104,23 @@ interface CallState {
   method: string;
   /** Whether this call already logged in again after a 401 (it does so at most once). */
   renewed: boolean;
+  /** The call's `Idempotency-Key`, the same on every attempt. */
+  idempotencyKey: string | undefined;
+  /** Leave the body unread (asResponse). */
+  mode: CallMode;
+  /** The latest response's request id, for errors that come after it. */
+  requestId: string | undefined;
 }
+
+/** The operations that create something and take an `Idempotency-Key` (see the spec). */
+const IDEMPOTENT_OPERATIONS: ReadonlySet<string> = new Set([
+  'createUser',
+  'createApiKey',
+  'createJob',
+  'uploadModel',
+  'createInference',
+  'createEmbeddings',
+]);
 
 /** An attempt that failed in a way the retry policy may repeat; unwrapped before it reaches the caller. */
 class FailedAttempt extends Error {
@@ -117,6 +142,7 @@ const LOGIN_OPERATION = 'login';
 interface Sent {
   data: unknown;
   response: Response;
+  rateLimit: RateLimitInfo | undefined;
   controller: AbortController;
   /** Unlinks the caller's signal from the attempt; for streams, called when the stream ends. */
   dispose: () => void;
@@ -130,7 +156,7 @@ interface Sent {
 export class Transport {
   /** The hey-api client that the generated operations run on. */
   readonly client: Client;
-  /** The latest rate-limit state, and the throttle. */
+  /** The latest rate-limit state per credential, and the throttle. */
   readonly rateLimit = new RateLimitTracker();
   /** The client's credentials. */
   readonly auth: AuthSession;
@@ -147,7 +173,9 @@ export class Transport {
       maxRetries: checkRetries(options.maxRetries ?? DEFAULTS.maxRetries),
       timing: { ...DEFAULT_RETRY_TIMING, ...definedOnly(options.retry) },
       throttle: options.rateLimit?.throttle ?? false,
-      throttleMaxWait: options.rateLimit?.maxWait ?? DEFAULTS.throttleMaxWait,
+      throttleMaxWait: options.rateLimit?.maxWait,
+      maxConcurrent: options.rateLimit?.maxConcurrent,
+      idempotencyKey: undefined,
       headers: undefined,
       fetch: undefined,
       baseUrl: undefined,
@@ -158,131 +186,154 @@ export class Transport {
       onRetry: options.onRetry,
       logger: options.logger,
     };
-    this.client = createClient({
-      baseUrl: options.baseUrl,
-      throwOnError: false,
-      // ky must not retry or time out on its own: the core does both, so attempts never multiply.
-      retry: 0,
-      timeout: false,
-      ...(options.headers ? { headers: options.headers } : {}),
-      ...(options.fetch ? { kyOptions: { fetch: options.fetch } } : {}),
-    });
-    this.auth = new AuthSession(options, (credentials, requestOptions) =>
-      this.send(LOGIN_OPERATION, (o) => loginOperation({ ...o, body: credentials }), requestOptions),
+    this.client = createHttpClient({ baseUrl: options.baseUrl, headers: options.headers, fetch: options.fetch });
+    this.auth = new AuthSession(
+      options,
+      (credentials, requestOptions) =>
+        this.request(LOGIN_OPERATION, (o) => loginOperation({ ...o, body: credentials }), requestOptions) as Promise<
+          WithResponse<TokenResponse>
+        >,
     );
     if (options.onRateLimit) this.rateLimit.subscribe(options.onRateLimit);
   }
 
   /**
-   * Sends one operation and returns its data, or throws: an {@link InfernoError} subclass for an
-   * error response, {@link ConnectionError}, {@link TimeoutError}, or the signal's reason when the
-   * caller aborted.
+   * Sends one operation; the promise resolves to its data (and offers `withResponse()` and
+   * `asResponse()`), or rejects: an {@link APIError} subclass for an error response,
+   * {@link ConnectionError}, {@link TimeoutError}, or {@link AbortError} when the caller aborted.
    */
-  async send<R extends OperationResult>(
+  send<R extends OperationResult>(
     operationId: string,
     operation: Operation<R>,
     options?: RequestOptions,
-  ): Promise<OperationData<R>> {
-    const settings = this.#settings(options, operationId);
-    const state: CallState = { operationId, method: 'GET', renewed: false };
-    const sent = await this.#withRetries(operationId, settings, state, () =>
-      this.#attempt(operation, settings, state, false),
-    );
-    if (settings.validate) await this.#validate(operationId, sent.data);
-    return sent.data as OperationData<R>;
+  ): APIPromise<OperationData<R>> {
+    const mode: CallMode = { raw: false };
+    return new APIPromise(this.request(operationId, operation, options, mode) as Promise<WithResponse<OperationData<R>>>, mode);
   }
 
-  /**
-   * Sends one operation whose response is a `text/event-stream` and yields its events. The
-   * request starts at the first `next()`; it is retried (per the usual policy) only until the
-   * first event arrives. Leaving the loop early, or the caller's signal, aborts the request; a
-   * stream silent for `streamIdleTimeout` fails with a {@link TimeoutError}.
-   */
-  async *stream<TData = unknown>(
+  /** Like {@link Transport.send}, resolving to the data with its response's metadata. */
+  async request(
     operationId: string,
     operation: Operation<OperationResult>,
-    options?: RequestOptions,
-  ): AsyncGenerator<ServerSentEvent<TData>, void, undefined> {
+    options: RequestOptions | undefined,
+    mode: CallMode = { raw: false },
+  ): Promise<WithResponse<unknown>> {
+    // One tick first: `asResponse()`, chained to the call, sets `mode.raw` before anything is sent.
+    await undefined;
     const settings = this.#settings(options, operationId);
-    const state: CallState = { operationId, method: 'GET', renewed: false };
-    const opened = await this.#withRetries(operationId, settings, state, async () => {
-      const sent = await this.#attempt(operation, settings, state, true);
-      return this.#openStream(sent, settings);
-    });
-    const { events, first, sent } = opened;
+    const state = this.#state(operationId, settings, mode);
     try {
-      if (first.done) return;
-      yield decodeEvent<TData>(first.value);
-      for (;;) {
-        let next: IteratorResult<RawServerSentEvent, void>;
-        try {
-          next = await events.next();
-        } catch (error) {
-          throw streamError(error, settings);
-        }
-        if (next.done) return;
-        yield decodeEvent<TData>(next.value);
-      }
-    } finally {
-      await events.return();
-      sent.controller.abort();
-      sent.dispose();
+      const sent = await this.#withRetries(operationId, settings, state, () => this.#attempt(operation, settings, state, false));
+      const data = mode.raw ? undefined : sent.data;
+      if (settings.validate && !mode.raw) await this.#validate(operationId, data, state.requestId);
+      return { ...meta(sent), data };
+    } catch (error) {
+      throw callerAbort(error, settings, state);
     }
   }
 
-  // Retries around whole attempts; the delays and the decision come from retry.ts.
+  /**
+   * Sends one operation whose response is a `text/event-stream`; the stream yields its events.
+   * The request starts at the first event asked for (or `withResponse()`); it is retried (per
+   * the usual policy) only until the first event arrives. Leaving the loop early, or the
+   * caller's signal, aborts the request; a stream silent for `streamIdleTimeout` fails with a
+   * {@link TimeoutError}. Errors carry the response's request id.
+   */
+  stream<TData = unknown>(
+    operationId: string,
+    operation: Operation<OperationResult>,
+    options?: RequestOptions,
+  ): EventStream<ServerSentEvent<TData>> {
+    const settings = this.#settings(options, operationId);
+    const state = this.#state(operationId, settings, { raw: false });
+    let opened: { events: AsyncGenerator<RawServerSentEvent, void, undefined>; first: IteratorResult<RawServerSentEvent, void>; sent: Sent } | undefined;
+    const open = async (): Promise<ResponseMeta> => {
+      try {
+        opened = await this.#withRetries(operationId, settings, state, async () => {
+          const sent = await this.#attempt(operation, settings, state, true);
+          return this.#openStream(sent, settings, state);
+        });
+      } catch (error) {
+        throw callerAbort(error, settings, state);
+      }
+      return meta(opened.sent);
+    };
+    const read = async function* (this: void): AsyncGenerator<ServerSentEvent<TData>, void, undefined> {
+      const { events, first, sent } = opened!;
+      try {
+        if (first.done) return;
+        yield decodeEvent<TData>(first.value);
+        for (;;) {
+          let next: IteratorResult<RawServerSentEvent, void>;
+          try {
+            next = await events.next();
+          } catch (error) {
+            throw streamError(error, settings, state);
+          }
+          if (next.done) return;
+          yield decodeEvent<TData>(next.value);
+        }
+      } finally {
+        await events.return();
+        sent.controller.abort();
+        sent.dispose();
+      }
+    };
+    return new EventStream(open, read);
+  }
+
+  #state(operationId: string, settings: CallSettings, mode: CallMode): CallState {
+    let idempotencyKey: string | undefined;
+    if (IDEMPOTENT_OPERATIONS.has(operationId) && settings.idempotencyKey !== false) {
+      idempotencyKey = settings.idempotencyKey ?? headerValue(settings.headers, 'idempotency-key') ?? newIdempotencyKey();
+    }
+    return { operationId, method: 'GET', renewed: false, idempotencyKey, mode, requestId: undefined };
+  }
+
+  // Retries around whole attempts; the policy and the delays come from retry.ts. (A plain loop:
+  // everything a retry library would decide is decided there.)
   async #withRetries<T>(
     operationId: string,
     settings: CallSettings,
     state: CallState,
     attempt: () => Promise<T>,
   ): Promise<T> {
-    try {
-      if (settings.maxRetries === 0) return await attempt();
-      let retriesDone = 0;
-      return await pRetry(attempt, {
-        retries: settings.maxRetries,
-        // p-retry's own delay is off: the wait is ours (backoff or Retry-After), taken in shouldRetry.
-        minTimeout: 0,
-        factor: 1,
-        ...(settings.signal ? { signal: settings.signal } : {}),
-        shouldRetry: async ({ error }) => {
-          if (!(error instanceof FailedAttempt) || settings.signal?.aborted) return false;
-          const decision = planRetry({
-            method: state.method,
-            failure: error.failure,
-            retriesDone,
-            maxRetries: settings.maxRetries,
-            timing: settings.timing,
-          });
-          if (!decision.retry) {
-            if (decision.reason === 'retry-after-too-long') {
-              explainLongWait(error.error, decision.retryAfter ?? 0, settings.timing.maxRetryAfter);
-            }
-            return false;
+    for (let retriesDone = 0; ; ) {
+      try {
+        return await attempt();
+      } catch (error) {
+        if (!(error instanceof FailedAttempt)) throw error;
+        if (settings.signal?.aborted) throw error.error;
+        const decision = planRetry({
+          method: state.method,
+          idempotencyKey: state.idempotencyKey !== undefined,
+          failure: error.failure,
+          retriesDone,
+          maxRetries: settings.maxRetries,
+          timing: settings.timing,
+        });
+        if (!decision.retry) {
+          if (decision.reason === 'retry-after-too-long') {
+            explainLongWait(error.error, decision.retryAfter ?? 0, settings.timing.maxRetryAfter);
           }
-          retriesDone += 1;
-          const cause = error.error instanceof Error ? error.error : new Error(String(error.error));
-          const event: RetryEvent = {
-            operation: operationId,
-            retry: retriesDone,
-            maxRetries: settings.maxRetries,
-            delay: decision.delay,
-            reason: decision.reason,
-            error: cause,
-          };
-          settings.logger?.info?.(
-            `Retrying ${operationId} (retry ${retriesDone} of ${settings.maxRetries}) in ${decision.delay} ms ` +
-              `after ${cause.name}: ${cause.message}`,
-          );
-          settings.onRetry?.(event);
-          await sleep(decision.delay, settings.signal);
-          return true;
-        },
-      });
-    } catch (error) {
-      if (settings.signal?.aborted) throw settings.signal.reason;
-      throw error instanceof FailedAttempt ? error.error : error;
+          throw error.error;
+        }
+        retriesDone += 1;
+        const cause = error.error instanceof Error ? error.error : new Error(String(error.error));
+        settings.logger?.info?.(
+          `Retrying ${operationId} (retry ${retriesDone} of ${settings.maxRetries}) in ${decision.delay} ms ` +
+            `after ${cause.name}: ${cause.message}`,
+        );
+        settings.onRetry?.({
+          operation: operationId,
+          retry: retriesDone,
+          maxRetries: settings.maxRetries,
+          delay: decision.delay,
+          reason: decision.reason,
+          error: cause,
+        });
+        await sleep(decision.delay, settings.signal);
+      }
     }
   }
 
@@ -293,14 +344,16 @@ export class Transport {
     state: CallState,
     stream: boolean,
   ): Promise<Sent> {
+    const bucket = rateLimitBucket(settings.override);
     for (;;) {
-      const release = settings.throttle
-        ? await this.rateLimit.acquire({ maxWait: settings.throttleMaxWait, signal: settings.signal })
-        : undefined;
+      const release = await this.rateLimit.acquire(
+        { throttle: settings.throttle, maxConcurrent: settings.maxConcurrent, maxWait: settings.throttleMaxWait, signal: settings.signal },
+        bucket,
+      );
       const used: { credential?: Credential | undefined } = {};
       let rejected: { error: FailedAttempt; token: string };
       try {
-        return await this.#sendOnce(operation, settings, state, used, stream);
+        return await this.#sendOnce(operation, settings, state, used, stream, bucket);
       } catch (error) {
         const credential = used.credential;
         if (
@@ -314,7 +367,7 @@ export class Transport {
         rejected = { error, token: credential.value };
       } finally {
         // Given back before any re-login: the slot is this request's, and the repeat takes a new one.
-        release?.();
+        release();
       }
       state.renewed = true;
       if (!(await this.auth.renewAfterRejection(rejected.token, settings.signal))) throw rejected.error;
@@ -328,6 +381,7 @@ export class Transport {
     state: CallState,
     used: { credential?: Credential | undefined },
     stream: boolean,
+    bucket: string,
   ): Promise<Sent> {
     const controller = new AbortController();
     const unlink = linkAbort(settings.signal, controller);
@@ -348,7 +402,7 @@ export class Transport {
     const started = settings.logger?.debug ? Date.now() : 0;
     let result: OperationResult;
     try {
-      result = await operation(this.#operationOptions(controller.signal, auth, settings, stream));
+      result = await operation(this.#operationOptions(controller.signal, auth, settings, state, stream));
     } catch (error) {
       result = { error };
     } finally {
@@ -356,6 +410,7 @@ export class Transport {
     }
     const { request, response } = result;
     if (request) state.method = request.method;
+    if (response) state.requestId = response.headers.get('x-request-id') ?? undefined;
 
     if (!response || (response.ok && result.error !== undefined)) {
       unlink();
@@ -364,7 +419,7 @@ export class Transport {
     // Only responses that spent the budget of the credential the tracker follows update it (see LOGIN_OPERATION).
     const ownBudget =
       state.operationId !== LOGIN_OPERATION && used.credential !== undefined && response.status !== 401;
-    const rateLimit = ownBudget ? this.rateLimit.update(response.headers) : parseRateLimit(response.headers);
+    const rateLimit = ownBudget ? this.rateLimit.update(response.headers, bucket) : parseRateLimit(response.headers);
     settings.logger?.debug?.(
       `${state.method} ${response.url || request?.url} -> ${response.status} in ${Date.now() - started} ms`,
     );
@@ -379,11 +434,12 @@ export class Transport {
         rateLimit,
         retryAfter: retryAfter === undefined ? undefined : retryAfter / 1000,
       });
-      throw new FailedAttempt(error, { kind: 'response', status: response.status, retryAfter });
+      const inFlight = error instanceof ConflictError && isRecord(error.details) && error.details.reason === 'idempotency_key_in_flight';
+      throw new FailedAttempt(error, { kind: 'response', status: response.status, retryAfter, inFlight });
     }
     if (!stream) unlink();
     const data = response.status === 204 ? undefined : result.data;
-    return { data, response, controller, dispose: unlink };
+    return { data, response, rateLimit, controller, dispose: unlink };
   }
 
   #failureWithoutResponse(
@@ -394,26 +450,27 @@ export class Transport {
     responseStarted: boolean,
   ): unknown {
     const { error, request } = result;
-    if (settings.signal?.aborted) return settings.signal.reason;
+    if (settings.signal?.aborted) return new AbortError(settings.signal.reason, { requestId: state.requestId });
     const target = request ? `${request.method} ${request.url}` : 'the request';
+    const requestId = responseStarted ? state.requestId : undefined;
     if (timedOut) {
-      const timeout = new TimeoutError(`${target} got no response within ${settings.timeout} ms`, settings.timeout);
+      const timeout = new TimeoutError(`${target} got no response within ${settings.timeout} ms`, settings.timeout, { requestId });
       return new FailedAttempt(timeout, { kind: 'timeout' });
     }
     // Thrown before anything was sent (building the request, logging in): not a network problem.
-    if (!request || isSdkError(error)) return error;
+    if (!request || error instanceof InfernoError) return error;
     if (responseStarted) {
       if (error instanceof SyntaxError) {
-        return new ResponseValidationError(state.operationId, [{ path: '', message: `the body is not valid JSON (${error.message})` }]);
+        return new ResponseValidationError(state.operationId, [{ path: '', message: `the body is not valid JSON (${error.message})` }], { requestId });
       }
-      const cut = new ConnectionError(`${target}: the response was cut off (${describe(error)})`, { cause: error });
+      const cut = new ConnectionError(`${target}: the response was cut off (${describe(error)})`, { cause: error, requestId });
       return new FailedAttempt(cut, { kind: 'interrupted' });
     }
     const failed = new ConnectionError(`${target} failed: ${describe(error)}`, { cause: error });
-    return new FailedAttempt(failed, { kind: 'connection' });
+    return new FailedAttempt(failed, { kind: 'connection', notSent: provesNotSent(error) });
   }
 
-  async #openStream(sent: Sent, settings: CallSettings) {
+  async #openStream(sent: Sent, settings: CallSettings, state: CallState) {
     const body = sent.data as ReadableStream<Uint8Array> | null | undefined;
     const events = body
       ? readServerSentEvents(body, {
@@ -427,13 +484,16 @@ export class Transport {
     } catch (error) {
       sent.controller.abort();
       sent.dispose();
-      if (settings.signal?.aborted) throw settings.signal.reason;
+      if (settings.signal?.aborted) throw new AbortError(settings.signal.reason, { requestId: state.requestId });
       // Nothing was delivered yet, so the stream may be opened again (see retry.ts for which
       // methods). But its response did arrive: the server may be at work on it, so this is an
       // interrupted response, which only idempotent requests repeat, not a connection failure.
-      if (error instanceof TimeoutError) throw new FailedAttempt(error, { kind: 'timeout' });
+      if (error instanceof TimeoutError) {
+        throw new FailedAttempt(new TimeoutError(error.message, error.timeout, { requestId: state.requestId }), { kind: 'timeout' });
+      }
       const dropped = new ConnectionError(`The stream broke off before its first event: ${describe(error)}`, {
         cause: error,
+        requestId: state.requestId,
       });
       throw new FailedAttempt(dropped, { kind: 'interrupted' });
     }
@@ -443,23 +503,34 @@ export class Transport {
     signal: AbortSignal,
     auth: OperationOptions['auth'],
     settings: CallSettings,
+    state: CallState,
     stream: boolean,
   ): OperationOptions {
     // Only defined keys: hey-api spreads these over its config, so an `undefined` would erase it.
     const options: OperationOptions = { client: this.client, signal, auth };
     if (settings.headers) options.headers = settings.headers;
     if (settings.baseUrl) options.baseUrl = settings.baseUrl;
-    if (settings.fetch) options.kyOptions = { fetch: settings.fetch };
+    if (settings.fetch) options.fetch = settings.fetch;
+    if (state.idempotencyKey !== undefined) options.headers = { ...options.headers, 'Idempotency-Key': state.idempotencyKey };
     if (stream) {
       options.parseAs = 'stream';
-      options.headers = { accept: 'text/event-stream', ...settings.headers };
+      options.headers = { accept: 'text/event-stream', ...options.headers };
+    } else if (state.mode.raw) {
+      options.parseAs = 'stream';
     }
     return options;
   }
 
-  async #validate(operationId: string, data: unknown): Promise<void> {
+  async #validate(operationId: string, data: unknown, requestId: string | undefined): Promise<void> {
     if (!this.#validator) throw missingValidator();
-    await this.#validator(operationId, data);
+    try {
+      await this.#validator(operationId, data);
+    } catch (error) {
+      if (error instanceof ResponseValidationError && error.requestId === undefined) {
+        throw new ResponseValidationError(error.operation, error.issues, { requestId });
+      }
+      throw error;
+    }
   }
 
   #settings(options: RequestOptions | undefined, operationId: string): CallSettings {
@@ -479,6 +550,8 @@ export class Transport {
       timing: options.retry ? { ...defaults.timing, ...definedOnly(options.retry) } : defaults.timing,
       throttle: options.rateLimit?.throttle ?? defaults.throttle,
       throttleMaxWait: options.rateLimit?.maxWait ?? defaults.throttleMaxWait,
+      maxConcurrent: options.rateLimit?.maxConcurrent ?? defaults.maxConcurrent,
+      idempotencyKey: options.idempotencyKey ?? defaults.idempotencyKey,
       headers: options.headers,
       fetch: options.fetch,
       baseUrl: options.baseUrl,
@@ -491,10 +564,76 @@ export class Transport {
   }
 }
 
-function streamError(error: unknown, settings: CallSettings): unknown {
-  if (settings.signal?.aborted) return settings.signal.reason;
-  if (error instanceof TimeoutError) return error;
-  return new ConnectionError(`The stream broke off: ${describe(error)}`, { cause: error });
+function streamError(error: unknown, settings: CallSettings, state: CallState): unknown {
+  const requestId = state.requestId;
+  if (settings.signal?.aborted) return new AbortError(settings.signal.reason, { requestId });
+  if (error instanceof TimeoutError) return new TimeoutError(error.message, error.timeout, { requestId });
+  return new ConnectionError(`The stream broke off: ${describe(error)}`, { cause: error, requestId });
+}
+
+/** The caller's abort as our AbortError, whatever was under way when it came. */
+function callerAbort(error: unknown, settings: CallSettings, state: CallState): unknown {
+  if (error instanceof AbortError || !settings.signal?.aborted) return error;
+  return new AbortError(settings.signal.reason, { requestId: state.requestId });
+}
+
+function meta(sent: Sent): ResponseMeta {
+  const { response } = sent;
+  return {
+    response,
+    status: response.status,
+    headers: response.headers,
+    requestId: response.headers.get('x-request-id') ?? undefined,
+    rateLimit: sent.rateLimit,
+  };
+}
+
+/** Which rate-limit state a request belongs to: the client's own credential, or a per-request one. */
+function rateLimitBucket(override: CredentialOverride | undefined): string {
+  if (override?.apiKey) return `apiKey:${override.apiKey}`;
+  if (override?.token) return `bearer:${override.token}`;
+  return OWN_CREDENTIAL;
+}
+
+// Failures that show the request never left: nothing was connected, so nothing was processed.
+const NOT_SENT_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ENETUNREACH',
+  'EHOSTUNREACH',
+  'EADDRNOTAVAIL',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+
+/** Whether a fetch failure proves that the request was not sent (connection refused, DNS); "other side closed" does not. */
+function provesNotSent(error: unknown): boolean {
+  const cause = (error as { cause?: unknown } | undefined)?.cause ?? error;
+  const code = (cause as { code?: unknown } | undefined)?.code;
+  if (typeof code === 'string') return NOT_SENT_CODES.has(code);
+  // Happy eyeballs: every address refused.
+  const errors = (cause as { errors?: unknown } | undefined)?.errors;
+  return Array.isArray(errors) && errors.length > 0 && errors.every((e) => NOT_SENT_CODES.has(String((e as { code?: unknown }).code)));
+}
+
+function headerValue(headers: Record<string, string> | undefined, name: string): string | undefined {
+  if (!headers) return undefined;
+  for (const [key, value] of Object.entries(headers)) if (key.toLowerCase() === name) return value;
+  return undefined;
+}
+
+/** A random UUID v4; `crypto.randomUUID` needs a secure context in browsers, `getRandomValues` does not. */
+function newIdempotencyKey(): string {
+  if (typeof crypto.randomUUID === 'function') return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6]! & 0x0f) | 0x40;
+  bytes[8] = (bytes[8]! & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 async function* emptyEvents(): AsyncGenerator<RawServerSentEvent, void, undefined> {}
@@ -503,15 +642,6 @@ function explainLongWait(error: unknown, retryAfter: number, maxRetryAfter: numb
   if (error instanceof Error) {
     error.message += ` (the server asked to retry after ${Math.ceil(retryAfter / 1000)} s, more than maxRetryAfter ${Math.round(maxRetryAfter / 1000)} s)`;
   }
-}
-
-function isSdkError(error: unknown): boolean {
-  return (
-    error instanceof InfernoError ||
-    error instanceof ConnectionError ||
-    error instanceof TimeoutError ||
-    error instanceof ResponseValidationError
-  );
 }
 
 function describe(error: unknown): string {

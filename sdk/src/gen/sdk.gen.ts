@@ -381,14 +381,27 @@ export const openaiRetrieveModel = <ThrowOnError extends boolean = false>(option
 /**
  * Chat completion, OpenAI style (`run_inference`; streaming also `use_streaming`)
  *
- * The messages are rendered with the model's chat template. Fields of OpenAI's request that
- * Inferno does not use (`user`, `frequency_penalty`, `presence_penalty`, `logit_bias`,
- * `response_format`, ...) are accepted and ignored; only `n: 1` is supported.
+ * The messages are rendered with the model's chat template, tool calls and results included.
+ *
+ * Honoured: `model`, `messages` (roles `system`, `developer` (as system), `user`, `assistant`
+ * with `tool_calls`, `tool` with `tool_call_id`; content a string or text parts),
+ * `max_tokens`/`max_completion_tokens`, `temperature`, `top_p`, `stop`, `seed`, `n` (up to
+ * `[limits] max_choices`, generated in parallel, each counted in `usage`), `stream`,
+ * `stream_options.include_usage`, `response_format` (`text`, `json_object`, `json_schema`:
+ * enforced by a grammar), `tools` (type `function`), `tool_choice`, `parallel_tool_calls`.
+ * Accepted and ignored: `user`, `frequency_penalty`, `presence_penalty`, `logit_bias`,
+ * `logprobs`/`top_logprobs`, `store`, `metadata`, `service_tier`, `reasoning_effort`,
+ * `function.strict` and `json_schema.strict` (schemas are always enforced), and any other field.
+ * Refused with 400: content parts other than `text` (images, audio, files), tool types other
+ * than `function`, `response_format` `json_schema` together with `tool_choice: auto`, schema
+ * keywords a grammar cannot enforce (see `ResponseFormat`), the deprecated `functions` and
+ * `function_call`.
  *
  * With `stream: true` the answer is `text/event-stream` in OpenAI's format: `data: <chunk>`
- * events (`chat.completion.chunk`; the first delta carries the role, then content pieces, the
- * last one `finish_reason`), with `stream_options.include_usage` one more chunk with empty
- * `choices` and the `usage`, and finally `data: [DONE]`. An error midway is a
+ * events (`chat.completion.chunk`; per choice the first delta carries the role, then content
+ * pieces or `tool_calls` pieces with their `index`, the last one `finish_reason`), with
+ * `stream_options.include_usage` one more chunk with empty `choices` and the `usage`, and
+ * finally `data: [DONE]`. With `n` > 1 the choices' chunks interleave. An error midway is a
  * `data: {"error": {...}}` event. Closing the connection cancels the generation.
  *
  */
@@ -405,10 +418,15 @@ export const openaiCreateChatCompletion = <ThrowOnError extends boolean = false>
 /**
  * Text completion, OpenAI style (`run_inference`; streaming also `use_streaming`)
  *
- * Continues `prompt` as plain text. Unused OpenAI fields are accepted and ignored; only
- * `n: 1` is supported. With `stream: true` the answer is `text/event-stream`: `data: <chunk>`
- * events (`text_completion` objects with a piece of `text`; the last one `finish_reason`), with
- * `stream_options.include_usage` a usage chunk, then `data: [DONE]`.
+ * Continues `prompt` as plain text. Honoured: `model`, `prompt` (a text or a list: one choice
+ * per prompt, `n` each, `index` in order), `max_tokens`, `temperature`, `top_p`, `stop`, `seed`,
+ * `n`, `echo`, `stream`, `stream_options.include_usage`, `response_format` (an Inferno
+ * extension: `json_object`, `json_schema`). Choices in all (prompts times `n`) are at most
+ * `[limits] max_choices`. Accepted and ignored: `user`, `best_of`, `logprobs`, `suffix`,
+ * `frequency_penalty`, `presence_penalty`, `logit_bias`, and any other field. Refused: token
+ * arrays as prompts. With `stream: true` the answer is `text/event-stream`: `data: <chunk>`
+ * events (`text_completion` objects with a piece of `text` of one choice; its last one
+ * `finish_reason`), with `stream_options.include_usage` a usage chunk, then `data: [DONE]`.
  *
  */
 export const openaiCreateCompletion = <ThrowOnError extends boolean = false>(options: Options<OpenaiCreateCompletionData, ThrowOnError>): RequestResult<OpenaiCreateCompletionResponses, OpenaiCreateCompletionErrors, ThrowOnError> => (options.client ?? client).post<OpenaiCreateCompletionResponses, OpenaiCreateCompletionErrors, ThrowOnError>({

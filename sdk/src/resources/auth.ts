@@ -1,5 +1,6 @@
 import type { AuthSession } from '../core/auth.js';
 import type { LoginCredentials, RequestOptions } from '../core/options.js';
+import { APIPromise, type CallMode, type WithResponse } from '../core/response.js';
 import type { Transport } from '../core/transport.js';
 import { getCurrentPrincipal, logout } from '../gen/sdk.gen.js';
 import type { Principal, TokenResponse } from '../gen/types.gen.js';
@@ -21,27 +22,30 @@ export class AuthResource extends Resource {
    * `credentials`. Clients created with `credentials` log in by themselves when first needed;
    * call this to log in earlier, or as another user.
    */
-  login(credentials?: LoginCredentials, options?: RequestOptions): Promise<TokenResponse> {
-    return this.#session.login(credentials, options);
+  login(credentials?: LoginCredentials, options?: RequestOptions): APIPromise<TokenResponse> {
+    return new APIPromise(this.#session.login(credentials, options), { raw: false });
   }
 
   /**
    * `POST /api/v1/auth/logout`: revokes the client's token, which it then forgets (with
    * `credentials`, the next request logs in again). Does nothing when the client holds no token.
    */
-  async logout(options?: RequestOptions): Promise<void> {
+  logout(options?: RequestOptions): APIPromise<void> {
+    const mode: CallMode = { raw: false };
     const token = options?.token ?? this.#session.token;
-    if (!token) return;
-    try {
-      // Sent with this exact token, so that a 401 does not log in again just to log out.
-      await this.transport.send('logout', (o) => logout(o), { ...options, token });
-    } finally {
-      if (token === this.#session.token) this.#session.clearToken();
+    if (!token) {
+      const none = new Response(null, { status: 204 });
+      return new APIPromise(Promise.resolve({ response: none, status: 204, headers: none.headers, requestId: undefined, rateLimit: undefined, data: undefined }), mode);
     }
+    // Sent with this exact token, so that a 401 does not log in again just to log out.
+    const result = this.transport.request('logout', (o) => logout(o), { ...options, token }, mode).finally(() => {
+      if (token === this.#session.token) this.#session.clearToken();
+    });
+    return new APIPromise(result as Promise<WithResponse<void>>, mode);
   }
 
   /** `GET /api/v1/auth/me`: who the client is, how it authenticated and with which permissions. */
-  me(options?: RequestOptions): Promise<Principal> {
+  me(options?: RequestOptions): APIPromise<Principal> {
     return this.transport.send('getCurrentPrincipal', (o) => getCurrentPrincipal(o), options);
   }
 }

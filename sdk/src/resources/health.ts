@@ -1,5 +1,6 @@
 import { ServiceUnavailableError } from '../core/errors.js';
 import type { RequestOptions } from '../core/options.js';
+import { APIPromise, type CallMode, type WithResponse } from '../core/response.js';
 import { getHealth, getReadiness } from '../gen/sdk.gen.js';
 import type { Health, Readiness } from '../gen/types.gen.js';
 import { Resource } from './resource.js';
@@ -7,7 +8,7 @@ import { Resource } from './resource.js';
 /** Liveness and readiness probes (`/health`, public). */
 export class HealthResource extends Resource {
   /** `GET /health`: answers while the server process serves HTTP. */
-  check(options?: RequestOptions): Promise<Health> {
+  check(options?: RequestOptions): APIPromise<Health> {
     return this.transport.send('getHealth', (o) => getHealth(o), options);
   }
 
@@ -16,13 +17,15 @@ export class HealthResource extends Resource {
    * answer here, not an error: it resolves to `{ ready: false, checks }`. Not retried unless
    * `maxRetries` is given.
    */
-  async ready(options?: RequestOptions): Promise<Readiness> {
-    try {
-      return await this.transport.send('getReadiness', (o) => getReadiness(o), { maxRetries: 0, ...options });
-    } catch (error) {
-      if (error instanceof ServiceUnavailableError && isReadiness(error.body)) return error.body;
+  ready(options?: RequestOptions): APIPromise<Readiness> {
+    const mode: CallMode = { raw: false };
+    const result = this.transport.request('getReadiness', (o) => getReadiness(o), { maxRetries: 0, ...options }, mode).catch((error: unknown) => {
+      if (error instanceof ServiceUnavailableError && isReadiness(error.body)) {
+        return { response: new Response(null, { status: error.status, headers: error.headers }), status: error.status, headers: error.headers, requestId: error.requestId, rateLimit: undefined, data: error.body };
+      }
       throw error;
-    }
+    });
+    return new APIPromise(result as Promise<WithResponse<Readiness>>, mode);
   }
 }
 

@@ -1,5 +1,6 @@
 import { ConnectionError, createErrorFromBody } from '../core/errors.js';
 import type { RequestOptions } from '../core/options.js';
+import { type APIPromise, EventStream, type ResponseMeta } from '../core/response.js';
 import { createInference } from '../gen/sdk.gen.js';
 import type {
   InferenceDoneEvent,
@@ -9,8 +10,16 @@ import type {
 } from '../gen/types.gen.js';
 import { Resource } from './resource.js';
 
-/** The request of {@link InferenceResource}: `prompt` or `messages`, and sampling settings. */
-export type InferenceParams = Omit<InferenceRequest, 'stream'>;
+/**
+ * The request of {@link InferenceResource}: exactly one of `prompt` (plain completion) and
+ * `messages` (chat), and sampling settings. (The spec says "exactly one" in words; the type
+ * says it too, so that giving both or neither does not compile.)
+ */
+export type InferenceParams = Omit<InferenceRequest, 'stream' | 'prompt' | 'messages'> &
+  (
+    | { prompt: string; messages?: undefined }
+    | { messages: NonNullable<InferenceRequest['messages']>; prompt?: undefined }
+  );
 
 /** One event of a generation stream: a chunk of text, then the summary. */
 export type InferenceStreamEvent =
@@ -20,7 +29,7 @@ export type InferenceStreamEvent =
 /** Text generation (`POST /api/v1/inference`, needs `run_inference`). */
 export class InferenceResource extends Resource {
   /** Generates the whole completion and returns it with its usage and timings. */
-  create(params: InferenceParams, options?: RequestOptions): Promise<InferenceResponse> {
+  create(params: InferenceParams, options?: RequestOptions): APIPromise<InferenceResponse> {
     return this.transport.send('createInference', (o) => createInference({ ...o, body: { ...params, stream: false } }), options);
   }
 
@@ -39,19 +48,25 @@ export class InferenceResource extends Resource {
    * }
    * ```
    */
-  async *stream(params: InferenceParams, options?: RequestOptions): AsyncGenerator<InferenceStreamEvent, void, undefined> {
+  stream(params: InferenceParams, options?: RequestOptions): EventStream<InferenceStreamEvent> {
     const events = this.transport.stream<unknown>(
       'createInference',
-      (o) => createInference({ ...o, body: { ...params, stream: true } }),
+      (o) => createInference({ ...o, body: { ...params, stream: true } as InferenceRequest }),
       options,
     );
-    let done = false;
-    for await (const event of events) {
-      if (event.event === 'error') throw createErrorFromBody(event.data);
-      if (event.event === 'done') done = true;
-      if (event.event === 'token' || event.event === 'done') yield event as InferenceStreamEvent;
-    }
-    // A proxy or a crashed server can end the body cleanly midway: without `done`, the text may be incomplete.
-    if (!done) throw new ConnectionError('The stream ended before its done event: the completion may be incomplete');
+    const read = async function* (meta: ResponseMeta): AsyncGenerator<InferenceStreamEvent, void, undefined> {
+      let done = false;
+      for await (const event of events) {
+        // The error event comes on a 200 response: its request id is the response's.
+        if (event.event === 'error') throw createErrorFromBody(event.data, meta.headers);
+        if (event.event === 'done') done = true;
+        if (event.event === 'token' || event.event === 'done') yield event as InferenceStreamEvent;
+      }
+      // A proxy or a crashed server can end the body cleanly midway: without `done`, the text may be incomplete.
+      if (!done) {
+        throw new ConnectionError('The stream ended before its done event: the completion may be incomplete', { requestId: meta.requestId });
+      }
+    };
+    return new EventStream(async () => (await events.withResponse()), read);
   }
 }

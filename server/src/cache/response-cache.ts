@@ -5,7 +5,7 @@ import type { GenerationRequest } from '../engine/engine.js';
 import type { CacheStats, InferenceResponse } from '../gen/types.gen.js';
 
 /** What a hit gives back; `id`, `created` and `timings` belong to each answer and are made fresh. */
-export type CachedInference = Pick<InferenceResponse, 'model' | 'text' | 'finish_reason' | 'usage'>;
+export type CachedInference = Pick<InferenceResponse, 'model' | 'text' | 'tool_calls' | 'finish_reason' | 'usage'>;
 
 /** The cache's part of the spec's `CacheStats` (the route adds the loaded models). */
 export type ResponseCacheStats = Omit<CacheStats, 'loaded_models'>;
@@ -50,8 +50,8 @@ export class ResponseCache {
     } catch {
       return undefined;
     }
-    const { model, prompt, messages, maxTokens, temperature, topP, topK, stop, seed } = request;
-    const identity = [model, file.size, file.mtimeMs, file.ino, prompt ?? null, messages ?? null, maxTokens, temperature ?? null, topP ?? null, topK ?? null, stop ?? null, seed ?? null];
+    const { model, prompt, messages, maxTokens, temperature, topP, topK, stop, seed, jsonSchema, functions } = request;
+    const identity = [model, file.size, file.mtimeMs, file.ino, prompt ?? null, messages ?? null, maxTokens, temperature ?? null, topP ?? null, topK ?? null, stop ?? null, seed ?? null, jsonSchema ?? null, functions ?? null];
     return createHash('sha256').update(JSON.stringify(identity)).digest('hex');
   }
 

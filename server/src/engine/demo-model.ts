@@ -323,8 +323,22 @@ function buildTensors(preset: DemoPreset, vocabulary: Vocabulary, matrixType: Gg
   return tensors;
 }
 
+/**
+ * Tokens that close JSON strings, objects and arrays. Under a JSON grammar the model chooses at
+ * each step between one of these and continuing; with no bias random weights almost always
+ * continue, so constrained output would run to max_tokens. Biased like the end of turn, strings and
+ * containers close after some tokens, as a real model's do.
+ */
+const JSON_CLOSERS: ReadonlyMap<string, number> = new Map([
+  ['"', 1], // relative to the end of turn's bias
+  ['<0x7D>', -2], // } and ], byte tokens (rarer than pieces, but not as rare as other bytes)
+  ['<0x5D>', -2],
+]);
+
 function tokenBias(token: number, vocabulary: Vocabulary, eosBias: number, rng: Rng): number {
   if (token === END_OF_TURN) return eosBias;
+  const closer = JSON_CLOSERS.get(vocabulary.tokens[token]!);
+  if (closer !== undefined) return eosBias + closer;
   switch (vocabulary.types[token]) {
     case TokenType.normal:
       return (rng.next() - 0.5) * 1; // small, so some pieces are a little more likely than others

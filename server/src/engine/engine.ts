@@ -5,23 +5,58 @@ import {
   LlamaLogLevel,
   resolveChatWrapper,
   type ChatHistoryItem,
+  type ChatModelFunctionCall,
+  type ChatModelFunctions,
   type ChatWrapper,
+  type GbnfJsonSchema,
   type Llama,
   type LlamaContext,
   type LlamaContextSequence,
   type LlamaEmbeddingContext,
+  type LlamaGrammar,
   type LlamaModel,
 } from 'node-llama-cpp';
 import type { Config } from '../config.js';
 import type { Logger } from '../logging/logger.js';
+import { GrammarCache } from './grammar-cache.js';
 import type { ModelCatalog } from './model-catalog.js';
 import { QueueFullError, SequencePool } from './sequence-pool.js';
 
 export type FinishReason = 'stop' | 'length' | 'cancelled';
 
+/** A call of a function the model made, as it appears in a later request's history. */
+export interface ToolCallRecord {
+  id: string;
+  name: string;
+  arguments: unknown;
+}
+
 export interface ChatMessage {
-  role: 'system' | 'user' | 'assistant';
+  role: 'system' | 'user' | 'assistant' | 'tool';
   content: string;
+  /** An assistant turn's calls; their results follow as `tool` messages. */
+  toolCalls?: ToolCallRecord[];
+  /** A `tool` message: the call whose result `content` is. */
+  toolCallId?: string;
+}
+
+/** A function the model may call: its JSON-schema parameters already checked by `toGrammarSchema`. */
+export interface FunctionSpec {
+  description?: string;
+  params?: GbnfJsonSchema;
+}
+
+export interface FunctionsOption {
+  available: Record<string, FunctionSpec>;
+  /**
+   * `auto`: the chat template describes the functions and the model decides whether to call
+   * (node-llama-cpp's function calling; the parameters are grammar-enforced once a call starts).
+   * `describe`: the functions are only described in the prompt (a forced call is generated
+   * through `jsonSchema` instead).
+   */
+  mode: 'auto' | 'describe';
+  /** With `auto`: the most calls in one answer. */
+  maxParallel?: number;
 }
 
 export interface GenerationRequest {
@@ -34,11 +69,17 @@ export interface GenerationRequest {
   topK?: number;
   stop?: string[];
   seed?: number;
+  /** The output must be JSON valid against this schema (enforced by a grammar). */
+  jsonSchema?: GbnfJsonSchema;
+  /** Functions for the model (chat only). */
+  functions?: FunctionsOption;
 }
 
 export interface GenerationResult {
   text: string;
   finishReason: FinishReason;
+  /** With `functions` in `auto` mode: the calls the model made (then `text` is what came before). */
+  functionCalls?: { name: string; arguments: unknown }[];
   usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
   timings: { queued_ms: number; prompt_ms: number; generation_ms: number; total_ms: number; tokens_per_second: number };
 }
@@ -79,6 +120,9 @@ export class ShuttingDownError extends Error {
   }
 }
 
+/** The request's grammar could not be compiled (a schema too complex for llama.cpp's parser). */
+export { GrammarCompileError } from './grammar-cache.js';
+
 export class ModelNotFoundError extends Error {
   override name = 'ModelNotFoundError';
 }
@@ -116,6 +160,7 @@ export class InferenceEngine {
   readonly #loading = new Map<string, Promise<LoadedModel>>();
   /** Loads run one at a time, so that `[models] max_loaded` holds however many start together. */
   #loadQueue: Promise<unknown> = Promise.resolve();
+  readonly #grammars = new GrammarCache();
 
   constructor(
     private readonly config: Config,
@@ -279,6 +324,7 @@ export class InferenceEngine {
     const entry = await this.#pin(request.model);
     try {
       if (request.messages) entry.chatWrapper ??= resolveChatWrapper(entry.model) ?? undefined;
+      if (request.jsonSchema) await this.#grammars.get(entry.model.llama, request.jsonSchema);
       const tokens = promptLength(entry.model, request, entry.chatWrapper);
       const contextSize = entry.contexts[0]!.contextSize; // per sequence
       if (tokens >= contextSize) throw new PromptTooLongError(tokens, contextSize);
@@ -310,7 +356,8 @@ export class InferenceEngine {
         if (request.messages) entry.chatWrapper ??= resolveChatWrapper(entry.model) ?? undefined;
         const unloading = entry.unloading.signal;
         const signal = hooks.signal ? AbortSignal.any([hooks.signal, unloading]) : unloading;
-        const result = await generateOn(lease.item, request, { ...hooks, signal }, started, entry.chatWrapper);
+        const grammar = request.jsonSchema ? await this.#grammars.get(entry.model.llama, request.jsonSchema) : undefined;
+        const result = await generateOn(lease.item, request, { ...hooks, signal }, started, entry.chatWrapper, grammar);
         // Cut short by an unload, not by the client: that is a failure worth a retry, not a result.
         if (unloading.aborted && !hooks.signal?.aborted) throw unloading.reason;
         return result;
@@ -411,7 +458,11 @@ function promptLength(model: LlamaModel, request: GenerationRequest, chatWrapper
   if (length !== undefined) return length;
   if (request.messages) {
     const wrapper = chatWrapper ?? resolveChatWrapper(model);
-    length = wrapper ? wrapper.generateContextState({ chatHistory: toChatHistory(request.messages) }).contextText.tokenize(model.tokenizer).length : 0;
+    length = wrapper
+      ? wrapper
+          .generateContextState({ chatHistory: toChatHistory(request, wrapper), ...autoFunctions(request) })
+          .contextText.tokenize(model.tokenizer).length
+      : 0;
   } else {
     length = model.tokenize(request.prompt ?? '').length + 1;
   }
@@ -425,11 +476,13 @@ async function generateOn(
   hooks: GenerationHooks,
   started: number,
   chatWrapper: ChatWrapper | undefined,
+  grammar: LlamaGrammar | undefined,
 ): Promise<GenerationResult> {
   const acquired = performance.now();
   // Stateless requests: the sequence starts empty, so the same seed gives the same text.
   await sequence.clearHistory();
-  const history = request.messages && toChatHistory(request.messages);
+  const wrapper = request.messages && (chatWrapper ?? resolveChatWrapper(sequence.model) ?? undefined);
+  const history = request.messages && toChatHistory(request, wrapper);
   // A request never holds more than its sequence's context: refuse a prompt that fills it, and
   // end generation (finish reason `length`) where the context is full rather than shifting it.
   const room = sequence.contextSize - promptLength(sequence.model, request, chatWrapper);
@@ -446,6 +499,7 @@ async function generateOn(
     signal: hooks.signal,
     stopOnAbortSignal: true,
     customStopTriggers: request.stop?.length ? request.stop : undefined,
+    grammar,
     onToken: (tokens: readonly unknown[]) => {
       if (firstTokenAt === undefined) {
         firstTokenAt = performance.now();
@@ -458,12 +512,16 @@ async function generateOn(
   };
   let text: string;
   let stopReason: string;
+  let functionCalls: GenerationResult['functionCalls'];
   if (history) {
-    const chat = new LlamaChat({ contextSequence: sequence, autoDisposeSequence: false, ...(chatWrapper && { chatWrapper }) });
+    const chat = new LlamaChat({ contextSequence: sequence, autoDisposeSequence: false, ...(wrapper && { chatWrapper: wrapper }) });
     try {
-      const result = await chat.generateResponse(history, options);
+      // node-llama-cpp's types keep `grammar` and `functions` apart; a request has one or neither.
+      const chatOptions = request.functions?.mode === 'auto' ? { ...options, grammar: undefined, ...autoFunctions(request) } : options;
+      const result = await chat.generateResponse(history, chatOptions as Parameters<LlamaChat['generateResponse']>[1]);
       text = result.response;
       stopReason = result.metadata.stopReason;
+      functionCalls = result.functionCalls?.map((call) => ({ name: call.functionName, arguments: call.params ?? {} }));
     } finally {
       chat.dispose({ disposeSequence: false });
     }
@@ -485,6 +543,7 @@ async function generateOn(
   return {
     text,
     finishReason,
+    ...(functionCalls?.length && { functionCalls }),
     usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
     timings: {
       queued_ms: round(acquired - started),
@@ -496,11 +555,62 @@ async function generateOn(
   };
 }
 
-function toChatHistory(messages: readonly ChatMessage[]): ChatHistoryItem[] {
-  const history: ChatHistoryItem[] = messages.map((m) =>
-    m.role === 'assistant' ? { type: 'model', response: [m.content] } : { type: m.role, text: m.content },
-  );
-  // The model answers after the last message: an empty model turn is where its reply goes.
-  history.push({ type: 'model', response: [] });
+/** The `functions` options of a generation in `auto` mode (LlamaChat then describes them itself). */
+function autoFunctions(request: GenerationRequest): { functions?: ChatModelFunctions; documentFunctionParams?: boolean; maxParallelFunctionCalls?: number } {
+  if (request.functions?.mode !== 'auto') return {};
+  return { functions: request.functions.available as ChatModelFunctions, documentFunctionParams: true, maxParallelFunctionCalls: request.functions.maxParallel };
+}
+
+/**
+ * The messages as node-llama-cpp's chat history. A model turn holds its function calls with their
+ * results (the `tool` messages that follow), and what the assistant said after them, so the chat
+ * template renders a whole call → result → answer exchange.
+ */
+function toChatHistory(request: GenerationRequest, wrapper: ChatWrapper | undefined): ChatHistoryItem[] {
+  let history: ChatHistoryItem[] = [];
+  const calls = new Map<string, ChatModelFunctionCall>();
+  for (const message of request.messages ?? []) {
+    const last = history.at(-1);
+    if (message.role === 'tool') {
+      const call = message.toolCallId === undefined ? undefined : calls.get(message.toolCallId);
+      if (call) call.result = parseResult(message.content);
+      continue;
+    }
+    if (message.role === 'assistant') {
+      const response: ChatModelFunctionCall['result'][] = [];
+      if (message.content) response.push(message.content);
+      for (const toolCall of message.toolCalls ?? []) {
+        const call: ChatModelFunctionCall = { type: 'functionCall', name: toolCall.name, params: toolCall.arguments, result: undefined };
+        calls.set(toolCall.id, call);
+        response.push(call);
+      }
+      // An answer after tool results continues the model turn that made the calls.
+      if (last?.type === 'model' && endsWithCall(last)) last.response.push(...response);
+      else history.push({ type: 'model', response });
+      continue;
+    }
+    history.push({ type: message.role, text: message.content });
+  }
+  if (request.functions?.mode === 'describe' && wrapper) {
+    history = [...wrapper.addAvailableFunctionsSystemMessageToHistory(history, request.functions.available as ChatModelFunctions, { documentParams: true })];
+  }
+  // The model answers after the last message: an empty model turn is where its reply goes, or the
+  // turn that ends with function results, which the model continues.
+  const last = history.at(-1);
+  if (!(last?.type === 'model' && endsWithCall(last))) history.push({ type: 'model', response: [] });
   return history;
+}
+
+const endsWithCall = (item: ChatHistoryItem & { type: 'model' }) => {
+  const last = item.response.at(-1);
+  return typeof last === 'object' && last.type === 'functionCall';
+};
+
+/** A tool's result: its JSON when the content is JSON, else the text. */
+function parseResult(content: string): unknown {
+  try {
+    return JSON.parse(content);
+  } catch {
+    return content;
+  }
 }

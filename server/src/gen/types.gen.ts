@@ -293,9 +293,85 @@ export type MetricsSummary = {
 };
 
 /**
- * The running configuration, in the TOML file's sections; secrets read `(set)` or null.
+ * The running configuration, in the TOML file's sections (see the README for each key);
+ * secrets read `(set)` or null, unset optional values null. Sections and keys may be added
+ * in later versions.
+ *
  */
 export type ConfigView = {
+    server: {
+        host: string;
+        port: number;
+        cors_origins: Array<string>;
+        cors_methods: Array<string>;
+        cors_headers: Array<string>;
+        trust_proxy: boolean;
+        tls: {
+            cert?: string | null;
+            key?: string | null;
+            min_version?: string;
+            [key: string]: unknown;
+        };
+        [key: string]: unknown;
+    };
+    auth: {
+        /**
+         * `(set)` or null.
+         */
+        jwt_secret?: string | null;
+        token_ttl_seconds: number;
+        /**
+         * `(set)` or null.
+         */
+        admin_password?: string | null;
+        login_max_failures: number;
+        login_lockout_seconds: number;
+        [key: string]: unknown;
+    };
+    rate_limit: {
+        enabled: boolean;
+        requests_per_minute: number;
+        window_seconds?: number;
+        [key: string]: unknown;
+    };
+    idempotency: {
+        ttl_seconds?: number;
+        max_keys_per_principal?: number;
+        [key: string]: unknown;
+    };
+    limits: {
+        max_body_bytes?: number;
+        max_prompt_chars?: number;
+        [key: string]: unknown;
+    };
+    models: {
+        dir?: string;
+        max_loaded?: number;
+        max_upload_bytes?: number;
+        [key: string]: unknown;
+    };
+    engine: {
+        threads?: number;
+        parallel?: number;
+        sequences_per_context?: number;
+        context_size?: number;
+        max_queue?: number;
+        batch_size?: number;
+        [key: string]: unknown;
+    };
+    storage: {
+        data_dir?: string;
+        [key: string]: unknown;
+    };
+    logging: {
+        level?: string;
+        [key: string]: unknown;
+    };
+    cache: {
+        enabled?: boolean;
+        max_entries?: number;
+        [key: string]: unknown;
+    };
     [key: string]: unknown;
 };
 
@@ -307,6 +383,9 @@ export type ConfigPatch = {
     limits?: {
         max_body_bytes?: number;
         max_prompt_chars?: number;
+        max_choices?: number;
+        max_tools?: number;
+        max_schema_bytes?: number;
     };
     auth?: {
         token_ttl_seconds?: number;
@@ -324,9 +403,95 @@ export type ConfigPatch = {
     };
 };
 
+/**
+ * One message. An `assistant` message may carry the `tool_calls` it made; each call's result
+ * follows as a `tool` message with its `tool_call_id`. The chat template renders calls and
+ * results, so an agent loop (call, result, answer) runs over plain requests.
+ *
+ */
 export type ChatMessage = {
-    role: 'system' | 'user' | 'assistant';
+    role: 'system' | 'user' | 'assistant' | 'tool';
+    /**
+     * The text; for a `tool` message, the result (JSON or text).
+     */
     content: string;
+    /**
+     * Only on `assistant` messages: the calls it made.
+     */
+    tool_calls?: Array<ToolCall>;
+    /**
+     * Required on `tool` messages: the `id` of the call this is the result of.
+     */
+    tool_call_id?: string;
+};
+
+/**
+ * `text` (default): free text. `json_object`: the text is always a JSON object. `json_schema`:
+ * the text always parses and validates against `schema`. Both are enforced by a grammar while
+ * generating, on any model. A schema the grammar cannot enforce is refused with 400 naming the
+ * keyword: supported are `type`, `enum`, `const`, `anyOf`/`oneOf`, `properties`, `required`,
+ * `additionalProperties`, `minProperties`/`maxProperties`, `propertyNames` only as
+ * `{"type": "string"}` (as zod writes for records), `items` (a schema, or `false` after
+ * `prefixItems`), `prefixItems`, `minItems`/`maxItems`, `minLength`/`maxLength`, `format`
+ * (`date`, `time`, `date-time`), `$ref` into `$defs`/`definitions` (recursion through objects
+ * or arrays), number bounds a grammar can keep (integers: a range of up to 256 values, `>= 0`,
+ * `>= 1`, or bounds beyond the grammar's ±999999999999999 such as zod's `z.int()`; numbers:
+ * `>= 0`, `> 0`, `0` to `1`), and annotations (`title`, `description`, `default`, `examples`,
+ * `$schema`, ...). Every listed property is written. At most `[limits] max_schema_bytes` of
+ * JSON, 32 levels, 2,000 subschemas, 1,000 `enum` values, `minLength`, `minItems`,
+ * `minProperties` and `maxProperties` up to 256 (a larger `maxLength` or `maxItems` is
+ * generated as 256: the output still validates). If `max_tokens` cuts the JSON off,
+ * `finish_reason` is `length` and the text is incomplete.
+ *
+ */
+export type ResponseFormat = {
+    type: 'text' | 'json_object' | 'json_schema';
+    /**
+     * With `json_schema`: the JSON Schema of the output (default: any JSON object).
+     */
+    schema?: {
+        [key: string]: unknown;
+    };
+};
+
+/**
+ * A function the model may call.
+ */
+export type Tool = {
+    name: string;
+    description?: string;
+    /**
+     * The JSON Schema of its arguments (an object schema; the same keywords as `ResponseFormat`). Default: no arguments.
+     */
+    parameters?: {
+        [key: string]: unknown;
+    };
+};
+
+/**
+ * `auto` (default with tools): the model's chat template decides whether to call; once a call
+ * starts, node-llama-cpp's grammar keeps its arguments to the parameters' structure (number
+ * bounds and the safe number and string rules of `ResponseFormat` hold for forced calls only).
+ * `none`: no call. `required`: at least one call, and `{"name"}`: that function; both are
+ * guaranteed by a grammar, arguments valid against the parameters, on any model.
+ *
+ */
+export type ToolChoice = 'auto' | 'none' | 'required' | {
+    name: string;
+};
+
+export type ToolCall = {
+    /**
+     * `call_` and a random suffix.
+     */
+    id: string;
+    name: string;
+    /**
+     * The arguments, valid against the tool's `parameters`.
+     */
+    arguments: {
+        [key: string]: unknown;
+    };
 };
 
 /**
@@ -358,6 +523,16 @@ export type InferenceRequest = {
      * Answer with server-sent events (needs `use_streaming`).
      */
     stream?: boolean;
+    response_format?: ResponseFormat;
+    /**
+     * Functions the model may call (chat only), at most `[limits] max_tools`, all of them at most `[limits] max_schema_bytes` of JSON.
+     */
+    tools?: Array<Tool>;
+    tool_choice?: ToolChoice;
+    /**
+     * With `tool_choice: auto`: whether one answer may hold several calls (at most 8). A forced call (`required`, a named function) is always one call.
+     */
+    parallel_tool_calls?: boolean;
 };
 
 export type Usage = {
@@ -381,9 +556,9 @@ export type Timings = {
 };
 
 /**
- * `stop`: an end-of-text token or a stop string; `length`: `max_tokens` reached; `cancelled`: the client went away.
+ * `stop`: an end-of-text token or a stop string; `length`: `max_tokens` reached; `tool_calls`: the answer is `tool_calls`; `cancelled`: the client went away.
  */
-export type FinishReason = 'stop' | 'length' | 'cancelled';
+export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'cancelled';
 
 export type InferenceResponse = {
     id: string;
@@ -393,7 +568,14 @@ export type InferenceResponse = {
      */
     created: number;
     model: ModelId;
+    /**
+     * The generated text (with `tool_calls`: what the model said before calling, often empty).
+     */
     text: string;
+    /**
+     * The calls the model made, when `finish_reason` is `tool_calls`.
+     */
+    tool_calls?: Array<ToolCall>;
     finish_reason: FinishReason;
     usage: Usage;
     timings: Timings;
@@ -412,6 +594,10 @@ export type InferenceTokenEvent = {
 export type InferenceDoneEvent = {
     id: string;
     model: ModelId;
+    /**
+     * The calls the model made, when `finish_reason` is `tool_calls` (their text is not sent as `token` events).
+     */
+    tool_calls?: Array<ToolCall>;
     finish_reason: FinishReason;
     usage: Usage;
     timings: Timings;
@@ -598,9 +784,9 @@ export type OpenAiUsage = {
 };
 
 /**
- * `stop`: an end-of-text token or a stop string (or the client went away); `length`: the token limit was reached.
+ * `stop`: an end-of-text token or a stop string (or the client went away); `length`: the token limit was reached; `tool_calls`: the message holds `tool_calls` (chat only).
  */
-export type OpenAiFinishReason = 'stop' | 'length';
+export type OpenAiFinishReason = 'stop' | 'length' | 'tool_calls';
 
 /**
  * Stop before any of these strings (at most 8).
@@ -634,9 +820,10 @@ export type OpenAiGenerationOptions = {
      */
     seed?: number | null;
     /**
-     * How many choices to generate; only 1 is supported.
+     * How many choices to generate (default 1), at most `[limits] max_choices` (default 16); with a `seed`, choice `i` uses `seed + i`.
      */
     n?: number | null;
+    response_format?: OpenAiResponseFormat;
     /**
      * Answer with server-sent events (needs `use_streaming`).
      */
@@ -646,21 +833,103 @@ export type OpenAiGenerationOptions = {
 };
 
 /**
- * A text part of a message; other part types (images, audio) are not supported.
+ * `text` (default), `json_object` (the output is always a JSON object) or `json_schema` (the
+ * output always parses and validates against `json_schema.schema`), enforced by a grammar
+ * while generating. The supported schema keywords and limits are those of `ResponseFormat`;
+ * others are refused with 400 naming the keyword. If `max_tokens` cuts the JSON off,
+ * `finish_reason` is `length`.
+ *
+ */
+export type OpenAiResponseFormat = {
+    type: 'text' | 'json_object';
+    [key: string]: unknown;
+} | {
+    type: 'json_schema';
+    json_schema: {
+        name: string;
+        description?: string;
+        /**
+         * Default: any JSON object.
+         */
+        schema?: {
+            [key: string]: unknown;
+        };
+        /**
+         * Accepted; the schema is always enforced.
+         */
+        strict?: boolean | null;
+        [key: string]: unknown;
+    };
+    [key: string]: unknown;
+} | null;
+
+/**
+ * A part of a message's content. Only `text` parts are supported (joined in order); other types are refused with 400.
  */
 export type OpenAiChatContentPart = {
-    type: 'text';
-    text: string;
+    type: string;
+    text?: string;
+    [key: string]: unknown;
+};
+
+export type OpenAiToolCall = {
+    id: string;
+    type: 'function';
+    function: {
+        name: string;
+        /**
+         * The arguments as a JSON text.
+         */
+        arguments: string;
+        [key: string]: unknown;
+    };
+    [key: string]: unknown;
+};
+
+export type OpenAiTool = {
+    type: 'function';
+    function: {
+        name: string;
+        description?: string;
+        /**
+         * The JSON Schema of the arguments (the keywords of `ResponseFormat`). Default: no arguments.
+         */
+        parameters?: {
+            [key: string]: unknown;
+        };
+        /**
+         * Accepted; the parameters are always enforced.
+         */
+        strict?: boolean | null;
+        [key: string]: unknown;
+    };
     [key: string]: unknown;
 };
 
 /**
- * `developer` is treated as `system`; `content` may be a string or a list of text parts.
+ * `auto` (default with tools: the chat template decides; see the native `ToolChoice` for what its grammar holds), `none`, `required` (a call is guaranteed by grammar), or a named function (that call is guaranteed).
+ */
+export type OpenAiToolChoice = 'auto' | 'none' | 'required' | {
+    type: 'function';
+    function: {
+        name: string;
+        [key: string]: unknown;
+    };
+    [key: string]: unknown;
+} | null;
+
+/**
+ * `developer` is treated as `system`; `content` may be a string or a list of text parts. An
+ * `assistant` message may carry `tool_calls`; a `tool` message is the result of the call named
+ * by `tool_call_id`.
+ *
  */
 export type OpenAiChatMessage = {
-    role: 'system' | 'developer' | 'user' | 'assistant';
+    role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
     content?: string | Array<OpenAiChatContentPart> | null;
     name?: string;
+    tool_calls?: Array<OpenAiToolCall> | null;
+    tool_call_id?: string;
     [key: string]: unknown;
 };
 
@@ -680,6 +949,15 @@ export type OpenAiChatCompletionRequest = OpenAiGenerationOptions & {
      * The newer name of `max_tokens`; wins when both are given.
      */
     max_completion_tokens?: number | null;
+    /**
+     * At most `[limits] max_tools` (default 64); their JSON together at most `[limits] max_schema_bytes`.
+     */
+    tools?: Array<OpenAiTool> | null;
+    tool_choice?: OpenAiToolChoice;
+    /**
+     * With `tool_choice: auto`: whether one answer may hold several calls (default true; at most 8). `required` and a named function always give one call.
+     */
+    parallel_tool_calls?: boolean | null;
     [key: string]: unknown;
 };
 
@@ -698,8 +976,12 @@ export type OpenAiChatCompletion = {
         index: number;
         message: {
             role: 'assistant';
-            content: string;
+            /**
+             * Null when the answer is `tool_calls`.
+             */
+            content: string | null;
             refusal: null;
+            tool_calls?: Array<OpenAiToolCall>;
         };
         finish_reason: OpenAiFinishReason;
         logprobs: null;
@@ -716,13 +998,25 @@ export type OpenAiChatCompletionChunk = {
     created: number;
     model: ModelId;
     /**
-     * One choice; empty in the usage chunk.
+     * One choice (by `index`); empty in the usage chunk.
      */
     choices: Array<{
         index: number;
         delta: {
             role?: 'assistant';
-            content?: string;
+            content?: string | null;
+            /**
+             * Pieces of calls: the first of a call has its `id`, `type` and `function.name`; `function.arguments` pieces concatenate.
+             */
+            tool_calls?: Array<{
+                index: number;
+                id?: string;
+                type?: 'function';
+                function?: {
+                    name?: string;
+                    arguments?: string;
+                };
+            }>;
         };
         finish_reason: OpenAiFinishReason | null;
         logprobs: null;
@@ -742,11 +1036,9 @@ export type OpenAiCompletionRequest = OpenAiGenerationOptions & {
      */
     model: string;
     /**
-     * Text to continue (a list holds exactly one). At most `[limits] max_prompt_chars` characters.
+     * Text to continue, or a list of texts (one choice each, `n` each). Each at most `[limits] max_prompt_chars` characters.
      */
-    prompt: string | [
-        string
-    ];
+    prompt: string | Array<string>;
     /**
      * Put the prompt before the completion in `text`.
      */
@@ -769,7 +1061,7 @@ export type OpenAiCompletion = {
     created: number;
     model: ModelId;
     /**
-     * One choice; empty in the usage chunk of a stream.
+     * The choices in `index` order (in a stream, one per chunk); empty in the usage chunk of a stream.
      */
     choices: Array<{
         index: number;
@@ -825,6 +1117,20 @@ export type OpenAiEmbeddingList = {
         total_tokens: number;
     };
 };
+
+/**
+ * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+ * every retry of it. The server keeps the first 2xx response under the key, per credential,
+ * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+ * oldest forgotten first). A repeat with the same method, path, query and body gets that
+ * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+ * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+ * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+ * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+ * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+ *
+ */
+export type IdempotencyKey = string;
 
 export type IdPath = Id;
 
@@ -1033,6 +1339,21 @@ export type ListApiKeysResponse = ListApiKeysResponses[keyof ListApiKeysResponse
 
 export type CreateApiKeyData = {
     body: CreateApiKeyRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/api/v1/auth/api-keys';
@@ -1052,7 +1373,9 @@ export type CreateApiKeyErrors = {
      */
     403: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -1170,6 +1493,21 @@ export type ListUsersResponse = ListUsersResponses[keyof ListUsersResponses];
 
 export type CreateUserData = {
     body: CreateUserRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/api/v1/users';
@@ -1189,7 +1527,9 @@ export type CreateUserErrors = {
      */
     403: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -1248,7 +1588,9 @@ export type DeleteUserErrors = {
      */
     404: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -1346,7 +1688,9 @@ export type UpdateUserErrors = {
      */
     404: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -1417,6 +1761,21 @@ export type ListModelsResponse = ListModelsResponses[keyof ListModelsResponses];
 
 export type UploadModelData = {
     body: Blob | File;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query: {
         /**
@@ -1445,7 +1804,9 @@ export type UploadModelErrors = {
      */
     403: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -1683,6 +2044,21 @@ export type UnloadModelResponse = UnloadModelResponses[keyof UnloadModelResponse
 
 export type CreateInferenceData = {
     body: InferenceRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/api/v1/inference';
@@ -1705,6 +2081,12 @@ export type CreateInferenceErrors = {
      * No such route or resource (`NOT_FOUND`).
      */
     404: ApiError;
+    /**
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
+     */
+    409: ApiError;
     /**
      * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
      */
@@ -1740,6 +2122,21 @@ export type CreateInferenceResponse = CreateInferenceResponses[keyof CreateInfer
 
 export type CreateEmbeddingsData = {
     body: EmbeddingsRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/api/v1/embeddings';
@@ -1762,6 +2159,12 @@ export type CreateEmbeddingsErrors = {
      * No such route or resource (`NOT_FOUND`).
      */
     404: ApiError;
+    /**
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
+     */
+    409: ApiError;
     /**
      * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
      */
@@ -1849,6 +2252,21 @@ export type ListJobsResponse = ListJobsResponses[keyof ListJobsResponses];
 
 export type CreateJobData = {
     body: CreateJobRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/api/v1/jobs';
@@ -1867,6 +2285,12 @@ export type CreateJobErrors = {
      * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
      */
     403: ApiError;
+    /**
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
+     */
+    409: ApiError;
     /**
      * The body is larger than the configured limit (`PAYLOAD_TOO_LARGE`).
      */
@@ -1970,7 +2394,9 @@ export type CancelJobErrors = {
      */
     404: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`).
+     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
+     * used for another request or is held by a request still running (then with `Retry-After`).
+     *
      */
     409: ApiError;
     /**
@@ -2119,6 +2545,10 @@ export type OpenaiRetrieveModelData = {
 
 export type OpenaiRetrieveModelErrors = {
     /**
+     * The model id is not a valid id (`invalid_request_error`).
+     */
+    400: OpenAiErrorResponse;
+    /**
      * Missing, invalid, expired or revoked API key (`authentication_error`).
      */
     401: OpenAiErrorResponse;
@@ -2153,6 +2583,21 @@ export type OpenaiRetrieveModelResponse = OpenaiRetrieveModelResponses[keyof Ope
 
 export type OpenaiCreateChatCompletionData = {
     body: OpenAiChatCompletionRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/v1/chat/completions';
@@ -2177,6 +2622,10 @@ export type OpenaiCreateChatCompletionErrors = {
      * No such model (`not_found_error`, code `model_not_found`) or route.
      */
     404: OpenAiErrorResponse;
+    /**
+     * The `Idempotency-Key` was used for another request, or its first request is still running (`invalid_request_error`, code `conflict`).
+     */
+    409: OpenAiErrorResponse;
     /**
      * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
      */
@@ -2212,6 +2661,21 @@ export type OpenaiCreateChatCompletionResponse = OpenaiCreateChatCompletionRespo
 
 export type OpenaiCreateCompletionData = {
     body: OpenAiCompletionRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/v1/completions';
@@ -2236,6 +2700,10 @@ export type OpenaiCreateCompletionErrors = {
      * No such model (`not_found_error`, code `model_not_found`) or route.
      */
     404: OpenAiErrorResponse;
+    /**
+     * The `Idempotency-Key` was used for another request, or its first request is still running (`invalid_request_error`, code `conflict`).
+     */
+    409: OpenAiErrorResponse;
     /**
      * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
      */
@@ -2271,6 +2739,21 @@ export type OpenaiCreateCompletionResponse = OpenaiCreateCompletionResponses[key
 
 export type OpenaiCreateEmbeddingsData = {
     body: OpenAiEmbeddingRequest;
+    headers?: {
+        /**
+         * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+         * every retry of it. The server keeps the first 2xx response under the key, per credential,
+         * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+         * oldest forgotten first). A repeat with the same method, path, query and body gets that
+         * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+         * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+         * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         */
+        'Idempotency-Key'?: string;
+    };
     path?: never;
     query?: never;
     url: '/v1/embeddings';
@@ -2295,6 +2778,10 @@ export type OpenaiCreateEmbeddingsErrors = {
      * No such model (`not_found_error`, code `model_not_found`) or route.
      */
     404: OpenAiErrorResponse;
+    /**
+     * The `Idempotency-Key` was used for another request, or its first request is still running (`invalid_request_error`, code `conflict`).
+     */
+    409: OpenAiErrorResponse;
     /**
      * The body is larger than `[limits] max_body_bytes` (`invalid_request_error`).
      */

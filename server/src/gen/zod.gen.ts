@@ -227,9 +227,69 @@ export const zMetricsSummary = z.object({
 });
 
 /**
- * The running configuration, in the TOML file's sections; secrets read `(set)` or null.
+ * The running configuration, in the TOML file's sections (see the README for each key);
+ * secrets read `(set)` or null, unset optional values null. Sections and keys may be added
+ * in later versions.
+ *
  */
-export const zConfigView = z.record(z.string(), z.unknown());
+export const zConfigView = z.object({
+    server: z.object({
+        host: z.string(),
+        port: z.int(),
+        cors_origins: z.array(z.string()),
+        cors_methods: z.array(z.string()),
+        cors_headers: z.array(z.string()),
+        trust_proxy: z.boolean(),
+        tls: z.object({
+            cert: z.string().nullish(),
+            key: z.string().nullish(),
+            min_version: z.string().optional()
+        })
+    }),
+    auth: z.object({
+        jwt_secret: z.string().nullish(),
+        token_ttl_seconds: z.int(),
+        admin_password: z.string().nullish(),
+        login_max_failures: z.int(),
+        login_lockout_seconds: z.int()
+    }),
+    rate_limit: z.object({
+        enabled: z.boolean(),
+        requests_per_minute: z.int(),
+        window_seconds: z.int().optional()
+    }),
+    idempotency: z.object({
+        ttl_seconds: z.int().optional(),
+        max_keys_per_principal: z.int().optional()
+    }),
+    limits: z.object({
+        max_body_bytes: z.int().optional(),
+        max_prompt_chars: z.int().optional()
+    }),
+    models: z.object({
+        dir: z.string().optional(),
+        max_loaded: z.int().optional(),
+        max_upload_bytes: z.int().optional()
+    }),
+    engine: z.object({
+        threads: z.int().optional(),
+        parallel: z.int().optional(),
+        sequences_per_context: z.int().optional(),
+        context_size: z.int().optional(),
+        max_queue: z.int().optional(),
+        batch_size: z.int().optional()
+    }),
+    storage: z.object({
+        data_dir: z.string().optional()
+    }),
+    logging: z.object({
+        level: z.string().optional()
+    }),
+    cache: z.object({
+        enabled: z.boolean().optional(),
+        max_entries: z.int().optional()
+    })
+});
 
 export const zConfigPatch = z.object({
     rate_limit: z.object({
@@ -238,7 +298,10 @@ export const zConfigPatch = z.object({
     }).optional(),
     limits: z.object({
         max_body_bytes: z.int().gte(1024).lte(1073741824).optional(),
-        max_prompt_chars: z.int().gte(1).lte(10000000).optional()
+        max_prompt_chars: z.int().gte(1).lte(10000000).optional(),
+        max_choices: z.int().gte(1).lte(128).optional(),
+        max_tools: z.int().gte(1).lte(128).optional(),
+        max_schema_bytes: z.int().gte(256).lte(1048576).optional()
     }).optional(),
     auth: z.object({
         token_ttl_seconds: z.int().gte(60).lte(31536000).optional(),
@@ -264,13 +327,82 @@ export const zConfigPatch = z.object({
     }).optional()
 });
 
+/**
+ * `text` (default): free text. `json_object`: the text is always a JSON object. `json_schema`:
+ * the text always parses and validates against `schema`. Both are enforced by a grammar while
+ * generating, on any model. A schema the grammar cannot enforce is refused with 400 naming the
+ * keyword: supported are `type`, `enum`, `const`, `anyOf`/`oneOf`, `properties`, `required`,
+ * `additionalProperties`, `minProperties`/`maxProperties`, `propertyNames` only as
+ * `{"type": "string"}` (as zod writes for records), `items` (a schema, or `false` after
+ * `prefixItems`), `prefixItems`, `minItems`/`maxItems`, `minLength`/`maxLength`, `format`
+ * (`date`, `time`, `date-time`), `$ref` into `$defs`/`definitions` (recursion through objects
+ * or arrays), number bounds a grammar can keep (integers: a range of up to 256 values, `>= 0`,
+ * `>= 1`, or bounds beyond the grammar's ±999999999999999 such as zod's `z.int()`; numbers:
+ * `>= 0`, `> 0`, `0` to `1`), and annotations (`title`, `description`, `default`, `examples`,
+ * `$schema`, ...). Every listed property is written. At most `[limits] max_schema_bytes` of
+ * JSON, 32 levels, 2,000 subschemas, 1,000 `enum` values, `minLength`, `minItems`,
+ * `minProperties` and `maxProperties` up to 256 (a larger `maxLength` or `maxItems` is
+ * generated as 256: the output still validates). If `max_tokens` cuts the JSON off,
+ * `finish_reason` is `length` and the text is incomplete.
+ *
+ */
+export const zResponseFormat = z.object({
+    type: z.enum([
+        'text',
+        'json_object',
+        'json_schema'
+    ]),
+    schema: z.record(z.string(), z.unknown()).optional()
+});
+
+/**
+ * A function the model may call.
+ */
+export const zTool = z.object({
+    name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+    description: z.string().max(4096).optional(),
+    parameters: z.record(z.string(), z.unknown()).optional()
+});
+
+/**
+ * `auto` (default with tools): the model's chat template decides whether to call; once a call
+ * starts, node-llama-cpp's grammar keeps its arguments to the parameters' structure (number
+ * bounds and the safe number and string rules of `ResponseFormat` hold for forced calls only).
+ * `none`: no call. `required`: at least one call, and `{"name"}`: that function; both are
+ * guaranteed by a grammar, arguments valid against the parameters, on any model.
+ *
+ */
+export const zToolChoice = z.union([
+    z.literal('auto'),
+    z.literal('none'),
+    z.literal('required'),
+    z.object({
+        name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/)
+    })
+]);
+
+export const zToolCall = z.object({
+    id: z.string().min(1).max(256),
+    name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+    arguments: z.record(z.string(), z.unknown())
+});
+
+/**
+ * One message. An `assistant` message may carry the `tool_calls` it made; each call's result
+ * follows as a `tool` message with its `tool_call_id`. The chat template renders calls and
+ * results, so an agent loop (call, result, answer) runs over plain requests.
+ *
+ */
 export const zChatMessage = z.object({
     role: z.enum([
         'system',
         'user',
-        'assistant'
+        'assistant',
+        'tool'
     ]),
-    content: z.string()
+    content: z.string(),
+    tool_calls: z.array(zToolCall).max(64).optional(),
+    tool_call_id: z.string().min(1).max(256).optional()
 });
 
 /**
@@ -289,7 +421,11 @@ export const zInferenceRequest = z.object({
         z.array(z.string().min(1).max(256)).max(8)
     ]).optional(),
     seed: z.int().gte(0).lte(4294967295).optional(),
-    stream: z.boolean().optional().default(false)
+    stream: z.boolean().optional().default(false),
+    response_format: zResponseFormat.optional(),
+    tools: z.array(zTool).max(128).optional(),
+    tool_choice: zToolChoice.optional(),
+    parallel_tool_calls: z.boolean().optional().default(true)
 });
 
 export const zUsage = z.object({
@@ -307,11 +443,12 @@ export const zTimings = z.object({
 });
 
 /**
- * `stop`: an end-of-text token or a stop string; `length`: `max_tokens` reached; `cancelled`: the client went away.
+ * `stop`: an end-of-text token or a stop string; `length`: `max_tokens` reached; `tool_calls`: the answer is `tool_calls`; `cancelled`: the client went away.
  */
 export const zFinishReason = z.enum([
     'stop',
     'length',
+    'tool_calls',
     'cancelled'
 ]);
 
@@ -321,6 +458,7 @@ export const zInferenceResponse = z.object({
     created: z.int(),
     model: zModelId,
     text: z.string(),
+    tool_calls: z.array(zToolCall).optional(),
     finish_reason: zFinishReason,
     usage: zUsage,
     timings: zTimings
@@ -339,6 +477,7 @@ export const zInferenceTokenEvent = z.object({
 export const zInferenceDoneEvent = z.object({
     id: z.string(),
     model: zModelId,
+    tool_calls: z.array(zToolCall).optional(),
     finish_reason: zFinishReason,
     usage: zUsage,
     timings: zTimings
@@ -475,9 +614,13 @@ export const zOpenAiUsage = z.object({
 });
 
 /**
- * `stop`: an end-of-text token or a stop string (or the client went away); `length`: the token limit was reached.
+ * `stop`: an end-of-text token or a stop string (or the client went away); `length`: the token limit was reached; `tool_calls`: the message holds `tool_calls` (chat only).
  */
-export const zOpenAiFinishReason = z.enum(['stop', 'length']);
+export const zOpenAiFinishReason = z.enum([
+    'stop',
+    'length',
+    'tool_calls'
+]);
 
 /**
  * Stop before any of these strings (at most 8).
@@ -492,6 +635,29 @@ export const zOpenAiStreamOptions = z.object({
 }).nullable();
 
 /**
+ * `text` (default), `json_object` (the output is always a JSON object) or `json_schema` (the
+ * output always parses and validates against `json_schema.schema`), enforced by a grammar
+ * while generating. The supported schema keywords and limits are those of `ResponseFormat`;
+ * others are refused with 400 naming the keyword. If `max_tokens` cuts the JSON off,
+ * `finish_reason` is `length`.
+ *
+ */
+export const zOpenAiResponseFormat = z.union([
+    z.object({
+        type: z.enum(['text', 'json_object'])
+    }),
+    z.object({
+        type: z.enum(['json_schema']),
+        json_schema: z.object({
+            name: z.string().min(1).max(64),
+            description: z.string().optional(),
+            schema: z.record(z.string(), z.unknown()).optional(),
+            strict: z.boolean().nullish()
+        })
+    })
+]).nullable();
+
+/**
  * The sampling fields both completion requests share. `null` means the default.
  */
 export const zOpenAiGenerationOptions = z.object({
@@ -500,34 +666,75 @@ export const zOpenAiGenerationOptions = z.object({
     top_p: z.number().gte(0).lte(1).nullish(),
     stop: zOpenAiStop.optional(),
     seed: z.int().gte(0).lte(4294967295).nullish(),
-    n: z.int().gte(1).lte(1).nullish(),
+    n: z.int().gte(1).lte(128).nullish(),
+    response_format: zOpenAiResponseFormat.optional(),
     stream: z.boolean().nullish(),
     stream_options: zOpenAiStreamOptions.optional()
 });
 
 /**
- * A text part of a message; other part types (images, audio) are not supported.
+ * A part of a message's content. Only `text` parts are supported (joined in order); other types are refused with 400.
  */
 export const zOpenAiChatContentPart = z.object({
-    type: z.enum(['text']),
-    text: z.string()
+    type: z.string().min(1).max(64),
+    text: z.string().optional()
+});
+
+export const zOpenAiToolCall = z.object({
+    id: z.string().min(1).max(256),
+    type: z.enum(['function']),
+    function: z.object({
+        name: z.string().min(1).max(64),
+        arguments: z.string()
+    })
+});
+
+export const zOpenAiTool = z.object({
+    type: z.enum(['function']),
+    function: z.object({
+        name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+        description: z.string().max(4096).optional(),
+        parameters: z.record(z.string(), z.unknown()).optional(),
+        strict: z.boolean().nullish()
+    })
 });
 
 /**
- * `developer` is treated as `system`; `content` may be a string or a list of text parts.
+ * `auto` (default with tools: the chat template decides; see the native `ToolChoice` for what its grammar holds), `none`, `required` (a call is guaranteed by grammar), or a named function (that call is guaranteed).
+ */
+export const zOpenAiToolChoice = z.union([
+    z.literal('auto'),
+    z.literal('none'),
+    z.literal('required'),
+    z.object({
+        type: z.enum(['function']),
+        function: z.object({
+            name: z.string().min(1).max(64)
+        })
+    })
+]).nullable();
+
+/**
+ * `developer` is treated as `system`; `content` may be a string or a list of text parts. An
+ * `assistant` message may carry `tool_calls`; a `tool` message is the result of the call named
+ * by `tool_call_id`.
+ *
  */
 export const zOpenAiChatMessage = z.object({
     role: z.enum([
         'system',
         'developer',
         'user',
-        'assistant'
+        'assistant',
+        'tool'
     ]),
     content: z.union([
         z.string(),
-        z.array(zOpenAiChatContentPart)
+        z.array(zOpenAiChatContentPart).max(256)
     ]).nullish(),
-    name: z.string().optional()
+    name: z.string().optional(),
+    tool_calls: z.array(zOpenAiToolCall).max(64).nullish(),
+    tool_call_id: z.string().min(1).max(256).optional()
 });
 
 /**
@@ -536,7 +743,10 @@ export const zOpenAiChatMessage = z.object({
 export const zOpenAiChatCompletionRequest = zOpenAiGenerationOptions.and(z.object({
     model: z.string().min(1).max(256),
     messages: z.array(zOpenAiChatMessage).min(1).max(256),
-    max_completion_tokens: z.int().gte(1).lte(32768).nullish()
+    max_completion_tokens: z.int().gte(1).lte(32768).nullish(),
+    tools: z.array(zOpenAiTool).max(128).nullish(),
+    tool_choice: zOpenAiToolChoice.optional(),
+    parallel_tool_calls: z.boolean().nullish()
 }));
 
 export const zOpenAiChatCompletion = z.object({
@@ -548,8 +758,9 @@ export const zOpenAiChatCompletion = z.object({
         index: z.int(),
         message: z.object({
             role: z.enum(['assistant']),
-            content: z.string(),
-            refusal: z.null()
+            content: z.string().nullable(),
+            refusal: z.null(),
+            tool_calls: z.array(zOpenAiToolCall).optional()
         }),
         finish_reason: zOpenAiFinishReason,
         logprobs: z.null()
@@ -569,7 +780,16 @@ export const zOpenAiChatCompletionChunk = z.object({
         index: z.int(),
         delta: z.object({
             role: z.enum(['assistant']).optional(),
-            content: z.string().optional()
+            content: z.string().nullish(),
+            tool_calls: z.array(z.object({
+                index: z.int(),
+                id: z.string().optional(),
+                type: z.enum(['function']).optional(),
+                function: z.object({
+                    name: z.string().optional(),
+                    arguments: z.string().optional()
+                }).optional()
+            })).optional()
         }),
         finish_reason: zOpenAiFinishReason.nullable(),
         logprobs: z.null()
@@ -584,7 +804,7 @@ export const zOpenAiCompletionRequest = zOpenAiGenerationOptions.and(z.object({
     model: z.string().min(1).max(256),
     prompt: z.union([
         z.string(),
-        z.tuple([z.string()])
+        z.array(z.string()).min(1).max(128)
     ]),
     echo: z.boolean().nullish()
 }));
@@ -636,6 +856,20 @@ export const zOpenAiEmbeddingList = z.object({
     })
 });
 
+/**
+ * Makes the request safe to repeat: a unique value per logical request (a UUID), the same on
+ * every retry of it. The server keeps the first 2xx response under the key, per credential,
+ * for `[idempotency] ttl_seconds` (24 h by default; at most `max_keys_per_principal` keys,
+ * oldest forgotten first). A repeat with the same method, path, query and body gets that
+ * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
+ * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
+ * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
+ * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
+ * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+ *
+ */
+export const zIdempotencyKey = z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/);
+
 export const zIdPath = zId;
 
 /**
@@ -681,6 +915,10 @@ export const zListApiKeysResponse = zApiKeyList;
 
 export const zCreateApiKeyBody = zCreateApiKeyRequest;
 
+export const zCreateApiKeyHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
+
 /**
  * Created. Store `key` now; it is not shown again.
  */
@@ -701,6 +939,10 @@ export const zRevokeApiKeyResponse = z.void();
 export const zListUsersResponse = zUserList;
 
 export const zCreateUserBody = zCreateUserRequest;
+
+export const zCreateUserHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
 
 /**
  * Created.
@@ -742,6 +984,10 @@ export const zUpdateUserResponse = zUser;
 export const zListModelsResponse = zModelList;
 
 export const zUploadModelBody = z.string();
+
+export const zUploadModelHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
 
 export const zUploadModelQuery = z.object({
     id: zModelId,
@@ -791,12 +1037,20 @@ export const zUnloadModelResponse = zModel;
 
 export const zCreateInferenceBody = zInferenceRequest;
 
+export const zCreateInferenceHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
+
 /**
  * The completion (or its event stream, with `stream: true`).
  */
 export const zCreateInferenceResponse = zInferenceResponse;
 
 export const zCreateEmbeddingsBody = zEmbeddingsRequest;
+
+export const zCreateEmbeddingsHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
 
 /**
  * One vector per input, in input order.
@@ -816,6 +1070,10 @@ export const zListJobsQuery = z.object({
 export const zListJobsResponse = zJobPage;
 
 export const zCreateJobBody = zCreateJobRequest;
+
+export const zCreateJobHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
 
 /**
  * Queued.
@@ -866,6 +1124,10 @@ export const zOpenaiRetrieveModelResponse = zOpenAiModel;
 
 export const zOpenaiCreateChatCompletionBody = zOpenAiChatCompletionRequest;
 
+export const zOpenaiCreateChatCompletionHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
+
 /**
  * The completion (or its event stream, with `stream: true`).
  */
@@ -873,12 +1135,20 @@ export const zOpenaiCreateChatCompletionResponse = zOpenAiChatCompletion;
 
 export const zOpenaiCreateCompletionBody = zOpenAiCompletionRequest;
 
+export const zOpenaiCreateCompletionHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
+
 /**
  * The completion (or its event stream, with `stream: true`).
  */
 export const zOpenaiCreateCompletionResponse = zOpenAiCompletion;
 
 export const zOpenaiCreateEmbeddingsBody = zOpenAiEmbeddingRequest;
+
+export const zOpenaiCreateEmbeddingsHeaders = z.object({
+    'Idempotency-Key': z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/).optional()
+});
 
 /**
  * The vectors.

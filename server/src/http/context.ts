@@ -18,6 +18,8 @@ export interface AppState {
   authFailure?: string;
   /** The parsed, validated request (body, query, path parameters). */
   input: { body?: unknown; query?: unknown; params?: unknown };
+  /** The raw request body once read (see `readBody`). */
+  rawBody?: Buffer;
   /** Set by koa-jwt. */
   jwt?: Record<string, unknown>;
   jwtOriginalError?: Error;

@@ -9,7 +9,7 @@ export interface CorsSettings {
 }
 
 // Browsers may only read response headers that are exposed: the SDK needs these in a page.
-const EXPOSED = ['X-Request-Id', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset', 'Retry-After', 'Location', 'X-Cache'];
+const EXPOSED = ['X-Request-Id', 'X-RateLimit-Limit', 'X-RateLimit-Remaining', 'X-RateLimit-Reset', 'Retry-After', 'Location', 'X-Cache', 'Idempotency-Replayed'];
 
 /**
  * Cross-origin access for the configured origins only (none by default; `*` allows any).
@@ -22,7 +22,7 @@ export function corsPolicy(settings: CorsSettings): AppMiddleware {
   const middleware = cors({
     origin: (ctx) => (isAllowed(ctx.get('Origin')) ? ctx.get('Origin') : ''),
     allowMethods: [...settings.methods],
-    allowHeaders: [...settings.headers, 'X-Request-Id'],
+    allowHeaders: [...settings.headers, 'X-Request-Id', 'Idempotency-Key'],
     exposeHeaders: EXPOSED,
     maxAge: 600,
     credentials: false,

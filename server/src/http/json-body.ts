@@ -13,18 +13,7 @@ export function jsonBody(limitBytes: () => number): AppMiddleware {
       // ctx.is answers null when there is no body at all; a JSON route still needs its type.
       throw new ApiError('UNSUPPORTED_MEDIA_TYPE', 'This route takes a JSON body: send Content-Type: application/json');
     }
-    const limit = limitBytes();
-    const declared = Number(ctx.get('Content-Length') || NaN);
-    if (declared > limit) throw refuse(ctx, limit, declared);
-
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of chunksOf(ctx.req)) {
-      size += chunk.length;
-      if (size > limit) throw refuse(ctx, limit);
-      chunks.push(chunk);
-    }
-    const text = Buffer.concat(chunks).toString('utf8');
+    const text = (await readBody(ctx, limitBytes())).toString('utf8');
     try {
       ctx.state.input.body = text.length === 0 ? undefined : JSON.parse(text);
     } catch {
@@ -33,6 +22,25 @@ export function jsonBody(limitBytes: () => number): AppMiddleware {
     }
     await next();
   };
+}
+
+/**
+ * The request's body, read once (413 above `limit`) and kept in `ctx.state.rawBody`, so that a
+ * middleware (idempotency keys hash it) and the route's `jsonBody` can both have it.
+ */
+export async function readBody(ctx: AppContext, limit: number): Promise<Buffer> {
+  if (ctx.state.rawBody) return ctx.state.rawBody;
+  const declared = Number(ctx.get('Content-Length') || NaN);
+  if (declared > limit) throw refuse(ctx, limit, declared);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of chunksOf(ctx.req)) {
+    size += chunk.length;
+    if (size > limit) throw refuse(ctx, limit);
+    chunks.push(chunk);
+  }
+  ctx.state.rawBody = Buffer.concat(chunks);
+  return ctx.state.rawBody;
 }
 
 /**

@@ -4,8 +4,6 @@ import { requestTarget } from './audit.js';
 import type { AppContext, AppMiddleware } from './context.js';
 import { ApiError } from './errors.js';
 
-const WINDOW_MS = 60_000;
-
 /**
  * The budgets a request spends: its user's (one budget for all of the user's keys and sessions),
  * plus its API key's own when the key has a lower `rate_limit_per_minute`; without credentials,
@@ -21,15 +19,17 @@ export function rateLimitBudgets(ctx: AppContext, requestsPerMinute: number): { 
 }
 
 /**
- * Per-user limit per minute (per IP without credentials). Every response carries
- * `X-RateLimit-*` for the tightest budget; a refusal is 429 `RATE_LIMITED` with `Retry-After` in
- * whole seconds.
+ * Per-user limit per window (a minute unless `windowSeconds` says otherwise; per IP without
+ * credentials). Every response carries `X-RateLimit-*` for the tightest budget; a refusal is 429
+ * `RATE_LIMITED` with `Retry-After` in whole seconds.
  */
 export function rateLimit(options: {
   limiter: RateLimiter;
   audit: AuditStore;
   enabled: () => boolean;
   requestsPerMinute: () => number;
+  /** The window's length; 60 s when not given. */
+  windowSeconds?: () => number;
 }): AppMiddleware {
   // The first refusal of each key's window is audited, not every one: a client hammering away
   // must not turn each refused request into a database write.
@@ -37,10 +37,11 @@ export function rateLimit(options: {
   return async (ctx, next) => {
     if (!options.enabled()) return next();
     // The key's own (lower) budget first: a request it refuses does not spend the user's.
+    const windowSeconds = options.windowSeconds?.() ?? 60;
     let decision: RateLimitDecision | undefined;
     let key = '';
     for (const budget of rateLimitBudgets(ctx, options.requestsPerMinute())) {
-      const result = await options.limiter.hit(budget.key, budget.limit, WINDOW_MS);
+      const result = await options.limiter.hit(budget.key, budget.limit, windowSeconds * 1000);
       if (!decision || !result.allowed || result.remaining < decision.remaining) [decision, key] = [result, budget.key];
       if (!result.allowed) break;
     }
@@ -68,7 +69,7 @@ export function rateLimit(options: {
       }
       throw new ApiError(
         'RATE_LIMITED',
-        `Rate limit of ${decision.limit} requests per minute exceeded; retry in ${retryAfter} s`,
+        `Rate limit of ${decision.limit} requests per ${windowSeconds === 60 ? 'minute' : `${windowSeconds} s`} exceeded; retry in ${retryAfter} s`,
         { limit: decision.limit, retry_after_seconds: retryAfter },
         { 'Retry-After': String(retryAfter) },
       );

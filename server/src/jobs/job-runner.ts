@@ -192,10 +192,10 @@ export class JobRunner implements JobQueue {
   /** Runs one request; its failure (unknown model, prompt too long...) fails only its own item. */
   async #runRequest(index: number, request: InferenceRequest, signal: AbortSignal): Promise<JobResult> {
     try {
-      const generation = toGenerationRequest(request, this.#config.limits.max_prompt_chars);
+      const generation = toGenerationRequest(request, this.#config.limits);
       await this.#engine.checkPrompt(generation);
       const result = await this.#generate(generation, signal);
-      return { index, status: 'succeeded', response: presentInference(newInferenceId(), request.model, result) };
+      return { index, status: 'succeeded', response: presentInference(newInferenceId(), request.model, result, generation.toolPlan) };
     } catch (thrown) {
       if (signal.aborted) return { index, status: 'cancelled' };
       let error = toApiError(engineError(thrown, this.#config.engine.parallel));

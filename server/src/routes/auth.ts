@@ -9,7 +9,7 @@ import { zCreateApiKeyBody, zListApiKeysQuery, zLoginBody, zRevokeApiKeyPath } f
 import { audit } from '../http/audit.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
 import type { AppContext, AppMiddleware, AppState } from '../http/context.js';
-import { ApiError, authenticationFailed, conflict, notFound, permissionDenied } from '../http/errors.js';
+import { ApiError, authenticationFailed, conflict, notFound, permissionDenied, validationError } from '../http/errors.js';
 import { redactText } from '../logging/redact.js';
 import { jsonBody } from '../http/json-body.js';
 import { validate } from '../http/validate.js';
@@ -76,6 +76,9 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
 
   router.post('/auth/api-keys', requireAuth, keyManagement, body, validate({ body: zCreateApiKeyBody }), async (ctx) => {
     const request = ctx.state.input.body as CreateApiKeyRequest;
+    // The spec says uniqueItems (found by the contract kit; the generated zod schema does not check it).
+    const repeated = request.permissions.findIndex((p, i) => request.permissions.indexOf(p) !== i);
+    if (repeated >= 0) throw validationError([{ path: `body.permissions[${repeated}]`, message: 'Each permission may appear only once' }]);
     const principal = ctx.state.principal!;
     const missing = request.permissions.filter((p) => !principal.permissions.includes(p));
     if (missing.length > 0) {

@@ -4,7 +4,8 @@ import { createRouter } from '../http/router.js';
 import type { ResponseCache } from '../cache/response-cache.js';
 import type { EmbeddingsRequest, InferenceRequest, InferenceResponse } from '../gen/types.gen.js';
 import { zCreateEmbeddingsBody, zCreateInferenceBody } from '../gen/zod.gen.js';
-import { ModelNotFoundError, ModelUnloadedError, PromptTooLongError, ShuttingDownError, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
+import type { Config } from '../config.js';
+import { GrammarCompileError, ModelNotFoundError, ModelUnloadedError, PromptTooLongError, ShuttingDownError, type ChatMessage, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
 import { QueueFullError } from '../engine/sequence-pool.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
 import type { AppContext, AppState } from '../http/context.js';
@@ -14,6 +15,7 @@ import { errorBody, toApiError } from '../http/error-handler.js';
 import { jsonBody } from '../http/json-body.js';
 import { validate } from '../http/validate.js';
 import type { RouteDeps } from './deps.js';
+import { planOutput, readToolCalls, type OutputPaths, type ToolPlan } from './output-plan.js';
 
 const HEARTBEAT_MS = 5_000;
 
@@ -24,6 +26,7 @@ export function engineError(error: unknown, parallel: number): unknown {
   if (error instanceof PromptTooLongError) {
     return validationError([{ path: 'body', message: error.message }], 'The prompt does not fit the context');
   }
+  if (error instanceof GrammarCompileError) return validationError([{ path: 'body', message: error.message }], 'The schema cannot be enforced');
   if (error instanceof ModelUnloadedError) return new ApiError('SERVICE_UNAVAILABLE', error.message, null, { 'Retry-After': '1' });
   if (error instanceof ShuttingDownError) return new ApiError('SERVICE_UNAVAILABLE', error.message, null, { 'Retry-After': '5' });
   if (error instanceof QueueFullError) {
@@ -45,37 +48,96 @@ export function streamFailure(ctx: AppContext, error: unknown, parallel: number,
   return errorBody(ctx, apiError.status === 500 ? new ApiError('INTERNAL_ERROR', 'Generation failed') : apiError);
 }
 
-/** Checks a request against the prompt limit and turns it into an engine request. */
-export function toGenerationRequest(body: InferenceRequest, maxPromptChars: number): GenerationRequest {
+/** An engine request with how its tool calls are read back (see output-plan.ts). */
+export type PlannedGeneration = GenerationRequest & { toolPlan?: ToolPlan };
+
+/** The engine's view of chat messages, after checking that tool results answer earlier calls. */
+export function toEngineMessages(messages: readonly ChatMessage[], path: string): ChatMessage[] {
+  const calls = new Set<string>();
+  messages.forEach((message, index) => {
+    if (message.toolCalls?.length && message.role !== 'assistant') {
+      throw validationError([{ path: `${path}[${index}].tool_calls`, message: 'Only assistant messages carry tool calls' }]);
+    }
+    for (const call of message.toolCalls ?? []) calls.add(call.id);
+    if (message.role === 'tool' && (message.toolCallId === undefined || !calls.has(message.toolCallId))) {
+      throw validationError([{ path: `${path}[${index}].tool_call_id`, message: 'A tool message must name the id of a tool call of an earlier assistant message' }]);
+    }
+  });
+  return [...messages];
+}
+
+/** A prompt's size in characters: texts, and the arguments of earlier tool calls. */
+const messagesLength = (messages: readonly ChatMessage[]) =>
+  messages.reduce((n, m) => n + m.content.length + (m.toolCalls ?? []).reduce((k, c) => k + JSON.stringify(c.arguments ?? null).length, 0), 0);
+
+const NATIVE_PATHS: OutputPaths = { schema: 'body.response_format.schema', tools: 'body.tools', toolParameters: (i) => `body.tools[${i}].parameters`, toolChoice: 'body.tool_choice' };
+
+/** Checks a request against the limits and turns it into an engine request; `paths` name its fields in errors. */
+export function toGenerationRequest(body: InferenceRequest, limits: Config['limits'], paths: OutputPaths = NATIVE_PATHS): PlannedGeneration {
   if ((body.prompt === undefined) === (body.messages === undefined)) {
     throw validationError([{ path: 'body', message: 'Give exactly one of prompt and messages' }]);
   }
-  const length = body.prompt?.length ?? body.messages!.reduce((n, m) => n + m.content.length, 0);
-  if (length > maxPromptChars) {
+  const messages =
+    body.messages &&
+    toEngineMessages(
+      body.messages.map((m) => ({
+        role: m.role,
+        content: m.content,
+        ...(m.tool_calls && { toolCalls: m.tool_calls }),
+        ...(m.tool_call_id !== undefined && { toolCallId: m.tool_call_id }),
+      })),
+      'body.messages',
+    );
+  const length = body.prompt?.length ?? messagesLength(messages!);
+  if (length > limits.max_prompt_chars) {
     throw validationError(
-      [{ path: body.prompt !== undefined ? 'body.prompt' : 'body.messages', message: `The prompt has ${length} characters; the limit is ${maxPromptChars}` }],
+      [{ path: body.prompt !== undefined ? 'body.prompt' : 'body.messages', message: `The prompt has ${length} characters; the limit is ${limits.max_prompt_chars}` }],
       'The prompt is too long',
     );
   }
+  const plan = planOutput(
+    {
+      responseFormat: body.response_format,
+      tools: body.tools,
+      toolChoice: body.tool_choice,
+      parallelToolCalls: body.parallel_tool_calls,
+      chat: messages !== undefined,
+    },
+    limits,
+    paths,
+  );
   return {
     model: body.model,
     prompt: body.prompt,
-    messages: body.messages,
+    messages,
     maxTokens: body.max_tokens ?? 256,
     temperature: body.temperature,
     topP: body.top_p,
     topK: body.top_k,
     stop: typeof body.stop === 'string' ? [body.stop] : body.stop,
     seed: body.seed,
+    ...plan.generation,
+    ...(plan.tools && { toolPlan: plan.tools }),
   };
 }
 
 /** A new answer id (`inf_` and 32 hex digits). */
 export const newInferenceId = () => `inf_${randomUUID().replaceAll('-', '')}`;
 
-/** A finished generation as the API answers it. */
-export function presentInference(id: string, model: string, result: GenerationResult): InferenceResponse {
-  return { id, object: 'inference', created: Math.floor(Date.now() / 1000), model, text: result.text, finish_reason: result.finishReason, usage: result.usage, timings: result.timings };
+/** A finished generation as the API answers it: its text, or the tool calls it made. */
+export function presentInference(id: string, model: string, result: GenerationResult, toolPlan?: ToolPlan): InferenceResponse {
+  const toolCalls = readToolCalls(toolPlan, result);
+  return {
+    id,
+    object: 'inference',
+    created: Math.floor(Date.now() / 1000),
+    model,
+    text: toolCalls && toolPlan?.mode !== 'auto' ? '' : result.text,
+    ...(toolCalls && { tool_calls: toolCalls as InferenceResponse['tool_calls'] }),
+    finish_reason: toolCalls ? 'tool_calls' : result.finishReason,
+    usage: result.usage,
+    timings: result.timings,
+  };
 }
 
 /**
@@ -119,7 +181,7 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
   }, async (ctx) => {
     const started = performance.now();
     const request = ctx.state.input.body as InferenceRequest;
-    const generation = toGenerationRequest(request, config.limits.max_prompt_chars);
+    const generation = toGenerationRequest(request, config.limits);
     const id = newInferenceId();
     const signal = clientGone(ctx);
     const parallel = config.engine.parallel;
@@ -146,10 +208,10 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
       } catch (error) {
         throw engineError(error, parallel);
       }
-      const response = presentInference(id, request.model, result);
+      const response = presentInference(id, request.model, result, generation.toolPlan);
       // A generation cut short (the client left) is no answer to keep.
       if (cacheKey !== undefined && result.finishReason !== 'cancelled') {
-        cache.set(cacheKey, { model: response.model, text: response.text, finish_reason: response.finish_reason, usage: response.usage });
+        cache.set(cacheKey, { model: response.model, text: response.text, ...(response.tool_calls && { tool_calls: response.tool_calls }), finish_reason: response.finish_reason, usage: response.usage });
       }
       ctx.set('X-Cache', 'miss');
       ctx.body = response;
@@ -158,8 +220,12 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
 
     const { reservation, stream } = await reserveForStream(ctx, engine, request.model, signal, parallel);
     try {
-      const result = await reservation.generate(generation, { signal, onText: (text) => stream.send('token', { text }) });
-      stream.send('done', { id, model: request.model, finish_reason: result.finishReason, usage: result.usage, timings: result.timings });
+      // A forced call's text is its arguments: they come whole in the `done` event, not as tokens.
+      const forced = generation.toolPlan && generation.toolPlan.mode !== 'auto';
+      const result = await reservation.generate(generation, { signal, onText: (text) => forced || stream.send('token', { text }) });
+      const { tool_calls, finish_reason } = presentInference(id, request.model, result, generation.toolPlan);
+      if (forced && !tool_calls && result.text) stream.send('token', { text: result.text }); // cut off: the partial JSON
+      stream.send('done', { id, model: request.model, ...(tool_calls && { tool_calls }), finish_reason, usage: result.usage, timings: result.timings });
     } catch (error) {
       stream.send('error', streamFailure(ctx, error, parallel, deps.logger));
     } finally {

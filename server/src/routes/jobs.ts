@@ -1,5 +1,6 @@
 import type { Router } from '@koa/router';
 import { createRouter } from '../http/router.js';
+import type { Config } from '../config.js';
 import type { CreateJobRequest, InferenceRequest, Job, ListJobsData, Permission, ValidationIssue } from '../gen/types.gen.js';
 import { zCancelJobPath, zCreateJobBody, zGetJobPath, zListJobsQuery } from '../gen/zod.gen.js';
 import { audit } from '../http/audit.js';
@@ -30,11 +31,11 @@ export function presentJob(job: JobRecord): Job {
 }
 
 /** The checks of POST /inference for one request of a job, with paths under `body.requests[i]`. */
-function checkJobRequest(request: InferenceRequest, index: number, maxPromptChars: number): ValidationIssue[] {
+function checkJobRequest(request: InferenceRequest, index: number, limits: Config['limits']): ValidationIssue[] {
   const at = `body.requests[${index}]`;
   if (request.stream) return [{ path: `${at}.stream`, message: 'Jobs do not stream: leave stream out or false' }];
   try {
-    toGenerationRequest(request, maxPromptChars);
+    toGenerationRequest(request, limits);
     return [];
   } catch (error) {
     if (!(error instanceof ApiError) || !Array.isArray(error.details)) throw error;
@@ -64,7 +65,7 @@ export function jobRoutes(deps: RouteDeps, jobs: JobQueue): Router<AppState> {
 
   router.post('/jobs', requireAuth, requirePermission(store, 'run_inference'), jsonBody(() => config.limits.max_body_bytes), validate({ body: zCreateJobBody }), async (ctx) => {
     const { requests, name } = ctx.state.input.body as CreateJobRequest;
-    const issues = requests.flatMap((request, index) => checkJobRequest(request, index, config.limits.max_prompt_chars));
+    const issues = requests.flatMap((request, index) => checkJobRequest(request, index, config.limits));
     if (issues.length > 0) throw validationError(issues);
     const job = await store.createJob({ userId: ctx.state.principal!.user.id, name: name ?? null, requests });
     jobs.notify();

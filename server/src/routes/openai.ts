@@ -16,9 +16,10 @@ import type {
   OpenAiFinishReason,
   OpenAiGenerationOptions,
   OpenAiModel,
+  ResponseFormat,
 } from '../gen/types.gen.js';
 import { zOpenaiCreateChatCompletionBody, zOpenaiCreateCompletionBody, zOpenaiCreateEmbeddingsBody, zOpenaiRetrieveModelPath } from '../gen/zod.gen.js';
-import { ModelNotFoundError, type FinishReason, type GenerationRequest, type GenerationResult, type InferenceEngine } from '../engine/engine.js';
+import { ModelNotFoundError, type FinishReason, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
 import type { ModelCatalog } from '../engine/model-catalog.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
 import type { AppContext, AppMiddleware, AppState } from '../http/context.js';
@@ -29,6 +30,7 @@ import { OpenAIApiError } from '../http/openai-errors.js';
 import { validate } from '../http/validate.js';
 import type { RouteDeps } from './deps.js';
 import { engineError, reserveForStream, streamFailure, toGenerationRequest } from './inference.js';
+import { newToolCallId, readToolCalls, type ToolCallOut } from './output-plan.js';
 
 /** OpenAI's default sampling temperature (the native API's is 0.8). */
 const DEFAULT_TEMPERATURE = 1;
@@ -67,12 +69,39 @@ const toFinishReason = (reason: FinishReason): OpenAiFinishReason => (reason ===
 const now = () => Math.floor(Date.now() / 1000);
 const newId = (prefix: string) => `${prefix}-${randomUUID().replaceAll('-', '')}`;
 
-/** A message's text: a string, the text parts joined, or nothing (an assistant turn that only called tools). */
-function toChatMessage(message: OpenAiChatMessage): ChatMessage {
-  const content = message.content ?? '';
+type OpenAiContent = OpenAiChatMessage['content'];
+
+/** A message's text: a string, or its text parts joined; any other kind of part is refused. */
+function textOf(content: OpenAiContent, path: string): string {
+  if (content === undefined || content === null) return '';
+  if (typeof content === 'string') return content;
+  return content
+    .map((part, index) => {
+      if (part.type !== 'text' || typeof part.text !== 'string') {
+        throw validationError([{ path: `${path}[${index}]`, message: `Content parts of type ${part.type} are not supported; supported: text` }]);
+      }
+      return part.text;
+    })
+    .join('');
+}
+
+/** An OpenAI message in the native API's terms (tool call arguments parsed from their JSON). */
+function toNativeMessage(message: OpenAiChatMessage, index: number): ChatMessage {
+  const path = `body.messages[${index}]`;
+  const toolCalls = message.tool_calls?.map((call, i) => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(call.function.arguments);
+    } catch {
+      throw validationError([{ path: `${path}.tool_calls[${i}].function.arguments`, message: 'Not valid JSON' }]);
+    }
+    return { id: call.id, name: call.function.name, arguments: parsed as Record<string, unknown> };
+  });
   return {
     role: message.role === 'developer' ? 'system' : message.role,
-    content: typeof content === 'string' ? content : content.map((part) => part.text).join(''),
+    content: textOf(message.content, `${path}.content`),
+    ...(toolCalls?.length && { tool_calls: toolCalls }),
+    ...(message.tool_call_id !== undefined && { tool_call_id: message.tool_call_id }),
   };
 }
 
@@ -87,25 +116,62 @@ function samplingOf(request: OpenAiGenerationOptions & { max_completion_tokens?:
   };
 }
 
+/** `response_format` in the native request's terms; `text` is no format. */
+function responseFormatOf(format: OpenAiGenerationOptions['response_format']): ResponseFormat | undefined {
+  if (!format || format.type === 'text') return undefined;
+  if (format.type === 'json_object') return { type: 'json_object' };
+  const { schema } = (format as Extract<NonNullable<typeof format>, { type: 'json_schema' }>).json_schema;
+  return { type: 'json_schema', ...(schema !== undefined && { schema }) };
+}
+
+const OPENAI_PATHS = {
+  schema: 'body.response_format.json_schema.schema',
+  tools: 'body.tools',
+  toolParameters: (i: number) => `body.tools[${i}].function.parameters`,
+  toolChoice: 'body.tool_choice',
+};
+
 /** Writes one OpenAI server-sent event: unnamed, `data:` only. */
 function sendData(ctx: AppContext, stream: EventStream, data: unknown): void {
   if (!stream.closed) ctx.res.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
 }
 
+type Usage = GenerationResult['usage'];
+
+/**
+ * The usage of several choices: every completion counted; a prompt once however many choices it
+ * has (`n`), as OpenAI counts it.
+ */
+function sumUsage(results: readonly GenerationResult[], perPrompt: number): Usage {
+  let prompt = 0;
+  let completion = 0;
+  results.forEach((result, index) => {
+    if (index % perPrompt === 0) prompt += result.usage.prompt_tokens;
+    completion += result.usage.completion_tokens;
+  });
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
 /** What a completion route needs to know to answer, whether plainly or as a stream. */
 interface Completion<Answer, Chunk> {
-  generation: GenerationRequest;
+  /** One generation per choice, in `index` order. */
+  choices: GenerationRequest[];
+  /** Choices per prompt (`n`), for counting prompt tokens once. */
+  perPrompt: number;
   stream: boolean;
   includeUsage: boolean;
-  /** The text to put before the generated text (`echo`), sent as the first piece of a stream. */
-  prefix?: string;
-  answer(result: GenerationResult): Answer;
-  firstChunk?(): Chunk;
-  textChunk(text: string): Chunk;
-  lastChunk(reason: OpenAiFinishReason): Chunk;
+  answer(results: GenerationResult[], usage: Usage): Answer;
+  /** A stream's chunks before a choice's first text (role, echoed prompt, a call's header). */
+  startChunks(index: number): Chunk[];
+  textChunk(index: number, text: string): Chunk | undefined;
+  /** A stream's chunks after a choice's last text: calls made, and its `finish_reason`. */
+  endChunks(index: number, result: GenerationResult): Chunk[];
   /** The chunk after the last with `include_usage`: no choices, only the usage. */
-  usageChunk(usage: GenerationResult['usage']): Chunk;
+  usageChunk(usage: Usage): Chunk;
 }
+
+const withSeed = (generation: GenerationRequest, offset: number): GenerationRequest =>
+  offset === 0 || generation.seed === undefined ? { ...generation } : { ...generation, seed: (generation.seed + offset) % 2 ** 32 };
 
 export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: InferenceEngine): Router<AppState> {
   const { config, store } = deps;
@@ -127,47 +193,90 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
     return next();
   };
 
+  /** OpenAI's deprecated function-calling fields: refused rather than silently dropped. */
+  const refuseLegacyFunctions: AppMiddleware = async (ctx, next) => {
+    const raw = ctx.state.input.body as Record<string, unknown> | undefined;
+    for (const field of ['functions', 'function_call']) {
+      if (raw && typeof raw === 'object' && field in raw && raw[field] !== null) {
+        throw validationError([{ path: `body.${field}`, message: `${field} is deprecated and not supported: use tools and tool_choice` }]);
+      }
+    }
+    return next();
+  };
+
+  const checkChoices = (count: number, param: string) => {
+    const limit = config.limits.max_choices;
+    if (count > limit) throw validationError([{ path: `body.${param}`, message: `${count} choices asked for; the limit is ${limit} ([limits] max_choices)` }]);
+  };
+
   async function complete<Answer, Chunk>(ctx: AppContext, completion: Completion<Answer, Chunk>) {
-    const { generation } = completion;
+    const [first] = completion.choices;
+    const model = first!.model;
     const signal = clientGone(ctx);
     try {
-      await engine.checkPrompt(generation);
+      // The choices of one prompt differ only in their seed: checking one of them is enough.
+      for (let i = 0; i < completion.choices.length; i += completion.perPrompt) await engine.checkPrompt(completion.choices[i]!);
     } catch (error) {
-      throw engineFailure(error, generation.model);
+      throw engineFailure(error, model);
     }
+    // One choice failing stops the others: the request fails as a whole.
+    const failed = new AbortController();
+    const choiceSignal = AbortSignal.any([signal, failed.signal]);
     if (!completion.stream) {
-      let result: GenerationResult;
+      let results: GenerationResult[];
       try {
-        result = await engine.generate(generation, { signal });
+        results = await Promise.all(
+          completion.choices.map((choice) =>
+            engine.generate(choice, { signal: choiceSignal }).catch((error: unknown) => {
+              failed.abort();
+              throw error;
+            }),
+          ),
+        );
       } catch (error) {
-        throw engineFailure(error, generation.model);
+        throw engineFailure(error, model);
       }
-      ctx.body = completion.answer(result);
+      ctx.body = completion.answer(results, sumUsage(results, completion.perPrompt));
       return;
     }
 
     let opened;
     try {
-      opened = await reserveForStream(ctx, engine, generation.model, signal, parallel());
+      opened = await reserveForStream(ctx, engine, model, signal, parallel());
     } catch (error) {
-      throw engineFailure(error, generation.model);
+      throw engineFailure(error, model);
     }
-    const { reservation, stream } = opened;
+    const { stream } = opened;
     // With `include_usage`, OpenAI marks every chunk but the last with `usage: null`.
-    const send = (chunk: Chunk) => sendData(ctx, stream, completion.includeUsage ? { ...chunk, usage: null } : chunk);
+    const send = (chunk: Chunk | undefined) => chunk && sendData(ctx, stream, completion.includeUsage ? { ...chunk, usage: null } : chunk);
+    const run = async (index: number, reservation: Reservation) => {
+      try {
+        for (const chunk of completion.startChunks(index)) send(chunk);
+        const result = await reservation.generate(completion.choices[index]!, { signal: choiceSignal, onText: (text) => text && send(completion.textChunk(index, text)) });
+        for (const chunk of completion.endChunks(index, result)) send(chunk);
+        return result;
+      } finally {
+        reservation.release();
+      }
+    };
     try {
-      if (completion.firstChunk) send(completion.firstChunk());
-      if (completion.prefix) send(completion.textChunk(completion.prefix));
-      const result = await reservation.generate(generation, { signal, onText: (text) => text && send(completion.textChunk(text)) });
-      send(completion.lastChunk(toFinishReason(result.finishReason)));
-      if (completion.includeUsage) sendData(ctx, stream, completion.usageChunk(result.usage));
+      const results = await Promise.all(
+        completion.choices.map(async (_, index) => {
+          try {
+            return await run(index, index === 0 ? opened.reservation : await engine.reserve(model, choiceSignal));
+          } catch (error) {
+            failed.abort();
+            throw error;
+          }
+        }),
+      );
+      if (completion.includeUsage) sendData(ctx, stream, completion.usageChunk(sumUsage(results, completion.perPrompt)));
       sendData(ctx, stream, '[DONE]');
     } catch (error) {
       sendData(ctx, stream, streamFailure(ctx, error, parallel(), deps.logger));
       // The stream still ends the way OpenAI clients wait for.
       sendData(ctx, stream, '[DONE]');
     } finally {
-      reservation.release();
       stream.end();
     }
   }
@@ -183,53 +292,132 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
     ctx.body = toOpenAIModel(model);
   });
 
-  router.post('/chat/completions', ...can('run_inference'), body, parseBody(zOpenaiCreateChatCompletionBody), streamingNeedsPermission, async (ctx) => {
+  router.post('/chat/completions', ...can('run_inference'), body, refuseLegacyFunctions, parseBody(zOpenaiCreateChatCompletionBody), streamingNeedsPermission, async (ctx) => {
     const request = ctx.state.input.body as OpenAiChatCompletionRequest;
-    const generation = toGenerationRequest({ model: request.model, messages: request.messages.map(toChatMessage), ...samplingOf(request) }, config.limits.max_prompt_chars);
+    const n = request.n ?? 1;
+    checkChoices(n, 'n');
+    const toolChoice = request.tool_choice;
+    const generation = toGenerationRequest(
+      {
+        model: request.model,
+        messages: request.messages.map(toNativeMessage),
+        ...samplingOf(request),
+        response_format: responseFormatOf(request.response_format),
+        ...(request.tools && { tools: request.tools.map((tool) => ({ name: tool.function.name, description: tool.function.description, parameters: tool.function.parameters })) }),
+        ...(toolChoice && { tool_choice: typeof toolChoice === 'string' ? toolChoice : { name: toolChoice.function.name } }),
+        ...(typeof request.parallel_tool_calls === 'boolean' && { parallel_tool_calls: request.parallel_tool_calls }),
+      },
+      config.limits,
+      OPENAI_PATHS,
+    );
+    const plan = generation.toolPlan;
     const id = newId('chatcmpl');
     const created = now();
-    const chunk = (choice: OpenAiChatCompletionChunk['choices'][number]): OpenAiChatCompletionChunk => ({ id, object: 'chat.completion.chunk', created, model: request.model, choices: [choice] });
+    type Choice = OpenAiChatCompletionChunk['choices'][number];
+    const chunk = (choice: Choice): OpenAiChatCompletionChunk => ({ id, object: 'chat.completion.chunk', created, model: request.model, choices: [choice] });
+    const delta = (index: number, value: Choice['delta'], finishReason: OpenAiFinishReason | null = null) => chunk({ index, delta: value, finish_reason: finishReason, logprobs: null });
+    const asOpenAI = (call: ToolCallOut) => ({ id: call.id, type: 'function' as const, function: { name: call.name, arguments: JSON.stringify(call.arguments) } });
+
+    /** A choice's message: its text, or its tool calls (a forced call cut off keeps its partial arguments). */
+    const messageOf = (result: GenerationResult): { message: OpenAiChatCompletion['choices'][number]['message']; finish: OpenAiFinishReason } => {
+      const calls = readToolCalls(plan, result);
+      if (calls) {
+        const content = plan?.mode === 'auto' && result.text ? result.text : null;
+        return { message: { role: 'assistant', content, refusal: null, tool_calls: calls.map(asOpenAI) }, finish: 'tool_calls' };
+      }
+      if (plan?.mode === 'single' && result.finishReason === 'length') {
+        const call = { id: newToolCallId(), type: 'function' as const, function: { name: plan.name, arguments: result.text } };
+        return { message: { role: 'assistant', content: null, refusal: null, tool_calls: [call] }, finish: 'length' };
+      }
+      return { message: { role: 'assistant', content: result.text, refusal: null }, finish: toFinishReason(result.finishReason) };
+    };
+
+    // A single forced call streams its arguments as they are generated; a list of calls, or calls
+    // the model chose (auto), come whole once the generation ends.
     await complete<OpenAiChatCompletion, OpenAiChatCompletionChunk>(ctx, {
-      generation,
+      choices: Array.from({ length: n }, (_, i) => withSeed(generation, i)),
+      perPrompt: n,
       stream: request.stream === true,
       includeUsage: request.stream_options?.include_usage === true,
-      answer: (result) => ({
+      answer: (results, usage) => ({
         id,
         object: 'chat.completion',
         created,
         model: request.model,
-        choices: [{ index: 0, message: { role: 'assistant', content: result.text, refusal: null }, finish_reason: toFinishReason(result.finishReason), logprobs: null }],
-        usage: result.usage,
+        choices: results.map((result, index) => {
+          const { message, finish } = messageOf(result);
+          return { index, message, finish_reason: finish, logprobs: null };
+        }),
+        usage,
       }),
-      firstChunk: () => chunk({ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null, logprobs: null }),
-      textChunk: (content) => chunk({ index: 0, delta: { content }, finish_reason: null, logprobs: null }),
-      lastChunk: (reason) => chunk({ index: 0, delta: {}, finish_reason: reason, logprobs: null }),
+      startChunks: (index) => {
+        if (plan?.mode !== 'single') return [delta(index, { role: 'assistant', content: '' })];
+        return [delta(index, { role: 'assistant', content: null, tool_calls: [{ index: 0, id: newToolCallId(), type: 'function', function: { name: plan.name, arguments: '' } }] })];
+      },
+      textChunk: (index, text) => {
+        if (plan?.mode === 'single') return delta(index, { tool_calls: [{ index: 0, function: { arguments: text } }] });
+        if (plan?.mode === 'list') return undefined;
+        return delta(index, { content: text });
+      },
+      endChunks: (index, result) => {
+        if (plan?.mode === 'single') return [delta(index, {}, result.finishReason === 'length' ? 'length' : readToolCalls(plan, result) ? 'tool_calls' : toFinishReason(result.finishReason))];
+        const calls = readToolCalls(plan, result);
+        if (!calls) {
+          // A list of calls cut off: what was generated, as text.
+          const partial = plan?.mode === 'list' && result.text ? [delta(index, { content: result.text })] : [];
+          return [...partial, delta(index, {}, toFinishReason(result.finishReason))];
+        }
+        return [
+          delta(index, { tool_calls: calls.map((call, k) => ({ index: k, ...asOpenAI(call) })) }),
+          delta(index, {}, 'tool_calls'),
+        ];
+      },
       usageChunk: (usage) => ({ id, object: 'chat.completion.chunk', created, model: request.model, choices: [], usage }),
     });
   });
 
   router.post('/completions', ...can('run_inference'), body, parseBody(zOpenaiCreateCompletionBody), streamingNeedsPermission, async (ctx) => {
     const request = ctx.state.input.body as OpenAiCompletionRequest;
-    const prompt = typeof request.prompt === 'string' ? request.prompt : request.prompt[0];
-    const generation = toGenerationRequest({ model: request.model, prompt, ...samplingOf(request) }, config.limits.max_prompt_chars);
+    const prompts = typeof request.prompt === 'string' ? [request.prompt] : request.prompt;
+    const n = request.n ?? 1;
+    checkChoices(prompts.length * n, typeof request.prompt === 'string' ? 'n' : 'prompt');
+    const generations = prompts.map((prompt, p) => {
+      try {
+        return toGenerationRequest({ model: request.model, prompt, ...samplingOf(request), response_format: responseFormatOf(request.response_format) }, config.limits, OPENAI_PATHS);
+      } catch (error) {
+        // A list's prompt that is too long is named by its index.
+        if (typeof request.prompt !== 'string' && error instanceof ApiError && Array.isArray(error.details)) {
+          throw validationError(error.details.map((issue) => ({ ...issue, path: issue.path.replace(/^body\.prompt$/, `body.prompt[${p}]`) })), error.message);
+        }
+        throw error;
+      }
+    });
     const id = newId('cmpl');
     const created = now();
-    const echo = request.echo === true ? prompt : '';
-    const chunk = (text: string, finishReason: OpenAiFinishReason | null): OpenAiCompletion => ({
+    const echoOf = (index: number) => (request.echo === true ? prompts[Math.floor(index / n)]! : '');
+    const chunk = (index: number, text: string, finishReason: OpenAiFinishReason | null): OpenAiCompletion => ({
       id,
       object: 'text_completion',
       created,
       model: request.model,
-      choices: [{ index: 0, text, finish_reason: finishReason, logprobs: null }],
+      choices: [{ index, text, finish_reason: finishReason, logprobs: null }],
     });
     await complete<OpenAiCompletion, OpenAiCompletion>(ctx, {
-      generation,
+      choices: generations.flatMap((generation) => Array.from({ length: n }, (_, i) => withSeed(generation, i))),
+      perPrompt: n,
       stream: request.stream === true,
       includeUsage: request.stream_options?.include_usage === true,
-      prefix: echo,
-      answer: (result) => ({ ...chunk(echo + result.text, toFinishReason(result.finishReason)), usage: result.usage }),
-      textChunk: (text) => chunk(text, null),
-      lastChunk: (reason) => chunk('', reason),
+      answer: (results, usage) => ({
+        id,
+        object: 'text_completion',
+        created,
+        model: request.model,
+        choices: results.map((result, index) => ({ index, text: echoOf(index) + result.text, finish_reason: toFinishReason(result.finishReason), logprobs: null })),
+        usage,
+      }),
+      startChunks: (index) => (echoOf(index) ? [chunk(index, echoOf(index), null)] : []),
+      textChunk: (index, text) => chunk(index, text, null),
+      endChunks: (index, result) => [chunk(index, '', toFinishReason(result.finishReason))],
       usageChunk: (usage) => ({ id, object: 'text_completion', created, model: request.model, choices: [], usage }),
     });
   });

@@ -72,6 +72,22 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE api_keys ADD COLUMN rate_limit_per_minute INTEGER;
   `,
+  `
+  CREATE TABLE idempotency_keys (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    status INTEGER,
+    headers TEXT,
+    body TEXT,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, key)
+  );
+  CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at);
+  CREATE INDEX idempotency_keys_scope ON idempotency_keys(scope, created_at);
+  `,
   // Job leases (#13): the worker holding a running job, and until when (ms since the epoch).
   `
   ALTER TABLE jobs ADD COLUMN worker TEXT;

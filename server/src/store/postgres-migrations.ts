@@ -80,6 +80,22 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   ALTER TABLE api_keys ADD COLUMN rate_limit_per_minute INTEGER;
   `,
   `
+  CREATE TABLE idempotency_keys (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    status INTEGER,
+    headers TEXT,
+    body TEXT,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (scope, key)
+  );
+  CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at);
+  CREATE INDEX idempotency_keys_scope ON idempotency_keys(scope, created_at);
+  `,
+  `
   ALTER TABLE jobs ADD COLUMN worker TEXT;
   ALTER TABLE jobs ADD COLUMN lease_until BIGINT;
   `,

@@ -4,7 +4,21 @@ import { redactUrl } from '../config.js';
 import { POSTGRES_MIGRATIONS } from './postgres-migrations.js';
 import { MIGRATIONS } from './migrations.js';
 import { KeyLimitError, LastAdminError, UsernameTakenError } from './types.js';
-import type { ApiKeyRecord, AuditEvent, AuditFilter, AuditRecord, JobFilter, JobRecord, JobResult, Permission, Role, Store, UserRecord } from './types.js';
+import type {
+  ApiKeyRecord,
+  AuditEvent,
+  AuditFilter,
+  AuditRecord,
+  IdempotencyRecord,
+  JobFilter,
+  JobRecord,
+  JobResult,
+  Permission,
+  Role,
+  Store,
+  StoredResponse,
+  UserRecord,
+} from './types.js';
 
 type Row = Record<string, unknown>;
 type Queryable = Pick<pg.PoolClient, 'query'>;
@@ -428,6 +442,61 @@ export class PostgresStore implements Store {
     });
   }
 
+  // Idempotency keys
+
+  async claimIdempotencyKey(
+    scope: string,
+    key: string,
+    claim: { fingerprint: string; now: number; ttlMs: number; maxPerScope: number },
+  ): Promise<IdempotencyRecord | undefined> {
+    return this.#transaction(async (client) => {
+      // One claim per scope at a time across replicas: the count, the eviction and the insert agree.
+      await client.query("SELECT pg_advisory_xact_lock(hashtext('inferno.idempotency:' || $1))", [scope]);
+      const row = await this.#one('SELECT * FROM idempotency_keys WHERE scope = $1 AND key = $2', [scope, key], client);
+      if (row && Number(row.expires_at) > claim.now) return toIdempotency(row);
+      if (row) await client.query('DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2', [scope, key]);
+      const count = Number((await this.#one('SELECT COUNT(*) AS n FROM idempotency_keys WHERE scope = $1', [scope], client))!.n);
+      if (count >= claim.maxPerScope) {
+        // Completed keys go first, oldest first: a pending one belongs to a request still running.
+        await client.query(
+          `DELETE FROM idempotency_keys WHERE (scope, key) IN (SELECT scope, key FROM idempotency_keys WHERE scope = $1
+           ORDER BY state = 'pending', created_at LIMIT $2)`,
+          [scope, count - claim.maxPerScope + 1],
+        );
+      }
+      await client.query("INSERT INTO idempotency_keys (scope, key, fingerprint, state, created_at, expires_at) VALUES ($1, $2, $3, 'pending', $4, $5)", [
+        scope,
+        key,
+        claim.fingerprint,
+        claim.now,
+        claim.now + claim.ttlMs,
+      ]);
+      return undefined;
+    });
+  }
+
+  async completeIdempotencyKey(scope: string, key: string, response: StoredResponse): Promise<void> {
+    await this.#pool.query("UPDATE idempotency_keys SET state = 'complete', status = $1, headers = $2, body = $3 WHERE scope = $4 AND key = $5", [
+      response.status,
+      JSON.stringify(response.headers),
+      response.body,
+      scope,
+      key,
+    ]);
+  }
+
+  async releaseIdempotencyKey(scope: string, key: string): Promise<void> {
+    await this.#pool.query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND state = 'pending'", [scope, key]);
+  }
+
+  async sweepIdempotencyKeys(now: number, pendingBefore?: number): Promise<number> {
+    let changes = (await this.#pool.query('DELETE FROM idempotency_keys WHERE expires_at <= $1', [now])).rowCount ?? 0;
+    if (pendingBefore !== undefined) {
+      changes += (await this.#pool.query("DELETE FROM idempotency_keys WHERE state = 'pending' AND created_at < $1", [pendingBefore])).rowCount ?? 0;
+    }
+    return changes;
+  }
+
   // Secrets
 
   async getOrCreateSecret(name: string, candidate: string): Promise<string> {
@@ -452,4 +521,14 @@ export class PostgresStore implements Store {
       }
     });
   }
+}
+
+function toIdempotency(row: Row): IdempotencyRecord {
+  const complete = row.state === 'complete';
+  return {
+    fingerprint: String(row.fingerprint),
+    state: complete ? 'complete' : 'pending',
+    response: complete ? { status: Number(row.status), headers: JSON.parse(String(row.headers)) as Record<string, string>, body: String(row.body) } : undefined,
+    expiresAt: Number(row.expires_at),
+  };
 }

@@ -4,7 +4,21 @@ import path from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { MIGRATIONS } from './migrations.js';
 import { KeyLimitError, LastAdminError, UsernameTakenError } from './types.js';
-import type { ApiKeyRecord, AuditEvent, AuditFilter, AuditRecord, JobFilter, JobRecord, JobResult, Permission, Role, Store, UserRecord } from './types.js';
+import type {
+  ApiKeyRecord,
+  AuditEvent,
+  AuditFilter,
+  AuditRecord,
+  IdempotencyRecord,
+  JobFilter,
+  JobRecord,
+  JobResult,
+  Permission,
+  Role,
+  Store,
+  StoredResponse,
+  UserRecord,
+} from './types.js';
 
 type Row = Record<string, SQLInputValue>;
 
@@ -431,4 +445,70 @@ export class SqliteStore implements Store {
       throw error;
     }
   }
+
+  // Idempotency keys
+
+  async claimIdempotencyKey(
+    scope: string,
+    key: string,
+    claim: { fingerprint: string; now: number; ttlMs: number; maxPerScope: number },
+  ): Promise<IdempotencyRecord | undefined> {
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const row = this.#db.prepare('SELECT * FROM idempotency_keys WHERE scope = ? AND key = ?').get(scope, key) as Row | undefined;
+      if (row && Number(row.expires_at) > claim.now) {
+        this.#db.exec('COMMIT');
+        return toIdempotency(row);
+      }
+      if (row) this.#db.prepare('DELETE FROM idempotency_keys WHERE scope = ? AND key = ?').run(scope, key);
+      const count = Number((this.#db.prepare('SELECT COUNT(*) AS n FROM idempotency_keys WHERE scope = ?').get(scope) as Row).n);
+      if (count >= claim.maxPerScope) {
+        // Completed keys go first, oldest first: a pending one belongs to a request still running.
+        this.#db
+          .prepare(
+            `DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM idempotency_keys WHERE scope = ?
+             ORDER BY state = 'pending', created_at LIMIT ?)`,
+          )
+          .run(scope, count - claim.maxPerScope + 1);
+      }
+      this.#db
+        .prepare("INSERT INTO idempotency_keys (scope, key, fingerprint, state, created_at, expires_at) VALUES (?, ?, ?, 'pending', ?, ?)")
+        .run(scope, key, claim.fingerprint, claim.now, claim.now + claim.ttlMs);
+      this.#db.exec('COMMIT');
+      return undefined;
+    } catch (error) {
+      this.#db.exec('ROLLBACK');
+      throw error;
+    }
+  }
+
+  async completeIdempotencyKey(scope: string, key: string, response: StoredResponse): Promise<void> {
+    this.#db
+      .prepare("UPDATE idempotency_keys SET state = 'complete', status = ?, headers = ?, body = ? WHERE scope = ? AND key = ?")
+      .run(response.status, JSON.stringify(response.headers), response.body, scope, key);
+  }
+
+  async releaseIdempotencyKey(scope: string, key: string): Promise<void> {
+    this.#db.prepare("DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND state = 'pending'").run(scope, key);
+  }
+
+  async sweepIdempotencyKeys(now: number, pendingBefore?: number): Promise<number> {
+    let changes = Number(this.#db.prepare('DELETE FROM idempotency_keys WHERE expires_at <= ?').run(now).changes);
+    if (pendingBefore !== undefined) {
+      changes += Number(this.#db.prepare("DELETE FROM idempotency_keys WHERE state = 'pending' AND created_at < ?").run(pendingBefore).changes);
+    }
+    return changes;
+  }
+}
+
+function toIdempotency(row: Row): IdempotencyRecord {
+  const complete = row.state === 'complete';
+  return {
+    fingerprint: String(row.fingerprint),
+    state: complete ? 'complete' : 'pending',
+    response: complete
+      ? { status: Number(row.status), headers: JSON.parse(String(row.headers)) as Record<string, string>, body: String(row.body) }
+      : undefined,
+    expiresAt: Number(row.expires_at),
+  };
 }

@@ -186,8 +186,47 @@ export interface SecretStore {
   getOrCreateSecret(name: string, candidate: string): Promise<string>;
 }
 
+/** The response stored under an idempotency key once its request completed. */
+export interface StoredResponse {
+  status: number;
+  /** The headers that describe the body (`Content-Type`, `Location`), lower-case names. */
+  headers: Record<string, string>;
+  /** The body as sent, as text (JSON). */
+  body: string;
+}
+
+/** What an idempotency key holds: a request still running (`pending`) or its stored response. */
+export interface IdempotencyRecord {
+  /** Hash of the request (method, path, query, body) that first used the key. */
+  fingerprint: string;
+  state: 'pending' | 'complete';
+  /** Set when complete. */
+  response: StoredResponse | undefined;
+  /** Unix ms after which the key is forgotten. */
+  expiresAt: number;
+}
+
+/**
+ * Idempotency keys (`Idempotency-Key`): each (scope, key) maps to the first request's fingerprint
+ * and, once it completed, its response. Asynchronous so that a shared backend (PostgreSQL) fits.
+ */
+export interface IdempotencyStore {
+  /**
+   * Claims `key` for a new request: answers `undefined` when this call claimed it (a `pending`
+   * record now exists), else the record already there. Expired records count as absent. Keeps at
+   * most `maxPerScope` records per scope, forgetting the oldest completed ones first.
+   */
+  claimIdempotencyKey(scope: string, key: string, claim: { fingerprint: string; now: number; ttlMs: number; maxPerScope: number }): Promise<IdempotencyRecord | undefined>;
+  /** Stores the response of a claimed key. */
+  completeIdempotencyKey(scope: string, key: string, response: StoredResponse): Promise<void>;
+  /** Forgets a claimed key whose response is not kept (an error worth retrying, a stream). */
+  releaseIdempotencyKey(scope: string, key: string): Promise<void>;
+  /** Deletes expired records, and `pending` ones claimed before `pendingBefore` (their process died); answers how many. */
+  sweepIdempotencyKeys(now: number, pendingBefore?: number): Promise<number>;
+}
+
 /** Everything the server persists. SQLite is the embedded default; PostgreSQL the shared one. */
-export interface Store extends UserStore, ApiKeyStore, RevocationStore, AuditStore, SettingsStore, JobStore, SecretStore {
+export interface Store extends UserStore, ApiKeyStore, RevocationStore, AuditStore, SettingsStore, JobStore, IdempotencyStore, SecretStore {
   /** Which backend this is, for readiness and logs. */
   readonly kind: 'sqlite' | 'postgres';
   /** Answers when the database answers a trivial query (readiness). */
