@@ -101,6 +101,8 @@ export interface Config {
     redis_url?: string;
     /** PostgreSQL connections this replica keeps at most. */
     pool_size: number;
+    /** Prefix of every Redis key this server writes (several deployments may share one Redis). */
+    redis_key_prefix: string;
   };
   logging: { level: LogLevel };
   /** The response cache of deterministic native inference requests. */
@@ -131,7 +133,7 @@ export const DEFAULT_CONFIG: Config = deepFreeze({
   limits: { max_body_bytes: 10_485_760, max_prompt_chars: 10_000, max_choices: 16, max_tools: 64, max_schema_bytes: 65_536 },
   models: { dir: './models', max_loaded: 2, max_upload_bytes: 8_589_934_592 },
   engine: { threads: 1, parallel: 4, sequences_per_context: 1, context_size: 2048, max_queue: 32, batch_size: 512 },
-  storage: { data_dir: './data', pool_size: 10 },
+  storage: { data_dir: './data', pool_size: 10, redis_key_prefix: 'inferno' },
   logging: { level: 'info' },
   cache: { enabled: true, max_entries: 1000 },
 });
@@ -233,7 +235,7 @@ const SCHEMA: Schema = {
   limits: { max_body_bytes: positive(), max_prompt_chars: positive(), max_choices: int(1, 128), max_tools: int(1, 128), max_schema_bytes: int(256, 1_048_576) },
   models: { dir: filePath(), max_loaded: positive(), max_upload_bytes: positive() },
   engine: { threads: positive(), parallel: positive(), sequences_per_context: positive(), context_size: positive(), max_queue: positive(), batch_size: positive() },
-  storage: { data_dir: filePath(), database_url: url('postgres:', 'postgresql:'), redis_url: url('redis:', 'rediss:'), pool_size: int(1, 1000) },
+  storage: { data_dir: filePath(), database_url: url('postgres:', 'postgresql:'), redis_url: url('redis:', 'rediss:'), pool_size: int(1, 1000), redis_key_prefix: text() },
   logging: { level: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent') },
   cache: { enabled: bool(), max_entries: int(1, 1_000_000) },
 };

@@ -158,12 +158,12 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       replicaId,
       sharedLimits: Boolean(redis),
       ...(redis && {
-        rateLimiter: new RedisRateLimiter(redis, logger),
+        rateLimiter: new RedisRateLimiter(redis, logger, `${config.storage.redis_key_prefix}:rl`),
         loginThrottle: new RedisLoginThrottle(redis, () => ({
           maxFailures: config.auth.login_max_failures,
           maxFailuresPerAddress: config.auth.login_max_failures_per_address,
           lockoutSeconds: config.auth.login_lockout_seconds,
-        })),
+        }), `${config.storage.redis_key_prefix}:login`),
       }),
       readiness: async () => ({
         store: await store.ping(),

@@ -62,7 +62,7 @@ describe('defaults', () => {
     expect(config.limits).toEqual({ max_body_bytes: 10485760, max_prompt_chars: 10000, max_choices: 16, max_tools: 64, max_schema_bytes: 65536 });
     expect(config.models).toEqual({ dir: path.join(cwd, 'models'), max_loaded: 2, max_upload_bytes: 8589934592 });
     expect(config.engine).toEqual({ threads: 1, parallel: 4, sequences_per_context: 1, context_size: 2048, max_queue: 32, batch_size: 512 });
-    expect(config.storage).toEqual({ data_dir: path.join(cwd, 'data'), pool_size: 10 });
+    expect(config.storage).toEqual({ data_dir: path.join(cwd, 'data'), pool_size: 10, redis_key_prefix: 'inferno' });
     expect(config.logging).toEqual({ level: 'info' });
   });
 
@@ -455,7 +455,7 @@ describe('secrets', () => {
     });
     expect(JSON.stringify(described)).not.toContain(SECRET);
     expect((described.server as { tls: unknown }).tls).toEqual({ cert: null, key: null, min_version: 'TLSv1.2' });
-    expect(described.storage).toEqual({ data_dir: config.storage.data_dir, database_url: null, redis_url: null, pool_size: 10 });
+    expect(described.storage).toEqual({ data_dir: config.storage.data_dir, database_url: null, redis_url: null, pool_size: 10, redis_key_prefix: 'inferno' });
     // A copy: changing it must not change the live config.
     (described.server as { cors_methods: string[] }).cors_methods.push('PUT');
     expect(config.server.cors_methods).toEqual(['GET', 'POST', 'PATCH', 'DELETE']);

@@ -111,7 +111,7 @@ describe('hardening: audit key names, HSTS only over HTTPS, overload at warn', (
     const created = await createApiKey(server.url, { token: adminToken }, { name: 'ci for alice.smith@example.com', permissions: ['read_models'] });
     const entry = (await server.store.listAudit({ action: 'api_key.create', limit: 10 })).find((e) => e.target === created.id)!;
     expect(entry.details).toMatchObject({ name: 'ci for [REDACTED_EMAIL]' });
-    expect(JSON.stringify(server.store.listAudit({ limit: 100 }))).not.toContain('alice.smith');
+    expect(JSON.stringify(await server.store.listAudit({ limit: 100 }))).not.toContain('alice.smith');
   });
 
   it('plain HTTP sends no Strict-Transport-Security', async () => {

@@ -430,7 +430,7 @@ describe('observability and runtime config', () => {
       expect(JSON.stringify(res.body)).not.toContain('a-new-');
       expect((await getConfig()).body).toEqual(before);
       expect((await configUpdates()).length).toBe(updates);
-      expect(server.store.getSettings()).toEqual({});
+      expect(await server.store.getSettings()).toEqual({});
     });
 
     it('PATCH {} and PATCH with an empty section are 400', async () => {
@@ -510,7 +510,7 @@ describe('observability and runtime config', () => {
       // The audit trail survived too, and still holds no secret.
       const updates = (await server.store.listAudit({ action: 'config.update', limit: 100 }));
       expect(updates.map((e) => e.target)).toEqual(['rate_limit.requests_per_minute', 'logging.level', 'logging.level']);
-      const dump = JSON.stringify(server.store.listAudit({ limit: 10_000 }));
+      const dump = JSON.stringify(await server.store.listAudit({ limit: 10_000 }));
       for (const secret of secrets) expect(dump.includes(secret)).toBe(false);
     });
   });

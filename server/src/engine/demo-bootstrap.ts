@@ -1,4 +1,4 @@
-import { mkdir, readdir } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../logging/logger.js';
 import { writeDemoModel } from './demo-model.js';
@@ -14,7 +14,16 @@ export async function ensureDemoModel(modelsDir: string, logger: Logger): Promis
   const names = await readdir(modelsDir);
   if (names.some((name) => name.endsWith('.gguf'))) return undefined;
   const file = path.join(modelsDir, `${DEMO_MODEL_ID}.gguf`);
-  const result = await writeDemoModel(file, { preset: 'tiny' });
+  // Written aside and renamed into place: replicas sharing the models dir and starting together
+  // each write the same bytes, and none ever lists (or loads) a half-written file.
+  const temp = path.join(modelsDir, `.${DEMO_MODEL_ID}.${process.pid}.partial`);
+  let result;
+  try {
+    result = await writeDemoModel(temp, { preset: 'tiny' });
+    await rename(temp, file);
+  } finally {
+    await rm(temp, { force: true });
+  }
   logger.info(
     { model: DEMO_MODEL_ID, path: file, bytes: result.bytes, parameters: result.parameters },
     'The models dir was empty: wrote the generated demo model "demo-tiny" (random weights, gibberish output by design; for tests and demos). Put real GGUF files in the models dir to use them.',
