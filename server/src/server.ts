@@ -140,7 +140,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     engine.start().catch((error: unknown) => logger.error({ err: error }, 'the llama.cpp engine failed to start'));
     // Shared: idle runners look for work every second (a job submitted elsewhere starts within it)
     // and take over jobs whose replica stopped renewing their lease.
-    const jobs = new JobRunner({ store, engine, config, logger, worker: replicaId, shared, pollMs: shared ? 1_000 : 5_000, leaseMs: 10_000 });
+    // The lease holder is this process, not just the replica id: a restarted replica (same id) never
+    // writes to a job its previous process held.
+    const worker = `${replicaId}/${process.pid}/${randomBytes(3).toString('hex')}`;
+    const jobs = new JobRunner({ store, engine, config, logger, worker, shared, pollMs: shared ? 1_000 : 5_000, leaseMs: 10_000 });
     const drain = new Drain();
     const tls = config.server.tls;
     const secure = Boolean(tls.cert && tls.key);

@@ -162,24 +162,30 @@ export class JobRunner implements JobQueue {
   }
 
   async #process(job: JobRecord, signal: AbortSignal): Promise<void> {
-    const results = [...job.results];
     this.#logger.info({ job_id: job.id, requests: job.requests.length }, 'job started');
+    if ((await this.#work(job, signal)) === 'stopped') {
+      this.#logger.info({ job_id: job.id }, 'job stopped here: cancelled, taken over or shutting down');
+    }
+  }
+
+  async #work(job: JobRecord, signal: AbortSignal): Promise<'stopped' | undefined> {
+    const results = [...job.results];
     for (const [index, request] of job.requests.entries()) {
       if (isFinished(results[index]!)) continue; // done before a restart
-      if (signal.aborted) return;
+      if (signal.aborted) return 'stopped';
       const owner = await this.#store.getUser(job.userId);
       if (!owner || owner.disabled) {
         await this.#store.cancelJob(job.id);
         this.#logger.info({ job_id: job.id }, 'job cancelled: its owner was disabled or deleted');
-        return;
+        return undefined;
       }
       results[index] = { index, status: 'running' };
-      if (!(await this.#store.saveJobResults(job.id, results, this.#worker))) return; // cancelled (or deleted, or taken over) meanwhile
+      if (!(await this.#store.saveJobResults(job.id, results, this.#worker))) return 'stopped'; // cancelled (or deleted, or taken over) meanwhile
       const result = await this.#runRequest(index, request, signal);
       // Cancelled: the store already says so. Stopping: #run re-queues it.
-      if (signal.aborted) return;
+      if (signal.aborted) return 'stopped';
       results[index] = result;
-      if (!(await this.#store.saveJobResults(job.id, results, this.#worker))) return;
+      if (!(await this.#store.saveJobResults(job.id, results, this.#worker))) return 'stopped';
       // One line per request run to its end: operators (and the replica tests) count executions by it.
       this.#logger.info({ job_id: job.id, index, status: result.status }, 'job request done');
     }
@@ -187,6 +193,7 @@ export class JobRunner implements JobQueue {
     if (await this.#store.finishJob(job.id, failed > 0 ? 'failed' : 'succeeded', results, this.#worker)) {
       this.#logger.info({ job_id: job.id, requests: results.length, failed }, 'job finished');
     }
+    return undefined;
   }
 
   /** Runs one request; its failure (unknown model, prompt too long...) fails only its own item. */
