@@ -20,6 +20,6 @@ export default defineConfig([
   {
     input: 'openapi.yaml',
     output: { path: 'server/src/gen', postProcess: [] },
-    plugins: ['@hey-api/typescript', 'zod'],
+    plugins: ['@hey-api/typescript', 'zod', '@hey-api/schemas'],
   },
 ]);

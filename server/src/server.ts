@@ -4,6 +4,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import type { DestinationStream } from 'pino';
 import { createApp } from './app.js';
 import { hashPassword } from './auth/passwords.js';
@@ -132,9 +133,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     // shared, only those older than the longest request (other replicas' requests are still running).
     const now = Date.now();
     await store.sweepIdempotencyKeys(now, shared ? now - config.server.request_timeout_seconds * 1000 : now);
-    await ensureDemoModel(config.models.dir, logger);
     let engine: InferenceEngine | undefined;
-    const catalog = new ModelCatalog(config.models.dir, (id) => engine?.isLoaded(id) ?? false);
+    const catalog = new ModelCatalog(
+      config.models.dir,
+      (id) => engine?.isLoaded(id) ?? false,
+      (id, file, reason) => logger.warn({ model: id, file: path.basename(file), reason }, 'invalid model file: it is listed as invalid and will not be loaded'),
+    );
+    // Validates (and so reports) every model file at start, then writes the demo model if none is usable.
+    await ensureDemoModel(catalog, logger);
     engine = new InferenceEngine(config, catalog, logger);
     // The binding loads in the background; /health/ready says when it can serve.
     engine.start().catch((error: unknown) => logger.error({ err: error }, 'the llama.cpp engine failed to start'));

@@ -173,6 +173,14 @@ describe('auth: login, tokens and sessions', () => {
       expectApiError(await me(token), 401, 'AUTHENTICATION_FAILED');
     });
 
+    it('refuses a validly signed token without an expiry', async () => {
+      const { exp: _exp, ...forever } = claims;
+      const token = jsonwebtoken.sign(forever, JWT_SECRET, { algorithm: 'HS256' });
+      expect(expectApiError(await me(token), 401, 'AUTHENTICATION_FAILED').message).toMatch(/expiry/);
+      // Logging out does not make such a token usable either (it was never accepted).
+      expectApiError(await call(server.url, 'POST', '/api/v1/auth/logout', { token }), 401, 'AUTHENTICATION_FAILED');
+    });
+
     it('refuses a token for a user that does not exist', async () => {
       const token = jsonwebtoken.sign({ ...claims, sub: randomUUID() }, JWT_SECRET, { algorithm: 'HS256' });
       expectApiError(await me(token), 401, 'AUTHENTICATION_FAILED');

@@ -180,8 +180,10 @@ export const listModels = <ThrowOnError extends boolean = false>(options?: Optio
  * Upload a GGUF model (`write_models`)
  *
  * The body is the raw GGUF file (`Content-Type: application/octet-stream`), streamed to disk.
- * The header is checked before the file is kept; the file appears under its id only once it
- * is complete (no partial file is ever listed or left behind). Limit: `[models] max_upload_bytes`.
+ * The whole GGUF header is validated (as for files found in the models directory: see the
+ * `Model` schema's `state`) before the file is kept, and an invalid one is `400` with the
+ * reason; the file appears under its id only once it is complete (no partial file is ever
+ * listed or left behind). Limit: `[models] max_upload_bytes`.
  *
  */
 export const uploadModel = <ThrowOnError extends boolean = false>(options: Options<UploadModelData, ThrowOnError>): RequestResult<UploadModelResponses, UploadModelErrors, ThrowOnError> => (options.client ?? client).post<UploadModelResponses, UploadModelErrors, ThrowOnError>({
@@ -218,7 +220,10 @@ export const getModel = <ThrowOnError extends boolean = false>(options: Options<
 /**
  * Load a model into memory now (`write_models`)
  *
- * Models also load on first use; this warms one up. Beyond `[models] max_loaded`, the least recently used idle model is unloaded.
+ * Models also load on first use; this warms one up. Beyond `[models] max_loaded`, the least
+ * recently used idle model is unloaded. A model whose file is `invalid`, or that llama.cpp
+ * fails to load, is `409 CONFLICT` with the reason (`details.reason`).
+ *
  */
 export const loadModel = <ThrowOnError extends boolean = false>(options: Options<LoadModelData, ThrowOnError>): RequestResult<LoadModelResponses, LoadModelErrors, ThrowOnError> => (options.client ?? client).post<LoadModelResponses, LoadModelErrors, ThrowOnError>({
     security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
@@ -296,7 +301,7 @@ export const listJobs = <ThrowOnError extends boolean = false>(options?: Options
  * the order they were submitted, the requests of a job one after another, on the same engine
  * (sequences and wait queue) as live traffic.
  * A request whose model does not exist (or whose prompt does not fit the model's context) fails
- * its own item with that error (`NOT_FOUND`, `VALIDATION_ERROR`); the job is still accepted and
+ * its own item with that error (`NOT_FOUND`, `VALIDATION_ERROR`; `CONFLICT` for an invalid model file); the job is still accepted and
  * its other requests still run. Poll `GET /api/v1/jobs/{id}` (the `Location` header) for results.
  *
  */

@@ -43,7 +43,7 @@ export type ApiErrorBody = {
      */
     message: string;
     /**
-     * For `VALIDATION_ERROR` the list of bad fields; otherwise null or an object.
+     * For `VALIDATION_ERROR` the list of bad fields (at most 20); otherwise null or an object.
      */
     details: null | Array<ValidationIssue> | {
         [key: string]: unknown;
@@ -202,6 +202,9 @@ export type ApiKeyList = {
 
 export type CreateApiKeyRequest = {
     name: string;
+    /**
+     * Each at most once (there are eleven).
+     */
     permissions: Array<Permission>;
     /**
      * Days until the key expires; omit for a key that does not expire.
@@ -225,6 +228,18 @@ export type Model = {
      * Whether the model is in memory now.
      */
     loaded: boolean;
+    /**
+     * `available`: the file passed validation (GGUF header, metadata and tensor table within
+     * bounds and within the file) and can be loaded. `invalid`: it did not, or llama.cpp
+     * failed to load it; loading it or running inference on it is refused with
+     * `409 CONFLICT`, and `invalid_reason` says why. A changed file is checked afresh.
+     *
+     */
+    state: 'available' | 'invalid';
+    /**
+     * Why the file is invalid (e.g. a tensor's data runs past the end of the file); null when available.
+     */
+    invalid_reason: string | null;
     /**
      * From the GGUF header (`general.architecture`).
      */
@@ -412,7 +427,7 @@ export type ConfigPatch = {
 export type ChatMessage = {
     role: 'system' | 'user' | 'assistant' | 'tool';
     /**
-     * The text; for a `tool` message, the result (JSON or text).
+     * The text; for a `tool` message, the result (JSON or text). The messages together count against `[limits] max_prompt_chars`.
      */
     content: string;
     /**
@@ -605,6 +620,9 @@ export type InferenceDoneEvent = {
 
 export type EmbeddingsRequest = {
     model: ModelId;
+    /**
+     * A text or up to 256 texts; each at most `[limits] max_prompt_chars` characters and at most the model's context in tokens.
+     */
     input: string | Array<string>;
 };
 
@@ -926,6 +944,9 @@ export type OpenAiToolChoice = 'auto' | 'none' | 'required' | {
  */
 export type OpenAiChatMessage = {
     role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
+    /**
+     * The messages together count against `[limits] max_prompt_chars`; at most 64 parts.
+     */
     content?: string | Array<OpenAiChatContentPart> | null;
     name?: string;
     tool_calls?: Array<OpenAiToolCall> | null;
@@ -1087,7 +1108,7 @@ export type OpenAiEmbeddingRequest = {
      */
     model: string;
     /**
-     * A text or a list of texts (token arrays are not supported); each at most `[limits] max_prompt_chars` characters.
+     * A text or up to 256 texts (token arrays are not supported); each at most `[limits] max_prompt_chars` characters and at most the model's context in tokens.
      */
     input: string | Array<string>;
     /**
@@ -1189,7 +1210,7 @@ export type LoginData = {
 
 export type LoginErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1305,7 +1326,7 @@ export type ListApiKeysData = {
 
 export type ListApiKeysErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1361,7 +1382,7 @@ export type CreateApiKeyData = {
 
 export type CreateApiKeyErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1418,7 +1439,7 @@ export type RevokeApiKeyData = {
 
 export type RevokeApiKeyErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1515,7 +1536,7 @@ export type CreateUserData = {
 
 export type CreateUserErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1572,7 +1593,7 @@ export type DeleteUserData = {
 
 export type DeleteUserErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1625,7 +1646,7 @@ export type GetUserData = {
 
 export type GetUserErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1672,7 +1693,7 @@ export type UpdateUserData = {
 
 export type UpdateUserErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1792,7 +1813,7 @@ export type UploadModelData = {
 
 export type UploadModelErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1852,7 +1873,7 @@ export type DeleteModelData = {
 
 export type DeleteModelErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1902,7 +1923,7 @@ export type GetModelData = {
 
 export type GetModelErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1952,7 +1973,7 @@ export type LoadModelData = {
 
 export type LoadModelErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -1967,6 +1988,12 @@ export type LoadModelErrors = {
      * No such route or resource (`NOT_FOUND`).
      */
     404: ApiError;
+    /**
+     * The model's file is `invalid` (see the model's `invalid_reason`) or llama.cpp could not load
+     * it (`CONFLICT`; `details`: `{model, reason}`). Replace or delete the file.
+     *
+     */
+    409: ApiError;
     /**
      * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
      */
@@ -2006,7 +2033,7 @@ export type UnloadModelData = {
 
 export type UnloadModelErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2066,7 +2093,7 @@ export type CreateInferenceData = {
 
 export type CreateInferenceErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2082,8 +2109,10 @@ export type CreateInferenceErrors = {
      */
     404: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
-     * used for another request or is held by a request still running (then with `Retry-After`).
+     * `CONFLICT`: the model's file is `invalid` (see the model's `invalid_reason`) or llama.cpp
+     * could not load it (`details`: `{model, reason}`; replace or delete the file); or the
+     * `Idempotency-Key` was used for another request, or is held by a request still running (then
+     * with `Retry-After`).
      *
      */
     409: ApiError;
@@ -2144,7 +2173,7 @@ export type CreateEmbeddingsData = {
 
 export type CreateEmbeddingsErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2160,8 +2189,10 @@ export type CreateEmbeddingsErrors = {
      */
     404: ApiError;
     /**
-     * The request conflicts with the current state (`CONFLICT`), or its `Idempotency-Key` was
-     * used for another request or is held by a request still running (then with `Retry-After`).
+     * `CONFLICT`: the model's file is `invalid` (see the model's `invalid_reason`) or llama.cpp
+     * could not load it (`details`: `{model, reason}`; replace or delete the file); or the
+     * `Idempotency-Key` was used for another request, or is held by a request still running (then
+     * with `Retry-After`).
      *
      */
     409: ApiError;
@@ -2218,7 +2249,7 @@ export type ListJobsData = {
 
 export type ListJobsErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2274,7 +2305,7 @@ export type CreateJobData = {
 
 export type CreateJobErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2331,7 +2362,7 @@ export type GetJobData = {
 
 export type GetJobErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2378,7 +2409,7 @@ export type CancelJobData = {
 
 export type CancelJobErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2524,7 +2555,7 @@ export type OpenaiListModelsError = OpenaiListModelsErrors[keyof OpenaiListModel
 
 export type OpenaiListModelsResponses = {
     /**
-     * Every model in the models directory.
+     * Every usable model in the models directory (files in the `invalid` state are left out).
      */
     200: OpenAiModelList;
 };
@@ -2623,7 +2654,7 @@ export type OpenaiCreateChatCompletionErrors = {
      */
     404: OpenAiErrorResponse;
     /**
-     * The `Idempotency-Key` was used for another request, or its first request is still running (`invalid_request_error`, code `conflict`).
+     * The model's file is invalid or llama.cpp could not load it (`invalid_request_error`, code `model_invalid`), or the `Idempotency-Key` was used for another request or its first request is still running (code `conflict`, then with `Retry-After`).
      */
     409: OpenAiErrorResponse;
     /**
@@ -2701,7 +2732,7 @@ export type OpenaiCreateCompletionErrors = {
      */
     404: OpenAiErrorResponse;
     /**
-     * The `Idempotency-Key` was used for another request, or its first request is still running (`invalid_request_error`, code `conflict`).
+     * The model's file is invalid or llama.cpp could not load it (`invalid_request_error`, code `model_invalid`), or the `Idempotency-Key` was used for another request or its first request is still running (code `conflict`, then with `Retry-After`).
      */
     409: OpenAiErrorResponse;
     /**
@@ -2779,7 +2810,7 @@ export type OpenaiCreateEmbeddingsErrors = {
      */
     404: OpenAiErrorResponse;
     /**
-     * The `Idempotency-Key` was used for another request, or its first request is still running (`invalid_request_error`, code `conflict`).
+     * The model's file is invalid or llama.cpp could not load it (`invalid_request_error`, code `model_invalid`), or the `Idempotency-Key` was used for another request or its first request is still running (code `conflict`, then with `Retry-After`).
      */
     409: OpenAiErrorResponse;
     /**
@@ -2839,7 +2870,7 @@ export type ListAuditLogsData = {
 
 export type ListAuditLogsErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**
@@ -2991,7 +3022,7 @@ export type UpdateConfigData = {
 
 export type UpdateConfigErrors = {
     /**
-     * The request is malformed (`VALIDATION_ERROR`); `details` lists each bad field.
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
      */
     400: ApiError;
     /**

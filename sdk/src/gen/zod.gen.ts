@@ -5,17 +5,17 @@ import * as z from 'zod';
 /**
  * A resource id.
  */
-export const zId = z.uuid();
+export const zId = z.uuid().max(36);
 
 /**
  * A model id. Letters, digits, `.`, `_` and `-`; never a path.
  */
-export const zModelId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/);
+export const zModelId = z.string().max(128).regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/);
 
 /**
  * An RFC 3339 date and time, UTC.
  */
-export const zTimestamp = z.iso.datetime();
+export const zTimestamp = z.iso.datetime().max(64);
 
 export const zErrorCode = z.enum([
     'VALIDATION_ERROR',
@@ -43,7 +43,7 @@ export const zApiErrorBody = z.object({
     code: zErrorCode,
     message: z.string(),
     details: z.union([
-        z.array(zValidationIssue),
+        z.array(zValidationIssue).max(20),
         z.record(z.string(), z.unknown())
     ]).nullable()
 });
@@ -125,7 +125,7 @@ export const zUserList = z.object({
 });
 
 export const zCreateUserRequest = z.object({
-    username: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/),
+    username: z.string().max(64).regex(/^[A-Za-z0-9_.-]{1,64}$/),
     password: z.string().min(12).max(1024),
     role: zRole.optional().default('user')
 });
@@ -166,7 +166,7 @@ export const zApiKeyList = z.object({
 
 export const zCreateApiKeyRequest = z.object({
     name: z.string().min(1).max(100),
-    permissions: z.array(zPermission).min(1),
+    permissions: z.array(zPermission).min(1).max(11),
     expires_in_days: z.int().gte(1).lte(3650).optional(),
     rate_limit_per_minute: z.int().gte(1).lte(1000000).optional()
 });
@@ -177,6 +177,8 @@ export const zModel = z.object({
     size_bytes: z.int().gte(0),
     modified_at: zTimestamp,
     loaded: z.boolean(),
+    state: z.enum(['available', 'invalid']),
+    invalid_reason: z.string().nullable(),
     architecture: z.string().nullish(),
     context_length: z.int().nullish(),
     parameter_count: z.int().nullish(),
@@ -359,7 +361,7 @@ export const zResponseFormat = z.object({
  * A function the model may call.
  */
 export const zTool = z.object({
-    name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+    name: z.string().max(64).regex(/^[A-Za-z0-9_-]{1,64}$/),
     description: z.string().max(4096).optional(),
     parameters: z.record(z.string(), z.unknown()).optional()
 });
@@ -377,13 +379,13 @@ export const zToolChoice = z.union([
     z.literal('none'),
     z.literal('required'),
     z.object({
-        name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/)
+        name: z.string().max(64).regex(/^[A-Za-z0-9_-]{1,64}$/)
     })
 ]);
 
 export const zToolCall = z.object({
     id: z.string().min(1).max(256),
-    name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+    name: z.string().max(64).regex(/^[A-Za-z0-9_-]{1,64}$/),
     arguments: z.record(z.string(), z.unknown())
 });
 
@@ -400,7 +402,7 @@ export const zChatMessage = z.object({
         'assistant',
         'tool'
     ]),
-    content: z.string(),
+    content: z.string().max(10000000),
     tool_calls: z.array(zToolCall).max(64).optional(),
     tool_call_id: z.string().min(1).max(256).optional()
 });
@@ -410,7 +412,7 @@ export const zChatMessage = z.object({
  */
 export const zInferenceRequest = z.object({
     model: zModelId,
-    prompt: z.string().optional(),
+    prompt: z.string().max(10000000).optional(),
     messages: z.array(zChatMessage).min(1).max(256).optional(),
     max_tokens: z.int().gte(1).lte(32768).optional().default(256),
     temperature: z.number().gte(0).lte(2).optional().default(0.8),
@@ -486,8 +488,8 @@ export const zInferenceDoneEvent = z.object({
 export const zEmbeddingsRequest = z.object({
     model: zModelId,
     input: z.union([
-        z.string().min(1),
-        z.array(z.string().min(1)).min(1).max(256)
+        z.string().min(1).max(10000000),
+        z.array(z.string().min(1).max(10000000)).min(1).max(256)
     ])
 });
 
@@ -650,7 +652,7 @@ export const zOpenAiResponseFormat = z.union([
         type: z.enum(['json_schema']),
         json_schema: z.object({
             name: z.string().min(1).max(64),
-            description: z.string().optional(),
+            description: z.string().max(4096).optional(),
             schema: z.record(z.string(), z.unknown()).optional(),
             strict: z.boolean().nullish()
         })
@@ -677,7 +679,7 @@ export const zOpenAiGenerationOptions = z.object({
  */
 export const zOpenAiChatContentPart = z.object({
     type: z.string().min(1).max(64),
-    text: z.string().optional()
+    text: z.string().max(10000000).optional()
 });
 
 export const zOpenAiToolCall = z.object({
@@ -685,14 +687,14 @@ export const zOpenAiToolCall = z.object({
     type: z.enum(['function']),
     function: z.object({
         name: z.string().min(1).max(64),
-        arguments: z.string()
+        arguments: z.string().max(10000000)
     })
 });
 
 export const zOpenAiTool = z.object({
     type: z.enum(['function']),
     function: z.object({
-        name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+        name: z.string().max(64).regex(/^[A-Za-z0-9_-]{1,64}$/),
         description: z.string().max(4096).optional(),
         parameters: z.record(z.string(), z.unknown()).optional(),
         strict: z.boolean().nullish()
@@ -729,10 +731,10 @@ export const zOpenAiChatMessage = z.object({
         'tool'
     ]),
     content: z.union([
-        z.string(),
-        z.array(zOpenAiChatContentPart).max(256)
+        z.string().max(10000000),
+        z.array(zOpenAiChatContentPart).max(64)
     ]).nullish(),
-    name: z.string().optional(),
+    name: z.string().max(256).optional(),
     tool_calls: z.array(zOpenAiToolCall).max(64).nullish(),
     tool_call_id: z.string().min(1).max(256).optional()
 });
@@ -803,8 +805,8 @@ export const zOpenAiChatCompletionChunk = z.object({
 export const zOpenAiCompletionRequest = zOpenAiGenerationOptions.and(z.object({
     model: z.string().min(1).max(256),
     prompt: z.union([
-        z.string(),
-        z.array(z.string()).min(1).max(128)
+        z.string().max(10000000),
+        z.array(z.string().max(10000000)).min(1).max(128)
     ]),
     echo: z.boolean().nullish()
 }));
@@ -832,11 +834,11 @@ export const zOpenAiCompletion = z.object({
 export const zOpenAiEmbeddingRequest = z.object({
     model: z.string().min(1).max(256),
     input: z.union([
-        z.string().min(1),
-        z.array(z.string().min(1)).min(1).max(256)
+        z.string().min(1).max(10000000),
+        z.array(z.string().min(1).max(10000000)).min(1).max(256)
     ]),
     encoding_format: z.enum(['float', 'base64']).optional().default('float'),
-    dimensions: z.int().gte(1).optional()
+    dimensions: z.int().gte(1).lte(65536).optional()
 });
 
 export const zOpenAiEmbeddingList = z.object({
@@ -1061,7 +1063,7 @@ export const zListJobsQuery = z.object({
     all: z.boolean().optional().default(false),
     user_id: zId.optional(),
     limit: z.int().gte(1).lte(100).optional().default(20),
-    cursor: z.string().regex(/^[0-9]{1,18}$/).optional()
+    cursor: z.string().max(18).regex(/^[0-9]{1,18}$/).optional()
 });
 
 /**
@@ -1109,7 +1111,7 @@ export const zClearCacheResponse = z.void();
 export const zGetCacheStatsResponse = zCacheStats;
 
 /**
- * Every model in the models directory.
+ * Every usable model in the models directory (files in the `invalid` state are left out).
  */
 export const zOpenaiListModelsResponse = zOpenAiModelList;
 
@@ -1161,7 +1163,7 @@ export const zListAuditLogsQuery = z.object({
     since: zTimestamp.optional(),
     until: zTimestamp.optional(),
     limit: z.int().gte(1).lte(500).optional().default(100),
-    cursor: z.string().regex(/^[0-9]{1,18}$/).optional()
+    cursor: z.string().max(18).regex(/^[0-9]{1,18}$/).optional()
 });
 
 /**

@@ -82,6 +82,8 @@ export const MODEL_LIST = {
       size_bytes: 1234,
       modified_at: '2026-11-28T06:00:00.000Z',
       loaded: false,
+      state: 'available',
+      invalid_reason: null,
       architecture: 'llama',
       context_length: 512,
       parameter_count: 1000,

@@ -1,5 +1,6 @@
 import {
   getLlama,
+  InsufficientMemoryError,
   LlamaChat,
   LlamaCompletion,
   LlamaLogLevel,
@@ -102,8 +103,14 @@ export class PromptTooLongError extends Error {
   constructor(
     readonly promptTokens: number,
     readonly contextSize: number,
+    /** For embeddings: which input (of the request's list) is too long. */
+    readonly inputIndex?: number,
   ) {
-    super(`The prompt is ${promptTokens} tokens long; the context of a sequence holds ${contextSize}`);
+    super(
+      inputIndex === undefined
+        ? `The prompt is ${promptTokens} tokens long; the context of a sequence holds ${contextSize}`
+        : `The input is ${promptTokens} tokens long; the embedding context holds fewer than ${contextSize}`,
+    );
   }
 }
 
@@ -125,6 +132,17 @@ export { GrammarCompileError } from './grammar-cache.js';
 
 export class ModelNotFoundError extends Error {
   override name = 'ModelNotFoundError';
+}
+
+/** The model's file failed validation, or llama.cpp could not load it: no retry helps until it is replaced. */
+export class ModelUnusableError extends Error {
+  override name = 'ModelUnusableError';
+  constructor(
+    readonly model: string,
+    readonly reason: string,
+  ) {
+    super(`The model ${model} cannot be used: ${reason}`);
+  }
 }
 
 interface LoadedModel {
@@ -236,11 +254,17 @@ export class InferenceEngine {
   async #load(id: string): Promise<LoadedModel> {
     const info = await this.catalog.get(id);
     if (!info) throw new ModelNotFoundError(`No model with id ${id}`);
+    if (info.state === 'invalid') throw new ModelUnusableError(id, info.invalid_reason ?? 'the file is invalid');
     const llama = await this.start();
     await this.#makeRoom();
     const started = Date.now();
     const { engine } = this.config;
-    const model = await llama.loadModel({ modelPath: this.catalog.pathOf(id) });
+    let model: LlamaModel;
+    try {
+      model = await llama.loadModel({ modelPath: this.catalog.pathOf(id) });
+    } catch (error) {
+      throw this.#loadFailure(id, error);
+    }
     const contexts: LlamaContext[] = [];
     try {
       // Contexts of `sequences_per_context` sequences each, sharing the model's weights. On CPUs
@@ -274,8 +298,18 @@ export class InferenceEngine {
     } catch (error) {
       for (const context of contexts) await context.dispose();
       await model.dispose();
-      throw error;
+      throw this.#loadFailure(id, error);
     }
+  }
+
+  /** Memory is a capacity problem (503, retry later); any other failure of llama.cpp's is the file's (409). */
+  #loadFailure(id: string, error: unknown): Error {
+    if (error instanceof InsufficientMemoryError) return error;
+    // llama.cpp's message may name the file's path: it goes to the log, not to the client.
+    this.logger.warn({ model: id, err: error }, 'llama.cpp could not load the model; it is listed as invalid until the file changes');
+    const reason = 'llama.cpp could not load the file (the server log has its message)';
+    this.catalog.markInvalid(id, reason);
+    return new ModelUnusableError(id, reason);
   }
 
   async #makeRoom(): Promise<void> {
@@ -409,11 +443,23 @@ export class InferenceEngine {
         entry.embeddingWaiting--;
         const vectors: number[][] = [];
         let promptTokens = 0;
-        for (const input of inputs) {
+        // Every input is measured before any is embedded: one too long for the context is the
+        // caller's error (400), found before work is spent on the others.
+        const tokenized = inputs.map((input) => entry.model.tokenize(input));
+        const contextSize = this.config.engine.context_size;
+        const tooLong = tokenized.findIndex((tokens) => tokens.length >= contextSize);
+        if (tooLong >= 0) throw new PromptTooLongError(tokenized[tooLong]!.length, contextSize, tooLong);
+        for (const [index, tokens] of tokenized.entries()) {
           signal?.throwIfAborted();
           entry.unloading.signal.throwIfAborted();
-          promptTokens += entry.model.tokenize(input).length;
-          vectors.push([...(await context.getEmbeddingFor(input)).vector]);
+          promptTokens += tokens.length;
+          try {
+            vectors.push([...(await context.getEmbeddingFor(tokens)).vector]);
+          } catch (error) {
+            // The usable context can be smaller than configured (llama.cpp's own reservations).
+            if (error instanceof Error && /longer than the usable context/.test(error.message)) throw new PromptTooLongError(tokens.length, contextSize, index);
+            throw error;
+          }
         }
         return { vectors, promptTokens };
       });
@@ -443,7 +489,15 @@ export class InferenceEngine {
 
   async close(): Promise<void> {
     for (const id of [...this.#loaded.keys()]) await this.unload(id);
-    await this.#llama?.dispose();
+    // node-llama-cpp 3.21.1 leaks a dispose guard when a model fails to load; once that half-made
+    // model is garbage-collected, disposing the binding waits forever. Never let that hold up exit.
+    let timer: NodeJS.Timeout | undefined;
+    const disposed = await Promise.race([
+      this.#llama?.dispose().then(() => true),
+      new Promise<false>((resolve) => (timer = setTimeout(resolve, 2_000, false)).unref()),
+    ]);
+    clearTimeout(timer);
+    if (disposed === false) this.logger.warn('the llama.cpp binding did not dispose within 2 s (after a failed model load); going on');
   }
 }
 

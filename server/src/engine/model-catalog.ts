@@ -1,7 +1,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Model } from '../gen/types.gen.js';
-import { readGgufInfo, type GgufInfo } from './gguf-reader.js';
+import { GgufFormatError, readGgufInfo } from './gguf-reader.js';
 
 /**
  * A model id is a file name without `.gguf` (the spec's `ModelId`): no separator, and a first
@@ -13,16 +13,35 @@ export function isModelId(id: string): boolean {
   return MODEL_ID.test(id);
 }
 
+/** What validating a model file found: the facts a listing shows, or why llama.cpp must not load it. */
+export type ModelFileCheck =
+  | { valid: true; architecture: string | null; contextLength: number | null; parameterCount: number; fileType: string | null }
+  | { valid: false; reason: string };
+
+/** Validates one GGUF file; the reason never names a path (it is shown to API clients). */
+export async function checkModelFile(file: string): Promise<ModelFileCheck> {
+  try {
+    const info = await readGgufInfo(file);
+    return { valid: true, architecture: info.architecture ?? null, contextLength: info.contextLength ?? null, parameterCount: info.parameterCount, fileType: info.fileType ?? null };
+  } catch (error) {
+    if (error instanceof GgufFormatError) return { valid: false, reason: error.message };
+    return { valid: false, reason: `The file could not be read (${(error as NodeJS.ErrnoException).code ?? 'I/O error'})` };
+  }
+}
+
 /**
- * The `*.gguf` files of the models directory. Header facts (architecture, context length...) are
- * read once per file version and cached by size and modification time.
+ * The `*.gguf` files of the models directory. Each file is fully validated (`readGgufInfo`) once per
+ * version, cached by size and modification time (only the few facts a listing shows are kept, not
+ * the metadata), and concurrent listings share one validation. Invalid files are listed with
+ * `state: invalid` and the reason, and `onInvalid` hears of each new invalid version once.
  */
 export class ModelCatalog {
-  readonly #headers = new Map<string, { version: string; info: GgufInfo | null }>();
+  readonly #checks = new Map<string, { version: string; check: Promise<ModelFileCheck> }>();
 
   constructor(
     readonly dir: string,
     private readonly isLoaded: (id: string) => boolean = () => false,
+    private readonly onInvalid: (id: string, file: string, reason: string) => void = () => undefined,
   ) {}
 
   /** The file of a model id; the id is checked first, so a request can never name another path. */
@@ -40,6 +59,9 @@ export class ModelCatalog {
       throw error;
     }
     const ids = names.filter((n) => n.endsWith('.gguf')).map((n) => n.slice(0, -'.gguf'.length)).filter(isModelId).sort();
+    // Files gone from the dir take their cached checks with them.
+    const files = new Set(ids.map((id) => this.pathOf(id)));
+    for (const file of this.#checks.keys()) if (!files.has(file)) this.#checks.delete(file);
     const models = await Promise.all(ids.map((id) => this.get(id)));
     return models.filter((m): m is Model => m !== undefined);
   }
@@ -54,26 +76,39 @@ export class ModelCatalog {
       return undefined;
     }
     if (!stats.isFile()) return undefined;
-    const info = await this.#header(file, `${stats.size}:${stats.mtimeMs}`);
+    const check = await this.#check(id, file, `${stats.size}:${stats.mtimeMs}`);
     return {
       id,
       object: 'model',
       size_bytes: stats.size,
       modified_at: stats.mtime.toISOString(),
       loaded: this.isLoaded(id),
-      architecture: info?.architecture ?? null,
-      context_length: info?.contextLength ?? null,
-      parameter_count: info?.parameterCount ?? null,
-      file_type: info?.fileType ?? null,
+      state: check.valid ? 'available' : 'invalid',
+      invalid_reason: check.valid ? null : check.reason,
+      architecture: check.valid ? check.architecture : null,
+      context_length: check.valid ? check.contextLength : null,
+      parameter_count: check.valid ? check.parameterCount : null,
+      file_type: check.valid ? check.fileType : null,
     };
   }
 
-  async #header(file: string, version: string): Promise<GgufInfo | null> {
-    const cached = this.#headers.get(file);
-    if (cached?.version === version) return cached.info;
-    // A file that is not valid GGUF is still listed (its size and date are facts), without header facts.
-    const info = await readGgufInfo(file).catch(() => null);
-    this.#headers.set(file, { version, info });
-    return info;
+  /**
+   * Marks the model's current file invalid, e.g. when llama.cpp failed to load it although it
+   * passed validation: later requests are refused at once instead of loading it again.
+   */
+  markInvalid(id: string, reason: string): void {
+    const cached = this.#checks.get(this.pathOf(id));
+    if (cached) cached.check = Promise.resolve({ valid: false, reason });
+  }
+
+  #check(id: string, file: string, version: string): Promise<ModelFileCheck> {
+    const cached = this.#checks.get(file);
+    if (cached?.version === version) return cached.check;
+    const check = checkModelFile(file).then((result) => {
+      if (!result.valid) this.onInvalid(id, file, result.reason);
+      return result;
+    });
+    this.#checks.set(file, { version, check });
+    return check;
   }
 }

@@ -67,6 +67,8 @@ export function authenticate(options: { store: Store; secret: Buffer }): AppMidd
       const expired = ctx.state.jwtOriginalError?.name === 'TokenExpiredError';
       return fail(ctx, expired ? 'The token has expired' : 'Invalid token');
     }
+    // jsonwebtoken accepts a token without `exp` as valid forever; ours always carry one.
+    if (typeof claims.exp !== 'number' || !Number.isFinite(claims.exp)) return fail(ctx, 'Invalid token: it carries no expiry');
     const user = typeof claims.sub === 'string' ? await store.getUser(claims.sub) : undefined;
     if (!user || user.disabled) return fail(ctx, 'Invalid token');
     if (claims.sv !== user.sessionVersion) return fail(ctx, 'The token has been revoked');

@@ -37,8 +37,11 @@ export class ApiError extends Error {
   }
 }
 
+/** At most this many problems are listed in a VALIDATION_ERROR's `details` (the first ones found). */
+export const MAX_VALIDATION_ISSUES = 20;
+
 export const validationError = (details: ValidationIssue[], message = 'The request is invalid') =>
-  new ApiError('VALIDATION_ERROR', message, details);
+  new ApiError('VALIDATION_ERROR', message, details.slice(0, MAX_VALIDATION_ISSUES));
 export const authenticationFailed = (message = 'Invalid or missing credentials') =>
   new ApiError('AUTHENTICATION_FAILED', message);
 export const permissionDenied = (message: string) => new ApiError('PERMISSION_DENIED', message);

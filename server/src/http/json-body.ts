@@ -1,11 +1,13 @@
 import type { AppContext, AppMiddleware } from './context.js';
 import { chunksOf, DISCARD_LIMIT_BYTES, discardRest } from './discard-body.js';
 import { ApiError, validationError } from './errors.js';
+import { JsonShapeScanner } from './json-shape.js';
 
 /**
  * Reads a JSON body for routes that take one: 415 without `Content-Type: application/json`,
  * 413 above the limit (refused from `Content-Length` before reading, or as soon as the streamed
- * bytes pass it), 400 for malformed JSON.
+ * bytes pass it), 400 for malformed JSON, and 400 as soon as the streamed bytes nest deeper or
+ * hold more entries than `JSON_LIMITS` allows (the rest is not read, and never parsed).
  */
 export function jsonBody(limitBytes: () => number): AppMiddleware {
   return async (ctx, next) => {
@@ -13,7 +15,7 @@ export function jsonBody(limitBytes: () => number): AppMiddleware {
       // ctx.is answers null when there is no body at all; a JSON route still needs its type.
       throw new ApiError('UNSUPPORTED_MEDIA_TYPE', 'This route takes a JSON body: send Content-Type: application/json');
     }
-    const text = (await readBody(ctx, limitBytes())).toString('utf8');
+    const text = (await readBody(ctx, limitBytes(), new JsonShapeScanner())).toString('utf8');
     try {
       ctx.state.input.body = text.length === 0 ? undefined : JSON.parse(text);
     } catch {
@@ -26,10 +28,15 @@ export function jsonBody(limitBytes: () => number): AppMiddleware {
 
 /**
  * The request's body, read once (413 above `limit`) and kept in `ctx.state.rawBody`, so that a
- * middleware (idempotency keys hash it) and the route's `jsonBody` can both have it.
+ * middleware (idempotency keys hash it) and the route's `jsonBody` can both have it. Given a
+ * `shape` scanner, the bytes are checked as they arrive (or, when already read, at once), and a
+ * body that nests too deep or holds too many entries is refused before anything parses it.
  */
-export async function readBody(ctx: AppContext, limit: number): Promise<Buffer> {
-  if (ctx.state.rawBody) return ctx.state.rawBody;
+export async function readBody(ctx: AppContext, limit: number, shape?: JsonShapeScanner): Promise<Buffer> {
+  if (ctx.state.rawBody) {
+    if (shape) checkShape(ctx, shape, ctx.state.rawBody, limit);
+    return ctx.state.rawBody;
+  }
   const declared = Number(ctx.get('Content-Length') || NaN);
   if (declared > limit) throw refuse(ctx, limit, declared);
   const chunks: Buffer[] = [];
@@ -37,10 +44,19 @@ export async function readBody(ctx: AppContext, limit: number): Promise<Buffer> 
   for await (const chunk of chunksOf(ctx.req)) {
     size += chunk.length;
     if (size > limit) throw refuse(ctx, limit);
+    if (shape) checkShape(ctx, shape, chunk, limit);
     chunks.push(chunk);
   }
   ctx.state.rawBody = Buffer.concat(chunks);
   return ctx.state.rawBody;
+}
+
+function checkShape(ctx: AppContext, shape: JsonShapeScanner, chunk: Buffer, limit: number): void {
+  const tooComplex = shape.push(chunk);
+  if (!tooComplex) return;
+  // The rest is within the body limit: read and dropped (never parsed), so the client gets the answer.
+  discardRest(ctx.req, limit);
+  throw validationError([{ path: 'body', message: tooComplex }], 'The body is too complex');
 }
 
 /**

@@ -1,7 +1,8 @@
 import type { ZodType } from 'zod';
 import type { ValidationIssue } from '../gen/types.gen.js';
 import type { AppMiddleware } from './context.js';
-import { validationError } from './errors.js';
+import { MAX_VALIDATION_ISSUES, validationError } from './errors.js';
+import { checkSpecBounds, specSchemaOf, type BoundsReport } from './spec-bounds.js';
 
 export interface RequestSchemas {
   body?: ZodType;
@@ -11,23 +12,6 @@ export interface RequestSchemas {
 
 function formatPath(location: string, path: readonly PropertyKey[]): string {
   return path.reduce<string>((out, part) => (typeof part === 'number' ? `${out}[${part}]` : `${out}.${String(part)}`), location);
-}
-
-const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-
-/**
- * Request bodies in the spec are closed objects (`additionalProperties: false`), which the
- * generated schemas do not enforce (zod strips unknown keys). A key of the input that did not
- * survive parsing, at any depth, is refused here instead of being silently dropped.
- */
-function unknownKeys(raw: unknown, parsed: unknown, location: string): ValidationIssue[] {
-  if (Array.isArray(raw) && Array.isArray(parsed)) {
-    return raw.flatMap((item, i) => unknownKeys(item, parsed[i], `${location}[${i}]`));
-  }
-  if (!isPlainObject(raw) || !isPlainObject(parsed)) return [];
-  return Object.keys(raw).flatMap((key) =>
-    key in parsed ? unknownKeys(raw[key], parsed[key], `${location}.${key}`) : [{ path: `${location}.${key}`, message: 'Unknown field' }],
-  );
 }
 
 /**
@@ -49,8 +33,24 @@ function parseQuery(schema: ZodType, query: Record<string, unknown>) {
 }
 
 /**
- * Validates the request against the schemas generated from openapi.yaml; every bad field is
- * listed in `details` as `{path, message}`.
+ * A body's problems: first the spec's size and shape bounds (`checkSpecBounds`: closed objects,
+ * item and field counts, unique items); a value beyond a size bound is never handed to zod. Then
+ * the generated zod schema (types, lengths, ranges, patterns). At most MAX_VALIDATION_ISSUES are listed.
+ */
+export function bodyIssues(schema: ZodType, body: unknown): { issues: ValidationIssue[]; data?: unknown } {
+  const report: BoundsReport = { issues: [], oversized: false };
+  const spec = specSchemaOf(schema);
+  if (spec) checkSpecBounds(body, spec, 'body', report);
+  if (report.oversized) return { issues: report.issues };
+  const result = schema.safeParse(body);
+  const zodIssues = result.success ? [] : result.error.issues.slice(0, MAX_VALIDATION_ISSUES);
+  const issues = [...report.issues, ...zodIssues.map((issue) => ({ path: formatPath('body', issue.path), message: issue.message }))];
+  return issues.length > 0 ? { issues: issues.slice(0, MAX_VALIDATION_ISSUES) } : { issues, data: result.data };
+}
+
+/**
+ * Validates the request against the schemas generated from openapi.yaml; each bad field is
+ * listed in `details` as `{path, message}` (at most MAX_VALIDATION_ISSUES of them).
  */
 export function validate(schemas: RequestSchemas): AppMiddleware {
   const checks: [keyof RequestSchemas, ZodType | undefined][] = [
@@ -63,15 +63,17 @@ export function validate(schemas: RequestSchemas): AppMiddleware {
     const sources = { params: (ctx as unknown as { params?: unknown }).params ?? {}, query: ctx.query, body: ctx.state.input.body };
     for (const [location, schema] of checks) {
       if (!schema) continue;
-      const result = location === 'query' ? parseQuery(schema, ctx.query) : schema.safeParse(sources[location]);
-      if (result.success) {
-        ctx.state.input[location] = result.data;
-        if (location === 'body') issues.push(...unknownKeys(sources.body, result.data, 'body'));
-      } else {
-        for (const issue of result.error.issues) issues.push({ path: formatPath(location, issue.path), message: issue.message });
+      if (location === 'body') {
+        const body = bodyIssues(schema, sources.body);
+        if (body.issues.length === 0) ctx.state.input.body = body.data;
+        issues.push(...body.issues);
+        continue;
       }
+      const result = location === 'query' ? parseQuery(schema, ctx.query) : schema.safeParse(sources[location]);
+      if (result.success) ctx.state.input[location] = result.data;
+      else for (const issue of result.error.issues) issues.push({ path: formatPath(location, issue.path), message: issue.message });
     }
-    if (issues.length > 0) throw validationError(issues);
+    if (issues.length > 0) throw validationError(issues.slice(0, MAX_VALIDATION_ISSUES));
     await next();
   };
 }

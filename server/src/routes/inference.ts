@@ -5,7 +5,8 @@ import type { ResponseCache } from '../cache/response-cache.js';
 import type { EmbeddingsRequest, InferenceRequest, InferenceResponse } from '../gen/types.gen.js';
 import { zCreateEmbeddingsBody, zCreateInferenceBody } from '../gen/zod.gen.js';
 import type { Config } from '../config.js';
-import { GrammarCompileError, ModelNotFoundError, ModelUnloadedError, PromptTooLongError, ShuttingDownError, type ChatMessage, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
+import { GrammarCompileError, ModelNotFoundError, ModelUnloadedError, ModelUnusableError, PromptTooLongError, ShuttingDownError, type ChatMessage, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
+import { InsufficientMemoryError } from 'node-llama-cpp';
 import { QueueFullError } from '../engine/sequence-pool.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
 import type { AppContext, AppState } from '../http/context.js';
@@ -20,15 +21,24 @@ import { planOutput, readToolCalls, type OutputPaths, type ToolPlan } from './ou
 const HEARTBEAT_MS = 5_000;
 
 
-/** Engine failures as API errors: unknown model 404, full queue 503 with `Retry-After`. */
+/** An embedding input too long for the context, named as the request did: `input` or `input[i]`. */
+export function embeddingInputError(error: unknown, input: string | readonly string[]): unknown {
+  if (!(error instanceof PromptTooLongError) || error.inputIndex === undefined) return error;
+  const path = typeof input === 'string' ? 'body.input' : `body.input[${error.inputIndex}]`;
+  return validationError([{ path, message: error.message }], 'An input does not fit the context');
+}
+
+/** Engine failures as API errors: unknown model 404, unusable model 409, full queue 503 with `Retry-After`. */
 export function engineError(error: unknown, parallel: number): unknown {
   if (error instanceof ModelNotFoundError) return notFound(error.message);
+  if (error instanceof ModelUnusableError) return new ApiError('CONFLICT', error.message, { model: error.model, reason: error.reason });
   if (error instanceof PromptTooLongError) {
     return validationError([{ path: 'body', message: error.message }], 'The prompt does not fit the context');
   }
   if (error instanceof GrammarCompileError) return validationError([{ path: 'body', message: error.message }], 'The schema cannot be enforced');
   if (error instanceof ModelUnloadedError) return new ApiError('SERVICE_UNAVAILABLE', error.message, null, { 'Retry-After': '1' });
   if (error instanceof ShuttingDownError) return new ApiError('SERVICE_UNAVAILABLE', error.message, null, { 'Retry-After': '5' });
+  if (error instanceof InsufficientMemoryError) return new ApiError('SERVICE_UNAVAILABLE', 'Not enough memory to load the model now', null, { 'Retry-After': '30' });
   if (error instanceof QueueFullError) {
     const retryAfter = String(1 + Math.floor(error.waiting / Math.max(1, parallel)));
     return new ApiError('SERVICE_UNAVAILABLE', 'The server is busy: every sequence is in use and the wait queue is full', { waiting: error.waiting }, { 'Retry-After': retryAfter });
@@ -245,7 +255,7 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
       const { vectors, promptTokens } = await engine.embed(request.model, inputs, clientGone(ctx));
       ctx.body = { object: 'list', model: request.model, data: vectors.map((embedding, index) => ({ index, embedding })), usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } };
     } catch (error) {
-      throw engineError(error, config.engine.parallel);
+      throw engineError(embeddingInputError(error, request.input), config.engine.parallel);
     }
   });
 

@@ -19,7 +19,7 @@ import type {
   ResponseFormat,
 } from '../gen/types.gen.js';
 import { zOpenaiCreateChatCompletionBody, zOpenaiCreateCompletionBody, zOpenaiCreateEmbeddingsBody, zOpenaiRetrieveModelPath } from '../gen/zod.gen.js';
-import { ModelNotFoundError, type FinishReason, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
+import { ModelNotFoundError, ModelUnusableError, type FinishReason, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
 import type { ModelCatalog } from '../engine/model-catalog.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
 import type { AppContext, AppMiddleware, AppState } from '../http/context.js';
@@ -27,31 +27,27 @@ import { ApiError, validationError } from '../http/errors.js';
 import { clientGone, type EventStream } from '../http/event-stream.js';
 import { jsonBody } from '../http/json-body.js';
 import { OpenAIApiError } from '../http/openai-errors.js';
-import { validate } from '../http/validate.js';
+import { bodyIssues, validate } from '../http/validate.js';
 import type { RouteDeps } from './deps.js';
-import { engineError, reserveForStream, streamFailure, toGenerationRequest } from './inference.js';
+import { embeddingInputError, engineError, reserveForStream, streamFailure, toGenerationRequest } from './inference.js';
 import { newToolCallId, readToolCalls, type ToolCallOut } from './output-plan.js';
 
 /** OpenAI's default sampling temperature (the native API's is 0.8). */
 const DEFAULT_TEMPERATURE = 1;
 
 /**
- * Parses an OpenAI request body with its generated schema. Unlike `validate`, unknown fields are
- * dropped rather than refused: OpenAI clients send many that Inferno has no use for.
+ * Parses an OpenAI request body with its generated schema and the spec's bounds. Unknown fields
+ * are dropped rather than refused (the spec leaves these objects open): OpenAI clients send many
+ * that Inferno has no use for.
  */
 function parseBody(schema: ZodType): AppMiddleware {
   return async (ctx, next) => {
-    const result = schema.safeParse(ctx.state.input.body);
-    if (!result.success) {
-      throw validationError(result.error.issues.map((issue) => ({ path: formatPath(issue.path), message: issue.message })));
-    }
-    ctx.state.input.body = result.data;
+    const { issues, data } = bodyIssues(schema, ctx.state.input.body);
+    if (issues.length > 0) throw validationError(issues);
+    ctx.state.input.body = data;
     await next();
   };
 }
-
-const formatPath = (path: readonly PropertyKey[]) =>
-  path.reduce<string>((out, part) => (typeof part === 'number' ? `${out}[${part}]` : `${out}.${String(part)}`), 'body');
 
 const modelNotFound = (model: string) =>
   new OpenAIApiError('NOT_FOUND', `The model '${model}' does not exist`, { param: 'model', code: 'model_not_found' });
@@ -183,6 +179,7 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
   const engineFailure = (error: unknown, model: string) => {
     // `reserveForStream` has already turned an unknown model into a native 404.
     if (error instanceof ModelNotFoundError || (error instanceof ApiError && error.code === 'NOT_FOUND')) return modelNotFound(model);
+    if (error instanceof ModelUnusableError) return new OpenAIApiError('CONFLICT', error.message, { param: 'model', code: 'model_invalid' });
     return engineError(error, parallel());
   };
 
@@ -282,7 +279,8 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
   }
 
   router.get('/models', ...can('read_models'), async (ctx) => {
-    ctx.body = { object: 'list', data: (await catalog.list()).map(toOpenAIModel) };
+    // OpenAI clients pick models from this list: only those that can be used.
+    ctx.body = { object: 'list', data: (await catalog.list()).filter((model) => model.state === 'available').map(toOpenAIModel) };
   });
 
   router.get('/models/:model', ...can('read_models'), validate({ params: zOpenaiRetrieveModelPath }), async (ctx) => {
@@ -434,7 +432,7 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
     try {
       embedded = await engine.embed(request.model, inputs, clientGone(ctx));
     } catch (error) {
-      throw engineFailure(error, request.model);
+      throw engineFailure(embeddingInputError(error, request.input), request.model);
     }
     const size = embedded.vectors[0]?.length ?? 0;
     if (request.dimensions !== undefined && request.dimensions !== size) {

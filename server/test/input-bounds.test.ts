@@ -1,0 +1,205 @@
+// Hostile request bodies: each is refused with a 4xx at once, and the server keeps serving others.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as jsonSchemas from '../src/gen/schemas.gen.js';
+import * as zodSchemas from '../src/gen/zod.gen.js';
+import { JSON_LIMITS, JsonShapeScanner } from '../src/http/json-shape.js';
+import { specSchemaOf } from '../src/http/spec-bounds.js';
+import { expectApiError } from '../../test/helpers/api-checks.js';
+import { createApiKey, createUser } from '../../test/helpers/security.js';
+import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
+
+/** Sends `body` while polling /health; answers the response and the slowest /health seen meanwhile. */
+async function whileProbingHealth(url: string, send: () => Promise<{ status: number; body: any }>) {
+  let worstMs = 0;
+  let done = false;
+  const probe = (async () => {
+    while (!done) {
+      const started = performance.now();
+      await fetch(`${url}/health`).then((r) => r.arrayBuffer());
+      worstMs = Math.max(worstMs, performance.now() - started);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  })();
+  const started = performance.now();
+  const response = await send();
+  const elapsedMs = performance.now() - started;
+  done = true;
+  await probe;
+  return { response, elapsedMs, worstHealthMs: worstMs };
+}
+
+describe('request bodies are bounded', () => {
+  let server: TestServer;
+  let guest: string;
+  let adminToken: string;
+  let apiKey: string;
+
+  beforeAll(async () => {
+    server = await startTestServer({ settings: { 'rate_limit.requests_per_minute': 10_000 } });
+    adminToken = await login(server.url);
+    await createUser(server.url, { token: adminToken }, { username: 'visitor', password: 'visitor-password-1', role: 'guest' });
+    guest = await login(server.url, 'visitor', 'visitor-password-1');
+    apiKey = (await createApiKey(server.url, { token: adminToken }, { name: 'bounds', permissions: ['read_models', 'run_inference'] })).key;
+  });
+  afterAll(() => server.close());
+
+  it('a 1,000,000-item permissions array is refused at once, and /health stays fast', async () => {
+    const body = JSON.stringify({ name: 'flood', permissions: Array.from({ length: 1_000_000 }, () => 'read_models') }).slice(0, 9_000_000);
+    const { response, worstHealthMs } = await whileProbingHealth(server.url, () =>
+      call(server.url, 'POST', '/api/v1/auth/api-keys', { token: guest, body: body.slice(0, body.lastIndexOf(',')) + ']}' }),
+    );
+    const error = expectApiError(response, 400, 'VALIDATION_ERROR');
+    expect(error.details).toEqual([{ path: 'body', message: `An array or object in the JSON has more than ${JSON_LIMITS.maxEntries} entries` }]);
+    expect(worstHealthMs).toBeLessThan(2000);
+  });
+
+  it('a body with 200,000 unknown keys is a 400 with a short list of details, never a 500', async () => {
+    const fields = Object.fromEntries(Array.from({ length: 200_000 }, (_, i) => [`k${i}`, 1]));
+    const { response, worstHealthMs } = await whileProbingHealth(server.url, () =>
+      call(server.url, 'POST', '/api/v1/inference', { apiKey, body: { model: 'demo-tiny', prompt: 'x', ...fields } }),
+    );
+    expectApiError(response, 400, 'VALIDATION_ERROR');
+    expect(JSON.stringify(response.body).length).toBeLessThan(10_000);
+    expect(worstHealthMs).toBeLessThan(2000);
+  });
+
+  it('within the byte-level limits, details list at most 20 problems', async () => {
+    const fields = Object.fromEntries(Array.from({ length: 5_000 }, (_, i) => [`k${i}`, 1]));
+    const res = await call(server.url, 'POST', '/api/v1/inference', { apiKey, body: { model: 'demo-tiny', prompt: 'x', ...fields } });
+    const error = expectApiError(res, 400, 'VALIDATION_ERROR');
+    expect(error.details).toHaveLength(20);
+    expect(error.details[0]).toEqual({ path: 'body.k0', message: 'Unknown field' });
+  });
+
+  it('2,500,000 content parts on /v1/chat/completions are refused at once in OpenAI shape', async () => {
+    const part = '{"type":"text","text":""}';
+    const body = `{"model":"demo-tiny","messages":[{"role":"user","content":[${Array(400_000).fill(part).join(',')}]}]}`;
+    const { response, worstHealthMs } = await whileProbingHealth(server.url, () => call(server.url, 'POST', '/v1/chat/completions', { apiKey, body }));
+    expect(response.status).toBe(400);
+    expect(response.body.error.type).toBe('invalid_request_error');
+    expect(worstHealthMs).toBeLessThan(2000);
+    // Within the byte limits the spec's own bound applies: at most 64 parts a message.
+    const parts = Array.from({ length: 65 }, () => ({ type: 'text', text: 'a' }));
+    const bounded = await call(server.url, 'POST', '/v1/chat/completions', { apiKey, body: { model: 'demo-tiny', messages: [{ role: 'user', content: parts }] } });
+    expect(bounded.status).toBe(400);
+    expect(bounded.body.error.param).toBe('messages[0].content');
+  });
+
+  it('JSON nested deeper than 64 levels is refused before it is parsed', async () => {
+    const deep = '['.repeat(5_000_000);
+    const { response, worstHealthMs } = await whileProbingHealth(server.url, () => call(server.url, 'POST', '/api/v1/inference', { apiKey, body: deep }));
+    expect(expectApiError(response, 400, 'VALIDATION_ERROR').details[0].message).toBe('The JSON is nested deeper than 64 levels');
+    expect(worstHealthMs).toBeLessThan(2000);
+    const just = `{"model":"demo-tiny","prompt":"x","stop":${'['.repeat(63)}${']'.repeat(63)}}`;
+    // 64 levels pass the byte check and are then refused by the schema, not by depth.
+    const res = await call(server.url, 'POST', '/api/v1/inference', { apiKey, body: just });
+    expect(expectApiError(res, 400, 'VALIDATION_ERROR').details[0].message).not.toMatch(/nested/);
+  });
+
+  it('unknown fields are refused whatever their name, Object.prototype members included', async () => {
+    for (const name of ['constructor', 'toString', '__proto__', 'hasOwnProperty', 'extra']) {
+      const body = `{"name":"k","permissions":["read_models"],"${name}":{"a":1}}`;
+      const res = await call(server.url, 'POST', '/api/v1/auth/api-keys', { token: adminToken, body });
+      expect(expectApiError(res, 400, 'VALIDATION_ERROR').details).toEqual([{ path: `body.${name}`, message: 'Unknown field' }]);
+    }
+    const nested = await call(server.url, 'POST', '/api/v1/inference', { apiKey, body: '{"model":"demo-tiny","messages":[{"role":"user","content":"hi","constructor":1}]}' });
+    expect(expectApiError(nested, 400, 'VALIDATION_ERROR').details).toEqual([{ path: 'body.messages[0].constructor', message: 'Unknown field' }]);
+  });
+
+  it('duplicate permissions are refused (uniqueItems), and more than the eleven are too', async () => {
+    const res = await call(server.url, 'POST', '/api/v1/auth/api-keys', { token: adminToken, body: { name: 'dup', permissions: ['read_models', 'run_inference', 'read_models'] } });
+    expect(expectApiError(res, 400, 'VALIDATION_ERROR').details).toEqual([{ path: 'body.permissions[2]', message: 'Duplicate of body.permissions[0]: items must be unique' }]);
+    const twelve = Array.from({ length: 12 }, () => 'read_models');
+    const many = await call(server.url, 'POST', '/api/v1/auth/api-keys', { token: adminToken, body: { name: 'many', permissions: twelve } });
+    expect(expectApiError(many, 400, 'VALIDATION_ERROR').details).toEqual([{ path: 'body.permissions', message: 'Too many items: at most 11' }]);
+  });
+
+  it('a name beyond its bound is refused by the spec bound', async () => {
+    const res = await call(server.url, 'POST', '/api/v1/jobs', { apiKey, body: { name: 'n'.repeat(129), requests: [{ model: 'demo-tiny', prompt: 'x' }] } });
+    expect(expectApiError(res, 400, 'VALIDATION_ERROR').details).toEqual([{ path: 'body.name', message: expect.stringMatching(/<=128 characters/) }]);
+  });
+});
+
+describe('JsonShapeScanner', () => {
+  it('ignores brackets and commas inside strings, escaped quotes included, across chunks', () => {
+    const scanner = new JsonShapeScanner();
+    const text = JSON.stringify({ a: `${'['.repeat(100)}\\"${','.repeat(20_000)}"\\\\`, b: [1, 2] });
+    const bytes = Buffer.from(text);
+    for (let i = 0; i < bytes.length; i += 7) expect(scanner.push(bytes.subarray(i, i + 7))).toBeUndefined();
+  });
+
+  it('agrees with the real nesting depth of random JSON, however the bytes are split', () => {
+    let seed = 7;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const strings = ['', 'a', '[', ']', '{', '}', ',', '"', '\\', '\\"', 'x\\\\', 'é😀'];
+    const value = (depth: number): unknown => {
+      const r = random();
+      if (depth > 70 || r < 0.3) return r < 0.15 ? strings[Math.floor(random() * strings.length)]!.repeat(1 + Math.floor(random() * 3)) : Math.floor(r * 100);
+      const items = Array.from({ length: 1 + Math.floor(random() * 2) }, () => value(depth + 1));
+      return random() < 0.5 ? items : Object.fromEntries(items.map((item, i) => [strings[i % strings.length]! + i, item]));
+    };
+    const depthOf = (v: unknown): number => (typeof v === 'object' && v !== null ? 1 + Math.max(0, ...Object.values(v).map(depthOf)) : 0);
+    const outcomes = { accepted: 0, refused: 0 };
+    for (let round = 0; round < 200; round++) {
+      const doc = value(0);
+      const bytes = Buffer.from(JSON.stringify(doc));
+      const scanner = new JsonShapeScanner();
+      let refusal: string | undefined;
+      for (let at = 0; at < bytes.length && !refusal; ) {
+        const size = 1 + Math.floor(random() * 17);
+        refusal = scanner.push(bytes.subarray(at, at + size));
+        at += size;
+      }
+      expect(refusal === undefined, JSON.stringify(doc).slice(0, 200)).toBe(depthOf(doc) <= JSON_LIMITS.maxDepth);
+      outcomes[refusal === undefined ? 'accepted' : 'refused']++;
+    }
+    // Both sides of the bound were exercised.
+    expect(outcomes.accepted).toBeGreaterThan(20);
+    expect(outcomes.refused).toBeGreaterThan(20);
+  });
+
+  it('counts entries per container and values per body', () => {
+    expect(new JsonShapeScanner().push(Buffer.from(`[${Array(JSON_LIMITS.maxEntries).fill(0).join(',')}]`))).toBeUndefined();
+    expect(new JsonShapeScanner().push(Buffer.from(`[${Array(JSON_LIMITS.maxEntries + 1).fill(0).join(',')}]`))).toMatch(/more than 10000 entries/);
+    const many = `[${Array(40).fill(`[${Array(9_000).fill(0).join(',')}]`).join(',')}]`;
+    expect(new JsonShapeScanner().push(Buffer.from(many))).toMatch(/more than 262144 values/);
+  });
+});
+
+describe('the spec bounds every request body', () => {
+  type Schema = Record<string, any>;
+  const components = Object.fromEntries(Object.entries(jsonSchemas).map(([name, schema]) => [name.replace(/Schema$/, ''), schema as Schema]));
+  const unbounded: string[] = [];
+  const seen = new Set<Schema>();
+  const walk = (schema: Schema, at: string): void => {
+    if (schema.$ref) return walk(components[schema.$ref.replace('#/components/schemas/', '')]!, at);
+    if (seen.has(schema)) return;
+    seen.add(schema);
+    for (const key of ['allOf', 'oneOf', 'anyOf'] as const) (schema[key] ?? []).forEach((part: Schema, i: number) => walk(part, `${at}/${key}[${i}]`));
+    const types: string[] = schema.type === undefined ? [] : [schema.type].flat();
+    if (types.includes('string') && schema.maxLength === undefined && !schema.enum) unbounded.push(`${at}: string without maxLength`);
+    if ((types.includes('integer') || types.includes('number')) && (schema.minimum === undefined || schema.maximum === undefined)) unbounded.push(`${at}: number without minimum and maximum`);
+    if (types.includes('array')) {
+      if (schema.maxItems === undefined) unbounded.push(`${at}: array without maxItems`);
+      walk(schema.items, `${at}[]`);
+    }
+    if (types.includes('object')) {
+      if (schema.additionalProperties !== false && schema.maxProperties === undefined) unbounded.push(`${at}: open object without maxProperties`);
+      for (const [name, property] of Object.entries(schema.properties ?? {})) walk(property as Schema, `${at}.${name}`);
+    }
+  };
+
+  it('every string, number, array and object a request body can hold has a bound', () => {
+    // Operations' bodies (zCreateApiKeyBody...), not components named so (zApiErrorBody); the model
+    // upload's body is the raw file, bounded by `[models] max_upload_bytes`.
+    const isComponent = (name: string) => Object.keys(components).some((c) => c.toLowerCase() === name.slice(1).toLowerCase());
+    const bodies = Object.entries(zodSchemas).filter(([name]) => name.endsWith('Body') && !isComponent(name) && name !== 'zUploadModelBody');
+    expect(bodies.length).toBeGreaterThan(8);
+    for (const [name, schema] of bodies) {
+      const spec = specSchemaOf(schema as never);
+      expect(spec, name).toBeDefined();
+      walk(spec as Schema, name);
+    }
+    expect(unbounded).toEqual([]);
+  });
+});
