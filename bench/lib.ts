@@ -222,6 +222,7 @@ export async function startInProcessServer(options: { modelsDir: string; setting
     url: server.url,
     token,
     where: `this process (${process.pid})`,
+    pid: process.pid,
     async stop() {
       await server.close();
       data.remove();

@@ -11,6 +11,7 @@ import { HealthResource } from './resources/health.js';
 import { InferenceResource } from './resources/inference.js';
 import { JobsResource } from './resources/jobs.js';
 import { MetricsResource } from './resources/metrics.js';
+import { UsageResource } from './resources/usage.js';
 import { ModelsResource } from './resources/models.js';
 import { UsersResource } from './resources/users.js';
 
@@ -47,6 +48,8 @@ export class InfernoClient {
   readonly auditLogs: AuditLogsResource;
   /** The server's counters (`read_metrics`). */
   readonly metrics: MetricsResource;
+  /** Requests and tokens used per user, key, model and day. */
+  readonly usage: UsageResource;
   /** The server's runtime configuration (`write_config`). */
   readonly config: ConfigResource;
   /** Liveness and readiness probes. */
@@ -70,6 +73,7 @@ export class InfernoClient {
     this.cache = new CacheResource(transport);
     this.auditLogs = new AuditLogsResource(transport);
     this.metrics = new MetricsResource(transport);
+    this.usage = new UsageResource(transport);
     this.config = new ConfigResource(transport);
     this.health = new HealthResource(transport);
   }

@@ -69,6 +69,7 @@ export { HealthResource } from './resources/health.js';
 export { type InferenceParams, InferenceResource, type InferenceStreamEvent } from './resources/inference.js';
 export { JobsResource } from './resources/jobs.js';
 export { MetricsResource } from './resources/metrics.js';
+export { UsageResource } from './resources/usage.js';
 export { type ModelFile, ModelsResource, type UploadModelParams } from './resources/models.js';
 export { UsersResource } from './resources/users.js';
 export type {
@@ -101,6 +102,11 @@ export type {
   ListAuditLogsData,
   MetricsSummary,
   ResponseFormat,
+  MetricsDistribution,
+  CountsByLabel,
+  GetUsageData,
+  UsageReport,
+  UsageRow,
   Timings,
   Tool,
   ToolCall,

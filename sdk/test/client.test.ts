@@ -123,7 +123,7 @@ describe('resources map onto the operations of the spec', () => {
   });
 
   it('metrics.prometheus() returns the text exposition', async () => {
-    const text = '# TYPE inferno_requests_total counter\ninferno_requests_total 3\n';
+    const text = '# TYPE inferno_http_requests_total counter\ninferno_http_requests_total 3\n';
     server = await startLocalServer((_req, res) => void res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(text));
     await expect(new InfernoClient({ baseUrl: server.url, apiKey: 'k' }).metrics.prometheus()).resolves.toBe(text);
     expect(server.requests[0]!.url).toBe('/metrics');

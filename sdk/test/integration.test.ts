@@ -119,6 +119,28 @@ describe('against the reference server', () => {
     expect(config).toBeTypeOf('object');
   });
 
+  it("reads a key's usage, equal to its answers' usage (validated against the spec)", async () => {
+    const c = client({ credentials: admin() });
+    const created = await c.apiKeys.create({ name: 'usage', permissions: ['run_inference'] });
+    const keyed = client({ apiKey: created.key });
+    const answers = [await keyed.inference.create({ model: 'demo-tiny', prompt: 'One', max_tokens: 5 }), await keyed.inference.create({ model: 'demo-tiny', prompt: 'Two', max_tokens: 3 })];
+    const report = await c.usage.get({ key_id: created.id, group_by: 'key,model' });
+    expect(report.data).toEqual([
+      {
+        user_id: null,
+        key_id: created.id,
+        model: 'demo-tiny',
+        day: null,
+        requests: 2,
+        prompt_tokens: answers[0]!.usage.prompt_tokens + answers[1]!.usage.prompt_tokens,
+        completion_tokens: answers[0]!.usage.completion_tokens + answers[1]!.usage.completion_tokens,
+        total_tokens: answers[0]!.usage.total_tokens + answers[1]!.usage.total_tokens,
+      },
+    ]);
+    // The key itself (no read_metrics) sees its own usage too.
+    expect((await keyed.usage.get()).data[0]).toMatchObject({ requests: 2 });
+  });
+
   it('answers the health probes', async () => {
     const c = client();
     await expect(c.health.check()).resolves.toMatchObject({ status: 'ok' });

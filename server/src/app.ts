@@ -1,4 +1,5 @@
 import Koa from 'koa';
+import type { Router } from '@koa/router';
 import { createRouter } from './http/router.js';
 import type { Config } from './config.js';
 import type { ModelCatalog } from './engine/model-catalog.js';
@@ -26,12 +27,14 @@ import { modelRoutes } from './routes/models.js';
 import { userRoutes } from './routes/users.js';
 import { configRoutes } from './routes/config.js';
 import { observabilityRoutes, prometheusRoutes } from './routes/observability.js';
-import { ServerMetrics } from './metrics.js';
+import { ServerMetrics } from './observability/metrics.js';
+import { Telemetry } from './observability/telemetry.js';
 import type { Store } from './store/types.js';
 import { ResponseCache } from './cache/response-cache.js';
 import type { JobQueue } from './jobs/job-queue.js';
 import { jobRoutes } from './routes/jobs.js';
 import { cacheRoutes } from './routes/cache.js';
+import { usageRoutes } from './routes/usage.js';
 
 export interface AppOptions {
   config: Config;
@@ -42,7 +45,8 @@ export interface AppOptions {
   catalog: ModelCatalog;
   engine: InferenceEngine;
   rateLimiter?: RateLimiter;
-  metrics?: ServerMetrics;
+  /** Metrics, usage accounting and tracing (default: metrics only). */
+  telemetry?: Telemetry;
   /** Runs batch jobs; its lifecycle (start, stop) belongs to the caller. */
   jobs: JobQueue;
   cache?: ResponseCache;
@@ -80,7 +84,9 @@ export function createApp(options: AppOptions): Koa<AppState> {
   const app = new Koa<AppState>({ proxy: config.server.trust_proxy, maxIpsCount: 1 });
   app.silent = true; // errors are logged by errorHandler, redacted
 
+  const telemetry = options.telemetry ?? new Telemetry(new ServerMetrics({ version: options.version }), undefined);
   const deps: RouteDeps = {
+    telemetry,
     config,
     store,
     logger,
@@ -96,8 +102,8 @@ export function createApp(options: AppOptions): Koa<AppState> {
       })),
   };
   const { catalog, engine } = options;
-  const metrics = options.metrics ?? new ServerMetrics();
   const cache = options.cache ?? new ResponseCache(() => config.cache, (id) => catalog.pathOf(id));
+  telemetry.metrics?.watch({ engine, cache, jobs: store });
 
   const api = createRouter('/api/v1');
   for (const routes of [
@@ -107,7 +113,8 @@ export function createApp(options: AppOptions): Koa<AppState> {
     inferenceRoutes(deps, engine, cache),
     jobRoutes(deps, options.jobs),
     cacheRoutes(deps, cache, engine),
-    observabilityRoutes(deps, metrics),
+    observabilityRoutes(deps),
+    usageRoutes(deps),
     configRoutes(deps),
   ]) {
     api.use(routes.routes());
@@ -120,25 +127,33 @@ export function createApp(options: AppOptions): Koa<AppState> {
     store: store.kind,
     limits: options.sharedLimits ? 'redis' : 'memory',
   });
-  const prometheus = prometheusRoutes(deps, metrics);
+  const prometheus = prometheusRoutes(deps);
+  // Requests refused before routing (401, 429) still count under their route's template.
+  telemetry.routeOf = (path, method) => routeTemplate([prometheus, api, openai, health], path, method);
+  const { tracing } = telemetry;
 
   app.use(requestId());
-  app.use(requestLog(logger, metrics));
+  if (tracing.enabled) app.use(tracing.request);
+  app.use(requestLog(logger, telemetry));
   app.use(errorHandler(logger));
   app.use(securityHeaders({ hsts: options.hsts === true }));
   if (options.drain) app.use(options.drain.middleware());
   app.use(corsPolicy({ origins: config.server.cors_origins, methods: config.server.cors_methods, headers: config.server.cors_headers }));
   app.use(health.routes());
-  app.use(forApi(authenticate({ store, secret: options.jwtSecret })));
+  app.use(forApi(tracing.wrap('authenticate', authenticate({ store, secret: options.jwtSecret }))));
   app.use(
     forApi(
-      rateLimit({
-        limiter: options.rateLimiter ?? new MemoryRateLimiter(),
-        audit: store,
-        enabled: () => config.rate_limit.enabled,
-        requestsPerMinute: () => config.rate_limit.requests_per_minute,
-        windowSeconds: () => config.rate_limit.window_seconds,
-      }),
+      tracing.wrap(
+        'rate_limit',
+        rateLimit({
+          limiter: options.rateLimiter ?? new MemoryRateLimiter(),
+          audit: store,
+          enabled: () => config.rate_limit.enabled,
+          requestsPerMinute: () => config.rate_limit.requests_per_minute,
+          windowSeconds: () => config.rate_limit.window_seconds,
+          onRefused: (ctx) => telemetry.rateLimited(ctx),
+        }),
+      ),
     ),
   );
   app.use(
@@ -156,6 +171,15 @@ export function createApp(options: AppOptions): Koa<AppState> {
   // Mounted below api.allowedMethods, which answers 405 for /v1 too (it sees whichever router matched).
   app.use(openai.routes());
   return app;
+}
+
+/** The template (`/api/v1/models/:id`) of the route a path and method would reach, if any. */
+function routeTemplate(routers: readonly Router<AppState>[], path: string, method: string): string | undefined {
+  for (const router of routers) {
+    const layer = router.match(path, method).pathAndMethod.findLast((l) => l.methods.length > 0);
+    if (layer && typeof layer.path === 'string') return layer.path;
+  }
+  return undefined;
 }
 
 /**

@@ -107,6 +107,12 @@ export interface Config {
   logging: { level: LogLevel };
   /** The response cache of deterministic native inference requests. */
   cache: { enabled: boolean; max_entries: number };
+  /** Prometheus metrics: `enabled` false records nothing (and serves no metrics); `public` serves `/metrics` without credentials. */
+  metrics: { enabled: boolean; public: boolean };
+  /** Usage accounting per user, API key and model, written to the store in batches. */
+  usage: { enabled: boolean; flush_interval_seconds: number };
+  /** OpenTelemetry traces, exported over OTLP/HTTP when `otlp_endpoint` is set (off by default). */
+  tracing: { otlp_endpoint?: string; service_name: string };
 }
 
 /** Defaults (frozen). Relative paths here are resolved against the working directory by loadConfig. */
@@ -136,6 +142,9 @@ export const DEFAULT_CONFIG: Config = deepFreeze({
   storage: { data_dir: './data', pool_size: 10, redis_key_prefix: 'inferno' },
   logging: { level: 'info' },
   cache: { enabled: true, max_entries: 1000 },
+  metrics: { enabled: true, public: false },
+  usage: { enabled: true, flush_interval_seconds: 5 },
+  tracing: { service_name: 'inferno' },
 });
 
 /** Thrown for any bad configuration; the message names the key and where the value came from. */
@@ -148,8 +157,9 @@ export class ConfigError extends Error {
 type Kind =
   | { type: 'string' }
   | { type: 'secret'; minBytes: number } // optional, never echoed in errors
-  | { type: 'url'; protocols: readonly string[] } // optional; shown with its password masked
+  | { type: 'dsn'; protocols: readonly string[] } // a connection URL; optional; shown with its password masked
   | { type: 'path'; optional: boolean }
+  | { type: 'url'; optional: boolean } // http(s) only
   | { type: 'int'; min: number; max: number }
   | { type: 'bool' }
   | { type: 'list'; item: { test: (item: string) => boolean; expected: string } }
@@ -166,7 +176,7 @@ type KindFor<T> = [T] extends [boolean]
       ? KindOf<'list'>
       : [T] extends [string]
         ? string extends T
-          ? KindOf<'string' | 'secret' | 'path' | 'url'>
+          ? KindOf<'string' | 'secret' | 'path' | 'url' | 'dsn'>
           : KindOf<'enum'> & { values: readonly T[] }
         : never;
 
@@ -182,6 +192,9 @@ type Sections = {
   storage: Config['storage'];
   logging: Config['logging'];
   cache: Config['cache'];
+  metrics: Config['metrics'];
+  usage: Config['usage'];
+  tracing: Config['tracing'];
 };
 
 // Every key of Config must appear here exactly once (the mapped type enforces it).
@@ -190,11 +203,12 @@ type Schema = { [S in keyof Sections]: { [K in keyof Sections[S]]-?: KindFor<Non
 const text = (): KindOf<'string'> => ({ type: 'string' });
 const secret = (minBytes: number): KindOf<'secret'> => ({ type: 'secret', minBytes });
 const filePath = (optional = false): KindOf<'path'> => ({ type: 'path', optional });
+const url = (optional = false): KindOf<'url'> => ({ type: 'url', optional });
 const int = (min: number, max = Number.MAX_SAFE_INTEGER): KindOf<'int'> => ({ type: 'int', min, max });
 const positive = (): KindOf<'int'> => int(1);
 const bool = (): KindOf<'bool'> => ({ type: 'bool' });
 const oneOf = <T extends string>(...values: T[]) => ({ type: 'enum' as const, values });
-const url = (...protocols: string[]): KindOf<'url'> => ({ type: 'url', protocols });
+const dsn = (...protocols: string[]): KindOf<'dsn'> => ({ type: 'dsn', protocols });
 const list = (test: (item: string) => boolean, expected: string): KindOf<'list'> => ({ type: 'list', item: { test, expected } });
 
 // RFC 9110 token: catches "GET POST" written where a list was meant.
@@ -235,9 +249,12 @@ const SCHEMA: Schema = {
   limits: { max_body_bytes: positive(), max_prompt_chars: positive(), max_choices: int(1, 128), max_tools: int(1, 128), max_schema_bytes: int(256, 1_048_576) },
   models: { dir: filePath(), max_loaded: positive(), max_upload_bytes: positive() },
   engine: { threads: positive(), parallel: positive(), sequences_per_context: positive(), context_size: positive(), max_queue: positive(), batch_size: positive() },
-  storage: { data_dir: filePath(), database_url: url('postgres:', 'postgresql:'), redis_url: url('redis:', 'rediss:'), pool_size: int(1, 1000), redis_key_prefix: text() },
+  storage: { data_dir: filePath(), database_url: dsn('postgres:', 'postgresql:'), redis_url: dsn('redis:', 'rediss:'), pool_size: int(1, 1000), redis_key_prefix: text() },
   logging: { level: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent') },
   cache: { enabled: bool(), max_entries: int(1, 1_000_000) },
+  metrics: { enabled: bool(), public: bool() },
+  usage: { enabled: bool(), flush_interval_seconds: int(1, 3600) },
+  tracing: { otlp_endpoint: url(true), service_name: text() },
 };
 
 interface Field {
@@ -482,7 +499,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
     sectionOf(out, field.section, true)[field.key] =
       field.kind.type === 'secret'
         ? value === undefined ? null : '(set)'
-        : field.kind.type === 'url' && typeof value === 'string'
+        : field.kind.type === 'dsn' && typeof value === 'string'
           ? redactUrl(value)
           : structuredClone(value ?? null);
   }
@@ -501,12 +518,12 @@ function convert({ field, raw, from, textual, baseDir }: Setting): unknown {
   const { kind } = field;
   const invalid = (expected: string, got: unknown = raw) =>
     new ConfigError(
-      `Invalid value for ${label(field)} (from ${from}): ${expected}${kind.type === 'secret' ? '' : `, got ${show(kind.type === 'url' && typeof got === 'string' ? redactUrl(got) : got)}`}`,
+      `Invalid value for ${label(field)} (from ${from}): ${expected}${kind.type === 'secret' ? '' : `, got ${show(kind.type === 'dsn' && typeof got === 'string' ? redactUrl(got) : got)}`}`,
     );
 
   if (textual && raw === '') {
     if (kind.type === 'list') return [];
-    if (kind.type === 'secret' || kind.type === 'url' || (kind.type === 'path' && kind.optional)) return undefined;
+    if (kind.type === 'secret' || kind.type === 'dsn' || ((kind.type === 'path' || kind.type === 'url') && kind.optional)) return undefined;
   }
   switch (kind.type) {
     case 'string':
@@ -518,7 +535,7 @@ function convert({ field, raw, from, textual, baseDir }: Setting): unknown {
         throw invalid(kind.minBytes === 1 ? 'must not be empty' : `must be at least ${kind.minBytes} bytes`);
       }
       return raw;
-    case 'url': {
+    case 'dsn': {
       if (typeof raw !== 'string') throw invalid('expected a URL');
       let parsed: URL;
       try {
@@ -532,6 +549,13 @@ function convert({ field, raw, from, textual, baseDir }: Setting): unknown {
     case 'path':
       if (typeof raw !== 'string' || raw === '') throw invalid('expected a non-empty path');
       return path.resolve(baseDir, raw);
+    case 'url': {
+      const parsed = typeof raw === 'string' ? parseUrl(raw) : undefined;
+      if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) throw invalid('expected an http:// or https:// URL');
+      // The value is shown by GET /api/v1/config: it must not carry credentials.
+      if (parsed.username || parsed.password) throw invalid('must not contain a user name or password', `${parsed.protocol}//…@${parsed.host}`);
+      return raw;
+    }
     case 'int': {
       const n = textual && typeof raw === 'string' && /^-?\d+$/.test(raw) ? Number(raw) : raw;
       if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < kind.min || n > kind.max) throw invalid(describeInt(kind));
@@ -610,6 +634,14 @@ function sectionOf(root: object, section: string, create = false): Record<string
 
 function isTable(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Date);
+}
+
+function parseUrl(value: string): URL | undefined {
+  try {
+    return new URL(value);
+  } catch {
+    return undefined;
+  }
 }
 
 function originOf(value: string): string | undefined {

@@ -27,6 +27,11 @@ import { ConnectionGuard } from './http/connection-guard.js';
 import { Drain } from './http/drain.js';
 import { ShuttingDownError } from './engine/engine.js';
 
+import { ServerMetrics } from './observability/metrics.js';
+import { Telemetry } from './observability/telemetry.js';
+import { startTracing } from './observability/tracing-setup.js';
+import { UsageRecorder } from './observability/usage.js';
+
 /**
  * TLS 1.2 suites with forward secrecy and authenticated encryption only (ECDHE with AES-GCM or
  * ChaCha20-Poly1305); static-RSA and CBC suites are refused. TLS 1.3's own suites are all AEAD.
@@ -56,6 +61,8 @@ export interface RunningServer {
   catalog: ModelCatalog;
   /** This replica's name in logs, readiness and job leases. */
   replicaId: string;
+  /** Metrics, usage accounting and tracing of this server. */
+  telemetry: Telemetry;
   /** Stops at once: open connections are cut. */
   close(): Promise<void>;
   /**
@@ -133,6 +140,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     // shared, only those older than the longest request (other replicas' requests are still running).
     const now = Date.now();
     await store.sweepIdempotencyKeys(now, shared ? now - config.server.request_timeout_seconds * 1000 : now);
+    const metrics = config.metrics.enabled ? new ServerMetrics({ version: VERSION, replica: replicaId }) : undefined;
+    const usage = new UsageRecorder(store, logger, { enabled: () => config.usage.enabled, flushIntervalMs: config.usage.flush_interval_seconds * 1000 });
+    const tracing = await startTracing(config.tracing, VERSION, logger);
+    const telemetry = new Telemetry(metrics, usage, tracing);
     let engine: InferenceEngine | undefined;
     const catalog = new ModelCatalog(
       config.models.dir,
@@ -141,7 +152,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     );
     // Validates (and so reports) every model file at start, then writes the demo model if none is usable.
     await ensureDemoModel(catalog, logger);
-    engine = new InferenceEngine(config, catalog, logger);
+    engine = new InferenceEngine(config, catalog, logger, metrics && {
+      modelLoaded: (model, seconds) => metrics.modelLoaded(model, seconds),
+      modelLoadFailed: (model) => metrics.modelLoadFailed(model),
+      queueWaited: (model, seconds) => metrics.queueWaited(model, seconds),
+    });
     // The binding loads in the background; /health/ready says when it can serve.
     engine.start().catch((error: unknown) => logger.error({ err: error }, 'the llama.cpp engine failed to start'));
     // Shared: idle runners look for work every second (a job submitted elsewhere starts within it)
@@ -149,13 +164,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     // The lease holder is this process, not just the replica id: a restarted replica (same id) never
     // writes to a job its previous process held.
     const worker = `${replicaId}/${process.pid}/${randomBytes(3).toString('hex')}`;
-    const jobs = new JobRunner({ store, engine, config, logger, worker, shared, pollMs: shared ? 1_000 : 5_000, leaseMs: 10_000 });
+    const jobs = new JobRunner({ store, engine, config, logger, telemetry, worker, shared, pollMs: shared ? 1_000 : 5_000, leaseMs: 10_000 });
     const drain = new Drain();
     const tls = config.server.tls;
     const secure = Boolean(tls.cert && tls.key);
     const app = createApp({
       config,
-      store,
+      store: tracing.instrument('store', store),
       logger,
       jwtSecret,
       version: VERSION,
@@ -164,6 +179,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       jobs,
       drain,
       hsts: secure,
+      telemetry,
       replicaId,
       sharedLimits: Boolean(redis),
       ...(redis && {
@@ -222,6 +238,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     });
     const { port } = server.address() as AddressInfo;
     jobs.start();
+    usage.start();
     const scheme = tls.cert ? 'https' : 'http';
     const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
     const url = `${scheme}://${host}:${port}`;
@@ -238,6 +255,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         stopWatching();
         await jobs.stop();
         await engine.close();
+        // The last batch of usage is written before the store closes.
+        await usage.close();
+        await tracing.shutdown();
         await store.close();
         redis?.disconnect();
         logger.flush();
@@ -253,6 +273,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       engine,
       catalog,
       replicaId,
+      telemetry,
       close,
       shutdown() {
         shuttingDown ??= (async () => {

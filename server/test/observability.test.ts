@@ -9,6 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, expectApiError, expectValidationError, type ApiResponse } from '../../test/helpers/api-checks.js';
 import { ALL_PERMISSIONS, createApiKey, createUser } from '../../test/helpers/security.js';
+import { Scrape } from '../../test/helpers/prometheus.js';
 import { ADMIN_PASSWORD, call, JWT_SECRET, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
 
 const USER_PASSWORD = 'observability-user-password-1';
@@ -324,38 +325,30 @@ describe('observability and runtime config', () => {
       expect(d.p99).toBeLessThanOrEqual(d.sum);
     });
 
-    it('GET /metrics is Prometheus text 0.0.4 with the same counters', async () => {
+    it('GET /metrics is Prometheus text 0.0.4 (parsed by a real parser) with the same counters', async () => {
       const json = await metrics();
       const res = await call(server.url, 'GET', '/metrics', { apiKey: metricsKey });
       expect(res.status).toBe(200);
       expect(res.headers.get('content-type')).toMatch(/^text\/plain; ?version=0\.0\.4(;|$)/);
       expect(res.headers.get('x-ratelimit-limit')).toBe(String(START_RPM));
       const text = res.body as string;
-      expect(typeof text).toBe('string');
-      expect(text).toContain('# TYPE inferno_requests_total counter');
-      const total = /^inferno_requests_total (\d+)$/m.exec(text);
-      expect(total, text).not.toBeNull();
-      expect(Number(total![1])).toBeGreaterThan(json.requests_total);
-      expect(text).toMatch(/^inferno_responses_total\{status="404"\} [1-9]\d*$/m);
-      expect(text).toMatch(/^inferno_rate_limited_total [1-9]\d*$/m);
       expect(text.endsWith('\n')).toBe(true);
-      // Every line is a comment or a sample with a number, and every sampled family is typed.
-      const typed = new Set([...text.matchAll(/^# TYPE (\S+) (counter|gauge|summary|histogram|untyped)$/gm)].map((m) => m[1]));
-      for (const line of text.trimEnd().split('\n')) {
-        if (line.startsWith('#')) {
-          expect(line).toMatch(/^# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .+$/);
-          continue;
-        }
-        const sample = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? (-?\d+(\.\d+)?(e[+-]?\d+)?|NaN|[+-]Inf)$/.exec(line);
-        expect(sample, line).not.toBeNull();
-        expect(typed.has(sample![1]!.replace(/_(sum|count)$/, '')) || typed.has(sample![1]!), line).toBe(true);
-      }
+      const parsed = new Scrape(text);
+      expect(parsed.family('inferno_http_requests_total').type).toBe('COUNTER');
+      // Every answered request of the JSON summary, plus that summary itself, is in the scrape.
+      expect(parsed.value('inferno_http_requests_total')).toBe(json.request_duration_ms.count + 1);
+      expect(parsed.value('inferno_http_requests_total', { status: '404' })).toBeGreaterThanOrEqual(1);
+      expect(parsed.value('inferno_rate_limited_total')).toBe(json.rate_limited_total);
+      expect(parsed.value('inferno_authentication_failures_total')).toBe(json.authentication_failures_total);
+      expect(parsed.count('inferno_http_request_duration_seconds')).toBe(json.request_duration_ms.count + 1);
+      // This scrape is in flight while it is answered.
+      expect(parsed.value('inferno_http_requests_in_flight')).toBeGreaterThanOrEqual(1);
     });
 
     it('a Prometheus scraper can send the key as a Bearer token', async () => {
       const res = await call(server.url, 'GET', '/metrics', { headers: { Authorization: `Bearer ${metricsKey}` } });
       expect(res.status).toBe(200);
-      expect(res.body).toContain('# TYPE inferno_requests_total counter');
+      expect(new Scrape(res.body).family('inferno_http_requests_total').type).toBe('COUNTER');
     });
 
     // The router matches paths case-insensitively and with a trailing slash; the authentication and
@@ -394,7 +387,7 @@ describe('observability and runtime config', () => {
     it('GET shows every section and never a secret', async () => {
       const res = await getConfig();
       const config = res.body;
-      for (const section of ['server', 'auth', 'rate_limit', 'idempotency', 'limits', 'models', 'engine', 'storage', 'logging', 'cache']) {
+      for (const section of ['server', 'auth', 'rate_limit', 'idempotency', 'limits', 'models', 'engine', 'storage', 'logging', 'cache', 'metrics', 'usage', 'tracing']) {
         expect(config, section).toHaveProperty(section);
         expect(typeof config[section]).toBe('object');
       }

@@ -57,7 +57,7 @@ const ROWS: Row[] = [
   },
   { permission: 'manage_cache', method: 'GET', route: '/api/v1/cache', status: 200, check: (res) => expect(res.body).toHaveProperty('loaded_models') },
   { permission: 'read_metrics', method: 'GET', route: '/api/v1/metrics', status: 200, check: (res) => expect(typeof res.body.requests_total).toBe('number') },
-  { permission: 'read_metrics', method: 'GET', route: '/metrics', status: 200, check: (res) => expect(res.body).toContain('# TYPE inferno_requests_total counter') },
+  { permission: 'read_metrics', method: 'GET', route: '/metrics', status: 200, check: (res) => expect(res.body).toContain('# TYPE inferno_http_requests_total counter') },
   { permission: 'write_config', method: 'GET', route: '/api/v1/config', status: 200, check: (res) => expect(res.body).toHaveProperty('rate_limit') },
   { permission: 'manage_users', method: 'GET', route: '/api/v1/users', status: 200, check: (res) => expect(res.body.data.map((u: { username: string }) => u.username)).toContain('admin') },
   { permission: 'view_audit_logs', method: 'GET', route: '/api/v1/audit-logs?limit=5', status: 200, check: (res) => expect(Array.isArray(res.body.data)).toBe(true) },

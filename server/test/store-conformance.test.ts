@@ -239,6 +239,31 @@ describe.each(backends)('store conformance: $name', (backend) => {
     });
   });
 
+  describe('usage', () => {
+    const delta = (bucket: string, userId: string, keyId: string | null, model: string, requests = 1) => ({ bucket, userId, keyId, model, requests, promptTokens: 10 * requests, completionTokens: 5 * requests });
+
+    it('adds deltas to hourly buckets and answers totals, grouped and filtered', async () => {
+      await store.addUsage([delta('2026-12-01T09:00:00.000Z', 'u1', 'k1', 'm1'), delta('2026-12-01T09:00:00.000Z', 'u1', null, 'm1', 2)]);
+      await store.addUsage([delta('2026-12-01T09:00:00.000Z', 'u1', 'k1', 'm1', 3), delta('2026-12-02T10:00:00.000Z', 'u2', 'k2', 'm2')]);
+      await store.addUsage([]);
+      expect(await store.queryUsage({ groupBy: [] })).toEqual([{ userId: null, keyId: null, model: null, day: null, requests: 7, promptTokens: 70, completionTokens: 35 }]);
+      expect(await store.queryUsage({ groupBy: ['user', 'key'] })).toEqual([
+        { userId: 'u1', keyId: null, model: null, day: null, requests: 2, promptTokens: 20, completionTokens: 10 },
+        { userId: 'u1', keyId: 'k1', model: null, day: null, requests: 4, promptTokens: 40, completionTokens: 20 },
+        { userId: 'u2', keyId: 'k2', model: null, day: null, requests: 1, promptTokens: 10, completionTokens: 5 },
+      ]);
+      expect((await store.queryUsage({ groupBy: ['day'] })).map((r) => [r.day, r.requests])).toEqual([['2026-12-01', 6], ['2026-12-02', 1]]);
+      expect((await store.queryUsage({ groupBy: [], since: '2026-12-02T10:30:00Z' }))[0]!.requests).toBe(1); // counts from the hour's start
+      expect((await store.queryUsage({ groupBy: [], until: '2026-12-02T10:00:00Z', model: 'm1' }))[0]!.requests).toBe(6);
+      expect((await store.queryUsage({ groupBy: [], keyId: 'nope' }))[0]!.requests).toBe(0);
+    });
+
+    it('loses no increment when replicas add to one bucket at once', async () => {
+      await Promise.all(Array.from({ length: 10 }, () => store.addUsage([delta('2026-12-01T09:00:00.000Z', 'u1', 'k1', 'm1')])));
+      expect((await store.queryUsage({ groupBy: [] }))[0]!.requests).toBe(10);
+    });
+  });
+
   describe('jobs', () => {
     const requests = [{ model: 'm', prompt: 'a' }, { model: 'm', prompt: 'b' }];
 
@@ -262,6 +287,7 @@ describe.each(backends)('store conformance: $name', (backend) => {
       expect((await store.getJob(one.id))?.status).toBe('succeeded');
       expect((await store.listJobs({ userId: user.id })).map((j) => j.id)).toEqual([two.id, one.id]);
       expect((await store.listJobs({ beforeSeq: two.seq })).map((j) => j.id)).toEqual([one.id]);
+      expect(await store.countJobsByStatus()).toEqual({ succeeded: 1, queued: 1 });
     });
 
     it('gives each of many racing claims a different job', async () => {

@@ -2,7 +2,7 @@
 
 import { client } from './client.gen.js';
 import type { Client, ClientMeta, Options as Options2, RequestResult, TDataShape } from './client/index.js';
-import type { CancelJobData, CancelJobErrors, CancelJobResponses, ClearCacheData, ClearCacheErrors, ClearCacheResponses, CreateApiKeyData, CreateApiKeyErrors, CreateApiKeyResponses, CreateEmbeddingsData, CreateEmbeddingsErrors, CreateEmbeddingsResponses, CreateInferenceData, CreateInferenceErrors, CreateInferenceResponses, CreateJobData, CreateJobErrors, CreateJobResponses, CreateUserData, CreateUserErrors, CreateUserResponses, DeleteModelData, DeleteModelErrors, DeleteModelResponses, DeleteUserData, DeleteUserErrors, DeleteUserResponses, GetCacheStatsData, GetCacheStatsErrors, GetCacheStatsResponses, GetConfigData, GetConfigErrors, GetConfigResponses, GetCurrentPrincipalData, GetCurrentPrincipalErrors, GetCurrentPrincipalResponses, GetHealthData, GetHealthResponses, GetJobData, GetJobErrors, GetJobResponses, GetMetricsData, GetMetricsErrors, GetMetricsResponses, GetModelData, GetModelErrors, GetModelResponses, GetPrometheusMetricsData, GetPrometheusMetricsErrors, GetPrometheusMetricsResponses, GetReadinessData, GetReadinessErrors, GetReadinessResponses, GetUserData, GetUserErrors, GetUserResponses, ListApiKeysData, ListApiKeysErrors, ListApiKeysResponses, ListAuditLogsData, ListAuditLogsErrors, ListAuditLogsResponses, ListJobsData, ListJobsErrors, ListJobsResponses, ListModelsData, ListModelsErrors, ListModelsResponses, ListUsersData, ListUsersErrors, ListUsersResponses, LoadModelData, LoadModelErrors, LoadModelResponses, LoginData, LoginErrors, LoginResponses, LogoutData, LogoutErrors, LogoutResponses, OpenaiCreateChatCompletionData, OpenaiCreateChatCompletionErrors, OpenaiCreateChatCompletionResponses, OpenaiCreateCompletionData, OpenaiCreateCompletionErrors, OpenaiCreateCompletionResponses, OpenaiCreateEmbeddingsData, OpenaiCreateEmbeddingsErrors, OpenaiCreateEmbeddingsResponses, OpenaiListModelsData, OpenaiListModelsErrors, OpenaiListModelsResponses, OpenaiRetrieveModelData, OpenaiRetrieveModelErrors, OpenaiRetrieveModelResponses, RevokeApiKeyData, RevokeApiKeyErrors, RevokeApiKeyResponses, UnloadModelData, UnloadModelErrors, UnloadModelResponses, UpdateConfigData, UpdateConfigErrors, UpdateConfigResponses, UpdateUserData, UpdateUserErrors, UpdateUserResponses, UploadModelData, UploadModelErrors, UploadModelResponses } from './types.gen.js';
+import type { CancelJobData, CancelJobErrors, CancelJobResponses, ClearCacheData, ClearCacheErrors, ClearCacheResponses, CreateApiKeyData, CreateApiKeyErrors, CreateApiKeyResponses, CreateEmbeddingsData, CreateEmbeddingsErrors, CreateEmbeddingsResponses, CreateInferenceData, CreateInferenceErrors, CreateInferenceResponses, CreateJobData, CreateJobErrors, CreateJobResponses, CreateUserData, CreateUserErrors, CreateUserResponses, DeleteModelData, DeleteModelErrors, DeleteModelResponses, DeleteUserData, DeleteUserErrors, DeleteUserResponses, GetCacheStatsData, GetCacheStatsErrors, GetCacheStatsResponses, GetConfigData, GetConfigErrors, GetConfigResponses, GetCurrentPrincipalData, GetCurrentPrincipalErrors, GetCurrentPrincipalResponses, GetHealthData, GetHealthResponses, GetJobData, GetJobErrors, GetJobResponses, GetMetricsData, GetMetricsErrors, GetMetricsResponses, GetModelData, GetModelErrors, GetModelResponses, GetPrometheusMetricsData, GetPrometheusMetricsErrors, GetPrometheusMetricsResponses, GetReadinessData, GetReadinessErrors, GetReadinessResponses, GetUsageData, GetUsageErrors, GetUsageResponses, GetUserData, GetUserErrors, GetUserResponses, ListApiKeysData, ListApiKeysErrors, ListApiKeysResponses, ListAuditLogsData, ListAuditLogsErrors, ListAuditLogsResponses, ListJobsData, ListJobsErrors, ListJobsResponses, ListModelsData, ListModelsErrors, ListModelsResponses, ListUsersData, ListUsersErrors, ListUsersResponses, LoadModelData, LoadModelErrors, LoadModelResponses, LoginData, LoginErrors, LoginResponses, LogoutData, LogoutErrors, LogoutResponses, OpenaiCreateChatCompletionData, OpenaiCreateChatCompletionErrors, OpenaiCreateChatCompletionResponses, OpenaiCreateCompletionData, OpenaiCreateCompletionErrors, OpenaiCreateCompletionResponses, OpenaiCreateEmbeddingsData, OpenaiCreateEmbeddingsErrors, OpenaiCreateEmbeddingsResponses, OpenaiListModelsData, OpenaiListModelsErrors, OpenaiListModelsResponses, OpenaiRetrieveModelData, OpenaiRetrieveModelErrors, OpenaiRetrieveModelResponses, RevokeApiKeyData, RevokeApiKeyErrors, RevokeApiKeyResponses, UnloadModelData, UnloadModelErrors, UnloadModelResponses, UpdateConfigData, UpdateConfigErrors, UpdateConfigResponses, UpdateUserData, UpdateUserErrors, UpdateUserResponses, UploadModelData, UploadModelErrors, UploadModelResponses } from './types.gen.js';
 
 export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends boolean = boolean, TResponse = unknown> = Options2<TData, ThrowOnError, TResponse> & {
     /**
@@ -473,9 +473,12 @@ export const listAuditLogs = <ThrowOnError extends boolean = false>(options?: Op
 });
 
 /**
- * A JSON summary of the server's counters (`read_metrics`)
+ * A JSON summary of the server's metrics (`read_metrics`)
  *
- * The same counters in Prometheus text format are at `GET /metrics`.
+ * Computed from the same registry as the Prometheus exposition at `GET /metrics`, since the
+ * server started. Quantiles are estimated from the histograms' buckets, as Prometheus'
+ * `histogram_quantile` does. 404 when `[metrics] enabled` is false.
+ *
  */
 export const getMetrics = <ThrowOnError extends boolean = false>(options?: Options<GetMetricsData, ThrowOnError>): RequestResult<GetMetricsResponses, GetMetricsErrors, ThrowOnError> => (options?.client ?? client).get<GetMetricsResponses, GetMetricsErrors, ThrowOnError>({
     security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
@@ -484,11 +487,34 @@ export const getMetrics = <ThrowOnError extends boolean = false>(options?: Optio
 });
 
 /**
- * Prometheus text exposition (`read_metrics`)
+ * Prometheus text exposition (`read_metrics`, or public with `[metrics] public`)
+ *
+ * Every metric of the server (HTTP, inference, engine, security, jobs, cache) and Node's
+ * process metrics, from prom-client. Labels are bounded: routes by template, models capped,
+ * principals by type. Needs `read_metrics` unless `[metrics] public` is true; 404 when
+ * `[metrics] enabled` is false.
+ *
  */
 export const getPrometheusMetrics = <ThrowOnError extends boolean = false>(options?: Options<GetPrometheusMetricsData, ThrowOnError>): RequestResult<GetPrometheusMetricsResponses, GetPrometheusMetricsErrors, ThrowOnError> => (options?.client ?? client).get<GetPrometheusMetricsResponses, GetPrometheusMetricsErrors, ThrowOnError>({
     security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
     url: '/metrics',
+    ...options
+});
+
+/**
+ * Requests and tokens used, filtered and grouped
+ *
+ * Usage of inference and embeddings (native, OpenAI-compatible and batch jobs), kept in the
+ * store in hourly buckets; `since` and `until` select whole hours (an hour is counted when it
+ * starts at or after `since`'s hour and before `until`). Token counts are the `usage` fields
+ * of the answers (a cached answer counts as answered; a cancelled generation counts what it
+ * generated). Without `read_metrics` a caller sees only its own usage: a login session its
+ * user's, an API key that key's; naming anyone else's is 403. With `read_metrics` everyone's.
+ *
+ */
+export const getUsage = <ThrowOnError extends boolean = false>(options?: Options<GetUsageData, ThrowOnError>): RequestResult<GetUsageResponses, GetUsageErrors, ThrowOnError> => (options?.client ?? client).get<GetUsageResponses, GetUsageErrors, ThrowOnError>({
+    security: [{ scheme: 'bearer', type: 'http' }, { name: 'X-API-Key', type: 'apiKey' }],
+    url: '/api/v1/usage',
     ...options
 });
 

@@ -286,25 +286,131 @@ export type AuditLogPage = {
     next_cursor: string | null;
 };
 
+/**
+ * A histogram in milliseconds; quantiles estimated from its buckets.
+ */
+export type MetricsDistribution = {
+    count: number;
+    sum: number;
+    p50: number;
+    p95: number;
+    p99: number;
+};
+
+/**
+ * Counts per label value.
+ */
+export type CountsByLabel = {
+    [key: string]: number;
+};
+
 export type MetricsSummary = {
     uptime_seconds: number;
+    /**
+     * Requests received: answered plus in flight.
+     */
     requests_total: number;
     requests_in_flight: number;
     /**
      * Count of responses per HTTP status code.
      */
-    responses_by_status: {
-        [key: string]: number;
-    };
+    responses_by_status: CountsByLabel;
     rate_limited_total: number;
     authentication_failures_total: number;
-    request_duration_ms: {
-        count: number;
-        sum: number;
-        p50: number;
-        p95: number;
-        p99: number;
+    request_duration_ms: MetricsDistribution;
+    /**
+     * Generations run by the engine (cache hits are not generations).
+     */
+    inference: {
+        requests_total: number;
+        prompt_tokens_total: number;
+        generated_tokens_total: number;
+        cancelled_total: number;
+        /**
+         * Streams that ended with an error event after they opened.
+         */
+        stream_failures_total: number;
+        by_finish_reason: CountsByLabel;
+        /**
+         * Generations per API family: `native`, `openai`, `job`.
+         */
+        by_api: CountsByLabel;
+        time_to_first_token_ms: MetricsDistribution;
+        time_per_output_token_ms: MetricsDistribution;
+        generation_duration_ms: MetricsDistribution;
+        models: Array<{
+            /**
+             * A model id, or `other` beyond the label cap.
+             */
+            model: string;
+            requests_total: number;
+            prompt_tokens_total: number;
+            generated_tokens_total: number;
+        }>;
     };
+    engine: {
+        models_loaded: number;
+        /**
+         * Generations waiting for a sequence now.
+         */
+        queue_depth: number;
+        sequences_busy: number;
+        sequences_total: number;
+        queue_wait_ms: MetricsDistribution;
+        model_loads_total: number;
+        model_load_failures_total: number;
+        embedding_requests_total: number;
+    };
+    security: {
+        /**
+         * 401s by `missing`, `malformed`, `api_key`, `jwt` or `password` (a failed login).
+         */
+        authentication_failures_by_kind: CountsByLabel;
+        /**
+         * Rate-limit refusals by `api_key`, `user` or `ip`.
+         */
+        rate_limited_by_principal: CountsByLabel;
+        login_lockouts_total: number;
+    };
+    cache: {
+        hits_total: number;
+        misses_total: number;
+        entries: number;
+        bytes: number;
+    };
+    /**
+     * Jobs in the store by state, and job requests run since start.
+     */
+    jobs: {
+        queued: number;
+        running: number;
+        succeeded: number;
+        failed: number;
+        cancelled: number;
+        items_processed_total: number;
+    };
+};
+
+/**
+ * One group's usage. A dimension not grouped by is null; so is `key_id` for usage through a login session or a batch job.
+ */
+export type UsageRow = {
+    user_id: Id | null;
+    key_id: Id | null;
+    model: string | null;
+    /**
+     * The UTC day, `YYYY-MM-DD`.
+     */
+    day: string | null;
+    requests: number;
+    prompt_tokens: number;
+    completion_tokens: number;
+    total_tokens: number;
+};
+
+export type UsageReport = {
+    group_by: Array<'user' | 'key' | 'model' | 'day'>;
+    data: Array<UsageRow>;
 };
 
 /**
@@ -2919,6 +3025,10 @@ export type GetMetricsErrors = {
      */
     403: ApiError;
     /**
+     * No such route or resource (`NOT_FOUND`).
+     */
+    404: ApiError;
+    /**
      * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
      */
     429: ApiError;
@@ -2932,7 +3042,7 @@ export type GetMetricsError = GetMetricsErrors[keyof GetMetricsErrors];
 
 export type GetMetricsResponses = {
     /**
-     * The counters since start.
+     * The metrics since start.
      */
     200: MetricsSummary;
 };
@@ -2956,6 +3066,10 @@ export type GetPrometheusMetricsErrors = {
      */
     403: ApiError;
     /**
+     * No such route or resource (`NOT_FOUND`).
+     */
+    404: ApiError;
+    /**
      * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
      */
     429: ApiError;
@@ -2969,12 +3083,80 @@ export type GetPrometheusMetricsError = GetPrometheusMetricsErrors[keyof GetProm
 
 export type GetPrometheusMetricsResponses = {
     /**
-     * Counters in the Prometheus text format 0.0.4.
+     * Metrics in the Prometheus text format 0.0.4.
      */
     200: string;
 };
 
 export type GetPrometheusMetricsResponse = GetPrometheusMetricsResponses[keyof GetPrometheusMetricsResponses];
+
+export type GetUsageData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Only this user's usage.
+         */
+        user_id?: Id;
+        /**
+         * Only requests made with this API key.
+         */
+        key_id?: Id;
+        /**
+         * Only this model.
+         */
+        model?: ModelId;
+        /**
+         * From the hour this time falls in.
+         */
+        since?: Timestamp;
+        /**
+         * Hours starting before this time.
+         */
+        until?: Timestamp;
+        /**
+         * Comma-separated dimensions to group by, any of `user`, `key`, `model`, `day`
+         * (e.g. `key,day`). Without it the answer is one row of totals.
+         *
+         */
+        group_by?: string;
+    };
+    url: '/api/v1/usage';
+};
+
+export type GetUsageErrors = {
+    /**
+     * The request is malformed (`VALIDATION_ERROR`); `details` lists the bad fields (at most 20).
+     */
+    400: ApiError;
+    /**
+     * Missing, invalid, expired or revoked credentials (`AUTHENTICATION_FAILED`).
+     */
+    401: ApiError;
+    /**
+     * The principal lacks the permission this route needs (`PERMISSION_DENIED`).
+     */
+    403: ApiError;
+    /**
+     * Too many requests (`RATE_LIMITED`); wait `Retry-After` seconds.
+     */
+    429: ApiError;
+    /**
+     * An unexpected server error (`INTERNAL_ERROR`); no internals are disclosed.
+     */
+    500: ApiError;
+};
+
+export type GetUsageError = GetUsageErrors[keyof GetUsageErrors];
+
+export type GetUsageResponses = {
+    /**
+     * One row per group, ordered by the grouped dimensions.
+     */
+    200: UsageReport;
+};
+
+export type GetUsageResponse = GetUsageResponses[keyof GetUsageResponses];
 
 export type GetConfigData = {
     body?: never;

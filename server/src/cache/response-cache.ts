@@ -25,7 +25,8 @@ export function isDeterministic(request: GenerationRequest): boolean {
  */
 export class ResponseCache {
   // A Map keeps insertion order: the first entry is the least recently used.
-  readonly #entries = new Map<string, { model: string; value: CachedInference }>();
+  readonly #entries = new Map<string, { model: string; value: CachedInference; bytes: number }>();
+  #bytes = 0;
   #hits = 0;
   #misses = 0;
 
@@ -40,7 +41,7 @@ export class ResponseCache {
    */
   async keyOf(request: GenerationRequest): Promise<string | undefined> {
     if (!this.settings().enabled) {
-      this.#entries.clear(); // turned off at run time: free the memory
+      this.clear(); // turned off at run time: free the memory
       return undefined;
     }
     if (!isDeterministic(request)) return undefined;
@@ -70,8 +71,10 @@ export class ResponseCache {
 
   set(key: string, value: CachedInference): void {
     if (!this.settings().enabled) return;
-    this.#entries.delete(key);
-    this.#entries.set(key, { model: value.model, value });
+    this.#delete(key);
+    const bytes = key.length + Buffer.byteLength(JSON.stringify(value));
+    this.#entries.set(key, { model: value.model, value, bytes });
+    this.#bytes += bytes;
     this.#evict();
   }
 
@@ -79,12 +82,25 @@ export class ResponseCache {
   clear(): number {
     const size = this.#entries.size;
     this.#entries.clear();
+    this.#bytes = 0;
     return size;
   }
 
   /** Drops a model's entries (its file was deleted or replaced). */
   clearModel(model: string): void {
-    for (const [key, entry] of this.#entries) if (entry.model === model) this.#entries.delete(key);
+    for (const [key, entry] of this.#entries) if (entry.model === model) this.#delete(key);
+  }
+
+  /** Roughly the memory the entries hold: keys and answers as JSON. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  #delete(key: string): void {
+    const entry = this.#entries.get(key);
+    if (!entry) return;
+    this.#entries.delete(key);
+    this.#bytes -= entry.bytes;
   }
 
   stats(): ResponseCacheStats {
@@ -99,7 +115,7 @@ export class ResponseCache {
     const max = this.settings().max_entries;
     for (const key of this.#entries.keys()) {
       if (this.#entries.size <= max) break;
-      this.#entries.delete(key);
+      this.#delete(key);
     }
   }
 }

@@ -145,6 +145,14 @@ export class ModelUnusableError extends Error {
   }
 }
 
+/** What the engine reports as it works (the metrics); every method optional. */
+export interface EngineObserver {
+  modelLoaded?(model: string, seconds: number): void;
+  modelLoadFailed?(model: string): void;
+  /** A generation got its sequence after waiting this long in the model's queue. */
+  queueWaited?(model: string, seconds: number): void;
+}
+
 interface LoadedModel {
   id: string;
   model: LlamaModel;
@@ -184,6 +192,7 @@ export class InferenceEngine {
     private readonly config: Config,
     private readonly catalog: ModelCatalog,
     private readonly logger: Logger,
+    private readonly observer: EngineObserver = {},
   ) {}
 
   get ready(): boolean {
@@ -254,7 +263,11 @@ export class InferenceEngine {
   async #load(id: string): Promise<LoadedModel> {
     const info = await this.catalog.get(id);
     if (!info) throw new ModelNotFoundError(`No model with id ${id}`);
-    if (info.state === 'invalid') throw new ModelUnusableError(id, info.invalid_reason ?? 'the file is invalid');
+    if (info.state === 'invalid') {
+      // Refused before llama.cpp sees it: still a load that failed, for the operator's metrics.
+      this.observer.modelLoadFailed?.(id);
+      throw new ModelUnusableError(id, info.invalid_reason ?? 'the file is invalid');
+    }
     const llama = await this.start();
     await this.#makeRoom();
     const started = Date.now();
@@ -263,6 +276,7 @@ export class InferenceEngine {
     try {
       model = await llama.loadModel({ modelPath: this.catalog.pathOf(id) });
     } catch (error) {
+      this.observer.modelLoadFailed?.(id);
       throw this.#loadFailure(id, error);
     }
     const contexts: LlamaContext[] = [];
@@ -294,8 +308,10 @@ export class InferenceEngine {
       };
       this.#loaded.set(id, entry);
       this.logger.info({ model: id, load_ms: Date.now() - started, sequences: sequences.length, contexts: contexts.length }, 'model loaded');
+      this.observer.modelLoaded?.(id, (Date.now() - started) / 1000);
       return entry;
     } catch (error) {
+      this.observer.modelLoadFailed?.(id);
       for (const context of contexts) await context.dispose();
       await model.dispose();
       throw this.#loadFailure(id, error);
@@ -375,6 +391,7 @@ export class InferenceEngine {
   async reserve(modelId: string, signal?: AbortSignal): Promise<Reservation> {
     const started = performance.now();
     const entry = await this.#pin(modelId);
+    const queued = performance.now();
     let lease;
     try {
       lease = await entry.pool.acquire(signal);
@@ -382,6 +399,7 @@ export class InferenceEngine {
       this.#unpin(entry);
       throw error;
     }
+    this.observer.queueWaited?.(modelId, (performance.now() - queued) / 1000);
     let released = false;
     return {
       waitedMs: performance.now() - started,

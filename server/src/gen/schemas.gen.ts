@@ -760,6 +760,43 @@ export const AuditLogPageSchema = {
     }
 } as const;
 
+export const MetricsDistributionSchema = {
+    type: 'object',
+    description: 'A histogram in milliseconds; quantiles estimated from its buckets.',
+    required: [
+        'count',
+        'sum',
+        'p50',
+        'p95',
+        'p99'
+    ],
+    properties: {
+        count: {
+            type: 'integer'
+        },
+        sum: {
+            type: 'number'
+        },
+        p50: {
+            type: 'number'
+        },
+        p95: {
+            type: 'number'
+        },
+        p99: {
+            type: 'number'
+        }
+    }
+} as const;
+
+export const CountsByLabelSchema = {
+    type: 'object',
+    description: 'Counts per label value.',
+    additionalProperties: {
+        type: 'integer'
+    }
+} as const;
+
 export const MetricsSummarySchema = {
     type: 'object',
     required: [
@@ -769,24 +806,27 @@ export const MetricsSummarySchema = {
         'responses_by_status',
         'rate_limited_total',
         'authentication_failures_total',
-        'request_duration_ms'
+        'request_duration_ms',
+        'inference',
+        'engine',
+        'security',
+        'cache',
+        'jobs'
     ],
     properties: {
         uptime_seconds: {
             type: 'number'
         },
         requests_total: {
-            type: 'integer'
+            type: 'integer',
+            description: 'Requests received: answered plus in flight.'
         },
         requests_in_flight: {
             type: 'integer'
         },
         responses_by_status: {
-            type: 'object',
-            description: 'Count of responses per HTTP status code.',
-            additionalProperties: {
-                type: 'integer'
-            }
+            $ref: '#/components/schemas/CountsByLabel',
+            description: 'Count of responses per HTTP status code.'
         },
         rate_limited_total: {
             type: 'integer'
@@ -795,30 +835,291 @@ export const MetricsSummarySchema = {
             type: 'integer'
         },
         request_duration_ms: {
+            $ref: '#/components/schemas/MetricsDistribution'
+        },
+        inference: {
             type: 'object',
+            description: 'Generations run by the engine (cache hits are not generations).',
             required: [
-                'count',
-                'sum',
-                'p50',
-                'p95',
-                'p99'
+                'requests_total',
+                'prompt_tokens_total',
+                'generated_tokens_total',
+                'cancelled_total',
+                'stream_failures_total',
+                'by_finish_reason',
+                'by_api',
+                'time_to_first_token_ms',
+                'time_per_output_token_ms',
+                'generation_duration_ms',
+                'models'
             ],
             properties: {
-                count: {
+                requests_total: {
                     type: 'integer'
                 },
-                sum: {
-                    type: 'number'
+                prompt_tokens_total: {
+                    type: 'integer'
                 },
-                p50: {
-                    type: 'number'
+                generated_tokens_total: {
+                    type: 'integer'
                 },
-                p95: {
-                    type: 'number'
+                cancelled_total: {
+                    type: 'integer'
                 },
-                p99: {
-                    type: 'number'
+                stream_failures_total: {
+                    type: 'integer',
+                    description: 'Streams that ended with an error event after they opened.'
+                },
+                by_finish_reason: {
+                    $ref: '#/components/schemas/CountsByLabel'
+                },
+                by_api: {
+                    $ref: '#/components/schemas/CountsByLabel',
+                    description: 'Generations per API family: `native`, `openai`, `job`.'
+                },
+                time_to_first_token_ms: {
+                    $ref: '#/components/schemas/MetricsDistribution'
+                },
+                time_per_output_token_ms: {
+                    $ref: '#/components/schemas/MetricsDistribution'
+                },
+                generation_duration_ms: {
+                    $ref: '#/components/schemas/MetricsDistribution'
+                },
+                models: {
+                    type: 'array',
+                    items: {
+                        type: 'object',
+                        required: [
+                            'model',
+                            'requests_total',
+                            'prompt_tokens_total',
+                            'generated_tokens_total'
+                        ],
+                        properties: {
+                            model: {
+                                type: 'string',
+                                description: 'A model id, or `other` beyond the label cap.'
+                            },
+                            requests_total: {
+                                type: 'integer'
+                            },
+                            prompt_tokens_total: {
+                                type: 'integer'
+                            },
+                            generated_tokens_total: {
+                                type: 'integer'
+                            }
+                        }
+                    }
                 }
+            }
+        },
+        engine: {
+            type: 'object',
+            required: [
+                'models_loaded',
+                'queue_depth',
+                'sequences_busy',
+                'sequences_total',
+                'queue_wait_ms',
+                'model_loads_total',
+                'model_load_failures_total',
+                'embedding_requests_total'
+            ],
+            properties: {
+                models_loaded: {
+                    type: 'integer'
+                },
+                queue_depth: {
+                    type: 'integer',
+                    description: 'Generations waiting for a sequence now.'
+                },
+                sequences_busy: {
+                    type: 'integer'
+                },
+                sequences_total: {
+                    type: 'integer'
+                },
+                queue_wait_ms: {
+                    $ref: '#/components/schemas/MetricsDistribution'
+                },
+                model_loads_total: {
+                    type: 'integer'
+                },
+                model_load_failures_total: {
+                    type: 'integer'
+                },
+                embedding_requests_total: {
+                    type: 'integer'
+                }
+            }
+        },
+        security: {
+            type: 'object',
+            required: [
+                'authentication_failures_by_kind',
+                'rate_limited_by_principal',
+                'login_lockouts_total'
+            ],
+            properties: {
+                authentication_failures_by_kind: {
+                    $ref: '#/components/schemas/CountsByLabel',
+                    description: '401s by `missing`, `malformed`, `api_key`, `jwt` or `password` (a failed login).'
+                },
+                rate_limited_by_principal: {
+                    $ref: '#/components/schemas/CountsByLabel',
+                    description: 'Rate-limit refusals by `api_key`, `user` or `ip`.'
+                },
+                login_lockouts_total: {
+                    type: 'integer'
+                }
+            }
+        },
+        cache: {
+            type: 'object',
+            required: [
+                'hits_total',
+                'misses_total',
+                'entries',
+                'bytes'
+            ],
+            properties: {
+                hits_total: {
+                    type: 'integer'
+                },
+                misses_total: {
+                    type: 'integer'
+                },
+                entries: {
+                    type: 'integer'
+                },
+                bytes: {
+                    type: 'integer'
+                }
+            }
+        },
+        jobs: {
+            type: 'object',
+            description: 'Jobs in the store by state, and job requests run since start.',
+            required: [
+                'queued',
+                'running',
+                'succeeded',
+                'failed',
+                'cancelled',
+                'items_processed_total'
+            ],
+            properties: {
+                queued: {
+                    type: 'integer'
+                },
+                running: {
+                    type: 'integer'
+                },
+                succeeded: {
+                    type: 'integer'
+                },
+                failed: {
+                    type: 'integer'
+                },
+                cancelled: {
+                    type: 'integer'
+                },
+                items_processed_total: {
+                    type: 'integer'
+                }
+            }
+        }
+    }
+} as const;
+
+export const UsageRowSchema = {
+    type: 'object',
+    description: 'One group\'s usage. A dimension not grouped by is null; so is `key_id` for usage through a login session or a batch job.',
+    required: [
+        'user_id',
+        'key_id',
+        'model',
+        'day',
+        'requests',
+        'prompt_tokens',
+        'completion_tokens',
+        'total_tokens'
+    ],
+    properties: {
+        user_id: {
+            oneOf: [
+                {
+                    $ref: '#/components/schemas/Id'
+                },
+                {
+                    type: 'null'
+                }
+            ]
+        },
+        key_id: {
+            oneOf: [
+                {
+                    $ref: '#/components/schemas/Id'
+                },
+                {
+                    type: 'null'
+                }
+            ]
+        },
+        model: {
+            type: [
+                'string',
+                'null'
+            ]
+        },
+        day: {
+            type: [
+                'string',
+                'null'
+            ],
+            format: 'date',
+            description: 'The UTC day, `YYYY-MM-DD`.'
+        },
+        requests: {
+            type: 'integer'
+        },
+        prompt_tokens: {
+            type: 'integer'
+        },
+        completion_tokens: {
+            type: 'integer'
+        },
+        total_tokens: {
+            type: 'integer'
+        }
+    }
+} as const;
+
+export const UsageReportSchema = {
+    type: 'object',
+    required: [
+        'group_by',
+        'data'
+    ],
+    properties: {
+        group_by: {
+            type: 'array',
+            items: {
+                type: 'string',
+                enum: [
+                    'user',
+                    'key',
+                    'model',
+                    'day'
+                ]
+            }
+        },
+        data: {
+            type: 'array',
+            items: {
+                $ref: '#/components/schemas/UsageRow'
             }
         }
     }

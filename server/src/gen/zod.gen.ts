@@ -212,20 +212,101 @@ export const zAuditLogPage = z.object({
     next_cursor: z.string().nullable()
 });
 
+/**
+ * A histogram in milliseconds; quantiles estimated from its buckets.
+ */
+export const zMetricsDistribution = z.object({
+    count: z.int(),
+    sum: z.number(),
+    p50: z.number(),
+    p95: z.number(),
+    p99: z.number()
+});
+
+/**
+ * Counts per label value.
+ */
+export const zCountsByLabel = z.record(z.string(), z.int());
+
 export const zMetricsSummary = z.object({
     uptime_seconds: z.number(),
     requests_total: z.int(),
     requests_in_flight: z.int(),
-    responses_by_status: z.record(z.string(), z.int()),
+    responses_by_status: zCountsByLabel,
     rate_limited_total: z.int(),
     authentication_failures_total: z.int(),
-    request_duration_ms: z.object({
-        count: z.int(),
-        sum: z.number(),
-        p50: z.number(),
-        p95: z.number(),
-        p99: z.number()
+    request_duration_ms: zMetricsDistribution,
+    inference: z.object({
+        requests_total: z.int(),
+        prompt_tokens_total: z.int(),
+        generated_tokens_total: z.int(),
+        cancelled_total: z.int(),
+        stream_failures_total: z.int(),
+        by_finish_reason: zCountsByLabel,
+        by_api: zCountsByLabel,
+        time_to_first_token_ms: zMetricsDistribution,
+        time_per_output_token_ms: zMetricsDistribution,
+        generation_duration_ms: zMetricsDistribution,
+        models: z.array(z.object({
+            model: z.string(),
+            requests_total: z.int(),
+            prompt_tokens_total: z.int(),
+            generated_tokens_total: z.int()
+        }))
+    }),
+    engine: z.object({
+        models_loaded: z.int(),
+        queue_depth: z.int(),
+        sequences_busy: z.int(),
+        sequences_total: z.int(),
+        queue_wait_ms: zMetricsDistribution,
+        model_loads_total: z.int(),
+        model_load_failures_total: z.int(),
+        embedding_requests_total: z.int()
+    }),
+    security: z.object({
+        authentication_failures_by_kind: zCountsByLabel,
+        rate_limited_by_principal: zCountsByLabel,
+        login_lockouts_total: z.int()
+    }),
+    cache: z.object({
+        hits_total: z.int(),
+        misses_total: z.int(),
+        entries: z.int(),
+        bytes: z.int()
+    }),
+    jobs: z.object({
+        queued: z.int(),
+        running: z.int(),
+        succeeded: z.int(),
+        failed: z.int(),
+        cancelled: z.int(),
+        items_processed_total: z.int()
     })
+});
+
+/**
+ * One group's usage. A dimension not grouped by is null; so is `key_id` for usage through a login session or a batch job.
+ */
+export const zUsageRow = z.object({
+    user_id: zId.nullable(),
+    key_id: zId.nullable(),
+    model: z.string().nullable(),
+    day: z.iso.date().nullable(),
+    requests: z.int(),
+    prompt_tokens: z.int(),
+    completion_tokens: z.int(),
+    total_tokens: z.int()
+});
+
+export const zUsageReport = z.object({
+    group_by: z.array(z.enum([
+        'user',
+        'key',
+        'model',
+        'day'
+    ])),
+    data: z.array(zUsageRow)
 });
 
 /**
@@ -1172,14 +1253,28 @@ export const zListAuditLogsQuery = z.object({
 export const zListAuditLogsResponse = zAuditLogPage;
 
 /**
- * The counters since start.
+ * The metrics since start.
  */
 export const zGetMetricsResponse = zMetricsSummary;
 
 /**
- * Counters in the Prometheus text format 0.0.4.
+ * Metrics in the Prometheus text format 0.0.4.
  */
 export const zGetPrometheusMetricsResponse = z.string();
+
+export const zGetUsageQuery = z.object({
+    user_id: zId.optional(),
+    key_id: zId.optional(),
+    model: zModelId.optional(),
+    since: zTimestamp.optional(),
+    until: zTimestamp.optional(),
+    group_by: z.string().max(64).regex(/^(user|key|model|day)(,(user|key|model|day)){0,3}$/).optional()
+});
+
+/**
+ * One row per group, ordered by the grouped dimensions.
+ */
+export const zGetUsageResponse = zUsageReport;
 
 /**
  * Every setting; secrets read `(set)` or null.

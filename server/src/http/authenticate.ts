@@ -11,7 +11,7 @@ import type { Permission } from '../gen/types.gen.js';
 type Credential = { kind: 'api_key'; value: string } | { kind: 'jwt'; value: string } | { kind: 'none' } | { kind: 'malformed' };
 
 /** `X-API-Key: <key>`, or `Authorization: Bearer <jwt>`; a Bearer `inf_…` value is an API key (OpenAI clients send keys that way). */
-function readCredential(ctx: AppContext): Credential {
+export function readCredential(ctx: AppContext): Credential {
   const apiKey = ctx.get('X-API-Key');
   if (apiKey) return { kind: 'api_key', value: apiKey.trim() };
   const authorization = ctx.get('Authorization');

@@ -1,5 +1,6 @@
 import type { ParameterizedContext } from 'koa';
 import type { Permission } from '../gen/types.gen.js';
+import type { InferenceLogFields } from '../observability/telemetry.js';
 import type { ApiKeyRecord, UserRecord } from '../store/types.js';
 
 /** Who is making the request, once authenticated. */
@@ -23,6 +24,8 @@ export interface AppState {
   /** Set by koa-jwt. */
   jwt?: Record<string, unknown>;
   jwtOriginalError?: Error;
+  /** What an inference request adds to its log line (tokens, timings; never text). */
+  inference?: InferenceLogFields;
 }
 
 export type AppContext = ParameterizedContext<AppState>;

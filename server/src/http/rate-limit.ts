@@ -30,6 +30,8 @@ export function rateLimit(options: {
   requestsPerMinute: () => number;
   /** The window's length; 60 s when not given. */
   windowSeconds?: () => number;
+  /** Told of each refusal (the metrics). */
+  onRefused?: (ctx: AppContext) => void;
 }): AppMiddleware {
   // The first refusal of each key's window is audited, not every one: a client hammering away
   // must not turn each refused request into a database write.
@@ -51,6 +53,7 @@ export function rateLimit(options: {
     ctx.set('X-RateLimit-Remaining', String(decision.remaining));
     ctx.set('X-RateLimit-Reset', String(Math.ceil(decision.resetAt / 1000)));
     if (!decision.allowed) {
+      options.onRefused?.(ctx);
       const retryAfter = Math.max(1, Math.ceil((decision.resetAt - now) / 1000));
       const windowEnd = Math.ceil(decision.resetAt / 1000) * 1000;
       if (audited.get(key) !== windowEnd) {

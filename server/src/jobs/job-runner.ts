@@ -5,6 +5,7 @@ import type { InferenceRequest, JobResult } from '../gen/types.gen.js';
 import { toApiError } from '../http/error-handler.js';
 import { ApiError } from '../http/errors.js';
 import type { Logger } from '../logging/logger.js';
+import type { Telemetry } from '../observability/telemetry.js';
 import { engineError, newInferenceId, presentInference, toGenerationRequest } from '../routes/inference.js';
 import type { JobRecord, JobStore, UserStore } from '../store/types.js';
 import type { JobQueue } from './job-queue.js';
@@ -28,6 +29,8 @@ export interface JobRunnerOptions {
   shared?: boolean;
   /** How long a claimed job stays this runner's without a renewal (default 15 s); renewed every third of it. */
   leaseMs?: number;
+  /** Metrics and usage accounting of the requests run. */
+  telemetry?: Telemetry;
 }
 
 const isFinished = (r: JobResult) => r.status === 'succeeded' || r.status === 'failed' || r.status === 'cancelled';
@@ -45,6 +48,7 @@ export class JobRunner implements JobQueue {
   readonly #logger: Logger;
   readonly #retryDelayMs: number;
   readonly #pollMs: number;
+  readonly #telemetry?: Telemetry;
   #loop?: Promise<void>;
   #stopping = false;
   #wake?: () => void;
@@ -63,6 +67,7 @@ export class JobRunner implements JobQueue {
     this.#worker = options.worker ?? `worker-${process.pid}`;
     this.#shared = options.shared ?? false;
     this.#leaseMs = options.leaseMs ?? 15_000;
+    this.#telemetry = options.telemetry;
   }
 
   start(): void {
@@ -181,7 +186,8 @@ export class JobRunner implements JobQueue {
       }
       results[index] = { index, status: 'running' };
       if (!(await this.#store.saveJobResults(job.id, results, this.#worker))) return 'stopped'; // cancelled (or deleted, or taken over) meanwhile
-      const result = await this.#runRequest(index, request, signal);
+      const result = await this.#runRequest(job.userId, index, request, signal);
+      this.#telemetry?.jobItemProcessed(signal.aborted ? 'cancelled' : result.status === 'failed' ? 'failed' : 'succeeded');
       // Cancelled: the store already says so. Stopping: #run re-queues it.
       if (signal.aborted) return 'stopped';
       results[index] = result;
@@ -197,11 +203,12 @@ export class JobRunner implements JobQueue {
   }
 
   /** Runs one request; its failure (unknown model, prompt too long...) fails only its own item. */
-  async #runRequest(index: number, request: InferenceRequest, signal: AbortSignal): Promise<JobResult> {
+  async #runRequest(userId: string, index: number, request: InferenceRequest, signal: AbortSignal): Promise<JobResult> {
     try {
       const generation = toGenerationRequest(request, this.#config.limits);
       await this.#engine.checkPrompt(generation);
       const result = await this.#generate(generation, signal);
+      this.#telemetry?.jobGeneration(userId, request.model, result);
       return { index, status: 'succeeded', response: presentInference(newInferenceId(), request.model, result, generation.toolPlan) };
     } catch (thrown) {
       if (signal.aborted) return { index, status: 'cancelled' };

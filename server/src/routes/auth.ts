@@ -37,6 +37,7 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
     const subject = user ? `${user.username}\u0000${user.sessionVersion}` : username;
     const { retryAfter: wait, delayMs } = await loginThrottle.check(subject, ctx.ip);
     if (wait > 0) {
+      deps.telemetry.loginLockedOut();
       await audit(store, ctx, { action: 'auth.login', outcome: 'denied', target, details: { reason: 'throttled' } });
       throw new ApiError('RATE_LIMITED', `Too many failed logins; retry in ${wait} s`, { retry_after_seconds: wait }, { 'Retry-After': String(wait) });
     }

@@ -1,6 +1,7 @@
 import type { Config } from '../config.js';
 import type { LoginThrottle } from '../limits/login-throttle.js';
 import type { Logger } from '../logging/logger.js';
+import type { Telemetry } from '../observability/telemetry.js';
 import type { Store } from '../store/types.js';
 
 /** What the route modules need; built once in `app.ts`. */
@@ -12,4 +13,6 @@ export interface RouteDeps {
   loginThrottle: LoginThrottle;
   startedAt: number;
   version: string;
+  /** Metrics, usage accounting, traces: one call per event. */
+  telemetry: Telemetry;
 }

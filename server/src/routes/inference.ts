@@ -180,7 +180,7 @@ export async function reserveForStream(ctx: AppContext, engine: InferenceEngine,
 }
 
 export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache: ResponseCache): Router<AppState> {
-  const { config, store } = deps;
+  const { config, store, telemetry } = deps;
   const router = createRouter();
   const body = jsonBody(() => config.limits.max_body_bytes);
 
@@ -201,6 +201,7 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
     if (cached) {
       const totalMs = Math.round((performance.now() - started) * 100) / 100;
       ctx.set('X-Cache', 'hit');
+      telemetry.cachedAnswer(ctx, request.model, cached.usage, cached.finish_reason);
       ctx.body = { id, object: 'inference', created: Math.floor(Date.now() / 1000), ...cached, timings: { queued_ms: 0, prompt_ms: 0, generation_ms: 0, total_ms: totalMs, tokens_per_second: 0 } } satisfies InferenceResponse;
       return;
     }
@@ -218,6 +219,7 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
       } catch (error) {
         throw engineError(error, parallel);
       }
+      telemetry.generation(ctx, request.model, result);
       const response = presentInference(id, request.model, result, generation.toolPlan);
       // A generation cut short (the client left) is no answer to keep.
       if (cacheKey !== undefined && result.finishReason !== 'cancelled') {
@@ -233,10 +235,12 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
       // A forced call's text is its arguments: they come whole in the `done` event, not as tokens.
       const forced = generation.toolPlan && generation.toolPlan.mode !== 'auto';
       const result = await reservation.generate(generation, { signal, onText: (text) => forced || stream.send('token', { text }) });
+      telemetry.generation(ctx, request.model, result);
       const { tool_calls, finish_reason } = presentInference(id, request.model, result, generation.toolPlan);
       if (forced && !tool_calls && result.text) stream.send('token', { text: result.text }); // cut off: the partial JSON
       stream.send('done', { id, model: request.model, ...(tool_calls && { tool_calls }), finish_reason, usage: result.usage, timings: result.timings });
     } catch (error) {
+      telemetry.streamFailed(ctx, request.model);
       stream.send('error', streamFailure(ctx, error, parallel, deps.logger));
     } finally {
       reservation.release();
@@ -253,6 +257,7 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
     }
     try {
       const { vectors, promptTokens } = await engine.embed(request.model, inputs, clientGone(ctx));
+      telemetry.embedding(ctx, request.model, inputs.length, promptTokens);
       ctx.body = { object: 'list', model: request.model, data: vectors.map((embedding, index) => ({ index, embedding })), usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } };
     } catch (error) {
       throw engineError(embeddingInputError(error, request.input), config.engine.parallel);

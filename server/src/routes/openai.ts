@@ -233,7 +233,9 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
       } catch (error) {
         throw engineFailure(error, model);
       }
-      ctx.body = completion.answer(results, sumUsage(results, completion.perPrompt));
+      const usage = sumUsage(results, completion.perPrompt);
+      deps.telemetry.generations(ctx, model, results, usage);
+      ctx.body = completion.answer(results, usage);
       return;
     }
 
@@ -267,9 +269,12 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
           }
         }),
       );
-      if (completion.includeUsage) sendData(ctx, stream, completion.usageChunk(sumUsage(results, completion.perPrompt)));
+      const usage = sumUsage(results, completion.perPrompt);
+      deps.telemetry.generations(ctx, model, results, usage);
+      if (completion.includeUsage) sendData(ctx, stream, completion.usageChunk(usage));
       sendData(ctx, stream, '[DONE]');
     } catch (error) {
+      deps.telemetry.streamFailed(ctx, model);
       sendData(ctx, stream, streamFailure(ctx, error, parallel(), deps.logger));
       // The stream still ends the way OpenAI clients wait for.
       sendData(ctx, stream, '[DONE]');
@@ -445,6 +450,7 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
       model: request.model,
       usage: { prompt_tokens: embedded.promptTokens, total_tokens: embedded.promptTokens },
     };
+    deps.telemetry.embedding(ctx, request.model, inputs.length, embedded.promptTokens);
     ctx.body = answer;
   });
 

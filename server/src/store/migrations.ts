@@ -88,6 +88,22 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at);
   CREATE INDEX idempotency_keys_scope ON idempotency_keys(scope, created_at);
   `,
+  // Usage per hour, user, API key ('' for login sessions) and model. No foreign keys: the usage
+  // of a deleted user or key stays accountable.
+  `
+  CREATE TABLE usage (
+    bucket TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    PRIMARY KEY (bucket, user_id, key_id, model)
+  );
+  CREATE INDEX usage_user ON usage(user_id, bucket);
+  CREATE INDEX usage_key ON usage(key_id, bucket);
+  `,
   // Job leases (#13): the worker holding a running job, and until when (ms since the epoch).
   `
   ALTER TABLE jobs ADD COLUMN worker TEXT;

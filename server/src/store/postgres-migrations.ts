@@ -95,6 +95,21 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   CREATE INDEX idempotency_keys_expiry ON idempotency_keys(expires_at);
   CREATE INDEX idempotency_keys_scope ON idempotency_keys(scope, created_at);
   `,
+  // Usage per hour, user, API key ('' for login sessions) and model (no foreign keys, as in SQLite).
+  `
+  CREATE TABLE usage (
+    bucket TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    requests BIGINT NOT NULL,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    PRIMARY KEY (bucket, user_id, key_id, model)
+  );
+  CREATE INDEX usage_user ON usage(user_id, bucket);
+  CREATE INDEX usage_key ON usage(key_id, bucket);
+  `,
   `
   ALTER TABLE jobs ADD COLUMN worker TEXT;
   ALTER TABLE jobs ADD COLUMN lease_until BIGINT;

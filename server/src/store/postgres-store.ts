@@ -11,12 +11,17 @@ import type {
   AuditRecord,
   IdempotencyRecord,
   JobFilter,
+  JobStatus,
   JobRecord,
   JobResult,
   Permission,
   Role,
   Store,
   StoredResponse,
+  UsageDelta,
+  UsageDimension,
+  UsageQuery,
+  UsageTotals,
   UserRecord,
 } from './types.js';
 
@@ -25,6 +30,7 @@ type Queryable = Pick<pg.PoolClient, 'query'>;
 
 const now = () => new Date().toISOString();
 const text = (value: unknown) => (value == null ? null : String(value));
+const hourOf = (time: string) => new Date(Math.floor(Date.parse(time) / 3_600_000) * 3_600_000).toISOString();
 const isUnfinished = (r: JobResult) => r.status === 'queued' || r.status === 'running';
 // Lease times come from the database's clock, so replicas with skewed clocks agree on them.
 const DB_NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
@@ -440,6 +446,62 @@ export class PostgresStore implements Store {
       }
       return running.length;
     });
+  }
+
+  async countJobsByStatus(): Promise<Partial<Record<JobStatus, number>>> {
+    const rows = await this.#all('SELECT status, COUNT(*) AS n FROM jobs GROUP BY status');
+    return Object.fromEntries(rows.map((row) => [String(row.status), Number(row.n)]));
+  }
+
+  // Usage
+
+  async addUsage(deltas: readonly UsageDelta[]): Promise<void> {
+    if (deltas.length === 0) return;
+    await this.#transaction(async (client) => {
+      for (const d of deltas) {
+        await client.query(
+          `INSERT INTO usage (bucket, user_id, key_id, model, requests, prompt_tokens, completion_tokens) VALUES ($1, $2, $3, $4, $5, $6, $7)
+           ON CONFLICT (bucket, user_id, key_id, model) DO UPDATE SET
+             requests = usage.requests + excluded.requests,
+             prompt_tokens = usage.prompt_tokens + excluded.prompt_tokens,
+             completion_tokens = usage.completion_tokens + excluded.completion_tokens`,
+          [d.bucket, d.userId, d.keyId ?? '', d.model, d.requests, d.promptTokens, d.completionTokens],
+        );
+      }
+    });
+  }
+
+  async queryUsage(query: UsageQuery): Promise<UsageTotals[]> {
+    const columns: Record<UsageDimension, string> = { user: 'user_id', key: 'key_id', model: 'model', day: 'substr(bucket, 1, 10)' };
+    const where: string[] = [];
+    const values: unknown[] = [];
+    const filter = (column: string, op: string, value: string | undefined) => {
+      if (value === undefined) return;
+      values.push(value);
+      where.push(`${column} ${op} $${values.length}`);
+    };
+    filter('user_id', '=', query.userId);
+    filter('key_id', '=', query.keyId);
+    filter('model', '=', query.model);
+    // Buckets are whole hours named by their start: `since` counts from the start of its hour.
+    filter('bucket', '>=', query.since === undefined ? undefined : hourOf(query.since));
+    filter('bucket', '<', query.until === undefined ? undefined : new Date(query.until).toISOString());
+    const groups = [...new Set(query.groupBy)];
+    const select = (dimension: UsageDimension, alias: string) => (groups.includes(dimension) ? `${columns[dimension]} AS ${alias}` : `NULL AS ${alias}`);
+    const sql = `SELECT ${select('user', 'user_id')}, ${select('key', 'key_id')}, ${select('model', 'model')}, ${select('day', 'day')},
+        COALESCE(SUM(requests), 0) AS requests, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, COALESCE(SUM(completion_tokens), 0) AS completion_tokens
+      FROM usage ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+      ${groups.length ? `GROUP BY ${groups.map((g) => columns[g]).join(', ')} ORDER BY ${groups.map((g) => columns[g]).join(', ')}` : ''}`;
+    // Without grouping the one row is the total (zeros when nothing matched).
+    return (await this.#all(sql, values)).map((row) => ({
+      userId: row.user_id == null ? null : String(row.user_id),
+      keyId: row.key_id == null || row.key_id === '' ? null : String(row.key_id),
+      model: row.model == null ? null : String(row.model),
+      day: row.day == null ? null : String(row.day),
+      requests: Number(row.requests),
+      promptTokens: Number(row.prompt_tokens),
+      completionTokens: Number(row.completion_tokens),
+    }));
   }
 
   // Idempotency keys

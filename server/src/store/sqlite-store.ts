@@ -13,10 +13,15 @@ import type {
   JobFilter,
   JobRecord,
   JobResult,
+  JobStatus,
   Permission,
   Role,
   Store,
   StoredResponse,
+  UsageDelta,
+  UsageDimension,
+  UsageQuery,
+  UsageTotals,
   UserRecord,
 } from './types.js';
 
@@ -82,6 +87,9 @@ function toJob(row: Row): JobRecord {
     finishedAt: (row.finished_at as string | null) ?? null,
   };
 }
+
+/** The start of the hour a time falls in, as usage buckets are named. */
+const hourOf = (time: string) => new Date(Math.floor(Date.parse(time) / 3_600_000) * 3_600_000).toISOString();
 
 const isUnfinished = (r: JobResult) => r.status === 'queued' || r.status === 'running';
 
@@ -404,6 +412,61 @@ export class SqliteStore implements Store {
       }
       return running.length;
     });
+  }
+
+  async countJobsByStatus(): Promise<Partial<Record<JobStatus, number>>> {
+    const rows = this.#db.prepare('SELECT status, COUNT(*) AS n FROM jobs GROUP BY status').all() as Row[];
+    return Object.fromEntries(rows.map((row) => [String(row.status), Number(row.n)]));
+  }
+
+  // Usage
+
+  async addUsage(deltas: readonly UsageDelta[]): Promise<void> {
+    if (deltas.length === 0) return;
+    const upsert = this.#db.prepare(
+      `INSERT INTO usage (bucket, user_id, key_id, model, requests, prompt_tokens, completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (bucket, user_id, key_id, model) DO UPDATE SET
+         requests = requests + excluded.requests,
+         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+         completion_tokens = completion_tokens + excluded.completion_tokens`,
+    );
+    this.#transaction(() => {
+      for (const d of deltas) upsert.run(d.bucket, d.userId, d.keyId ?? '', d.model, d.requests, d.promptTokens, d.completionTokens);
+    });
+  }
+
+  async queryUsage(query: UsageQuery): Promise<UsageTotals[]> {
+    const columns: Record<UsageDimension, string> = { user: 'user_id', key: 'key_id', model: 'model', day: 'substr(bucket, 1, 10)' };
+    const where: string[] = [];
+    const params: SQLInputValue[] = [];
+    const filter = (condition: string, value: string | undefined) => {
+      if (value === undefined) return;
+      where.push(condition);
+      params.push(value);
+    };
+    filter('user_id = ?', query.userId);
+    filter('key_id = ?', query.keyId);
+    filter('model = ?', query.model);
+    // Buckets are whole hours named by their start: `since` counts from the start of its hour.
+    filter('bucket >= ?', query.since === undefined ? undefined : hourOf(query.since));
+    filter('bucket < ?', query.until === undefined ? undefined : new Date(query.until).toISOString());
+    const groups = [...new Set(query.groupBy)];
+    const select = (dimension: UsageDimension, alias: string) => (groups.includes(dimension) ? `${columns[dimension]} AS ${alias}` : `NULL AS ${alias}`);
+    const sql = `SELECT ${select('user', 'user_id')}, ${select('key', 'key_id')}, ${select('model', 'model')}, ${select('day', 'day')},
+        COALESCE(SUM(requests), 0) AS requests, COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, COALESCE(SUM(completion_tokens), 0) AS completion_tokens
+      FROM usage ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+      ${groups.length ? `GROUP BY ${groups.map((g) => columns[g]).join(', ')} ORDER BY ${groups.map((g) => columns[g]).join(', ')}` : ''}`;
+    const rows = this.#db.prepare(sql).all(...params) as Row[];
+    // Without grouping the one row is the total (zeros when nothing matched).
+    return rows.map((row) => ({
+      userId: row.user_id === null ? null : String(row.user_id),
+      keyId: row.key_id === null || row.key_id === '' ? null : String(row.key_id),
+      model: row.model === null ? null : String(row.model),
+      day: row.day === null ? null : String(row.day),
+      requests: Number(row.requests),
+      promptTokens: Number(row.prompt_tokens),
+      completionTokens: Number(row.completion_tokens),
+    }));
   }
 
   #transaction<T>(work: () => T): T {

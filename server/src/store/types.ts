@@ -225,8 +225,57 @@ export interface IdempotencyStore {
   sweepIdempotencyKeys(now: number, pendingBefore?: number): Promise<number>;
 }
 
+/** Jobs counted by state, for the metrics (read at scrape time). */
+export interface JobStatsStore {
+  countJobsByStatus(): Promise<Partial<Record<JobStatus, number>>>;
+}
+
+/** Usage added to one hourly bucket of one user, key (null: a login session) and model. */
+export interface UsageDelta {
+  /** The hour's start, ISO 8601 UTC (`2026-12-01T09:00:00.000Z`). */
+  bucket: string;
+  userId: string;
+  keyId: string | null;
+  model: string;
+  requests: number;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export type UsageDimension = 'user' | 'key' | 'model' | 'day';
+
+export interface UsageQuery {
+  userId?: string;
+  keyId?: string;
+  model?: string;
+  /** ISO time: hours starting at or after this time's hour. */
+  since?: string;
+  /** ISO time, exclusive: hours starting before it. */
+  until?: string;
+  groupBy: readonly UsageDimension[];
+}
+
+/** One group of usage; a dimension not grouped by is null (so is `keyId` for login sessions). */
+export interface UsageTotals {
+  userId: string | null;
+  keyId: string | null;
+  model: string | null;
+  /** `YYYY-MM-DD` (UTC). */
+  day: string | null;
+  requests: number;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+/** Usage accounting in hourly buckets; additions are batched by the caller. */
+export interface UsageStore {
+  /** Adds each delta to its bucket's totals, all or nothing. */
+  addUsage(deltas: readonly UsageDelta[]): Promise<void>;
+  queryUsage(query: UsageQuery): Promise<UsageTotals[]>;
+}
+
 /** Everything the server persists. SQLite is the embedded default; PostgreSQL the shared one. */
-export interface Store extends UserStore, ApiKeyStore, RevocationStore, AuditStore, SettingsStore, JobStore, IdempotencyStore, SecretStore {
+export interface Store extends UserStore, ApiKeyStore, RevocationStore, AuditStore, SettingsStore, JobStore, JobStatsStore, UsageStore, IdempotencyStore, SecretStore {
   /** Which backend this is, for readiness and logs. */
   readonly kind: 'sqlite' | 'postgres';
   /** Answers when the database answers a trivial query (readiness). */
