@@ -97,6 +97,8 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
         backends: { store: 'postgres', limits: 'redis' },
       });
       expect(logLines(replicas[i]!).every((line) => line.replica === `replica-${names[i]}`)).toBe(true);
+      const metrics = await fetch(`${url(i)}/metrics`, { headers: { Authorization: `Bearer ${admin}` } });
+      expect(await metrics.text()).toContain(`inferno_replica_info{replica="replica-${names[i]}"} 1`);
     }
   });
 
