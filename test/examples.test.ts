@@ -36,7 +36,7 @@ describe('examples', () => {
     expect(stdout).toContain('as expected, PERMISSION_DENIED (403)');
     expect(stdout).toContain('revoked the key');
     // The key it created is gone again.
-    expect(server.store.listAudit({ action: 'api_key.revoke' })).toHaveLength(1);
+    expect(await server.store.listAudit({ action: 'api_key.revoke' })).toHaveLength(1);
   });
 
   it('sdk-stream.ts streams a completion token by token', async () => {

@@ -16,7 +16,7 @@ import { rateLimit } from './http/rate-limit.js';
 import { requestId } from './http/request-id.js';
 import { requestLog } from './http/request-log.js';
 import { securityHeaders } from './http/security-headers.js';
-import { MemoryLoginThrottle } from './limits/login-throttle.js';
+import { MemoryLoginThrottle, type LoginThrottle } from './limits/login-throttle.js';
 import type { Drain } from './http/drain.js';
 import { MemoryRateLimiter, type RateLimiter } from './limits/rate-limiter.js';
 import type { Logger } from './logging/logger.js';
@@ -54,6 +54,14 @@ export interface AppOptions {
   drain?: Drain;
   /** Served over HTTPS: send Strict-Transport-Security. */
   hsts?: boolean;
+  /** Shared (Redis) login counters; in memory by default. */
+  loginThrottle?: LoginThrottle;
+  /** The rate limiter and login throttle count in Redis (reported by /health/ready). */
+  sharedLimits?: boolean;
+  /** This replica's name, reported by /health/ready. */
+  replicaId?: string;
+  /** Each dependency and whether it answers now (default: the store and the engine). */
+  readiness?: () => Promise<Record<string, boolean>>;
 }
 
 const API_PREFIXES = ['/api/v1/', '/v1/'];
@@ -85,11 +93,13 @@ export function createApp(options: AppOptions): Koa<AppState> {
     jwtSecret: options.jwtSecret,
     version: options.version,
     startedAt: Date.now(),
-    loginThrottle: new MemoryLoginThrottle(() => ({
-      maxFailures: config.auth.login_max_failures,
-      maxFailuresPerAddress: config.auth.login_max_failures_per_address,
-      lockoutSeconds: config.auth.login_lockout_seconds,
-    })),
+    loginThrottle:
+      options.loginThrottle ??
+      new MemoryLoginThrottle(() => ({
+        maxFailures: config.auth.login_max_failures,
+        maxFailuresPerAddress: config.auth.login_max_failures_per_address,
+        lockoutSeconds: config.auth.login_lockout_seconds,
+      })),
   };
   const { catalog, engine } = options;
   const cache = options.cache ?? new ResponseCache(() => config.cache, (id) => catalog.pathOf(id));
@@ -111,7 +121,12 @@ export function createApp(options: AppOptions): Koa<AppState> {
   }
   const openai = createRouter('/v1');
   openai.use(openAIRoutes(deps, catalog, engine).routes());
-  const health = healthRoutes(deps, () => ({ store: true, engine: engine.ready }));
+  const readiness = options.readiness ?? (async () => ({ store: await store.ping(), engine: engine.ready }));
+  const health = healthRoutes(deps, readiness, {
+    replicaId: options.replicaId ?? 'local',
+    store: store.kind,
+    limits: options.sharedLimits ? 'redis' : 'memory',
+  });
   const prometheus = prometheusRoutes(deps);
   // Requests refused before routing (401, 429) still count under their route's template.
   telemetry.routeOf = (path, method) => routeTemplate([prometheus, api, openai, health], path, method);

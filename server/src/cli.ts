@@ -4,8 +4,8 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { hashPassword } from './auth/passwords.js';
-import { SqliteStore } from './store/sqlite-store.js';
-import { ConfigError, loadConfig } from './config.js';
+import { openStore } from './store/open-store.js';
+import { ConfigError, loadConfig, redactUrl } from './config.js';
 import { DEFAULT_DEMO_SEED, DEMO_PRESETS, writeDemoModel, type DemoFileType, type DemoPresetName } from './engine/demo-model.js';
 import { isModelId } from './engine/model-catalog.js';
 import { startServer } from './server.js';
@@ -28,6 +28,9 @@ Options (override inferno.toml and INFERNO_* variables):
   --port <port>             Port (default 8080; 0 picks a free one)
   --data-dir <dir>          SQLite database and secrets (default ./data)
   --models-dir <dir>        GGUF models (default ./models)
+
+Several replicas share state through INFERNO_DATABASE_URL (postgres://...) and
+INFERNO_REDIS_URL (redis://...); see the README, "Running several replicas".
   --set <section.key=value> Any other setting, e.g. --set rate_limit.requests_per_minute=120
 `;
 
@@ -99,8 +102,8 @@ async function resetPassword(argv: string[]) {
   const [username, ...rest] = argv.filter((arg) => arg !== '--password-from-env');
   if (!username || username.startsWith('-')) throw new ConfigError(`users reset-password needs a username\n\n${USAGE}`);
   const config = loadConfig({ argv: rest });
-  const file = path.join(config.storage.data_dir, 'inferno.db');
-  if (!existsSync(file)) throw new ConfigError(`No database at ${file}: start the server once (it creates the admin), or give --data-dir`);
+  const file = config.storage.database_url ? redactUrl(config.storage.database_url) : path.join(config.storage.data_dir, 'inferno.db');
+  if (!config.storage.database_url && !existsSync(file)) throw new ConfigError(`No database at ${file}: start the server once (it creates the admin), or give --data-dir`);
   let password: string;
   if (fromEnv) {
     password = config.auth.admin_password ?? '';
@@ -108,18 +111,18 @@ async function resetPassword(argv: string[]) {
   } else {
     password = randomBytes(18).toString('base64url');
   }
-  const store = new SqliteStore(config.storage.data_dir);
+  const store = await openStore(config.storage);
   try {
-    const user = store.getUserByUsername(username);
+    const user = await store.getUserByUsername(username);
     if (!user) throw new ConfigError(`No user "${username}" in ${file}`);
     // A new session version ends every token of the user, and with it the user's login lockouts.
-    store.updateUser(user.id, { passwordHash: await hashPassword(password), sessionVersion: user.sessionVersion + 1 });
-    store.recordAudit({ action: 'user.update', outcome: 'success', target: user.username, details: { password_reset: 'cli' } });
+    await store.updateUser(user.id, { passwordHash: await hashPassword(password), sessionVersion: user.sessionVersion + 1 });
+    await store.recordAudit({ action: 'user.update', outcome: 'success', target: user.username, details: { password_reset: 'cli' } });
     process.stdout.write(`Reset the password of "${user.username}"; its sessions and login lockouts are ended.\n`);
     if (!fromEnv) process.stdout.write(`New password (shown only this once): ${password}\n`);
     if (user.disabled) process.stdout.write(`Note: "${user.username}" is disabled; an admin can enable it (PATCH /api/v1/users/${user.id}).\n`);
   } finally {
-    store.close();
+    await store.close();
   }
 }
 

@@ -40,6 +40,8 @@ export interface Config {
     keep_alive_timeout_seconds: number;
     /** On SIGTERM or SIGINT, running generations get this long to finish before they are ended. */
     shutdown_grace_seconds: number;
+    /** This replica's name in logs, metrics and job leases (default: host name and process id). */
+    replica_id?: string;
     tls: {
       /** PEM files; HTTPS is served when both are set. */
       cert?: string;
@@ -91,7 +93,17 @@ export interface Config {
     max_queue: number;
     batch_size: number;
   };
-  storage: { data_dir: string };
+  storage: {
+    data_dir: string;
+    /** `postgres://…`: users, keys, jobs, audit and settings in PostgreSQL instead of SQLite (shared by replicas). */
+    database_url?: string;
+    /** `redis://…`: rate-limit and login counters on Redis (shared by replicas). */
+    redis_url?: string;
+    /** PostgreSQL connections this replica keeps at most. */
+    pool_size: number;
+    /** Prefix of every Redis key this server writes (several deployments may share one Redis). */
+    redis_key_prefix: string;
+  };
   logging: { level: LogLevel };
   /** The response cache of deterministic native inference requests. */
   cache: { enabled: boolean; max_entries: number };
@@ -127,7 +139,7 @@ export const DEFAULT_CONFIG: Config = deepFreeze({
   limits: { max_body_bytes: 10_485_760, max_prompt_chars: 10_000, max_choices: 16, max_tools: 64, max_schema_bytes: 65_536 },
   models: { dir: './models', max_loaded: 2, max_upload_bytes: 8_589_934_592 },
   engine: { threads: 1, parallel: 4, sequences_per_context: 1, context_size: 2048, max_queue: 32, batch_size: 512 },
-  storage: { data_dir: './data' },
+  storage: { data_dir: './data', pool_size: 10, redis_key_prefix: 'inferno' },
   logging: { level: 'info' },
   cache: { enabled: true, max_entries: 1000 },
   metrics: { enabled: true, public: false },
@@ -145,6 +157,7 @@ export class ConfigError extends Error {
 type Kind =
   | { type: 'string' }
   | { type: 'secret'; minBytes: number } // optional, never echoed in errors
+  | { type: 'dsn'; protocols: readonly string[] } // a connection URL; optional; shown with its password masked
   | { type: 'path'; optional: boolean }
   | { type: 'url'; optional: boolean } // http(s) only
   | { type: 'int'; min: number; max: number }
@@ -163,7 +176,7 @@ type KindFor<T> = [T] extends [boolean]
       ? KindOf<'list'>
       : [T] extends [string]
         ? string extends T
-          ? KindOf<'string' | 'secret' | 'path' | 'url'>
+          ? KindOf<'string' | 'secret' | 'path' | 'url' | 'dsn'>
           : KindOf<'enum'> & { values: readonly T[] }
         : never;
 
@@ -195,6 +208,7 @@ const int = (min: number, max = Number.MAX_SAFE_INTEGER): KindOf<'int'> => ({ ty
 const positive = (): KindOf<'int'> => int(1);
 const bool = (): KindOf<'bool'> => ({ type: 'bool' });
 const oneOf = <T extends string>(...values: T[]) => ({ type: 'enum' as const, values });
+const dsn = (...protocols: string[]): KindOf<'dsn'> => ({ type: 'dsn', protocols });
 const list = (test: (item: string) => boolean, expected: string): KindOf<'list'> => ({ type: 'list', item: { test, expected } });
 
 // RFC 9110 token: catches "GET POST" written where a list was meant.
@@ -218,6 +232,7 @@ const SCHEMA: Schema = {
     request_timeout_seconds: int(1, 86_400),
     keep_alive_timeout_seconds: int(1, 3600),
     shutdown_grace_seconds: int(0, 3600),
+    replica_id: text(),
   },
   'server.tls': { cert: filePath(true), key: filePath(true), min_version: oneOf('TLSv1.2', 'TLSv1.3') },
   auth: {
@@ -234,7 +249,7 @@ const SCHEMA: Schema = {
   limits: { max_body_bytes: positive(), max_prompt_chars: positive(), max_choices: int(1, 128), max_tools: int(1, 128), max_schema_bytes: int(256, 1_048_576) },
   models: { dir: filePath(), max_loaded: positive(), max_upload_bytes: positive() },
   engine: { threads: positive(), parallel: positive(), sequences_per_context: positive(), context_size: positive(), max_queue: positive(), batch_size: positive() },
-  storage: { data_dir: filePath() },
+  storage: { data_dir: filePath(), database_url: dsn('postgres:', 'postgresql:'), redis_url: dsn('redis:', 'rediss:'), pool_size: int(1, 1000), redis_key_prefix: text() },
   logging: { level: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent') },
   cache: { enabled: bool(), max_entries: int(1, 1_000_000) },
   metrics: { enabled: bool(), public: bool() },
@@ -275,6 +290,9 @@ const ENV_ALIASES: Record<string, string> = {
   INFERNO_MODELS_DIR: 'models.dir',
   INFERNO_ADMIN_PASSWORD: 'auth.admin_password',
   INFERNO_JWT_SECRET: 'auth.jwt_secret',
+  INFERNO_DATABASE_URL: 'storage.database_url',
+  INFERNO_REDIS_URL: 'storage.redis_url',
+  INFERNO_REPLICA_ID: 'server.replica_id',
 };
 const FLAG_ALIASES: Record<string, string> = {
   '--host': 'server.host',
@@ -479,7 +497,11 @@ export function describeConfig(config: Config): Record<string, unknown> {
   for (const field of FIELDS) {
     const value = sectionOf(config, field.section)[field.key];
     sectionOf(out, field.section, true)[field.key] =
-      field.kind.type === 'secret' ? (value === undefined ? null : '(set)') : structuredClone(value ?? null);
+      field.kind.type === 'secret'
+        ? value === undefined ? null : '(set)'
+        : field.kind.type === 'dsn' && typeof value === 'string'
+          ? redactUrl(value)
+          : structuredClone(value ?? null);
   }
   return out;
 }
@@ -495,11 +517,13 @@ function assign(config: Config, setting: Setting): void {
 function convert({ field, raw, from, textual, baseDir }: Setting): unknown {
   const { kind } = field;
   const invalid = (expected: string, got: unknown = raw) =>
-    new ConfigError(`Invalid value for ${label(field)} (from ${from}): ${expected}${kind.type === 'secret' ? '' : `, got ${show(got)}`}`);
+    new ConfigError(
+      `Invalid value for ${label(field)} (from ${from}): ${expected}${kind.type === 'secret' ? '' : `, got ${show(kind.type === 'dsn' && typeof got === 'string' ? redactUrl(got) : got)}`}`,
+    );
 
   if (textual && raw === '') {
     if (kind.type === 'list') return [];
-    if (kind.type === 'secret' || ((kind.type === 'path' || kind.type === 'url') && kind.optional)) return undefined;
+    if (kind.type === 'secret' || kind.type === 'dsn' || ((kind.type === 'path' || kind.type === 'url') && kind.optional)) return undefined;
   }
   switch (kind.type) {
     case 'string':
@@ -511,6 +535,17 @@ function convert({ field, raw, from, textual, baseDir }: Setting): unknown {
         throw invalid(kind.minBytes === 1 ? 'must not be empty' : `must be at least ${kind.minBytes} bytes`);
       }
       return raw;
+    case 'dsn': {
+      if (typeof raw !== 'string') throw invalid('expected a URL');
+      let parsed: URL;
+      try {
+        parsed = new URL(raw);
+      } catch {
+        throw invalid(`expected a URL like ${kind.protocols[0]}//host:port/…`);
+      }
+      if (!kind.protocols.includes(parsed.protocol)) throw invalid(`expected a ${kind.protocols.join(' or ')}// URL`);
+      return raw;
+    }
     case 'path':
       if (typeof raw !== 'string' || raw === '') throw invalid('expected a non-empty path');
       return path.resolve(baseDir, raw);
@@ -547,6 +582,17 @@ function convert({ field, raw, from, textual, baseDir }: Setting): unknown {
 }
 
 // ---- Helpers ------------------------------------------------------------------------------------
+
+/** A connection URL with its password masked: `postgres://app:***@db:5432/inferno`. */
+export function redactUrl(value: string): string {
+  try {
+    const parsed = new URL(value);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(unparsable URL)';
+  }
+}
 
 const BOOL_WORDS = new Map([
   ['true', true],

@@ -1,4 +1,6 @@
 import type { Config } from './config.js';
+import type { Logger } from './logging/logger.js';
+import type { SettingsStore } from './store/types.js';
 import type { ConfigPatch } from './gen/types.gen.js';
 import { zConfigPatch } from './gen/zod.gen.js';
 
@@ -38,4 +40,39 @@ export function applyPersistedSettings(config: Config, persisted: Record<string,
     applied.push(dotted);
   }
   return { applied, skipped };
+}
+
+/**
+ * Several replicas on one store: polls the persisted settings and applies the ones another
+ * replica changed (PATCH /config there), so a change reaches every replica within `intervalMs`
+ * and a bit. Answers a function that stops it.
+ */
+export function watchSettings(store: SettingsStore, config: Config, logger: Logger, intervalMs: number): () => void {
+  const seen = new Map<string, string>();
+  let running = false;
+  const poll = async () => {
+    if (running) return;
+    running = true;
+    try {
+      const persisted = await store.getSettings();
+      const changed: Record<string, unknown> = {};
+      for (const [key, value] of Object.entries(persisted)) {
+        const json = JSON.stringify(value);
+        if (seen.get(key) !== json) changed[key] = value;
+        seen.set(key, json);
+      }
+      if (Object.keys(changed).length === 0) return;
+      const result = applyPersistedSettings(config, changed);
+      if ('logging.level' in changed) logger.level = config.logging.level;
+      if (result.applied.length > 0) logger.debug({ keys: result.applied }, 'applied settings changed on another replica');
+    } catch (error) {
+      logger.warn({ err: error }, 'could not read the shared settings; will retry');
+    } finally {
+      running = false;
+    }
+  };
+  void poll();
+  const timer = setInterval(() => void poll(), intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
 }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import { mkdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -10,11 +11,16 @@ import { hashPassword } from './auth/passwords.js';
 import { loadJwtSecret } from './auth/jwt.js';
 import { describeConfig, type Config } from './config.js';
 import { createLogger, flushLogs, type Logger } from './logging/logger.js';
-import { SqliteStore } from './store/sqlite-store.js';
+import { openStore } from './store/open-store.js';
+import { UsernameTakenError } from './store/types.js';
+import { connectRedis, redisAnswers } from './shared/redis.js';
+import { RedisRateLimiter } from './limits/redis-rate-limiter.js';
+import { RedisLoginThrottle } from './limits/redis-login-throttle.js';
+import type { Redis } from 'ioredis';
 import { InferenceEngine } from './engine/engine.js';
 import { ModelCatalog } from './engine/model-catalog.js';
 import { ensureDemoModel } from './engine/demo-bootstrap.js';
-import { applyPersistedSettings } from './runtime-settings.js';
+import { applyPersistedSettings, watchSettings } from './runtime-settings.js';
 import { JobRunner } from './jobs/job-runner.js';
 import type { Store } from './store/types.js';
 import { ConnectionGuard } from './http/connection-guard.js';
@@ -53,6 +59,8 @@ export interface RunningServer {
   logger: Logger;
   engine: InferenceEngine;
   catalog: ModelCatalog;
+  /** This replica's name in logs, readiness and job leases. */
+  replicaId: string;
   /** Metrics, usage accounting and tracing of this server. */
   telemetry: Telemetry;
   /** Stops at once: open connections are cut. */
@@ -77,7 +85,7 @@ export interface StartOptions {
  * random password announced once on the console (never written to the log).
  */
 async function bootstrapAdmin(store: Store, config: Config, logger: Logger, announce: (message: string) => void) {
-  if (store.countUsers() > 0) {
+  if ((await store.countUsers()) > 0) {
     if (config.auth.admin_password) {
       logger.warn(
         'INFERNO_ADMIN_PASSWORD ([auth] admin_password) is ignored: users exist already. ' +
@@ -87,8 +95,14 @@ async function bootstrapAdmin(store: Store, config: Config, logger: Logger, anno
     return;
   }
   const password = config.auth.admin_password ?? randomBytes(18).toString('base64url');
-  store.createUser({ username: 'admin', passwordHash: await hashPassword(password), role: 'admin' });
-  store.recordAudit({ action: 'user.create', outcome: 'success', target: 'admin', details: { bootstrap: true } });
+  try {
+    await store.createUser({ username: 'admin', passwordHash: await hashPassword(password), role: 'admin' });
+  } catch (error) {
+    // Replicas starting together on one database: another one created the admin first.
+    if (error instanceof UsernameTakenError) return;
+    throw error;
+  }
+  await store.recordAudit({ action: 'user.create', outcome: 'success', target: 'admin', details: { bootstrap: true } });
   logger.info({ username: 'admin' }, 'created the first admin user');
   if (!config.auth.admin_password) {
     announce(
@@ -99,19 +113,34 @@ async function bootstrapAdmin(store: Store, config: Config, logger: Logger, anno
 }
 
 export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
-  const logger = createLogger(config.logging.level, options.logDestination);
+  const replicaId = config.server.replica_id ?? `${hostname()}-${process.pid}`;
+  // Every line names its replica: several share one log pipeline behind a load balancer.
+  const logger = createLogger(config.logging.level, options.logDestination).child({ replica: replicaId });
   mkdirSync(config.storage.data_dir, { recursive: true, mode: 0o700 });
-  const store = new SqliteStore(config.storage.data_dir);
+  // An unreachable database ends the start here, with a message that names it (password masked).
+  const store = await openStore(config.storage);
+  let redis: Redis | undefined;
+  let stopWatching = () => {};
   try {
+    if (config.storage.redis_url) redis = await connectRedis(config.storage.redis_url);
+    const shared = store.kind === 'postgres';
     await bootstrapAdmin(store, config, logger, options.announce ?? ((m) => process.stderr.write(m)));
-    const settings = applyPersistedSettings(config, store.getSettings());
+    const settings = applyPersistedSettings(config, await store.getSettings());
     if (settings.applied.length > 0) logger.info({ keys: settings.applied }, 'applied settings changed at run time (PATCH /api/v1/config)');
     if (settings.skipped.length > 0) logger.warn({ keys: settings.skipped }, 'ignored persisted settings that are no longer valid');
     logger.level = config.logging.level;
-    // Keys claimed by requests of an earlier run that never finished: those requests are gone.
-    await store.sweepIdempotencyKeys(Date.now(), Date.now());
-    const jwtSecret = loadJwtSecret(config.auth.jwt_secret, config.storage.data_dir);
-    const metrics = config.metrics.enabled ? new ServerMetrics({ version: VERSION }) : undefined;
+    // Replicas must sign and verify with one key: without a configured one, it is generated once into the shared store.
+    const jwtSecret =
+      shared && !config.auth.jwt_secret
+        ? Buffer.from(await store.getOrCreateSecret('jwt_secret', randomBytes(48).toString('base64url')), 'utf8')
+        : loadJwtSecret(config.auth.jwt_secret, config.storage.data_dir);
+    // A setting PATCHed on another replica reaches this one within a second.
+    if (shared) stopWatching = watchSettings(store, config, logger, 500);
+    // Keys claimed by requests that never finished: alone, every pending key is from an earlier run;
+    // shared, only those older than the longest request (other replicas' requests are still running).
+    const now = Date.now();
+    await store.sweepIdempotencyKeys(now, shared ? now - config.server.request_timeout_seconds * 1000 : now);
+    const metrics = config.metrics.enabled ? new ServerMetrics({ version: VERSION, replica: replicaId }) : undefined;
     const usage = new UsageRecorder(store, logger, { enabled: () => config.usage.enabled, flushIntervalMs: config.usage.flush_interval_seconds * 1000 });
     const tracing = await startTracing(config.tracing, VERSION, logger);
     const telemetry = new Telemetry(metrics, usage, tracing);
@@ -130,11 +159,43 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     });
     // The binding loads in the background; /health/ready says when it can serve.
     engine.start().catch((error: unknown) => logger.error({ err: error }, 'the llama.cpp engine failed to start'));
-    const jobs = new JobRunner({ store, engine, config, logger, telemetry });
+    // Shared: idle runners look for work every second (a job submitted elsewhere starts within it)
+    // and take over jobs whose replica stopped renewing their lease.
+    // The lease holder is this process, not just the replica id: a restarted replica (same id) never
+    // writes to a job its previous process held.
+    const worker = `${replicaId}/${process.pid}/${randomBytes(3).toString('hex')}`;
+    const jobs = new JobRunner({ store, engine, config, logger, telemetry, worker, shared, pollMs: shared ? 1_000 : 5_000, leaseMs: 10_000 });
     const drain = new Drain();
     const tls = config.server.tls;
     const secure = Boolean(tls.cert && tls.key);
-    const app = createApp({ config, store: tracing.instrument('store', store), logger, jwtSecret, version: VERSION, catalog, engine, jobs, drain, hsts: secure, telemetry });
+    const app = createApp({
+      config,
+      store: tracing.instrument('store', store),
+      logger,
+      jwtSecret,
+      version: VERSION,
+      catalog,
+      engine,
+      jobs,
+      drain,
+      hsts: secure,
+      telemetry,
+      replicaId,
+      sharedLimits: Boolean(redis),
+      ...(redis && {
+        rateLimiter: new RedisRateLimiter(redis, logger, `${config.storage.redis_key_prefix}:rl`),
+        loginThrottle: new RedisLoginThrottle(redis, () => ({
+          maxFailures: config.auth.login_max_failures,
+          maxFailuresPerAddress: config.auth.login_max_failures_per_address,
+          lockoutSeconds: config.auth.login_lockout_seconds,
+        }), `${config.storage.redis_key_prefix}:login`),
+      }),
+      readiness: async () => ({
+        store: await store.ping(),
+        ...(redis && { redis: await redisAnswers(redis) }),
+        engine: engine.ready,
+      }),
+    });
 
     const limits = config.server;
     // Slow-loris guards: headers in time; the whole request (not the response: streams may last)
@@ -181,7 +242,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const scheme = tls.cert ? 'https' : 'http';
     const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;
     const url = `${scheme}://${host}:${port}`;
-    logger.info({ url, config: describeConfig(config) }, 'Inferno server listening');
+    logger.info({ url, store: store.kind, limits: redis ? 'redis' : 'memory', config: describeConfig(config) }, 'Inferno server listening');
 
     let closing: Promise<void> | undefined;
     let shuttingDown: Promise<void> | undefined;
@@ -191,13 +252,15 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         server.closeAllConnections();
       }).then(async () => {
         guard.stop();
+        stopWatching();
         await jobs.stop();
         await engine.close();
         catalog.close();
         // The last batch of usage is written before the store closes.
         await usage.close();
         await tracing.shutdown();
-        store.close();
+        await store.close();
+        redis?.disconnect();
         // Buffered log lines are written out before close() resolves (and so before the CLI exits).
         await flushLogs(logger);
       });
@@ -211,6 +274,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       logger,
       engine,
       catalog,
+      replicaId,
       telemetry,
       close,
       shutdown() {
@@ -230,7 +294,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       },
     };
   } catch (error) {
-    store.close();
+    stopWatching();
+    redis?.disconnect();
+    await store.close();
     throw error;
   }
 }

@@ -10,7 +10,7 @@ const WRONG_PASSWORD = 'audit-wrong-password-4';
 const PASSWORD_AS_USERNAME = 'my secret p4ss!word';
 const RPM = 20;
 
-type AuditRecord = ReturnType<TestServer['store']['listAudit']>[number];
+type AuditRecord = Awaited<ReturnType<TestServer['store']['listAudit']>>[number];
 
 describe('audit log', () => {
   let server: TestServer;
@@ -72,7 +72,7 @@ describe('audit log', () => {
     secrets.push(sessionToken);
     expect((await call(server.url, 'POST', '/api/v1/auth/logout', { token: sessionToken })).status).toBe(204);
 
-    entries = server.store.listAudit({ limit: 10_000 });
+    entries = (await server.store.listAudit({ limit: 10_000 }));
   });
   afterAll(() => server.close());
 

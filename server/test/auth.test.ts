@@ -368,8 +368,8 @@ describe('auth: login throttling, configured', () => {
       expect((await attempt(server, 'three', PW, ip)).status).toBe(200);
     });
 
-    it('records throttled attempts in the audit log', () => {
-      const throttled = server.store.listAudit({ action: 'auth.login', limit: 1000 }).filter((e) => e.outcome === 'denied');
+    it('records throttled attempts in the audit log', async () => {
+      const throttled = (await server.store.listAudit({ action: 'auth.login', limit: 1000 })).filter((e) => e.outcome === 'denied');
       expect(throttled.length).toBeGreaterThan(0);
       expect(throttled.some((e) => e.target === 'three')).toBe(true);
     });

@@ -62,7 +62,7 @@ describe('defaults', () => {
     expect(config.limits).toEqual({ max_body_bytes: 10485760, max_prompt_chars: 10000, max_choices: 16, max_tools: 64, max_schema_bytes: 65536 });
     expect(config.models).toEqual({ dir: path.join(cwd, 'models'), max_loaded: 2, max_upload_bytes: 8589934592 });
     expect(config.engine).toEqual({ threads: 1, parallel: 4, sequences_per_context: 1, context_size: 2048, max_queue: 32, batch_size: 512 });
-    expect(config.storage).toEqual({ data_dir: path.join(cwd, 'data') });
+    expect(config.storage).toEqual({ data_dir: path.join(cwd, 'data'), pool_size: 10, redis_key_prefix: 'inferno' });
     expect(config.logging).toEqual({ level: 'info' });
   });
 
@@ -455,7 +455,7 @@ describe('secrets', () => {
     });
     expect(JSON.stringify(described)).not.toContain(SECRET);
     expect((described.server as { tls: unknown }).tls).toEqual({ cert: null, key: null, min_version: 'TLSv1.2' });
-    expect(described.storage).toEqual({ data_dir: config.storage.data_dir });
+    expect(described.storage).toEqual({ data_dir: config.storage.data_dir, database_url: null, redis_url: null, pool_size: 10, redis_key_prefix: 'inferno' });
     // A copy: changing it must not change the live config.
     (described.server as { cors_methods: string[] }).cors_methods.push('PUT');
     expect(config.server.cors_methods).toEqual(['GET', 'POST', 'PATCH', 'DELETE']);
@@ -465,3 +465,32 @@ describe('secrets', () => {
 function escape(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+describe('shared storage URLs', () => {
+  const DB_PASSWORD = 'pg-pass-9f3c';
+  const REDIS_PASSWORD = 'redis-pass-77aa';
+
+  it('take the short variables INFERNO_DATABASE_URL and INFERNO_REDIS_URL, and [storage] pool_size', () => {
+    const config = load({
+      env: { INFERNO_DATABASE_URL: 'postgres://app@db:5432/inferno', INFERNO_REDIS_URL: 'redis://cache:6379/0', INFERNO_STORAGE_POOL_SIZE: '25', INFERNO_REPLICA_ID: 'gpu-1' },
+    });
+    expect(config.storage).toMatchObject({ database_url: 'postgres://app@db:5432/inferno', redis_url: 'redis://cache:6379/0', pool_size: 25 });
+    expect(config.server.replica_id).toBe('gpu-1');
+  });
+
+  it('mask the password wherever the configuration is shown', () => {
+    const config = load({ env: { INFERNO_DATABASE_URL: `postgres://app:${DB_PASSWORD}@db/inferno`, INFERNO_REDIS_URL: `redis://:${REDIS_PASSWORD}@cache:6379` } });
+    const described = JSON.stringify(describeConfig(config));
+    expect(described).not.toContain(DB_PASSWORD);
+    expect(described).not.toContain(REDIS_PASSWORD);
+    expect(describeConfig(config).storage).toMatchObject({ database_url: 'postgres://app:***@db/inferno', redis_url: 'redis://:***@cache:6379' });
+  });
+
+  it('refuse other schemes, naming the key but never the password', () => {
+    const error = loadError({ env: { INFERNO_DATABASE_URL: `mysql://app:${DB_PASSWORD}@db/inferno` } });
+    expect(error).toContain('[storage] database_url');
+    expect(error).toContain('postgres:');
+    expect(error).not.toContain(DB_PASSWORD);
+    expect(loadError({ env: { INFERNO_REDIS_URL: 'not a url' } })).toContain('[storage] redis_url');
+  });
+});

@@ -36,13 +36,13 @@ describe('hardening', () => {
       call(server.url, 'PATCH', `/api/v1/users/${id}`, { token: adminToken, body: { disabled: true, password: 'another-password-1' } });
     const results = await Promise.all([patch(adminUser.id), patch(second.id)]);
     expect(results.map((r) => r.status).sort()).toEqual([200, 409]);
-    const enabledAdmins = server.store.listUsers().filter((u) => u.role === 'admin' && !u.disabled);
+    const enabledAdmins = (await server.store.listUsers()).filter((u) => u.role === 'admin' && !u.disabled);
     expect(enabledAdmins).toHaveLength(1);
   });
 
   it('concurrent creations of one username give one 201 and 409s, never a 500', async () => {
     // The admin whose PATCH was refused is the one still enabled, with its original password.
-    const enabled = server.store.listUsers().find((u) => u.role === 'admin' && !u.disabled)!;
+    const enabled = (await server.store.listUsers()).find((u) => u.role === 'admin' && !u.disabled)!;
     const admin = enabled.username === 'admin' ? await login(server.url) : await login(server.url, 'admin2', 'second-admin-password');
     const results = await Promise.all(
       Array.from({ length: 4 }, () => call(server.url, 'POST', '/api/v1/users', { token: admin, body: { username: 'twin', password: 'twin-password-123', role: 'guest' } })),
@@ -71,14 +71,14 @@ describe('hardening', () => {
 
   it('a failed login for an unknown username stores no username in the audit log (it may be a password)', async () => {
     await call(server.url, 'POST', '/api/v1/auth/login', { body: { username: 'MySecretPass.2024', password: 'whatever' } });
-    const failures = server.store.listAudit({ action: 'auth.login' }).filter((e) => e.outcome === 'failure');
+    const failures = (await server.store.listAudit({ action: 'auth.login' })).filter((e) => e.outcome === 'failure');
     expect(JSON.stringify(failures)).not.toContain('MySecretPass');
   });
 
   it('audit targets and log lines are cut short and redacted, however long the path', async () => {
     const key = `inf_${'A'.repeat(40)}`;
     await call(server.url, 'GET', `/api/v1/${'x/'.repeat(3000)}${key}`);
-    const row = server.store.listAudit({ limit: 1 })[0];
+    const row = (await server.store.listAudit({ limit: 1 }))[0];
     const lines = server.logs.filter((l) => l.includes('/api/v1/x/x/'));
     expect(lines.length).toBeGreaterThan(0);
     for (const line of lines) {
@@ -109,9 +109,9 @@ describe('hardening: audit key names, HSTS only over HTTPS, overload at warn', (
 
   it('a key name (free text, maybe an email address) is redacted in the audit log, as in the logs', async () => {
     const created = await createApiKey(server.url, { token: adminToken }, { name: 'ci for alice.smith@example.com', permissions: ['read_models'] });
-    const entry = server.store.listAudit({ action: 'api_key.create', limit: 10 }).find((e) => e.target === created.id)!;
+    const entry = (await server.store.listAudit({ action: 'api_key.create', limit: 10 })).find((e) => e.target === created.id)!;
     expect(entry.details).toMatchObject({ name: 'ci for [REDACTED_EMAIL]' });
-    expect(JSON.stringify(server.store.listAudit({ limit: 100 }))).not.toContain('alice.smith');
+    expect(JSON.stringify(await server.store.listAudit({ limit: 100 }))).not.toContain('alice.smith');
   });
 
   it('plain HTTP sends no Strict-Transport-Security', async () => {

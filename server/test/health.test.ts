@@ -22,7 +22,7 @@ describe('health probes', () => {
     // The engine loads in the background: 503 with Retry-After until then, never anything else.
     if (first.status !== 200) {
       expect(first.status).toBe(503);
-      expect(first.body).toEqual({ ready: false, checks: { store: true, engine: false } });
+      expect(first.body).toMatchObject({ ready: false, checks: { store: true, engine: false }, backends: { store: 'sqlite', limits: 'memory' } });
       expect(first.headers.get('retry-after')).toBe('1');
     }
     let res = first;
@@ -31,7 +31,7 @@ describe('health probes', () => {
       res = await call(server.url, 'GET', '/health/ready');
     }
     expect(res.status).toBe(200);
-    expect(res.body).toEqual({ ready: true, checks: { store: true, engine: true } });
+    expect(res.body).toEqual({ ready: true, checks: { store: true, engine: true }, replica_id: expect.any(String), backends: { store: 'sqlite', limits: 'memory' } });
   });
 
   it('echoes a sane client request id and replaces an unsafe one', async () => {

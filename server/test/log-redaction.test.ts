@@ -148,3 +148,17 @@ describe('log redaction', () => {
     expect(masked.length).toBe(5);
   });
 });
+
+describe('log redaction of connection URLs', () => {
+  it('masks the password of a database or Redis URL in any text that reaches a log line, in linear time', async () => {
+    const { redactText } = await import('../src/logging/redact.js');
+    expect(redactText('cannot reach redis://:pw-123@cache:6379 now')).toBe('cannot reach redis://:***@cache:6379 now');
+    expect(redactText('postgres://app:hunter2-x@10.0.0.5:5432/inferno')).toBe('postgres://app:***@10.0.0.5:5432/inferno');
+    expect(redactText('postgres://app:hunter2-x@db.example.com/inferno')).not.toContain('hunter2-x');
+    expect(redactText('postgres://app@db:5432/inferno')).toBe('postgres://app@db:5432/inferno');
+    const hostile = 'a://b:'.repeat(3000);
+    const started = performance.now();
+    redactText(hostile);
+    expect(performance.now() - started).toBeLessThan(1000);
+  });
+});

@@ -287,7 +287,7 @@ describe('metrics and usage after a known workload', () => {
     expect(jobDone.value('inferno_generated_tokens_total', { api: 'job' })).toBe(jobUsage.reduce((n: number, u: any) => n + u.completion_tokens, 0));
     expect(jobDone.count('inferno_generation_duration_seconds', { api: 'job' })).toBe(2);
     // Usage: the owner's, through no key.
-    const admin = server.store.getUserByUsername('admin')!.id;
+    const admin = (await server.store.getUserByUsername('admin'))!.id;
     const res = await call(server.url, 'GET', `/api/v1/usage?user_id=${admin}&group_by=key`, { token: adminToken });
     const session = res.body.data.find((r: any) => r.key_id === null);
     expect(session).toMatchObject({ requests: 2, completion_tokens: jobUsage.reduce((n: number, u: any) => n + u.completion_tokens, 0) });
@@ -350,7 +350,7 @@ describe('metrics and usage after a known workload', () => {
       // A guest session: its own (none), and nobody else's.
       const own = await usage({}, { token: userToken });
       expect(own.data[0].requests).toBe(0);
-      expectApiError(await call(server.url, 'GET', `/api/v1/usage?user_id=${infKeyOwner()}`, { token: userToken }), 403, 'PERMISSION_DENIED');
+      expectApiError(await call(server.url, 'GET', `/api/v1/usage?user_id=${await infKeyOwner()}`, { token: userToken }), 403, 'PERMISSION_DENIED');
       // A key without read_metrics: that key's usage only.
       const mine = await usage({ group_by: 'key' }, { apiKey: infKey.key });
       expect(mine.data.map((r) => r.key_id)).toEqual([infKey.id]);
@@ -358,7 +358,7 @@ describe('metrics and usage after a known workload', () => {
       expectApiError(await call(server.url, 'GET', '/api/v1/usage'), 401, 'AUTHENTICATION_FAILED');
       expect(userId).toBeTruthy();
     });
-    const infKeyOwner = () => (server.store.getApiKey(infKey.id)!.userId);
+    const infKeyOwner = async () => (await server.store.getApiKey(infKey.id))!.userId;
 
     it('refuses bad filters with 400', async () => {
       for (const query of ['group_by=hour', 'group_by=key,,model', 'user_id=nope', 'since=yesterday', 'model=../etc']) {
@@ -415,11 +415,13 @@ describe('bounded label cardinality', () => {
       await call(server.url, 'GET', '/api/v1/models', { apiKey: `inf_${mark.padEnd(40, '0')}` });
     });
     // 1,000 real keys with a budget of one request each, each refused on its second request.
-    const keys = Array.from({ length: 1000 }, (_, i) => {
+    const adminId = (await server.store.getUserByUsername('admin'))!.id;
+    const keys: string[] = [];
+    for (let i = 0; i < 1000; i++) {
       const generated = generateApiKey();
-      server.store.createApiKey({ userId: server.store.getUserByUsername('admin')!.id, name: `k${i}`, prefix: generated.prefix, keyHash: generated.hash, permissions: ['read_models'], expiresAt: null, rateLimitPerMinute: 1 });
-      return generated.key;
-    });
+      await server.store.createApiKey({ userId: adminId, name: `k${i}`, prefix: generated.prefix, keyHash: generated.hash, permissions: ['read_models'], expiresAt: null, rateLimitPerMinute: 1 });
+      keys.push(generated.key);
+    }
     await run(1000, async (i) => {
       await call(server.url, 'GET', '/api/v1/models', { apiKey: keys[i] });
       expect((await call(server.url, 'GET', '/api/v1/models', { apiKey: keys[i] })).status).toBe(429);

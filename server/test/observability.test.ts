@@ -416,14 +416,14 @@ describe('observability and runtime config', () => {
       [{ rate_limit: 7 }, 'body.rate_limit'],
     ])('PATCH %j is 400 naming %s, and changes nothing', async (body, field) => {
       const before = (await getConfig()).body;
-      const updates = configUpdates().length;
+      const updates = (await configUpdates()).length;
       const res = await patch(body);
       expectValidationError(res, field);
       // A refused secret is not echoed back.
       expect(JSON.stringify(res.body)).not.toContain('a-new-');
       expect((await getConfig()).body).toEqual(before);
-      expect(configUpdates().length).toBe(updates);
-      expect(server.store.getSettings()).toEqual({});
+      expect((await configUpdates()).length).toBe(updates);
+      expect(await server.store.getSettings()).toEqual({});
     });
 
     it('PATCH {} and PATCH with an empty section are 400', async () => {
@@ -433,7 +433,7 @@ describe('observability and runtime config', () => {
       expectApiError(await patch([], configKeys[1]), 400, 'VALIDATION_ERROR');
       expectApiError(await call(server.url, 'PATCH', '/api/v1/config', { apiKey: configKeys[1], body: 'level=debug', headers: { 'Content-Type': 'text/plain' } }), 415, 'UNSUPPORTED_MEDIA_TYPE');
       expect((await getConfig(configKeys[1])).body).toEqual(before);
-      expect(configUpdates()).toHaveLength(0);
+      expect(await configUpdates()).toHaveLength(0);
     });
 
     it('PATCH logging.level takes effect: warn silences request lines, debug brings them back', async () => {
@@ -455,7 +455,7 @@ describe('observability and runtime config', () => {
     });
 
     it('PATCH rate_limit.requests_per_minute = 7: the next response says 7, it is enforced and audited', async () => {
-      const updates = configUpdates().length;
+      const updates = (await configUpdates()).length;
       const res = await patch({ rate_limit: { requests_per_minute: 7 } }, configKeys[2]);
       expect(res.status, JSON.stringify(res.body)).toBe(200);
       expect(res.body.rate_limit.requests_per_minute).toBe(7);
@@ -475,7 +475,7 @@ describe('observability and runtime config', () => {
         target: 'rate_limit.requests_per_minute',
         details: { before: { 'rate_limit.requests_per_minute': START_RPM }, after: { 'rate_limit.requests_per_minute': 7 } },
       });
-      expect(configUpdates()).toHaveLength(updates + 1);
+      expect(await configUpdates()).toHaveLength(updates + 1);
 
       // Enforced: a key of a third user, whose session spent 1 creating it, gets 6 more; the 7th is refused.
       const statuses: number[] = [];
@@ -501,9 +501,9 @@ describe('observability and runtime config', () => {
       expect(text).not.toContain(ADMIN_PASSWORD);
       expect(text).not.toContain(JWT_SECRET);
       // The audit trail survived too, and still holds no secret.
-      const updates = server.store.listAudit({ action: 'config.update', limit: 100 });
+      const updates = (await server.store.listAudit({ action: 'config.update', limit: 100 }));
       expect(updates.map((e) => e.target)).toEqual(['rate_limit.requests_per_minute', 'logging.level', 'logging.level']);
-      const dump = JSON.stringify(server.store.listAudit({ limit: 10_000 }));
+      const dump = JSON.stringify(await server.store.listAudit({ limit: 10_000 }));
       for (const secret of secrets) expect(dump.includes(secret)).toBe(false);
     });
   });

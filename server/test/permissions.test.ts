@@ -143,12 +143,12 @@ describe('permissions', () => {
 
     // Every other permission, but not this one: 403 naming it (and only it).
     const allBut = allButKeys.get(row.permission)!;
-    const auditBefore = server.store.listAudit({ action: 'permission.denied', limit: 10_000 }).length;
+    const auditBefore = (await server.store.listAudit({ action: 'permission.denied', limit: 10_000 })).length;
     const denied = expectApiError(await send(row, { apiKey: allBut.key }), 403, 'PERMISSION_DENIED');
     expect(denied.message).toMatch(new RegExp(`\\b${row.permission}\\b`));
     for (const other of ALL_PERMISSIONS.filter((p) => p !== row.permission)) expect(denied.message).not.toMatch(new RegExp(`\\b${other}\\b`));
     // The denial is in the audit log, with the key and what was missing.
-    const denials = server.store.listAudit({ action: 'permission.denied', limit: 10_000 });
+    const denials = (await server.store.listAudit({ action: 'permission.denied', limit: 10_000 }));
     expect(denials.length).toBe(auditBefore + 1);
     expect(denials[0]).toMatchObject({ outcome: 'denied', actorKeyId: allBut.id, details: { missing: [row.permission] } });
     expect(denials[0]!.target).toContain(row.route.split('?')[0]);

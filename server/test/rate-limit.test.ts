@@ -152,8 +152,8 @@ describe('rate limits: [rate_limit] requests_per_minute = 5', () => {
     expectRefusal(await call(server.url, 'GET', '/api/v1/auth/me', { token: adminToken }), 5);
   });
 
-  it('records the first refusal of each principal\'s window in the audit log, with the principal and IP, not every refusal', () => {
-    const refusals = server.store.listAudit({ action: 'rate_limit.refused', limit: 100 });
+  it('records the first refusal of each principal\'s window in the audit log, with the principal and IP, not every refusal', async () => {
+    const refusals = (await server.store.listAudit({ action: 'rate_limit.refused', limit: 100 }));
     for (const entry of refusals) {
       expect(entry.outcome).toBe('denied');
       expect(entry.ip).toBe('127.0.0.1');
@@ -209,7 +209,7 @@ describe('rate limits: a key\'s own lower limit, and the cap on keys per user', 
     // With the "slow" key above, three are active.
     const refused = await call(server.url, 'POST', '/api/v1/auth/api-keys', { token: adminToken, body: { name: 'k3', permissions: ['read_models'] } });
     expect(expectApiError(refused, 409, 'CONFLICT').message).toContain('max_keys_per_user');
-    expect(server.store.listAudit({ action: 'api_key.create', limit: 1 })[0]).toMatchObject({ outcome: 'denied', details: { reason: 'max_keys_per_user', active: 3, limit: 3 } });
+    expect((await server.store.listAudit({ action: 'api_key.create', limit: 1 }))[0]).toMatchObject({ outcome: 'denied', details: { reason: 'max_keys_per_user', active: 3, limit: 3 } });
     expect((await call(server.url, 'DELETE', `/api/v1/auth/api-keys/${made[0]!.id}`, { token: adminToken })).status).toBe(204);
     expect((await call(server.url, 'POST', '/api/v1/auth/api-keys', { token: adminToken, body: { name: 'k3', permissions: ['read_models'] } })).status).toBe(201);
   });

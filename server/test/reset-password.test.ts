@@ -40,7 +40,7 @@ describe('users reset-password (CLI)', () => {
     // The address that was locked out gets in with the new password at once.
     const back = await call(server.url, 'POST', '/api/v1/auth/login', { body: { username: 'admin', password }, headers: from('10.0.0.1') });
     expect(back.status).toBe(200);
-    expect(server.store.listAudit({ action: 'user.update', limit: 1 })[0]!.details).toEqual({ password_reset: 'cli' });
+    expect((await server.store.listAudit({ action: 'user.update', limit: 1 }))[0]!.details).toEqual({ password_reset: 'cli' });
   });
 
   it('--password-from-env sets INFERNO_ADMIN_PASSWORD and prints no password', async () => {

@@ -51,7 +51,7 @@ describe('UsageRecorder', () => {
     expect((await store.queryUsage({ since: '2026-11-30T23:59:00.000Z', groupBy: [] }))[0]!.requests).toBe(1000);
     expect((await store.queryUsage({ since: '2026-12-01T00:00:00.000Z', groupBy: [] }))[0]!.requests).toBe(500);
     expect((await store.queryUsage({ until: '2026-12-01T00:00:00.000Z', groupBy: [] }))[0]!.requests).toBe(500);
-    store.close();
+    await store.close();
   });
 
   it('adds to what is stored, and keeps a batch whose write failed for the next flush', async () => {
@@ -67,7 +67,7 @@ describe('UsageRecorder', () => {
     recorder.record({ userId: 'u', keyId: 'k', model: 'm', promptTokens: 1, completionTokens: 1 }, T0);
     await recorder.close();
     expect((await store.queryUsage({ groupBy: ['user', 'key', 'model'] }))[0]).toEqual({ userId: 'u', keyId: 'k', model: 'm', day: null, requests: 3, promptTokens: 16, completionTokens: 4 });
-    store.close();
+    await store.close();
   });
 
   it('records nothing while usage accounting is off', async () => {
@@ -79,6 +79,6 @@ describe('UsageRecorder', () => {
     recorder.record({ userId: 'u', keyId: null, model: 'm', promptTokens: 2, completionTokens: 2 });
     await recorder.close();
     expect((await store.queryUsage({ groupBy: [] }))[0]).toMatchObject({ requests: 1, promptTokens: 2 });
-    store.close();
+    await store.close();
   });
 });

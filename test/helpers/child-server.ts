@@ -53,9 +53,18 @@ export function runCli(dir: string, args: string[], env: Record<string, string> 
   });
 }
 
-/** Starts `inferno-server serve` as its own process and waits until it listens. */
-export function spawnServer(dir: string, options: { env?: Record<string, string>; args?: string[] } = {}): Promise<ChildServer> {
-  const child = spawn(tsx, [cli, 'serve', ...(options.args ?? [])], { cwd: dir, env: cliEnv(dir, options.env), stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Starts `inferno-server serve` as its own process and waits until it listens. With `group`, it
+ * runs in a process group of its own, so that `killGroup` reaches the server itself: tsx runs the
+ * server in a child process and relays SIGTERM and SIGINT to it, but nothing relays SIGKILL.
+ */
+export function spawnServer(dir: string, options: { env?: Record<string, string>; args?: string[]; group?: boolean } = {}): Promise<ChildServer> {
+  const child = spawn(tsx, [cli, 'serve', ...(options.args ?? [])], {
+    cwd: dir,
+    env: cliEnv(dir, options.env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: options.group === true,
+  });
   let output = '';
   const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
   return new Promise((resolve, reject) => {
@@ -75,4 +84,13 @@ export function spawnServer(dir: string, options: { env?: Record<string, string>
       reject(new Error(`server exited with ${code}:\n${output}`));
     });
   });
+}
+
+/** Sends `signal` to a server started with `group: true` and everything it started (tsx's child: the server). */
+export function killGroup(server: ChildServer, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-server.process.pid!, signal);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error; // already gone
+  }
 }

@@ -28,7 +28,10 @@ export const getHealth = <ThrowOnError extends boolean = false>(options?: Option
 /**
  * Readiness probe
  *
- * 200 when the server can serve requests (store open, engine ready); 503 otherwise.
+ * 200 when the server can serve requests: each dependency answers (the store, Redis when
+ * `[storage] redis_url` is set, and the engine); 503 otherwise, naming the one that does not.
+ * Behind a load balancer, `replica_id` tells which replica answered.
+ *
  */
 export const getReadiness = <ThrowOnError extends boolean = false>(options?: Options<GetReadinessData, ThrowOnError>): RequestResult<GetReadinessResponses, GetReadinessErrors, ThrowOnError> => (options?.client ?? client).get<GetReadinessResponses, GetReadinessErrors, ThrowOnError>({ url: '/health/ready', ...options });
 

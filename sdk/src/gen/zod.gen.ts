@@ -88,7 +88,16 @@ export const zHealth = z.object({
 
 export const zReadiness = z.object({
     ready: z.boolean(),
-    checks: z.record(z.string(), z.boolean())
+    checks: z.object({
+        store: z.boolean(),
+        redis: z.boolean().optional(),
+        engine: z.boolean()
+    }),
+    replica_id: z.string(),
+    backends: z.object({
+        store: z.enum(['sqlite', 'postgres']),
+        limits: z.enum(['memory', 'redis'])
+    })
 });
 
 export const zLoginRequest = z.object({

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
 import type { Logger } from '../logging/logger.js';
 import { writeDemoModel } from './demo-model.js';
 import type { ModelCatalog } from './model-catalog.js';
@@ -18,8 +19,17 @@ export async function ensureDemoModel(catalog: ModelCatalog, logger: Logger): Pr
   if (models.some((model) => model.state === 'available')) return undefined;
   const file = catalog.pathOf(DEMO_MODEL_ID);
   if (existsSync(file)) return undefined;
-  const result = await writeDemoModel(file, { preset: 'tiny' });
-  catalog.invalidate();
+  // Written aside and renamed into place: replicas sharing the models dir and starting together
+  // each write the same bytes, and none ever lists (or loads) a half-written file.
+  const temp = path.join(catalog.dir, `.${DEMO_MODEL_ID}.${process.pid}.partial`);
+  let result;
+  try {
+    result = await writeDemoModel(temp, { preset: 'tiny' });
+    await rename(temp, file);
+    catalog.invalidate();
+  } finally {
+    await rm(temp, { force: true });
+  }
   logger.info(
     { model: DEMO_MODEL_ID, path: file, bytes: result.bytes, parameters: result.parameters, invalid_files: models.length },
     'The models dir had no usable model: wrote the generated demo model "demo-tiny" (random weights, gibberish output by design; for tests and demos). Put real GGUF files in the models dir to use them.',

@@ -167,17 +167,67 @@ export const ReadinessSchema = {
     type: 'object',
     required: [
         'ready',
-        'checks'
+        'checks',
+        'replica_id',
+        'backends'
     ],
     properties: {
         ready: {
-            type: 'boolean'
+            type: 'boolean',
+            description: 'Every check passes.'
         },
         checks: {
             type: 'object',
-            description: 'Each component and whether it is ready.',
-            additionalProperties: {
-                type: 'boolean'
+            description: 'Each dependency and whether it answers now.',
+            required: [
+                'store',
+                'engine'
+            ],
+            additionalProperties: false,
+            properties: {
+                store: {
+                    type: 'boolean',
+                    description: 'The database answers a query (SQLite or PostgreSQL).'
+                },
+                redis: {
+                    type: 'boolean',
+                    description: 'Redis answers a PING; present only when `[storage] redis_url` is set.'
+                },
+                engine: {
+                    type: 'boolean',
+                    description: 'The llama.cpp engine has started.'
+                }
+            }
+        },
+        replica_id: {
+            type: 'string',
+            description: 'This replica\'s id (`[server] replica_id`, default host name and process id), as in its log lines.'
+        },
+        backends: {
+            type: 'object',
+            description: 'Where this replica keeps its state.',
+            required: [
+                'store',
+                'limits'
+            ],
+            additionalProperties: false,
+            properties: {
+                store: {
+                    type: 'string',
+                    enum: [
+                        'sqlite',
+                        'postgres'
+                    ],
+                    description: 'SQLite in the data dir, or PostgreSQL (`[storage] database_url`).'
+                },
+                limits: {
+                    type: 'string',
+                    enum: [
+                        'memory',
+                        'redis'
+                    ],
+                    description: 'Rate-limit and login counters in this process, or in Redis (`[storage] redis_url`).'
+                }
             }
         }
     }

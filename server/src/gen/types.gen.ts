@@ -69,12 +69,43 @@ export type Health = {
 };
 
 export type Readiness = {
+    /**
+     * Every check passes.
+     */
     ready: boolean;
     /**
-     * Each component and whether it is ready.
+     * Each dependency and whether it answers now.
      */
     checks: {
-        [key: string]: boolean;
+        /**
+         * The database answers a query (SQLite or PostgreSQL).
+         */
+        store: boolean;
+        /**
+         * Redis answers a PING; present only when `[storage] redis_url` is set.
+         */
+        redis?: boolean;
+        /**
+         * The llama.cpp engine has started.
+         */
+        engine: boolean;
+    };
+    /**
+     * This replica's id (`[server] replica_id`, default host name and process id), as in its log lines.
+     */
+    replica_id: string;
+    /**
+     * Where this replica keeps its state.
+     */
+    backends: {
+        /**
+         * SQLite in the data dir, or PostgreSQL (`[storage] database_url`).
+         */
+        store: 'sqlite' | 'postgres';
+        /**
+         * Rate-limit and login counters in this process, or in Redis (`[storage] redis_url`).
+         */
+        limits: 'memory' | 'redis';
     };
 };
 

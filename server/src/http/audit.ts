@@ -8,9 +8,13 @@ export function requestTarget(ctx: AppContext): string {
 }
 
 /** Records an audit event with the request's actor, IP and id filled in. */
-export function audit(store: AuditStore, ctx: AppContext, event: Pick<AuditEvent, 'action' | 'outcome' | 'target' | 'details'> & Partial<AuditEvent>): void {
+export async function audit(
+  store: AuditStore,
+  ctx: AppContext,
+  event: Pick<AuditEvent, 'action' | 'outcome' | 'target' | 'details'> & Partial<AuditEvent>,
+): Promise<void> {
   const principal = ctx.state.principal;
-  store.recordAudit({
+  await store.recordAudit({
     actorUserId: principal?.user.id ?? null,
     actorKeyId: principal?.apiKey?.id ?? null,
     ip: ctx.ip,

@@ -40,22 +40,22 @@ export function authenticate(options: { store: Store; secret: Buffer }): AppMidd
     getToken: (ctx) => readCredential(ctx as unknown as AppContext).kind === 'jwt' ? ctx.get('Authorization').trim().split(/\s+/)[1]! : null,
     isRevoked: async (_ctx, payload) => {
       const jti = (payload as { jti?: unknown }).jti;
-      return typeof jti !== 'string' || store.isTokenRevoked(jti);
+      return typeof jti !== 'string' || (await store.isTokenRevoked(jti));
     },
   }) as unknown as AppMiddleware;
 
-  const fromApiKey = (ctx: AppContext, key: string) => {
-    const record = looksLikeApiKey(key) ? store.findApiKeyByHash(hashApiKey(key)) : undefined;
+  const fromApiKey = async (ctx: AppContext, key: string) => {
+    const record = looksLikeApiKey(key) ? await store.findApiKeyByHash(hashApiKey(key)) : undefined;
     if (!record || record.revokedAt) return fail(ctx, 'Invalid or revoked API key');
     if (record.expiresAt && Date.parse(record.expiresAt) <= Date.now()) return fail(ctx, 'The API key has expired');
-    const user = store.getUser(record.userId);
+    const user = await store.getUser(record.userId);
     if (!user || user.disabled) return fail(ctx, 'Invalid or revoked API key');
     // A key never grants more than its owner has now: demoting the owner narrows the key too.
     const owner = new Set<Permission>(ROLE_PERMISSIONS[user.role]);
     // `last_used_at` is written at most once a minute per key: not a database write per request.
     const now = new Date();
     const lastUsedAt = record.lastUsedAt && now.getTime() - Date.parse(record.lastUsedAt) < 60_000 ? record.lastUsedAt : now.toISOString();
-    if (lastUsedAt !== record.lastUsedAt) store.touchApiKey(record.id, lastUsedAt);
+    if (lastUsedAt !== record.lastUsedAt) await store.touchApiKey(record.id, lastUsedAt);
     ctx.state.principal = {
       user,
       method: 'api_key',
@@ -64,7 +64,7 @@ export function authenticate(options: { store: Store; secret: Buffer }): AppMidd
     };
   };
 
-  const fromJwt = (ctx: AppContext) => {
+  const fromJwt = async (ctx: AppContext) => {
     const claims = ctx.state.jwt as { sub?: unknown; jti?: unknown; sv?: unknown; exp?: unknown } | undefined;
     if (!claims) {
       const expired = ctx.state.jwtOriginalError?.name === 'TokenExpiredError';
@@ -72,7 +72,7 @@ export function authenticate(options: { store: Store; secret: Buffer }): AppMidd
     }
     // jsonwebtoken accepts a token without `exp` as valid forever; ours always carry one.
     if (typeof claims.exp !== 'number' || !Number.isFinite(claims.exp)) return fail(ctx, 'Invalid token: it carries no expiry');
-    const user = typeof claims.sub === 'string' ? store.getUser(claims.sub) : undefined;
+    const user = typeof claims.sub === 'string' ? await store.getUser(claims.sub) : undefined;
     if (!user || user.disabled) return fail(ctx, 'Invalid token');
     if (claims.sv !== user.sessionVersion) return fail(ctx, 'The token has been revoked');
     ctx.state.principal = {
@@ -92,11 +92,11 @@ export function authenticate(options: { store: Store; secret: Buffer }): AppMidd
         fail(ctx, 'Malformed Authorization header: use "Bearer <token>" or X-API-Key');
         return next();
       case 'api_key':
-        fromApiKey(ctx, credential.value);
+        await fromApiKey(ctx, credential.value);
         return next();
       case 'jwt':
         return verifyJwt(ctx, async () => {
-          fromJwt(ctx);
+          await fromJwt(ctx);
           await next();
         });
     }
@@ -120,7 +120,7 @@ export function requirePermission(store: Store, ...needed: Permission[]): AppMid
     if (!principal) throw authenticationFailed(ctx.state.authFailure);
     const missing = needed.filter((p) => !principal.permissions.includes(p));
     if (missing.length > 0) {
-      store.recordAudit({
+      await store.recordAudit({
         action: 'permission.denied',
         outcome: 'denied',
         actorUserId: principal.user.id,

@@ -59,7 +59,7 @@ export function rateLimit(options: {
       if (audited.get(key) !== windowEnd) {
         if (audited.size > 10_000) for (const [k, resetAt] of audited) if (resetAt <= now) audited.delete(k);
         audited.set(key, windowEnd);
-        options.audit.recordAudit({
+        await options.audit.recordAudit({
           action: 'rate_limit.refused',
           outcome: 'denied',
           actorUserId: ctx.state.principal?.user.id ?? null,

@@ -20,6 +20,15 @@ export interface JobRunnerOptions {
   retryDelayMs?: number;
   /** How often an idle runner looks for work it was not told about (default 5 s). */
   pollMs?: number;
+  /** This runner's name in the job's lease (the replica id). */
+  worker?: string;
+  /**
+   * Several replicas share the store: at start only jobs whose lease ran out are re-queued (the
+   * others' running jobs are theirs), and idle runners take over jobs of replicas that died.
+   */
+  shared?: boolean;
+  /** How long a claimed job stays this runner's without a renewal (default 15 s); renewed every third of it. */
+  leaseMs?: number;
   /** Metrics and usage accounting of the requests run. */
   telemetry?: Telemetry;
 }
@@ -44,6 +53,9 @@ export class JobRunner implements JobQueue {
   #stopping = false;
   #wake?: () => void;
   #current?: { id: string; controller: AbortController };
+  readonly #worker: string;
+  readonly #shared: boolean;
+  readonly #leaseMs: number;
 
   constructor(options: JobRunnerOptions) {
     this.#store = options.store;
@@ -52,14 +64,28 @@ export class JobRunner implements JobQueue {
     this.#logger = options.logger;
     this.#retryDelayMs = options.retryDelayMs ?? 250;
     this.#pollMs = options.pollMs ?? 5_000;
+    this.#worker = options.worker ?? `worker-${process.pid}`;
+    this.#shared = options.shared ?? false;
+    this.#leaseMs = options.leaseMs ?? 15_000;
     this.#telemetry = options.telemetry;
   }
 
   start(): void {
     if (this.#loop) return;
-    const requeued = this.#store.requeueRunningJobs();
-    if (requeued > 0) this.#logger.info({ jobs: requeued }, 're-queued jobs that were running when the server last stopped');
-    this.#loop = this.#run();
+    this.#loop = (async () => {
+      await this.#requeue('re-queued jobs that were running when the server last stopped');
+      await this.#run();
+    })();
+  }
+
+  /** Alone on the store, every running job was ours; shared, only those whose replica stopped renewing. */
+  async #requeue(message: string): Promise<void> {
+    try {
+      const requeued = await this.#store.requeueRunningJobs(this.#shared ? { expired: true } : {});
+      if (requeued > 0) this.#logger.info({ jobs: requeued }, message);
+    } catch (error) {
+      this.#logger.error({ err: error }, 'could not re-queue running jobs');
+    }
   }
 
   notify(): void {
@@ -79,24 +105,50 @@ export class JobRunner implements JobQueue {
 
   async #run(): Promise<void> {
     while (!this.#stopping) {
-      const job = this.#store.claimNextJob();
+      let job: JobRecord | undefined;
+      try {
+        job = await this.#store.claimNextJob(this.#worker, this.#leaseMs);
+      } catch (error) {
+        this.#logger.error({ err: error }, 'could not claim a job');
+      }
       if (!job) {
+        // Shared: a job whose replica died (its lease ran out) is queued again and taken next.
+        if (this.#shared) await this.#requeue('took over jobs whose replica stopped renewing their lease');
         await this.#idle();
         continue;
       }
       const controller = new AbortController();
       this.#current = { id: job.id, controller };
+      const lease = this.#holdLease(job.id, controller);
       try {
         await this.#process(job, controller.signal);
       } catch (error) {
-        // A store failure: leave the job for the next start rather than spin on it.
+        // A store failure: leave the job to its lease running out rather than spin on it.
         this.#logger.error({ err: error, job_id: job.id }, 'job processing failed');
       } finally {
+        clearInterval(lease);
         this.#current = undefined;
       }
     }
-    // Stopping: whatever was taken goes back to the queue, to resume on the next start.
-    this.#store.requeueRunningJobs();
+    // Stopping: whatever was taken goes back to the queue, to resume on the next start (or elsewhere).
+    await this.#store.requeueRunningJobs({ worker: this.#worker }).catch((error: unknown) => this.#logger.error({ err: error }, 'could not re-queue running jobs'));
+  }
+
+  /**
+   * Renews the job's lease while it runs. A failed renewal means the job is no longer ours (it was
+   * cancelled, possibly on another replica, or taken over): its running request is stopped.
+   */
+  #holdLease(jobId: string, controller: AbortController): NodeJS.Timeout {
+    const timer = setInterval(() => {
+      this.#store.renewJobLease(jobId, this.#worker, this.#leaseMs).then(
+        (held) => {
+          if (!held) controller.abort();
+        },
+        (error: unknown) => this.#logger.warn({ err: error, job_id: jobId }, 'could not renew a job lease'),
+      );
+    }, Math.max(100, Math.floor(this.#leaseMs / 3)));
+    timer.unref();
+    return timer;
   }
 
   #idle(): Promise<void> {
@@ -115,30 +167,39 @@ export class JobRunner implements JobQueue {
   }
 
   async #process(job: JobRecord, signal: AbortSignal): Promise<void> {
-    const results = [...job.results];
     this.#logger.info({ job_id: job.id, requests: job.requests.length }, 'job started');
+    if ((await this.#work(job, signal)) === 'stopped') {
+      this.#logger.info({ job_id: job.id }, 'job stopped here: cancelled, taken over or shutting down');
+    }
+  }
+
+  async #work(job: JobRecord, signal: AbortSignal): Promise<'stopped' | undefined> {
+    const results = [...job.results];
     for (const [index, request] of job.requests.entries()) {
       if (isFinished(results[index]!)) continue; // done before a restart
-      if (signal.aborted) return;
-      const owner = this.#store.getUser(job.userId);
+      if (signal.aborted) return 'stopped';
+      const owner = await this.#store.getUser(job.userId);
       if (!owner || owner.disabled) {
-        this.#store.cancelJob(job.id);
+        await this.#store.cancelJob(job.id);
         this.#logger.info({ job_id: job.id }, 'job cancelled: its owner was disabled or deleted');
-        return;
+        return undefined;
       }
       results[index] = { index, status: 'running' };
-      if (!this.#store.saveJobResults(job.id, results)) return; // cancelled (or deleted) meanwhile
+      if (!(await this.#store.saveJobResults(job.id, results, this.#worker))) return 'stopped'; // cancelled (or deleted, or taken over) meanwhile
       const result = await this.#runRequest(job.userId, index, request, signal);
       this.#telemetry?.jobItemProcessed(signal.aborted ? 'cancelled' : result.status === 'failed' ? 'failed' : 'succeeded');
       // Cancelled: the store already says so. Stopping: #run re-queues it.
-      if (signal.aborted) return;
+      if (signal.aborted) return 'stopped';
       results[index] = result;
-      if (!this.#store.saveJobResults(job.id, results)) return;
+      if (!(await this.#store.saveJobResults(job.id, results, this.#worker))) return 'stopped';
+      // One line per request run to its end: operators (and the replica tests) count executions by it.
+      this.#logger.info({ job_id: job.id, index, status: result.status }, 'job request done');
     }
     const failed = results.filter((r) => r.status === 'failed').length;
-    if (this.#store.finishJob(job.id, failed > 0 ? 'failed' : 'succeeded', results)) {
+    if (await this.#store.finishJob(job.id, failed > 0 ? 'failed' : 'succeeded', results, this.#worker)) {
       this.#logger.info({ job_id: job.id, requests: results.length, failed }, 'job finished');
     }
+    return undefined;
   }
 
   /** Runs one request; its failure (unknown model, prompt too long...) fails only its own item. */

@@ -35,9 +35,29 @@ export interface LoginThrottle {
 export const MAX_DELAY_MS = 8_000;
 const MAX_ENTRIES = 100_000;
 
-interface Failures {
+export interface Failures {
   count: number;
   last: number;
+}
+
+/** The failure counters one check reads: the (username, address) pair, the address, the username. */
+export interface CheckedFailures {
+  pair?: Failures;
+  address?: Failures;
+  user?: Failures;
+}
+
+/** The verdict from the counters of the moment (entries older than the lockout already dropped). */
+export function loginVerdict(entries: CheckedFailures, limits: LoginLimits, now: number): LoginVerdict {
+  const windowMs = limits.lockoutSeconds * 1000;
+  let retryAfter = 0;
+  for (const [entry, max] of [[entries.pair, limits.maxFailures], [entries.address, limits.maxFailuresPerAddress]] as const) {
+    if (entry && entry.last + windowMs > now && entry.count >= max) retryAfter = Math.max(retryAfter, Math.ceil((entry.last + windowMs - now) / 1000));
+  }
+  const user = entries.user && entries.user.last + windowMs > now ? entries.user : undefined;
+  const over = user ? user.count - limits.maxFailures : -1;
+  const delayMs = over < 0 ? 0 : Math.min(MAX_DELAY_MS, 1000 * 2 ** Math.min(over, 16));
+  return { retryAfter, delayMs };
 }
 
 export class MemoryLoginThrottle implements LoginThrottle {
@@ -46,17 +66,14 @@ export class MemoryLoginThrottle implements LoginThrottle {
   constructor(private readonly limits: () => LoginLimits) {}
 
   async check(username: string, ip: string, now = Date.now()): Promise<LoginVerdict> {
-    const { maxFailures, maxFailuresPerAddress, lockoutSeconds } = this.limits();
-    const windowMs = lockoutSeconds * 1000;
-    let retryAfter = 0;
-    for (const [key, max] of [[pairKey(username, ip), maxFailures], [addressKey(ip), maxFailuresPerAddress]] as const) {
-      const entry = this.#current(key, windowMs, now);
-      if (entry && entry.count >= max) retryAfter = Math.max(retryAfter, Math.ceil((entry.last + windowMs - now) / 1000));
-    }
-    const user = this.#current(userKey(username), windowMs, now);
-    const over = user ? user.count - maxFailures : -1;
-    const delayMs = over < 0 ? 0 : Math.min(MAX_DELAY_MS, 1000 * 2 ** Math.min(over, 16));
-    return { retryAfter, delayMs };
+    const limits = this.limits();
+    const windowMs = limits.lockoutSeconds * 1000;
+    const entries = {
+      pair: this.#current(pairKey(username, ip), windowMs, now),
+      address: this.#current(addressKey(ip), windowMs, now),
+      user: this.#current(userKey(username), windowMs, now),
+    };
+    return loginVerdict(entries, limits, now);
   }
 
   async recordFailure(username: string, ip: string, now = Date.now()): Promise<void> {
@@ -94,6 +111,6 @@ export class MemoryLoginThrottle implements LoginThrottle {
 }
 
 // Usernames are matched without regard to case, as the store does. A newline cannot be in either part.
-const pairKey = (username: string, ip: string) => `pair:${username.toLowerCase()}\n${ip}`;
-const userKey = (username: string) => `user:${username.toLowerCase()}`;
-const addressKey = (ip: string) => `ip:${ip}`;
+export const pairKey = (username: string, ip: string) => `pair:${username.toLowerCase()}\n${ip}`;
+export const userKey = (username: string) => `user:${username.toLowerCase()}`;
+export const addressKey = (ip: string) => `ip:${ip}`;

@@ -1,9 +1,12 @@
 // Patterns of secrets that could reach a log line through a path, an error message or a header:
-// API keys, JWTs, bearer credentials and email addresses. Passwords have no pattern: they are kept
+// API keys, JWTs, bearer credentials and email addresses. Passwords have no pattern (but in connection URLs): they are kept
 // out of logs by never logging bodies or headers.
 // Each pattern may only start where its token starts (the lookbehinds), so a hostile input such as
 // a 16 kB path of `eyJeyJ...` or `aaaa...` costs linear time, not quadratic.
 const SECRET_PATTERNS: readonly [RegExp, string][] = [
+  // A password inside a connection URL (postgres://user:password@host, redis://:password@host).
+  // Bounded lengths keep the work linear; first, before the email pattern sees `password@host.tld`.
+  [/\b([a-z][a-z0-9+.-]{0,19}:\/\/[^\s:@/]{0,128}):[^\s@/]{1,256}@/gi, '$1:***@'],
   [/inf_[0-9A-Za-z]{4,}/g, 'inf_[REDACTED]'],
   [/(?<![\w-])eyJ[\w-]*\.[\w-]*\.[\w-]*/g, '[REDACTED_JWT]'],
   [/\b(Bearer|Basic)\s+[^\s"',;]+/gi, '$1 [REDACTED]'],

@@ -72,11 +72,13 @@ export class ServerMetrics {
   readonly #loginLockouts: Counter;
   readonly #jobItems: Counter<'outcome'>;
 
-  constructor(options: { version?: string; defaultMetrics?: boolean } = {}) {
+  constructor(options: { version?: string; defaultMetrics?: boolean; replica?: string } = {}) {
     const registers = [this.registry];
     const sources = () => this.#sources;
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
     new Gauge({ name: 'inferno_build_info', help: 'Always 1; the server version as a label.', labelNames: ['version'], registers }).set({ version: options.version ?? 'unknown' }, 1);
+    // Behind a load balancer each replica is scraped apart: this names it (join on it in queries).
+    new Gauge({ name: 'inferno_replica_info', help: 'Always 1; this replica\'s id ([server] replica_id) as a label.', labelNames: ['replica'], registers }).set({ replica: options.replica ?? 'local' }, 1);
     const startedAt = this.startedAt;
     new Gauge({
       name: 'inferno_uptime_seconds',

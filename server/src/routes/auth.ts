@@ -15,6 +15,7 @@ import { jsonBody } from '../http/json-body.js';
 import { validate } from '../http/validate.js';
 import type { RouteDeps } from './deps.js';
 import { presentApiKey, presentUser } from './presenters.js';
+import { KeyLimitError } from '../store/types.js';
 
 const DAY_MS = 86_400_000;
 
@@ -27,7 +28,7 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
 
   router.post('/auth/login', loginBody, validate({ body: zLoginBody }), async (ctx) => {
     const { username, password } = ctx.state.input.body as LoginRequest;
-    const user = store.getUserByUsername(username);
+    const user = await store.getUserByUsername(username);
     // Only an existing username is written to the audit log: a password typed into the username
     // field must not end up stored.
     const target = user ? user.username : null;
@@ -37,7 +38,7 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
     const { retryAfter: wait, delayMs } = await loginThrottle.check(subject, ctx.ip);
     if (wait > 0) {
       deps.telemetry.loginLockedOut();
-      audit(store, ctx, { action: 'auth.login', outcome: 'denied', target, details: { reason: 'throttled' } });
+      await audit(store, ctx, { action: 'auth.login', outcome: 'denied', target, details: { reason: 'throttled' } });
       throw new ApiError('RATE_LIMITED', `Too many failed logins; retry in ${wait} s`, { retry_after_seconds: wait }, { 'Retry-After': String(wait) });
     }
     // A username under attack from many addresses answers slowly, never not at all.
@@ -46,20 +47,20 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
     const valid = await verifyPassword(password, user?.passwordHash ?? (await decoyHash()));
     if (!user || !valid || user.disabled) {
       await loginThrottle.recordFailure(subject, ctx.ip);
-      audit(store, ctx, { action: 'auth.login', outcome: 'failure', target, actorUserId: null });
+      await audit(store, ctx, { action: 'auth.login', outcome: 'failure', target, actorUserId: null });
       throw authenticationFailed('Invalid username or password');
     }
     await loginThrottle.recordSuccess(subject, ctx.ip);
     const { token, claims } = issueToken(user, deps.jwtSecret, config.auth.token_ttl_seconds);
-    audit(store, ctx, { action: 'auth.login', outcome: 'success', target: user.username, actorUserId: user.id });
+    await audit(store, ctx, { action: 'auth.login', outcome: 'success', target: user.username, actorUserId: user.id });
     ctx.body = { token, expires_at: new Date(claims.exp * 1000).toISOString() };
   });
 
   router.post('/auth/logout', requireAuth, async (ctx) => {
     const { token } = ctx.state.principal!;
     if (!token) throw authenticationFailed('Logout ends a JWT session; revoke API keys with DELETE /api/v1/auth/api-keys/{id}');
-    store.revokeToken(token.jti, token.exp * 1000);
-    audit(store, ctx, { action: 'auth.logout', outcome: 'success', target: ctx.state.principal!.user.username });
+    await store.revokeToken(token.jti, token.exp * 1000);
+    await audit(store, ctx, { action: 'auth.logout', outcome: 'success', target: ctx.state.principal!.user.username });
     ctx.status = 204;
   });
 
@@ -74,7 +75,7 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
     };
   });
 
-  router.post('/auth/api-keys', requireAuth, keyManagement, body, validate({ body: zCreateApiKeyBody }), (ctx) => {
+  router.post('/auth/api-keys', requireAuth, keyManagement, body, validate({ body: zCreateApiKeyBody }), async (ctx) => {
     const request = ctx.state.input.body as CreateApiKeyRequest;
     // The spec says uniqueItems (found by the contract kit; the generated zod schema does not check it).
     const repeated = request.permissions.findIndex((p, i) => request.permissions.indexOf(p) !== i);
@@ -82,19 +83,13 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
     const principal = ctx.state.principal!;
     const missing = request.permissions.filter((p) => !principal.permissions.includes(p));
     if (missing.length > 0) {
-      audit(store, ctx, { action: 'api_key.create', outcome: 'denied', target: null, details: { name: redactText(request.name), missing } });
+      await audit(store, ctx, { action: 'api_key.create', outcome: 'denied', target: null, details: { name: redactText(request.name), missing } });
       throw permissionDenied(`A key cannot carry permissions its creator lacks: ${missing.join(', ')}`);
     }
-    // Counted and created without an await in between: two concurrent requests cannot both pass.
-    const now = Date.now();
-    const active = store.listApiKeys(principal.user.id).filter((k) => !k.expiresAt || Date.parse(k.expiresAt) > now).length;
+    // The store counts and creates in one transaction: two concurrent requests cannot both pass the cap.
     const cap = config.auth.max_keys_per_user;
-    if (active >= cap) {
-      audit(store, ctx, { action: 'api_key.create', outcome: 'denied', target: null, details: { reason: 'max_keys_per_user', active, limit: cap } });
-      throw conflict(`This user already has ${active} active API keys, the limit ([auth] max_keys_per_user is ${cap}); revoke one first`);
-    }
     const generated = generateApiKey();
-    const record = store.createApiKey({
+    const record = await store.createApiKey({
       userId: principal.user.id,
       name: request.name,
       prefix: generated.prefix,
@@ -102,9 +97,14 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
       permissions: canonicalPermissions(request.permissions),
       expiresAt: childExpiry(request.expires_in_days, principal.apiKey?.expiresAt ?? null),
       rateLimitPerMinute: childRateLimit(request.rate_limit_per_minute, principal.apiKey?.rateLimitPerMinute ?? null),
+    }, { maxActive: cap }).catch(async (error: unknown) => {
+      if (!(error instanceof KeyLimitError)) throw error;
+      const { active } = error;
+      await audit(store, ctx, { action: 'api_key.create', outcome: 'denied', target: null, details: { reason: 'max_keys_per_user', active, limit: cap } });
+      throw conflict(`This user already has ${active} active API keys, the limit ([auth] max_keys_per_user is ${cap}); revoke one first`);
     });
     // The name is the user's free text (it may hold an email address): redacted as in the logs.
-    audit(store, ctx, { action: 'api_key.create', outcome: 'success', target: record.id, details: { name: redactText(record.name), permissions: record.permissions } });
+    await audit(store, ctx, { action: 'api_key.create', outcome: 'success', target: record.id, details: { name: redactText(record.name), permissions: record.permissions } });
     ctx.status = 201;
     ctx.body = { ...presentApiKey(record), key: generated.key };
   });
@@ -113,17 +113,17 @@ export function authRoutes(deps: RouteDeps): Router<AppState> {
     const query = (ctx.state.input.query ?? {}) as NonNullable<ListApiKeysData['query']>;
     const userId = query.user_id ?? ctx.state.principal!.user.id;
     await ownOrManageUsers(ctx, userId, deps);
-    if (!store.getUser(userId)) throw notFound('No user with this id');
-    ctx.body = { data: store.listApiKeys(userId).map(presentApiKey) };
+    if (!(await store.getUser(userId))) throw notFound('No user with this id');
+    ctx.body = { data: (await store.listApiKeys(userId)).map(presentApiKey) };
   });
 
   router.delete('/auth/api-keys/:id', requireAuth, keyManagement, validate({ params: zRevokeApiKeyPath }), async (ctx) => {
     const { id } = ctx.state.input.params as { id: string };
-    const key = store.getApiKey(id);
+    const key = await store.getApiKey(id);
     if (!key || key.revokedAt) throw notFound('No API key with this id');
     await ownOrManageUsers(ctx, key.userId, deps);
-    store.revokeApiKey(id);
-    audit(store, ctx, { action: 'api_key.revoke', outcome: 'success', target: id, details: { owner_user_id: key.userId } });
+    await store.revokeApiKey(id);
+    await audit(store, ctx, { action: 'api_key.revoke', outcome: 'success', target: id, details: { owner_user_id: key.userId } });
     ctx.status = 204;
   });
 

@@ -18,9 +18,9 @@ export function cacheRoutes(deps: RouteDeps, cache: ResponseCache, engine: Infer
     ctx.body = { ...cache.stats(), loaded_models: engine.stats() } satisfies CacheStats;
   });
 
-  router.delete('/cache', ...canManage, (ctx) => {
+  router.delete('/cache', ...canManage, async (ctx) => {
     const entries = cache.clear();
-    audit(store, ctx, { action: 'cache.clear', outcome: 'success', target: 'cache', details: { entries } });
+    await audit(store, ctx, { action: 'cache.clear', outcome: 'success', target: 'cache', details: { entries } });
     ctx.status = 204;
   });
 

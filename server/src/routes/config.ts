@@ -21,17 +21,17 @@ export function configRoutes(deps: RouteDeps): Router<AppState> {
     ctx.body = describeConfig(config);
   });
 
-  router.patch('/config', jsonBody(() => config.limits.max_body_bytes), validate({ body: zUpdateConfigBody }), (ctx) => {
+  router.patch('/config', jsonBody(() => config.limits.max_body_bytes), validate({ body: zUpdateConfigBody }), async (ctx) => {
     const changes = flattenPatch(ctx.state.input.body as ConfigPatch);
     if (Object.keys(changes).length === 0) throw validationError([{ path: 'body', message: 'Give at least one setting to change' }]);
     const before = Object.fromEntries(Object.keys(changes).map((dotted) => {
       const [section, key] = dotted.split('.') as [keyof typeof config, string];
       return [dotted, (config[section] as Record<string, unknown>)[key]];
     }));
-    store.putSettings(changes);
+    await store.putSettings(changes);
     applySettings(config, changes);
     if ('logging.level' in changes) logger.level = config.logging.level;
-    audit(store, ctx, { action: 'config.update', outcome: 'success', target: Object.keys(changes).join(','), details: { before, after: changes } });
+    await audit(store, ctx, { action: 'config.update', outcome: 'success', target: Object.keys(changes).join(','), details: { before, after: changes } });
     ctx.body = describeConfig(config);
   });
 

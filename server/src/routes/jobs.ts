@@ -56,20 +56,20 @@ export function jobRoutes(deps: RouteDeps, jobs: JobQueue): Router<AppState> {
   const canSeeJobs: AppMiddleware = (ctx, next) =>
     has(ctx, 'run_inference') || has(ctx, 'manage_queue') ? next() : requirePermission(store, 'run_inference')(ctx, next);
 
-  const findJob = (ctx: AppContext): JobRecord => {
+  const findJob = async (ctx: AppContext): Promise<JobRecord> => {
     const { id } = ctx.state.input.params as { id: string };
-    const job = store.getJob(id);
+    const job = await store.getJob(id);
     if (!job || (job.userId !== ctx.state.principal!.user.id && !has(ctx, 'manage_queue'))) throw notFound(`No job with id ${id}`);
     return job;
   };
 
-  router.post('/jobs', requireAuth, requirePermission(store, 'run_inference'), jsonBody(() => config.limits.max_body_bytes), validate({ body: zCreateJobBody }), (ctx) => {
+  router.post('/jobs', requireAuth, requirePermission(store, 'run_inference'), jsonBody(() => config.limits.max_body_bytes), validate({ body: zCreateJobBody }), async (ctx) => {
     const { requests, name } = ctx.state.input.body as CreateJobRequest;
     const issues = requests.flatMap((request, index) => checkJobRequest(request, index, config.limits));
     if (issues.length > 0) throw validationError(issues);
-    const job = store.createJob({ userId: ctx.state.principal!.user.id, name: name ?? null, requests });
+    const job = await store.createJob({ userId: ctx.state.principal!.user.id, name: name ?? null, requests });
     jobs.notify();
-    audit(store, ctx, { action: 'job.create', outcome: 'success', target: job.id, details: { requests: requests.length } });
+    await audit(store, ctx, { action: 'job.create', outcome: 'success', target: job.id, details: { requests: requests.length } });
     ctx.status = 202;
     ctx.set('Location', `/api/v1/jobs/${job.id}`);
     ctx.body = presentJob(job);
@@ -85,27 +85,27 @@ export function jobRoutes(deps: RouteDeps, jobs: JobQueue): Router<AppState> {
       const others = query.all || (query.user_id !== undefined && query.user_id !== ctx.state.principal!.user.id);
       return others ? requirePermission(store, 'manage_queue')(ctx, next) : next();
     },
-    (ctx) => {
+    async (ctx) => {
       const query = ctx.state.input.query as NonNullable<ListJobsData['query']> & { limit: number };
       const userId = query.user_id ?? (query.all ? undefined : ctx.state.principal!.user.id);
       // One extra row tells whether an older page exists.
-      const rows = store.listJobs({ userId, beforeSeq: query.cursor === undefined ? undefined : Number(query.cursor), limit: query.limit + 1 });
+      const rows = await store.listJobs({ userId, beforeSeq: query.cursor === undefined ? undefined : Number(query.cursor), limit: query.limit + 1 });
       const page = rows.slice(0, query.limit);
       ctx.body = { data: page.map(presentJob), next_cursor: rows.length > query.limit ? String(page.at(-1)!.seq) : null };
     },
   );
 
-  router.get('/jobs/:id', requireAuth, canSeeJobs, validate({ params: zGetJobPath }), (ctx) => {
-    ctx.body = presentJob(findJob(ctx));
+  router.get('/jobs/:id', requireAuth, canSeeJobs, validate({ params: zGetJobPath }), async (ctx) => {
+    ctx.body = presentJob(await findJob(ctx));
   });
 
-  router.post('/jobs/:id/cancel', requireAuth, canSeeJobs, validate({ params: zCancelJobPath }), (ctx) => {
-    const job = findJob(ctx);
-    const outcome = store.cancelJob(job.id);
+  router.post('/jobs/:id/cancel', requireAuth, canSeeJobs, validate({ params: zCancelJobPath }), async (ctx) => {
+    const job = await findJob(ctx);
+    const outcome = await store.cancelJob(job.id);
     if (!outcome) throw notFound(`No job with id ${job.id}`);
     if (!outcome.cancelled) throw conflict(`The job has already finished (${outcome.job.status})`);
     jobs.cancel(job.id);
-    audit(store, ctx, { action: 'job.cancel', outcome: 'success', target: job.id, details: { owner: job.userId } });
+    await audit(store, ctx, { action: 'job.cancel', outcome: 'success', target: job.id, details: { owner: job.userId } });
     ctx.body = presentJob(outcome.job);
   });
 

@@ -73,7 +73,7 @@ export function modelRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Infe
     // Unloaded only now that the new file is in place: a request meanwhile could otherwise
     // load the old weights again and keep them.
     if (overwrite) await engine.unload(id);
-    audit(store, ctx, { action: 'model.upload', outcome: 'success', target: id, details: { bytes, overwrite } });
+    await audit(store, ctx, { action: 'model.upload', outcome: 'success', target: id, details: { bytes, overwrite } });
     ctx.status = 201;
     ctx.body = await catalog.get(id);
   });
@@ -84,7 +84,7 @@ export function modelRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Infe
     await rm(catalog.pathOf(model.id), { force: true });
     catalog.invalidate();
     cache.clearModel(model.id);
-    audit(store, ctx, { action: 'model.delete', outcome: 'success', target: model.id, details: { bytes: model.size_bytes } });
+    await audit(store, ctx, { action: 'model.delete', outcome: 'success', target: model.id, details: { bytes: model.size_bytes } });
     ctx.status = 204;
   });
 

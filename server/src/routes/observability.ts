@@ -27,10 +27,10 @@ const presentAudit = (r: AuditRecord): AuditEntry => ({
 export function observabilityRoutes(deps: RouteDeps): Router<AppState> {
   const router = createRouter();
 
-  router.get('/audit-logs', requireAuth, requirePermission(deps.store, 'view_audit_logs'), validate({ query: zListAuditLogsQuery }), (ctx) => {
+  router.get('/audit-logs', requireAuth, requirePermission(deps.store, 'view_audit_logs'), validate({ query: zListAuditLogsQuery }), async (ctx) => {
     const query = ctx.state.input.query as NonNullable<ListAuditLogsData['query']> & { limit: number };
     // One extra row tells whether an older page exists.
-    const rows = deps.store.listAudit({
+    const rows = await deps.store.listAudit({
       actor: query.actor,
       action: query.action,
       since: query.since,

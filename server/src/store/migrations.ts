@@ -104,4 +104,16 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX usage_user ON usage(user_id, bucket);
   CREATE INDEX usage_key ON usage(key_id, bucket);
   `,
+  // Job leases (#13): the worker holding a running job, and until when (ms since the epoch).
+  `
+  ALTER TABLE jobs ADD COLUMN worker TEXT;
+  ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
+  `,
+  // Secrets every replica must share (the JWT signing key when none is configured).
+  `
+  CREATE TABLE server_secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+  );
+  `,
 ];

@@ -3,6 +3,7 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { MIGRATIONS } from './migrations.js';
+import { KeyLimitError, LastAdminError, UsernameTakenError } from './types.js';
 import type {
   ApiKeyRecord,
   AuditEvent,
@@ -94,6 +95,7 @@ const isUnfinished = (r: JobResult) => r.status === 'queued' || r.status === 'ru
 
 /** The embedded store: one SQLite file in the data dir, WAL mode, migrated on open. */
 export class SqliteStore implements Store {
+  readonly kind = 'sqlite';
   readonly #db: DatabaseSync;
 
   constructor(dataDir: string) {
@@ -127,45 +129,63 @@ export class SqliteStore implements Store {
     }
   }
 
-  close(): void {
+  async ping(): Promise<boolean> {
+    return this.#db.isOpen;
+  }
+
+  async close(): Promise<void> {
     if (this.#db.isOpen) this.#db.close();
   }
 
   // Users
 
-  countUsers(): number {
+  async countUsers(): Promise<number> {
     return Number((this.#db.prepare('SELECT COUNT(*) AS n FROM users').get() as Row).n);
   }
 
-  createUser(user: { username: string; passwordHash: string; role: Role }): UserRecord {
+  async createUser(user: { username: string; passwordHash: string; role: Role }): Promise<UserRecord> {
     const at = now();
-    const row = this.#db
-      .prepare(
-        `INSERT INTO users (id, username, password_hash, role, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?) RETURNING *`,
-      )
-      .get(randomUUID(), user.username, user.passwordHash, user.role, at, at) as Row;
-    return toUser(row);
+    try {
+      const row = this.#db
+        .prepare(
+          `INSERT INTO users (id, username, password_hash, role, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?) RETURNING *`,
+        )
+        .get(randomUUID(), user.username, user.passwordHash, user.role, at, at) as Row;
+      return toUser(row);
+    } catch (error) {
+      if (/UNIQUE constraint failed: users\.username/.test(String((error as Error).message))) throw new UsernameTakenError();
+      throw error;
+    }
   }
 
-  getUser(id: string): UserRecord | undefined {
+  async getUser(id: string): Promise<UserRecord | undefined> {
     const row = this.#db.prepare('SELECT * FROM users WHERE id = ?').get(id) as Row | undefined;
     return row && toUser(row);
   }
 
-  getUserByUsername(username: string): UserRecord | undefined {
+  async getUserByUsername(username: string): Promise<UserRecord | undefined> {
     const row = this.#db.prepare('SELECT * FROM users WHERE username = ?').get(username) as Row | undefined;
     return row && toUser(row);
   }
 
-  listUsers(): UserRecord[] {
+  async listUsers(): Promise<UserRecord[]> {
     return (this.#db.prepare('SELECT * FROM users ORDER BY created_at, rowid').all() as Row[]).map(toUser);
   }
 
-  updateUser(
+  async updateUser(
     id: string,
     changes: Partial<Pick<UserRecord, 'passwordHash' | 'role' | 'disabled' | 'sessionVersion'>>,
-  ): UserRecord | undefined {
+    options: { keepEnabledAdmin?: boolean } = {},
+  ): Promise<UserRecord | undefined> {
+    return this.#transaction(() => {
+      const updated = this.#updateUser(id, changes);
+      if (options.keepEnabledAdmin) this.#assertEnabledAdmin();
+      return updated;
+    });
+  }
+
+  #updateUser(id: string, changes: Partial<Pick<UserRecord, 'passwordHash' | 'role' | 'disabled' | 'sessionVersion'>>): UserRecord | undefined {
     const columns: Record<string, SQLInputValue | undefined> = {
       password_hash: changes.passwordHash,
       role: changes.role,
@@ -180,13 +200,36 @@ export class SqliteStore implements Store {
     return row && toUser(row);
   }
 
-  deleteUser(id: string): boolean {
-    return Number(this.#db.prepare('DELETE FROM users WHERE id = ?').run(id).changes) > 0;
+  async deleteUser(id: string, options: { keepEnabledAdmin?: boolean } = {}): Promise<boolean> {
+    return this.#transaction(() => {
+      const deleted = Number(this.#db.prepare('DELETE FROM users WHERE id = ?').run(id).changes) > 0;
+      if (options.keepEnabledAdmin) this.#assertEnabledAdmin();
+      return deleted;
+    });
+  }
+
+  /** Inside a transaction: throwing rolls the change back. */
+  #assertEnabledAdmin(): void {
+    const row = this.#db.prepare("SELECT COUNT(*) AS n FROM users WHERE role = 'admin' AND disabled = 0").get() as Row;
+    if (Number(row.n) === 0) throw new LastAdminError();
   }
 
   // API keys
 
-  createApiKey(key: Omit<ApiKeyRecord, 'id' | 'createdAt' | 'lastUsedAt' | 'revokedAt'>): ApiKeyRecord {
+  async createApiKey(key: Omit<ApiKeyRecord, 'id' | 'createdAt' | 'lastUsedAt' | 'revokedAt'>, options: { maxActive?: number } = {}): Promise<ApiKeyRecord> {
+    return this.#transaction(() => {
+      if (options.maxActive !== undefined) {
+        const at = now();
+        const row = this.#db
+          .prepare('SELECT COUNT(*) AS n FROM api_keys WHERE user_id = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)')
+          .get(key.userId, at) as Row;
+        if (Number(row.n) >= options.maxActive) throw new KeyLimitError(Number(row.n));
+      }
+      return this.#createApiKey(key);
+    });
+  }
+
+  #createApiKey(key: Omit<ApiKeyRecord, 'id' | 'createdAt' | 'lastUsedAt' | 'revokedAt'>): ApiKeyRecord {
     const row = this.#db
       .prepare(
         `INSERT INTO api_keys (id, user_id, name, prefix, key_hash, permissions, created_at, expires_at, rate_limit_per_minute)
@@ -196,17 +239,17 @@ export class SqliteStore implements Store {
     return toApiKey(row);
   }
 
-  getApiKey(id: string): ApiKeyRecord | undefined {
+  async getApiKey(id: string): Promise<ApiKeyRecord | undefined> {
     const row = this.#db.prepare('SELECT * FROM api_keys WHERE id = ?').get(id) as Row | undefined;
     return row && toApiKey(row);
   }
 
-  findApiKeyByHash(keyHash: string): ApiKeyRecord | undefined {
+  async findApiKeyByHash(keyHash: string): Promise<ApiKeyRecord | undefined> {
     const row = this.#db.prepare('SELECT * FROM api_keys WHERE key_hash = ?').get(keyHash) as Row | undefined;
     return row && toApiKey(row);
   }
 
-  listApiKeys(userId: string): ApiKeyRecord[] {
+  async listApiKeys(userId: string): Promise<ApiKeyRecord[]> {
     return (
       this.#db
         .prepare('SELECT * FROM api_keys WHERE user_id = ? AND revoked_at IS NULL ORDER BY created_at DESC, rowid DESC')
@@ -214,29 +257,29 @@ export class SqliteStore implements Store {
     ).map(toApiKey);
   }
 
-  revokeApiKey(id: string): boolean {
+  async revokeApiKey(id: string): Promise<boolean> {
     const result = this.#db.prepare('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL').run(now(), id);
     return Number(result.changes) > 0;
   }
 
-  touchApiKey(id: string, at: string): void {
+  async touchApiKey(id: string, at: string): Promise<void> {
     this.#db.prepare('UPDATE api_keys SET last_used_at = ? WHERE id = ?').run(at, id);
   }
 
   // Revoked tokens
 
-  revokeToken(jti: string, expiresAtMs: number): void {
+  async revokeToken(jti: string, expiresAtMs: number): Promise<void> {
     this.#db.prepare('DELETE FROM revoked_tokens WHERE expires_at < ?').run(Date.now());
     this.#db.prepare('INSERT OR IGNORE INTO revoked_tokens (jti, expires_at) VALUES (?, ?)').run(jti, expiresAtMs);
   }
 
-  isTokenRevoked(jti: string): boolean {
+  async isTokenRevoked(jti: string): Promise<boolean> {
     return this.#db.prepare('SELECT 1 FROM revoked_tokens WHERE jti = ?').get(jti) !== undefined;
   }
 
   // Audit log
 
-  recordAudit(event: AuditEvent): void {
+  async recordAudit(event: AuditEvent): Promise<void> {
     this.#db
       .prepare(
         `INSERT INTO audit_log (time, action, outcome, actor_user_id, actor_key_id, target, ip, request_id, details)
@@ -255,7 +298,7 @@ export class SqliteStore implements Store {
       );
   }
 
-  listAudit(filter: AuditFilter = {}): AuditRecord[] {
+  async listAudit(filter: AuditFilter = {}): Promise<AuditRecord[]> {
     const where: string[] = [];
     const values: SQLInputValue[] = [];
     const add = (clause: string, value: SQLInputValue | undefined) => {
@@ -274,7 +317,7 @@ export class SqliteStore implements Store {
 
   // Jobs
 
-  createJob(job: { userId: string; name: string | null; requests: JobRecord['requests'] }): JobRecord {
+  async createJob(job: { userId: string; name: string | null; requests: JobRecord['requests'] }): Promise<JobRecord> {
     const results: JobResult[] = job.requests.map((_, index) => ({ index, status: 'queued' }));
     const row = this.#db
       .prepare(
@@ -285,12 +328,16 @@ export class SqliteStore implements Store {
     return toJob(row);
   }
 
-  getJob(id: string): JobRecord | undefined {
+  async getJob(id: string): Promise<JobRecord | undefined> {
+    return this.#getJob(id);
+  }
+
+  #getJob(id: string): JobRecord | undefined {
     const row = this.#db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as Row | undefined;
     return row && toJob(row);
   }
 
-  listJobs(filter: JobFilter = {}): JobRecord[] {
+  async listJobs(filter: JobFilter = {}): Promise<JobRecord[]> {
     const where: string[] = [];
     const values: SQLInputValue[] = [];
     if (filter.userId !== undefined) {
@@ -305,43 +352,60 @@ export class SqliteStore implements Store {
     return (this.#db.prepare(sql).all(...values, filter.limit ?? 100) as Row[]).map(toJob);
   }
 
-  claimNextJob(): JobRecord | undefined {
+  async claimNextJob(worker: string, leaseMs: number): Promise<JobRecord | undefined> {
     const row = this.#db
       .prepare(
-        `UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?)
+        `UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?), worker = ?, lease_until = ?
          WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) RETURNING *`,
       )
-      .get(now()) as Row | undefined;
+      .get(now(), worker, Date.now() + leaseMs) as Row | undefined;
     return row && toJob(row);
   }
 
-  saveJobResults(id: string, results: JobResult[]): boolean {
-    const result = this.#db.prepare("UPDATE jobs SET results = ? WHERE id = ? AND status = 'running'").run(JSON.stringify(results), id);
+  async renewJobLease(id: string, worker: string, leaseMs: number): Promise<boolean> {
+    const result = this.#db.prepare("UPDATE jobs SET lease_until = ? WHERE id = ? AND status = 'running' AND worker = ?").run(Date.now() + leaseMs, id, worker);
     return Number(result.changes) > 0;
   }
 
-  finishJob(id: string, status: 'succeeded' | 'failed', results: JobResult[]): boolean {
+  async saveJobResults(id: string, results: JobResult[], worker: string): Promise<boolean> {
+    const result = this.#db.prepare("UPDATE jobs SET results = ? WHERE id = ? AND status = 'running' AND worker = ?").run(JSON.stringify(results), id, worker);
+    return Number(result.changes) > 0;
+  }
+
+  async finishJob(id: string, status: 'succeeded' | 'failed', results: JobResult[], worker: string): Promise<boolean> {
     const result = this.#db
-      .prepare("UPDATE jobs SET status = ?, results = ?, finished_at = ? WHERE id = ? AND status = 'running'")
-      .run(status, JSON.stringify(results), now(), id);
+      .prepare("UPDATE jobs SET status = ?, results = ?, finished_at = ?, worker = NULL, lease_until = NULL WHERE id = ? AND status = 'running' AND worker = ?")
+      .run(status, JSON.stringify(results), now(), id, worker);
     return Number(result.changes) > 0;
   }
 
-  cancelJob(id: string): { job: JobRecord; cancelled: boolean } | undefined {
+  async cancelJob(id: string): Promise<{ job: JobRecord; cancelled: boolean } | undefined> {
     return this.#transaction(() => {
-      const job = this.getJob(id);
+      const job = this.#getJob(id);
       if (!job) return undefined;
       if (job.status !== 'queued' && job.status !== 'running') return { job, cancelled: false };
       const results = job.results.map((r): JobResult => (isUnfinished(r) ? { index: r.index, status: 'cancelled' } : r));
-      this.#db.prepare("UPDATE jobs SET status = 'cancelled', results = ?, finished_at = ? WHERE id = ?").run(JSON.stringify(results), now(), id);
-      return { job: this.getJob(id)!, cancelled: true };
+      this.#db
+        .prepare("UPDATE jobs SET status = 'cancelled', results = ?, finished_at = ?, worker = NULL, lease_until = NULL WHERE id = ?")
+        .run(JSON.stringify(results), now(), id);
+      return { job: this.#getJob(id)!, cancelled: true };
     });
   }
 
-  requeueRunningJobs(): number {
+  async requeueRunningJobs(filter: { worker?: string; expired?: boolean } = {}): Promise<number> {
     return this.#transaction(() => {
-      const running = (this.#db.prepare("SELECT * FROM jobs WHERE status = 'running'").all() as Row[]).map(toJob);
-      const update = this.#db.prepare("UPDATE jobs SET status = 'queued', results = ? WHERE id = ?");
+      const where = ["status = 'running'"];
+      const values: SQLInputValue[] = [];
+      if (filter.worker !== undefined) {
+        where.push('worker = ?');
+        values.push(filter.worker);
+      }
+      if (filter.expired) {
+        where.push('(lease_until IS NULL OR lease_until < ?)');
+        values.push(Date.now());
+      }
+      const running = (this.#db.prepare(`SELECT * FROM jobs WHERE ${where.join(' AND ')}`).all(...values) as Row[]).map(toJob);
+      const update = this.#db.prepare("UPDATE jobs SET status = 'queued', results = ?, worker = NULL, lease_until = NULL WHERE id = ?");
       for (const job of running) {
         const results = job.results.map((r): JobResult => (isUnfinished(r) ? { index: r.index, status: 'queued' } : r));
         update.run(JSON.stringify(results), job.id);
@@ -417,14 +481,21 @@ export class SqliteStore implements Store {
     }
   }
 
+  // Secrets
+
+  async getOrCreateSecret(name: string, candidate: string): Promise<string> {
+    this.#db.prepare('INSERT OR IGNORE INTO server_secrets (name, value) VALUES (?, ?)').run(name, candidate);
+    return String((this.#db.prepare('SELECT value FROM server_secrets WHERE name = ?').get(name) as Row).value);
+  }
+
   // Settings
 
-  getSettings(): Record<string, unknown> {
+  async getSettings(): Promise<Record<string, unknown>> {
     const rows = this.#db.prepare('SELECT key, value FROM settings').all() as Row[];
     return Object.fromEntries(rows.map((row) => [String(row.key), JSON.parse(String(row.value))]));
   }
 
-  putSettings(settings: Record<string, unknown>): void {
+  async putSettings(settings: Record<string, unknown>): Promise<void> {
     const upsert = this.#db.prepare(
       'INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at',
     );

@@ -47,28 +47,41 @@ export interface AuditRecord extends Required<AuditEvent> {
 }
 
 export interface UserStore {
-  countUsers(): number;
-  createUser(user: { username: string; passwordHash: string; role: Role }): UserRecord;
-  getUser(id: string): UserRecord | undefined;
-  getUserByUsername(username: string): UserRecord | undefined;
-  listUsers(): UserRecord[];
-  updateUser(id: string, changes: Partial<Pick<UserRecord, 'passwordHash' | 'role' | 'disabled' | 'sessionVersion'>>): UserRecord | undefined;
-  deleteUser(id: string): boolean;
+  countUsers(): Promise<number>;
+  getUser(id: string): Promise<UserRecord | undefined>;
+  getUserByUsername(username: string): Promise<UserRecord | undefined>;
+  listUsers(): Promise<UserRecord[]>;
+  /** Throws `UsernameTakenError` when the name is taken (in any case), also for two racing creates. */
+  createUser(user: { username: string; passwordHash: string; role: Role }): Promise<UserRecord>;
+  /**
+   * With `keepEnabledAdmin`, the change is refused with `LastAdminError` when it would leave no
+   * enabled admin; the check and the write are one transaction, so two racing changes cannot both pass.
+   */
+  updateUser(
+    id: string,
+    changes: Partial<Pick<UserRecord, 'passwordHash' | 'role' | 'disabled' | 'sessionVersion'>>,
+    options?: { keepEnabledAdmin?: boolean },
+  ): Promise<UserRecord | undefined>;
+  deleteUser(id: string, options?: { keepEnabledAdmin?: boolean }): Promise<boolean>;
 }
 
 export interface ApiKeyStore {
-  createApiKey(key: Omit<ApiKeyRecord, 'id' | 'createdAt' | 'lastUsedAt' | 'revokedAt'>): ApiKeyRecord;
-  getApiKey(id: string): ApiKeyRecord | undefined;
-  findApiKeyByHash(keyHash: string): ApiKeyRecord | undefined;
-  listApiKeys(userId: string): ApiKeyRecord[];
-  revokeApiKey(id: string): boolean;
-  touchApiKey(id: string, at: string): void;
+  /**
+   * With `maxActive`, refused with `KeyLimitError` when the user already has that many active
+   * (unrevoked, unexpired) keys; counted and created in one transaction.
+   */
+  createApiKey(key: Omit<ApiKeyRecord, 'id' | 'createdAt' | 'lastUsedAt' | 'revokedAt'>, options?: { maxActive?: number }): Promise<ApiKeyRecord>;
+  getApiKey(id: string): Promise<ApiKeyRecord | undefined>;
+  findApiKeyByHash(keyHash: string): Promise<ApiKeyRecord | undefined>;
+  listApiKeys(userId: string): Promise<ApiKeyRecord[]>;
+  revokeApiKey(id: string): Promise<boolean>;
+  touchApiKey(id: string, at: string): Promise<void>;
 }
 
 /** Revoked JWT ids, kept until the token would have expired anyway. */
 export interface RevocationStore {
-  revokeToken(jti: string, expiresAtMs: number): void;
-  isTokenRevoked(jti: string): boolean;
+  revokeToken(jti: string, expiresAtMs: number): Promise<void>;
+  isTokenRevoked(jti: string): Promise<boolean>;
 }
 
 export interface AuditFilter {
@@ -84,14 +97,14 @@ export interface AuditFilter {
 }
 
 export interface AuditStore {
-  recordAudit(event: AuditEvent): void;
-  listAudit(filter?: AuditFilter): AuditRecord[];
+  recordAudit(event: AuditEvent): Promise<void>;
+  listAudit(filter?: AuditFilter): Promise<AuditRecord[]>;
 }
 
 /** Runtime settings changed through the API, persisted as `section.key` → JSON value. */
 export interface SettingsStore {
-  getSettings(): Record<string, unknown>;
-  putSettings(settings: Record<string, unknown>): void;
+  getSettings(): Promise<Record<string, unknown>>;
+  putSettings(settings: Record<string, unknown>): Promise<void>;
 }
 
 export interface JobRecord {
@@ -116,24 +129,61 @@ export interface JobFilter {
   limit?: number;
 }
 
-/** Batch jobs and their results. A worker takes queued jobs in order (`claimNextJob`). */
+/**
+ * Batch jobs and their results. A worker (named by its replica id) takes queued jobs in order
+ * (`claimNextJob`) under a lease it renews while it works; a job whose lease ran out (its replica
+ * died) goes back to the queue (`requeueRunningJobs({ expired: true })`) and resumes elsewhere at its
+ * first unfinished request. Progress and the end are saved only by the lease holder.
+ */
 export interface JobStore {
-  createJob(job: { userId: string; name: string | null; requests: InferenceRequest[] }): JobRecord;
-  getJob(id: string): JobRecord | undefined;
-  listJobs(filter?: JobFilter): JobRecord[];
+  createJob(job: { userId: string; name: string | null; requests: InferenceRequest[] }): Promise<JobRecord>;
+  getJob(id: string): Promise<JobRecord | undefined>;
+  listJobs(filter?: JobFilter): Promise<JobRecord[]>;
   /** Marks the oldest queued job running and returns it; undefined when none is queued. */
-  claimNextJob(): JobRecord | undefined;
-  /** Saves a running job's progress; false when it is no longer running (cancelled or deleted). */
-  saveJobResults(id: string, results: JobResult[]): boolean;
-  /** Ends a running job; false when it is no longer running. */
-  finishJob(id: string, status: 'succeeded' | 'failed', results: JobResult[]): boolean;
+  claimNextJob(worker: string, leaseMs: number): Promise<JobRecord | undefined>;
+  /** Extends the worker's lease; false when the job is no longer running under it (cancelled, taken over). */
+  renewJobLease(id: string, worker: string, leaseMs: number): Promise<boolean>;
+  /** Saves a running job's progress; false when it is no longer running under this worker. */
+  saveJobResults(id: string, results: JobResult[], worker: string): Promise<boolean>;
+  /** Ends a running job; false when it is no longer running under this worker. */
+  finishJob(id: string, status: 'succeeded' | 'failed', results: JobResult[], worker: string): Promise<boolean>;
   /**
    * Cancels a queued or running job: requests not finished become `cancelled`. Answers the job as
    * it is afterwards and whether this call cancelled it (false: it had already finished).
    */
-  cancelJob(id: string): { job: JobRecord; cancelled: boolean } | undefined;
-  /** Puts running jobs back in the queue (their unfinished requests too); answers how many. */
-  requeueRunningJobs(): number;
+  cancelJob(id: string): Promise<{ job: JobRecord; cancelled: boolean } | undefined>;
+  /**
+   * Puts running jobs back in the queue (their unfinished requests too): all of them, or only
+   * those of `worker`, or only those whose lease has run out. Answers how many.
+   */
+  requeueRunningJobs(filter?: { worker?: string; expired?: boolean }): Promise<number>;
+}
+
+/** A change refused because it would leave no enabled admin. */
+export class LastAdminError extends Error {
+  constructor() {
+    super('This would leave no enabled admin');
+  }
+}
+
+/** A username already taken (names compare without regard to case). */
+export class UsernameTakenError extends Error {
+  constructor() {
+    super('A user with this username already exists');
+  }
+}
+
+/** A key refused because its user already has `active` keys, the cap. */
+export class KeyLimitError extends Error {
+  constructor(readonly active: number) {
+    super(`The user already has ${active} active API keys`);
+  }
+}
+
+/** Secrets generated once and shared by every replica on the store. */
+export interface SecretStore {
+  /** The stored value of `name`; when there is none yet, stores `candidate` (the first caller wins) and answers it. */
+  getOrCreateSecret(name: string, candidate: string): Promise<string>;
 }
 
 /** The response stored under an idempotency key once its request completed. */
@@ -224,7 +274,11 @@ export interface UsageStore {
   queryUsage(query: UsageQuery): Promise<UsageTotals[]>;
 }
 
-/** Everything the server persists. SQLite is the embedded default; other backends fit behind this. */
-export interface Store extends UserStore, ApiKeyStore, RevocationStore, AuditStore, SettingsStore, JobStore, JobStatsStore, UsageStore, IdempotencyStore {
-  close(): void;
+/** Everything the server persists. SQLite is the embedded default; PostgreSQL the shared one. */
+export interface Store extends UserStore, ApiKeyStore, RevocationStore, AuditStore, SettingsStore, JobStore, JobStatsStore, UsageStore, IdempotencyStore, SecretStore {
+  /** Which backend this is, for readiness and logs. */
+  readonly kind: 'sqlite' | 'postgres';
+  /** Answers when the database answers a trivial query (readiness). */
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
 }

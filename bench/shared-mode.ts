@@ -1,0 +1,157 @@
+/**
+ * The shared mode's costs, measured in one run:
+ *
+ * 1. Authenticated `GET /api/v1/models` requests per second on one replica, embedded (SQLite +
+ *    in-memory counters) against shared (PostgreSQL + Redis): same machine, same load generator,
+ *    runs interleaved (embedded, shared, embedded, shared) and the ratio printed.
+ * 2. Time from `kill -9` of the replica running a job to another replica resuming it (its lease
+ *    running out, then the next idle poll), read from the jobs table.
+ *
+ *   npx tsx bench/shared-mode.ts                       # defaults: 8 connections, 8 s per run
+ *   npx tsx bench/shared-mode.ts --connections 32 --seconds 15 --rounds 3
+ *
+ * Needs PostgreSQL and Redis: INFERNO_TEST_DATABASE_URL / INFERNO_TEST_REDIS_URL, or the local
+ * services (postgres://postgres@127.0.0.1:5432/test, redis://127.0.0.1:6379). Each run uses a
+ * fresh schema and Redis key prefix, dropped or left to expire after.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import { writeDemoModel } from '../server/src/engine/demo-model.js';
+import { freshSchema, TEST_REDIS_URL } from '../test/helpers/shared-services.js';
+import { fmt, machineLine, median, parseFlags, startChildServer, table, tempDir, type BenchServer } from './lib.js';
+
+const flags = parseFlags(process.argv.slice(2));
+const CONNECTIONS = Number(flags.get('connections') ?? 8);
+const SECONDS = Number(flags.get('seconds') ?? 8);
+const ROUNDS = Number(flags.get('rounds') ?? 2);
+
+async function apiKey(server: BenchServer): Promise<string> {
+  const res = await fetch(`${server.url}/api/v1/auth/api-keys`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name: 'bench', permissions: ['read_models'] }),
+  });
+  if (res.status !== 201) throw new Error(`key creation: ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { key: string }).key;
+}
+
+/** `CONNECTIONS` loops of GET /api/v1/models with an API key for `SECONDS`: requests per second. */
+async function load(server: BenchServer, key: string): Promise<{ rps: number; errors: number }> {
+  const until = Date.now() + SECONDS * 1000;
+  let done = 0;
+  let errors = 0;
+  await Promise.all(
+    Array.from({ length: CONNECTIONS }, async () => {
+      while (Date.now() < until) {
+        const res = await fetch(`${server.url}/api/v1/models`, { headers: { 'X-API-Key': key } });
+        await res.arrayBuffer();
+        if (res.status === 200) done++;
+        else errors++;
+      }
+    }),
+  );
+  return { rps: done / SECONDS, errors };
+}
+
+async function throughput(modelsDir: string, databaseUrl: string): Promise<void> {
+  const modes = {
+    'SQLite + memory': {},
+    'PostgreSQL + Redis': { 'storage.database_url': databaseUrl, 'storage.redis_url': TEST_REDIS_URL, 'storage.redis_key_prefix': `bench-${randomBytes(4).toString('hex')}` },
+  };
+  const results = new Map<string, number[]>(Object.keys(modes).map((m) => [m, []]));
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [name, settings] of Object.entries(modes)) {
+      const server = await startChildServer({ modelsDir, settings });
+      try {
+        const key = await apiKey(server);
+        await load(server, key); // warm-up is the first round's first second or so; keep it short
+        const { rps, errors } = await load(server, key);
+        if (errors > 0) throw new Error(`${name}: ${errors} requests failed`);
+        results.get(name)!.push(rps);
+      } finally {
+        await server.stop();
+      }
+    }
+  }
+  const embedded = median(results.get('SQLite + memory')!);
+  const shared = median(results.get('PostgreSQL + Redis')!);
+  console.log(`\nAuthenticated GET /api/v1/models (X-API-Key), ${CONNECTIONS} connections, ${SECONDS} s per run, ${ROUNDS} rounds interleaved`);
+  console.log(
+    table(
+      ['backends', 'req/s per run', 'median req/s', 'vs embedded'],
+      [...results].map(([name, values]) => [name, values.map((v) => fmt(v, 0)).join(', '), fmt(median(values), 0), fmt(median(values) / embedded, 2)]),
+    ),
+  );
+  console.log(`ratio shared/embedded: ${fmt(shared / embedded, 2)}`);
+}
+
+async function failover(modelsDir: string, databaseUrl: string): Promise<void> {
+  const settings = { 'storage.database_url': databaseUrl, 'storage.redis_url': TEST_REDIS_URL, 'storage.redis_key_prefix': `bench-${randomBytes(4).toString('hex')}`, 'logging.level': 'warn' };
+  const replicas = [await startChildServer({ modelsDir, settings }), await startChildServer({ modelsDir, settings })];
+  const db = new pg.Client({ connectionString: databaseUrl });
+  await db.connect();
+  try {
+    const item = { model: 'demo-tiny', prompt: 'Hello world', temperature: 0, max_tokens: 400 };
+    const res = await fetch(`${replicas[0]!.url}/api/v1/jobs`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${replicas[0]!.token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ requests: Array.from({ length: 20 }, () => item) }),
+    });
+    const { id } = (await res.json()) as { id: string };
+    const row = async () => (await db.query<{ worker: string | null; results: string; status: string }>('SELECT worker, results, status FROM jobs WHERE id = $1', [id])).rows[0]!;
+    const succeeded = (results: string) => (JSON.parse(results) as { status: string }[]).filter((r) => r.status === 'succeeded').length;
+    let holder: { worker: string | null; results: string; status: string };
+    for (;;) {
+      holder = await row();
+      if (holder.worker && succeeded(holder.results) >= 3) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // The worker name is "<replica id>/<pid>/<random>": the pid tells which child to kill.
+    const pid = Number(holder.worker!.split('/').at(-2));
+    const victim = replicas.find((r) => r.pid === pid)!;
+    process.kill(pid, 'SIGKILL');
+    const killedAt = performance.now();
+    let resumedAt = 0;
+    let nextItemAt = 0;
+    const before = succeeded(holder.results);
+    for (;;) {
+      const now = await row();
+      if (!resumedAt && now.worker && now.worker !== holder.worker) resumedAt = performance.now();
+      if (resumedAt && succeeded(now.results) > before) {
+        nextItemAt = performance.now();
+        break;
+      }
+      if (performance.now() - killedAt > 120_000) throw new Error('no replica resumed the job');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    console.log('\nkill -9 of the replica running a 20-item job (lease 10 s, idle poll 1 s), two replicas');
+    console.log(
+      table(
+        ['event', 'ms after kill -9'],
+        [
+          ['another replica claims the job', fmt(resumedAt - killedAt, 0)],
+          ['its first further item is done', fmt(nextItemAt - killedAt, 0)],
+        ],
+      ),
+    );
+    replicas.splice(replicas.indexOf(victim), 1);
+  } finally {
+    await db.end();
+    for (const replica of replicas) await replica.stop();
+  }
+}
+
+console.log(machineLine());
+const models = tempDir('inferno-bench-models-');
+mkdirSync(models.dir, { recursive: true });
+await writeDemoModel(path.join(models.dir, 'demo-tiny.gguf'), { preset: 'tiny' });
+const schemas = [await freshSchema(), await freshSchema()];
+try {
+  await throughput(models.dir, schemas[0]!.url);
+  await failover(models.dir, schemas[1]!.url);
+} finally {
+  for (const schema of schemas) await schema.drop();
+  models.remove();
+}
