@@ -12,6 +12,8 @@ import { loadJwtSecret } from './auth/jwt.js';
 import { describeConfig, type Config } from './config.js';
 import { createLogger, flushLogs, type Logger } from './logging/logger.js';
 import { openStore } from './store/open-store.js';
+import { withCredentialCache } from './store/credential-cache.js';
+import { SqliteStore } from './store/sqlite-store.js';
 import { UsernameTakenError } from './store/types.js';
 import { connectRedis, redisAnswers } from './shared/redis.js';
 import { RedisRateLimiter } from './limits/redis-rate-limiter.js';
@@ -49,6 +51,13 @@ export const TLS_CIPHERS = [
 ].join(':');
 
 export const VERSION = '0.1.0';
+
+/**
+ * How long an API key, user or token-revocation lookup is answered from memory (embedded mode).
+ * A change made through this server, or by another process on the same SQLite database (seen by
+ * its `data_version`), takes effect on the next request whatever this is; it is a further bound.
+ */
+export const CREDENTIAL_CACHE_MS = 2_000;
 
 export interface RunningServer {
   /** Where the server listens, e.g. `http://127.0.0.1:8080`. */
@@ -168,9 +177,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const drain = new Drain();
     const tls = config.server.tls;
     const secure = Boolean(tls.cert && tls.key);
+    // Embedded, this process sees every write to the credentials, so their lookups are cached
+    // (and dropped on every write that changes them); shared, another replica's revocation would
+    // not be heard, so every request asks the database (server/src/store/credential-cache.ts).
+    const appStore = shared ? tracing.instrument('store', store) : withCredentialCache(tracing.instrument('store', store), { ttlMs: CREDENTIAL_CACHE_MS, externalVersion: store instanceof SqliteStore ? () => store.dataVersion() : undefined });
     const app = createApp({
       config,
-      store: tracing.instrument('store', store),
+      store: appStore,
       logger,
       jwtSecret,
       version: VERSION,
@@ -270,7 +283,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       url,
       port,
       config,
-      store,
+      store: appStore,
       logger,
       engine,
       catalog,

@@ -16,6 +16,9 @@ import { eventually } from '../../test/helpers/api-checks.js';
 import { spawnServer, tempRoot } from '../../test/helpers/child-server.js';
 import { waitForReady } from '../../test/helpers/api-checks.js';
 import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
+import { createApiKey, createUser } from '../../test/helpers/security.js';
+import { withCredentialCache } from '../src/store/credential-cache.js';
+import type { Store } from '../src/store/types.js';
 
 const ids = async (catalog: ModelCatalog) => (await catalog.list()).map((m) => m.id);
 
@@ -205,5 +208,115 @@ describe('logs', () => {
       server.process.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('cached credentials: every change through the server takes effect on the next request', () => {
+  let server: TestServer;
+  let admin: string;
+  beforeAll(async () => {
+    server = await startTestServer({ settings: { 'rate_limit.requests_per_minute': 10_000 } });
+    admin = await login(server.url);
+  });
+  afterAll(() => server.close());
+  const models = (auth: { token?: string; apiKey?: string }) => call(server.url, 'GET', '/api/v1/models', auth).then((r) => r.status);
+
+  it('revoking a key, disabling, demoting and deleting its owner', async () => {
+    const user = await createUser(server.url, { token: admin }, { username: 'cached-user', password: 'cached-user-password-1', role: 'user' });
+    const userToken = await login(server.url, 'cached-user', 'cached-user-password-1');
+    const first = await createApiKey(server.url, { token: userToken }, { name: 'one', permissions: ['read_models'] });
+    const second = await createApiKey(server.url, { token: userToken }, { name: 'two', permissions: ['read_models', 'use_streaming'] });
+    // Warm the cache: the same key answers twice.
+    expect(await models({ apiKey: first.key })).toBe(200);
+    expect(await models({ apiKey: first.key })).toBe(200);
+    expect((await call(server.url, 'DELETE', `/api/v1/auth/api-keys/${first.id}`, { token: userToken })).status).toBe(204);
+    expect(await models({ apiKey: first.key })).toBe(401);
+    expect(await models({ apiKey: second.key })).toBe(200);
+
+    expect((await call(server.url, 'PATCH', `/api/v1/users/${user.id}`, { token: admin, body: { disabled: true } })).status).toBe(200);
+    expect(await models({ apiKey: second.key })).toBe(401);
+    expect(await models({ token: userToken })).toBe(401);
+    expect((await call(server.url, 'PATCH', `/api/v1/users/${user.id}`, { token: admin, body: { disabled: false } })).status).toBe(200);
+    expect(await models({ apiKey: second.key })).toBe(200);
+
+    // Demoted to guest (no use_streaming): the key keeps only what the owner still has, at once.
+    const permissions = async () => {
+      const me = await call(server.url, 'GET', '/api/v1/auth/me', { apiKey: second.key });
+      expect(me.status).toBe(200);
+      return me.body.permissions as string[];
+    };
+    expect(await permissions()).toContain('use_streaming');
+    expect((await call(server.url, 'PATCH', `/api/v1/users/${user.id}`, { token: admin, body: { role: 'guest' } })).status).toBe(200);
+    expect(await permissions()).not.toContain('use_streaming');
+
+    expect((await call(server.url, 'DELETE', `/api/v1/users/${user.id}`, { token: admin })).status).toBe(204);
+    expect(await models({ apiKey: second.key })).toBe(401);
+  });
+
+  it('logging out and changing the password end the JWT on the next request', async () => {
+    await createUser(server.url, { token: admin }, { username: 'cached-jwt', password: 'cached-jwt-password-1', role: 'user' });
+    const a = await login(server.url, 'cached-jwt', 'cached-jwt-password-1');
+    const b = await login(server.url, 'cached-jwt', 'cached-jwt-password-1');
+    expect(await models({ token: a })).toBe(200);
+    expect(await models({ token: b })).toBe(200);
+    expect((await call(server.url, 'POST', '/api/v1/auth/logout', { token: a })).status).toBe(204);
+    expect(await models({ token: a })).toBe(401);
+    expect(await models({ token: b })).toBe(200);
+    const id = (await call(server.url, 'GET', '/api/v1/auth/me', { token: b })).body.id ?? (await call(server.url, 'GET', '/api/v1/auth/me', { token: b })).body.user.id;
+    expect((await call(server.url, 'PATCH', `/api/v1/users/${id}`, { token: admin, body: { password: 'cached-jwt-password-2' } })).status).toBe(200);
+    expect(await models({ token: b })).toBe(401);
+  });
+});
+
+describe('withCredentialCache', () => {
+  function counting() {
+    const calls: string[] = [];
+    const user = { id: 'u1', username: 'u', role: 'user', disabled: false, sessionVersion: 0 };
+    const key = { id: 'k1', userId: 'u1', keyHash: 'h1', revokedAt: null, lastUsedAt: null };
+    const inner = {
+      findApiKeyByHash: async (hash: string) => (calls.push(`key:${hash}`), hash === 'h1' ? { ...key } : undefined),
+      getUser: async (id: string) => (calls.push(`user:${id}`), id === 'u1' ? { ...user } : undefined),
+      isTokenRevoked: async (jti: string) => (calls.push(`jti:${jti}`), false),
+      revokeApiKey: async () => true,
+      touchApiKey: async () => undefined,
+      countUsers: async () => (calls.push('count'), 1),
+    } as unknown as Store;
+    return { inner, calls };
+  }
+
+  it('answers from memory within the bound, asks again after it, never keeps an unknown key, drops on writes', async () => {
+    let clock = 0;
+    const { inner, calls } = counting();
+    const store = withCredentialCache(inner, { ttlMs: 1000, now: () => clock });
+    await store.findApiKeyByHash('h1');
+    await store.findApiKeyByHash('h1');
+    await store.getUser('u1');
+    await store.getUser('u1');
+    await store.isTokenRevoked('j');
+    await store.isTokenRevoked('j');
+    expect(calls).toEqual(['key:h1', 'user:u1', 'jti:j']);
+    await store.findApiKeyByHash('nope');
+    await store.findApiKeyByHash('nope');
+    expect(calls.filter((c) => c === 'key:nope')).toHaveLength(2);
+    clock = 1001;
+    await store.getUser('u1');
+    expect(calls.filter((c) => c === 'user:u1')).toHaveLength(2);
+    await store.revokeApiKey('k1');
+    await store.findApiKeyByHash('h1');
+    expect(calls.filter((c) => c === 'key:h1')).toHaveLength(2);
+    await store.touchApiKey('k1', 'then');
+    expect((await store.findApiKeyByHash('h1'))?.lastUsedAt).toBe('then');
+    // A change by another connection (SQLite's data_version moved) drops everything at once.
+    let version = 1;
+    const versioned = withCredentialCache(inner, { ttlMs: 60_000, now: () => clock, externalVersion: () => version });
+    await versioned.getUser('u1');
+    await versioned.getUser('u1');
+    const before = calls.filter((c) => c === 'user:u1').length;
+    version = 2;
+    await versioned.getUser('u1');
+    expect(calls.filter((c) => c === 'user:u1').length).toBe(before + 1);
+    // Everything else passes through.
+    expect(await store.countUsers()).toBe(1);
+    expect(withCredentialCache(inner, { ttlMs: 0 })).toBe(inner);
   });
 });

@@ -133,6 +133,18 @@ export class SqliteStore implements Store {
     return this.#db.isOpen;
   }
 
+  #dataVersion?: ReturnType<DatabaseSync['prepare']>;
+
+  /**
+   * SQLite's `data_version`: it changes when another connection (another process: the
+   * `reset-password` CLI, a hand edit) commits to the database, never for this connection's own
+   * writes. A few microseconds; the credential cache asks it before answering from memory.
+   */
+  dataVersion(): number {
+    this.#dataVersion ??= this.#db.prepare('PRAGMA data_version');
+    return Number((this.#dataVersion.get() as Row).data_version);
+  }
+
   async close(): Promise<void> {
     if (this.#db.isOpen) this.#db.close();
   }

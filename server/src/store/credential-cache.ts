@@ -1,0 +1,151 @@
+import type { ApiKeyRecord, Store, UserRecord } from './types.js';
+
+export interface CredentialCacheOptions {
+  /** How long an answer is used before the store is asked again (0: no cache). */
+  ttlMs: number;
+  /** Entries per kind (keys, users, token ids); the oldest go first beyond it. */
+  maxEntries?: number;
+  /** The clock (tests). */
+  now?: () => number;
+  /**
+   * A number that changes when the data changes other than through this store (SQLite's
+   * `data_version`): when it has moved, everything cached is dropped before the next answer.
+   */
+  externalVersion?: () => number;
+}
+
+/**
+ * The store with the three lookups every authenticated request makes — an API key by its hash,
+ * its user, whether a JWT id is revoked — answered from memory for at most `ttlMs`, so that a
+ * request does not make two or three database round trips before it does anything.
+ *
+ * Every write through this store that changes what those lookups answer drops the affected
+ * entries at once: revoking a key, revoking a token (logout), changing a user (disable, role,
+ * password, session version) and deleting one (with all of that user's keys). Revocation so
+ * takes effect on the next request. Writes by another process (the `reset-password` CLI on a
+ * running server's database, a hand edit) are seen through `externalVersion` (SQLite's
+ * `data_version`) on the next request as well; without one, within `ttlMs`. Unknown key hashes are never cached (guessing keys cannot fill memory), and neither
+ * are failed lookups. Use it only where this process sees every write: in shared mode another
+ * replica's revocation would not be heard (startServer does not wrap a shared store).
+ */
+export function withCredentialCache<S extends Store>(store: S, options: CredentialCacheOptions): S {
+  if (options.ttlMs <= 0) return store;
+  const max = options.maxEntries ?? 10_000;
+  const now = options.now ?? Date.now;
+  const keys = new Bounded<Promise<ApiKeyRecord | undefined>>(max);
+  const users = new Bounded<Promise<UserRecord | undefined>>(max);
+  const revoked = new Bounded<Promise<boolean>>(max);
+  const fresh = (at: number) => now() - at < options.ttlMs;
+  let version = options.externalVersion?.();
+  const clearAll = () => {
+    keys.clear();
+    users.clear();
+    revoked.clear();
+  };
+
+  /** Caches a lookup's promise; a rejection (or `undefined` for keys) is not kept. */
+  function remember<T>(cache: Bounded<Promise<T>>, id: string, lookup: () => Promise<T>, keepEmpty: boolean): Promise<T> {
+    if (options.externalVersion) {
+      const current = options.externalVersion();
+      if (current !== version) {
+        version = current;
+        clearAll();
+      }
+    }
+    const hit = cache.get(id);
+    if (hit && fresh(hit.at)) return hit.value;
+    const value = lookup();
+    const entry = cache.set(id, value, now());
+    value.then(
+      (result) => {
+        if (!keepEmpty && result === undefined) cache.deleteIf(id, entry);
+      },
+      () => cache.deleteIf(id, entry),
+    );
+    return value;
+  }
+
+  // Key entries are found by hash, and a revocation names the key's id: all of them are dropped
+  // (revocations are rare; each cached key is looked up once more).
+  const dropKeys = () => keys.clear();
+
+  const overrides: Partial<Store> = {
+    findApiKeyByHash: (hash) => remember(keys, hash, () => store.findApiKeyByHash(hash), false),
+    getUser: (id) => remember(users, id, () => store.getUser(id), true),
+    isTokenRevoked: (jti) => remember(revoked, jti, () => store.isTokenRevoked(jti), true),
+    async revokeApiKey(id) {
+      dropKeys();
+      try {
+        return await store.revokeApiKey(id);
+      } finally {
+        dropKeys();
+      }
+    },
+    async touchApiKey(id, at) {
+      await store.touchApiKey(id, at);
+      // The cached record learns the new time, so the next request does not write it again.
+      for (const [, entry] of keys.entries()) void entry.value.then((record) => record?.id === id && (record.lastUsedAt = at), () => undefined);
+    },
+    async revokeToken(jti, expiresAtMs) {
+      revoked.delete(jti);
+      try {
+        return await store.revokeToken(jti, expiresAtMs);
+      } finally {
+        revoked.delete(jti);
+      }
+    },
+    async updateUser(id, changes, updateOptions) {
+      users.delete(id);
+      try {
+        return await store.updateUser(id, changes, updateOptions);
+      } finally {
+        users.delete(id);
+      }
+    },
+    async deleteUser(id, deleteOptions) {
+      users.delete(id);
+      try {
+        return await store.deleteUser(id, deleteOptions);
+      } finally {
+        users.delete(id);
+        dropKeys();
+      }
+    },
+  };
+  return new Proxy(store, {
+    get(target, property, receiver) {
+      if (typeof property === 'string' && Object.hasOwn(overrides, property)) return overrides[property as keyof Store];
+      const value = Reflect.get(target, property, receiver);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
+/** A map that keeps at most `max` entries, dropping the oldest inserted. */
+class Bounded<V> {
+  readonly #map = new Map<string, { value: V; at: number }>();
+  constructor(readonly max: number) {}
+  get(id: string) {
+    return this.#map.get(id);
+  }
+  set(id: string, value: V, at: number) {
+    const entry = { value, at };
+    this.#map.delete(id);
+    this.#map.set(id, entry);
+    if (this.#map.size > this.max) this.#map.delete(this.#map.keys().next().value!);
+    return entry;
+  }
+  delete(id: string) {
+    this.#map.delete(id);
+  }
+  /** Deletes `id` only if it still holds `entry` (a newer lookup may have replaced it). */
+  deleteIf(id: string, entry: { value: V; at: number }) {
+    if (this.#map.get(id) === entry) this.#map.delete(id);
+  }
+  clear() {
+    this.#map.clear();
+  }
+  entries() {
+    return [...this.#map.entries()];
+  }
+}
