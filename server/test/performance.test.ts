@@ -313,6 +313,7 @@ describe('withCredentialCache', () => {
     await versioned.getUser('u1');
     const before = calls.filter((c) => c === 'user:u1').length;
     version = 2;
+    await new Promise((r) => setImmediate(r)); // a later turn, as a later request is
     await versioned.getUser('u1');
     expect(calls.filter((c) => c === 'user:u1').length).toBe(before + 1);
     // Everything else passes through.

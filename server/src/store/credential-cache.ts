@@ -24,7 +24,8 @@ export interface CredentialCacheOptions {
  * password, session version) and deleting one (with all of that user's keys). Revocation so
  * takes effect on the next request. Writes by another process (the `reset-password` CLI on a
  * running server's database, a hand edit) are seen through `externalVersion` (SQLite's
- * `data_version`) on the next request as well; without one, within `ttlMs`. Unknown key hashes are never cached (guessing keys cannot fill memory), and neither
+ * `data_version`, read once per event-loop turn) on the next request as well; without one,
+ * within `ttlMs`. Unknown key hashes are never cached (guessing keys cannot fill memory), and neither
  * are failed lookups. Use it only where this process sees every write: in shared mode another
  * replica's revocation would not be heard (startServer does not wrap a shared store).
  */
@@ -37,6 +38,7 @@ export function withCredentialCache<S extends Store>(store: S, options: Credenti
   const revoked = new Bounded<Promise<boolean>>(max);
   const fresh = (at: number) => now() - at < options.ttlMs;
   let version = options.externalVersion?.();
+  let versionRead = false;
   const clearAll = () => {
     keys.clear();
     users.clear();
@@ -45,7 +47,11 @@ export function withCredentialCache<S extends Store>(store: S, options: Credenti
 
   /** Caches a lookup's promise; a rejection (or `undefined` for keys) is not kept. */
   function remember<T>(cache: Bounded<Promise<T>>, id: string, lookup: () => Promise<T>, keepEmpty: boolean): Promise<T> {
-    if (options.externalVersion) {
+    // Read once per turn of the event loop: a request's key and user lookups share one read, and
+    // a request that arrives after another process's write is always in a later turn.
+    if (options.externalVersion && !versionRead) {
+      versionRead = true;
+      setImmediate(() => (versionRead = false));
       const current = options.externalVersion();
       if (current !== version) {
         version = current;
