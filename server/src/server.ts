@@ -180,7 +180,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     // Embedded, this process sees every write to the credentials, so their lookups are cached
     // (and dropped on every write that changes them); shared, another replica's revocation would
     // not be heard, so every request asks the database (server/src/store/credential-cache.ts).
-    const appStore = shared ? tracing.instrument('store', store) : withCredentialCache(tracing.instrument('store', store), { ttlMs: CREDENTIAL_CACHE_MS, externalVersion: store instanceof SqliteStore ? () => store.dataVersion() : undefined });
+    // (Traced outside the cache: a request's spans show the lookups it made, answered from memory or not.)
+    const appStore = tracing.instrument(
+      'store',
+      shared ? store : withCredentialCache(store, { ttlMs: CREDENTIAL_CACHE_MS, externalVersion: store instanceof SqliteStore ? () => store.dataVersion() : undefined }),
+    );
     const app = createApp({
       config,
       store: appStore,
