@@ -98,6 +98,13 @@ describe('hostile GGUF files over HTTP', () => {
     rmSync(root, { recursive: true, force: true });
   });
 
+  it("a header's architecture longer than the spec's bound is listed cut to it", async () => {
+    expect((await upload('long-arch', buildGguf({ architecture: 'a'.repeat(5000) }))).status).toBe(201);
+    const model = await call(server.url, 'GET', '/api/v1/models/long-arch', { token });
+    expect(model.status).toBe(200);
+    expect(model.body.architecture).toMatch(/^a{127}…$/);
+  });
+
   it('a dir of only an invalid file still gets the demo model; the file is reported at start and listed invalid', async () => {
     const list = await call(server.url, 'GET', '/api/v1/models', { token });
     const byId = Object.fromEntries(list.body.data.map((m: { id: string }) => [m.id, m]));
