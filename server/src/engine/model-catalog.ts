@@ -3,6 +3,8 @@ import path from 'node:path';
 import type { Model } from '../gen/types.gen.js';
 import { GgufFormatError, readGgufInfo } from './gguf-reader.js';
 
+// A header's metadata may hold any number: only a count is reported as one.
+const isCount = (value: number | undefined): value is number => value !== undefined && Number.isSafeInteger(value) && value >= 0;
 const clip = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
 
 /**
@@ -24,7 +26,7 @@ export type ModelFileCheck =
 export async function checkModelFile(file: string): Promise<ModelFileCheck> {
   try {
     const info = await readGgufInfo(file);
-    return { valid: true, architecture: info.architecture ?? null, contextLength: info.contextLength ?? null, parameterCount: info.parameterCount, fileType: info.fileType ?? null };
+    return { valid: true, architecture: info.architecture ?? null, contextLength: isCount(info.contextLength) ? info.contextLength : null, parameterCount: info.parameterCount, fileType: info.fileType ?? null };
   } catch (error) {
     if (error instanceof GgufFormatError) return { valid: false, reason: error.message };
     return { valid: false, reason: `The file could not be read (${(error as NodeJS.ErrnoException).code ?? 'I/O error'})` };
