@@ -600,7 +600,7 @@ export type ToolCall = {
 };
 
 /**
- * Exactly one of `prompt` and `messages`.
+ * Exactly one of `prompt` and `messages`; both or neither is `400 VALIDATION_ERROR`.
  */
 export type InferenceRequest = {
     model: ModelId;

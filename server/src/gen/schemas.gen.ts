@@ -1801,7 +1801,33 @@ export const InferenceRequestSchema = {
     required: [
         'model'
     ],
-    description: 'Exactly one of `prompt` and `messages`.',
+    description: 'Exactly one of `prompt` and `messages`; both or neither is `400 VALIDATION_ERROR`.',
+    if: {
+        properties: {
+            prompt: true
+        },
+        required: [
+            'prompt'
+        ]
+    },
+    then: {
+        not: {
+            properties: {
+                messages: true
+            },
+            required: [
+                'messages'
+            ]
+        }
+    },
+    else: {
+        properties: {
+            messages: true
+        },
+        required: [
+            'messages'
+        ]
+    },
     examples: [
         {
             model: 'demo-tiny',

@@ -491,7 +491,7 @@ export const zChatMessage = z.object({
 });
 
 /**
- * Exactly one of `prompt` and `messages`.
+ * Exactly one of `prompt` and `messages`; both or neither is `400 VALIDATION_ERROR`.
  */
 export const zInferenceRequest = z.object({
     model: zModelId,
