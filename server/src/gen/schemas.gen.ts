@@ -175,6 +175,7 @@ export const HealthSchema = {
 
 export const ReadinessSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'ready',
         'checks',
@@ -211,7 +212,8 @@ export const ReadinessSchema = {
         },
         replica_id: {
             type: 'string',
-            description: 'This replica\'s id (`[server] replica_id`, default host name and process id), as in its log lines.'
+            maxLength: 128,
+            description: 'This replica\'s id (`[server] replica_id`, default host name and process id, cut to 128 characters), as in its log lines.'
         },
         backends: {
             type: 'object',

@@ -91,7 +91,7 @@ export type Readiness = {
         engine: boolean;
     };
     /**
-     * This replica's id (`[server] replica_id`, default host name and process id), as in its log lines.
+     * This replica's id (`[server] replica_id`, default host name and process id, cut to 128 characters), as in its log lines.
      */
     replica_id: string;
     /**

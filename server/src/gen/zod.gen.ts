@@ -93,7 +93,7 @@ export const zReadiness = z.object({
         redis: z.boolean().optional(),
         engine: z.boolean()
     }),
-    replica_id: z.string(),
+    replica_id: z.string().max(128),
     backends: z.object({
         store: z.enum(['sqlite', 'postgres']),
         limits: z.enum(['memory', 'redis'])
