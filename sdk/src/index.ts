@@ -67,7 +67,7 @@ export { ConfigResource } from './resources/config.js';
 export { EmbeddingsResource } from './resources/embeddings.js';
 export { HealthResource } from './resources/health.js';
 export { type InferenceParams, InferenceResource, type InferenceStreamEvent } from './resources/inference.js';
-export { JobsResource } from './resources/jobs.js';
+export { type CreateJobParams, JobsResource } from './resources/jobs.js';
 export { MetricsResource } from './resources/metrics.js';
 export { UsageResource } from './resources/usage.js';
 export { type ModelFile, ModelsResource, type UploadModelParams } from './resources/models.js';

@@ -118,6 +118,11 @@ export async function run(): Promise<void> {
   void responseValidator;
   // @ts-expect-error prompt and messages are exclusive
   await client.inference.create({ model: 'm', prompt: 'p', messages: [{ role: 'user', content: 'c' }] });
+  // @ts-expect-error one of them is needed
+  await client.inference.create({ model: 'm' });
+  // @ts-expect-error a job's requests are exclusive too
+  await client.jobs.create({ requests: [{ model: 'm', prompt: 'p', messages: [{ role: 'user', content: 'c' }] }] });
+  await client.jobs.create({ requests: [{ model: 'm', prompt: 'p' }, { model: 'm', messages: [{ role: 'user', content: 'c' }] }] });
 }
 `;
     const imports: Record<string, string> = {

@@ -122,7 +122,8 @@ async function bootstrapAdmin(store: Store, config: Config, logger: Logger, anno
 }
 
 export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
-  const replicaId = config.server.replica_id ?? `${hostname()}-${process.pid}`;
+  // Cut to the spec's bound: it is shown in readiness answers, log lines and a metric label.
+  const replicaId = (config.server.replica_id ?? `${hostname()}-${process.pid}`).slice(0, 128);
   // Every line names its replica: several share one log pipeline behind a load balancer.
   const logger = createLogger(config.logging.level, options.logDestination).child({ replica: replicaId });
   mkdirSync(config.storage.data_dir, { recursive: true, mode: 0o700 });

@@ -6,6 +6,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createUser, waitFor } from '../../test/helpers/security.js';
 import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
 import { detailPaths, expectApiError, waitForReady } from '../../test/helpers/api-checks.js';
+import { loadSpec } from '../../contract/src/spec.js';
+import { createValidator } from '../../contract/src/validator.js';
 
 const MODEL = 'demo-tiny';
 const PASSWORD = 'a-long-guest-password-1';
@@ -262,6 +264,19 @@ describe('inference on demo-tiny', () => {
     expectApiError(await infer({ prompt: 'hi', max_tokens: 0 }), 400, 'VALIDATION_ERROR');
     expectApiError(await infer({ prompt: 'hi', temperature: 3 }), 400, 'VALIDATION_ERROR');
     expectApiError(await infer({ prompt: 'hi', unknown_field: 1 }), 400, 'VALIDATION_ERROR');
+  });
+
+  it("the spec's JSON Schema says the same: exactly one of prompt and messages", async () => {
+    const spec = loadSpec();
+    const validator = createValidator(spec);
+    const schema = spec.document.components.schemas.InferenceRequest;
+    const messages = [{ role: 'user', content: 'hi' }];
+    expect(validator.valid(schema, { model: MODEL, prompt: 'hi' })).toBe(true);
+    expect(validator.valid(schema, { model: MODEL, messages })).toBe(true);
+    for (const body of [{ model: MODEL, prompt: 'hi', messages }, { model: MODEL }]) {
+      expect(validator.valid(schema, body)).toBe(false);
+      expectApiError(await infer(body), 400, 'VALIDATION_ERROR');
+    }
   });
 
   it('an unknown model is 404 NOT_FOUND, sync and streamed', async () => {

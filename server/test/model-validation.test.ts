@@ -10,6 +10,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getLlama } from 'node-llama-cpp';
 import { GGML_TYPES, readGgufInfo, GgufFormatError } from '../src/engine/gguf-reader.js';
+import { GgmlType, gguf, writeGguf } from '../src/engine/gguf-writer.js';
+import { checkModelFile } from '../src/engine/model-catalog.js';
 import { expectApiError } from '../../test/helpers/api-checks.js';
 import { buildGguf } from '../../test/helpers/gguf-builder.js';
 import { createApiKey } from '../../test/helpers/security.js';
@@ -71,6 +73,20 @@ describe('GGUF validation (reader)', () => {
   });
 });
 
+it('a context length that is no count (negative, fractional) is reported as null, never as given', async () => {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'inferno-ctx-'));
+  try {
+    const tensors = [{ name: 'token_embd.weight', dims: [32, 4], type: GgmlType.F32, data: () => [new Float32Array(128)] }];
+    for (const [name, value, expected] of [['negative', gguf.i32(-5), null], ['fraction', gguf.f32(1.5), null], ['count', gguf.u32(2048), 2048]] as const) {
+      const file = path.join(root, `${name}.gguf`);
+      await writeGguf(file, { 'general.architecture': gguf.string('llama'), 'llama.context_length': value }, tensors);
+      expect(await checkModelFile(file), name).toMatchObject({ valid: true, contextLength: expected });
+    }
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
 describe('hostile GGUF files over HTTP', () => {
   let server: TestServer;
   let token: string;
@@ -96,6 +112,14 @@ describe('hostile GGUF files over HTTP', () => {
   afterAll(async () => {
     await server?.close();
     rmSync(root, { recursive: true, force: true });
+  });
+
+  it("a header's architecture longer than the spec's bound is listed cut to it", async () => {
+    expect((await upload('long-arch', buildGguf({ architecture: 'a'.repeat(5000) }))).status).toBe(201);
+    const model = await call(server.url, 'GET', '/api/v1/models/long-arch', { token });
+    expect(model.status).toBe(200);
+    expect(model.body.architecture).toMatch(/^a{127}…$/);
+    expect((await call(server.url, 'DELETE', '/api/v1/models/long-arch', { token })).status).toBe(204);
   });
 
   it('a dir of only an invalid file still gets the demo model; the file is reported at start and listed invalid', async () => {

@@ -23,7 +23,7 @@ export type ErrorCode = 'VALIDATION_ERROR' | 'AUTHENTICATION_FAILED' | 'PERMISSI
 
 export type ValidationIssue = {
     /**
-     * Where the problem is, e.g. `body.permissions[1]` or `query.user_id`.
+     * Where the problem is, e.g. `body.permissions[1]` or `query.user_id`; a longer one is cut.
      */
     path: string;
     message: string;
@@ -91,7 +91,7 @@ export type Readiness = {
         engine: boolean;
     };
     /**
-     * This replica's id (`[server] replica_id`, default host name and process id), as in its log lines.
+     * This replica's id (`[server] replica_id`, default host name and process id, cut to 128 characters), as in its log lines.
      */
     replica_id: string;
     /**
@@ -168,6 +168,9 @@ export type UpdateUserRequest = {
     disabled?: boolean;
 };
 
+/**
+ * The nine fields below; `CreatedApiKey` adds `key`.
+ */
 export type ApiKey = {
     id: Id;
     name: string;
@@ -241,7 +244,7 @@ export type Model = {
      */
     invalid_reason: string | null;
     /**
-     * From the GGUF header (`general.architecture`).
+     * From the GGUF header (`general.architecture`), cut at 128 characters.
      */
     architecture?: string | null;
     /**
@@ -270,15 +273,24 @@ export type AuditEntry = {
     outcome: 'success' | 'failure' | 'denied';
     actor_user_id: string | null;
     actor_key_id: string | null;
+    /**
+     * An id, a username, a config section list or a method and path (cut at 200 characters).
+     */
     target: string | null;
     ip: string | null;
     request_id: string | null;
+    /**
+     * A few fields the server writes for the action (never secrets; key names redacted).
+     */
     details: {
         [key: string]: unknown;
     } | null;
 };
 
 export type AuditLogPage = {
+    /**
+     * At most `limit` entries.
+     */
     data: Array<AuditEntry>;
     /**
      * Pass as `cursor` for the next (older) page; null on the last page.
@@ -298,7 +310,7 @@ export type MetricsDistribution = {
 };
 
 /**
- * Counts per label value.
+ * Counts per label value (a label takes at most a few hundred values, e.g. the three-digit status codes).
  */
 export type CountsByLabel = {
     [key: string]: number;
@@ -338,6 +350,9 @@ export type MetricsSummary = {
         time_to_first_token_ms: MetricsDistribution;
         time_per_output_token_ms: MetricsDistribution;
         generation_duration_ms: MetricsDistribution;
+        /**
+         * Per model (the first 64 model ids seen, then `other`).
+         */
         models: Array<{
             /**
              * A model id, or `other` beyond the label cap.
@@ -430,7 +445,7 @@ export type ConfigView = {
         tls: {
             cert?: string | null;
             key?: string | null;
-            min_version?: string;
+            min_version?: 'TLSv1.2' | 'TLSv1.3';
             [key: string]: unknown;
         };
         [key: string]: unknown;
@@ -485,7 +500,7 @@ export type ConfigView = {
         [key: string]: unknown;
     };
     logging: {
-        level?: string;
+        level?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
         [key: string]: unknown;
     };
     cache: {
@@ -616,7 +631,7 @@ export type ToolCall = {
 };
 
 /**
- * Exactly one of `prompt` and `messages`.
+ * Exactly one of `prompt` and `messages`; both or neither is `400 VALIDATION_ERROR`.
  */
 export type InferenceRequest = {
     model: ModelId;
@@ -682,6 +697,9 @@ export type Timings = {
 export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'cancelled';
 
 export type InferenceResponse = {
+    /**
+     * `inf_` and 32 hex digits.
+     */
     id: string;
     object: 'inference';
     /**
@@ -690,7 +708,7 @@ export type InferenceResponse = {
     created: number;
     model: ModelId;
     /**
-     * The generated text (with `tool_calls`: what the model said before calling, often empty).
+     * The generated text, at most `max_tokens` tokens (with `tool_calls`: what the model said before calling, often empty).
      */
     text: string;
     /**
@@ -734,6 +752,9 @@ export type EmbeddingsRequest = {
 
 export type Embedding = {
     index: number;
+    /**
+     * The model's embedding size of float32 values (at most 65,536, the bound of `dimensions`).
+     */
     embedding: Array<number>;
 };
 
@@ -820,6 +841,9 @@ export type Job = {
 };
 
 export type JobPage = {
+    /**
+     * At most `limit` jobs.
+     */
     data: Array<Job>;
     /**
      * Pass as `cursor` for the next (older) page; null on the last page.
@@ -1192,6 +1216,9 @@ export type OpenAiCompletion = {
      */
     choices: Array<{
         index: number;
+        /**
+         * The generated text (with `echo`, after the prompt).
+         */
         text: string;
         /**
          * Null on the stream's chunks before the last.

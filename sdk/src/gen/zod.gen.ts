@@ -32,8 +32,8 @@ export const zErrorCode = z.enum([
 ]);
 
 export const zValidationIssue = z.object({
-    path: z.string(),
-    message: z.string()
+    path: z.string().max(512),
+    message: z.string().max(512)
 });
 
 /**
@@ -41,7 +41,7 @@ export const zValidationIssue = z.object({
  */
 export const zApiErrorBody = z.object({
     code: zErrorCode,
-    message: z.string(),
+    message: z.string().max(1024),
     details: z.union([
         z.array(zValidationIssue).max(20),
         z.record(z.string(), z.unknown())
@@ -82,8 +82,8 @@ export const zRole = z.enum([
 
 export const zHealth = z.object({
     status: z.enum(['ok']),
-    version: z.string(),
-    uptime_seconds: z.number().gte(0)
+    version: z.string().max(64),
+    uptime_seconds: z.number().gte(0).lte(9007199254740991)
 });
 
 export const zReadiness = z.object({
@@ -93,7 +93,7 @@ export const zReadiness = z.object({
         redis: z.boolean().optional(),
         engine: z.boolean()
     }),
-    replica_id: z.string(),
+    replica_id: z.string().max(128),
     backends: z.object({
         store: z.enum(['sqlite', 'postgres']),
         limits: z.enum(['memory', 'redis'])
@@ -106,15 +106,15 @@ export const zLoginRequest = z.object({
 });
 
 export const zTokenResponse = z.object({
-    token: z.string(),
+    token: z.string().max(4096),
     expires_at: zTimestamp
 });
 
 export const zUser = z.object({
     id: zId,
-    username: z.string(),
+    username: z.string().max(64),
     role: zRole,
-    permissions: z.array(zPermission),
+    permissions: z.array(zPermission).max(11),
     disabled: z.boolean(),
     created_at: zTimestamp,
     updated_at: zTimestamp
@@ -136,13 +136,16 @@ export const zUpdateUserRequest = z.object({
     disabled: z.boolean().optional()
 });
 
+/**
+ * The nine fields below; `CreatedApiKey` adds `key`.
+ */
 export const zApiKey = z.object({
     id: zId,
-    name: z.string(),
-    prefix: z.string(),
+    name: z.string().max(100),
+    prefix: z.string().max(12),
     user_id: zId,
-    permissions: z.array(zPermission),
-    rate_limit_per_minute: z.int().gte(1).nullable(),
+    permissions: z.array(zPermission).max(11),
+    rate_limit_per_minute: z.int().gte(1).lte(1000000).nullable(),
     created_at: zTimestamp,
     expires_at: zTimestamp.nullable(),
     last_used_at: zTimestamp.nullable()
@@ -151,13 +154,13 @@ export const zApiKey = z.object({
 export const zPrincipal = z.object({
     user: zUser,
     auth_method: z.enum(['jwt', 'api_key']),
-    permissions: z.array(zPermission),
+    permissions: z.array(zPermission).max(11),
     api_key: zApiKey.nullish(),
     token_expires_at: zTimestamp.nullish()
 });
 
 export const zCreatedApiKey = zApiKey.and(z.object({
-    key: z.string()
+    key: z.string().length(44)
 }));
 
 export const zApiKeyList = z.object({
@@ -174,15 +177,15 @@ export const zCreateApiKeyRequest = z.object({
 export const zModel = z.object({
     id: zModelId,
     object: z.enum(['model']),
-    size_bytes: z.int().gte(0),
+    size_bytes: z.int().gte(0).lte(9007199254740991),
     modified_at: zTimestamp,
     loaded: z.boolean(),
     state: z.enum(['available', 'invalid']),
-    invalid_reason: z.string().nullable(),
-    architecture: z.string().nullish(),
-    context_length: z.int().nullish(),
-    parameter_count: z.int().nullish(),
-    file_type: z.string().nullish()
+    invalid_reason: z.string().max(1024).nullable(),
+    architecture: z.string().max(128).nullish(),
+    context_length: z.int().gte(0).lte(9007199254740991).nullish(),
+    parameter_count: z.int().gte(0).lte(9007199254740991).nullish(),
+    file_type: z.string().max(64).nullish()
 });
 
 export const zModelList = z.object({
@@ -191,97 +194,97 @@ export const zModelList = z.object({
 });
 
 export const zAuditEntry = z.object({
-    id: z.int(),
+    id: z.int().gte(1).lte(9007199254740991),
     time: zTimestamp,
-    action: z.string(),
+    action: z.string().max(64),
     outcome: z.enum([
         'success',
         'failure',
         'denied'
     ]),
-    actor_user_id: z.string().nullable(),
-    actor_key_id: z.string().nullable(),
-    target: z.string().nullable(),
-    ip: z.string().nullable(),
-    request_id: z.string().nullable(),
+    actor_user_id: z.string().max(36).nullable(),
+    actor_key_id: z.string().max(36).nullable(),
+    target: z.string().max(256).nullable(),
+    ip: z.string().max(64).nullable(),
+    request_id: z.string().max(128).nullable(),
     details: z.record(z.string(), z.unknown()).nullable()
 });
 
 export const zAuditLogPage = z.object({
-    data: z.array(zAuditEntry),
-    next_cursor: z.string().nullable()
+    data: z.array(zAuditEntry).max(500),
+    next_cursor: z.string().max(20).nullable()
 });
 
 /**
  * A histogram in milliseconds; quantiles estimated from its buckets.
  */
 export const zMetricsDistribution = z.object({
-    count: z.int(),
-    sum: z.number(),
-    p50: z.number(),
-    p95: z.number(),
-    p99: z.number()
+    count: z.int().gte(0).lte(9007199254740991),
+    sum: z.number().gte(0).lte(1e+300),
+    p50: z.number().gte(0).lte(1e+300),
+    p95: z.number().gte(0).lte(1e+300),
+    p99: z.number().gte(0).lte(1e+300)
 });
 
 /**
- * Counts per label value.
+ * Counts per label value (a label takes at most a few hundred values, e.g. the three-digit status codes).
  */
-export const zCountsByLabel = z.record(z.string(), z.int());
+export const zCountsByLabel = z.record(z.string(), z.int().gte(0).lte(9007199254740991));
 
 export const zMetricsSummary = z.object({
-    uptime_seconds: z.number(),
-    requests_total: z.int(),
-    requests_in_flight: z.int(),
+    uptime_seconds: z.number().gte(0).lte(9007199254740991),
+    requests_total: z.int().gte(0).lte(9007199254740991),
+    requests_in_flight: z.int().gte(0).lte(9007199254740991),
     responses_by_status: zCountsByLabel,
-    rate_limited_total: z.int(),
-    authentication_failures_total: z.int(),
+    rate_limited_total: z.int().gte(0).lte(9007199254740991),
+    authentication_failures_total: z.int().gte(0).lte(9007199254740991),
     request_duration_ms: zMetricsDistribution,
     inference: z.object({
-        requests_total: z.int(),
-        prompt_tokens_total: z.int(),
-        generated_tokens_total: z.int(),
-        cancelled_total: z.int(),
-        stream_failures_total: z.int(),
+        requests_total: z.int().gte(0).lte(9007199254740991),
+        prompt_tokens_total: z.int().gte(0).lte(9007199254740991),
+        generated_tokens_total: z.int().gte(0).lte(9007199254740991),
+        cancelled_total: z.int().gte(0).lte(9007199254740991),
+        stream_failures_total: z.int().gte(0).lte(9007199254740991),
         by_finish_reason: zCountsByLabel,
         by_api: zCountsByLabel,
         time_to_first_token_ms: zMetricsDistribution,
         time_per_output_token_ms: zMetricsDistribution,
         generation_duration_ms: zMetricsDistribution,
         models: z.array(z.object({
-            model: z.string(),
-            requests_total: z.int(),
-            prompt_tokens_total: z.int(),
-            generated_tokens_total: z.int()
-        }))
+            model: z.string().max(128),
+            requests_total: z.int().gte(0).lte(9007199254740991),
+            prompt_tokens_total: z.int().gte(0).lte(9007199254740991),
+            generated_tokens_total: z.int().gte(0).lte(9007199254740991)
+        })).max(65)
     }),
     engine: z.object({
-        models_loaded: z.int(),
-        queue_depth: z.int(),
-        sequences_busy: z.int(),
-        sequences_total: z.int(),
+        models_loaded: z.int().gte(0).lte(9007199254740991),
+        queue_depth: z.int().gte(0).lte(9007199254740991),
+        sequences_busy: z.int().gte(0).lte(9007199254740991),
+        sequences_total: z.int().gte(0).lte(9007199254740991),
         queue_wait_ms: zMetricsDistribution,
-        model_loads_total: z.int(),
-        model_load_failures_total: z.int(),
-        embedding_requests_total: z.int()
+        model_loads_total: z.int().gte(0).lte(9007199254740991),
+        model_load_failures_total: z.int().gte(0).lte(9007199254740991),
+        embedding_requests_total: z.int().gte(0).lte(9007199254740991)
     }),
     security: z.object({
         authentication_failures_by_kind: zCountsByLabel,
         rate_limited_by_principal: zCountsByLabel,
-        login_lockouts_total: z.int()
+        login_lockouts_total: z.int().gte(0).lte(9007199254740991)
     }),
     cache: z.object({
-        hits_total: z.int(),
-        misses_total: z.int(),
-        entries: z.int(),
-        bytes: z.int()
+        hits_total: z.int().gte(0).lte(9007199254740991),
+        misses_total: z.int().gte(0).lte(9007199254740991),
+        entries: z.int().gte(0).lte(9007199254740991),
+        bytes: z.int().gte(0).lte(9007199254740991)
     }),
     jobs: z.object({
-        queued: z.int(),
-        running: z.int(),
-        succeeded: z.int(),
-        failed: z.int(),
-        cancelled: z.int(),
-        items_processed_total: z.int()
+        queued: z.int().gte(0).lte(9007199254740991),
+        running: z.int().gte(0).lte(9007199254740991),
+        succeeded: z.int().gte(0).lte(9007199254740991),
+        failed: z.int().gte(0).lte(9007199254740991),
+        cancelled: z.int().gte(0).lte(9007199254740991),
+        items_processed_total: z.int().gte(0).lte(9007199254740991)
     })
 });
 
@@ -291,12 +294,12 @@ export const zMetricsSummary = z.object({
 export const zUsageRow = z.object({
     user_id: zId.nullable(),
     key_id: zId.nullable(),
-    model: z.string().nullable(),
-    day: z.iso.date().nullable(),
-    requests: z.int(),
-    prompt_tokens: z.int(),
-    completion_tokens: z.int(),
-    total_tokens: z.int()
+    model: z.string().max(128).nullable(),
+    day: z.iso.date().max(10).nullable(),
+    requests: z.int().gte(0).lte(9007199254740991),
+    prompt_tokens: z.int().gte(0).lte(9007199254740991),
+    completion_tokens: z.int().gte(0).lte(9007199254740991),
+    total_tokens: z.int().gte(0).lte(9007199254740991)
 });
 
 export const zUsageReport = z.object({
@@ -305,7 +308,7 @@ export const zUsageReport = z.object({
         'key',
         'model',
         'day'
-    ])),
+    ])).max(4),
     data: z.array(zUsageRow)
 });
 
@@ -317,60 +320,68 @@ export const zUsageReport = z.object({
  */
 export const zConfigView = z.object({
     server: z.object({
-        host: z.string(),
-        port: z.int(),
+        host: z.string().max(253),
+        port: z.int().gte(0).lte(65535),
         cors_origins: z.array(z.string()),
         cors_methods: z.array(z.string()),
         cors_headers: z.array(z.string()),
         trust_proxy: z.boolean(),
         tls: z.object({
-            cert: z.string().nullish(),
-            key: z.string().nullish(),
-            min_version: z.string().optional()
+            cert: z.string().max(4096).nullish(),
+            key: z.string().max(4096).nullish(),
+            min_version: z.enum(['TLSv1.2', 'TLSv1.3']).optional()
         })
     }),
     auth: z.object({
-        jwt_secret: z.string().nullish(),
-        token_ttl_seconds: z.int(),
-        admin_password: z.string().nullish(),
-        login_max_failures: z.int(),
-        login_lockout_seconds: z.int()
+        jwt_secret: z.string().max(5).nullish(),
+        token_ttl_seconds: z.int().gte(1).lte(9007199254740991),
+        admin_password: z.string().max(5).nullish(),
+        login_max_failures: z.int().gte(1).lte(9007199254740991),
+        login_lockout_seconds: z.int().gte(1).lte(9007199254740991)
     }),
     rate_limit: z.object({
         enabled: z.boolean(),
-        requests_per_minute: z.int(),
-        window_seconds: z.int().optional()
+        requests_per_minute: z.int().gte(1).lte(9007199254740991),
+        window_seconds: z.int().gte(1).lte(3600).optional()
     }),
     idempotency: z.object({
-        ttl_seconds: z.int().optional(),
-        max_keys_per_principal: z.int().optional()
+        ttl_seconds: z.int().gte(60).lte(604800).optional(),
+        max_keys_per_principal: z.int().gte(1).lte(1000000).optional()
     }),
     limits: z.object({
-        max_body_bytes: z.int().optional(),
-        max_prompt_chars: z.int().optional()
+        max_body_bytes: z.int().gte(1).lte(9007199254740991).optional(),
+        max_prompt_chars: z.int().gte(1).lte(9007199254740991).optional()
     }),
     models: z.object({
-        dir: z.string().optional(),
-        max_loaded: z.int().optional(),
-        max_upload_bytes: z.int().optional()
+        dir: z.string().max(4096).optional(),
+        max_loaded: z.int().gte(1).lte(9007199254740991).optional(),
+        max_upload_bytes: z.int().gte(1).lte(9007199254740991).optional()
     }),
     engine: z.object({
-        threads: z.int().optional(),
-        parallel: z.int().optional(),
-        sequences_per_context: z.int().optional(),
-        context_size: z.int().optional(),
-        max_queue: z.int().optional(),
-        batch_size: z.int().optional()
+        threads: z.int().gte(1).lte(9007199254740991).optional(),
+        parallel: z.int().gte(1).lte(9007199254740991).optional(),
+        sequences_per_context: z.int().gte(1).lte(9007199254740991).optional(),
+        context_size: z.int().gte(1).lte(9007199254740991).optional(),
+        max_queue: z.int().gte(1).lte(9007199254740991).optional(),
+        batch_size: z.int().gte(1).lte(9007199254740991).optional()
     }),
     storage: z.object({
-        data_dir: z.string().optional()
+        data_dir: z.string().max(4096).optional()
     }),
     logging: z.object({
-        level: z.string().optional()
+        level: z.enum([
+            'fatal',
+            'error',
+            'warn',
+            'info',
+            'debug',
+            'trace',
+            'silent'
+        ]).optional()
     }),
     cache: z.object({
         enabled: z.boolean().optional(),
-        max_entries: z.int().optional()
+        max_entries: z.int().gte(1).lte(1000000).optional()
     })
 });
 
@@ -489,7 +500,7 @@ export const zChatMessage = z.object({
 });
 
 /**
- * Exactly one of `prompt` and `messages`.
+ * Exactly one of `prompt` and `messages`; both or neither is `400 VALIDATION_ERROR`.
  */
 export const zInferenceRequest = z.object({
     model: zModelId,
@@ -512,17 +523,17 @@ export const zInferenceRequest = z.object({
 });
 
 export const zUsage = z.object({
-    prompt_tokens: z.int(),
-    completion_tokens: z.int(),
-    total_tokens: z.int()
+    prompt_tokens: z.int().gte(0).lte(9007199254740991),
+    completion_tokens: z.int().gte(0).lte(32768),
+    total_tokens: z.int().gte(0).lte(9007199254740991)
 });
 
 export const zTimings = z.object({
-    queued_ms: z.number(),
-    prompt_ms: z.number(),
-    generation_ms: z.number(),
-    total_ms: z.number(),
-    tokens_per_second: z.number()
+    queued_ms: z.number().gte(0).lte(9007199254740991),
+    prompt_ms: z.number().gte(0).lte(9007199254740991),
+    generation_ms: z.number().gte(0).lte(9007199254740991),
+    total_ms: z.number().gte(0).lte(9007199254740991),
+    tokens_per_second: z.number().gte(0).lte(9007199254740991)
 });
 
 /**
@@ -536,12 +547,12 @@ export const zFinishReason = z.enum([
 ]);
 
 export const zInferenceResponse = z.object({
-    id: z.string(),
+    id: z.string().max(36),
     object: z.enum(['inference']),
-    created: z.int(),
+    created: z.int().gte(0).lte(253402300799),
     model: zModelId,
-    text: z.string(),
-    tool_calls: z.array(zToolCall).optional(),
+    text: z.string().max(10000000),
+    tool_calls: z.array(zToolCall).max(8).optional(),
     finish_reason: zFinishReason,
     usage: zUsage,
     timings: zTimings
@@ -551,16 +562,16 @@ export const zInferenceResponse = z.object({
  * The data of an `event: token` in a stream.
  */
 export const zInferenceTokenEvent = z.object({
-    text: z.string()
+    text: z.string().max(10000000)
 });
 
 /**
  * The data of the final `event: done` in a stream.
  */
 export const zInferenceDoneEvent = z.object({
-    id: z.string(),
+    id: z.string().max(36),
     model: zModelId,
-    tool_calls: z.array(zToolCall).optional(),
+    tool_calls: z.array(zToolCall).max(8).optional(),
     finish_reason: zFinishReason,
     usage: zUsage,
     timings: zTimings
@@ -575,17 +586,17 @@ export const zEmbeddingsRequest = z.object({
 });
 
 export const zEmbedding = z.object({
-    index: z.int(),
-    embedding: z.array(z.number())
+    index: z.int().gte(0).lte(255),
+    embedding: z.array(z.number().gte(-3.4028234663852886e+38).lte(3.4028234663852886e+38)).max(65536)
 });
 
 export const zEmbeddingsResponse = z.object({
     object: z.enum(['list']),
     model: zModelId,
-    data: z.array(zEmbedding),
+    data: z.array(zEmbedding).max(256),
     usage: z.object({
-        prompt_tokens: z.int(),
-        total_tokens: z.int()
+        prompt_tokens: z.int().gte(0).lte(9007199254740991),
+        total_tokens: z.int().gte(0).lte(9007199254740991)
     })
 });
 
@@ -617,7 +628,7 @@ export const zJobResultStatus = z.enum([
 ]);
 
 export const zJobResult = z.object({
-    index: z.int().gte(0),
+    index: z.int().gte(0).lte(99),
     status: zJobResultStatus,
     response: zInferenceResponse.optional(),
     error: zApiErrorBody.optional()
@@ -627,34 +638,34 @@ export const zJob = z.object({
     id: zId,
     status: zJobStatus,
     created_at: zTimestamp,
-    started_at: z.iso.datetime().nullable(),
-    finished_at: z.iso.datetime().nullable(),
+    started_at: z.iso.datetime().max(64).nullable(),
+    finished_at: z.iso.datetime().max(64).nullable(),
     user_id: zId,
-    name: z.string().nullable(),
-    total: z.int(),
-    completed: z.int(),
-    failed: z.int(),
-    results: z.array(zJobResult)
+    name: z.string().max(128).nullable(),
+    total: z.int().gte(1).lte(100),
+    completed: z.int().gte(0).lte(100),
+    failed: z.int().gte(0).lte(100),
+    results: z.array(zJobResult).max(100)
 });
 
 export const zJobPage = z.object({
-    data: z.array(zJob),
-    next_cursor: z.string().nullable()
+    data: z.array(zJob).max(100),
+    next_cursor: z.string().max(20).nullable()
 });
 
 export const zLoadedModelStats = z.object({
     model: zModelId,
-    busy: z.int(),
-    waiting: z.int(),
-    sequences: z.int()
+    busy: z.int().gte(0).lte(9007199254740991),
+    waiting: z.int().gte(0).lte(9007199254740991),
+    sequences: z.int().gte(0).lte(9007199254740991)
 });
 
 export const zCacheStats = z.object({
     enabled: z.boolean(),
-    entries: z.int().gte(0),
-    max_entries: z.int().gte(1),
-    hits: z.int(),
-    misses: z.int(),
+    entries: z.int().gte(0).lte(1000000),
+    max_entries: z.int().gte(1).lte(1000000),
+    hits: z.int().gte(0).lte(9007199254740991),
+    misses: z.int().gte(0).lte(9007199254740991),
     hit_rate: z.number().gte(0).lte(1),
     loaded_models: z.array(zLoadedModelStats)
 });
@@ -664,7 +675,7 @@ export const zCacheStats = z.object({
  */
 export const zOpenAiErrorResponse = z.object({
     error: z.object({
-        message: z.string(),
+        message: z.string().max(32768),
         type: z.enum([
             'invalid_request_error',
             'authentication_error',
@@ -673,15 +684,15 @@ export const zOpenAiErrorResponse = z.object({
             'rate_limit_error',
             'server_error'
         ]),
-        param: z.string().nullable(),
-        code: z.string().nullable()
+        param: z.string().max(512).nullable(),
+        code: z.string().max(64).nullable()
     })
 });
 
 export const zOpenAiModel = z.object({
     id: zModelId,
     object: z.enum(['model']),
-    created: z.int(),
+    created: z.int().gte(0).lte(253402300799),
     owned_by: z.enum(['inferno'])
 });
 
@@ -691,9 +702,9 @@ export const zOpenAiModelList = z.object({
 });
 
 export const zOpenAiUsage = z.object({
-    prompt_tokens: z.int(),
-    completion_tokens: z.int(),
-    total_tokens: z.int()
+    prompt_tokens: z.int().gte(0).lte(9007199254740991),
+    completion_tokens: z.int().gte(0).lte(9007199254740991),
+    total_tokens: z.int().gte(0).lte(9007199254740991)
 });
 
 /**
@@ -833,21 +844,21 @@ export const zOpenAiChatCompletionRequest = zOpenAiGenerationOptions.and(z.objec
 }));
 
 export const zOpenAiChatCompletion = z.object({
-    id: z.string(),
+    id: z.string().max(41),
     object: z.enum(['chat.completion']),
-    created: z.int(),
+    created: z.int().gte(0).lte(253402300799),
     model: zModelId,
     choices: z.array(z.object({
-        index: z.int(),
+        index: z.int().gte(0).lte(127),
         message: z.object({
             role: z.enum(['assistant']),
-            content: z.string().nullable(),
+            content: z.string().max(10000000).nullable(),
             refusal: z.null(),
-            tool_calls: z.array(zOpenAiToolCall).optional()
+            tool_calls: z.array(zOpenAiToolCall).max(8).optional()
         }),
         finish_reason: zOpenAiFinishReason,
         logprobs: z.null()
-    })),
+    })).max(128),
     usage: zOpenAiUsage
 });
 
@@ -855,28 +866,28 @@ export const zOpenAiChatCompletion = z.object({
  * The data of one event of a chat completion stream.
  */
 export const zOpenAiChatCompletionChunk = z.object({
-    id: z.string(),
+    id: z.string().max(41),
     object: z.enum(['chat.completion.chunk']),
-    created: z.int(),
+    created: z.int().gte(0).lte(253402300799),
     model: zModelId,
     choices: z.array(z.object({
-        index: z.int(),
+        index: z.int().gte(0).lte(127),
         delta: z.object({
             role: z.enum(['assistant']).optional(),
-            content: z.string().nullish(),
+            content: z.string().max(10000000).nullish(),
             tool_calls: z.array(z.object({
-                index: z.int(),
-                id: z.string().optional(),
+                index: z.int().gte(0).lte(7),
+                id: z.string().max(256).optional(),
                 type: z.enum(['function']).optional(),
                 function: z.object({
-                    name: z.string().optional(),
-                    arguments: z.string().optional()
+                    name: z.string().max(64).optional(),
+                    arguments: z.string().max(10000000).optional()
                 }).optional()
-            })).optional()
+            })).max(8).optional()
         }),
         finish_reason: zOpenAiFinishReason.nullable(),
         logprobs: z.null()
-    })),
+    })).max(1),
     usage: zOpenAiUsage.nullish()
 });
 
@@ -896,16 +907,16 @@ export const zOpenAiCompletionRequest = zOpenAiGenerationOptions.and(z.object({
  * A text completion, or (in a stream) one chunk of it.
  */
 export const zOpenAiCompletion = z.object({
-    id: z.string(),
+    id: z.string().max(37),
     object: z.enum(['text_completion']),
-    created: z.int(),
+    created: z.int().gte(0).lte(253402300799),
     model: zModelId,
     choices: z.array(z.object({
-        index: z.int(),
-        text: z.string(),
+        index: z.int().gte(0).lte(16383),
+        text: z.string().max(20000000),
         finish_reason: zOpenAiFinishReason.nullable(),
         logprobs: z.null()
-    })),
+    })).max(16384),
     usage: zOpenAiUsage.nullish()
 });
 
@@ -926,16 +937,16 @@ export const zOpenAiEmbeddingList = z.object({
     object: z.enum(['list']),
     data: z.array(z.object({
         object: z.enum(['embedding']),
-        index: z.int(),
+        index: z.int().gte(0).lte(255),
         embedding: z.union([
-            z.array(z.number()),
-            z.string()
+            z.array(z.number().gte(-3.4028234663852886e+38).lte(3.4028234663852886e+38)).max(65536),
+            z.string().max(349528)
         ])
-    })),
+    })).max(256),
     model: zModelId,
     usage: z.object({
-        prompt_tokens: z.int(),
-        total_tokens: z.int()
+        prompt_tokens: z.int().gte(0).lte(9007199254740991),
+        total_tokens: z.int().gte(0).lte(9007199254740991)
     })
 });
 

@@ -2,7 +2,14 @@ import type { RequestOptions } from '../core/options.js';
 import type { APIPromise, PagePromise } from '../core/response.js';
 import { cancelJob, createJob, getJob, listJobs } from '../gen/sdk.gen.js';
 import type { CreateJobRequest, Job, ListJobsData } from '../gen/types.gen.js';
+import type { InferenceParams } from './inference.js';
 import { Resource } from './resource.js';
+
+/**
+ * The request of {@link JobsResource.create}: each request is one of `POST /api/v1/inference`
+ * (exactly one of `prompt` and `messages`, as {@link InferenceParams} says), never streamed.
+ */
+export type CreateJobParams = Omit<CreateJobRequest, 'requests'> & { requests: (InferenceParams & { stream?: false })[] };
 
 /** Batches of inference requests run in the background (`/api/v1/jobs`). */
 export class JobsResource extends Resource {
@@ -10,7 +17,7 @@ export class JobsResource extends Resource {
    * Queues a batch (needs `run_inference`); resolves once it is accepted, not when it is done.
    * Sent with an `Idempotency-Key`, so a retry never queues it twice.
    */
-  create(request: CreateJobRequest, options?: RequestOptions): APIPromise<Job> {
+  create(request: CreateJobParams, options?: RequestOptions): APIPromise<Job> {
     return this.transport.send('createJob', (o) => createJob({ ...o, body: request }), options);
   }
 

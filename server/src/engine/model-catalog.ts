@@ -4,6 +4,10 @@ import path from 'node:path';
 import type { Model } from '../gen/types.gen.js';
 import { GgufFormatError, readGgufInfo } from './gguf-reader.js';
 
+// A header's metadata may hold any number: only a count is reported as one.
+const isCount = (value: number | undefined): value is number => value !== undefined && Number.isSafeInteger(value) && value >= 0;
+const clip = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
+
 /**
  * A model id is a file name without `.gguf` (the spec's `ModelId`): no separator, and a first
  * character that is neither a dot nor a dash, so it can never walk a path or be a hidden file.
@@ -23,7 +27,7 @@ export type ModelFileCheck =
 export async function checkModelFile(file: string): Promise<ModelFileCheck> {
   try {
     const info = await readGgufInfo(file);
-    return { valid: true, architecture: info.architecture ?? null, contextLength: info.contextLength ?? null, parameterCount: info.parameterCount, fileType: info.fileType ?? null };
+    return { valid: true, architecture: info.architecture ?? null, contextLength: isCount(info.contextLength) ? info.contextLength : null, parameterCount: info.parameterCount, fileType: info.fileType ?? null };
   } catch (error) {
     if (error instanceof GgufFormatError) return { valid: false, reason: error.message };
     return { valid: false, reason: `The file could not be read (${(error as NodeJS.ErrnoException).code ?? 'I/O error'})` };
@@ -142,8 +146,9 @@ export class ModelCatalog {
       modified_at: stats.mtime.toISOString(),
       loaded: this.isLoaded(id),
       state: check.valid ? 'available' : 'invalid',
-      invalid_reason: check.valid ? null : check.reason,
-      architecture: check.valid ? check.architecture : null,
+      // Both may come from the file's own bytes: cut to the spec's bounds.
+      invalid_reason: check.valid ? null : clip(check.reason, 1024),
+      architecture: check.valid && check.architecture !== null ? clip(check.architecture, 128) : null,
       context_length: check.valid ? check.contextLength : null,
       parameter_count: check.valid ? check.parameterCount : null,
       file_type: check.valid ? check.fileType : null,

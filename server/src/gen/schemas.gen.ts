@@ -46,6 +46,7 @@ export const ErrorCodeSchema = {
 
 export const ValidationIssueSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'path',
         'message'
@@ -53,16 +54,19 @@ export const ValidationIssueSchema = {
     properties: {
         path: {
             type: 'string',
-            description: 'Where the problem is, e.g. `body.permissions[1]` or `query.user_id`.'
+            maxLength: 512,
+            description: 'Where the problem is, e.g. `body.permissions[1]` or `query.user_id`; a longer one is cut.'
         },
         message: {
-            type: 'string'
+            type: 'string',
+            maxLength: 512
         }
     }
 } as const;
 
 export const ApiErrorSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'error'
     ],
@@ -75,6 +79,7 @@ export const ApiErrorSchema = {
 
 export const ApiErrorBodySchema = {
     type: 'object',
+    additionalProperties: false,
     description: 'What went wrong; the `error` of an `ApiError`.',
     required: [
         'code',
@@ -87,6 +92,7 @@ export const ApiErrorBodySchema = {
         },
         message: {
             type: 'string',
+            maxLength: 1024,
             description: 'Human-readable; never contains credentials or internals.'
         },
         details: {
@@ -104,7 +110,8 @@ export const ApiErrorBodySchema = {
                 },
                 {
                     type: 'object',
-                    additionalProperties: true
+                    additionalProperties: true,
+                    maxProperties: 16
                 }
             ]
         }
@@ -141,6 +148,7 @@ export const RoleSchema = {
 
 export const HealthSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'status',
         'version',
@@ -154,17 +162,20 @@ export const HealthSchema = {
             ]
         },
         version: {
-            type: 'string'
+            type: 'string',
+            maxLength: 64
         },
         uptime_seconds: {
             type: 'number',
-            minimum: 0
+            minimum: 0,
+            maximum: 9007199254740991
         }
     }
 } as const;
 
 export const ReadinessSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'ready',
         'checks',
@@ -201,7 +212,8 @@ export const ReadinessSchema = {
         },
         replica_id: {
             type: 'string',
-            description: 'This replica\'s id (`[server] replica_id`, default host name and process id), as in its log lines.'
+            maxLength: 128,
+            description: 'This replica\'s id (`[server] replica_id`, default host name and process id, cut to 128 characters), as in its log lines.'
         },
         backends: {
             type: 'object',
@@ -256,6 +268,7 @@ export const LoginRequestSchema = {
 
 export const TokenResponseSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'token',
         'expires_at'
@@ -263,6 +276,7 @@ export const TokenResponseSchema = {
     properties: {
         token: {
             type: 'string',
+            maxLength: 4096,
             description: 'A JWT to send as `Authorization: Bearer <token>`.'
         },
         expires_at: {
@@ -273,6 +287,7 @@ export const TokenResponseSchema = {
 
 export const PrincipalSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'user',
         'auth_method',
@@ -291,6 +306,8 @@ export const PrincipalSchema = {
         },
         permissions: {
             type: 'array',
+            maxItems: 11,
+            uniqueItems: true,
             description: 'The permissions this request carries (an API key\'s, or the user\'s role\'s).',
             items: {
                 $ref: '#/components/schemas/Permission'
@@ -323,6 +340,7 @@ export const PrincipalSchema = {
 
 export const UserSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'id',
         'username',
@@ -337,13 +355,16 @@ export const UserSchema = {
             $ref: '#/components/schemas/Id'
         },
         username: {
-            type: 'string'
+            type: 'string',
+            maxLength: 64
         },
         role: {
             $ref: '#/components/schemas/Role'
         },
         permissions: {
             type: 'array',
+            maxItems: 11,
+            uniqueItems: true,
             items: {
                 $ref: '#/components/schemas/Permission'
             }
@@ -362,6 +383,7 @@ export const UserSchema = {
 
 export const UserListSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'data'
     ],
@@ -422,6 +444,8 @@ export const UpdateUserRequestSchema = {
 
 export const ApiKeySchema = {
     type: 'object',
+    maxProperties: 10,
+    description: 'The nine fields below; `CreatedApiKey` adds `key`.',
     required: [
         'id',
         'name',
@@ -438,10 +462,12 @@ export const ApiKeySchema = {
             $ref: '#/components/schemas/Id'
         },
         name: {
-            type: 'string'
+            type: 'string',
+            maxLength: 100
         },
         prefix: {
             type: 'string',
+            maxLength: 12,
             description: 'The key\'s first characters (`inf_` and 8 more), to recognise it.'
         },
         user_id: {
@@ -449,6 +475,8 @@ export const ApiKeySchema = {
         },
         permissions: {
             type: 'array',
+            maxItems: 11,
+            uniqueItems: true,
             items: {
                 $ref: '#/components/schemas/Permission'
             }
@@ -458,7 +486,8 @@ export const ApiKeySchema = {
             oneOf: [
                 {
                     type: 'integer',
-                    minimum: 1
+                    minimum: 1,
+                    maximum: 1000000
                 },
                 {
                     type: 'null'
@@ -493,6 +522,7 @@ export const ApiKeySchema = {
 } as const;
 
 export const CreatedApiKeySchema = {
+    unevaluatedProperties: false,
     allOf: [
         {
             $ref: '#/components/schemas/ApiKey'
@@ -505,6 +535,8 @@ export const CreatedApiKeySchema = {
             properties: {
                 key: {
                     type: 'string',
+                    minLength: 44,
+                    maxLength: 44,
                     description: 'The raw key (`inf_` + 40 base62 characters). Shown once.'
                 }
             }
@@ -514,6 +546,7 @@ export const CreatedApiKeySchema = {
 
 export const ApiKeyListSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'data'
     ],
@@ -567,6 +600,7 @@ export const CreateApiKeyRequestSchema = {
 
 export const ModelSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'id',
         'object',
@@ -588,7 +622,8 @@ export const ModelSchema = {
         },
         size_bytes: {
             type: 'integer',
-            minimum: 0
+            minimum: 0,
+            maximum: 9007199254740991
         },
         modified_at: {
             $ref: '#/components/schemas/Timestamp'
@@ -610,40 +645,48 @@ export const ModelSchema = {
                 'string',
                 'null'
             ],
+            maxLength: 1024,
             description: 'Why the file is invalid (e.g. a tensor\'s data runs past the end of the file); null when available.'
         },
         architecture: {
-            description: 'From the GGUF header (`general.architecture`).',
+            description: 'From the GGUF header (`general.architecture`), cut at 128 characters.',
             type: [
                 'string',
                 'null'
-            ]
+            ],
+            maxLength: 128
         },
         context_length: {
             description: 'The context length the model was trained with.',
             type: [
                 'integer',
                 'null'
-            ]
+            ],
+            minimum: 0,
+            maximum: 9007199254740991
         },
         parameter_count: {
             type: [
                 'integer',
                 'null'
-            ]
+            ],
+            minimum: 0,
+            maximum: 9007199254740991
         },
         file_type: {
             description: 'The quantization of most tensors, e.g. `Q8_0` or `F16`.',
             type: [
                 'string',
                 'null'
-            ]
+            ],
+            maxLength: 64
         }
     }
 } as const;
 
 export const ModelListSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'object',
         'data'
@@ -666,6 +709,7 @@ export const ModelListSchema = {
 
 export const AuditEntrySchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'id',
         'time',
@@ -680,13 +724,16 @@ export const AuditEntrySchema = {
     ],
     properties: {
         id: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 1,
+            maximum: 9007199254740991
         },
         time: {
             $ref: '#/components/schemas/Timestamp'
         },
         action: {
             type: 'string',
+            maxLength: 64,
             description: 'e.g. `auth.login`, `auth.logout`, `api_key.create`, `api_key.revoke`, `user.create`, `user.update`, `user.delete`, `config.update`, `job.create`, `job.cancel`, `cache.clear`, `permission.denied`, `rate_limit.refused`.'
         },
         outcome: {
@@ -701,44 +748,53 @@ export const AuditEntrySchema = {
             type: [
                 'string',
                 'null'
-            ]
+            ],
+            maxLength: 36
         },
         actor_key_id: {
             type: [
                 'string',
                 'null'
-            ]
+            ],
+            maxLength: 36
         },
         target: {
             type: [
                 'string',
                 'null'
-            ]
+            ],
+            maxLength: 256,
+            description: 'An id, a username, a config section list or a method and path (cut at 200 characters).'
         },
         ip: {
             type: [
                 'string',
                 'null'
-            ]
+            ],
+            maxLength: 64
         },
         request_id: {
             type: [
                 'string',
                 'null'
-            ]
+            ],
+            maxLength: 128
         },
         details: {
             type: [
                 'object',
                 'null'
             ],
-            additionalProperties: true
+            additionalProperties: true,
+            maxProperties: 16,
+            description: 'A few fields the server writes for the action (never secrets; key names redacted).'
         }
     }
 } as const;
 
 export const AuditLogPageSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'data',
         'next_cursor'
@@ -746,6 +802,8 @@ export const AuditLogPageSchema = {
     properties: {
         data: {
             type: 'array',
+            maxItems: 500,
+            description: 'At most `limit` entries.',
             items: {
                 $ref: '#/components/schemas/AuditEntry'
             }
@@ -755,13 +813,15 @@ export const AuditLogPageSchema = {
             type: [
                 'string',
                 'null'
-            ]
+            ],
+            maxLength: 20
         }
     }
 } as const;
 
 export const MetricsDistributionSchema = {
     type: 'object',
+    additionalProperties: false,
     description: 'A histogram in milliseconds; quantiles estimated from its buckets.',
     required: [
         'count',
@@ -772,33 +832,47 @@ export const MetricsDistributionSchema = {
     ],
     properties: {
         count: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991
         },
         sum: {
-            type: 'number'
+            type: 'number',
+            minimum: 0,
+            maximum: 1e+300
         },
         p50: {
-            type: 'number'
+            type: 'number',
+            minimum: 0,
+            maximum: 1e+300
         },
         p95: {
-            type: 'number'
+            type: 'number',
+            minimum: 0,
+            maximum: 1e+300
         },
         p99: {
-            type: 'number'
+            type: 'number',
+            minimum: 0,
+            maximum: 1e+300
         }
     }
 } as const;
 
 export const CountsByLabelSchema = {
     type: 'object',
-    description: 'Counts per label value.',
+    description: 'Counts per label value (a label takes at most a few hundred values, e.g. the three-digit status codes).',
+    maxProperties: 512,
     additionalProperties: {
-        type: 'integer'
+        type: 'integer',
+        minimum: 0,
+        maximum: 9007199254740991
     }
 } as const;
 
 export const MetricsSummarySchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'uptime_seconds',
         'requests_total',
@@ -815,30 +889,41 @@ export const MetricsSummarySchema = {
     ],
     properties: {
         uptime_seconds: {
-            type: 'number'
+            type: 'number',
+            minimum: 0,
+            maximum: 9007199254740991
         },
         requests_total: {
             type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991,
             description: 'Requests received: answered plus in flight.'
         },
         requests_in_flight: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991
         },
         responses_by_status: {
             $ref: '#/components/schemas/CountsByLabel',
             description: 'Count of responses per HTTP status code.'
         },
         rate_limited_total: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991
         },
         authentication_failures_total: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991
         },
         request_duration_ms: {
             $ref: '#/components/schemas/MetricsDistribution'
         },
         inference: {
             type: 'object',
+            additionalProperties: false,
             description: 'Generations run by the engine (cache hits are not generations).',
             required: [
                 'requests_total',
@@ -855,19 +940,29 @@ export const MetricsSummarySchema = {
             ],
             properties: {
                 requests_total: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 prompt_tokens_total: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 generated_tokens_total: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 cancelled_total: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 stream_failures_total: {
                     type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991,
                     description: 'Streams that ended with an error event after they opened.'
                 },
                 by_finish_reason: {
@@ -888,8 +983,11 @@ export const MetricsSummarySchema = {
                 },
                 models: {
                     type: 'array',
+                    maxItems: 65,
+                    description: 'Per model (the first 64 model ids seen, then `other`).',
                     items: {
                         type: 'object',
+                        additionalProperties: false,
                         required: [
                             'model',
                             'requests_total',
@@ -899,16 +997,23 @@ export const MetricsSummarySchema = {
                         properties: {
                             model: {
                                 type: 'string',
+                                maxLength: 128,
                                 description: 'A model id, or `other` beyond the label cap.'
                             },
                             requests_total: {
-                                type: 'integer'
+                                type: 'integer',
+                                minimum: 0,
+                                maximum: 9007199254740991
                             },
                             prompt_tokens_total: {
-                                type: 'integer'
+                                type: 'integer',
+                                minimum: 0,
+                                maximum: 9007199254740991
                             },
                             generated_tokens_total: {
-                                type: 'integer'
+                                type: 'integer',
+                                minimum: 0,
+                                maximum: 9007199254740991
                             }
                         }
                     }
@@ -917,6 +1022,7 @@ export const MetricsSummarySchema = {
         },
         engine: {
             type: 'object',
+            additionalProperties: false,
             required: [
                 'models_loaded',
                 'queue_depth',
@@ -929,34 +1035,49 @@ export const MetricsSummarySchema = {
             ],
             properties: {
                 models_loaded: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 queue_depth: {
                     type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991,
                     description: 'Generations waiting for a sequence now.'
                 },
                 sequences_busy: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 sequences_total: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 queue_wait_ms: {
                     $ref: '#/components/schemas/MetricsDistribution'
                 },
                 model_loads_total: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 model_load_failures_total: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 embedding_requests_total: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 }
             }
         },
         security: {
             type: 'object',
+            additionalProperties: false,
             required: [
                 'authentication_failures_by_kind',
                 'rate_limited_by_principal',
@@ -972,12 +1093,15 @@ export const MetricsSummarySchema = {
                     description: 'Rate-limit refusals by `api_key`, `user` or `ip`.'
                 },
                 login_lockouts_total: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 }
             }
         },
         cache: {
             type: 'object',
+            additionalProperties: false,
             required: [
                 'hits_total',
                 'misses_total',
@@ -986,21 +1110,30 @@ export const MetricsSummarySchema = {
             ],
             properties: {
                 hits_total: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 misses_total: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 entries: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 bytes: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 }
             }
         },
         jobs: {
             type: 'object',
+            additionalProperties: false,
             description: 'Jobs in the store by state, and job requests run since start.',
             required: [
                 'queued',
@@ -1012,22 +1145,34 @@ export const MetricsSummarySchema = {
             ],
             properties: {
                 queued: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 running: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 succeeded: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 failed: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 cancelled: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 items_processed_total: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 }
             }
         }
@@ -1036,6 +1181,7 @@ export const MetricsSummarySchema = {
 
 export const UsageRowSchema = {
     type: 'object',
+    additionalProperties: false,
     description: 'One group\'s usage. A dimension not grouped by is null; so is `key_id` for usage through a login session or a batch job.',
     required: [
         'user_id',
@@ -1072,7 +1218,8 @@ export const UsageRowSchema = {
             type: [
                 'string',
                 'null'
-            ]
+            ],
+            maxLength: 128
         },
         day: {
             type: [
@@ -1080,25 +1227,35 @@ export const UsageRowSchema = {
                 'null'
             ],
             format: 'date',
+            maxLength: 10,
             description: 'The UTC day, `YYYY-MM-DD`.'
         },
         requests: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991
         },
         prompt_tokens: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991
         },
         completion_tokens: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991
         },
         total_tokens: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991
         }
     }
 } as const;
 
 export const UsageReportSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'group_by',
         'data'
@@ -1106,6 +1263,8 @@ export const UsageReportSchema = {
     properties: {
         group_by: {
             type: 'array',
+            maxItems: 4,
+            uniqueItems: true,
             items: {
                 type: 'string',
                 enum: [
@@ -1129,6 +1288,7 @@ export const ConfigViewSchema = {
     type: 'object',
     description: 'The running configuration, in the TOML file\'s sections (see the README for each key);\nsecrets read `(set)` or null, unset optional values null. Sections and keys may be added\nin later versions.\n',
     additionalProperties: true,
+    maxProperties: 32,
     required: [
         'server',
         'auth',
@@ -1145,6 +1305,7 @@ export const ConfigViewSchema = {
         server: {
             type: 'object',
             additionalProperties: true,
+            maxProperties: 64,
             required: [
                 'host',
                 'port',
@@ -1156,10 +1317,13 @@ export const ConfigViewSchema = {
             ],
             properties: {
                 host: {
-                    type: 'string'
+                    type: 'string',
+                    maxLength: 253
                 },
                 port: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 65535
                 },
                 cors_origins: {
                     type: 'array',
@@ -1185,21 +1349,28 @@ export const ConfigViewSchema = {
                 tls: {
                     type: 'object',
                     additionalProperties: true,
+                    maxProperties: 16,
                     properties: {
                         cert: {
                             type: [
                                 'string',
                                 'null'
-                            ]
+                            ],
+                            maxLength: 4096
                         },
                         key: {
                             type: [
                                 'string',
                                 'null'
-                            ]
+                            ],
+                            maxLength: 4096
                         },
                         min_version: {
-                            type: 'string'
+                            type: 'string',
+                            enum: [
+                                'TLSv1.2',
+                                'TLSv1.3'
+                            ]
                         }
                     }
                 }
@@ -1208,6 +1379,7 @@ export const ConfigViewSchema = {
         auth: {
             type: 'object',
             additionalProperties: true,
+            maxProperties: 64,
             required: [
                 'token_ttl_seconds',
                 'login_max_failures',
@@ -1219,29 +1391,38 @@ export const ConfigViewSchema = {
                         'string',
                         'null'
                     ],
+                    maxLength: 5,
                     description: '`(set)` or null.'
                 },
                 token_ttl_seconds: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 9007199254740991
                 },
                 admin_password: {
                     type: [
                         'string',
                         'null'
                     ],
+                    maxLength: 5,
                     description: '`(set)` or null.'
                 },
                 login_max_failures: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 9007199254740991
                 },
                 login_lockout_seconds: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 9007199254740991
                 }
             }
         },
         rate_limit: {
             type: 'object',
             additionalProperties: true,
+            maxProperties: 64,
             required: [
                 'enabled',
                 'requests_per_minute'
@@ -1251,103 +1432,151 @@ export const ConfigViewSchema = {
                     type: 'boolean'
                 },
                 requests_per_minute: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 9007199254740991
                 },
                 window_seconds: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 3600
                 }
             }
         },
         idempotency: {
             type: 'object',
             additionalProperties: true,
+            maxProperties: 64,
             properties: {
                 ttl_seconds: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 60,
+                    maximum: 604800
                 },
                 max_keys_per_principal: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 1000000
                 }
             }
         },
         limits: {
             type: 'object',
             additionalProperties: true,
+            maxProperties: 64,
             properties: {
                 max_body_bytes: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 9007199254740991
                 },
                 max_prompt_chars: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 9007199254740991
                 }
             }
         },
         models: {
             type: 'object',
             additionalProperties: true,
+            maxProperties: 64,
             properties: {
                 dir: {
-                    type: 'string'
+                    type: 'string',
+                    maxLength: 4096
                 },
                 max_loaded: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 9007199254740991
                 },
                 max_upload_bytes: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 9007199254740991
                 }
             }
         },
         engine: {
             type: 'object',
             additionalProperties: true,
+            maxProperties: 64,
             properties: {
                 threads: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 9007199254740991
                 },
                 parallel: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 9007199254740991
                 },
                 sequences_per_context: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 9007199254740991
                 },
                 context_size: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 9007199254740991
                 },
                 max_queue: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 9007199254740991
                 },
                 batch_size: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 9007199254740991
                 }
             }
         },
         storage: {
             type: 'object',
             additionalProperties: true,
+            maxProperties: 64,
             properties: {
                 data_dir: {
-                    type: 'string'
+                    type: 'string',
+                    maxLength: 4096
                 }
             }
         },
         logging: {
             type: 'object',
             additionalProperties: true,
+            maxProperties: 64,
             properties: {
                 level: {
-                    type: 'string'
+                    type: 'string',
+                    enum: [
+                        'fatal',
+                        'error',
+                        'warn',
+                        'info',
+                        'debug',
+                        'trace',
+                        'silent'
+                    ]
                 }
             }
         },
         cache: {
             type: 'object',
             additionalProperties: true,
+            maxProperties: 64,
             properties: {
                 enabled: {
                     type: 'boolean'
                 },
                 max_entries: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 1,
+                    maximum: 1000000
                 }
             }
         }
@@ -1624,7 +1853,33 @@ export const InferenceRequestSchema = {
     required: [
         'model'
     ],
-    description: 'Exactly one of `prompt` and `messages`.',
+    description: 'Exactly one of `prompt` and `messages`; both or neither is `400 VALIDATION_ERROR`.',
+    if: {
+        properties: {
+            prompt: true
+        },
+        required: [
+            'prompt'
+        ]
+    },
+    then: {
+        not: {
+            properties: {
+                messages: true
+            },
+            required: [
+                'messages'
+            ]
+        }
+    },
+    else: {
+        properties: {
+            messages: true
+        },
+        required: [
+            'messages'
+        ]
+    },
     examples: [
         {
             model: 'demo-tiny',
@@ -1727,6 +1982,7 @@ export const InferenceRequestSchema = {
 
 export const UsageSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'prompt_tokens',
         'completion_tokens',
@@ -1734,19 +1990,26 @@ export const UsageSchema = {
     ],
     properties: {
         prompt_tokens: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991
         },
         completion_tokens: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 0,
+            maximum: 32768
         },
         total_tokens: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991
         }
     }
 } as const;
 
 export const TimingsSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'queued_ms',
         'prompt_ms',
@@ -1757,20 +2020,30 @@ export const TimingsSchema = {
     properties: {
         queued_ms: {
             type: 'number',
+            minimum: 0,
+            maximum: 9007199254740991,
             description: 'Time spent waiting for a free sequence (and loading the model).'
         },
         prompt_ms: {
             type: 'number',
+            minimum: 0,
+            maximum: 9007199254740991,
             description: 'Time to the first generated token after the wait.'
         },
         generation_ms: {
-            type: 'number'
+            type: 'number',
+            minimum: 0,
+            maximum: 9007199254740991
         },
         total_ms: {
-            type: 'number'
+            type: 'number',
+            minimum: 0,
+            maximum: 9007199254740991
         },
         tokens_per_second: {
-            type: 'number'
+            type: 'number',
+            minimum: 0,
+            maximum: 9007199254740991
         }
     }
 } as const;
@@ -1788,6 +2061,7 @@ export const FinishReasonSchema = {
 
 export const InferenceResponseSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'id',
         'object',
@@ -1800,7 +2074,9 @@ export const InferenceResponseSchema = {
     ],
     properties: {
         id: {
-            type: 'string'
+            type: 'string',
+            maxLength: 36,
+            description: '`inf_` and 32 hex digits.'
         },
         object: {
             type: 'string',
@@ -1810,6 +2086,8 @@ export const InferenceResponseSchema = {
         },
         created: {
             type: 'integer',
+            minimum: 0,
+            maximum: 253402300799,
             description: 'Unix seconds.'
         },
         model: {
@@ -1817,10 +2095,12 @@ export const InferenceResponseSchema = {
         },
         text: {
             type: 'string',
-            description: 'The generated text (with `tool_calls`: what the model said before calling, often empty).'
+            maxLength: 10000000,
+            description: 'The generated text, at most `max_tokens` tokens (with `tool_calls`: what the model said before calling, often empty).'
         },
         tool_calls: {
             type: 'array',
+            maxItems: 8,
             description: 'The calls the model made, when `finish_reason` is `tool_calls`.',
             items: {
                 $ref: '#/components/schemas/ToolCall'
@@ -1840,19 +2120,22 @@ export const InferenceResponseSchema = {
 
 export const InferenceTokenEventSchema = {
     type: 'object',
+    additionalProperties: false,
     description: 'The data of an `event: token` in a stream.',
     required: [
         'text'
     ],
     properties: {
         text: {
-            type: 'string'
+            type: 'string',
+            maxLength: 10000000
         }
     }
 } as const;
 
 export const InferenceDoneEventSchema = {
     type: 'object',
+    additionalProperties: false,
     description: 'The data of the final `event: done` in a stream.',
     required: [
         'id',
@@ -1863,13 +2146,15 @@ export const InferenceDoneEventSchema = {
     ],
     properties: {
         id: {
-            type: 'string'
+            type: 'string',
+            maxLength: 36
         },
         model: {
             $ref: '#/components/schemas/ModelId'
         },
         tool_calls: {
             type: 'array',
+            maxItems: 8,
             description: 'The calls the model made, when `finish_reason` is `tool_calls` (their text is not sent as `token` events).',
             items: {
                 $ref: '#/components/schemas/ToolCall'
@@ -1923,18 +2208,25 @@ export const EmbeddingsRequestSchema = {
 
 export const EmbeddingSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'index',
         'embedding'
     ],
     properties: {
         index: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 0,
+            maximum: 255
         },
         embedding: {
             type: 'array',
+            maxItems: 65536,
+            description: 'The model\'s embedding size of float32 values (at most 65,536, the bound of `dimensions`).',
             items: {
-                type: 'number'
+                type: 'number',
+                minimum: -3.4028234663852886e+38,
+                maximum: 3.4028234663852886e+38
             }
         }
     }
@@ -1942,6 +2234,7 @@ export const EmbeddingSchema = {
 
 export const EmbeddingsResponseSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'object',
         'model',
@@ -1960,22 +2253,28 @@ export const EmbeddingsResponseSchema = {
         },
         data: {
             type: 'array',
+            maxItems: 256,
             items: {
                 $ref: '#/components/schemas/Embedding'
             }
         },
         usage: {
             type: 'object',
+            additionalProperties: false,
             required: [
                 'prompt_tokens',
                 'total_tokens'
             ],
             properties: {
                 prompt_tokens: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 total_tokens: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 }
             }
         }
@@ -2033,6 +2332,7 @@ export const JobResultStatusSchema = {
 
 export const JobResultSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'index',
         'status'
@@ -2041,6 +2341,7 @@ export const JobResultSchema = {
         index: {
             type: 'integer',
             minimum: 0,
+            maximum: 99,
             description: 'The request\'s position in `requests`.'
         },
         status: {
@@ -2059,6 +2360,7 @@ export const JobResultSchema = {
 
 export const JobSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'id',
         'status',
@@ -2088,7 +2390,8 @@ export const JobSchema = {
                 'string',
                 'null'
             ],
-            format: 'date-time'
+            format: 'date-time',
+            maxLength: 64
         },
         finished_at: {
             description: 'When it succeeded, failed or was cancelled.',
@@ -2096,7 +2399,8 @@ export const JobSchema = {
                 'string',
                 'null'
             ],
-            format: 'date-time'
+            format: 'date-time',
+            maxLength: 64
         },
         user_id: {
             $ref: '#/components/schemas/Id',
@@ -2106,22 +2410,30 @@ export const JobSchema = {
             type: [
                 'string',
                 'null'
-            ]
+            ],
+            maxLength: 128
         },
         total: {
             type: 'integer',
+            minimum: 1,
+            maximum: 100,
             description: 'The number of requests.'
         },
         completed: {
             type: 'integer',
+            minimum: 0,
+            maximum: 100,
             description: 'Requests that succeeded.'
         },
         failed: {
             type: 'integer',
+            minimum: 0,
+            maximum: 100,
             description: 'Requests that failed.'
         },
         results: {
             type: 'array',
+            maxItems: 100,
             description: 'One entry per request, in request order.',
             items: {
                 $ref: '#/components/schemas/JobResult'
@@ -2132,6 +2444,7 @@ export const JobSchema = {
 
 export const JobPageSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'data',
         'next_cursor'
@@ -2139,6 +2452,8 @@ export const JobPageSchema = {
     properties: {
         data: {
             type: 'array',
+            maxItems: 100,
+            description: 'At most `limit` jobs.',
             items: {
                 $ref: '#/components/schemas/Job'
             }
@@ -2148,13 +2463,15 @@ export const JobPageSchema = {
             type: [
                 'string',
                 'null'
-            ]
+            ],
+            maxLength: 20
         }
     }
 } as const;
 
 export const LoadedModelStatsSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'model',
         'busy',
@@ -2167,14 +2484,20 @@ export const LoadedModelStatsSchema = {
         },
         busy: {
             type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991,
             description: 'Sequences generating now.'
         },
         waiting: {
             type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991,
             description: 'Requests waiting for a free sequence.'
         },
         sequences: {
             type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991,
             description: 'The model\'s sequences (`[engine] parallel`).'
         }
     }
@@ -2182,6 +2505,7 @@ export const LoadedModelStatsSchema = {
 
 export const CacheStatsSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'enabled',
         'entries',
@@ -2197,18 +2521,24 @@ export const CacheStatsSchema = {
         },
         entries: {
             type: 'integer',
-            minimum: 0
+            minimum: 0,
+            maximum: 1000000
         },
         max_entries: {
             type: 'integer',
-            minimum: 1
+            minimum: 1,
+            maximum: 1000000
         },
         hits: {
             type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991,
             description: 'Requests answered from the cache since start.'
         },
         misses: {
             type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991,
             description: 'Cacheable (deterministic, not streamed) requests not found in the cache since start.'
         },
         hit_rate: {
@@ -2228,6 +2558,7 @@ export const CacheStatsSchema = {
 
 export const OpenAIErrorResponseSchema = {
     type: 'object',
+    additionalProperties: false,
     description: 'An error in OpenAI\'s shape, as answered under `/v1`.',
     required: [
         'error'
@@ -2235,6 +2566,7 @@ export const OpenAIErrorResponseSchema = {
     properties: {
         error: {
             type: 'object',
+            additionalProperties: false,
             required: [
                 'message',
                 'type',
@@ -2244,6 +2576,7 @@ export const OpenAIErrorResponseSchema = {
             properties: {
                 message: {
                     type: 'string',
+                    maxLength: 32768,
                     description: 'Human-readable; never contains credentials or internals.'
                 },
                 type: {
@@ -2263,6 +2596,7 @@ export const OpenAIErrorResponseSchema = {
                         'string',
                         'null'
                     ],
+                    maxLength: 512,
                     description: 'The request field at fault, e.g. `temperature` or `messages[0].content`.'
                 },
                 code: {
@@ -2270,6 +2604,7 @@ export const OpenAIErrorResponseSchema = {
                         'string',
                         'null'
                     ],
+                    maxLength: 64,
                     description: 'e.g. `invalid_api_key`, `model_not_found`, `rate_limit_exceeded`, or the native error code in lower case.'
                 }
             }
@@ -2279,6 +2614,7 @@ export const OpenAIErrorResponseSchema = {
 
 export const OpenAIModelSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'id',
         'object',
@@ -2297,6 +2633,8 @@ export const OpenAIModelSchema = {
         },
         created: {
             type: 'integer',
+            minimum: 0,
+            maximum: 253402300799,
             description: 'When the model file was last modified, in Unix seconds.'
         },
         owned_by: {
@@ -2310,6 +2648,7 @@ export const OpenAIModelSchema = {
 
 export const OpenAIModelListSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'object',
         'data'
@@ -2332,6 +2671,7 @@ export const OpenAIModelListSchema = {
 
 export const OpenAIUsageSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'prompt_tokens',
         'completion_tokens',
@@ -2339,13 +2679,19 @@ export const OpenAIUsageSchema = {
     ],
     properties: {
         prompt_tokens: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991
         },
         completion_tokens: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991
         },
         total_tokens: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 0,
+            maximum: 9007199254740991
         }
     }
 } as const;
@@ -2846,6 +3192,7 @@ export const OpenAIChatCompletionRequestSchema = {
 
 export const OpenAIChatCompletionSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'id',
         'object',
@@ -2857,6 +3204,7 @@ export const OpenAIChatCompletionSchema = {
     properties: {
         id: {
             type: 'string',
+            maxLength: 41,
             description: '`chatcmpl-` and a random suffix.'
         },
         object: {
@@ -2867,6 +3215,8 @@ export const OpenAIChatCompletionSchema = {
         },
         created: {
             type: 'integer',
+            minimum: 0,
+            maximum: 253402300799,
             description: 'Unix seconds.'
         },
         model: {
@@ -2874,8 +3224,10 @@ export const OpenAIChatCompletionSchema = {
         },
         choices: {
             type: 'array',
+            maxItems: 128,
             items: {
                 type: 'object',
+                additionalProperties: false,
                 required: [
                     'index',
                     'message',
@@ -2884,10 +3236,13 @@ export const OpenAIChatCompletionSchema = {
                 ],
                 properties: {
                     index: {
-                        type: 'integer'
+                        type: 'integer',
+                        minimum: 0,
+                        maximum: 127
                     },
                     message: {
                         type: 'object',
+                        additionalProperties: false,
                         required: [
                             'role',
                             'content',
@@ -2905,6 +3260,7 @@ export const OpenAIChatCompletionSchema = {
                                     'string',
                                     'null'
                                 ],
+                                maxLength: 10000000,
                                 description: 'Null when the answer is `tool_calls`.'
                             },
                             refusal: {
@@ -2912,6 +3268,7 @@ export const OpenAIChatCompletionSchema = {
                             },
                             tool_calls: {
                                 type: 'array',
+                                maxItems: 8,
                                 items: {
                                     $ref: '#/components/schemas/OpenAIToolCall'
                                 }
@@ -2935,6 +3292,7 @@ export const OpenAIChatCompletionSchema = {
 
 export const OpenAIChatCompletionChunkSchema = {
     type: 'object',
+    additionalProperties: false,
     description: 'The data of one event of a chat completion stream.',
     required: [
         'id',
@@ -2945,7 +3303,8 @@ export const OpenAIChatCompletionChunkSchema = {
     ],
     properties: {
         id: {
-            type: 'string'
+            type: 'string',
+            maxLength: 41
         },
         object: {
             type: 'string',
@@ -2954,16 +3313,20 @@ export const OpenAIChatCompletionChunkSchema = {
             ]
         },
         created: {
-            type: 'integer'
+            type: 'integer',
+            minimum: 0,
+            maximum: 253402300799
         },
         model: {
             $ref: '#/components/schemas/ModelId'
         },
         choices: {
             type: 'array',
+            maxItems: 1,
             description: 'One choice (by `index`); empty in the usage chunk.',
             items: {
                 type: 'object',
+                additionalProperties: false,
                 required: [
                     'index',
                     'delta',
@@ -2972,10 +3335,13 @@ export const OpenAIChatCompletionChunkSchema = {
                 ],
                 properties: {
                     index: {
-                        type: 'integer'
+                        type: 'integer',
+                        minimum: 0,
+                        maximum: 127
                     },
                     delta: {
                         type: 'object',
+                        additionalProperties: false,
                         properties: {
                             role: {
                                 type: 'string',
@@ -2987,22 +3353,28 @@ export const OpenAIChatCompletionChunkSchema = {
                                 type: [
                                     'string',
                                     'null'
-                                ]
+                                ],
+                                maxLength: 10000000
                             },
                             tool_calls: {
                                 type: 'array',
+                                maxItems: 8,
                                 description: 'Pieces of calls: the first of a call has its `id`, `type` and `function.name`; `function.arguments` pieces concatenate.',
                                 items: {
                                     type: 'object',
+                                    additionalProperties: false,
                                     required: [
                                         'index'
                                     ],
                                     properties: {
                                         index: {
-                                            type: 'integer'
+                                            type: 'integer',
+                                            minimum: 0,
+                                            maximum: 7
                                         },
                                         id: {
-                                            type: 'string'
+                                            type: 'string',
+                                            maxLength: 256
                                         },
                                         type: {
                                             type: 'string',
@@ -3012,12 +3384,15 @@ export const OpenAIChatCompletionChunkSchema = {
                                         },
                                         function: {
                                             type: 'object',
+                                            additionalProperties: false,
                                             properties: {
                                                 name: {
-                                                    type: 'string'
+                                                    type: 'string',
+                                                    maxLength: 64
                                                 },
                                                 arguments: {
-                                                    type: 'string'
+                                                    type: 'string',
+                                                    maxLength: 10000000
                                                 }
                                             }
                                         }
@@ -3116,6 +3491,7 @@ export const OpenAICompletionRequestSchema = {
 
 export const OpenAICompletionSchema = {
     type: 'object',
+    additionalProperties: false,
     description: 'A text completion, or (in a stream) one chunk of it.',
     required: [
         'id',
@@ -3127,6 +3503,7 @@ export const OpenAICompletionSchema = {
     properties: {
         id: {
             type: 'string',
+            maxLength: 37,
             description: '`cmpl-` and a random suffix.'
         },
         object: {
@@ -3137,6 +3514,8 @@ export const OpenAICompletionSchema = {
         },
         created: {
             type: 'integer',
+            minimum: 0,
+            maximum: 253402300799,
             description: 'Unix seconds.'
         },
         model: {
@@ -3144,9 +3523,11 @@ export const OpenAICompletionSchema = {
         },
         choices: {
             type: 'array',
+            maxItems: 16384,
             description: 'The choices in `index` order (in a stream, one per chunk); empty in the usage chunk of a stream.',
             items: {
                 type: 'object',
+                additionalProperties: false,
                 required: [
                     'index',
                     'text',
@@ -3155,10 +3536,14 @@ export const OpenAICompletionSchema = {
                 ],
                 properties: {
                     index: {
-                        type: 'integer'
+                        type: 'integer',
+                        minimum: 0,
+                        maximum: 16383
                     },
                     text: {
-                        type: 'string'
+                        type: 'string',
+                        maxLength: 20000000,
+                        description: 'The generated text (with `echo`, after the prompt).'
                     },
                     finish_reason: {
                         description: 'Null on the stream\'s chunks before the last.',
@@ -3247,6 +3632,7 @@ export const OpenAIEmbeddingRequestSchema = {
 
 export const OpenAIEmbeddingListSchema = {
     type: 'object',
+    additionalProperties: false,
     required: [
         'object',
         'data',
@@ -3262,8 +3648,10 @@ export const OpenAIEmbeddingListSchema = {
         },
         data: {
             type: 'array',
+            maxItems: 256,
             items: {
                 type: 'object',
+                additionalProperties: false,
                 required: [
                     'object',
                     'index',
@@ -3277,19 +3665,25 @@ export const OpenAIEmbeddingListSchema = {
                         ]
                     },
                     index: {
-                        type: 'integer'
+                        type: 'integer',
+                        minimum: 0,
+                        maximum: 255
                     },
                     embedding: {
                         description: 'The vector, or with `encoding_format: base64` its float32 bytes in base64.',
                         oneOf: [
                             {
                                 type: 'array',
+                                maxItems: 65536,
                                 items: {
-                                    type: 'number'
+                                    type: 'number',
+                                    minimum: -3.4028234663852886e+38,
+                                    maximum: 3.4028234663852886e+38
                                 }
                             },
                             {
-                                type: 'string'
+                                type: 'string',
+                                maxLength: 349528
                             }
                         ]
                     }
@@ -3301,16 +3695,21 @@ export const OpenAIEmbeddingListSchema = {
         },
         usage: {
             type: 'object',
+            additionalProperties: false,
             required: [
                 'prompt_tokens',
                 'total_tokens'
             ],
             properties: {
                 prompt_tokens: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 },
                 total_tokens: {
-                    type: 'integer'
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 9007199254740991
                 }
             }
         }

@@ -26,7 +26,8 @@ export class ApiError extends Error {
     readonly details: ValidationIssue[] | Record<string, unknown> | null = null,
     readonly headers: Record<string, string> = {},
   ) {
-    super(message);
+    super(clip(message, MAX_MESSAGE_CHARS));
+    if (Array.isArray(details)) this.details = details.map((issue) => ({ path: clip(issue.path, MAX_ISSUE_CHARS), message: clip(issue.message, MAX_ISSUE_CHARS) }));
     this.name = 'ApiError';
     this.status = STATUS_BY_CODE[code];
   }
@@ -36,6 +37,11 @@ export class ApiError extends Error {
     return new ApiError(CODE_BY_STATUS.get(status) ?? (status >= 500 ? 'INTERNAL_ERROR' : 'VALIDATION_ERROR'), message);
   }
 }
+
+/** The spec's bounds on an error's `message` and on each issue's `path` and `message` (they may quote client input). */
+export const MAX_MESSAGE_CHARS = 1024;
+export const MAX_ISSUE_CHARS = 512;
+const clip = (text: string, max: number) => (text.length > max ? `${text.slice(0, max - 1)}…` : text);
 
 /** At most this many problems are listed in a VALIDATION_ERROR's `details` (the first ones found). */
 export const MAX_VALIDATION_ISSUES = 20;
