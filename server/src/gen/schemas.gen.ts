@@ -1217,6 +1217,9 @@ export const ConfigViewSchema = {
                 },
                 max_keys_per_principal: {
                     type: 'integer'
+                },
+                max_response_bytes: {
+                    type: 'integer'
                 }
             }
         },

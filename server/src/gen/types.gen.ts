@@ -427,6 +427,7 @@ export type ConfigView = {
     idempotency: {
         ttl_seconds?: number;
         max_keys_per_principal?: number;
+        max_response_bytes?: number;
         [key: string]: unknown;
     };
     limits: {
@@ -1222,8 +1223,21 @@ export type OpenAiEmbeddingList = {
  * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
  * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
  * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
- * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
- * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+ * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+ * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+ * An upload is matched by its query and `Content-Length`, not its bytes.
+ *
+ * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+ * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+ * caller that sends the same value can have the replay, and the database at rest holds
+ * neither a created API key's secret nor generated text in clear. Keep the value as secret
+ * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+ *
+ * A replay answers the stored result of the same credential's own earlier request, without
+ * running it again (no new side effect), even if the credential's permissions changed since.
+ * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+ * request (each costs the server a lookup, and a free answer would invite polling loops);
+ * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
  *
  */
 export type IdempotencyKey = string;
@@ -1444,8 +1458,21 @@ export type CreateApiKeyData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;
@@ -1598,8 +1625,21 @@ export type CreateUserData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;
@@ -1866,8 +1906,21 @@ export type UploadModelData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;
@@ -2155,8 +2208,21 @@ export type CreateInferenceData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;
@@ -2235,8 +2301,21 @@ export type CreateEmbeddingsData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;
@@ -2367,8 +2446,21 @@ export type CreateJobData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;
@@ -2698,8 +2790,21 @@ export type OpenaiCreateChatCompletionData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;
@@ -2776,8 +2881,21 @@ export type OpenaiCreateCompletionData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;
@@ -2854,8 +2972,21 @@ export type OpenaiCreateEmbeddingsData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;

@@ -104,4 +104,9 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX usage_user ON usage(user_id, bucket);
   CREATE INDEX usage_key ON usage(key_id, bucket);
   `,
+  // Idempotency records written before they were sealed held responses in clear (created API key
+  // secrets, generated text) under the raw key: forget them (a repeat of one runs again).
+  `
+  DELETE FROM idempotency_keys;
+  `,
 ];
