@@ -147,7 +147,7 @@ export type ApiKey = {
     user_id: Id;
     permissions: Array<Permission>;
     /**
-     * The key's own limit per minute, within its user's budget; null when only the user's budget applies.
+     * The key's own limit per minute (per `[rate_limit] window_seconds` window when that is not 60), within its user's budget; null when only the user's budget applies.
      */
     rate_limit_per_minute: number | null;
     created_at: Timestamp;
@@ -183,6 +183,8 @@ export type CreateApiKeyRequest = {
      * A lower limit for this key alone. Requests by all of a user's keys and sessions share one
      * budget (`[rate_limit] requests_per_minute`); a key with its own limit is also refused
      * once it has spent that much in the window. Omit to let the key use the user's budget.
+     * Like `requests_per_minute`, it counts per `[rate_limit] window_seconds` window (a minute
+     * by default; with another window length the limit is per that window, not scaled).
      *
      */
     rate_limit_per_minute?: number;

@@ -12,13 +12,13 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { DatabaseSync } from 'node:sqlite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { InfernoClient } from '../../sdk/src/index.js';
-import { expectApiError, waitForReady } from '../../test/helpers/api-checks.js';
-import { call, JWT_SECRET, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
-import type { AppContext } from '../src/http/context.js';
-import { ApiError } from '../src/http/errors.js';
-import { openRecord, recordKey } from '../src/http/idempotency.js';
-import { readBody } from '../src/http/json-body.js';
+import { InfernoClient } from '../sdk/src/index.js';
+import { expectApiError, waitForReady } from './helpers/api-checks.js';
+import { call, JWT_SECRET, login, startTestServer, type TestServer } from './helpers/server.js';
+import type { AppContext } from '../server/src/http/context.js';
+import { ApiError } from '../server/src/http/errors.js';
+import { openRecord, recordKey } from '../server/src/http/idempotency.js';
+import { readBody } from '../server/src/http/json-body.js';
 
 const KEY_SHAPED = /inf_[A-Za-z0-9]{32,}/;
 
