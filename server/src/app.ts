@@ -162,6 +162,8 @@ export function createApp(options: AppOptions): Koa<AppState> {
       ttlSeconds: () => config.idempotency.ttl_seconds,
       maxPerPrincipal: () => config.idempotency.max_keys_per_principal,
       maxBodyBytes: () => config.limits.max_body_bytes,
+      maxResponseBytes: () => config.idempotency.max_response_bytes,
+      secret: options.jwtSecret,
     }),
   );
   app.use(notFoundFallback);

@@ -68,7 +68,7 @@ export interface Config {
     window_seconds: number;
   };
   /** Responses stored under an `Idempotency-Key`, per principal. */
-  idempotency: { ttl_seconds: number; max_keys_per_principal: number };
+  idempotency: { ttl_seconds: number; max_keys_per_principal: number; max_response_bytes: number };
   limits: {
     max_body_bytes: number;
     max_prompt_chars: number;
@@ -135,7 +135,7 @@ export const DEFAULT_CONFIG: Config = deepFreeze({
   },
   auth: { token_ttl_seconds: 86_400, login_max_failures: 5, login_lockout_seconds: 300, login_max_failures_per_address: 30, max_keys_per_user: 50 },
   rate_limit: { enabled: true, requests_per_minute: 60, window_seconds: 60 },
-  idempotency: { ttl_seconds: 86_400, max_keys_per_principal: 1000 },
+  idempotency: { ttl_seconds: 86_400, max_keys_per_principal: 100, max_response_bytes: 262_144 },
   limits: { max_body_bytes: 10_485_760, max_prompt_chars: 10_000, max_choices: 16, max_tools: 64, max_schema_bytes: 65_536 },
   models: { dir: './models', max_loaded: 2, max_upload_bytes: 8_589_934_592 },
   engine: { threads: 1, parallel: 4, sequences_per_context: 1, context_size: 2048, max_queue: 32, batch_size: 512 },
@@ -245,7 +245,7 @@ const SCHEMA: Schema = {
     max_keys_per_user: int(1, 100_000),
   },
   rate_limit: { enabled: bool(), requests_per_minute: positive(), window_seconds: int(1, 3600) },
-  idempotency: { ttl_seconds: int(60, 604_800), max_keys_per_principal: int(1, 1_000_000) },
+  idempotency: { ttl_seconds: int(60, 604_800), max_keys_per_principal: int(1, 1_000_000), max_response_bytes: int(0, 16_777_216) },
   limits: { max_body_bytes: positive(), max_prompt_chars: positive(), max_choices: int(1, 128), max_tools: int(1, 128), max_schema_bytes: int(256, 1_048_576) },
   models: { dir: filePath(), max_loaded: positive(), max_upload_bytes: positive() },
   engine: { threads: positive(), parallel: positive(), sequences_per_context: positive(), context_size: positive(), max_queue: positive(), batch_size: positive() },

@@ -58,7 +58,7 @@ describe('defaults', () => {
     });
     expect(config.auth).toEqual({ token_ttl_seconds: 86400, login_max_failures: 5, login_lockout_seconds: 300, login_max_failures_per_address: 30, max_keys_per_user: 50 });
     expect(config.rate_limit).toEqual({ enabled: true, requests_per_minute: 60, window_seconds: 60 });
-    expect(config.idempotency).toEqual({ ttl_seconds: 86_400, max_keys_per_principal: 1000 });
+    expect(config.idempotency).toEqual({ ttl_seconds: 86_400, max_keys_per_principal: 100, max_response_bytes: 262_144 });
     expect(config.limits).toEqual({ max_body_bytes: 10485760, max_prompt_chars: 10000, max_choices: 16, max_tools: 64, max_schema_bytes: 65536 });
     expect(config.models).toEqual({ dir: path.join(cwd, 'models'), max_loaded: 2, max_upload_bytes: 8589934592 });
     expect(config.engine).toEqual({ threads: 1, parallel: 4, sequences_per_context: 1, context_size: 2048, max_queue: 32, batch_size: 512 });

@@ -360,6 +360,30 @@ describe('metrics and usage after a known workload', () => {
     });
     const infKeyOwner = async () => (await server.store.getApiKey(infKey.id))!.userId;
 
+    it('read_metrics alone (the user role, an admin key without manage_users) sees only its own usage', async () => {
+      // A `user` (which holds read_metrics) that has run one request: its own row, nobody else's.
+      await createUser(server.url, { token: adminToken }, { username: 'usage-plain', password: 'usage-plain-password-1', role: 'user' });
+      const plain = await login(server.url, 'usage-plain', 'usage-plain-password-1');
+      const plainKey = await createApiKey(server.url, { token: plain }, { name: 'plain-metrics', permissions: ['run_inference', 'read_metrics'] });
+      expect((await infer({ max_tokens: 2 }, plainKey.key)).status).toBe(200);
+      const owner = await infKeyOwner();
+      const byUser = await usage({ group_by: 'user,key' }, { token: plain });
+      expect(byUser.data.map((r) => [r.user_id, r.key_id])).toEqual([[expect.any(String), plainKey.id]]);
+      expect(byUser.data[0].user_id).not.toBe(owner);
+      expectApiError(await call(server.url, 'GET', `/api/v1/usage?user_id=${owner}`, { token: plain }), 403, 'PERMISSION_DENIED');
+      // Its key with read_metrics: that key's usage only.
+      expect((await usage({ group_by: 'key' }, { apiKey: plainKey.key })).data.map((r) => r.key_id)).toEqual([plainKey.id]);
+      // The admin's own key with read_metrics but not manage_users: that key's (none) only.
+      const metricsOnly = await createApiKey(server.url, { token: adminToken }, { name: 'metrics-only', permissions: ['read_metrics'] });
+      const scoped = await usage({ group_by: 'key' }, { apiKey: metricsOnly.key });
+      expect(scoped.data.every((r) => r.key_id === metricsOnly.id || r.requests === 0)).toBe(true);
+      expectApiError(await call(server.url, 'GET', `/api/v1/usage?key_id=${infKey.id}`, { apiKey: metricsOnly.key }), 403, 'PERMISSION_DENIED');
+      // With both (a key of the admin with manage_users too): everyone's.
+      const both = await createApiKey(server.url, { token: adminToken }, { name: 'metrics-users', permissions: ['read_metrics', 'manage_users'] });
+      const all = await usage({ group_by: 'key' }, { apiKey: both.key });
+      expect(all.data.map((r) => r.key_id)).toEqual(expect.arrayContaining([infKey.id, plainKey.id]));
+    });
+
     it('refuses bad filters with 400', async () => {
       for (const query of ['group_by=hour', 'group_by=key,,model', 'user_id=nope', 'since=yesterday', 'model=../etc']) {
         const res = await call(server.url, 'GET', `/api/v1/usage?${query}`, { token: adminToken });

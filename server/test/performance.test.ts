@@ -13,7 +13,7 @@ import { EventStream } from '../src/http/event-stream.js';
 import type { AppContext } from '../src/http/context.js';
 import { createLogger } from '../src/logging/logger.js';
 import { eventually } from '../../test/helpers/api-checks.js';
-import { spawnServer, tempRoot } from '../../test/helpers/child-server.js';
+import { killGroup, spawnServer, tempRoot } from '../../test/helpers/child-server.js';
 import { waitForReady } from '../../test/helpers/api-checks.js';
 import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
 import { createApiKey, createUser } from '../../test/helpers/security.js';
@@ -189,7 +189,7 @@ describe('logs', () => {
 
   it('buffered log lines are all written by the time the process exits on SIGTERM', async () => {
     const dir = tempRoot();
-    const server = await spawnServer(dir, { args: ['--set', 'rate_limit.requests_per_minute=10000'] });
+    const server = await spawnServer(dir, { group: true, args: ['--set', 'rate_limit.requests_per_minute=10000'] });
     try {
       await waitForReady(server.url, 60_000);
       const token = await login(server.url);
@@ -205,7 +205,7 @@ describe('logs', () => {
       expect(requestIds.filter((id) => !logged.has(id))).toEqual([]);
       expect(lines.some((l) => l.msg === 'shutting down')).toBe(true);
     } finally {
-      server.process.kill('SIGKILL');
+      killGroup(server, 'SIGKILL'); // the whole group: tsx does not pass SIGKILL on
       rmSync(dir, { recursive: true, force: true });
     }
   });

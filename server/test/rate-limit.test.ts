@@ -214,3 +214,32 @@ describe('rate limits: a key\'s own lower limit, and the cap on keys per user', 
     expect((await call(server.url, 'POST', '/api/v1/auth/api-keys', { token: adminToken, body: { name: 'k3', permissions: ['read_models'] } })).status).toBe(201);
   });
 });
+
+describe('rate limits: a refusal by the user budget spends nothing of the key budget', () => {
+  let server: TestServer;
+  let adminToken: string;
+
+  beforeAll(async () => {
+    server = await startTestServer({ settings: { 'rate_limit.requests_per_minute': 6 } });
+    adminToken = await login(server.url);
+  });
+  afterAll(() => server.close());
+
+  it('a key refused because its user ran out is served at its own full budget once the user may go on', async () => {
+    await createUser(server.url, { token: adminToken }, { username: 'rl-bob', password: 'rl-bob-password-1', role: 'user' });
+    const bob = await login(server.url, 'rl-bob', 'rl-bob-password-1');
+    const key = await createApiKey(server.url, { token: bob }, { name: 'bob-slow', permissions: ['read_models'], rate_limit_per_minute: 3 });
+    // Bob's session spends the rest of his user budget (6 with the key creation).
+    for (let i = 0; i < 5; i++) expect((await call(server.url, 'GET', '/api/v1/auth/me', { token: bob })).status).toBe(200);
+    expectRefusal(await call(server.url, 'GET', '/api/v1/auth/me', { token: bob }), 6);
+    // The key is refused by the user budget, more often than its own limit of 3.
+    for (let i = 0; i < 4; i++) expectRefusal(await call(server.url, 'GET', '/api/v1/models', { apiKey: key.key }), 6);
+    // The admin raises the user budget in the same window: the key still has all of its own 3.
+    const raised = await call(server.url, 'PATCH', '/api/v1/config', { token: adminToken, body: { rate_limit: { requests_per_minute: 100 } } });
+    expect(raised.status, JSON.stringify(raised.body)).toBe(200);
+    const served = await call(server.url, 'GET', '/api/v1/models', { apiKey: key.key });
+    expect(served.status).toBe(200);
+    expect(limitOf(served)).toBe(3);
+    expect(remainingOf(served)).toBe(2);
+  });
+});

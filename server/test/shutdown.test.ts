@@ -1,7 +1,7 @@
 // SIGTERM with open streams, on the server as its own process (as `npm start` runs it).
 import { rmSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawnServer, tempRoot, type ChildServer } from '../../test/helpers/child-server.js';
+import { killGroup, spawnServer, tempRoot, type ChildServer } from '../../test/helpers/child-server.js';
 import { waitForReady } from '../../test/helpers/api-checks.js';
 import { call, login } from '../../test/helpers/server.js';
 
@@ -28,12 +28,14 @@ describe('graceful shutdown (SIGTERM)', () => {
   const dir = tempRoot();
   let server: ChildServer | undefined;
   afterAll(() => {
-    server?.process.kill('SIGKILL');
+    // The whole group: SIGKILL on tsx alone would leave the server itself running.
+    if (server) killGroup(server, 'SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   });
 
   it('lets short generations finish, ends long ones with an error event in their own format, answers 503 meanwhile, exits 0', async () => {
     server = await spawnServer(dir, {
+      group: true,
       // The variables the README and the examples set for clients do not stop the server.
       env: { INFERNO_API_KEY: 'inf_x', INFERNO_URL: 'http://127.0.0.1:8080', INFERNO_PASSWORD: 'x', INFERNO_USER: 'admin' },
       args: ['--set', 'server.shutdown_grace_seconds=3', '--set', 'engine.context_size=32768', '--set', 'rate_limit.requests_per_minute=10000'],

@@ -508,8 +508,10 @@ export const getPrometheusMetrics = <ThrowOnError extends boolean = false>(optio
  * store in hourly buckets; `since` and `until` select whole hours (an hour is counted when it
  * starts at or after `since`'s hour and before `until`). Token counts are the `usage` fields
  * of the answers (a cached answer counts as answered; a cancelled generation counts what it
- * generated). Without `read_metrics` a caller sees only its own usage: a login session its
- * user's, an API key that key's; naming anyone else's is 403. With `read_metrics` everyone's.
+ * generated). Everyone's usage (other users' ids and activity, which is user-management data)
+ * needs both `read_metrics` and `manage_users` (the `admin` role); any other caller sees only
+ * its own usage: a login session its user's, an API key that key's (whatever its
+ * permissions), and naming anyone else's is 403.
  *
  */
 export const getUsage = <ThrowOnError extends boolean = false>(options?: Options<GetUsageData, ThrowOnError>): RequestResult<GetUsageResponses, GetUsageErrors, ThrowOnError> => (options?.client ?? client).get<GetUsageResponses, GetUsageErrors, ThrowOnError>({

@@ -482,7 +482,7 @@ export const ApiKeySchema = {
             }
         },
         rate_limit_per_minute: {
-            description: 'The key\'s own limit per minute, within its user\'s budget; null when only the user\'s budget applies.',
+            description: 'The key\'s own limit per minute (per `[rate_limit] window_seconds` window when that is not 60), within its user\'s budget; null when only the user\'s budget applies.',
             oneOf: [
                 {
                     type: 'integer',
@@ -593,7 +593,7 @@ export const CreateApiKeyRequestSchema = {
             type: 'integer',
             minimum: 1,
             maximum: 1000000,
-            description: 'A lower limit for this key alone. Requests by all of a user\'s keys and sessions share one\nbudget (`[rate_limit] requests_per_minute`); a key with its own limit is also refused\nonce it has spent that much in the window. Omit to let the key use the user\'s budget.\n'
+            description: 'A lower limit for this key alone. Requests by all of a user\'s keys and sessions share one\nbudget (`[rate_limit] requests_per_minute`); a key with its own limit is also refused\nonce it has spent that much in the window. Omit to let the key use the user\'s budget.\nLike `requests_per_minute`, it counts per `[rate_limit] window_seconds` window (a minute\nby default; with another window length the limit is per that window, not scaled).\n'
         }
     }
 } as const;
@@ -1457,6 +1457,11 @@ export const ConfigViewSchema = {
                     type: 'integer',
                     minimum: 1,
                     maximum: 1000000
+                },
+                max_response_bytes: {
+                    type: 'integer',
+                    minimum: 0,
+                    maximum: 16777216
                 }
             }
         },

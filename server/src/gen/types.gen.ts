@@ -181,7 +181,7 @@ export type ApiKey = {
     user_id: Id;
     permissions: Array<Permission>;
     /**
-     * The key's own limit per minute, within its user's budget; null when only the user's budget applies.
+     * The key's own limit per minute (per `[rate_limit] window_seconds` window when that is not 60), within its user's budget; null when only the user's budget applies.
      */
     rate_limit_per_minute: number | null;
     created_at: Timestamp;
@@ -217,6 +217,8 @@ export type CreateApiKeyRequest = {
      * A lower limit for this key alone. Requests by all of a user's keys and sessions share one
      * budget (`[rate_limit] requests_per_minute`); a key with its own limit is also refused
      * once it has spent that much in the window. Omit to let the key use the user's budget.
+     * Like `requests_per_minute`, it counts per `[rate_limit] window_seconds` window (a minute
+     * by default; with another window length the limit is per that window, not scaled).
      *
      */
     rate_limit_per_minute?: number;
@@ -473,6 +475,7 @@ export type ConfigView = {
     idempotency: {
         ttl_seconds?: number;
         max_keys_per_principal?: number;
+        max_response_bytes?: number;
         [key: string]: unknown;
     };
     limits: {
@@ -1280,8 +1283,21 @@ export type OpenAiEmbeddingList = {
  * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
  * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
  * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
- * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
- * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+ * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+ * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+ * An upload is matched by its query and `Content-Length`, not its bytes.
+ *
+ * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+ * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+ * caller that sends the same value can have the replay, and the database at rest holds
+ * neither a created API key's secret nor generated text in clear. Keep the value as secret
+ * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+ *
+ * A replay answers the stored result of the same credential's own earlier request, without
+ * running it again (no new side effect), even if the credential's permissions changed since.
+ * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+ * request (each costs the server a lookup, and a free answer would invite polling loops);
+ * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
  *
  */
 export type IdempotencyKey = string;
@@ -1502,8 +1518,21 @@ export type CreateApiKeyData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;
@@ -1656,8 +1685,21 @@ export type CreateUserData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;
@@ -1924,8 +1966,21 @@ export type UploadModelData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;
@@ -2213,8 +2268,21 @@ export type CreateInferenceData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;
@@ -2293,8 +2361,21 @@ export type CreateEmbeddingsData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;
@@ -2425,8 +2506,21 @@ export type CreateJobData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;
@@ -2756,8 +2850,21 @@ export type OpenaiCreateChatCompletionData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;
@@ -2834,8 +2941,21 @@ export type OpenaiCreateCompletionData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;
@@ -2912,8 +3032,21 @@ export type OpenaiCreateEmbeddingsData = {
          * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
          * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
          * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
-         * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
-         * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+         * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+         * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+         * An upload is matched by its query and `Content-Length`, not its bytes.
+         *
+         * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+         * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+         * caller that sends the same value can have the replay, and the database at rest holds
+         * neither a created API key's secret nor generated text in clear. Keep the value as secret
+         * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+         *
+         * A replay answers the stored result of the same credential's own earlier request, without
+         * running it again (no new side effect), even if the credential's permissions changed since.
+         * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+         * request (each costs the server a lookup, and a free answer would invite polling loops);
+         * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
          *
          */
         'Idempotency-Key'?: string;

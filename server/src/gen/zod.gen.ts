@@ -346,7 +346,8 @@ export const zConfigView = z.object({
     }),
     idempotency: z.object({
         ttl_seconds: z.int().gte(60).lte(604800).optional(),
-        max_keys_per_principal: z.int().gte(1).lte(1000000).optional()
+        max_keys_per_principal: z.int().gte(1).lte(1000000).optional(),
+        max_response_bytes: z.int().gte(0).lte(16777216).optional()
     }),
     limits: z.object({
         max_body_bytes: z.int().gte(1).lte(9007199254740991).optional(),
@@ -958,8 +959,21 @@ export const zOpenAiEmbeddingList = z.object({
  * response again, with `Idempotency-Replayed: true`, and is not run again. The same key with
  * another request is `409 CONFLICT` (`details.reason: idempotency_key_reused`); a repeat while
  * the first is still running is `409 CONFLICT` (`idempotency_key_in_flight`, with
- * `Retry-After`). Error responses and event streams (`stream: true`) are not stored: a repeat
- * runs again. An upload is matched by its query and `Content-Length`, not its bytes.
+ * `Retry-After`). Error responses, event streams (`stream: true`) and responses larger than
+ * `[idempotency] max_response_bytes` (256 KiB by default) are not stored: a repeat runs again.
+ * An upload is matched by its query and `Content-Length`, not its bytes.
+ *
+ * The store keeps only a SHA-256 of the key, and each stored response is encrypted
+ * (AES-256-GCM) under a key derived from the server secret and this header's value: only a
+ * caller that sends the same value can have the replay, and the database at rest holds
+ * neither a created API key's secret nor generated text in clear. Keep the value as secret
+ * as the request's answer (a fresh random UUID per logical request, as the SDK sends).
+ *
+ * A replay answers the stored result of the same credential's own earlier request, without
+ * running it again (no new side effect), even if the credential's permissions changed since.
+ * Replays and `idempotency_key_in_flight` 409s spend one unit of the rate budget like any
+ * request (each costs the server a lookup, and a free answer would invite polling loops);
+ * the SDK retries an in-flight 409 after `Retry-After`, within its `maxRetries`.
  *
  */
 export const zIdempotencyKey = z.string().min(1).max(255).regex(/^[\x21-\x7E]+$/);

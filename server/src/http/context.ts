@@ -21,6 +21,8 @@ export interface AppState {
   input: { body?: unknown; query?: unknown; params?: unknown };
   /** The raw request body once read (see `readBody`). */
   rawBody?: Buffer;
+  /** Whether `rawBody` passed the JSON shape check as it was read (then it is not scanned again). */
+  rawBodyShapeChecked?: boolean;
   /** Set by koa-jwt. */
   jwt?: Record<string, unknown>;
   jwtOriginalError?: Error;

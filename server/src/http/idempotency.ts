@@ -1,9 +1,10 @@
-import { createHash } from 'node:crypto';
-import type { IdempotencyStore } from '../store/types.js';
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import type { IdempotencyStore, StoredResponse } from '../store/types.js';
 import type { AppContext, AppMiddleware } from './context.js';
 import { DISCARD_LIMIT_BYTES, discardRest } from './discard-body.js';
 import { ApiError, validationError } from './errors.js';
 import { readBody } from './json-body.js';
+import { JsonShapeScanner } from './json-shape.js';
 
 /** The POST routes that take an `Idempotency-Key` (the spec's `IdempotencyKey` parameter). */
 const IDEMPOTENT_ROUTES: ReadonlySet<string> = new Set([
@@ -20,8 +21,6 @@ const IDEMPOTENT_ROUTES: ReadonlySet<string> = new Set([
 
 // Visible ASCII, as the spec says: a UUID fits, and nothing that could smuggle a header.
 const KEY_PATTERN = /^[\x21-\x7e]{1,255}$/;
-// Responses larger than this are answered but not kept (a repeat then runs again).
-const MAX_STORED_BYTES = 1_048_576;
 // The response headers worth replaying: those that describe the body.
 const REPLAYED_HEADERS = ['content-type', 'location'];
 const SWEEP_EVERY_MS = 60_000;
@@ -31,6 +30,10 @@ export interface IdempotencySettings {
   ttlSeconds: () => number;
   maxPerPrincipal: () => number;
   maxBodyBytes: () => number;
+  /** Responses larger than this (their body, in bytes) are answered but not kept: a repeat runs again. */
+  maxResponseBytes: () => number;
+  /** The server's secret (the JWT secret): with the raw `Idempotency-Key`, it derives each record's key. */
+  secret: Buffer;
 }
 
 /**
@@ -41,23 +44,32 @@ export interface IdempotencySettings {
  * arrives while the first still runs (`"idempotency_key_in_flight"`, with `Retry-After`). Error
  * responses and event streams are not stored: the key is released and a repeat runs again.
  * Uploads are fingerprinted by their query and `Content-Length`, not their bytes.
+ *
+ * The store never sees the raw key or a readable response: a record is filed under the key's
+ * SHA-256, its fingerprint is an HMAC, and its headers and body are sealed with AES-256-GCM under a
+ * key derived (HKDF-SHA256) from the server secret, the credential's scope and the raw key. Only a
+ * caller that holds the key (sent once per logical call, never stored) can have the replay, and a
+ * database at rest holds neither created API key secrets nor generated text in clear.
  */
 export function idempotency(settings: IdempotencySettings): AppMiddleware {
   let lastSweep = 0;
   return async (ctx, next) => {
-    const key = ctx.get('Idempotency-Key');
-    if (ctx.method !== 'POST' || key === '' || !IDEMPOTENT_ROUTES.has(ctx.path)) return next();
+    const rawKey = ctx.get('Idempotency-Key');
+    if (ctx.method !== 'POST' || rawKey === '' || !IDEMPOTENT_ROUTES.has(ctx.path)) return next();
     const principal = ctx.state.principal;
     // Without a principal the route refuses the request anyway; keys are scoped to credentials.
     if (!principal) return next();
-    if (!KEY_PATTERN.test(key)) {
+    if (!KEY_PATTERN.test(rawKey)) {
       throw validationError(
         [{ path: 'header.Idempotency-Key', message: 'must be 1 to 255 visible ASCII characters (a UUID fits)' }],
         'The Idempotency-Key header is malformed',
       );
     }
     const scope = principal.apiKey ? `key:${principal.apiKey.id}` : `user:${principal.user.id}`;
-    const fingerprint = await fingerprintOf(ctx, settings.maxBodyBytes());
+    const sealing = recordKey(settings.secret, scope, rawKey);
+    const fingerprint = await fingerprintOf(ctx, sealing, settings.maxBodyBytes());
+    // What the store files the record under: not the key itself, which unlocks the response.
+    const key = createHash('sha256').update(rawKey).digest('base64url');
     const now = Date.now();
     if (now - lastSweep > SWEEP_EVERY_MS) {
       lastSweep = now;
@@ -70,12 +82,14 @@ export function idempotency(settings: IdempotencySettings): AppMiddleware {
       maxPerScope: settings.maxPerPrincipal(),
     });
     if (existing) {
-      if (existing.fingerprint !== fingerprint) {
+      // Unreadable (the server secret changed since: then the fingerprint differs too) is as reused.
+      const replay = existing.response && openRecord(sealing, scope, existing.response);
+      if (existing.fingerprint !== fingerprint || (existing.response && !replay)) {
         throw new ApiError('CONFLICT', 'This Idempotency-Key was used for another request; use a new key for a new request', {
           reason: 'idempotency_key_reused',
         });
       }
-      if (existing.state === 'pending' || !existing.response) {
+      if (existing.state === 'pending' || !replay) {
         throw new ApiError(
           'CONFLICT',
           'A request with this Idempotency-Key is still running; retry once it has finished',
@@ -84,23 +98,23 @@ export function idempotency(settings: IdempotencySettings): AppMiddleware {
         );
       }
       skipBody(ctx);
-      ctx.status = existing.response.status;
-      for (const [name, value] of Object.entries(existing.response.headers)) ctx.set(name, value);
+      ctx.status = existing.response!.status;
+      for (const [name, value] of Object.entries(replay.headers)) ctx.set(name, value);
       ctx.set('Idempotency-Replayed', 'true');
-      ctx.body = existing.response.body;
+      ctx.body = replay.body;
       return;
     }
     let stored = false;
     try {
       await next();
-      const body = storableBody(ctx);
+      const body = storableBody(ctx, settings.maxResponseBytes());
       if (body !== undefined) {
         const headers: Record<string, string> = {};
         for (const name of REPLAYED_HEADERS) {
           const value = ctx.response.get(name);
           if (value) headers[name] = value;
         }
-        await settings.store.completeIdempotencyKey(scope, key, { status: ctx.status, headers, body });
+        await settings.store.completeIdempotencyKey(scope, key, seal(sealing, scope, ctx.status, { headers, body }));
         stored = true;
       }
     } finally {
@@ -109,16 +123,56 @@ export function idempotency(settings: IdempotencySettings): AppMiddleware {
   };
 }
 
-/** What identifies the request: method, path, query and body (an upload's: its length). */
-async function fingerprintOf(ctx: AppContext, maxBodyBytes: number): Promise<string> {
-  const hash = createHash('sha256').update(`${ctx.method} ${ctx.path}?${ctx.querystring}\n`);
-  if (ctx.is('application/json')) hash.update(await readBody(ctx, maxBodyBytes));
+/**
+ * What identifies the request: method, path, query and body (an upload's: its length), as an HMAC
+ * under the record's key (a plain hash of a short body could be guessed back from the store). A
+ * JSON body is shape-checked as it streams in, as `jsonBody` would: too deep is refused early.
+ */
+async function fingerprintOf(ctx: AppContext, sealing: Buffer, maxBodyBytes: number): Promise<string> {
+  const hash = createHmac('sha256', sealing).update(`${ctx.method} ${ctx.path}?${ctx.querystring}\n`);
+  if (ctx.is('application/json')) hash.update(await readBody(ctx, maxBodyBytes, new JsonShapeScanner()));
   else hash.update(`${ctx.get('Content-Type')} ${ctx.get('Content-Length')}`);
   return hash.digest('base64url');
 }
 
+/** The key that seals one record: HKDF-SHA256 over the server secret, salted with the raw key, bound to the scope. */
+export function recordKey(secret: Buffer, scope: string, rawKey: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', secret, rawKey, `inferno idempotency v1 ${scope}`, 32));
+}
+
+/** The part of a stored response that is sealed. */
+interface Sealed {
+  headers: Record<string, string>;
+  body: string;
+}
+
+const SEALED_PREFIX = 'v1.';
+
+/** Seals headers and body with AES-256-GCM (random 96-bit nonce; scope and status authenticated). */
+function seal(sealing: Buffer, scope: string, status: number, content: Sealed): StoredResponse {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', sealing, iv).setAAD(Buffer.from(`${scope}\n${status}`));
+  const data = Buffer.concat([cipher.update(JSON.stringify(content), 'utf8'), cipher.final()]);
+  return { status, headers: {}, body: SEALED_PREFIX + Buffer.concat([iv, cipher.getAuthTag(), data]).toString('base64') };
+}
+
+/** The sealed part of a stored response, or `undefined` when this key cannot open it. */
+export function openRecord(sealing: Buffer, scope: string, stored: StoredResponse): Sealed | undefined {
+  if (!stored.body.startsWith(SEALED_PREFIX)) return undefined;
+  const raw = Buffer.from(stored.body.slice(SEALED_PREFIX.length), 'base64');
+  if (raw.length < 28) return undefined;
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', sealing, raw.subarray(0, 12)).setAAD(Buffer.from(`${scope}\n${stored.status}`));
+    decipher.setAuthTag(raw.subarray(12, 28));
+    const text = Buffer.concat([decipher.update(raw.subarray(28)), decipher.final()]).toString('utf8');
+    return JSON.parse(text) as Sealed;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The body of a 2xx response as text, or `undefined` when it is not kept (stream, too large, error). */
-function storableBody(ctx: AppContext): string | undefined {
+function storableBody(ctx: AppContext, maxBytes: number): string | undefined {
   if (ctx.status < 200 || ctx.status >= 300 || ctx.respond === false) return undefined;
   const body: unknown = ctx.body;
   let text: string;
@@ -127,7 +181,7 @@ function storableBody(ctx: AppContext): string | undefined {
   else if (Buffer.isBuffer(body)) text = body.toString('utf8');
   else if (typeof (body as { pipe?: unknown }).pipe === 'function') return undefined;
   else text = JSON.stringify(body);
-  return Buffer.byteLength(text) > MAX_STORED_BYTES ? undefined : text;
+  return Buffer.byteLength(text) > maxBytes ? undefined : text;
 }
 
 /** A replayed upload's bytes are not needed: drop them (or close after answering a huge one). */

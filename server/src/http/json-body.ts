@@ -34,7 +34,10 @@ export function jsonBody(limitBytes: () => number): AppMiddleware {
  */
 export async function readBody(ctx: AppContext, limit: number, shape?: JsonShapeScanner): Promise<Buffer> {
   if (ctx.state.rawBody) {
-    if (shape) checkShape(ctx, shape, ctx.state.rawBody, limit);
+    // Read first under another middleware's limit: this caller's (maybe tighter) one still holds.
+    if (ctx.state.rawBody.length > limit) throw refuse(ctx, limit);
+    // Shape-checked as it streamed in already (the idempotency fingerprint): not scanned twice.
+    if (shape && !ctx.state.rawBodyShapeChecked) checkShape(ctx, shape, ctx.state.rawBody, limit);
     return ctx.state.rawBody;
   }
   const declared = Number(ctx.get('Content-Length') || NaN);
@@ -48,6 +51,7 @@ export async function readBody(ctx: AppContext, limit: number, shape?: JsonShape
     chunks.push(chunk);
   }
   ctx.state.rawBody = Buffer.concat(chunks);
+  ctx.state.rawBodyShapeChecked = shape !== undefined;
   return ctx.state.rawBody;
 }
 

@@ -38,14 +38,21 @@ export function rateLimit(options: {
   const audited = new Map<string, number>();
   return async (ctx, next) => {
     if (!options.enabled()) return next();
-    // The key's own (lower) budget first: a request it refuses does not spend the user's.
+    // The key's own (lower) budget first: a request it refuses does not spend the user's. One the
+    // user's budget refuses gives the key's unit back: a refused request spends no budget at all.
     const windowSeconds = options.windowSeconds?.() ?? 60;
+    const windowMs = windowSeconds * 1000;
     let decision: RateLimitDecision | undefined;
     let key = '';
+    const spent: string[] = [];
     for (const budget of rateLimitBudgets(ctx, options.requestsPerMinute())) {
-      const result = await options.limiter.hit(budget.key, budget.limit, windowSeconds * 1000);
+      const result = await options.limiter.hit(budget.key, budget.limit, windowMs);
       if (!decision || !result.allowed || result.remaining < decision.remaining) [decision, key] = [result, budget.key];
-      if (!result.allowed) break;
+      if (!result.allowed) {
+        await Promise.all(spent.map((earlier) => options.limiter.refund(earlier, windowMs)));
+        break;
+      }
+      spent.push(budget.key);
     }
     if (!decision) return next(); // never: every request has a budget
     const now = Date.now();

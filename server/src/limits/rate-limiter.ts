@@ -15,6 +15,11 @@ export interface RateLimitDecision {
 export interface RateLimiter {
   /** Counts one request against `key`'s budget of `limit` per window; a refused request is not counted. */
   hit(key: string, limit: number, windowMs: number): Promise<RateLimitDecision>;
+  /**
+   * Gives back one request counted by an allowed `hit` in the same window (a later budget of the
+   * same request refused it, so it was not served).
+   */
+  refund(key: string, windowMs: number): Promise<void>;
   /** Forgets the key's window. */
   reset(key: string): Promise<void>;
 }
@@ -37,6 +42,10 @@ export class MemoryRateLimiter implements RateLimiter {
     if (!allowed) await counter.reward(key, 1);
     const used = allowed ? res.consumedPoints : res.consumedPoints - 1;
     return { allowed, limit, remaining: Math.max(0, limit - used), resetAt };
+  }
+
+  async refund(key: string, windowMs: number): Promise<void> {
+    await this.#counter(windowMs).reward(key, 1);
   }
 
   async reset(key: string): Promise<void> {

@@ -39,6 +39,15 @@ export class RedisRateLimiter implements RateLimiter {
     return { allowed, limit, remaining: Math.max(0, limit - used), resetAt };
   }
 
+  async refund(key: string, windowMs: number): Promise<void> {
+    try {
+      await this.#counter(windowMs).reward(key, 1);
+    } catch (error) {
+      this.#warn(error);
+      await this.#fallback.refund(key, windowMs);
+    }
+  }
+
   async reset(key: string): Promise<void> {
     await Promise.all([...this.#counters.values()].map((counter) => counter.delete(key)));
     await this.#fallback.reset(key);

@@ -12,18 +12,22 @@ import type { RouteDeps } from './deps.js';
 type Query = NonNullable<GetUsageData['query']>;
 
 /**
- * The filter a principal may ask for: with `read_metrics` any; otherwise only its own usage (a
+ * The filter a principal may ask for: with `read_metrics` and `manage_users` any (everyone's usage
+ * shows other users' ids and activity, which is user-management data); otherwise only its own (a
  * login session: its user's; an API key: that key's), and naming anyone else's is refused.
  */
 function scope(principal: Principal, query: Query): Pick<UsageQuery, 'userId' | 'keyId'> {
-  if (principal.permissions.includes('read_metrics')) return { userId: query.user_id, keyId: query.key_id };
+  if (seesEveryone(principal)) return { userId: query.user_id, keyId: query.key_id };
   const own = principal.user.id;
-  if (query.user_id !== undefined && query.user_id !== own) throw permissionDenied("Another user's usage needs read_metrics");
+  if (query.user_id !== undefined && query.user_id !== own) throw permissionDenied(`Another user's usage needs ${EVERYONE}`);
   const key = principal.apiKey?.id;
   if (key === undefined) return { userId: own, keyId: query.key_id };
-  if (query.key_id !== undefined && query.key_id !== key) throw permissionDenied("Another key's usage needs read_metrics");
+  if (query.key_id !== undefined && query.key_id !== key) throw permissionDenied(`Another key's usage needs ${EVERYONE}`);
   return { userId: own, keyId: key };
 }
+
+const EVERYONE = 'read_metrics and manage_users';
+const seesEveryone = (principal: Principal) => principal.permissions.includes('read_metrics') && principal.permissions.includes('manage_users');
 
 /** `GET /api/v1/usage`: requests and tokens from the store, after writing what is still batched. */
 export function usageRoutes(deps: RouteDeps): Router<AppState> {

@@ -116,4 +116,9 @@ export const MIGRATIONS: readonly string[] = [
     value TEXT NOT NULL
   );
   `,
+  // Idempotency records written before they were sealed held responses in clear (created API key
+  // secrets, generated text) under the raw key: forget them (a repeat of one runs again).
+  `
+  DELETE FROM idempotency_keys;
+  `,
 ];

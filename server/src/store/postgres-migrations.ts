@@ -120,4 +120,8 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
     value TEXT NOT NULL
   );
   `,
+  // Twin of SQLite's: records from before responses were sealed (none on PostgreSQL, which came later).
+  `
+  DELETE FROM idempotency_keys;
+  `,
 ];
