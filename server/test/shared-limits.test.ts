@@ -8,7 +8,9 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisRateLimiter } from '../src/limits/redis-rate-limiter.js';
 import { runCli, tempRoot } from '../../test/helpers/child-server.js';
 import { mustRunSharedSuites } from '../../test/helpers/shared-services.js';
 import { call, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
@@ -76,6 +78,22 @@ describe.skipIf(!redisServer && !mustRunSharedSuites)('limits on Redis, and Redi
     const remaining = Number(first.headers.get('x-ratelimit-remaining'));
     const second = await call(server.url, 'GET', '/api/v1/auth/me', { token: admin });
     expect(Number(second.headers.get('x-ratelimit-remaining'))).toBe(remaining - 1);
+  });
+
+  it('gives a unit back on refund, so a request a later budget refused costs the earlier one nothing', async () => {
+    const client = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1 });
+    try {
+      const limiter = new RedisRateLimiter(client, server.logger, `refund-test-${process.pid}`);
+      expect((await limiter.hit('key', 3, 60_000)).remaining).toBe(2);
+      expect((await limiter.hit('key', 3, 60_000)).remaining).toBe(1);
+      await limiter.refund('key', 60_000);
+      // Without the refund this one would leave 0.
+      expect((await limiter.hit('key', 3, 60_000)).remaining).toBe(1);
+      expect((await limiter.hit('key', 3, 60_000)).allowed).toBe(true);
+      expect((await limiter.hit('key', 3, 60_000)).allowed).toBe(false);
+    } finally {
+      client.disconnect();
+    }
   });
 
   it('without Redis: rate limits go on locally with a warning, logins answer 503, readiness is 503', async () => {
