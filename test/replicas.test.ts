@@ -65,6 +65,8 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
     env = {
       INFERNO_DATABASE_URL: schema.url,
       INFERNO_REDIS_URL: TEST_REDIS_URL,
+      // Executions are counted from the log lines, also of a replica killed with SIGKILL: unbuffered.
+      INFERNO_LOGGING_BUFFERED: 'false',
       INFERNO_STORAGE_REDIS_KEY_PREFIX: `inferno-test-${randomBytes(4).toString('hex')}`,
       // No JWT secret: the replicas share the one generated into the database.
       INFERNO_JWT_SECRET: '',

@@ -125,7 +125,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   // Cut to the spec's bound: it is shown in readiness answers, log lines and a metric label.
   const replicaId = (config.server.replica_id ?? `${hostname()}-${process.pid}`).slice(0, 128);
   // Every line names its replica: several share one log pipeline behind a load balancer.
-  const logger = createLogger(config.logging.level, options.logDestination).child({ replica: replicaId });
+  const logger = createLogger(config.logging.level, options.logDestination, config.logging.buffered).child({ replica: replicaId });
   mkdirSync(config.storage.data_dir, { recursive: true, mode: 0o700 });
   // An unreachable database ends the start here, with a message that names it (password masked).
   const store = await openStore(config.storage);

@@ -63,7 +63,7 @@ describe('defaults', () => {
     expect(config.models).toEqual({ dir: path.join(cwd, 'models'), max_loaded: 2, max_upload_bytes: 8589934592 });
     expect(config.engine).toEqual({ threads: 1, parallel: 4, sequences_per_context: 1, context_size: 2048, max_queue: 32, batch_size: 512 });
     expect(config.storage).toEqual({ data_dir: path.join(cwd, 'data'), pool_size: 10, redis_key_prefix: 'inferno' });
-    expect(config.logging).toEqual({ level: 'info' });
+    expect(config.logging).toEqual({ level: 'info', buffered: true });
   });
 
   it('returns a fresh object each time and keeps DEFAULT_CONFIG frozen', () => {

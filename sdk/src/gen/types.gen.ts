@@ -504,6 +504,10 @@ export type ConfigView = {
     };
     logging: {
         level?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+        /**
+         * Lines batched (4 kB or 100 ms) off the request path; false writes each at once.
+         */
+        buffered?: boolean;
         [key: string]: unknown;
     };
     cache: {

@@ -1567,6 +1567,10 @@ export const ConfigViewSchema = {
                         'trace',
                         'silent'
                     ]
+                },
+                buffered: {
+                    type: 'boolean',
+                    description: 'Lines batched (4 kB or 100 ms) off the request path; false writes each at once.'
                 }
             }
         },

@@ -378,7 +378,8 @@ export const zConfigView = z.object({
             'debug',
             'trace',
             'silent'
-        ]).optional()
+        ]).optional(),
+        buffered: z.boolean().optional()
     }),
     cache: z.object({
         enabled: z.boolean().optional(),

@@ -16,7 +16,7 @@ const BUFFERED_STDOUT = { dest: 1, sync: false, minLength: 4096, periodicFlush: 
  * patterns, and known secret-bearing fields are censored outright, whatever the caller logs
  * (`redactValue`, one walk per record: pino's own `redact` paths walked it a second time).
  */
-export function createLogger(level: string, destination?: DestinationStream): Logger {
+export function createLogger(level: string, destination?: DestinationStream, buffered = true): Logger {
   return pino(
     {
       level,
@@ -40,7 +40,8 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
         },
       },
     },
-    destination ?? pino.destination(BUFFERED_STDOUT),
+    // Unbuffered: every line is written before the call returns, so even a kill -9 loses none.
+    destination ?? pino.destination(buffered ? BUFFERED_STDOUT : { dest: 1, sync: true }),
   );
 }
 
