@@ -15,11 +15,10 @@
  * server's CPU time per request from /proc.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import autocannon from 'autocannon';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
-import { fmt, machineLine, median, parseFlags, REPO_ROOT, startChildServer, table, tempDir, type BenchServer } from './lib.js';
+import { apiKeyOf, cpuSeconds, fmt, machineLine, median, parseFlags, REPO_ROOT, startChildServer, table, tempDir, type BenchServer } from './lib.js';
 
 export interface FloorOptions {
   seconds: number;
@@ -28,27 +27,6 @@ export interface FloorOptions {
   log: (line?: string) => void;
   /** Another checkout (e.g. of main) whose server is measured too, for a before/after ratio. */
   baseline?: string;
-}
-
-/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (Linux). */
-export function cpuSeconds(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return Number.NaN;
-  }
-}
-
-export async function apiKeyOf(server: BenchServer): Promise<string> {
-  const res = await fetch(`${server.url}/api/v1/auth/api-keys`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ name: 'bench', permissions: ['read_models', 'run_inference', 'use_streaming'] }),
-  });
-  if (res.status !== 201) throw new Error(`key creation answered ${res.status}`);
-  return ((await res.json()) as { key: string }).key;
 }
 
 async function startBareKoa(modelsBody: string): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {

@@ -3,7 +3,7 @@
  * a server started as a child process (so its event loop is not the client's).
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -271,4 +271,26 @@ export async function serverStream(server: { url: string; token: string }, model
     }
   }
   return { ...result(tokens, text, started, firstAt, performance.now()), serverTimings };
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (Linux). */
+export function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** A fresh API key for the bench's admin session (inference and model reads). */
+export async function apiKeyOf(server: BenchServer): Promise<string> {
+  const res = await fetch(`${server.url}/api/v1/auth/api-keys`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name: 'bench', permissions: ['read_models', 'run_inference', 'use_streaming'] }),
+  });
+  if (res.status !== 201) throw new Error(`key creation answered ${res.status}`);
+  return ((await res.json()) as { key: string }).key;
 }

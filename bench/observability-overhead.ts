@@ -16,7 +16,6 @@
  * with whatever else the machine runs, so the server's own CPU time (from /proc, Linux) per
  * request and per streamed token is reported too: it is what the instrumentation costs.
  */
-import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -24,7 +23,7 @@ import { writeDemoModel } from '../server/src/engine/demo-model.js';
 import { createLogger } from '../server/src/logging/logger.js';
 import { ServerMetrics } from '../server/src/observability/metrics.js';
 import { UsageRecorder } from '../server/src/observability/usage.js';
-import { fmt, machineLine, median, parseFlags, serverStream, startChildServer, table, tempDir, type BenchServer } from './lib.js';
+import { apiKeyOf, cpuSeconds, fmt, machineLine, median, parseFlags, serverStream, startChildServer, table, tempDir, type BenchServer } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
 const seconds = Number(flags.get('seconds') ?? 3);
@@ -33,14 +32,6 @@ const concurrency = Number(flags.get('concurrency') ?? 16);
 const tokens = Number(flags.get('tokens') ?? 256);
 const streams = Number(flags.get('streams') ?? 15);
 const log = (line = '') => process.stdout.write(line + '\n');
-
-/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat. */
-function cpuSeconds(pid: number): number {
-  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ is 100 on Linux
-}
 
 /** Accepts OTLP exports and drops them. */
 async function otlpSink(): Promise<{ url: string; received: () => number; close: () => Promise<void> }> {
@@ -54,16 +45,6 @@ async function otlpSink(): Promise<{ url: string; received: () => number; close:
   });
   await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
   return { url: `http://127.0.0.1:${(sink.address() as AddressInfo).port}`, received: () => received, close: () => new Promise((r) => sink.close(() => r())) };
-}
-
-async function apiKeyOf(server: BenchServer): Promise<string> {
-  const res = await fetch(`${server.url}/api/v1/auth/api-keys`, {
-    method: 'POST',
-    headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ name: 'bench', permissions: ['read_models', 'run_inference', 'use_streaming'] }),
-  });
-  if (res.status !== 201) throw new Error(`key creation answered ${res.status}`);
-  return ((await res.json()) as { key: string }).key;
 }
 
 /** What the load loop sends. */

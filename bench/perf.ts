@@ -26,8 +26,8 @@ import path from 'node:path';
 import type { Llama, LlamaContextSequence } from 'node-llama-cpp';
 import { DEFAULT_CONFIG } from '../server/src/config.js';
 import { writeDemoModel, type DemoFileType, type DemoPresetName } from '../server/src/engine/demo-model.js';
-import { cpuSeconds, httpFloor } from './http-floor.js';
-import { fmt, machineLine, median, parseFlags, rawGenerate, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
+import { httpFloor } from './http-floor.js';
+import { cpuSeconds, fmt, machineLine, median, parseFlags, rawGenerate, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
 const quick = flags.has('quick');

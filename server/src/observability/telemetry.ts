@@ -75,16 +75,7 @@ export class Telemetry {
   generations(ctx: AppContext, model: string, results: readonly GenerationResult[], answered: Usage): void {
     const api = apiFamilyOf(ctx);
     for (const result of results) {
-      const { usage, timings } = result;
-      this.metrics?.generation(model, api, {
-        finishReason: result.finishReason,
-        promptTokens: usage.prompt_tokens,
-        completionTokens: usage.completion_tokens,
-        queuedMs: timings.queued_ms,
-        promptMs: timings.prompt_ms,
-        generationMs: timings.generation_ms,
-        totalMs: timings.total_ms,
-      });
+      this.#measure(model, api, result);
       this.tracing.generation(ctx, model, result);
     }
     this.#account(ctx, model, answered);
@@ -118,8 +109,19 @@ export class Telemetry {
 
   /** A batch job's request was run for its owner. */
   jobGeneration(userId: string, model: string, result: GenerationResult): void {
+    this.#measure(model, 'job', result);
+    const { usage } = result;
+    this.usage?.record({ userId, keyId: null, model, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
+  }
+
+  jobItemProcessed(outcome: 'succeeded' | 'failed' | 'cancelled'): void {
+    this.metrics?.jobItemProcessed(outcome);
+  }
+
+  /** One generation's tokens and timings into the metrics. */
+  #measure(model: string, api: Parameters<ServerMetrics['generation']>[1], result: GenerationResult): void {
     const { usage, timings } = result;
-    this.metrics?.generation(model, 'job', {
+    this.metrics?.generation(model, api, {
       finishReason: result.finishReason,
       promptTokens: usage.prompt_tokens,
       completionTokens: usage.completion_tokens,
@@ -128,11 +130,6 @@ export class Telemetry {
       generationMs: timings.generation_ms,
       totalMs: timings.total_ms,
     });
-    this.usage?.record({ userId, keyId: null, model, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens });
-  }
-
-  jobItemProcessed(outcome: 'succeeded' | 'failed' | 'cancelled'): void {
-    this.metrics?.jobItemProcessed(outcome);
   }
 
   #account(ctx: AppContext, model: string, usage: Usage): void {
