@@ -272,6 +272,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         guard.stop();
         stopWatching();
         await jobs.stop();
+        // The handlers of the cut requests run on (their generations stop as their clients are
+        // gone): what they still write (audit, usage, idempotency records) goes in before the
+        // store closes.
+        if (!(await drain.whenHandlersDone(5000))) logger.warn('request handlers still running 5 s after the connections were cut; closing anyway');
         await engine.close();
         catalog.close();
         // The last batch of usage is written before the store closes.

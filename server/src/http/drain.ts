@@ -11,6 +11,8 @@ export class Drain {
   #endsAt: number | undefined;
   #active = 0;
   #waiters: (() => void)[] = [];
+  #handlers = 0;
+  #handlerWaiters: (() => void)[] = [];
 
   get draining(): boolean {
     return this.#endsAt !== undefined;
@@ -37,27 +39,48 @@ export class Drain {
 
   /** Resolves true once no request is in flight, or false after `timeoutMs`. */
   whenIdle(timeoutMs: number): Promise<boolean> {
-    if (this.#active === 0) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.#waiters = this.#waiters.filter((w) => w !== wake);
-        resolve(false);
-      }, timeoutMs);
-      const wake = () => {
-        clearTimeout(timer);
-        resolve(true);
-      };
-      this.#waiters.push(wake);
-    });
+    return waitFor(this.#active, this.#waiters, timeoutMs);
   }
 
-  /** Refuses new requests during the drain. */
+  /**
+   * Resolves true once no request handler is running, or false after `timeoutMs`. A cut connection
+   * closes its response at once while its handler runs on (a password check, a store write): the
+   * server waits for these before it closes what they use.
+   */
+  whenHandlersDone(timeoutMs: number): Promise<boolean> {
+    return waitFor(this.#handlers, this.#handlerWaiters, timeoutMs);
+  }
+
+  /** Refuses new requests during the drain, and counts the handlers of the others while they run. */
   middleware(): AppMiddleware {
     return async (ctx, next) => {
-      if (this.#endsAt === undefined) return next();
-      ctx.set('Connection', 'close');
-      const retryAfter = Math.max(1, Math.ceil((this.#endsAt - Date.now()) / 1000));
-      throw new ApiError('SERVICE_UNAVAILABLE', 'The server is shutting down; retry in a moment', null, { 'Retry-After': String(retryAfter) });
+      if (this.#endsAt !== undefined) {
+        ctx.set('Connection', 'close');
+        const retryAfter = Math.max(1, Math.ceil((this.#endsAt - Date.now()) / 1000));
+        throw new ApiError('SERVICE_UNAVAILABLE', 'The server is shutting down; retry in a moment', null, { 'Retry-After': String(retryAfter) });
+      }
+      this.#handlers++;
+      try {
+        await next();
+      } finally {
+        if (--this.#handlers === 0) for (const wake of this.#handlerWaiters.splice(0)) wake();
+      }
     };
   }
+}
+
+function waitFor(count: number, waiters: (() => void)[], timeoutMs: number): Promise<boolean> {
+  if (count === 0) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      const at = waiters.indexOf(wake);
+      if (at >= 0) waiters.splice(at, 1);
+      resolve(false);
+    }, timeoutMs);
+    const wake = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    waiters.push(wake);
+  });
 }
