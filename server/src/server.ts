@@ -225,6 +225,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       // Node checks those timeouts every 30 s by default: a slow client would get 30 s more.
       connectionsCheckingInterval: 1000,
     };
+    const handle = drain.counting(app.callback());
     const server = secure
       ? https.createServer(
           {
@@ -237,9 +238,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
             // A handshake is bounded like headers (Node's default is 120 s).
             handshakeTimeout: limits.headers_timeout_seconds * 1000,
           },
-          app.callback(),
+          handle,
         )
-      : http.createServer(httpOptions, app.callback());
+      : http.createServer(httpOptions, handle);
     const guard = new ConnectionGuard(
       server,
       () => ({ maxConnections: limits.max_connections, maxPerAddress: limits.max_connections_per_address, bodyIdleMs: limits.body_idle_timeout_seconds * 1000 }),

@@ -1,4 +1,4 @@
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AppMiddleware } from './context.js';
 import { ApiError } from './errors.js';
 
@@ -51,20 +51,27 @@ export class Drain {
     return waitFor(this.#handlers, this.#handlerWaiters, timeoutMs);
   }
 
-  /** Refuses new requests during the drain, and counts the handlers of the others while they run. */
+  /**
+   * Counts the handlers of `callback` (the app's request handler) while they run: a cut connection
+   * closes its response at once, but its handler runs on.
+   */
+  counting(callback: (req: IncomingMessage, res: ServerResponse) => Promise<void>): (req: IncomingMessage, res: ServerResponse) => void {
+    const done = () => {
+      if (--this.#handlers === 0) for (const wake of this.#handlerWaiters.splice(0)) wake();
+    };
+    return (req, res) => {
+      this.#handlers++;
+      callback(req, res).then(done, done);
+    };
+  }
+
+  /** Refuses new requests during the drain. */
   middleware(): AppMiddleware {
     return async (ctx, next) => {
-      if (this.#endsAt !== undefined) {
-        ctx.set('Connection', 'close');
-        const retryAfter = Math.max(1, Math.ceil((this.#endsAt - Date.now()) / 1000));
-        throw new ApiError('SERVICE_UNAVAILABLE', 'The server is shutting down; retry in a moment', null, { 'Retry-After': String(retryAfter) });
-      }
-      this.#handlers++;
-      try {
-        await next();
-      } finally {
-        if (--this.#handlers === 0) for (const wake of this.#handlerWaiters.splice(0)) wake();
-      }
+      if (this.#endsAt === undefined) return next();
+      ctx.set('Connection', 'close');
+      const retryAfter = Math.max(1, Math.ceil((this.#endsAt - Date.now()) / 1000));
+      throw new ApiError('SERVICE_UNAVAILABLE', 'The server is shutting down; retry in a moment', null, { 'Retry-After': String(retryAfter) });
     };
   }
 }
