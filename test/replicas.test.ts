@@ -12,7 +12,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
 import { killGroup, spawnServer, tempRoot, type ChildServer } from './helpers/child-server.js';
-import { freshSchema, mustRunSharedSuites, sharedServices, TEST_REDIS_URL } from './helpers/shared-services.js';
+import pg from 'pg';
+import { freshSchema, mustRunSharedSuites, sharedServices, TEST_DATABASE_URL, TEST_REDIS_URL } from './helpers/shared-services.js';
 import { ADMIN_PASSWORD, call, login } from './helpers/server.js';
 import { readFile } from 'node:fs/promises';
 
@@ -22,6 +23,8 @@ if (!run) console.warn(`replicas: skipped, ${services.reason} (CI runs this suit
 
 const PASSWORD = 'a-long-user-password-1';
 const ITEM = { model: 'demo-tiny', prompt: 'Hello world', temperature: 0, max_tokens: 300 };
+/** `[jobs] max_active_per_user` of the cluster. */
+const JOB_CAP = 3;
 
 async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000, everyMs = 50): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -50,6 +53,17 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
   const names = ['a', 'b', 'c'] as const;
   let admin: string;
   const url = (i: number) => replicas[i]!.url;
+  /** The pg-boss job that dispatched a job (pg-boss lives in `<schema>_pgboss` beside the store). */
+  const queueRow = async (id: string) => {
+    const db = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    await db.connect();
+    try {
+      const { rows } = await db.query<{ name: string; state: string; retry_count: number }>(`SELECT name, state, retry_count FROM ${schema.name}_pgboss.job WHERE id = $1`, [id]);
+      return rows[0];
+    } finally {
+      await db.end();
+    }
+  };
 
   const startReplica = (name: string) =>
     spawnServer(root, {
@@ -73,6 +87,7 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
       INFERNO_ENGINE_PARALLEL: '2',
       INFERNO_RATE_LIMIT_REQUESTS_PER_MINUTE: '100000',
       INFERNO_LOGGING_LEVEL: 'info',
+      INFERNO_JOBS_MAX_ACTIVE_PER_USER: String(JOB_CAP),
     };
     // Started together: one bootstraps the admin and migrates, the others wait or find it done.
     replicas.push(...(await Promise.all(names.map(startReplica))));
@@ -209,6 +224,10 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
     const executions = replicas.flatMap((r) => done(r).map((l) => l.index as number));
     const perItem = Array.from({ length: 20 }, (_, i) => executions.filter((x) => x === i).length);
     expect(perItem).toEqual(Array.from({ length: 20 }, () => 1));
+    // pg-boss dispatched it: one pg-boss job under the same id, completed on a later attempt than the killed one.
+    const queue = await queueRow(jobId);
+    expect(queue).toMatchObject({ name: 'inferno-jobs', state: 'completed' });
+    expect(queue!.retry_count).toBeGreaterThanOrEqual(1);
     // Results queryable from either survivor, identical.
     const other = await call(survivors[1]!.url, 'GET', `/api/v1/jobs/${jobId}`, { token });
     expect(other.body.results).toEqual(finished.results);
@@ -227,12 +246,37 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
     const elsewhere = replicas.find((r) => r !== runner)!;
     const cancelled = await call(elsewhere.url, 'POST', `/api/v1/jobs/${jobId}/cancel`, { token });
     expect(cancelled.status).toBe(200);
-    // The runner learns it at its next lease renewal (a few seconds) and stops the running item.
+    // The runner learns it at its next heartbeat (every [jobs] heartbeat_refresh_seconds, 1 s) and stops the running item.
     await until('the runner to stop', async () => (logLines(runner).some((l) => l.job_id === jobId && String(l.msg).startsWith('job stopped here')) ? true : undefined), 30_000, 100);
     const job = await call(url(0), 'GET', `/api/v1/jobs/${jobId}`, { token });
     expect(job.body.status).toBe('cancelled');
     expect(job.body.completed).toBeLessThan(20);
   }, 120_000);
+
+  it('one user\'s creates racing on all three replicas never exceed [jobs] max_active_per_user', async () => {
+    expect((await call(url(0), 'POST', '/api/v1/users', { token: admin, body: { username: 'capped', password: PASSWORD, role: 'user' } })).status).toBe(201);
+    const token = await login(url(2), 'capped', PASSWORD);
+    // Long jobs: none ends while the creates race.
+    const body = { requests: Array.from({ length: 20 }, () => ({ ...ITEM, max_tokens: 2000 })) };
+    const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => call(url(i % 3), 'POST', '/api/v1/jobs', { token, body })));
+    const accepted = answers.filter((a) => a.status === 202);
+    const refused = answers.filter((a) => a.status === 429);
+    expect(accepted).toHaveLength(JOB_CAP);
+    expect(refused).toHaveLength(12 - JOB_CAP);
+    for (const res of refused) {
+      expect(res.body.error).toMatchObject({ code: 'RATE_LIMITED', details: { reason: 'max_active_jobs', limit: JOB_CAP } });
+      expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+    }
+    // Every replica sees the same three, and a cancelled one frees a slot for the next create anywhere.
+    const listed = await call(url(1), 'GET', '/api/v1/jobs?limit=100', { token });
+    expect(listed.body.data.filter((j: { status: string }) => j.status === 'queued' || j.status === 'running')).toHaveLength(JOB_CAP);
+    expect((await call(url(0), 'POST', `/api/v1/jobs/${accepted[0]!.body.id}/cancel`, { token })).status).toBe(200);
+    const next = await call(url(2), 'POST', '/api/v1/jobs', { token, body });
+    expect(next.status).toBe(202);
+    for (const id of [...accepted.slice(1).map((a) => a.body.id as string), next.body.id as string]) {
+      expect((await call(url(1), 'POST', `/api/v1/jobs/${id}/cancel`, { token })).status).toBe(200);
+    }
+  }, 60_000);
 
   it('a rate limit PATCHed on A applies on B within a second, and one user\'s budget holds across all three', async () => {
     const N = 9;
