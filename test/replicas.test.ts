@@ -238,6 +238,33 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
     await until('the restarted replica ready', async () => ((await call(restarted.url, 'GET', '/health/ready')).status === 200 ? true : undefined), 120_000, 200);
   }, 400_000);
 
+  it('a replica stopped with SIGTERM mid-job hands its job back at once; another finishes it, each item once', async () => {
+    const token = await login(url(2), 'batch', PASSWORD);
+    const submitted = await call(url(2), 'POST', '/api/v1/jobs', { token, body: { requests: Array.from({ length: 20 }, () => ITEM) } });
+    const jobId = submitted.body.id as string;
+    const done = (r: ChildServer) => logLines(r).filter((l) => l.job_id === jobId && l.msg === 'job request done');
+    const runner = await until('the job to be taken and 2 items done', async () => replicas.find((r) => done(r).length >= 2), 120_000, 20);
+    const stoppedName = names[replicas.indexOf(runner)]!;
+    killGroup(runner, 'SIGTERM');
+    const stoppedAt = Date.now();
+    const survivors = replicas.filter((r) => r !== runner);
+    await until('another replica to take the job', async () => survivors.find((r) => logLines(r).some((l) => l.job_id === jobId && l.msg === 'job started')), 60_000, 20);
+    console.log(`replicas: replica-${stoppedName} stopped (SIGTERM) mid-job; taken elsewhere ${Date.now() - stoppedAt} ms later`);
+    await runner.exited;
+    // Handed back on the way out, not left to its heartbeat running out.
+    expect(logLines(runner).some((l) => l.job_id === jobId && l.msg === 'job handed back to the queue: this replica is stopping')).toBe(true);
+    const finished = await until('the job to finish', async () => {
+      const res = await call(survivors[0]!.url, 'GET', `/api/v1/jobs/${jobId}`, { token });
+      return res.body.status === 'succeeded' || res.body.status === 'failed' ? res.body : undefined;
+    }, 180_000, 200);
+    expect(finished).toMatchObject({ status: 'succeeded', completed: 20, failed: 0 });
+    const executions = replicas.flatMap((r) => done(r).map((l) => l.index as number));
+    expect(Array.from({ length: 20 }, (_, i) => executions.filter((x) => x === i).length)).toEqual(Array.from({ length: 20 }, () => 1));
+    const restarted = await startReplica(stoppedName);
+    replicas[replicas.indexOf(runner)] = restarted;
+    await until('the restarted replica ready', async () => ((await call(restarted.url, 'GET', '/health/ready')).status === 200 ? true : undefined), 120_000, 200);
+  }, 400_000);
+
   it('a job cancelled on one replica stops on the one running it', async () => {
     const token = await login(url(1), 'batch', PASSWORD);
     const submitted = await call(url(1), 'POST', '/api/v1/jobs', { token, body: { requests: Array.from({ length: 20 }, () => ({ ...ITEM, max_tokens: 2000 })) } });
@@ -303,4 +330,65 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
       expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
     }
   }, 60_000);
+});
+
+describe.skipIf(!run)('two replicas, a job that uses up its attempts', () => {
+  let root: string;
+  let schema: Awaited<ReturnType<typeof freshSchema>>;
+  const replicas: ChildServer[] = [];
+
+  beforeAll(async () => {
+    if (!services.available) throw new Error(`the replica suite needs PostgreSQL and Redis: ${services.reason}`);
+    root = tempRoot();
+    mkdirSync(path.join(root, 'models'), { recursive: true });
+    schema = await freshSchema();
+    const env = {
+      INFERNO_DATABASE_URL: schema.url,
+      INFERNO_REDIS_URL: TEST_REDIS_URL,
+      INFERNO_LOGGING_BUFFERED: 'false',
+      INFERNO_STORAGE_REDIS_KEY_PREFIX: `inferno-test-${randomBytes(4).toString('hex')}`,
+      INFERNO_JWT_SECRET: '',
+      INFERNO_RATE_LIMIT_REQUESTS_PER_MINUTE: '100000',
+      INFERNO_LOGGING_LEVEL: 'info',
+      // One attempt: the kill below ends it, and the job is given up rather than retried.
+      INFERNO_JOBS_MAX_ATTEMPTS: '1',
+    };
+    replicas.push(...(await Promise.all(['x', 'y'].map((name) => spawnServer(root, { env: { ...env, INFERNO_REPLICA_ID: `replica-${name}` }, group: true })))));
+    for (const replica of replicas) {
+      await until('replica ready', async () => ((await call(replica.url, 'GET', '/health/ready')).status === 200 ? true : undefined), 120_000, 200);
+    }
+  }, 240_000);
+
+  afterAll(async () => {
+    for (const replica of replicas) killGroup(replica, 'SIGKILL');
+    await Promise.all(replicas.map((r) => r.exited));
+    await schema?.drop();
+    if (root) rmSync(root, { recursive: true, force: true });
+  });
+
+  it('fails the job, keeping the items it finished, once the replica running its last attempt is killed', async () => {
+    const token = await login(replicas[0]!.url);
+    const submitted = await call(replicas[0]!.url, 'POST', '/api/v1/jobs', { token, body: { requests: Array.from({ length: 20 }, () => ({ ...ITEM, max_tokens: 2000 })) } });
+    expect(submitted.status).toBe(202);
+    const jobId = submitted.body.id as string;
+    const done = (r: ChildServer) => logLines(r).filter((l) => l.job_id === jobId && l.msg === 'job request done');
+    const runner = await until('the job to be taken and 2 items done', async () => replicas.find((r) => done(r).length >= 2), 120_000, 20);
+    killGroup(runner, 'SIGKILL');
+    await runner.exited;
+    const survivor = replicas.find((r) => r !== runner)!;
+    const ended = await until('the job to be given up', async () => {
+      const res = await call(survivor.url, 'GET', `/api/v1/jobs/${jobId}`, { token });
+      return res.body.status === 'failed' ? res.body : undefined;
+    }, 60_000, 200);
+    // What the killed replica finished is kept (a kill right after a save may leave its log line unwritten: at least those logged).
+    const kept = ended.completed as number;
+    expect(kept).toBeGreaterThanOrEqual(done(runner).length);
+    expect(ended.failed).toBe(20 - kept);
+    expect(ended.results.slice(0, kept).every((r: { status: string }) => r.status === 'succeeded')).toBe(true);
+    expect(ended.results.slice(kept)).toEqual(
+      Array.from({ length: 20 - kept }, (_, i) => ({ index: kept + i, status: 'failed', error: { code: 'INTERNAL_ERROR', message: 'The job was given up after 1 attempts', details: null } })),
+    );
+    // The survivor never ran any of it: the one attempt was the killed replica's.
+    expect(done(survivor)).toHaveLength(0);
+  }, 120_000);
 });

@@ -144,6 +144,7 @@ export class BossJobQueue implements JobQueue {
       if (outcome === 'stopped' && this.#stopping) {
         // Handed back rather than completed: queued again, and the failed attempt is retried elsewhere.
         await this.#store.requeueRunningJobs({ worker: this.#worker });
+        this.#logger.info({ job_id: id }, 'job handed back to the queue: this replica is stopping');
         throw new Error('this replica is stopping: the job goes back to the queue');
       }
     } finally {
