@@ -520,6 +520,13 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
       `[server.tls] cert and key must be set together: ${given} is set (from ${origins.get(`server.tls.${given}`)}) but ${missing} is not`,
     );
   }
+  const { heartbeat_seconds: heartbeat, heartbeat_refresh_seconds: refresh } = config.jobs;
+  if (refresh >= heartbeat) {
+    const from = (id: string) => origins.get(`jobs.${id}`) ?? 'the default';
+    throw new ConfigError(
+      `[jobs] heartbeat_refresh_seconds (${refresh}, from ${from('heartbeat_refresh_seconds')}) must be less than [jobs] heartbeat_seconds (${heartbeat}, from ${from('heartbeat_seconds')})`,
+    );
+  }
   return config;
 }
 

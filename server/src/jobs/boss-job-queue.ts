@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { PgBoss, type Job as BossJob, type SendOptions } from 'pg-boss';
-import { ConfigError, type Config } from '../config.js';
+import type { Config } from '../config.js';
 import type { Logger } from '../logging/logger.js';
 import type { JobRecord, JobResult, JobStore } from '../store/types.js';
 import { JobExecutor, type JobExecutorOptions } from './job-executor.js';
@@ -47,10 +47,6 @@ export class BossJobQueue implements JobQueue {
   #current?: { id: string; controller: AbortController };
 
   constructor(options: BossJobQueueOptions) {
-    const { heartbeat_seconds: heartbeat, heartbeat_refresh_seconds: refresh } = options.config.jobs;
-    if (refresh >= heartbeat) {
-      throw new ConfigError(`[jobs] heartbeat_refresh_seconds (${refresh}) must be less than [jobs] heartbeat_seconds (${heartbeat})`);
-    }
     this.#store = options.store;
     this.#config = options.config;
     this.#logger = options.logger;
