@@ -23,6 +23,7 @@ import { InferenceEngine } from './engine/engine.js';
 import { ModelCatalog } from './engine/model-catalog.js';
 import { ensureDemoModel } from './engine/demo-bootstrap.js';
 import { applyPersistedSettings, watchSettings } from './runtime-settings.js';
+import { SettingsChannel } from './shared/settings-channel.js';
 import { BossJobQueue } from './jobs/boss-job-queue.js';
 import type { JobQueue } from './jobs/job-queue.js';
 import { JobRunner } from './jobs/job-runner.js';
@@ -146,8 +147,20 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       shared && !config.auth.jwt_secret
         ? Buffer.from(await store.getOrCreateSecret('jwt_secret', randomBytes(48).toString('base64url')), 'utf8')
         : loadJwtSecret(config.auth.jwt_secret, config.storage.data_dir);
-    // A setting PATCHed on another replica reaches this one within a second.
-    if (shared) stopWatching = watchSettings(store, config, logger, 500);
+    // A setting PATCHed on another replica reaches this one at once when Redis carries the word
+    // (pub/sub), and within a second by polling in any case (the fallback).
+    let settingsChannel: SettingsChannel | undefined;
+    if (shared) {
+      const watch = watchSettings(store, config, logger, 500);
+      if (redis) {
+        settingsChannel = new SettingsChannel(redis, config.storage.redis_key_prefix, logger);
+        await settingsChannel.subscribe(() => watch.refresh());
+      }
+      stopWatching = () => {
+        watch.stop();
+        settingsChannel?.close();
+      };
+    }
     // Keys claimed by requests that never finished: alone, every pending key is from an earlier run;
     // shared, only those older than the longest request (other replicas' requests are still running).
     const now = Date.now();
@@ -202,6 +215,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       hsts: secure,
       telemetry,
       replicaId,
+      ...(settingsChannel && { settingsChanged: () => settingsChannel.publish() }),
       sharedLimits: Boolean(redis),
       ...(redis && {
         rateLimiter: new RedisRateLimiter(redis, logger, `${config.storage.redis_key_prefix}:rl`),
