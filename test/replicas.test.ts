@@ -12,7 +12,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
 import { killGroup, spawnServer, tempRoot, type ChildServer } from './helpers/child-server.js';
-import { freshSchema, mustRunSharedSuites, sharedServices, TEST_REDIS_URL } from './helpers/shared-services.js';
+import pg from 'pg';
+import { freshSchema, mustRunSharedSuites, sharedServices, TEST_DATABASE_URL, TEST_REDIS_URL } from './helpers/shared-services.js';
 import { ADMIN_PASSWORD, call, login } from './helpers/server.js';
 import { readFile } from 'node:fs/promises';
 
@@ -22,6 +23,8 @@ if (!run) console.warn(`replicas: skipped, ${services.reason} (CI runs this suit
 
 const PASSWORD = 'a-long-user-password-1';
 const ITEM = { model: 'demo-tiny', prompt: 'Hello world', temperature: 0, max_tokens: 300 };
+/** `[jobs] max_active_per_user` of the cluster. */
+const JOB_CAP = 3;
 
 async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000, everyMs = 50): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -50,6 +53,17 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
   const names = ['a', 'b', 'c'] as const;
   let admin: string;
   const url = (i: number) => replicas[i]!.url;
+  /** The pg-boss job that dispatched a job (pg-boss lives in `<schema>_pgboss` beside the store). */
+  const queueRow = async (id: string) => {
+    const db = new pg.Client({ connectionString: TEST_DATABASE_URL });
+    await db.connect();
+    try {
+      const { rows } = await db.query<{ name: string; state: string; retry_count: number }>(`SELECT name, state, retry_count FROM ${schema.name}_pgboss.job WHERE id = $1`, [id]);
+      return rows[0];
+    } finally {
+      await db.end();
+    }
+  };
 
   const startReplica = (name: string) =>
     spawnServer(root, {
@@ -73,6 +87,7 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
       INFERNO_ENGINE_PARALLEL: '2',
       INFERNO_RATE_LIMIT_REQUESTS_PER_MINUTE: '100000',
       INFERNO_LOGGING_LEVEL: 'info',
+      INFERNO_JOBS_MAX_ACTIVE_PER_USER: String(JOB_CAP),
     };
     // Started together: one bootstraps the admin and migrates, the others wait or find it done.
     replicas.push(...(await Promise.all(names.map(startReplica))));
@@ -209,12 +224,43 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
     const executions = replicas.flatMap((r) => done(r).map((l) => l.index as number));
     const perItem = Array.from({ length: 20 }, (_, i) => executions.filter((x) => x === i).length);
     expect(perItem).toEqual(Array.from({ length: 20 }, () => 1));
+    // pg-boss dispatched it: one pg-boss job under the same id, completed on a later attempt than the killed one.
+    const queue = await queueRow(jobId);
+    expect(queue).toMatchObject({ name: 'inferno-jobs', state: 'completed' });
+    expect(queue!.retry_count).toBeGreaterThanOrEqual(1);
     // Results queryable from either survivor, identical.
     const other = await call(survivors[1]!.url, 'GET', `/api/v1/jobs/${jobId}`, { token });
     expect(other.body.results).toEqual(finished.results);
     expect(user.status).toBe(201);
     // The killed replica comes back (same id, same database), and finds nothing left to redo.
     const restarted = await startReplica(killedName);
+    replicas[replicas.indexOf(runner)] = restarted;
+    await until('the restarted replica ready', async () => ((await call(restarted.url, 'GET', '/health/ready')).status === 200 ? true : undefined), 120_000, 200);
+  }, 400_000);
+
+  it('a replica stopped with SIGTERM mid-job hands its job back at once; another finishes it, each item once', async () => {
+    const token = await login(url(2), 'batch', PASSWORD);
+    const submitted = await call(url(2), 'POST', '/api/v1/jobs', { token, body: { requests: Array.from({ length: 20 }, () => ITEM) } });
+    const jobId = submitted.body.id as string;
+    const done = (r: ChildServer) => logLines(r).filter((l) => l.job_id === jobId && l.msg === 'job request done');
+    const runner = await until('the job to be taken and 2 items done', async () => replicas.find((r) => done(r).length >= 2), 120_000, 20);
+    const stoppedName = names[replicas.indexOf(runner)]!;
+    killGroup(runner, 'SIGTERM');
+    const stoppedAt = Date.now();
+    const survivors = replicas.filter((r) => r !== runner);
+    await until('another replica to take the job', async () => survivors.find((r) => logLines(r).some((l) => l.job_id === jobId && l.msg === 'job started')), 60_000, 20);
+    console.log(`replicas: replica-${stoppedName} stopped (SIGTERM) mid-job; taken elsewhere ${Date.now() - stoppedAt} ms later`);
+    await runner.exited;
+    // Handed back on the way out, not left to its heartbeat running out.
+    expect(logLines(runner).some((l) => l.job_id === jobId && l.msg === 'job handed back to the queue: this replica is stopping')).toBe(true);
+    const finished = await until('the job to finish', async () => {
+      const res = await call(survivors[0]!.url, 'GET', `/api/v1/jobs/${jobId}`, { token });
+      return res.body.status === 'succeeded' || res.body.status === 'failed' ? res.body : undefined;
+    }, 180_000, 200);
+    expect(finished).toMatchObject({ status: 'succeeded', completed: 20, failed: 0 });
+    const executions = replicas.flatMap((r) => done(r).map((l) => l.index as number));
+    expect(Array.from({ length: 20 }, (_, i) => executions.filter((x) => x === i).length)).toEqual(Array.from({ length: 20 }, () => 1));
+    const restarted = await startReplica(stoppedName);
     replicas[replicas.indexOf(runner)] = restarted;
     await until('the restarted replica ready', async () => ((await call(restarted.url, 'GET', '/health/ready')).status === 200 ? true : undefined), 120_000, 200);
   }, 400_000);
@@ -227,12 +273,37 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
     const elsewhere = replicas.find((r) => r !== runner)!;
     const cancelled = await call(elsewhere.url, 'POST', `/api/v1/jobs/${jobId}/cancel`, { token });
     expect(cancelled.status).toBe(200);
-    // The runner learns it at its next lease renewal (a few seconds) and stops the running item.
+    // The runner learns it at its next heartbeat (every [jobs] heartbeat_refresh_seconds, 1 s) and stops the running item.
     await until('the runner to stop', async () => (logLines(runner).some((l) => l.job_id === jobId && String(l.msg).startsWith('job stopped here')) ? true : undefined), 30_000, 100);
     const job = await call(url(0), 'GET', `/api/v1/jobs/${jobId}`, { token });
     expect(job.body.status).toBe('cancelled');
     expect(job.body.completed).toBeLessThan(20);
   }, 120_000);
+
+  it('one user\'s creates racing on all three replicas never exceed [jobs] max_active_per_user', async () => {
+    expect((await call(url(0), 'POST', '/api/v1/users', { token: admin, body: { username: 'capped', password: PASSWORD, role: 'user' } })).status).toBe(201);
+    const token = await login(url(2), 'capped', PASSWORD);
+    // Long jobs: none ends while the creates race.
+    const body = { requests: Array.from({ length: 20 }, () => ({ ...ITEM, max_tokens: 2000 })) };
+    const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => call(url(i % 3), 'POST', '/api/v1/jobs', { token, body })));
+    const accepted = answers.filter((a) => a.status === 202);
+    const refused = answers.filter((a) => a.status === 429);
+    expect(accepted).toHaveLength(JOB_CAP);
+    expect(refused).toHaveLength(12 - JOB_CAP);
+    for (const res of refused) {
+      expect(res.body.error).toMatchObject({ code: 'RATE_LIMITED', details: { reason: 'max_active_jobs', limit: JOB_CAP } });
+      expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
+    }
+    // Every replica sees the same three, and a cancelled one frees a slot for the next create anywhere.
+    const listed = await call(url(1), 'GET', '/api/v1/jobs?limit=100', { token });
+    expect(listed.body.data.filter((j: { status: string }) => j.status === 'queued' || j.status === 'running')).toHaveLength(JOB_CAP);
+    expect((await call(url(0), 'POST', `/api/v1/jobs/${accepted[0]!.body.id}/cancel`, { token })).status).toBe(200);
+    const next = await call(url(2), 'POST', '/api/v1/jobs', { token, body });
+    expect(next.status).toBe(202);
+    for (const id of [...accepted.slice(1).map((a) => a.body.id as string), next.body.id as string]) {
+      expect((await call(url(1), 'POST', `/api/v1/jobs/${id}/cancel`, { token })).status).toBe(200);
+    }
+  }, 60_000);
 
   it('a rate limit PATCHed on A applies on B within a second, and one user\'s budget holds across all three', async () => {
     const N = 9;
@@ -259,4 +330,65 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
       expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
     }
   }, 60_000);
+});
+
+describe.skipIf(!run)('two replicas, a job that uses up its attempts', () => {
+  let root: string;
+  let schema: Awaited<ReturnType<typeof freshSchema>>;
+  const replicas: ChildServer[] = [];
+
+  beforeAll(async () => {
+    if (!services.available) throw new Error(`the replica suite needs PostgreSQL and Redis: ${services.reason}`);
+    root = tempRoot();
+    mkdirSync(path.join(root, 'models'), { recursive: true });
+    schema = await freshSchema();
+    const env = {
+      INFERNO_DATABASE_URL: schema.url,
+      INFERNO_REDIS_URL: TEST_REDIS_URL,
+      INFERNO_LOGGING_BUFFERED: 'false',
+      INFERNO_STORAGE_REDIS_KEY_PREFIX: `inferno-test-${randomBytes(4).toString('hex')}`,
+      INFERNO_JWT_SECRET: '',
+      INFERNO_RATE_LIMIT_REQUESTS_PER_MINUTE: '100000',
+      INFERNO_LOGGING_LEVEL: 'info',
+      // One attempt: the kill below ends it, and the job is given up rather than retried.
+      INFERNO_JOBS_MAX_ATTEMPTS: '1',
+    };
+    replicas.push(...(await Promise.all(['x', 'y'].map((name) => spawnServer(root, { env: { ...env, INFERNO_REPLICA_ID: `replica-${name}` }, group: true })))));
+    for (const replica of replicas) {
+      await until('replica ready', async () => ((await call(replica.url, 'GET', '/health/ready')).status === 200 ? true : undefined), 120_000, 200);
+    }
+  }, 240_000);
+
+  afterAll(async () => {
+    for (const replica of replicas) killGroup(replica, 'SIGKILL');
+    await Promise.all(replicas.map((r) => r.exited));
+    await schema?.drop();
+    if (root) rmSync(root, { recursive: true, force: true });
+  });
+
+  it('fails the job, keeping the items it finished, once the replica running its last attempt is killed', async () => {
+    const token = await login(replicas[0]!.url);
+    const submitted = await call(replicas[0]!.url, 'POST', '/api/v1/jobs', { token, body: { requests: Array.from({ length: 20 }, () => ({ ...ITEM, max_tokens: 2000 })) } });
+    expect(submitted.status).toBe(202);
+    const jobId = submitted.body.id as string;
+    const done = (r: ChildServer) => logLines(r).filter((l) => l.job_id === jobId && l.msg === 'job request done');
+    const runner = await until('the job to be taken and 2 items done', async () => replicas.find((r) => done(r).length >= 2), 120_000, 20);
+    killGroup(runner, 'SIGKILL');
+    await runner.exited;
+    const survivor = replicas.find((r) => r !== runner)!;
+    const ended = await until('the job to be given up', async () => {
+      const res = await call(survivor.url, 'GET', `/api/v1/jobs/${jobId}`, { token });
+      return res.body.status === 'failed' ? res.body : undefined;
+    }, 60_000, 200);
+    // What the killed replica finished is kept (a kill right after a save may leave its log line unwritten: at least those logged).
+    const kept = ended.completed as number;
+    expect(kept).toBeGreaterThanOrEqual(done(runner).length);
+    expect(ended.failed).toBe(20 - kept);
+    expect(ended.results.slice(0, kept).every((r: { status: string }) => r.status === 'succeeded')).toBe(true);
+    expect(ended.results.slice(kept)).toEqual(
+      Array.from({ length: 20 - kept }, (_, i) => ({ index: kept + i, status: 'failed', error: { code: 'INTERNAL_ERROR', message: 'The job was given up after 1 attempts', details: null } })),
+    );
+    // The survivor never ran any of it: the one attempt was the killed replica's.
+    expect(done(survivor)).toHaveLength(0);
+  }, 120_000);
 });

@@ -60,6 +60,8 @@ export interface AppOptions {
   sharedLimits?: boolean;
   /** This replica's name, reported by /health/ready. */
   replicaId?: string;
+  /** Tells the other replicas that persisted settings changed (`PATCH /config`). */
+  settingsChanged?: () => void;
   /** Each dependency and whether it answers now (default: the store and the engine). */
   readiness?: () => Promise<Record<string, boolean>>;
 }
@@ -91,6 +93,7 @@ export function createApp(options: AppOptions): Koa<AppState> {
     store,
     logger,
     jwtSecret: options.jwtSecret,
+    settingsChanged: options.settingsChanged,
     version: options.version,
     startedAt: Date.now(),
     loginThrottle:

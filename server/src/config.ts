@@ -104,6 +104,25 @@ export interface Config {
     /** Prefix of every Redis key this server writes (several deployments may share one Redis). */
     redis_key_prefix: string;
   };
+  /**
+   * Batch jobs. `max_active_per_user` caps a user's unfinished jobs (0: no cap), in both modes. The
+   * rest applies to the shared mode (PostgreSQL), where pg-boss dispatches jobs to the replicas.
+   */
+  jobs: {
+    max_active_per_user: number;
+    /** A running job's replica heartbeats it; one not heard from for this long is resumed elsewhere. */
+    heartbeat_seconds: number;
+    /** How often the heartbeat is sent; a cancellation made on another replica stops the running request within it. */
+    heartbeat_refresh_seconds: number;
+    /** How often each replica looks for jobs whose heartbeat stopped (one replica per interval does the work). */
+    supervise_interval_seconds: number;
+    /** How often an idle replica asks for work when no notification woke it. */
+    poll_interval_seconds: number;
+    /** Attempts a job gets (a killed or stopped replica ends one); after the last it fails. */
+    max_attempts: number;
+    /** pg-boss's schema; by default `pgboss`, or `<schema>_pgboss` when the database URL selects a schema other than public. */
+    queue_schema?: string;
+  };
   /** `buffered`: lines batched (4 kB or 100 ms) off the request path; false writes each line at once (a kill -9 then loses none). */
   logging: { level: LogLevel; buffered: boolean };
   /** The response cache of deterministic native inference requests. */
@@ -141,6 +160,7 @@ export const DEFAULT_CONFIG: Config = deepFreeze({
   models: { dir: './models', max_loaded: 2, max_upload_bytes: 8_589_934_592 },
   engine: { threads: 1, parallel: 4, sequences_per_context: 1, context_size: 2048, max_queue: 32, batch_size: 512 },
   storage: { data_dir: './data', pool_size: 10, redis_key_prefix: 'inferno' },
+  jobs: { max_active_per_user: 10, heartbeat_seconds: 10, heartbeat_refresh_seconds: 1, supervise_interval_seconds: 2, poll_interval_seconds: 1, max_attempts: 10 },
   logging: { level: 'info', buffered: true },
   cache: { enabled: true, max_entries: 1000 },
   metrics: { enabled: true, public: false },
@@ -191,6 +211,7 @@ type Sections = {
   models: Config['models'];
   engine: Config['engine'];
   storage: Config['storage'];
+  jobs: Config['jobs'];
   logging: Config['logging'];
   cache: Config['cache'];
   metrics: Config['metrics'];
@@ -251,6 +272,16 @@ const SCHEMA: Schema = {
   models: { dir: filePath(), max_loaded: positive(), max_upload_bytes: positive() },
   engine: { threads: positive(), parallel: positive(), sequences_per_context: positive(), context_size: positive(), max_queue: positive(), batch_size: positive() },
   storage: { data_dir: filePath(), database_url: dsn('postgres:', 'postgresql:'), redis_url: dsn('redis:', 'rediss:'), pool_size: int(1, 1000), redis_key_prefix: text() },
+  jobs: {
+    max_active_per_user: int(0, 1_000_000),
+    // pg-boss's own floor: a heartbeat is expected at least every 10 s.
+    heartbeat_seconds: int(10, 3600),
+    heartbeat_refresh_seconds: int(1, 1800),
+    supervise_interval_seconds: int(1, 3600),
+    poll_interval_seconds: int(1, 3600),
+    max_attempts: int(1, 1000),
+    queue_schema: text(),
+  },
   logging: { level: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'), buffered: bool() },
   cache: { enabled: bool(), max_entries: int(1, 1_000_000) },
   metrics: { enabled: bool(), public: bool() },
@@ -487,6 +518,13 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     const [given, missing] = cert !== undefined ? ['cert', 'key'] : ['key', 'cert'];
     throw new ConfigError(
       `[server.tls] cert and key must be set together: ${given} is set (from ${origins.get(`server.tls.${given}`)}) but ${missing} is not`,
+    );
+  }
+  const { heartbeat_seconds: heartbeat, heartbeat_refresh_seconds: refresh } = config.jobs;
+  if (refresh >= heartbeat) {
+    const from = (id: string) => origins.get(`jobs.${id}`) ?? 'the default';
+    throw new ConfigError(
+      `[jobs] heartbeat_refresh_seconds (${refresh}, from ${from('heartbeat_refresh_seconds')}) must be less than [jobs] heartbeat_seconds (${heartbeat}, from ${from('heartbeat_seconds')})`,
     );
   }
   return config;

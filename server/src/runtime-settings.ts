@@ -42,16 +42,27 @@ export function applyPersistedSettings(config: Config, persisted: Record<string,
   return { applied, skipped };
 }
 
+/** A running settings watch: `refresh` re-reads the settings now (a replica announced a change); `stop` ends it. */
+export interface SettingsWatch {
+  refresh(): void;
+  stop(): void;
+}
+
 /**
  * Several replicas on one store: polls the persisted settings and applies the ones another
  * replica changed (PATCH /config there), so a change reaches every replica within `intervalMs`
- * and a bit. Answers a function that stops it.
+ * and a bit, or at once when `refresh` is called on word of it (Redis pub/sub).
  */
-export function watchSettings(store: SettingsStore, config: Config, logger: Logger, intervalMs: number): () => void {
+export function watchSettings(store: SettingsStore, config: Config, logger: Logger, intervalMs: number): SettingsWatch {
   const seen = new Map<string, string>();
   let running = false;
-  const poll = async () => {
-    if (running) return;
+  // A refresh asked for during a read may have come after that read: read once more.
+  let again = false;
+  const poll = async (): Promise<void> => {
+    if (running) {
+      again = true;
+      return;
+    }
     running = true;
     try {
       const persisted = await store.getSettings();
@@ -69,10 +80,14 @@ export function watchSettings(store: SettingsStore, config: Config, logger: Logg
       logger.warn({ err: error }, 'could not read the shared settings; will retry');
     } finally {
       running = false;
+      if (again) {
+        again = false;
+        void poll();
+      }
     }
   };
   void poll();
   const timer = setInterval(() => void poll(), intervalMs);
   timer.unref();
-  return () => clearInterval(timer);
+  return { refresh: () => void poll(), stop: () => clearInterval(timer) };
 }

@@ -23,6 +23,9 @@ import { InferenceEngine } from './engine/engine.js';
 import { ModelCatalog } from './engine/model-catalog.js';
 import { ensureDemoModel } from './engine/demo-bootstrap.js';
 import { applyPersistedSettings, watchSettings } from './runtime-settings.js';
+import { SettingsChannel } from './shared/settings-channel.js';
+import { BossJobQueue } from './jobs/boss-job-queue.js';
+import type { JobQueue } from './jobs/job-queue.js';
 import { JobRunner } from './jobs/job-runner.js';
 import type { Store } from './store/types.js';
 import { ConnectionGuard } from './http/connection-guard.js';
@@ -144,8 +147,20 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       shared && !config.auth.jwt_secret
         ? Buffer.from(await store.getOrCreateSecret('jwt_secret', randomBytes(48).toString('base64url')), 'utf8')
         : loadJwtSecret(config.auth.jwt_secret, config.storage.data_dir);
-    // A setting PATCHed on another replica reaches this one within a second.
-    if (shared) stopWatching = watchSettings(store, config, logger, 500);
+    // A setting PATCHed on another replica reaches this one at once when Redis carries the word
+    // (pub/sub), and within a second by polling in any case (the fallback).
+    let settingsChannel: SettingsChannel | undefined;
+    if (shared) {
+      const watch = watchSettings(store, config, logger, 500);
+      if (redis) {
+        settingsChannel = new SettingsChannel(redis, config.storage.redis_key_prefix, logger);
+        await settingsChannel.subscribe(() => watch.refresh());
+      }
+      stopWatching = () => {
+        watch.stop();
+        settingsChannel?.close();
+      };
+    }
     // Keys claimed by requests that never finished: alone, every pending key is from an earlier run;
     // shared, only those older than the longest request (other replicas' requests are still running).
     const now = Date.now();
@@ -169,12 +184,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     });
     // The binding loads in the background; /health/ready says when it can serve.
     engine.start().catch((error: unknown) => logger.error({ err: error }, 'the llama.cpp engine failed to start'));
-    // Shared: idle runners look for work every second (a job submitted elsewhere starts within it)
-    // and take over jobs whose replica stopped renewing their lease.
-    // The lease holder is this process, not just the replica id: a restarted replica (same id) never
+    // Alone on SQLite: the in-process runner. Shared on PostgreSQL: pg-boss dispatches jobs to every replica's worker.
+    // The worker name is this process, not just the replica id: a restarted replica (same id) never
     // writes to a job its previous process held.
     const worker = `${replicaId}/${process.pid}/${randomBytes(3).toString('hex')}`;
-    const jobs = new JobRunner({ store, engine, config, logger, telemetry, worker, shared, pollMs: shared ? 1_000 : 5_000, leaseMs: 10_000 });
+    const jobs: JobQueue = shared
+      ? new BossJobQueue({ store, engine, config, logger, telemetry, worker, replicaId, databaseUrl: config.storage.database_url! })
+      : new JobRunner({ store, engine, config, logger, telemetry, worker });
     const drain = new Drain();
     const tls = config.server.tls;
     const secure = Boolean(tls.cert && tls.key);
@@ -199,6 +215,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       hsts: secure,
       telemetry,
       replicaId,
+      ...(settingsChannel && { settingsChanged: () => settingsChannel.publish() }),
       sharedLimits: Boolean(redis),
       ...(redis && {
         rateLimiter: new RedisRateLimiter(redis, logger, `${config.storage.redis_key_prefix}:rl`),
@@ -247,6 +264,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       (reason, address) => logger.debug({ reason, ip: address }, 'connection closed'),
     );
     drain.track(server);
+    // Before listening: a job submitted on the first request can be dispatched.
+    await jobs.start();
 
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -256,7 +275,6 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       });
     });
     const { port } = server.address() as AddressInfo;
-    jobs.start();
     usage.start();
     const scheme = tls.cert ? 'https' : 'http';
     const host = config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host;

@@ -401,6 +401,20 @@ describe('flags', () => {
   });
 });
 
+describe('[jobs]', () => {
+  it('defaults to a cap of 10 unfinished jobs per user and a 10 s heartbeat sent every second', () => {
+    expect(load().jobs).toEqual({ max_active_per_user: 10, heartbeat_seconds: 10, heartbeat_refresh_seconds: 1, supervise_interval_seconds: 2, poll_interval_seconds: 1, max_attempts: 10 });
+    expect(load({ env: { INFERNO_JOBS_MAX_ACTIVE_PER_USER: '0', INFERNO_JOBS_QUEUE_SCHEMA: 'jobs_q' } }).jobs).toMatchObject({ max_active_per_user: 0, queue_schema: 'jobs_q' });
+  });
+
+  it('refuses a heartbeat below pg-boss\'s 10 s, and a refresh not below the heartbeat, naming where each came from', () => {
+    expect(loadError({ env: { INFERNO_JOBS_HEARTBEAT_SECONDS: '5' } })).toMatch(/^Invalid value for \[jobs\] heartbeat_seconds \(from INFERNO_JOBS_HEARTBEAT_SECONDS\)/);
+    expect(loadError({ argv: ['--set', 'jobs.heartbeat_refresh_seconds=10'] })).toBe(
+      '[jobs] heartbeat_refresh_seconds (10, from --set jobs.heartbeat_refresh_seconds) must be less than [jobs] heartbeat_seconds (10, from the default)',
+    );
+  });
+});
+
 describe('TLS', () => {
   it('requires cert and key together, naming where the one came from', () => {
     expect(loadError({ env: { INFERNO_SERVER_TLS_CERT: '/c.pem' } })).toBe(

@@ -295,6 +295,40 @@ describe('jobs', () => {
   });
 });
 
+describe('the per-user cap on unfinished jobs', () => {
+  let server: TestServer;
+
+  beforeAll(async () => {
+    server = await startTestServer({ settings: { ...SETTINGS, 'jobs.max_active_per_user': 2 } });
+    await waitForReady(server.url);
+  });
+  afterAll(() => server?.close());
+
+  it('refuses a job beyond [jobs] max_active_per_user with 429 RATE_LIMITED and Retry-After; an ended job frees its slot', async () => {
+    const admin = await login(server.url);
+    await createUser(server.url, { token: admin }, { username: 'capped', password: PASSWORD, role: 'user' });
+    const token = await login(server.url, 'capped', PASSWORD);
+    const submit = () => call(server.url, 'POST', '/api/v1/jobs', { token, body: { requests: [LONG, LONG] } });
+    const first = await submit();
+    const second = await submit();
+    expect([first.status, second.status]).toEqual([202, 202]);
+    const refused = await submit();
+    const error = expectApiError(refused, 429, 'RATE_LIMITED');
+    expect(error.message).toMatch(/2 unfinished jobs.*max_active_per_user is 2/);
+    expect(error.details).toEqual({ reason: 'max_active_jobs', active: 2, limit: 2 });
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+    // Another user is not held by this one's jobs.
+    expect((await call(server.url, 'POST', '/api/v1/jobs', { token: admin, body: { requests: [{ model: MODEL, prompt: 'hi', max_tokens: 2 }] } })).status).toBe(202);
+    const denials = await call(server.url, 'GET', '/api/v1/audit-logs?action=job.create', { token: admin });
+    expect(denials.body.data.filter((e: any) => e.outcome === 'denied')).toMatchObject([{ details: { reason: 'max_active_per_user', active: 2, limit: 2 } }]);
+    expect((await call(server.url, 'POST', `/api/v1/jobs/${first.body.id}/cancel`, { token })).status).toBe(200);
+    expect((await submit()).status).toBe(202);
+    for (const job of (await call(server.url, 'GET', '/api/v1/jobs', { token })).body.data) {
+      if (!isFinished(job)) await call(server.url, 'POST', `/api/v1/jobs/${job.id}/cancel`, { token });
+    }
+  });
+});
+
 describe('jobs across a restart', () => {
   let root: string;
   let server: TestServer | undefined;

@@ -5,12 +5,12 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PostgresStore, StoreUnavailableError } from '../src/store/postgres-store.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
-import { KeyLimitError, LastAdminError, UsernameTakenError, type Store } from '../src/store/types.js';
+import { JobLimitError, KeyLimitError, LastAdminError, UsernameTakenError, type Store } from '../src/store/types.js';
 import { freshSchema, mustRunSharedSuites, sharedServices } from '../../test/helpers/shared-services.js';
 
 /**
  * One suite for every store: what the server relies on, including what must hold under
- * concurrency (racing creates, racing demotions of the last admins, racing job claims).
+ * concurrency (racing creates, racing demotions of the last admins, racing job claims, racing job creates under the cap).
  */
 interface Backend {
   name: 'sqlite' | 'postgres';
@@ -267,70 +267,127 @@ describe.each(backends)('store conformance: $name', (backend) => {
   describe('jobs', () => {
     const requests = [{ model: 'm', prompt: 'a' }, { model: 'm', prompt: 'b' }];
 
-    it('queues, claims in order, saves progress and finishes under the worker\'s lease only', async () => {
+    it('queues, claims in order, saves progress and finishes under the taking worker only', async () => {
       const user = await store.createUser({ username: 'jobs', passwordHash: 'h', role: 'user' });
       const one = await store.createJob({ userId: user.id, name: 'one', requests });
       const two = await store.createJob({ userId: user.id, name: null, requests });
       expect(one).toMatchObject({ status: 'queued', name: 'one', results: [{ index: 0, status: 'queued' }, { index: 1, status: 'queued' }], startedAt: null });
       expect(two.seq).toBeGreaterThan(one.seq);
-      const claimed = await store.claimNextJob('w1', 60_000);
+      expect(await store.listUnfinishedJobIds()).toEqual([one.id, two.id]);
+      const claimed = await store.claimNextJob('w1');
       expect(claimed).toMatchObject({ id: one.id, status: 'running' });
       expect(claimed!.startedAt).not.toBeNull();
       const progress = [{ index: 0, status: 'succeeded' as const }, { index: 1, status: 'running' as const }];
-      expect(await store.saveJobResults(one.id, progress, 'w2')).toBe(false); // not its lease
+      expect(await store.saveJobResults(one.id, progress, 'w2')).toBe(false); // not its job
       expect(await store.saveJobResults(one.id, progress, 'w1')).toBe(true);
-      expect(await store.renewJobLease(one.id, 'w1', 60_000)).toBe(true);
-      expect(await store.renewJobLease(one.id, 'w2', 60_000)).toBe(false);
       expect(await store.finishJob(one.id, 'succeeded', [progress[0]!, { index: 1, status: 'succeeded' }], 'w2')).toBe(false);
       expect(await store.finishJob(one.id, 'succeeded', [progress[0]!, { index: 1, status: 'succeeded' }], 'w1')).toBe(true);
-      expect(await store.renewJobLease(one.id, 'w1', 60_000)).toBe(false); // finished
+      expect(await store.saveJobResults(one.id, progress, 'w1')).toBe(false); // finished
       expect((await store.getJob(one.id))?.status).toBe('succeeded');
       expect((await store.listJobs({ userId: user.id })).map((j) => j.id)).toEqual([two.id, one.id]);
       expect((await store.listJobs({ beforeSeq: two.seq })).map((j) => j.id)).toEqual([one.id]);
       expect(await store.countJobsByStatus()).toEqual({ succeeded: 1, queued: 1 });
+      expect(await store.listUnfinishedJobIds()).toEqual([two.id]);
     });
 
     it('gives each of many racing claims a different job', async () => {
       const user = await store.createUser({ username: 'racers', passwordHash: 'h', role: 'user' });
       const ids = new Set<string>();
       for (let i = 0; i < 8; i++) ids.add((await store.createJob({ userId: user.id, name: null, requests })).id);
-      const claims = await Promise.all(Array.from({ length: 10 }, (_, i) => store.claimNextJob(`w${i}`, 60_000)));
+      const claims = await Promise.all(Array.from({ length: 10 }, (_, i) => store.claimNextJob(`w${i}`)));
       const claimed = claims.filter((j) => j !== undefined).map((j) => j.id);
       expect(claimed).toHaveLength(8);
       expect(new Set(claimed)).toEqual(ids);
     });
 
+    it('takes a given job over from the worker that had it, resuming at its first unfinished request; never an ended one', async () => {
+      const user = await store.createUser({ username: 'takeover', passwordHash: 'h', role: 'user' });
+      const job = await store.createJob({ userId: user.id, name: null, requests: [...requests, { model: 'm', prompt: 'c' }] });
+      expect(await store.takeJob(job.id, 'died')).toMatchObject({ status: 'running' });
+      await store.saveJobResults(job.id, [{ index: 0, status: 'succeeded' }, { index: 1, status: 'running' }, { index: 2, status: 'queued' }], 'died');
+      const taken = await store.takeJob(job.id, 'heir');
+      expect(taken).toMatchObject({ status: 'running', results: [{ index: 0, status: 'succeeded' }, { index: 1, status: 'queued' }, { index: 2, status: 'queued' }] });
+      // The old holder is fenced out; the new one writes.
+      expect(await store.saveJobResults(job.id, [], 'died')).toBe(false);
+      expect(await store.finishJob(job.id, 'succeeded', [], 'died')).toBe(false);
+      expect(await store.saveJobResults(job.id, taken!.results, 'heir')).toBe(true);
+      await store.cancelJob(job.id);
+      expect(await store.takeJob(job.id, 'late')).toBeUndefined();
+      expect(await store.takeJob('00000000-0000-4000-8000-000000000000', 'late')).toBeUndefined();
+    });
+
     it('cancels queued and running jobs once, keeping finished results', async () => {
       const user = await store.createUser({ username: 'cancel', passwordHash: 'h', role: 'user' });
       const job = await store.createJob({ userId: user.id, name: null, requests });
-      await store.claimNextJob('w1', 60_000);
+      await store.claimNextJob('w1');
       await store.saveJobResults(job.id, [{ index: 0, status: 'succeeded' }, { index: 1, status: 'running' }], 'w1');
       const outcome = await store.cancelJob(job.id);
       expect(outcome).toMatchObject({ cancelled: true, job: { status: 'cancelled', results: [{ index: 0, status: 'succeeded' }, { index: 1, status: 'cancelled' }] } });
       expect((await store.cancelJob(job.id))?.cancelled).toBe(false);
       expect(await store.cancelJob('nope')).toBeUndefined();
-      expect(await store.renewJobLease(job.id, 'w1', 60_000)).toBe(false);
       expect(await store.saveJobResults(job.id, [], 'w1')).toBe(false);
     });
 
-    it('re-queues running jobs: all, one worker\'s, or only those whose lease ran out, unfinished requests only', async () => {
+    it('re-queues running jobs: all, or one worker\'s, unfinished requests only', async () => {
       const user = await store.createUser({ username: 'requeue', passwordHash: 'h', role: 'user' });
-      const live = await store.createJob({ userId: user.id, name: 'live', requests });
-      const dead = await store.createJob({ userId: user.id, name: 'dead', requests });
-      await store.claimNextJob('alive', 60_000);
-      await store.claimNextJob('died', 1);
-      await store.saveJobResults(dead.id, [{ index: 0, status: 'succeeded' }, { index: 1, status: 'running' }], 'died');
-      await new Promise((r) => setTimeout(r, 30));
-      expect(await store.requeueRunningJobs({ expired: true })).toBe(1);
-      const requeued = await store.getJob(dead.id);
-      expect(requeued).toMatchObject({ status: 'queued', results: [{ index: 0, status: 'succeeded' }, { index: 1, status: 'queued' }] });
-      expect((await store.getJob(live.id))?.status).toBe('running');
+      const first = await store.createJob({ userId: user.id, name: 'first', requests });
+      const second = await store.createJob({ userId: user.id, name: 'second', requests });
+      await store.claimNextJob('stopping');
+      await store.claimNextJob('other');
+      await store.saveJobResults(first.id, [{ index: 0, status: 'succeeded' }, { index: 1, status: 'running' }], 'stopping');
+      expect(await store.requeueRunningJobs({ worker: 'stopping' })).toBe(1);
+      expect(await store.getJob(first.id)).toMatchObject({ status: 'queued', results: [{ index: 0, status: 'succeeded' }, { index: 1, status: 'queued' }] });
+      expect((await store.getJob(second.id))?.status).toBe('running');
       // The old holder can no longer write; the next claim resumes it.
-      expect(await store.saveJobResults(dead.id, [], 'died')).toBe(false);
-      expect((await store.claimNextJob('heir', 60_000))?.id).toBe(dead.id);
-      expect(await store.requeueRunningJobs({ worker: 'alive' })).toBe(1);
-      expect((await store.getJob(live.id))?.status).toBe('queued');
-      expect(await store.requeueRunningJobs()).toBe(1); // the heir's
+      expect(await store.saveJobResults(first.id, [], 'stopping')).toBe(false);
+      expect((await store.claimNextJob('heir'))?.id).toBe(first.id);
+      expect(await store.requeueRunningJobs()).toBe(2);
+    });
+
+    it('caps a user\'s unfinished jobs, also when creates race; ended jobs and other users do not count', async () => {
+      const user = await store.createUser({ username: 'busy', passwordHash: 'h', role: 'user' });
+      const other = await store.createUser({ username: 'other', passwordHash: 'h', role: 'user' });
+      const done = await store.createJob({ userId: user.id, name: 'done', requests }, { maxActive: 3 });
+      await store.claimNextJob('w');
+      await store.finishJob(done.id, 'succeeded', [], 'w');
+      const cancelled = await store.createJob({ userId: user.id, name: 'cancelled', requests }, { maxActive: 3 });
+      await store.cancelJob(cancelled.id);
+      await store.createJob({ userId: user.id, name: 'running', requests }, { maxActive: 3 });
+      await store.claimNextJob('w');
+      // Racing through several connections (on PostgreSQL, as several replicas would).
+      const racers = [store, await opened.again(), await opened.again()];
+      extra.push(racers[1]!, racers[2]!);
+      const race = await settle(Array.from({ length: 9 }, (_, i) => racers[i % 3]!.createJob({ userId: user.id, name: `race-${i}`, requests }, { maxActive: 3 })));
+      expect(race.ok).toHaveLength(2);
+      expect(race.errors).toHaveLength(7);
+      expect(race.errors.every((e) => e instanceof JobLimitError && e.active === 3)).toBe(true);
+      expect((await store.listJobs({ userId: user.id })).filter((j) => j.status === 'queued' || j.status === 'running')).toHaveLength(3);
+      expect((await store.createJob({ userId: other.id, name: null, requests }, { maxActive: 3 })).status).toBe('queued');
+      // 0 and absent: no cap.
+      expect((await store.createJob({ userId: user.id, name: null, requests }, { maxActive: 0 })).status).toBe('queued');
+      expect((await store.createJob({ userId: user.id, name: null, requests })).status).toBe('queued');
+    });
+
+    // Each store's own side of the dispatch hook (no skipped test on either).
+    if (backend.name === 'postgres') it('dispatches in the creating transaction: a failed dispatch leaves no job', async () => {
+      const user = await store.createUser({ username: 'dispatch', passwordHash: 'h', role: 'user' });
+      const seen: string[] = [];
+      const created = await store.createJob({ userId: user.id, name: 'sent', requests }, {
+        dispatch: async (job, tx) => {
+          // The row is visible inside the transaction the dispatch joins.
+          const { rows } = await tx.executeSql('SELECT id FROM jobs WHERE id = $1', [job.id]);
+          seen.push(String((rows[0] as { id: string }).id));
+        },
+      });
+      expect(seen).toEqual([created.id]);
+      const failed = await store.createJob({ userId: user.id, name: 'lost', requests }, { dispatch: async () => { throw new Error('queue down'); } }).catch((e: unknown) => e);
+      expect((failed as Error).message).toBe('queue down');
+      expect((await store.listJobs({ userId: user.id })).map((j) => j.name)).toEqual(['sent']);
+    });
+
+    else it('refuses a dispatch hook: SQLite runs jobs in process', async () => {
+      const user = await store.createUser({ username: 'local', passwordHash: 'h', role: 'user' });
+      await expect(store.createJob({ userId: user.id, name: null, requests }, { dispatch: async () => undefined })).rejects.toThrow(/in process/);
     });
   });
 });

@@ -36,7 +36,10 @@ export async function sharedServices(): Promise<{ available: boolean; reason: st
 
 export const mustRunSharedSuites = Boolean(process.env.CI) && process.env.CI !== 'false';
 
-/** A fresh, empty schema in the test database; `url` selects it through `search_path`. */
+/**
+ * A fresh, empty schema in the test database; `url` selects it through `search_path`. Dropping it
+ * drops the job queue's schema beside it too (`<name>_pgboss`, where a server on `url` puts pg-boss).
+ */
 export async function freshSchema(): Promise<{ name: string; url: string; drop(): Promise<void> }> {
   const name = `inferno_test_${randomBytes(6).toString('hex')}`;
   const admin = new pg.Client({ connectionString: TEST_DATABASE_URL });
@@ -56,6 +59,7 @@ export async function freshSchema(): Promise<{ name: string; url: string; drop()
       await client.connect();
       try {
         await client.query(`DROP SCHEMA IF EXISTS ${name} CASCADE`);
+        await client.query(`DROP SCHEMA IF EXISTS ${name}_pgboss CASCADE`);
       } finally {
         await client.end();
       }

@@ -303,6 +303,10 @@ export const listJobs = <ThrowOnError extends boolean = false>(options?: Options
  * A request whose model does not exist (or whose prompt does not fit the model's context) fails
  * its own item with that error (`NOT_FOUND`, `VALIDATION_ERROR`; `CONFLICT` for an invalid model file); the job is still accepted and
  * its other requests still run. Poll `GET /api/v1/jobs/{id}` (the `Location` header) for results.
+ * A user holds at most `[jobs] max_active_per_user` unfinished (queued or running) jobs, counted
+ * across every replica; one more is refused with 429 `RATE_LIMITED`, `details`
+ * `{reason: "max_active_jobs", active, limit}` and `Retry-After` (a slot frees when one of the
+ * user's jobs ends or is cancelled).
  *
  */
 export const createJob = <ThrowOnError extends boolean = false>(options: Options<CreateJobData, ThrowOnError>): RequestResult<CreateJobResponses, CreateJobErrors, ThrowOnError> => (options.client ?? client).post<CreateJobResponses, CreateJobErrors, ThrowOnError>({

@@ -29,6 +29,7 @@ export function configRoutes(deps: RouteDeps): Router<AppState> {
       return [dotted, (config[section] as Record<string, unknown>)[key]];
     }));
     await store.putSettings(changes);
+    deps.settingsChanged?.();
     applySettings(config, changes);
     if ('logging.level' in changes) logger.level = config.logging.level;
     await audit(store, ctx, { action: 'config.update', outcome: 'success', target: Object.keys(changes).join(','), details: { before, after: changes } });

@@ -15,4 +15,6 @@ export interface RouteDeps {
   version: string;
   /** Metrics, usage accounting, traces: one call per event. */
   telemetry: Telemetry;
+  /** Tells the other replicas that persisted settings changed (shared mode with Redis); absent alone. */
+  settingsChanged?: () => void;
 }

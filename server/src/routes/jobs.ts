@@ -10,9 +10,12 @@ import { ApiError, conflict, notFound, validationError } from '../http/errors.js
 import { jsonBody } from '../http/json-body.js';
 import { validate } from '../http/validate.js';
 import type { JobQueue } from '../jobs/job-queue.js';
-import type { JobRecord } from '../store/types.js';
+import { JobLimitError, type JobRecord } from '../store/types.js';
 import type { RouteDeps } from './deps.js';
 import { toGenerationRequest } from './inference.js';
+
+/** What a refusal by the per-user job cap suggests waiting: long enough for a short job to end. */
+const JOB_CAP_RETRY_AFTER_SECONDS = 5;
 
 export function presentJob(job: JobRecord): Job {
   return {
@@ -67,8 +70,19 @@ export function jobRoutes(deps: RouteDeps, jobs: JobQueue): Router<AppState> {
     const { requests, name } = ctx.state.input.body as CreateJobRequest;
     const issues = requests.flatMap((request, index) => checkJobRequest(request, index, config.limits));
     if (issues.length > 0) throw validationError(issues);
-    const job = await store.createJob({ userId: ctx.state.principal!.user.id, name: name ?? null, requests });
-    jobs.notify();
+    const cap = config.jobs.max_active_per_user;
+    const job = await jobs.submit({ userId: ctx.state.principal!.user.id, name: name ?? null, requests }).catch(async (error: unknown) => {
+      if (!(error instanceof JobLimitError)) throw error;
+      const { active } = error;
+      await audit(store, ctx, { action: 'job.create', outcome: 'denied', target: null, details: { reason: 'max_active_per_user', active, limit: cap } });
+      // A slot frees when one of the user's jobs ends: worth retrying after a while, not at once.
+      throw new ApiError(
+        'RATE_LIMITED',
+        `This user already has ${active} unfinished jobs, the limit ([jobs] max_active_per_user is ${cap}); wait for one to finish or cancel one`,
+        { reason: 'max_active_jobs', active, limit: cap },
+        { 'Retry-After': String(JOB_CAP_RETRY_AFTER_SECONDS) },
+      );
+    });
     await audit(store, ctx, { action: 'job.create', outcome: 'success', target: job.id, details: { requests: requests.length } });
     ctx.status = 202;
     ctx.set('Location', `/api/v1/jobs/${job.id}`);
@@ -101,10 +115,9 @@ export function jobRoutes(deps: RouteDeps, jobs: JobQueue): Router<AppState> {
 
   router.post('/jobs/:id/cancel', requireAuth, canSeeJobs, validate({ params: zCancelJobPath }), async (ctx) => {
     const job = await findJob(ctx);
-    const outcome = await store.cancelJob(job.id);
+    const outcome = await jobs.cancel(job.id);
     if (!outcome) throw notFound(`No job with id ${job.id}`);
     if (!outcome.cancelled) throw conflict(`The job has already finished (${outcome.job.status})`);
-    jobs.cancel(job.id);
     await audit(store, ctx, { action: 'job.cancel', outcome: 'success', target: job.id, details: { owner: job.userId } });
     ctx.body = presentJob(outcome.job);
   });

@@ -121,4 +121,10 @@ export const MIGRATIONS: readonly string[] = [
   `
   DELETE FROM idempotency_keys;
   `,
+  // Jobs on a queue engine (#13): the hand-written lease is gone (pg-boss's heartbeat replaced it);
+  // the per-user cap counts a user's unfinished jobs.
+  `
+  ALTER TABLE jobs DROP COLUMN lease_until;
+  CREATE INDEX jobs_user_status ON jobs(user_id, status);
+  `,
 ];

@@ -3,12 +3,13 @@ import pg from 'pg';
 import { redactUrl } from '../config.js';
 import { POSTGRES_MIGRATIONS } from './postgres-migrations.js';
 import { MIGRATIONS } from './migrations.js';
-import { KeyLimitError, LastAdminError, UsernameTakenError } from './types.js';
+import { JobLimitError, KeyLimitError, LastAdminError, UsernameTakenError } from './types.js';
 import type {
   ApiKeyRecord,
   AuditEvent,
   AuditFilter,
   AuditRecord,
+  CreateJobOptions,
   IdempotencyRecord,
   JobFilter,
   JobStatus,
@@ -32,8 +33,6 @@ const now = () => new Date().toISOString();
 const text = (value: unknown) => (value == null ? null : String(value));
 const hourOf = (time: string) => new Date(Math.floor(Date.parse(time) / 3_600_000) * 3_600_000).toISOString();
 const isUnfinished = (r: JobResult) => r.status === 'queued' || r.status === 'running';
-// Lease times come from the database's clock, so replicas with skewed clocks agree on them.
-const DB_NOW_MS = '(extract(epoch from clock_timestamp()) * 1000)::bigint';
 
 function toUser(row: Row): UserRecord {
   return {
@@ -102,7 +101,7 @@ export class StoreUnavailableError extends Error {
 /**
  * The shared store: PostgreSQL through a `pg` pool, for several replicas behind a load balancer.
  * Where SQLite relied on its single writer, this takes row locks or transaction-scoped advisory
- * locks (the last-admin check, the key cap, job claims with `FOR UPDATE SKIP LOCKED`).
+ * locks (the last-admin check, the key and job caps, job claims with `FOR UPDATE SKIP LOCKED`).
  */
 export class PostgresStore implements Store {
   readonly kind = 'postgres';
@@ -359,13 +358,24 @@ export class PostgresStore implements Store {
 
   // Jobs
 
-  async createJob(job: { userId: string; name: string | null; requests: JobRecord['requests'] }): Promise<JobRecord> {
+  async createJob(job: { userId: string; name: string | null; requests: JobRecord['requests'] }, options: CreateJobOptions = {}): Promise<JobRecord> {
     const results: JobResult[] = job.requests.map((_, index) => ({ index, status: 'queued' }));
-    const row = await this.#one(
-      `INSERT INTO jobs (id, user_id, name, status, requests, results, created_at) VALUES ($1, $2, $3, 'queued', $4, $5, $6) RETURNING *`,
-      [randomUUID(), job.userId, job.name, JSON.stringify(job.requests), JSON.stringify(results), now()],
-    );
-    return toJob(row!);
+    return this.#transaction(async (client) => {
+      if (options.maxActive) {
+        // The user's row lock serialises job creation per user, on every replica: racing creates count one after the other.
+        await client.query('SELECT 1 FROM users WHERE id = $1 FOR UPDATE', [job.userId]);
+        const row = await this.#one("SELECT COUNT(*) AS n FROM jobs WHERE user_id = $1 AND status IN ('queued', 'running')", [job.userId], client);
+        if (Number(row!.n) >= options.maxActive) throw new JobLimitError(Number(row!.n));
+      }
+      const row = await this.#one(
+        `INSERT INTO jobs (id, user_id, name, status, requests, results, created_at) VALUES ($1, $2, $3, 'queued', $4, $5, $6) RETURNING *`,
+        [randomUUID(), job.userId, job.name, JSON.stringify(job.requests), JSON.stringify(results), now()],
+        client,
+      );
+      const created = toJob(row!);
+      await options.dispatch?.(created, { executeSql: (text, values) => client.query(text, values) });
+      return created;
+    });
   }
 
   async getJob(id: string): Promise<JobRecord | undefined> {
@@ -389,18 +399,32 @@ export class PostgresStore implements Store {
     return (await this.#all(sql, values)).map(toJob);
   }
 
-  async claimNextJob(worker: string, leaseMs: number): Promise<JobRecord | undefined> {
-    // SKIP LOCKED: replicas claiming at once each take a different job, none waits on another.
+  async listUnfinishedJobIds(): Promise<string[]> {
+    return (await this.#all("SELECT id FROM jobs WHERE status IN ('queued', 'running') ORDER BY seq")).map((row) => String(row.id));
+  }
+
+  async claimNextJob(worker: string): Promise<JobRecord | undefined> {
+    // SKIP LOCKED: workers claiming at once each take a different job, none waits on another.
     const row = await this.#one(
-      `UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, $1), worker = $2, lease_until = ${DB_NOW_MS} + $3
+      `UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, $1), worker = $2
        WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING *`,
-      [now(), worker, leaseMs],
+      [now(), worker],
     );
     return row && toJob(row);
   }
 
-  async renewJobLease(id: string, worker: string, leaseMs: number): Promise<boolean> {
-    return this.#changed(`UPDATE jobs SET lease_until = ${DB_NOW_MS} + $1 WHERE id = $2 AND status = 'running' AND worker = $3`, [leaseMs, id, worker]);
+  async takeJob(id: string, worker: string): Promise<JobRecord | undefined> {
+    return this.#transaction(async (client) => {
+      const row = await this.#one("SELECT * FROM jobs WHERE id = $1 AND status IN ('queued', 'running') FOR UPDATE", [id], client);
+      if (!row) return undefined;
+      const results = toJob(row).results.map((r): JobResult => (r.status === 'running' ? { index: r.index, status: 'queued' } : r));
+      const updated = await this.#one(
+        "UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, $1), worker = $2, results = $3 WHERE id = $4 RETURNING *",
+        [now(), worker, JSON.stringify(results), id],
+        client,
+      );
+      return toJob(updated!);
+    });
   }
 
   async saveJobResults(id: string, results: JobResult[], worker: string): Promise<boolean> {
@@ -409,7 +433,7 @@ export class PostgresStore implements Store {
 
   async finishJob(id: string, status: 'succeeded' | 'failed', results: JobResult[], worker: string): Promise<boolean> {
     return this.#changed(
-      "UPDATE jobs SET status = $1, results = $2, finished_at = $3, worker = NULL, lease_until = NULL WHERE id = $4 AND status = 'running' AND worker = $5",
+      "UPDATE jobs SET status = $1, results = $2, finished_at = $3, worker = NULL WHERE id = $4 AND status = 'running' AND worker = $5",
       [status, JSON.stringify(results), now(), id, worker],
     );
   }
@@ -422,7 +446,7 @@ export class PostgresStore implements Store {
       if (job.status !== 'queued' && job.status !== 'running') return { job, cancelled: false };
       const results = job.results.map((r): JobResult => (isUnfinished(r) ? { index: r.index, status: 'cancelled' } : r));
       const updated = await this.#one(
-        "UPDATE jobs SET status = 'cancelled', results = $1, finished_at = $2, worker = NULL, lease_until = NULL WHERE id = $3 RETURNING *",
+        "UPDATE jobs SET status = 'cancelled', results = $1, finished_at = $2, worker = NULL WHERE id = $3 RETURNING *",
         [JSON.stringify(results), now(), id],
         client,
       );
@@ -430,7 +454,7 @@ export class PostgresStore implements Store {
     });
   }
 
-  async requeueRunningJobs(filter: { worker?: string; expired?: boolean } = {}): Promise<number> {
+  async requeueRunningJobs(filter: { worker?: string } = {}): Promise<number> {
     return this.#transaction(async (client) => {
       const where = ["status = 'running'"];
       const values: unknown[] = [];
@@ -438,11 +462,10 @@ export class PostgresStore implements Store {
         values.push(filter.worker);
         where.push(`worker = $${values.length}`);
       }
-      if (filter.expired) where.push(`(lease_until IS NULL OR lease_until < ${DB_NOW_MS})`);
       const running = (await this.#all(`SELECT * FROM jobs WHERE ${where.join(' AND ')} FOR UPDATE SKIP LOCKED`, values, client)).map(toJob);
       for (const job of running) {
         const results = job.results.map((r): JobResult => (isUnfinished(r) ? { index: r.index, status: 'queued' } : r));
-        await client.query("UPDATE jobs SET status = 'queued', results = $1, worker = NULL, lease_until = NULL WHERE id = $2", [JSON.stringify(results), job.id]);
+        await client.query("UPDATE jobs SET status = 'queued', results = $1, worker = NULL WHERE id = $2", [JSON.stringify(results), job.id]);
       }
       return running.length;
     });

@@ -3,9 +3,10 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { MIGRATIONS } from './migrations.js';
-import { KeyLimitError, LastAdminError, UsernameTakenError } from './types.js';
+import { JobLimitError, KeyLimitError, LastAdminError, UsernameTakenError } from './types.js';
 import type {
   ApiKeyRecord,
+  CreateJobOptions,
   AuditEvent,
   AuditFilter,
   AuditRecord,
@@ -329,15 +330,23 @@ export class SqliteStore implements Store {
 
   // Jobs
 
-  async createJob(job: { userId: string; name: string | null; requests: JobRecord['requests'] }): Promise<JobRecord> {
+  async createJob(job: { userId: string; name: string | null; requests: JobRecord['requests'] }, options: CreateJobOptions = {}): Promise<JobRecord> {
+    if (options.dispatch) throw new Error('store: the SQLite store runs jobs in process; it has no queue engine to dispatch to');
     const results: JobResult[] = job.requests.map((_, index) => ({ index, status: 'queued' }));
-    const row = this.#db
-      .prepare(
-        `INSERT INTO jobs (id, user_id, name, status, requests, results, created_at)
-         VALUES (?, ?, ?, 'queued', ?, ?, ?) RETURNING *`,
-      )
-      .get(randomUUID(), job.userId, job.name, JSON.stringify(job.requests), JSON.stringify(results), now()) as Row;
-    return toJob(row);
+    // BEGIN IMMEDIATE: one writer at a time, also across processes on the file, so racing creates count one after the other.
+    return this.#transaction(() => {
+      if (options.maxActive) {
+        const row = this.#db.prepare("SELECT COUNT(*) AS n FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')").get(job.userId) as Row;
+        if (Number(row.n) >= options.maxActive) throw new JobLimitError(Number(row.n));
+      }
+      const row = this.#db
+        .prepare(
+          `INSERT INTO jobs (id, user_id, name, status, requests, results, created_at)
+           VALUES (?, ?, ?, 'queued', ?, ?, ?) RETURNING *`,
+        )
+        .get(randomUUID(), job.userId, job.name, JSON.stringify(job.requests), JSON.stringify(results), now()) as Row;
+      return toJob(row);
+    });
   }
 
   async getJob(id: string): Promise<JobRecord | undefined> {
@@ -364,19 +373,30 @@ export class SqliteStore implements Store {
     return (this.#db.prepare(sql).all(...values, filter.limit ?? 100) as Row[]).map(toJob);
   }
 
-  async claimNextJob(worker: string, leaseMs: number): Promise<JobRecord | undefined> {
+  async listUnfinishedJobIds(): Promise<string[]> {
+    return (this.#db.prepare("SELECT id FROM jobs WHERE status IN ('queued', 'running') ORDER BY seq").all() as Row[]).map((row) => String(row.id));
+  }
+
+  async claimNextJob(worker: string): Promise<JobRecord | undefined> {
     const row = this.#db
       .prepare(
-        `UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?), worker = ?, lease_until = ?
+        `UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?), worker = ?
          WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1) RETURNING *`,
       )
-      .get(now(), worker, Date.now() + leaseMs) as Row | undefined;
+      .get(now(), worker) as Row | undefined;
     return row && toJob(row);
   }
 
-  async renewJobLease(id: string, worker: string, leaseMs: number): Promise<boolean> {
-    const result = this.#db.prepare("UPDATE jobs SET lease_until = ? WHERE id = ? AND status = 'running' AND worker = ?").run(Date.now() + leaseMs, id, worker);
-    return Number(result.changes) > 0;
+  async takeJob(id: string, worker: string): Promise<JobRecord | undefined> {
+    return this.#transaction(() => {
+      const job = this.#getJob(id);
+      if (!job || (job.status !== 'queued' && job.status !== 'running')) return undefined;
+      const results = job.results.map((r): JobResult => (r.status === 'running' ? { index: r.index, status: 'queued' } : r));
+      this.#db
+        .prepare("UPDATE jobs SET status = 'running', started_at = COALESCE(started_at, ?), worker = ?, results = ? WHERE id = ?")
+        .run(now(), worker, JSON.stringify(results), id);
+      return this.#getJob(id);
+    });
   }
 
   async saveJobResults(id: string, results: JobResult[], worker: string): Promise<boolean> {
@@ -386,7 +406,7 @@ export class SqliteStore implements Store {
 
   async finishJob(id: string, status: 'succeeded' | 'failed', results: JobResult[], worker: string): Promise<boolean> {
     const result = this.#db
-      .prepare("UPDATE jobs SET status = ?, results = ?, finished_at = ?, worker = NULL, lease_until = NULL WHERE id = ? AND status = 'running' AND worker = ?")
+      .prepare("UPDATE jobs SET status = ?, results = ?, finished_at = ?, worker = NULL WHERE id = ? AND status = 'running' AND worker = ?")
       .run(status, JSON.stringify(results), now(), id, worker);
     return Number(result.changes) > 0;
   }
@@ -398,13 +418,13 @@ export class SqliteStore implements Store {
       if (job.status !== 'queued' && job.status !== 'running') return { job, cancelled: false };
       const results = job.results.map((r): JobResult => (isUnfinished(r) ? { index: r.index, status: 'cancelled' } : r));
       this.#db
-        .prepare("UPDATE jobs SET status = 'cancelled', results = ?, finished_at = ?, worker = NULL, lease_until = NULL WHERE id = ?")
+        .prepare("UPDATE jobs SET status = 'cancelled', results = ?, finished_at = ?, worker = NULL WHERE id = ?")
         .run(JSON.stringify(results), now(), id);
       return { job: this.#getJob(id)!, cancelled: true };
     });
   }
 
-  async requeueRunningJobs(filter: { worker?: string; expired?: boolean } = {}): Promise<number> {
+  async requeueRunningJobs(filter: { worker?: string } = {}): Promise<number> {
     return this.#transaction(() => {
       const where = ["status = 'running'"];
       const values: SQLInputValue[] = [];
@@ -412,12 +432,8 @@ export class SqliteStore implements Store {
         where.push('worker = ?');
         values.push(filter.worker);
       }
-      if (filter.expired) {
-        where.push('(lease_until IS NULL OR lease_until < ?)');
-        values.push(Date.now());
-      }
       const running = (this.#db.prepare(`SELECT * FROM jobs WHERE ${where.join(' AND ')}`).all(...values) as Row[]).map(toJob);
-      const update = this.#db.prepare("UPDATE jobs SET status = 'queued', results = ?, worker = NULL, lease_until = NULL WHERE id = ?");
+      const update = this.#db.prepare("UPDATE jobs SET status = 'queued', results = ?, worker = NULL WHERE id = ?");
       for (const job of running) {
         const results = job.results.map((r): JobResult => (isUnfinished(r) ? { index: r.index, status: 'queued' } : r));
         update.run(JSON.stringify(results), job.id);

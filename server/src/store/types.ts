@@ -130,19 +130,50 @@ export interface JobFilter {
 }
 
 /**
- * Batch jobs and their results. A worker (named by its replica id) takes queued jobs in order
- * (`claimNextJob`) under a lease it renews while it works; a job whose lease ran out (its replica
- * died) goes back to the queue (`requeueRunningJobs({ expired: true })`) and resumes elsewhere at its
- * first unfinished request. Progress and the end are saved only by the lease holder.
+ * Runs statements inside the store's open transaction (PostgreSQL): what a queue engine on the same
+ * database needs to enqueue work atomically with the row that describes it.
+ */
+export interface SqlExecutor {
+  executeSql(text: string, values?: unknown[]): Promise<{ rows: unknown[] }>;
+}
+
+export interface CreateJobOptions {
+  /**
+   * Refused with `JobLimitError` when the user already has this many unfinished (queued or
+   * running) jobs; counted and created in one transaction under a lock on the user, so racing
+   * creates (on several replicas too) cannot pass it together. 0 or absent: no cap.
+   */
+  maxActive?: number;
+  /**
+   * PostgreSQL only: called inside the creating transaction, after the insert; a throw undoes the
+   * job. The shared mode's queue engine (pg-boss) sends its dispatch message here, so a job is
+   * never stored without being dispatched, nor dispatched without being stored.
+   */
+  dispatch?: (job: JobRecord, tx: SqlExecutor) => Promise<void>;
+}
+
+/**
+ * Batch jobs and their results: the results store the API reads. Who runs a job is decided
+ * elsewhere (the in-process runner alone on SQLite, pg-boss on PostgreSQL); the store only fences
+ * writes: a job taken by a worker (its process-unique name) records it, and progress and the end
+ * are saved only by that worker, so a worker that lost the job (cancelled, taken over) cannot
+ * write over it. Progress is saved per request, so a job taken again resumes at its first
+ * unfinished request.
  */
 export interface JobStore {
-  createJob(job: { userId: string; name: string | null; requests: InferenceRequest[] }): Promise<JobRecord>;
+  createJob(job: { userId: string; name: string | null; requests: InferenceRequest[] }, options?: CreateJobOptions): Promise<JobRecord>;
   getJob(id: string): Promise<JobRecord | undefined>;
   listJobs(filter?: JobFilter): Promise<JobRecord[]>;
-  /** Marks the oldest queued job running and returns it; undefined when none is queued. */
-  claimNextJob(worker: string, leaseMs: number): Promise<JobRecord | undefined>;
-  /** Extends the worker's lease; false when the job is no longer running under it (cancelled, taken over). */
-  renewJobLease(id: string, worker: string, leaseMs: number): Promise<boolean>;
+  /** Ids of the queued and running jobs, oldest first. */
+  listUnfinishedJobIds(): Promise<string[]>;
+  /** Marks the oldest queued job running under `worker` and returns it; undefined when none is queued. */
+  claimNextJob(worker: string): Promise<JobRecord | undefined>;
+  /**
+   * Marks job `id` running under `worker`, also when another worker had it (that one's writes stop
+   * counting); requests left `running` go back to `queued`. Undefined when the job does not exist
+   * or has ended (finished, cancelled).
+   */
+  takeJob(id: string, worker: string): Promise<JobRecord | undefined>;
   /** Saves a running job's progress; false when it is no longer running under this worker. */
   saveJobResults(id: string, results: JobResult[], worker: string): Promise<boolean>;
   /** Ends a running job; false when it is no longer running under this worker. */
@@ -154,9 +185,9 @@ export interface JobStore {
   cancelJob(id: string): Promise<{ job: JobRecord; cancelled: boolean } | undefined>;
   /**
    * Puts running jobs back in the queue (their unfinished requests too): all of them, or only
-   * those of `worker`, or only those whose lease has run out. Answers how many.
+   * those of `worker`. Answers how many.
    */
-  requeueRunningJobs(filter?: { worker?: string; expired?: boolean }): Promise<number>;
+  requeueRunningJobs(filter?: { worker?: string }): Promise<number>;
 }
 
 /** A change refused because it would leave no enabled admin. */
@@ -177,6 +208,13 @@ export class UsernameTakenError extends Error {
 export class KeyLimitError extends Error {
   constructor(readonly active: number) {
     super(`The user already has ${active} active API keys`);
+  }
+}
+
+/** A job refused because its user already has `active` unfinished jobs, the cap. */
+export class JobLimitError extends Error {
+  constructor(readonly active: number) {
+    super(`The user already has ${active} unfinished jobs`);
   }
 }
 
