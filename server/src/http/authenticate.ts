@@ -1,5 +1,5 @@
 import { createSecretKey } from 'node:crypto';
-import koaJwt from 'koa-jwt';
+import jsonwebtoken from 'jsonwebtoken';
 import { canonicalPermissions, ROLE_PERMISSIONS } from '../auth/permissions.js';
 import { hashApiKey, looksLikeApiKey } from '../auth/api-keys.js';
 import { JWT_ALGORITHM } from '../auth/jwt.js';
@@ -23,26 +23,56 @@ export function readCredential(ctx: AppContext): Credential {
   return value.startsWith('inf_') ? { kind: 'api_key', value } : { kind: 'jwt', value };
 }
 
+/** What a JWT's signature check concluded: its claims, or why it was refused (a message of ours). */
+type Verified = { claims: JwtClaims } | { refused: string };
+type JwtClaims = { sub?: unknown; jti?: unknown; sv?: unknown; exp?: unknown };
+
 /**
- * Resolves the caller from an API key or a JWT (verified by koa-jwt, HS256 only, revocation
- * checked) without refusing anything yet: a failure is noted for `requireAuth`, so the rate
- * limiter counts bad attempts against the client's IP before they are answered.
+ * Checks a JWT's signature and claims with jsonwebtoken (HS256 only), remembering each token that
+ * passed until its `exp`: a token is verified once, not on every request (the check was most of a
+ * JWT request's CPU). The key is the whole token, signature included, so only the very same bytes
+ * hit; tokens that fail are never remembered (garbage cannot fill memory), and an expired one is
+ * verified again (and so refused) the first second it is due. Revocation, logout, a disabled user
+ * and a bumped session version are not the signature's business: `authenticate` checks them on
+ * every request, past this cache.
+ */
+export function jwtVerifier(secret: Buffer, options: { maxEntries?: number; now?: () => number } = {}): (token: string) => Verified {
+  // A KeyObject of type `secret`: given the raw bytes, jsonwebtoken first tries to parse them as a
+  // public key on every verification before treating them as HMAC.
+  const key = createSecretKey(secret);
+  const max = options.maxEntries ?? 10_000;
+  const now = options.now ?? Date.now;
+  const verified = new Map<string, { claims: JwtClaims; exp: number }>();
+  return (token) => {
+    const hit = verified.get(token);
+    // jsonwebtoken's own rule: expired once the clock, in whole seconds, reaches `exp`.
+    if (hit && Math.floor(now() / 1000) < hit.exp) return { claims: hit.claims };
+    if (hit) verified.delete(token);
+    let claims: JwtClaims;
+    try {
+      claims = jsonwebtoken.verify(token, key, { algorithms: [JWT_ALGORITHM], clockTimestamp: Math.floor(now() / 1000) }) as JwtClaims;
+    } catch (error) {
+      return { refused: (error as Error).name === 'TokenExpiredError' ? 'The token has expired' : 'Invalid token' };
+    }
+    if (typeof claims !== 'object' || claims === null) return { refused: 'Invalid token' };
+    // jsonwebtoken accepts a token without `exp` as valid forever; ours always carry one.
+    if (typeof claims.exp !== 'number' || !Number.isFinite(claims.exp)) return { refused: 'Invalid token: it carries no expiry' };
+    Object.freeze(claims);
+    verified.set(token, { claims, exp: claims.exp });
+    if (verified.size > max) verified.delete(verified.keys().next().value!);
+    return { claims };
+  };
+}
+
+/**
+ * Resolves the caller from an API key or a JWT (signature checked by `jwtVerifier`, revocation,
+ * user and session version on every request) without refusing anything yet: a failure is noted
+ * for `requireAuth`, so the rate limiter counts bad attempts against the client's IP before they
+ * are answered.
  */
 export function authenticate(options: { store: Store; secret: Buffer }): AppMiddleware {
   const { store } = options;
-  const verifyJwt = koaJwt({
-    // A KeyObject of type `secret`: given the raw bytes, jsonwebtoken first tries to parse them as a
-    // public key on every verification (a third of a JWT request's CPU) before treating them as HMAC.
-    secret: createSecretKey(options.secret) as unknown as Buffer,
-    algorithms: [JWT_ALGORITHM],
-    key: 'jwt',
-    passthrough: true,
-    getToken: (ctx) => readCredential(ctx as unknown as AppContext).kind === 'jwt' ? ctx.get('Authorization').trim().split(/\s+/)[1]! : null,
-    isRevoked: async (_ctx, payload) => {
-      const jti = (payload as { jti?: unknown }).jti;
-      return typeof jti !== 'string' || (await store.isTokenRevoked(jti));
-    },
-  }) as unknown as AppMiddleware;
+  const verifyJwt = jwtVerifier(options.secret);
 
   const fromApiKey = async (ctx: AppContext, key: string) => {
     const record = looksLikeApiKey(key) ? await store.findApiKeyByHash(hashApiKey(key)) : undefined;
@@ -64,14 +94,11 @@ export function authenticate(options: { store: Store; secret: Buffer }): AppMidd
     };
   };
 
-  const fromJwt = async (ctx: AppContext) => {
-    const claims = ctx.state.jwt as { sub?: unknown; jti?: unknown; sv?: unknown; exp?: unknown } | undefined;
-    if (!claims) {
-      const expired = ctx.state.jwtOriginalError?.name === 'TokenExpiredError';
-      return fail(ctx, expired ? 'The token has expired' : 'Invalid token');
-    }
-    // jsonwebtoken accepts a token without `exp` as valid forever; ours always carry one.
-    if (typeof claims.exp !== 'number' || !Number.isFinite(claims.exp)) return fail(ctx, 'Invalid token: it carries no expiry');
+  const fromJwt = async (ctx: AppContext, token: string) => {
+    const verified = verifyJwt(token);
+    if ('refused' in verified) return fail(ctx, verified.refused);
+    const { claims } = verified;
+    if (typeof claims.jti !== 'string' || (await store.isTokenRevoked(claims.jti))) return fail(ctx, 'Invalid token');
     const user = typeof claims.sub === 'string' ? await store.getUser(claims.sub) : undefined;
     if (!user || user.disabled) return fail(ctx, 'Invalid token');
     if (claims.sv !== user.sessionVersion) return fail(ctx, 'The token has been revoked');
@@ -79,7 +106,7 @@ export function authenticate(options: { store: Store; secret: Buffer }): AppMidd
       user,
       method: 'jwt',
       permissions: ROLE_PERMISSIONS[user.role],
-      token: { jti: String(claims.jti), exp: Number(claims.exp) },
+      token: { jti: claims.jti, exp: Number(claims.exp) },
     };
   };
 
@@ -95,10 +122,8 @@ export function authenticate(options: { store: Store; secret: Buffer }): AppMidd
         await fromApiKey(ctx, credential.value);
         return next();
       case 'jwt':
-        return verifyJwt(ctx, async () => {
-          await fromJwt(ctx);
-          await next();
-        });
+        await fromJwt(ctx, credential.value);
+        return next();
     }
   };
 }
