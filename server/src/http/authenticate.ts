@@ -3,9 +3,9 @@ import jsonwebtoken from 'jsonwebtoken';
 import { canonicalPermissions, ROLE_PERMISSIONS } from '../auth/permissions.js';
 import { hashApiKey, looksLikeApiKey } from '../auth/api-keys.js';
 import { JWT_ALGORITHM } from '../auth/jwt.js';
-import type { Store } from '../store/types.js';
+import type { ApiKeyRecord, Store, UserRecord } from '../store/types.js';
 import { requestTarget } from './audit.js';
-import type { AppContext, AppMiddleware } from './context.js';
+import type { AppContext, AppMiddleware, Principal } from './context.js';
 import { authenticationFailed, permissionDenied } from './errors.js';
 import type { Permission } from '../gen/types.gen.js';
 
@@ -73,6 +73,9 @@ export function jwtVerifier(secret: Buffer, options: { maxEntries?: number; now?
 export function authenticate(options: { store: Store; secret: Buffer }): AppMiddleware {
   const { store } = options;
   const verifyJwt = jwtVerifier(options.secret);
+  // What an API key's record (as the store answered it: a new object whenever it was read again)
+  // and its owner's record make of a principal, kept while both are the very same objects.
+  const principals = new WeakMap<ApiKeyRecord, { user: UserRecord; lastUsedAt: string; principal: Principal }>();
 
   const fromApiKey = async (ctx: AppContext, key: string) => {
     const record = looksLikeApiKey(key) ? await store.findApiKeyByHash(hashApiKey(key)) : undefined;
@@ -80,18 +83,26 @@ export function authenticate(options: { store: Store; secret: Buffer }): AppMidd
     if (record.expiresAt && Date.parse(record.expiresAt) <= Date.now()) return fail(ctx, 'The API key has expired');
     const user = await store.getUser(record.userId);
     if (!user || user.disabled) return fail(ctx, 'Invalid or revoked API key');
+    // `last_used_at` is written at most once a minute per key: not a database write per request.
+    const now = Date.now();
+    const lastUsedAt = record.lastUsedAt && now - Date.parse(record.lastUsedAt) < 60_000 ? record.lastUsedAt : new Date(now).toISOString();
+    if (lastUsedAt !== record.lastUsedAt) await store.touchApiKey(record.id, lastUsedAt);
+    // The same key, owner and last use as the request before: the same (frozen) principal.
+    const known = principals.get(record);
+    if (known && known.user === user && known.lastUsedAt === lastUsedAt) {
+      ctx.state.principal = known.principal;
+      return;
+    }
     // A key never grants more than its owner has now: demoting the owner narrows the key too.
     const owner = new Set<Permission>(ROLE_PERMISSIONS[user.role]);
-    // `last_used_at` is written at most once a minute per key: not a database write per request.
-    const now = new Date();
-    const lastUsedAt = record.lastUsedAt && now.getTime() - Date.parse(record.lastUsedAt) < 60_000 ? record.lastUsedAt : now.toISOString();
-    if (lastUsedAt !== record.lastUsedAt) await store.touchApiKey(record.id, lastUsedAt);
-    ctx.state.principal = {
+    const principal: Principal = Object.freeze({
       user,
       method: 'api_key',
-      apiKey: { ...record, lastUsedAt },
-      permissions: canonicalPermissions(record.permissions.filter((p) => owner.has(p))),
-    };
+      apiKey: Object.freeze({ ...record, lastUsedAt }),
+      permissions: Object.freeze(canonicalPermissions(record.permissions.filter((p) => owner.has(p)))),
+    });
+    principals.set(record, { user, lastUsedAt, principal });
+    ctx.state.principal = principal;
   };
 
   const fromJwt = async (ctx: AppContext, token: string) => {

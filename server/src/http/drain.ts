@@ -55,7 +55,7 @@ export class Drain {
 
   /** Refuses new requests during the drain. */
   middleware(): AppMiddleware {
-    return async (ctx, next) => {
+    return (ctx, next) => {
       if (this.#endsAt === undefined) return next();
       ctx.set('Connection', 'close');
       const retryAfter = Math.max(1, Math.ceil((this.#endsAt - Date.now()) / 1000));
