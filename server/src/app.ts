@@ -63,9 +63,9 @@ export interface AppOptions {
   readiness?: () => Promise<Record<string, boolean>>;
 }
 
-const API_PREFIXES = ['/api/v1/', '/v1/'];
-// The API families, plus the Prometheus endpoint, which is authenticated and rate-limited like them.
-const isApiPath = (path: string) => path === '/metrics' || API_PREFIXES.some((prefix) => path.startsWith(prefix) || path === prefix.slice(0, -1));
+// The API families (`/api/v1`, `/v1` and below), plus the Prometheus endpoint, which is
+// authenticated and rate-limited like them.
+const isApiPath = (path: string) => path.startsWith('/api/v1/') || path.startsWith('/v1/') || path === '/metrics' || path === '/api/v1' || path === '/v1';
 
 /**
  * A router's middleware, run only for the paths it can match (its prefix): every other request

@@ -144,30 +144,31 @@ function fail(ctx: AppContext, reason: string): void {
 }
 
 /** Refuses requests without valid credentials (401). */
-export const requireAuth: AppMiddleware = async (ctx, next) => {
+export const requireAuth: AppMiddleware = (ctx, next) => {
   if (!ctx.state.principal) throw authenticationFailed(ctx.state.authFailure ?? 'Authentication required: send a Bearer token or an X-API-Key');
-  await next();
+  return next();
 };
 
 /** Refuses a principal without the permission (403), and records the denial in the audit log. */
 export function requirePermission(store: Store, ...needed: Permission[]): AppMiddleware {
-  return async (ctx, next) => {
+  const deny = async (ctx: AppContext, principal: Principal) => {
+    const missing = needed.filter((p) => !principal.permissions.includes(p));
+    await store.recordAudit({
+      action: 'permission.denied',
+      outcome: 'denied',
+      actorUserId: principal.user.id,
+      actorKeyId: principal.apiKey?.id ?? null,
+      target: requestTarget(ctx),
+      ip: ctx.ip,
+      requestId: ctx.state.requestId,
+      details: { missing },
+    });
+    throw permissionDenied(`Missing permission: ${missing.join(', ')}`);
+  };
+  return (ctx, next) => {
     const principal = ctx.state.principal;
     if (!principal) throw authenticationFailed(ctx.state.authFailure);
-    const missing = needed.filter((p) => !principal.permissions.includes(p));
-    if (missing.length > 0) {
-      await store.recordAudit({
-        action: 'permission.denied',
-        outcome: 'denied',
-        actorUserId: principal.user.id,
-        actorKeyId: principal.apiKey?.id ?? null,
-        target: requestTarget(ctx),
-        ip: ctx.ip,
-        requestId: ctx.state.requestId,
-        details: { missing },
-      });
-      throw permissionDenied(`Missing permission: ${missing.join(', ')}`);
-    }
-    await next();
+    for (const permission of needed) if (!principal.permissions.includes(permission)) return deny(ctx, principal);
+    return next();
   };
 }
