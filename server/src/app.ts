@@ -86,9 +86,10 @@ const forApi = (middleware: (ctx: AppContext, next: () => Promise<unknown>) => u
   isApiPath(ctx.path) ? middleware(ctx, next) : next();
 
 /**
- * The request's journey, top to bottom: an id, a log line, error formatting, security headers,
- * CORS, then for the API: who is calling, their rate limit, and the routes (each route adds its
- * own permission check, body parsing and validation).
+ * The request's journey, top to bottom: an id and the headers every response carries (`front`),
+ * a log line, error formatting, the drain, CORS, then for the API: who is calling, their rate
+ * limit, and the routes (each route adds its own permission check, body parsing and validation).
+ * Each router runs only for its own prefix.
  */
 export function createApp(options: AppOptions): Koa<AppState> {
   const { config, store, logger } = options;
