@@ -2,10 +2,13 @@
  * The HTTP floor: requests/s of our server against a bare Koa handler on the same Node, both child
  * processes, loaded by autocannon from this process in alternating rounds.
  *
- *   npx tsx bench/http-floor.ts [--seconds 3] [--rounds 5] [--connections 16] [--quick] [--baseline DIR]
+ *   npx tsx bench/http-floor.ts [--seconds 3] [--rounds 5] [--connections 16] [--quick] [--baseline DIR] [--wrk [PATH]]
  *
  * --baseline DIR: also measure the server of another checkout (e.g. `git archive main` unpacked,
  * with this checkout's node_modules linked in), for a before/after ratio in the same run.
+ * --wrk [PATH]: load with wrk (one thread; `wrk` from PATH unless given) instead of autocannon,
+ * which spends more CPU of its own: on a machine of few cores the client then takes less from
+ * the servers it measures.
  *
  * Our server runs as configured by default except the rate limit, which stays on with a budget
  * the load cannot exhaust (each request is counted and gets its X-RateLimit-* headers).
@@ -27,6 +30,8 @@ export interface FloorOptions {
   log: (line?: string) => void;
   /** Another checkout (e.g. of main) whose server is measured too, for a before/after ratio. */
   baseline?: string;
+  /** A wrk binary: load with it (one thread) instead of autocannon. */
+  wrk?: string;
 }
 
 async function startBareKoa(modelsBody: string): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {
@@ -62,7 +67,30 @@ interface Measured {
   cpuUsPerRequest: number;
 }
 
+/** wrk's duration as milliseconds (`812.00us`, `1.20ms`, `2.01s`). */
+const wrkMs = (text: string) => Number.parseFloat(text) * (text.endsWith('us') ? 1e-3 : text.endsWith('ms') ? 1 : text.endsWith('s') ? 1e3 : 1);
+
+/** One load of `seconds` with wrk (one thread: it needs far less CPU than autocannon). */
+async function loadWrk(url: string, pid: number, headers: Record<string, string>, options: FloorOptions): Promise<Measured> {
+  const args = ['-t1', `-c${options.connections}`, `-d${options.seconds}s`, '--latency', ...Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]), url];
+  const cpuBefore = cpuSeconds(pid);
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = spawn(options.wrk!, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let text = '';
+    child.stdout!.on('data', (d: Buffer) => (text += String(d)));
+    child.once('error', reject);
+    child.once('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`wrk exited with ${code}: ${text}`))));
+  });
+  const cpu = cpuSeconds(pid) - cpuBefore;
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1]);
+  const bad = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0) + (/Socket errors/.test(out) ? 1 : 0);
+  if (!requests || bad > 0) throw new Error(`${url}: wrk reported errors or non-2xx answers:\n${out}`);
+  const percentile = (p: string) => wrkMs(new RegExp(`\\s${p}%\\s+(\\S+)`).exec(out)?.[1] ?? 'NaN');
+  return { rps: requests / options.seconds, p50: percentile('50'), p99: percentile('99'), cpuUsPerRequest: (cpu * 1e6) / requests };
+}
+
 async function load(url: string, pid: number, headers: Record<string, string>, options: FloorOptions): Promise<Measured> {
+  if (options.wrk) return loadWrk(url, pid, headers, options);
   const cpuBefore = cpuSeconds(pid);
   const result = await autocannon({ url, connections: options.connections, duration: options.seconds, headers });
   const cpu = cpuSeconds(pid) - cpuBefore;
@@ -117,7 +145,7 @@ export async function httpFloor(options: FloorOptions): Promise<{ modelsRatio: n
         }
       }
       const m = (xs: Measured[], k: keyof Measured) => median(xs.map((x) => x[k]));
-      log(`HTTP floor: autocannon, ${options.connections} connections, ${options.seconds} s x ${options.rounds} alternating rounds; medians`);
+      log(`HTTP floor: ${options.wrk ? 'wrk -t1' : 'autocannon'}, ${options.connections} connections, ${options.seconds} s x ${options.rounds} alternating rounds; medians`);
       const beforeColumns = before ? ['baseline req/s', 'baseline/bare', 'baseline CPU µs/req'] : [];
       log(
         table(
@@ -149,6 +177,6 @@ if (process.argv[1] && path.resolve(process.argv[1]) === path.resolve(REPO_ROOT,
   const quick = flags.has('quick');
   const log = (line = '') => process.stdout.write(line + '\n');
   log(machineLine());
-  await httpFloor({ seconds: Number(flags.get('seconds') ?? (quick ? 2 : 3)), rounds: Number(flags.get('rounds') ?? (quick ? 3 : 5)), connections: Number(flags.get('connections') ?? 16), log, baseline: flags.get('baseline') });
+  await httpFloor({ seconds: Number(flags.get('seconds') ?? (quick ? 2 : 3)), rounds: Number(flags.get('rounds') ?? (quick ? 3 : 5)), connections: Number(flags.get('connections') ?? 16), log, baseline: flags.get('baseline'), wrk: flags.get('wrk') === 'true' ? 'wrk' : flags.get('wrk') });
   log(`done; ${machineLine()}`);
 }

@@ -13,9 +13,8 @@ import { errorHandler } from './http/error-handler.js';
 import { idempotency } from './http/idempotency.js';
 import { ApiError } from './http/errors.js';
 import { rateLimit } from './http/rate-limit.js';
-import { requestId } from './http/request-id.js';
+import { front } from './http/front.js';
 import { requestLog } from './http/request-log.js';
-import { securityHeaders } from './http/security-headers.js';
 import { MemoryLoginThrottle, type LoginThrottle } from './limits/login-throttle.js';
 import type { Drain } from './http/drain.js';
 import { MemoryRateLimiter, type RateLimiter } from './limits/rate-limiter.js';
@@ -66,18 +65,33 @@ export interface AppOptions {
   readiness?: () => Promise<Record<string, boolean>>;
 }
 
-const API_PREFIXES = ['/api/v1/', '/v1/'];
-// The API families, plus the Prometheus endpoint, which is authenticated and rate-limited like them.
-const isApiPath = (path: string) => path === '/metrics' || API_PREFIXES.some((prefix) => path.startsWith(prefix) || path === prefix.slice(0, -1));
+// The API families (`/api/v1`, `/v1` and below), plus the Prometheus endpoint, which is
+// authenticated and rate-limited like them.
+const isApiPath = (path: string) => path.startsWith('/api/v1/') || path.startsWith('/v1/') || path === '/metrics' || path === '/api/v1' || path === '/v1';
+
+/**
+ * A router's middleware, run only for the paths it can match (its prefix): every other request
+ * skips it without paying for the router's matching. What a router that matched nothing leaves
+ * behind (`ctx.matched`, an empty list) is left the same, so `allowedMethods` answers as before.
+ */
+const under = (prefix: string, router: Router<AppState>) => {
+  const middleware = router.routes() as unknown as (ctx: AppContext, next: () => Promise<unknown>) => unknown;
+  return (ctx: AppContext, next: () => Promise<unknown>) => {
+    if (ctx.path.startsWith(prefix)) return middleware(ctx, next);
+    (ctx as { matched?: unknown[] }).matched ??= [];
+    return next();
+  };
+};
 
 /** Runs `middleware` only for the API families; health probes and the root skip it. */
 const forApi = (middleware: (ctx: AppContext, next: () => Promise<unknown>) => unknown) => (ctx: AppContext, next: () => Promise<unknown>) =>
   isApiPath(ctx.path) ? middleware(ctx, next) : next();
 
 /**
- * The request's journey, top to bottom: an id, a log line, error formatting, security headers,
- * CORS, then for the API: who is calling, their rate limit, and the routes (each route adds its
- * own permission check, body parsing and validation).
+ * The request's journey, top to bottom: an id and the headers every response carries (`front`),
+ * a log line, error formatting, the drain, CORS, then for the API: who is calling, their rate
+ * limit, and the routes (each route adds its own permission check, body parsing and validation).
+ * Each router runs only for its own prefix.
  */
 export function createApp(options: AppOptions): Koa<AppState> {
   const { config, store, logger } = options;
@@ -135,14 +149,13 @@ export function createApp(options: AppOptions): Koa<AppState> {
   telemetry.routeOf = (path, method) => routeTemplate([prometheus, api, openai, health], path, method);
   const { tracing } = telemetry;
 
-  app.use(requestId());
+  app.use(front({ hsts: options.hsts === true }));
   if (tracing.enabled) app.use(tracing.request);
   app.use(requestLog(logger, telemetry));
   app.use(errorHandler(logger));
-  app.use(securityHeaders({ hsts: options.hsts === true }));
   if (options.drain) app.use(options.drain.middleware());
   app.use(corsPolicy({ origins: config.server.cors_origins, methods: config.server.cors_methods, headers: config.server.cors_headers }));
-  app.use(health.routes());
+  app.use(under('/health', health));
   app.use(forApi(tracing.wrap('authenticate', authenticate({ store, secret: options.jwtSecret }))));
   app.use(
     forApi(
@@ -170,11 +183,11 @@ export function createApp(options: AppOptions): Koa<AppState> {
     }),
   );
   app.use(notFoundFallback);
-  app.use(prometheus.routes());
-  app.use(api.routes());
+  app.use(under('/metrics', prometheus));
+  app.use(under('/api/v1', api));
   app.use(api.allowedMethods());
   // Mounted below api.allowedMethods, which answers 405 for /v1 too (it sees whichever router matched).
-  app.use(openai.routes());
+  app.use(under('/v1', openai));
   return app;
 }
 

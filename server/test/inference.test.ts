@@ -1,3 +1,4 @@
+import net from 'node:net';
 /**
  * POST /api/v1/inference and /api/v1/embeddings over HTTP, on the real llama.cpp engine with the
  * generated demo-tiny model (gibberish text, but deterministic per seed and with natural stops).
@@ -428,6 +429,50 @@ describe('inference queue limits', () => {
       const s = server.engine.stats().find((m) => m.model === MODEL);
       return s?.busy === 0 && s.waiting === 0 ? true : undefined;
     }, 5_000, 'the sequence and queue to be freed');
+  });
+
+  it('a stream ready at once sends its status and headers in the same write as its first event; one that waits opens at once', async () => {
+    const stats = () => server.engine.stats().find((m) => m.model === MODEL);
+    await waitFor(() => (!stats() || (stats()!.busy === 0 && stats()!.waiting === 0) ? true : undefined), 5_000, 'an idle engine');
+    // Ready at once: the first bytes on the wire are the status line, the headers and an event.
+    const body = JSON.stringify({ model: MODEL, prompt: 'Hello world', temperature: 0, max_tokens: 4, stream: true });
+    const firstChunk = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(server.port, '127.0.0.1', () => {
+        socket.write(`POST /api/v1/inference HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      });
+      socket.once('data', (chunk) => {
+        resolve(String(chunk));
+        socket.destroy();
+      });
+      socket.once('error', reject);
+    });
+    expect(firstChunk).toMatch(/^HTTP\/1\.1 200 /);
+    expect(firstChunk).toMatch(/\r\ncontent-type: text\/event-stream/i);
+    expect(firstChunk).toMatch(/\r\n\r\n[\s\S]*event: (token|done)\n/);
+
+    // Waiting for the busy sequence: the 200 and the headers come at once, before any event.
+    await waitFor(() => (stats()?.busy === 0 && stats()?.waiting === 0 ? true : undefined), 5_000, 'the first stream to end');
+    const running = new AbortController();
+    const waiting = new AbortController();
+    const first = longRequest(running.signal);
+    try {
+      await waitFor(() => (stats()?.busy === 1 ? true : undefined), 5_000, 'the long request to run');
+      const stream = await fetch(`${server.url}/api/v1/inference`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ model: MODEL, prompt: 'x', max_tokens: 2, stream: true }),
+        signal: waiting.signal,
+      });
+      expect(stream.status).toBe(200);
+      expect(stream.headers.get('content-type')).toMatch(/^text\/event-stream/);
+      // The headers arrived while the request still waited in the queue for the sequence.
+      expect(stats()).toMatchObject({ busy: 1, waiting: 1 });
+    } finally {
+      waiting.abort();
+      running.abort();
+    }
+    await first;
+    await waitFor(() => (stats()?.busy === 0 && stats()?.waiting === 0 ? true : undefined), 5_000, 'the sequence and queue to be freed');
   });
 
   it('a queued client that hangs up leaves the queue; the running one frees its sequence', async () => {

@@ -1,11 +1,11 @@
 import { createSecretKey } from 'node:crypto';
-import koaJwt from 'koa-jwt';
+import jsonwebtoken from 'jsonwebtoken';
 import { canonicalPermissions, ROLE_PERMISSIONS } from '../auth/permissions.js';
 import { hashApiKey, looksLikeApiKey } from '../auth/api-keys.js';
 import { JWT_ALGORITHM } from '../auth/jwt.js';
-import type { Store } from '../store/types.js';
+import type { ApiKeyRecord, Store, UserRecord } from '../store/types.js';
 import { requestTarget } from './audit.js';
-import type { AppContext, AppMiddleware } from './context.js';
+import type { AppContext, AppMiddleware, Principal } from './context.js';
 import { authenticationFailed, permissionDenied } from './errors.js';
 import type { Permission } from '../gen/types.gen.js';
 
@@ -23,26 +23,59 @@ export function readCredential(ctx: AppContext): Credential {
   return value.startsWith('inf_') ? { kind: 'api_key', value } : { kind: 'jwt', value };
 }
 
+/** What a JWT's signature check concluded: its claims, or why it was refused (a message of ours). */
+type Verified = { claims: JwtClaims } | { refused: string };
+type JwtClaims = { sub?: unknown; jti?: unknown; sv?: unknown; exp?: unknown };
+
 /**
- * Resolves the caller from an API key or a JWT (verified by koa-jwt, HS256 only, revocation
- * checked) without refusing anything yet: a failure is noted for `requireAuth`, so the rate
- * limiter counts bad attempts against the client's IP before they are answered.
+ * Checks a JWT's signature and claims with jsonwebtoken (HS256 only), remembering each token that
+ * passed until its `exp`: a token is verified once, not on every request (the check was most of a
+ * JWT request's CPU). The key is the whole token, signature included, so only the very same bytes
+ * hit; tokens that fail are never remembered (garbage cannot fill memory), and an expired one is
+ * verified again (and so refused) the first second it is due. Revocation, logout, a disabled user
+ * and a bumped session version are not the signature's business: `authenticate` checks them on
+ * every request, past this cache.
+ */
+export function jwtVerifier(secret: Buffer, options: { maxEntries?: number; now?: () => number } = {}): (token: string) => Verified {
+  // A KeyObject of type `secret`: given the raw bytes, jsonwebtoken first tries to parse them as a
+  // public key on every verification before treating them as HMAC.
+  const key = createSecretKey(secret);
+  const max = options.maxEntries ?? 10_000;
+  const now = options.now ?? Date.now;
+  const verified = new Map<string, { claims: JwtClaims; exp: number }>();
+  return (token) => {
+    const hit = verified.get(token);
+    // jsonwebtoken's own rule: expired once the clock, in whole seconds, reaches `exp`.
+    if (hit && Math.floor(now() / 1000) < hit.exp) return { claims: hit.claims };
+    if (hit) verified.delete(token);
+    let claims: JwtClaims;
+    try {
+      claims = jsonwebtoken.verify(token, key, { algorithms: [JWT_ALGORITHM], clockTimestamp: Math.floor(now() / 1000) }) as JwtClaims;
+    } catch (error) {
+      return { refused: (error as Error).name === 'TokenExpiredError' ? 'The token has expired' : 'Invalid token' };
+    }
+    if (typeof claims !== 'object' || claims === null) return { refused: 'Invalid token' };
+    // jsonwebtoken accepts a token without `exp` as valid forever; ours always carry one.
+    if (typeof claims.exp !== 'number' || !Number.isFinite(claims.exp)) return { refused: 'Invalid token: it carries no expiry' };
+    Object.freeze(claims);
+    verified.set(token, { claims, exp: claims.exp });
+    if (verified.size > max) verified.delete(verified.keys().next().value!);
+    return { claims };
+  };
+}
+
+/**
+ * Resolves the caller from an API key or a JWT (signature checked by `jwtVerifier`, revocation,
+ * user and session version on every request) without refusing anything yet: a failure is noted
+ * for `requireAuth`, so the rate limiter counts bad attempts against the client's IP before they
+ * are answered.
  */
 export function authenticate(options: { store: Store; secret: Buffer }): AppMiddleware {
   const { store } = options;
-  const verifyJwt = koaJwt({
-    // A KeyObject of type `secret`: given the raw bytes, jsonwebtoken first tries to parse them as a
-    // public key on every verification (a third of a JWT request's CPU) before treating them as HMAC.
-    secret: createSecretKey(options.secret) as unknown as Buffer,
-    algorithms: [JWT_ALGORITHM],
-    key: 'jwt',
-    passthrough: true,
-    getToken: (ctx) => readCredential(ctx as unknown as AppContext).kind === 'jwt' ? ctx.get('Authorization').trim().split(/\s+/)[1]! : null,
-    isRevoked: async (_ctx, payload) => {
-      const jti = (payload as { jti?: unknown }).jti;
-      return typeof jti !== 'string' || (await store.isTokenRevoked(jti));
-    },
-  }) as unknown as AppMiddleware;
+  const verifyJwt = jwtVerifier(options.secret);
+  // What an API key's record (as the store answered it: a new object whenever it was read again)
+  // and its owner's record make of a principal, kept while both are the very same objects.
+  const principals = new WeakMap<ApiKeyRecord, { user: UserRecord; lastUsedAt: string; principal: Principal }>();
 
   const fromApiKey = async (ctx: AppContext, key: string) => {
     const record = looksLikeApiKey(key) ? await store.findApiKeyByHash(hashApiKey(key)) : undefined;
@@ -50,28 +83,33 @@ export function authenticate(options: { store: Store; secret: Buffer }): AppMidd
     if (record.expiresAt && Date.parse(record.expiresAt) <= Date.now()) return fail(ctx, 'The API key has expired');
     const user = await store.getUser(record.userId);
     if (!user || user.disabled) return fail(ctx, 'Invalid or revoked API key');
+    // `last_used_at` is written at most once a minute per key: not a database write per request.
+    const now = Date.now();
+    const lastUsedAt = record.lastUsedAt && now - Date.parse(record.lastUsedAt) < 60_000 ? record.lastUsedAt : new Date(now).toISOString();
+    if (lastUsedAt !== record.lastUsedAt) await store.touchApiKey(record.id, lastUsedAt);
+    // The same key, owner and last use as the request before: the same (frozen) principal.
+    const known = principals.get(record);
+    if (known && known.user === user && known.lastUsedAt === lastUsedAt) {
+      ctx.state.principal = known.principal;
+      return;
+    }
     // A key never grants more than its owner has now: demoting the owner narrows the key too.
     const owner = new Set<Permission>(ROLE_PERMISSIONS[user.role]);
-    // `last_used_at` is written at most once a minute per key: not a database write per request.
-    const now = new Date();
-    const lastUsedAt = record.lastUsedAt && now.getTime() - Date.parse(record.lastUsedAt) < 60_000 ? record.lastUsedAt : now.toISOString();
-    if (lastUsedAt !== record.lastUsedAt) await store.touchApiKey(record.id, lastUsedAt);
-    ctx.state.principal = {
+    const principal: Principal = Object.freeze({
       user,
       method: 'api_key',
-      apiKey: { ...record, lastUsedAt },
-      permissions: canonicalPermissions(record.permissions.filter((p) => owner.has(p))),
-    };
+      apiKey: Object.freeze({ ...record, lastUsedAt }),
+      permissions: Object.freeze(canonicalPermissions(record.permissions.filter((p) => owner.has(p)))),
+    });
+    principals.set(record, { user, lastUsedAt, principal });
+    ctx.state.principal = principal;
   };
 
-  const fromJwt = async (ctx: AppContext) => {
-    const claims = ctx.state.jwt as { sub?: unknown; jti?: unknown; sv?: unknown; exp?: unknown } | undefined;
-    if (!claims) {
-      const expired = ctx.state.jwtOriginalError?.name === 'TokenExpiredError';
-      return fail(ctx, expired ? 'The token has expired' : 'Invalid token');
-    }
-    // jsonwebtoken accepts a token without `exp` as valid forever; ours always carry one.
-    if (typeof claims.exp !== 'number' || !Number.isFinite(claims.exp)) return fail(ctx, 'Invalid token: it carries no expiry');
+  const fromJwt = async (ctx: AppContext, token: string) => {
+    const verified = verifyJwt(token);
+    if ('refused' in verified) return fail(ctx, verified.refused);
+    const { claims } = verified;
+    if (typeof claims.jti !== 'string' || (await store.isTokenRevoked(claims.jti))) return fail(ctx, 'Invalid token');
     const user = typeof claims.sub === 'string' ? await store.getUser(claims.sub) : undefined;
     if (!user || user.disabled) return fail(ctx, 'Invalid token');
     if (claims.sv !== user.sessionVersion) return fail(ctx, 'The token has been revoked');
@@ -79,7 +117,7 @@ export function authenticate(options: { store: Store; secret: Buffer }): AppMidd
       user,
       method: 'jwt',
       permissions: ROLE_PERMISSIONS[user.role],
-      token: { jti: String(claims.jti), exp: Number(claims.exp) },
+      token: { jti: claims.jti, exp: Number(claims.exp) },
     };
   };
 
@@ -95,10 +133,8 @@ export function authenticate(options: { store: Store; secret: Buffer }): AppMidd
         await fromApiKey(ctx, credential.value);
         return next();
       case 'jwt':
-        return verifyJwt(ctx, async () => {
-          await fromJwt(ctx);
-          await next();
-        });
+        await fromJwt(ctx, credential.value);
+        return next();
     }
   };
 }
@@ -108,30 +144,31 @@ function fail(ctx: AppContext, reason: string): void {
 }
 
 /** Refuses requests without valid credentials (401). */
-export const requireAuth: AppMiddleware = async (ctx, next) => {
+export const requireAuth: AppMiddleware = (ctx, next) => {
   if (!ctx.state.principal) throw authenticationFailed(ctx.state.authFailure ?? 'Authentication required: send a Bearer token or an X-API-Key');
-  await next();
+  return next();
 };
 
 /** Refuses a principal without the permission (403), and records the denial in the audit log. */
 export function requirePermission(store: Store, ...needed: Permission[]): AppMiddleware {
-  return async (ctx, next) => {
+  const deny = async (ctx: AppContext, principal: Principal) => {
+    const missing = needed.filter((p) => !principal.permissions.includes(p));
+    await store.recordAudit({
+      action: 'permission.denied',
+      outcome: 'denied',
+      actorUserId: principal.user.id,
+      actorKeyId: principal.apiKey?.id ?? null,
+      target: requestTarget(ctx),
+      ip: ctx.ip,
+      requestId: ctx.state.requestId,
+      details: { missing },
+    });
+    throw permissionDenied(`Missing permission: ${missing.join(', ')}`);
+  };
+  return (ctx, next) => {
     const principal = ctx.state.principal;
     if (!principal) throw authenticationFailed(ctx.state.authFailure);
-    const missing = needed.filter((p) => !principal.permissions.includes(p));
-    if (missing.length > 0) {
-      await store.recordAudit({
-        action: 'permission.denied',
-        outcome: 'denied',
-        actorUserId: principal.user.id,
-        actorKeyId: principal.apiKey?.id ?? null,
-        target: requestTarget(ctx),
-        ip: ctx.ip,
-        requestId: ctx.state.requestId,
-        details: { missing },
-      });
-      throw permissionDenied(`Missing permission: ${missing.join(', ')}`);
-    }
-    await next();
+    for (const permission of needed) if (!principal.permissions.includes(permission)) return deny(ctx, principal);
+    return next();
   };
 }

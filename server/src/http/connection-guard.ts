@@ -44,6 +44,8 @@ export class ConnectionGuard {
     server.on('connection', (socket: Socket) => this.#admit(socket));
     // TLS servers emit `connection` for the raw TCP socket too, before the handshake: the cap holds there.
     server.on('request', (req: IncomingMessage) => {
+      // Only a request with a body (a length, or chunks) can stall sending it.
+      if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) return;
       this.#receiving.set(req.socket, { req, bytes: req.socket.bytesRead, since: Date.now() });
     });
     this.#timer = setInterval(() => this.#sweep(Date.now()), 1000);

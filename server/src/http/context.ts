@@ -23,9 +23,6 @@ export interface AppState {
   rawBody?: Buffer;
   /** Whether `rawBody` passed the JSON shape check as it was read (then it is not scanned again). */
   rawBodyShapeChecked?: boolean;
-  /** Set by koa-jwt. */
-  jwt?: Record<string, unknown>;
-  jwtOriginalError?: Error;
   /** What an inference request adds to its log line (tokens, timings; never text). */
   inference?: InferenceLogFields;
 }

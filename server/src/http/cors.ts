@@ -28,8 +28,11 @@ export function corsPolicy(settings: CorsSettings): AppMiddleware {
     credentials: false,
   }) as unknown as AppMiddleware;
 
-  return async (ctx, next) => {
+  return (ctx, next) => {
     const origin = ctx.get('Origin');
+    // Without an Origin header a request is outside CORS: @koa/cors would only add `Vary: Origin`
+    // (which `front` has set on every response) and hand on.
+    if (!origin) return next();
     if (ctx.method === 'OPTIONS' && origin && ctx.get('Access-Control-Request-Method') && !isAllowed(origin)) {
       ctx.vary('Origin');
       throw permissionDenied('Cross-origin requests from this origin are not allowed');

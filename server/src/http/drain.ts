@@ -24,12 +24,14 @@ export class Drain {
 
   /** Counts the server's requests from arrival until their response is closed. */
   track(server: Server): void {
+    // A response closes once: a plain listener (no `once` wrapper), and one function for all of them.
+    const closed = () => {
+      this.#active--;
+      if (this.#active === 0) for (const wake of this.#waiters.splice(0)) wake();
+    };
     server.on('request', (_req, res) => {
       this.#active++;
-      res.once('close', () => {
-        this.#active--;
-        if (this.#active === 0) for (const wake of this.#waiters.splice(0)) wake();
-      });
+      res.on('close', closed);
     });
   }
 
@@ -67,7 +69,7 @@ export class Drain {
 
   /** Refuses new requests during the drain. */
   middleware(): AppMiddleware {
-    return async (ctx, next) => {
+    return (ctx, next) => {
       if (this.#endsAt === undefined) return next();
       ctx.set('Connection', 'close');
       const retryAfter = Math.max(1, Math.ceil((this.#endsAt - Date.now()) / 1000));

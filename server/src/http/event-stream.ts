@@ -2,7 +2,8 @@ import type { AppContext } from './context.js';
 
 /**
  * A server-sent event stream on the raw response. Headers already set on the context (request
- * id, rate limits, CORS) go out with it. `closed` turns true when the client goes away.
+ * id, rate limits, CORS) go out with it, in the first write (see `open`). `closed` turns true when
+ * the client goes away.
  *
  * Events are coalesced: whatever is sent during one turn of the event loop goes out in one write,
  * made two `setImmediate` hops later. A token's event is then written while llama.cpp already
@@ -24,8 +25,16 @@ export class EventStream {
     this.#res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
     this.#res.setHeader('Cache-Control', 'no-cache, no-transform');
     this.#res.setHeader('X-Accel-Buffering', 'no'); // proxies must not hold events back
-    this.#res.flushHeaders();
     this.#res.socket?.setNoDelay(true);
+  }
+
+  /**
+   * Sends the status and headers now. Without it they go out with the first event, in the same
+   * write (one system call and one packet fewer before the first token); a caller that will be
+   * silent for a while (waiting for a model to load) opens the stream at once instead.
+   */
+  open(): void {
+    if (!this.#res.headersSent && !this.closed) this.#res.flushHeaders();
   }
 
   get closed(): boolean {

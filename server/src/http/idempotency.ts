@@ -53,9 +53,8 @@ export interface IdempotencySettings {
  */
 export function idempotency(settings: IdempotencySettings): AppMiddleware {
   let lastSweep = 0;
-  return async (ctx, next) => {
+  const claimed: AppMiddleware = async (ctx, next) => {
     const rawKey = ctx.get('Idempotency-Key');
-    if (ctx.method !== 'POST' || rawKey === '' || !IDEMPOTENT_ROUTES.has(ctx.path)) return next();
     const principal = ctx.state.principal;
     // Without a principal the route refuses the request anyway; keys are scoped to credentials.
     if (!principal) return next();
@@ -121,6 +120,8 @@ export function idempotency(settings: IdempotencySettings): AppMiddleware {
       if (!stored) await settings.store.releaseIdempotencyKey(scope, key);
     }
   };
+  // Everything but a POST to one of those routes with the header hands on at once (no promise of its own).
+  return (ctx, next) => (ctx.method === 'POST' && IDEMPOTENT_ROUTES.has(ctx.path) && ctx.get('Idempotency-Key') !== '' ? claimed(ctx, next) : next());
 }
 
 /**

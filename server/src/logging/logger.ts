@@ -12,6 +12,12 @@ export type { Logger };
 const BUFFERED_STDOUT = { dest: 1, sync: false, minLength: 4096, periodicFlush: 100 } as const;
 
 /**
+ * Marks a record whose strings its maker has redacted already (a flat one: the access log line),
+ * so that the logger does not walk it again. A symbol: never written out.
+ */
+export const REDACTED_ALREADY = Symbol('inferno.redacted');
+
+/**
  * One JSON line per event. Every string that reaches a line is passed through the redaction
  * patterns, and known secret-bearing fields are censored outright, whatever the caller logs
  * (`redactValue`, one walk per record: pino's own `redact` paths walked it a second time).
@@ -25,7 +31,7 @@ export function createLogger(level: string, destination?: DestinationStream, buf
       messageKey: 'msg',
       formatters: {
         level: (label) => ({ level: label }),
-        log: (record) => redactValue(record) as Record<string, unknown>,
+        log: (record) => ((record as Record<symbol, unknown>)[REDACTED_ALREADY] === true ? record : (redactValue(record) as Record<string, unknown>)),
       },
       serializers: {
         err: (error: Error) => ({
@@ -36,7 +42,8 @@ export function createLogger(level: string, destination?: DestinationStream, buf
       },
       hooks: {
         logMethod(args, method) {
-          method.apply(this, args.map((arg) => (typeof arg === 'string' ? redactText(arg) : arg)) as Parameters<typeof method>);
+          for (let i = 0; i < args.length; i++) if (typeof args[i] === 'string') args[i] = redactText(args[i] as string);
+          method.apply(this, args);
         },
       },
     },

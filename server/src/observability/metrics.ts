@@ -52,7 +52,7 @@ export class ServerMetrics {
 
   readonly #httpRequests: Counter<'route' | 'method' | 'status'>;
   readonly #httpDuration: Histogram<'route' | 'method'>;
-  readonly #httpInFlight: Gauge;
+  #inFlight = 0;
   readonly #promptTokens: Counter<'model' | 'api'>;
   readonly #generatedTokens: Counter<'model' | 'api'>;
   readonly #inferenceRequests: Counter<'model' | 'api' | 'finish_reason'>;
@@ -91,7 +91,16 @@ export class ServerMetrics {
 
     this.#httpRequests = new Counter({ name: 'inferno_http_requests_total', help: 'HTTP requests answered, by route template, method and status.', labelNames: ['route', 'method', 'status'], registers });
     this.#httpDuration = new Histogram({ name: 'inferno_http_request_duration_seconds', help: 'Time from a request\'s arrival to the end of its response (a stream: to its last event).', labelNames: ['route', 'method'], buckets: LATENCY_BUCKETS, registers });
-    this.#httpInFlight = new Gauge({ name: 'inferno_http_requests_in_flight', help: 'Requests being served now.', registers });
+    // A plain count, read at scrape time: the gauge's own inc/dec cost a label hash each per request.
+    const inFlight = () => this.#inFlight;
+    new Gauge({
+      name: 'inferno_http_requests_in_flight',
+      help: 'Requests being served now.',
+      registers,
+      collect() {
+        this.set(inFlight());
+      },
+    });
 
     const byModel = ['model', 'api'] as const;
     this.#promptTokens = new Counter({ name: 'inferno_prompt_tokens_total', help: 'Prompt tokens evaluated by the engine (cache hits evaluate none).', labelNames: byModel, registers });
@@ -179,11 +188,11 @@ export class ServerMetrics {
   // ---- Events ---------------------------------------------------------------------------------
 
   httpStarted(): void {
-    this.#httpInFlight.inc();
+    this.#inFlight++;
   }
 
   httpFinished(route: string | undefined, method: string, status: number, seconds: number): void {
-    this.#httpInFlight.dec();
+    this.#inFlight--;
     const labels = { route: route ?? UNMATCHED_ROUTE, method: methodLabel(method) };
     this.#httpRequests.inc({ ...labels, status: statusLabel(status) });
     this.#httpDuration.observe(labels, seconds);

@@ -165,6 +165,8 @@ export async function reserveForStream(ctx: AppContext, engine: InferenceEngine,
   clearTimeout(timer);
   if (early === 'failed') await reserving.catch((error) => Promise.reject(engineError(error, parallel)));
   const stream = new EventStream(ctx);
+  // Ready at once, the headers go out with the first event; a wait opens the stream now.
+  if (early === 'waiting') stream.open();
   // Heartbeats for the stream's whole life: a long prompt evaluation sends no events either, and
   // clients (the SDK's idle timeout, proxies) must not take the silence for a dead connection.
   stream.startHeartbeat(HEARTBEAT_MS);

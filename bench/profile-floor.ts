@@ -1,0 +1,123 @@
+/**
+ * Profiles the server under the HTTP floor's load: starts it with `--cpu-prof`, loads one path
+ * with autocannon, stops it and prints the hottest functions (self time) from the profile.
+ *
+ *   npx tsx bench/profile-floor.ts [--path /api/v1/models] [--auth key|jwt|none] [--seconds 5] [--top 40] [--root DIR]
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import autocannon from 'autocannon';
+import { writeDemoModel } from '../server/src/engine/demo-model.js';
+import { apiKeyOf, parseFlags, REPO_ROOT, tempDir } from './lib.js';
+
+const flags = parseFlags(process.argv.slice(2));
+const urlPath = flags.get('path') ?? '/api/v1/models';
+const auth = flags.get('auth') ?? 'key';
+const seconds = Number(flags.get('seconds') ?? 5);
+const top = Number(flags.get('top') ?? 40);
+const root = flags.get('root') ?? REPO_ROOT;
+
+const models = tempDir('inferno-prof-models-');
+const data = tempDir('inferno-prof-data-');
+const profDir = tempDir('inferno-prof-');
+await writeDemoModel(path.join(models.dir, 'demo-tiny.gguf'), { preset: 'tiny' });
+const password = 'profile-admin-password-1234';
+const child = spawn(
+  process.execPath,
+  ['--cpu-prof', '--cpu-prof-dir', profDir.dir, '--import', 'tsx', path.join(root, 'server/src/cli.ts'), 'serve', '--port', '0', '--data-dir', data.dir, '--models-dir', models.dir,
+    '--set', 'rate_limit.requests_per_minute=100000000', '--set', 'logging.level=info'],
+  { cwd: root, env: { ...process.env, INFERNO_ADMIN_PASSWORD: password, INFERNO_JWT_SECRET: 'bench-jwt-secret-that-is-at-least-32-bytes-long' }, stdio: ['ignore', 'pipe', 'inherit'] },
+);
+const url = await new Promise<string>((resolve) => {
+  let out = '';
+  const onData = (d: Buffer) => {
+    out += String(d);
+    const m = /Inferno listening on (\S+)/.exec(out);
+    if (m) {
+      child.stdout!.off('data', onData);
+      child.stdout!.resume();
+      resolve(m[1]!);
+    }
+  };
+  child.stdout!.on('data', onData);
+});
+while ((await fetch(`${url}/health/ready`).then((r) => r.status, () => 0)) !== 200) await new Promise((r) => setTimeout(r, 50));
+const login = await fetch(`${url}/api/v1/auth/login`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ username: 'admin', password }) });
+const { token } = (await login.json()) as { token: string };
+const server = { url, token, where: '', pid: child.pid, stop: async () => {} };
+const headers: Record<string, string> = auth === 'key' ? { 'X-API-Key': await apiKeyOf(server) } : auth === 'jwt' ? { Authorization: `Bearer ${token}` } : {};
+await autocannon({ url: url + urlPath, connections: 16, duration: 1, headers });
+const loadStart = process.hrtime.bigint() / 1000n;
+const result = await autocannon({ url: url + urlPath, connections: 16, duration: seconds, headers });
+const loadEnd = process.hrtime.bigint() / 1000n;
+process.stdout.write(`${urlPath} (${auth}): ${Math.round(result['2xx'] / seconds)} req/s, non-2xx ${result.non2xx}\n`);
+const exited = new Promise((r) => child.once('exit', r));
+child.kill('SIGTERM');
+await exited;
+
+interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number; columnNumber: number }; children?: number[] }
+const file = fs.readdirSync(profDir.dir).find((f) => f.endsWith('.cpuprofile'))!;
+const profile = JSON.parse(fs.readFileSync(path.join(profDir.dir, file), 'utf8')) as { nodes: Node[]; samples: number[]; timeDeltas: number[]; startTime: number };
+const self = new Map<number, number>();
+// Only the samples taken during the measured load (V8's clock and hrtime are both CLOCK_MONOTONIC).
+let at = profile.startTime;
+for (const [i, id] of profile.samples.entries()) {
+  const dt = profile.timeDeltas[i] ?? 0;
+  at += dt;
+  if (at < Number(loadStart) || at > Number(loadEnd)) continue;
+  self.set(id, (self.get(id) ?? 0) + dt);
+}
+const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+const name = (n: Node) => `${n.callFrame.functionName || '(anon)'} ${n.callFrame.url.replace(/^.*node_modules\//, 'nm/').replace(/^file:\/\/.*\/server\/src\//, 'src/')}:${n.callFrame.lineNumber + 1}:${n.callFrame.columnNumber + 1}`;
+const selfByName = new Map<string, number>();
+let total = 0;
+for (const [id, t] of self) {
+  const n = byId.get(id)!;
+  total += t;
+  selfByName.set(name(n), (selfByName.get(name(n)) ?? 0) + t);
+}
+// Inclusive time per function name (counted once per sample stack).
+const parent = new Map<number, number>();
+for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+const incl = new Map<string, number>();
+for (const [id, t] of self) {
+  const seen = new Set<string>();
+  for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+    const k = name(byId.get(cur)!);
+    if (!seen.has(k)) { seen.add(k); incl.set(k, (incl.get(k) ?? 0) + t); }
+  }
+}
+const idle = [...selfByName].filter(([k]) => k.startsWith('(idle)')).reduce((a, [, t]) => a + t, 0);
+const busy = total - idle;
+process.stdout.write(`during the load: busy ${(busy / 1e6).toFixed(2)} s of ${(total / 1e6).toFixed(2)} s; ${(busy / result['2xx']).toFixed(1)} µs of busy main thread per request\n`);
+const pct = (t: number) => ((100 * t) / busy).toFixed(1).padStart(5);
+// Self time by who owns the code: what a bare Koa handler pays as well (Node's HTTP, Koa), and what it does not.
+const GROUPS: [string, RegExp][] = [
+  ['GC', /^\(garbage collector\)/],
+  ['native (system calls: socket and log writes, hashing...)', /^[^ ]+ :0:0$/],
+  ['Node internals (http, streams, events, timers)', / node:/],
+  ['Koa (koa, koa-compose, delegates, on-finished, mime/type helpers)', / nm\/(koa|koa-compose|delegates|on-finished|ee-first|mime-types|mime-db|type-is|content-type|vary|statuses|http-errors|accepts|parseurl|fresh|encodeurl|escape-html|cache-content-type)\//],
+  ['@koa/router (+ debug)', / nm\/(@koa\/router|debug|path-to-regexp)\//],
+  ['@koa/cors', / nm\/@koa\/cors\//],
+  ['pino, sonic-boom (the access log)', / nm\/(pino|sonic-boom|fast-redact|quick-format-unescaped|atomic-sleep|thread-stream|safe-stable-stringify)/],
+  ['prom-client (metrics)', / nm\/prom-client\//],
+  ['rate-limiter-flexible', / nm\/rate-limiter-flexible\//],
+  ['jsonwebtoken, jws, jwa', / nm\/(jsonwebtoken|jws|jwa|safe-buffer|lodash|semver|ms)/],
+  ['our server (server/src)', / src\//],
+];
+const grouped = new Map<string, number>();
+for (const [k, t] of selfByName) {
+  if (k.startsWith('(idle)')) continue;
+  const group = GROUPS.find(([, re]) => re.test(k))?.[0] ?? 'other';
+  grouped.set(group, (grouped.get(group) ?? 0) + t);
+}
+process.stdout.write('\nself time by owner (µs per request):\n');
+for (const [g, t] of [...grouped].sort((a, b) => b[1] - a[1])) process.stdout.write(`${pct(t)}%  ${(t / result['2xx']).toFixed(1).padStart(6)} µs  ${g}\n`);
+process.stdout.write('\nself time:\n');
+for (const [k, t] of [...selfByName].filter(([k]) => !k.startsWith('(idle)')).sort((a, b) => b[1] - a[1]).slice(0, top)) process.stdout.write(`${pct(t)}%  ${k}\n`);
+process.stdout.write('\ninclusive time:\n');
+for (const [k, t] of [...incl].filter(([k]) => !k.startsWith('(idle)') && !k.startsWith('(root)')).sort((a, b) => b[1] - a[1]).slice(0, top)) process.stdout.write(`${pct(t)}%  ${k}\n`);
+models.remove();
+data.remove();
+profDir.remove();
