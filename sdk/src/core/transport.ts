@@ -6,7 +6,7 @@
 //   -> retries (the policy and delays from retry.ts)
 //     -> rate-limit slot (per credential; a FIFO queue when throttling) -> auth (log in when
 //        needed; once more after a 401)
-//       -> one attempt: timeout, send, rate-limit headers, error mapping
+//       -> one attempt: timeout (deadlines.ts), send, rate-limit headers, error mapping
 //   -> response validation (optional)
 //
 // The generated client neither retries nor times out by itself, so attempts never multiply.
@@ -17,6 +17,7 @@ import { login as loginOperation } from '../gen/sdk.gen.js';
 import type { TokenResponse } from '../gen/types.gen.js';
 import { anySignal, linkAbort, sleep } from './abort.js';
 import { AuthSession, type Credential, type CredentialOverride } from './auth.js';
+import { Deadlines } from './deadlines.js';
 import {
   AbortError,
   AuthenticationError,
@@ -171,6 +172,8 @@ export class Transport {
   readonly auth: AuthSession;
   readonly #defaults: CallSettings;
   readonly #validator: ResponseValidator | undefined;
+  /** The attempts' timeouts. */
+  readonly #deadlines = new Deadlines();
 
   /** @param options - The client's options. */
   constructor(options: ClientOptions) {
@@ -395,12 +398,12 @@ export class Transport {
     const controller = new AbortController();
     const unlink = linkAbort(settings.signal, controller);
     let timedOut = false;
-    const timer =
+    const deadline =
       settings.timeout > 0 && Number.isFinite(settings.timeout)
-        ? setTimeout(() => {
+        ? this.#deadlines.start(settings.timeout, () => {
             timedOut = true;
             controller.abort();
-          }, settings.timeout)
+          })
         : undefined;
     // Asked once per security scheme; resolved (and maybe logged in) once per attempt, and a
     // promise only while logging in.
@@ -419,7 +422,7 @@ export class Transport {
     } catch (error) {
       result = { error };
     } finally {
-      clearTimeout(timer);
+      this.#deadlines.cancel(deadline);
     }
     const { request, response } = result;
     if (request) state.method = request.method;
