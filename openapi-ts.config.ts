@@ -14,7 +14,7 @@ export default defineConfig([
       'zod',
       // Validators off: the generated operations must not import zod, so the default browser
       // bundle stays small. Response validation is opt-in through `@inferno/sdk/zod`.
-      { name: '@hey-api/sdk', validator: false },
+      { name: '@hey-api/sdk', validator: false, client: false },
     ],
   },
   {

@@ -1,4 +1,5 @@
 // Browser bundle size of the SDK: esbuild (bundle, minify, platform browser, ESM), then gzip.
+// Target: the main entry at most 15 kB min+gzip without zod.
 //
 //   npx tsx bench/sdk-bundle.ts
 import { build } from 'esbuild';
@@ -8,6 +9,8 @@ const entries = {
   'InfernoClient only': "export { InfernoClient } from './sdk/src/index.ts';",
   'whole main entry': "export * from './sdk/src/index.ts';",
   'main entry + @inferno/sdk/zod': "export * from './sdk/src/index.ts'; export * from './sdk/src/zod.ts';",
+  // For comparison: what ky (the HTTP layer the SDK had before it sent with fetch itself) adds alone.
+  'ky alone (not in the SDK)': "export { default } from 'ky';",
 };
 
 console.log('bundle                           minified    gzip');

@@ -1,7 +1,8 @@
 // The package as users get it: `npm pack -w sdk`, unpacked into a scratch project, then
 // required from CommonJS and imported from ESM on the system Node (v20 here), and compiled by
 // TypeScript consumers under moduleResolution bundler, node16 and nodenext (ESM and CJS files,
-// exactOptionalPropertyTypes on). The tarball carries a LICENSE, no source maps, and no
+// exactOptionalPropertyTypes on); both builds loaded in one process share one error hierarchy
+// for `instanceof`. The tarball carries a LICENSE, no source maps, and no
 // dependencies: zod is an optional peer.
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -98,6 +99,48 @@ describe('the packed tarball', () => {
     const result = JSON.parse(output.trim().split('\n').at(-1)!);
     expect(result).toMatchObject({ data: { object: 'list', data: [] }, requestId: 'r1', notFound: true, base: true, abort: 'AbortError' });
     expect(result.node).toMatch(/^v\d+\./);
+  });
+
+  it('keeps one error hierarchy when the CommonJS and the ESM build are both loaded (dual-package hazard)', () => {
+    writeFileSync(
+      path.join(project, 'dual.mjs'),
+      `
+import { createRequire } from 'node:module';
+import http from 'node:http';
+import * as esm from '@inferno/sdk';
+const cjs = createRequire(import.meta.url)('@inferno/sdk');
+const server = http.createServer((req, res) => {
+  res.writeHead(404, { 'content-type': 'application/json', 'x-request-id': 'r2' });
+  res.end('{"error":{"code":"NOT_FOUND","message":"no","details":null}}');
+});
+server.listen(0, '127.0.0.1', async () => {
+  const client = new cjs.InfernoClient({ baseUrl: 'http://127.0.0.1:' + server.address().port, apiKey: 'k' });
+  const fromCjs = await client.models.get('x').catch((e) => e);
+  const fromEsm = new esm.TimeoutError('slow', 5);
+  class Mine extends esm.NotFoundError {}
+  console.log(JSON.stringify({
+    twoCopies: esm.InfernoError !== cjs.InfernoError,
+    cjsErrorIsEsm: [fromCjs instanceof esm.NotFoundError, fromCjs instanceof esm.APIError, fromCjs instanceof esm.InfernoError, fromCjs instanceof Error],
+    cjsErrorIsNot: [fromCjs instanceof esm.ConnectionError, fromCjs instanceof esm.ConflictError, fromCjs instanceof Mine],
+    esmErrorIsCjs: [fromEsm instanceof cjs.TimeoutError, fromEsm instanceof cjs.ConnectionError, fromEsm instanceof cjs.InfernoError],
+    esmErrorIsNot: [fromEsm instanceof cjs.APIError, fromEsm instanceof cjs.AbortError],
+    plain: [new Error('x') instanceof cjs.InfernoError, {} instanceof esm.InfernoError, null instanceof esm.APIError],
+    requestId: fromCjs.requestId,
+  }));
+  server.close();
+});
+`,
+    );
+    const output = execFileSync(systemNode(), ['dual.mjs'], { cwd: project, timeout: 30_000 }).toString();
+    expect(JSON.parse(output.trim().split('\n').at(-1)!)).toEqual({
+      twoCopies: true,
+      cjsErrorIsEsm: [true, true, true, true],
+      cjsErrorIsNot: [false, false, false],
+      esmErrorIsCjs: [true, true, true],
+      esmErrorIsNot: [false, false],
+      plain: [false, false, false],
+      requestId: 'r2',
+    });
   });
 
   it.each([

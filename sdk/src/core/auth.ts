@@ -7,11 +7,11 @@ import type { WithResponse } from './response.js';
 /** The credential one request goes out with. */
 export interface Credential {
   /** `apiKey` goes out as `X-API-Key`, `bearer` as `Authorization: Bearer`. */
-  kind: 'apiKey' | 'bearer';
+  readonly kind: 'apiKey' | 'bearer';
   /** The key or token. */
-  value: string;
+  readonly value: string;
   /** Whether the client got it by logging in, so that it may log in again after a 401. */
-  renewable: boolean;
+  readonly renewable: boolean;
 }
 
 /** Sends `POST /api/v1/auth/login`; the transport provides it. */
@@ -33,6 +33,7 @@ const EXPIRY_MARGIN_MS = 5_000;
  */
 export class AuthSession {
   readonly #apiKey: string | undefined;
+  #apiKeyCredential: Credential | undefined;
   #credentials: LoginCredentials | undefined;
   #token: string | undefined;
   #expiresAt: number | undefined;
@@ -58,17 +59,15 @@ export class AuthSession {
 
   /**
    * The credential for a request that needs one, logging in first when the session has a
-   * username and password and no valid token. `undefined` when there is nothing to send.
+   * username and password and no valid token. `undefined` when there is nothing to send. Known
+   * at once unless a login is needed: only then is it a promise (a request need not wait a turn).
    */
-  async credential(override: CredentialOverride | undefined, signal?: AbortSignal): Promise<Credential | undefined> {
+  credential(override: CredentialOverride | undefined, signal?: AbortSignal): Credential | undefined | Promise<Credential> {
     if (override?.apiKey) return { kind: 'apiKey', value: override.apiKey, renewable: false };
     if (override?.token) return { kind: 'bearer', value: override.token, renewable: false };
-    if (this.#apiKey) return { kind: 'apiKey', value: this.#apiKey, renewable: false };
+    if (this.#apiKey) return (this.#apiKeyCredential ??= { kind: 'apiKey', value: this.#apiKey, renewable: false });
     if (this.#token && !this.#isExpired()) return this.#bearer(this.#token);
-    if (this.#credentials) {
-      const { data } = await abortable(this.#sharedLogin(this.#credentials), signal);
-      return this.#bearer(data.token);
-    }
+    if (this.#credentials) return abortable(this.#sharedLogin(this.#credentials), signal).then(({ data }) => this.#bearer(data.token));
     if (this.#token) return this.#bearer(this.#token);
     return undefined;
   }

@@ -26,6 +26,9 @@ export interface ErrorResponseInit {
   retryAfter?: number | undefined;
 }
 
+/** Where the prototype of each error class keeps its name, the same symbol in every copy of the SDK. */
+const ERROR_CLASS = Symbol.for('@inferno/sdk.ErrorClass');
+
 /**
  * The base of every error the SDK throws: `error instanceof InfernoError` catches them all. The
  * subclasses say what happened: {@link APIError} (the server answered with an error status, one
@@ -34,6 +37,24 @@ export interface ErrorResponseInit {
  * caller's signal aborted the call).
  */
 export class InfernoError extends Error {
+  /**
+   * `instanceof` that also recognises the errors of another copy of the SDK in the same process,
+   * such as its CommonJS and its ESM build both loaded (the dual-package hazard): each error
+   * class's prototype carries its name under a registered symbol (`Symbol.for`), and an object
+   * whose prototype chain has the same name is an instance. Subclasses of your own are checked
+   * the ordinary way.
+   */
+  static override [Symbol.hasInstance]<T>(this: abstract new (...args: never[]) => T, value: unknown): value is T {
+    if (Function.prototype[Symbol.hasInstance].call(this, value)) return true;
+    const prototype = this.prototype as Record<symbol, unknown>;
+    if (typeof value !== 'object' || value === null || !Object.hasOwn(prototype, ERROR_CLASS)) return false;
+    const brand = prototype[ERROR_CLASS];
+    for (let link: object | null = Object.getPrototypeOf(value); link !== null; link = Object.getPrototypeOf(link)) {
+      if (Object.hasOwn(link, ERROR_CLASS) && (link as Record<symbol, unknown>)[ERROR_CLASS] === brand) return true;
+    }
+    return false;
+  }
+
   override name = 'InfernoError';
   /**
    * The server's `X-Request-Id` of the response involved, to quote when reporting a problem;
@@ -225,6 +246,29 @@ export class ResponseValidationError extends InfernoError {
     this.operation = operation;
     this.issues = issues;
   }
+}
+
+// The brands (literal names, which minifiers leave alone).
+for (const [name, ErrorClass] of Object.entries({
+  InfernoError,
+  APIError,
+  ValidationError,
+  AuthenticationError,
+  PermissionDeniedError,
+  NotFoundError,
+  MethodNotAllowedError,
+  ConflictError,
+  PayloadTooLargeError,
+  UnsupportedMediaTypeError,
+  InternalServerError,
+  RateLimitError,
+  ServiceUnavailableError,
+  ConnectionError,
+  TimeoutError,
+  AbortError,
+  ResponseValidationError,
+})) {
+  Object.defineProperty(ErrorClass.prototype, ERROR_CLASS, { value: name });
 }
 
 type ApiErrorClass = new (init: ErrorResponseInit, code?: InfernoErrorCode) => APIError;

@@ -19,9 +19,25 @@ export function parseRateLimit(headers: Headers): RateLimitInfo | undefined {
   return { limit, remaining, reset: new Date(reset * 1000) };
 }
 
+/** A count of decimal digits (surrounding whitespace allowed): read by hand, as it is read on every response. */
 function toCount(value: string | null): number | undefined {
-  if (value === null || !/^\s*\d+\s*$/.test(value)) return undefined;
-  return Number(value);
+  if (value === null) return undefined;
+  let start = 0;
+  let end = value.length;
+  while (start < end && isSpace(value.charCodeAt(start))) start++;
+  while (end > start && isSpace(value.charCodeAt(end - 1))) end--;
+  if (start === end) return undefined;
+  let count = 0;
+  for (let i = start; i < end; i++) {
+    const digit = value.charCodeAt(i) - 48;
+    if (digit < 0 || digit > 9) return undefined;
+    count = count * 10 + digit;
+  }
+  return count;
+}
+
+function isSpace(code: number): boolean {
+  return code === 32 || code === 9;
 }
 
 /** Called with every rate-limit update, success and error responses alike (see {@link RateLimitTracker} for which count). */

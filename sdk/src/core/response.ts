@@ -55,20 +55,17 @@ export class APIPromise<T> extends Promise<T> {
 
   readonly #meta: Promise<WithResponse<T>>;
   readonly #mode: CallMode;
+  #data: Promise<T> | undefined;
 
   /** @internal Built by the transport. */
   constructor(meta: Promise<WithResponse<T>>, mode: CallMode) {
-    let settle!: { resolve: (value: T) => void; reject: (reason: unknown) => void };
-    super((resolve, reject) => {
-      settle = { resolve, reject };
-    });
+    // The promise itself is a shell: then/catch/finally read the data from `meta`, on first use.
+    super(settleShell);
     this.#meta = meta;
     this.#mode = mode;
-    meta.then((result) => settle.resolve(result.data), settle.reject);
-    // Whichever of the three the caller awaits sees the error; the others must not be reported
-    // as unhandled rejections.
+    // Whichever of the three the caller awaits sees the error; the others are never made, and a
+    // call nobody awaits must not be reported as an unhandled rejection.
     meta.catch(noop);
-    this.then(undefined, noop);
   }
 
   /** The data with the response's status, headers, request id and rate limit. */
@@ -79,8 +76,42 @@ export class APIPromise<T> extends Promise<T> {
   /** The raw `Response`, its body unread (ask right away, before the request goes out). Error statuses still throw. */
   asResponse(): Promise<Response> {
     this.#mode.raw = true;
-    return this.#meta.then((result) => result.response);
+    return this.#meta.then(responseOf);
   }
+
+  /** Settles with the call's data, or its error. */
+  override then<R1 = T, R2 = never>(
+    onfulfilled?: ((value: T) => R1 | PromiseLike<R1>) | null,
+    onrejected?: ((reason: unknown) => R2 | PromiseLike<R2>) | null,
+  ): Promise<R1 | R2> {
+    return this.#dataPromise().then(onfulfilled, onrejected);
+  }
+
+  /** Settles with the call's data, or what `onrejected` makes of its error. */
+  override catch<R = never>(onrejected?: ((reason: unknown) => R | PromiseLike<R>) | null): Promise<T | R> {
+    return this.#dataPromise().catch(onrejected);
+  }
+
+  /** Settles like the call, after `onfinally`. */
+  override finally(onfinally?: (() => void) | null): Promise<T> {
+    return this.#dataPromise().finally(onfinally);
+  }
+
+  #dataPromise(): Promise<T> {
+    return (this.#data ??= this.#meta.then(dataOf));
+  }
+}
+
+function settleShell(resolve: (value: never) => void): void {
+  resolve(undefined as never);
+}
+
+function dataOf<T>(result: WithResponse<T>): T {
+  return result.data;
+}
+
+function responseOf(result: ResponseMeta): Response {
+  return result.response;
 }
 
 /** The body of a page of a cursor-paginated list. */

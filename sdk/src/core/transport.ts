@@ -6,7 +6,7 @@
 //   -> retries (the policy and delays from retry.ts)
 //     -> rate-limit slot (per credential; a FIFO queue when throttling) -> auth (log in when
 //        needed; once more after a 401)
-//       -> one attempt: timeout, send, rate-limit headers, error mapping
+//       -> one attempt: timeout (deadlines.ts), send, rate-limit headers, error mapping
 //   -> response validation (optional)
 //
 // The generated client neither retries nor times out by itself, so attempts never multiply.
@@ -17,6 +17,7 @@ import { login as loginOperation } from '../gen/sdk.gen.js';
 import type { TokenResponse } from '../gen/types.gen.js';
 import { anySignal, linkAbort, sleep } from './abort.js';
 import { AuthSession, type Credential, type CredentialOverride } from './auth.js';
+import { Deadlines } from './deadlines.js';
 import {
   AbortError,
   AuthenticationError,
@@ -35,7 +36,7 @@ import {
   type ResponseValidator,
   type RetryEvent,
 } from './options.js';
-import { OWN_CREDENTIAL, parseRateLimit, type RateLimitInfo, RateLimitTracker } from './rate-limit.js';
+import { type AcquireOptions, OWN_CREDENTIAL, parseRateLimit, type RateLimitInfo, RateLimitTracker } from './rate-limit.js';
 import { APIPromise, type CallMode, EventStream, type ResponseMeta, type WithResponse } from './response.js';
 import { type AttemptFailure, DEFAULT_RETRY_TIMING, parseRetryAfter, planRetry, type RetryTiming } from './retry.js';
 import { decodeEvent, readServerSentEvents, type RawServerSentEvent, type ServerSentEvent } from './sse.js';
@@ -46,8 +47,8 @@ export interface OperationOptions {
   client: Client;
   /** Aborts this attempt (caller's signal, timeout). */
   signal: AbortSignal;
-  /** Resolves the credential for each security scheme of the operation. */
-  auth: (scheme: Auth) => Promise<string | undefined>;
+  /** Resolves the credential for each security scheme of the operation (a promise only while logging in). */
+  auth: (scheme: Auth) => string | undefined | Promise<string | undefined>;
   /** Per-request headers (the client's are already in `client`). */
   headers?: Record<string, string>;
   /** Per-request server. */
@@ -85,6 +86,8 @@ interface CallSettings {
   throttle: boolean;
   throttleMaxWait: number | undefined;
   maxConcurrent: number | undefined;
+  /** How a request of this call takes its rate-limit slot (from the four above; built once per call settings). */
+  slot: AcquireOptions;
   idempotencyKey: string | false | undefined;
   headers: Record<string, string> | undefined;
   fetch: typeof fetch | undefined;
@@ -138,6 +141,13 @@ class FailedAttempt extends Error {
 // out of the throttle, a login can also never wait on a slot that the request needing it holds.
 const LOGIN_OPERATION = 'login';
 
+/** A stream whose response arrived, and its first event. */
+interface OpenedStream {
+  events: AsyncGenerator<RawServerSentEvent, void, undefined>;
+  first: IteratorResult<RawServerSentEvent, void>;
+  sent: Sent;
+}
+
 /** A response that arrived, with what is needed to keep reading a stream. */
 interface Sent {
   data: unknown;
@@ -162,12 +172,14 @@ export class Transport {
   readonly auth: AuthSession;
   readonly #defaults: CallSettings;
   readonly #validator: ResponseValidator | undefined;
+  /** The attempts' timeouts. */
+  readonly #deadlines = new Deadlines();
 
   /** @param options - The client's options. */
   constructor(options: ClientOptions) {
     if (options.validateResponses && !options.responseValidator) throw missingValidator();
     this.#validator = options.responseValidator;
-    this.#defaults = {
+    this.#defaults = withSlot({
       signal: options.signal,
       timeout: options.timeout ?? DEFAULTS.timeout,
       maxRetries: checkRetries(options.maxRetries ?? DEFAULTS.maxRetries),
@@ -185,7 +197,7 @@ export class Transport {
       idleTimeout: options.streamIdleTimeout ?? DEFAULTS.streamIdleTimeout,
       onRetry: options.onRetry,
       logger: options.logger,
-    };
+    });
     this.client = createHttpClient({ baseUrl: options.baseUrl, headers: options.headers, fetch: options.fetch });
     this.auth = new AuthSession(
       options,
@@ -223,10 +235,12 @@ export class Transport {
     const settings = this.#settings(options, operationId);
     const state = this.#state(operationId, settings, mode);
     try {
-      const sent = await this.#withRetries(operationId, settings, state, () => this.#attempt(operation, settings, state, false));
+      const sent = (await this.#withRetries(operationId, settings, state, operation, false)) as Sent;
       const data = mode.raw ? undefined : sent.data;
       if (settings.validate && !mode.raw) await this.#validate(operationId, data, state.requestId);
-      return { ...meta(sent), data };
+      const { response } = sent;
+      // state.requestId is the final response's (see meta()).
+      return { response, status: response.status, headers: response.headers, requestId: state.requestId, rateLimit: sent.rateLimit, data };
     } catch (error) {
       throw callerAbort(error, settings, state);
     }
@@ -246,13 +260,10 @@ export class Transport {
   ): EventStream<ServerSentEvent<TData>> {
     const settings = this.#settings(options, operationId);
     const state = this.#state(operationId, settings, { raw: false });
-    let opened: { events: AsyncGenerator<RawServerSentEvent, void, undefined>; first: IteratorResult<RawServerSentEvent, void>; sent: Sent } | undefined;
+    let opened: OpenedStream | undefined;
     const open = async (): Promise<ResponseMeta> => {
       try {
-        opened = await this.#withRetries(operationId, settings, state, async () => {
-          const sent = await this.#attempt(operation, settings, state, true);
-          return this.#openStream(sent, settings, state);
-        });
+        opened = (await this.#withRetries(operationId, settings, state, operation, true)) as OpenedStream;
       } catch (error) {
         throw callerAbort(error, settings, state);
       }
@@ -290,17 +301,19 @@ export class Transport {
     return { operationId, method: 'GET', renewed: false, idempotencyKey, mode, requestId: undefined };
   }
 
-  // Retries around whole attempts; the policy and the delays come from retry.ts. (A plain loop:
-  // everything a retry library would decide is decided there.)
-  async #withRetries<T>(
+  // Retries around whole attempts (for a stream: until its first event); the policy and the
+  // delays come from retry.ts. (A plain loop: everything a retry library would decide is decided there.)
+  async #withRetries(
     operationId: string,
     settings: CallSettings,
     state: CallState,
-    attempt: () => Promise<T>,
-  ): Promise<T> {
+    operation: Operation<OperationResult>,
+    stream: boolean,
+  ): Promise<Sent | OpenedStream> {
     for (let retriesDone = 0; ; ) {
       try {
-        return await attempt();
+        const sent = await this.#attempt(operation, settings, state, stream);
+        return stream ? await this.#openStream(sent, settings, state) : sent;
       } catch (error) {
         if (!(error instanceof FailedAttempt)) throw error;
         if (settings.signal?.aborted) throw error.error;
@@ -346,10 +359,9 @@ export class Transport {
   ): Promise<Sent> {
     const bucket = rateLimitBucket(settings.override);
     for (;;) {
-      const release = await this.rateLimit.acquire(
-        { throttle: settings.throttle, maxConcurrent: settings.maxConcurrent, maxWait: settings.throttleMaxWait, signal: settings.signal },
-        bucket,
-      );
+      const slot = this.rateLimit.acquire(settings.slot, bucket);
+      // No wait when nothing holds the request back.
+      const release = typeof slot === 'function' ? slot : await slot;
       const used: { credential?: Credential | undefined } = {};
       let rejected: { error: FailedAttempt; token: string };
       try {
@@ -386,18 +398,22 @@ export class Transport {
     const controller = new AbortController();
     const unlink = linkAbort(settings.signal, controller);
     let timedOut = false;
-    const timer =
+    const deadline =
       settings.timeout > 0 && Number.isFinite(settings.timeout)
-        ? setTimeout(() => {
+        ? this.#deadlines.start(settings.timeout, () => {
             timedOut = true;
             controller.abort();
-          }, settings.timeout)
+          })
         : undefined;
-    let credential: Promise<Credential | undefined> | undefined;
-    const auth = async (scheme: Auth) => {
-      // hey-api asks once per security scheme; resolve (and maybe log in) once per attempt.
-      credential ??= this.auth.credential(settings.override, controller.signal).then((c) => (used.credential = c));
-      return AuthSession.tokenFor(scheme, await credential);
+    // Asked once per security scheme; resolved (and maybe logged in) once per attempt, and a
+    // promise only while logging in.
+    let credential: Credential | undefined | Promise<Credential | undefined> | null = null;
+    const auth = (scheme: Auth): string | undefined | Promise<string | undefined> => {
+      if (credential === null) {
+        const known = this.auth.credential(settings.override, controller.signal);
+        credential = known instanceof Promise ? known.then((c) => (used.credential = c)) : (used.credential = known);
+      }
+      return credential instanceof Promise ? credential.then((c) => AuthSession.tokenFor(scheme, c)) : AuthSession.tokenFor(scheme, credential);
     };
     const started = settings.logger?.debug ? Date.now() : 0;
     let result: OperationResult;
@@ -406,7 +422,7 @@ export class Transport {
     } catch (error) {
       result = { error };
     } finally {
-      clearTimeout(timer);
+      this.#deadlines.cancel(deadline);
     }
     const { request, response } = result;
     if (request) state.method = request.method;
@@ -470,7 +486,7 @@ export class Transport {
     return new FailedAttempt(failed, { kind: 'connection', notSent: provesNotSent(error) });
   }
 
-  async #openStream(sent: Sent, settings: CallSettings, state: CallState) {
+  async #openStream(sent: Sent, settings: CallSettings, state: CallState): Promise<OpenedStream> {
     const body = sent.data as ReadableStream<Uint8Array> | null | undefined;
     const events = body
       ? readServerSentEvents(body, {
@@ -535,7 +551,7 @@ export class Transport {
 
   #settings(options: RequestOptions | undefined, operationId: string): CallSettings {
     const settings = this.#resolve(options);
-    return operationId === LOGIN_OPERATION && settings.throttle ? { ...settings, throttle: false } : settings;
+    return operationId === LOGIN_OPERATION && settings.throttle ? withSlot({ ...settings, throttle: false }) : settings;
   }
 
   #resolve(options: RequestOptions | undefined): CallSettings {
@@ -543,7 +559,7 @@ export class Transport {
     if (!options) return defaults;
     const override =
       options.apiKey || options.token ? { apiKey: options.apiKey, token: options.token } : defaults.override;
-    return {
+    return withSlot({
       signal: anySignal([defaults.signal, options.signal]),
       timeout: options.timeout ?? defaults.timeout,
       maxRetries: options.maxRetries === undefined ? defaults.maxRetries : checkRetries(options.maxRetries),
@@ -560,8 +576,19 @@ export class Transport {
       idleTimeout: options.streamIdleTimeout ?? defaults.idleTimeout,
       onRetry: options.onRetry ?? defaults.onRetry,
       logger: options.logger ?? defaults.logger,
-    };
+    });
   }
+}
+
+/** The settings with their `slot`, the rate-limit options derived from them. */
+function withSlot(settings: Omit<CallSettings, 'slot'>): CallSettings {
+  const slot: AcquireOptions = {
+    throttle: settings.throttle,
+    maxConcurrent: settings.maxConcurrent,
+    maxWait: settings.throttleMaxWait,
+    signal: settings.signal,
+  };
+  return { ...settings, slot };
 }
 
 function streamError(error: unknown, settings: CallSettings, state: CallState): unknown {
