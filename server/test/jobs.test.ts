@@ -320,7 +320,7 @@ describe('the per-user cap on unfinished jobs', () => {
     // Another user is not held by this one's jobs.
     expect((await call(server.url, 'POST', '/api/v1/jobs', { token: admin, body: { requests: [{ model: MODEL, prompt: 'hi', max_tokens: 2 }] } })).status).toBe(202);
     const denials = await call(server.url, 'GET', '/api/v1/audit-logs?action=job.create', { token: admin });
-    expect(denials.body.data.filter((e: any) => e.outcome === 'denied')).toMatchObject([{ details: { reason: 'max_active_per_user', active: 2, limit: 2 } }]);
+    expect(denials.body.data.filter((e: any) => e.outcome === 'denied')).toMatchObject([{ details: { reason: 'max_active_jobs', active: 2, limit: 2 } }]);
     expect((await call(server.url, 'POST', `/api/v1/jobs/${first.body.id}/cancel`, { token })).status).toBe(200);
     expect((await submit()).status).toBe(202);
     for (const job of (await call(server.url, 'GET', '/api/v1/jobs', { token })).body.data) {

@@ -132,11 +132,14 @@ export class BossJobQueue implements JobQueue {
     const job = await this.#store.takeJob(id, this.#worker);
     if (!job) return; // cancelled, finished or gone: nothing to run
     const controller = new AbortController();
-    // The claim lost (cancelled, or the heartbeat late and the job retried elsewhere), or pg-boss stopping.
-    dispatch.signal.addEventListener('abort', () => controller.abort(), { once: true });
     this.#current = { id, controller };
+    // A stop that came while the job was being taken found nothing to abort: it is handed back untouched.
+    if (this.#stopping) controller.abort();
+    // Also the claim lost (cancelled, or the heartbeat late and the job retried elsewhere), or pg-boss
+    // stopping; `any` is aborted at once when that signal already was.
+    const signal = AbortSignal.any([controller.signal, dispatch.signal]);
     try {
-      const outcome = await this.#executor.run(job, this.#worker, controller.signal);
+      const outcome = await this.#executor.run(job, this.#worker, signal);
       if (outcome === 'stopped' && this.#stopping) {
         // Handed back rather than completed: queued again, and the failed attempt is retried elsewhere.
         await this.#store.requeueRunningJobs({ worker: this.#worker });

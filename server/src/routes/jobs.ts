@@ -74,7 +74,7 @@ export function jobRoutes(deps: RouteDeps, jobs: JobQueue): Router<AppState> {
     const job = await jobs.submit({ userId: ctx.state.principal!.user.id, name: name ?? null, requests }).catch(async (error: unknown) => {
       if (!(error instanceof JobLimitError)) throw error;
       const { active } = error;
-      await audit(store, ctx, { action: 'job.create', outcome: 'denied', target: null, details: { reason: 'max_active_per_user', active, limit: cap } });
+      await audit(store, ctx, { action: 'job.create', outcome: 'denied', target: null, details: { reason: 'max_active_jobs', active, limit: cap } });
       // A slot frees when one of the user's jobs ends: worth retrying after a while, not at once.
       throw new ApiError(
         'RATE_LIMITED',
