@@ -75,6 +75,8 @@ export class BossJobQueue implements JobQueue {
       superviseIntervalSeconds: jobs.supervise_interval_seconds,
       monitorIntervalSeconds: jobs.supervise_interval_seconds,
       instanceName: this.#replicaId,
+      // No cron schedules are used: no scheduler or clock monitor on every replica.
+      schedule: false,
     });
     boss.on('error', (error: unknown) => this.#logger.error({ err: error }, 'job queue (pg-boss) error'));
     boss.on('warning', (warning: { message: string }) => this.#logger.warn({ detail: warning.message }, 'job queue (pg-boss) warning'));
