@@ -100,9 +100,10 @@ export interface GenerationSettings {
  * a fresh LlamaCompletion, stream text chunks. Greedy decoding by default, so the server and raw
  * runs produce the same tokens and neither stops early.
  */
-export async function rawGenerate(sequence: LlamaContextSequence, settings: GenerationSettings, signal?: AbortSignal): Promise<RunResult> {
+export async function rawGenerate(sequence: LlamaContextSequence, settings: GenerationSettings, signal?: AbortSignal, gather?: { begin(): void; end(): void }): Promise<RunResult> {
   const started = performance.now();
   await sequence.clearHistory();
+  gather?.begin(); // a context of several sequences: its steps batch every generating one, as the engine's do
   const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
   let tokens = 0;
   let firstAt: number | undefined;
@@ -124,6 +125,7 @@ export async function rawGenerate(sequence: LlamaContextSequence, settings: Gene
     });
   } finally {
     completion.dispose({ disposeSequence: false });
+    gather?.end();
   }
   return result(tokens, text, started, firstAt, performance.now());
 }
