@@ -275,10 +275,10 @@ export async function serverStream(server: { url: string; token: string }, model
   return { ...result(tokens, text, started, firstAt, performance.now()), serverTimings };
 }
 
-/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (Linux). */
-export function cpuSeconds(pid: number): number {
+/** CPU seconds (user + system) a process (or one thread of it) has used so far, from /proc (Linux). */
+export function cpuSeconds(pid: number, thread?: number): number {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / 100;
   } catch {

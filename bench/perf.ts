@@ -57,8 +57,16 @@ interface Sample {
   tps: number;
   ttftMs: number;
   cpuMsPerToken: number;
+  /** CPU of the generating process's main thread alone (the JavaScript around each token, in node). */
+  mainMsPerToken: number;
   tokens: number;
 }
+
+/** CPU seconds of this thread (the main one). */
+const ownMainThreadCpu = () => {
+  const usage = process.threadCpuUsage();
+  return (usage.user + usage.system) / 1e6;
+};
 
 /** CPU seconds of this process (all its threads: llama.cpp's too). */
 const ownCpu = () => {
@@ -69,13 +77,21 @@ const ownCpu = () => {
 /** n concurrent runs; aggregate tokens/s over the wall time, median TTFT, CPU of `pid` (or this process) per token. */
 async function measure(run: (i: number) => Promise<RunResult>, n: number, pid?: number): Promise<Sample> {
   const cpu = () => (pid === undefined ? ownCpu() : cpuSeconds(pid));
+  const main = () => (pid === undefined ? ownMainThreadCpu() : cpuSeconds(pid, pid));
   const cpuBefore = cpu();
+  const mainBefore = main();
   const started = performance.now();
   const results = await Promise.all(Array.from({ length: n }, (_, i) => run(i)));
   const wallMs = performance.now() - started;
   const total = results.reduce((sum, r) => sum + r.tokens, 0);
   if (results.some((r) => r.tokens !== tokens)) throw new Error(`a run made ${results.map((r) => r.tokens).join('/')} tokens, not ${tokens} each`);
-  return { tps: (total * 1000) / wallMs, ttftMs: median(results.map((r) => r.ttftMs)), cpuMsPerToken: ((cpu() - cpuBefore) * 1000) / total, tokens: total };
+  return {
+    tps: (total * 1000) / wallMs,
+    ttftMs: median(results.map((r) => r.ttftMs)),
+    cpuMsPerToken: ((cpu() - cpuBefore) * 1000) / total,
+    mainMsPerToken: ((main() - mainBefore) * 1000) / total,
+    tokens: total,
+  };
 }
 
 /** One streamed completion through `POST /v1/completions` (OpenAI's SSE: `data:` lines, `[DONE]`). */
@@ -245,6 +261,7 @@ async function benchModel(llama: Llama, name: string, file: string, server: Benc
         cell(s.one, () => fmt(m(s.one, 'ttftMs'), 2)),
         cell(s.one, () => fmt(m(s.one, 'ttftMs') - m(raw.one, 'ttftMs'), 2)),
         cell(s.one, () => fmt(m(s.one, 'cpuMsPerToken'), 3)),
+        cell(s.one, () => fmt(m(s.one, 'mainMsPerToken'), 3)),
         cell(s.four, () => fmt(m(s.four, 'tps'))),
         cell(s.four, () => fmt(m(s.four, 'tps') / m(raw.four, 'tps'), 3)),
         cell(s.four, () => fmt(m(s.four, 'cpuMsPerToken'), 3)),
@@ -255,7 +272,7 @@ async function benchModel(llama: Llama, name: string, file: string, server: Benc
       const best = (column: 'one' | 'four') => Math.max(...paths.map((p, i) => (p.name.startsWith('llama-server') && samples[i]![column].length ? m(samples[i]![column], 'tps') : 0)));
       const ours = (column: 'one' | 'four', which: string) => m(samples[paths.findIndex((p) => p.name === which)]![column], 'tps');
       for (const which of ['server, native SSE', 'server, /v1 stream', 'raw node-llama-cpp']) {
-        rows.push([`${name}: ${which} / best llama-server`, fmt(ours('one', which) / best('one'), 3), '', '', '', '', fmt(ours('four', which) / best('four'), 3), '', '']);
+        rows.push([`${name}: ${which} / best llama-server`, fmt(ours('one', which) / best('one'), 3), '', '', '', '', '', fmt(ours('four', which) / best('four'), 3), '', '']);
       }
     }
     return rows;
@@ -294,8 +311,8 @@ if (!flags.has('only-http')) {
       await server.stop();
     }
     log();
-    log(`Streaming: medians of ${rounds}; ratios against raw node-llama-cpp in the same round; CPU per token of the generating process (this one for raw, the server's, llama-server's)`);
-    log(table(['model: path', '1 stream tok/s', 'vs raw', 'TTFT ms', 'TTFT - raw', 'CPU ms/token', `${STREAMS} streams tok/s`, 'vs raw', 'CPU ms/token'], rows));
+    log(`Streaming: medians of ${rounds}; ratios against raw node-llama-cpp in the same round; CPU per token of the generating process (this one for raw, the server's, llama-server's) and of its main thread alone`);
+    log(table(['model: path', '1 stream tok/s', 'vs raw', 'TTFT ms', 'TTFT - raw', 'CPU ms/token', 'main thread', `${STREAMS} streams tok/s`, 'vs raw', 'CPU ms/token'], rows));
     log('targets: server >= 0.97x raw tok/s on every model, TTFT <= raw + 2 ms');
   } finally {
     await llama.dispose();
