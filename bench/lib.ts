@@ -100,9 +100,10 @@ export interface GenerationSettings {
  * a fresh LlamaCompletion, stream text chunks. Greedy decoding by default, so the server and raw
  * runs produce the same tokens and neither stops early.
  */
-export async function rawGenerate(sequence: LlamaContextSequence, settings: GenerationSettings, signal?: AbortSignal): Promise<RunResult> {
+export async function rawGenerate(sequence: LlamaContextSequence, settings: GenerationSettings, signal?: AbortSignal, gather?: { begin(): void; end(): void }): Promise<RunResult> {
   const started = performance.now();
   await sequence.clearHistory();
+  gather?.begin(); // a context of several sequences: its steps batch every generating one, as the engine's do
   const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
   let tokens = 0;
   let firstAt: number | undefined;
@@ -124,6 +125,7 @@ export async function rawGenerate(sequence: LlamaContextSequence, settings: Gene
     });
   } finally {
     completion.dispose({ disposeSequence: false });
+    gather?.end();
   }
   return result(tokens, text, started, firstAt, performance.now());
 }
@@ -273,10 +275,10 @@ export async function serverStream(server: { url: string; token: string }, model
   return { ...result(tokens, text, started, firstAt, performance.now()), serverTimings };
 }
 
-/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat (Linux). */
-export function cpuSeconds(pid: number): number {
+/** CPU seconds (user + system) a process (or one thread of it) has used so far, from /proc (Linux). */
+export function cpuSeconds(pid: number, thread?: number): number {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / 100;
   } catch {

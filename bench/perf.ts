@@ -5,7 +5,9 @@
  *   raw node-llama-cpp in this process (contexts set up as the server's engine sets them up)
  *   our server (a child process): the native SSE stream (POST /api/v1/inference) and the OpenAI
  *     stream (POST /v1/completions)
- *   llama.cpp's llama-server, when given --llama-server PATH to a binary you built yourself
+ *   llama.cpp's llama-server, when given --llama-server PATH to a binary you built yourself: one
+ *     process per slot count and thread count (-np 1 for the 1-stream figures, -np 4 for the
+ *     4-stream ones; -t each of --llama-threads, default 1,2), so its best arrangement is in the run
  *
  * at 1 and 4 concurrent streams: tokens/s (aggregate for 4), time to first text, CPU time per
  * token of the process that generates, and ratios against raw; then the HTTP floor
@@ -13,7 +15,8 @@
  * autocannon).
  *
  *   npm run bench -- [--quick] [--tokens 128] [--rounds 7] [--models tiny,small-q8_0,small-f16]
- *                    [--threads 1] [--llama-server PATH] [--baseline DIR] [--no-http] [--only-http]
+ *                    [--threads 1] [--sequences-per-context 1] [--llama-server PATH] [--llama-threads 1,2] [--baseline DIR]
+ *                    [--no-http] [--only-http]
  *
  * --quick: 3 rounds, shorter HTTP runs (about 2-3 minutes on 2 cores).
  * --baseline DIR: also runs the server of another checkout (e.g. main: `git archive main | tar -x -C DIR`
@@ -25,6 +28,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import type { Llama, LlamaContextSequence } from 'node-llama-cpp';
 import { DEFAULT_CONFIG } from '../server/src/config.js';
+import { openSequences, type BatchGather } from '../server/src/engine/batch-gather.js';
 import { writeDemoModel, type DemoFileType, type DemoPresetName } from '../server/src/engine/demo-model.js';
 import { httpFloor } from './http-floor.js';
 import { cpuSeconds, fmt, machineLine, median, parseFlags, rawGenerate, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
@@ -34,7 +38,9 @@ const quick = flags.has('quick');
 const tokens = Number(flags.get('tokens') ?? 128);
 const rounds = Number(flags.get('rounds') ?? (quick ? 3 : 7));
 const threads = Number(flags.get('threads') ?? DEFAULT_CONFIG.engine.threads);
+const perContext = Number(flags.get('sequences-per-context') ?? DEFAULT_CONFIG.engine.sequences_per_context);
 const llamaServerBin = flags.get('llama-server');
+const llamaThreads = (flags.get('llama-threads') ?? '1,2').split(',').map(Number);
 const baselineRoot = flags.get('baseline');
 const STREAMS = DEFAULT_CONFIG.engine.parallel; // 4
 const MODELS: Record<string, { preset: DemoPresetName; fileType: DemoFileType }> = {
@@ -51,8 +57,16 @@ interface Sample {
   tps: number;
   ttftMs: number;
   cpuMsPerToken: number;
+  /** CPU of the generating process's main thread alone (the JavaScript around each token, in node). */
+  mainMsPerToken: number;
   tokens: number;
 }
+
+/** CPU seconds of this thread (the main one). */
+const ownMainThreadCpu = () => {
+  const usage = process.threadCpuUsage();
+  return (usage.user + usage.system) / 1e6;
+};
 
 /** CPU seconds of this process (all its threads: llama.cpp's too). */
 const ownCpu = () => {
@@ -63,13 +77,21 @@ const ownCpu = () => {
 /** n concurrent runs; aggregate tokens/s over the wall time, median TTFT, CPU of `pid` (or this process) per token. */
 async function measure(run: (i: number) => Promise<RunResult>, n: number, pid?: number): Promise<Sample> {
   const cpu = () => (pid === undefined ? ownCpu() : cpuSeconds(pid));
+  const main = () => (pid === undefined ? ownMainThreadCpu() : cpuSeconds(pid, pid));
   const cpuBefore = cpu();
+  const mainBefore = main();
   const started = performance.now();
   const results = await Promise.all(Array.from({ length: n }, (_, i) => run(i)));
   const wallMs = performance.now() - started;
   const total = results.reduce((sum, r) => sum + r.tokens, 0);
   if (results.some((r) => r.tokens !== tokens)) throw new Error(`a run made ${results.map((r) => r.tokens).join('/')} tokens, not ${tokens} each`);
-  return { tps: (total * 1000) / wallMs, ttftMs: median(results.map((r) => r.ttftMs)), cpuMsPerToken: ((cpu() - cpuBefore) * 1000) / total, tokens: total };
+  return {
+    tps: (total * 1000) / wallMs,
+    ttftMs: median(results.map((r) => r.ttftMs)),
+    cpuMsPerToken: ((cpu() - cpuBefore) * 1000) / total,
+    mainMsPerToken: ((main() - mainBefore) * 1000) / total,
+    tokens: total,
+  };
 }
 
 /** One streamed completion through `POST /v1/completions` (OpenAI's SSE: `data:` lines, `[DONE]`). */
@@ -124,9 +146,10 @@ interface LlamaServer {
   stop(): Promise<void>;
 }
 
-async function startLlamaServer(bin: string, modelFile: string): Promise<LlamaServer> {
+/** llama-server on `modelFile` with `slots` parallel slots of the engine's context size each, on `t` threads. */
+async function startLlamaServer(bin: string, modelFile: string, slots: number, t: number): Promise<LlamaServer> {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
-  const args = ['-m', modelFile, '--host', '127.0.0.1', '--port', String(port), '-t', String(threads), '-tb', String(threads), '-np', String(STREAMS), '-c', String(DEFAULT_CONFIG.engine.context_size * STREAMS), '-b', String(DEFAULT_CONFIG.engine.batch_size), '--no-webui'];
+  const args = ['-m', modelFile, '--host', '127.0.0.1', '--port', String(port), '-t', String(t), '-tb', String(t), '-np', String(slots), '-c', String(DEFAULT_CONFIG.engine.context_size * slots), '-b', String(DEFAULT_CONFIG.engine.batch_size), '--no-webui'];
   const child: ChildProcess = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + String(d)).slice(-4000)));
@@ -176,34 +199,36 @@ async function llamaServerStream(server: LlamaServer, settings: GenerationSettin
 // ---- the run ----------------------------------------------------------------------------------------
 
 /** A prompt whose greedy continuation runs the full N tokens on this model (no end of text). */
-async function fullLengthPrompt(sequence: LlamaContextSequence): Promise<GenerationSettings> {
+async function fullLengthPrompt(sequence: LlamaContextSequence, gather?: BatchGather): Promise<GenerationSettings> {
   for (const prompt of PROMPTS) {
     const settings = { prompt, maxTokens: tokens, temperature: 0, seed: 42 };
-    if ((await rawGenerate(sequence, settings)).tokens === tokens) return settings;
+    if ((await rawGenerate(sequence, settings, undefined, gather)).tokens === tokens) return settings;
   }
   throw new Error(`no prompt runs ${tokens} greedy tokens without stopping`);
 }
 
 interface Path {
   name: string;
-  run1: () => Promise<Sample>;
-  run4: () => Promise<Sample>;
+  /** Absent: the path has no figure for that column (llama-server -np 4 in the 1-stream one...). */
+  run1?: () => Promise<Sample>;
+  run4?: () => Promise<Sample>;
 }
 
 async function benchModel(llama: Llama, name: string, file: string, server: BenchServer, before: BenchServer | undefined): Promise<string[][]> {
   const model = await llama.loadModel({ modelPath: file });
-  // As the server's engine does by default: one context per sequence, each on `threads` threads.
-  const contexts = [];
-  for (let i = 0; i < STREAMS; i++) {
-    contexts.push(await model.createContext({ sequences: DEFAULT_CONFIG.engine.sequences_per_context, contextSize: DEFAULT_CONFIG.engine.context_size, batchSize: DEFAULT_CONFIG.engine.batch_size, threads }));
-  }
-  const sequences = contexts.map((c) => c.getSequence());
-  const llamaServer = llamaServerBin ? await startLlamaServer(llamaServerBin, file) : undefined;
+  // Contexts as the server's engine opens them ([engine] defaults, `threads` threads each).
+  const { contexts, sequences: opened } = await openSequences(model, { ...DEFAULT_CONFIG.engine, threads, sequences_per_context: perContext });
+  const sequences = opened.map((s) => s.sequence);
+  const gathers = opened.map((s) => s.gather);
+  const llamaServers: { slots: number; t: number; server: LlamaServer }[] = [];
   try {
-    const settings = await fullLengthPrompt(sequences[0]!);
+    if (llamaServerBin) {
+      for (const slots of [1, STREAMS]) for (const t of llamaThreads) llamaServers.push({ slots, t, server: await startLlamaServer(llamaServerBin, file, slots, t) });
+    }
+    const settings = await fullLengthPrompt(sequences[0]!, gathers[0]);
     const id = path.basename(file, '.gguf');
     const paths: Path[] = [
-      { name: 'raw node-llama-cpp', run1: () => measure(() => rawGenerate(sequences[0]!, settings), 1), run4: () => measure((i) => rawGenerate(sequences[i]!, settings), STREAMS) },
+      { name: 'raw node-llama-cpp', run1: () => measure(() => rawGenerate(sequences[0]!, settings, undefined, gathers[0]), 1), run4: () => measure((i) => rawGenerate(sequences[i]!, settings, undefined, gathers[i]), STREAMS) },
       { name: 'server, native SSE', run1: () => measure(() => serverStream(server, id, settings), 1, server.pid), run4: () => measure(() => serverStream(server, id, settings), STREAMS, server.pid) },
       { name: 'server, /v1 stream', run1: () => measure(() => openAIStream(server, id, settings), 1, server.pid), run4: () => measure(() => openAIStream(server, id, settings), STREAMS, server.pid) },
     ];
@@ -211,42 +236,54 @@ async function benchModel(llama: Llama, name: string, file: string, server: Benc
       paths.push({ name: 'baseline server, native SSE', run1: () => measure(() => serverStream(before, id, settings), 1, before.pid), run4: () => measure(() => serverStream(before, id, settings), STREAMS, before.pid) });
       paths.push({ name: 'baseline server, /v1 stream', run1: () => measure(() => openAIStream(before, id, settings), 1, before.pid), run4: () => measure(() => openAIStream(before, id, settings), STREAMS, before.pid) });
     }
-    if (llamaServer) {
-      paths.push({ name: 'llama-server', run1: () => measure(() => llamaServerStream(llamaServer, settings), 1, llamaServer.pid), run4: () => measure(() => llamaServerStream(llamaServer, settings), STREAMS, llamaServer.pid) });
+    for (const { slots, t, server: ls } of llamaServers) {
+      const run = () => measure(() => llamaServerStream(ls, settings), slots, ls.pid);
+      paths.push({ name: `llama-server -np ${slots} -t ${t}`, ...(slots === 1 ? { run1: run } : { run4: run }) });
     }
     for (const p of paths) {
-      await p.run1(); // warm-up: loads the model in the server, JITs every path
-      await p.run4();
+      await p.run1?.(); // warm-up: loads the model in the server, JITs every path
+      await p.run4?.();
     }
     const samples = paths.map(() => ({ one: [] as Sample[], four: [] as Sample[] }));
     for (let r = 0; r < rounds; r++) {
-      for (const [i, p] of paths.entries()) samples[i]!.one.push(await p.run1());
-      for (const [i, p] of paths.entries()) samples[i]!.four.push(await p.run4());
+      for (const [i, p] of paths.entries()) if (p.run1) samples[i]!.one.push(await p.run1());
+      for (const [i, p] of paths.entries()) if (p.run4) samples[i]!.four.push(await p.run4());
     }
     const m = (xs: Sample[], k: keyof Sample) => median(xs.map((x) => x[k]));
     const raw = samples[0]!;
-    return paths.map((p, i) => {
+    const cell = (xs: Sample[], text: () => string) => (xs.length ? text() : '-');
+    const rows = paths.map((p, i) => {
       const s = samples[i]!;
       return [
         `${name}: ${p.name}`,
-        fmt(m(s.one, 'tps')),
-        fmt(m(s.one, 'tps') / m(raw.one, 'tps'), 3),
-        fmt(m(s.one, 'ttftMs'), 2),
-        fmt(m(s.one, 'ttftMs') - m(raw.one, 'ttftMs'), 2),
-        fmt(m(s.one, 'cpuMsPerToken'), 3),
-        fmt(m(s.four, 'tps')),
-        fmt(m(s.four, 'tps') / m(raw.four, 'tps'), 3),
-        fmt(m(s.four, 'cpuMsPerToken'), 3),
+        cell(s.one, () => fmt(m(s.one, 'tps'))),
+        cell(s.one, () => fmt(m(s.one, 'tps') / m(raw.one, 'tps'), 3)),
+        cell(s.one, () => fmt(m(s.one, 'ttftMs'), 2)),
+        cell(s.one, () => fmt(m(s.one, 'ttftMs') - m(raw.one, 'ttftMs'), 2)),
+        cell(s.one, () => fmt(m(s.one, 'cpuMsPerToken'), 3)),
+        cell(s.one, () => fmt(m(s.one, 'mainMsPerToken'), 3)),
+        cell(s.four, () => fmt(m(s.four, 'tps'))),
+        cell(s.four, () => fmt(m(s.four, 'tps') / m(raw.four, 'tps'), 3)),
+        cell(s.four, () => fmt(m(s.four, 'cpuMsPerToken'), 3)),
       ];
     });
+    if (llamaServers.length) {
+      // Our server against llama-server at its best thread count, per column.
+      const best = (column: 'one' | 'four') => Math.max(...paths.map((p, i) => (p.name.startsWith('llama-server') && samples[i]![column].length ? m(samples[i]![column], 'tps') : 0)));
+      const ours = (column: 'one' | 'four', which: string) => m(samples[paths.findIndex((p) => p.name === which)]![column], 'tps');
+      for (const which of ['server, native SSE', 'server, /v1 stream', 'raw node-llama-cpp']) {
+        rows.push([`${name}: ${which} / best llama-server`, fmt(ours('one', which) / best('one'), 3), '', '', '', '', '', fmt(ours('four', which) / best('four'), 3), '', '']);
+      }
+    }
+    return rows;
   } finally {
-    await llamaServer?.stop();
+    for (const { server: ls } of llamaServers) await ls.stop();
     for (const context of contexts) await context.dispose();
     await model.dispose();
   }
 }
 
-log(`bench: ${tokens} greedy tokens per stream, ${rounds} alternating rounds, threads ${threads} per context, ${STREAMS} streams for the parallel figures${llamaServerBin ? `, llama-server ${llamaServerBin}` : ''}`);
+log(`bench: ${tokens} greedy tokens per stream, ${rounds} alternating rounds, threads ${threads} per context, ${perContext} sequence(s) per context, ${STREAMS} streams for the parallel figures${llamaServerBin ? `, llama-server ${llamaServerBin}` : ''}`);
 log(machineLine());
 if (!flags.has('only-http')) {
   const dir = tempDir('inferno-bench-perf-');
@@ -259,7 +296,7 @@ if (!flags.has('only-http')) {
       const written = await writeDemoModel(files[name], { preset, fileType });
       log(`model demo-${name}: ${preset} ${fileType}, ${(written.bytes / 1e6).toFixed(1)} MB, ${(written.parameters / 1e6).toFixed(2)}M parameters`);
     }
-    const serverSettings = { 'engine.threads': threads, 'logging.level': 'info' };
+    const serverSettings = { 'engine.threads': threads, 'engine.sequences_per_context': perContext, 'logging.level': 'info' };
     const server = await startChildServer({ modelsDir: dir.dir, settings: serverSettings });
     const before = baselineRoot ? await startChildServer({ modelsDir: dir.dir, settings: serverSettings, root: baselineRoot }) : undefined;
     log(`server: ${server.where}, logging at info (a line per request), rate limit on${before ? `; baseline server of ${baselineRoot}: ${before.where}` : ''}`);
@@ -274,8 +311,8 @@ if (!flags.has('only-http')) {
       await server.stop();
     }
     log();
-    log(`Streaming: medians of ${rounds}; ratios against raw node-llama-cpp in the same round; CPU per token of the generating process (this one for raw, the server's, llama-server's)`);
-    log(table(['model: path', '1 stream tok/s', 'vs raw', 'TTFT ms', 'TTFT - raw', 'CPU ms/token', `${STREAMS} streams tok/s`, 'vs raw', 'CPU ms/token'], rows));
+    log(`Streaming: medians of ${rounds}; ratios against raw node-llama-cpp in the same round; CPU per token of the generating process (this one for raw, the server's, llama-server's) and of its main thread alone`);
+    log(table(['model: path', '1 stream tok/s', 'vs raw', 'TTFT ms', 'TTFT - raw', 'CPU ms/token', 'main thread', `${STREAMS} streams tok/s`, 'vs raw', 'CPU ms/token'], rows));
     log('targets: server >= 0.97x raw tok/s on every model, TTFT <= raw + 2 ms');
   } finally {
     await llama.dispose();

@@ -19,6 +19,7 @@ import {
 } from 'node-llama-cpp';
 import type { Config } from '../config.js';
 import type { Logger } from '../logging/logger.js';
+import { openSequences, type BatchGather, type EngineSequence } from './batch-gather.js';
 import { GrammarCache } from './grammar-cache.js';
 import type { ModelCatalog } from './model-catalog.js';
 import { QueueFullError, SequencePool } from './sequence-pool.js';
@@ -157,7 +158,7 @@ interface LoadedModel {
   id: string;
   model: LlamaModel;
   contexts: LlamaContext[];
-  pool: SequencePool<LlamaContextSequence>;
+  pool: SequencePool<EngineSequence>;
   embedding?: Promise<LlamaEmbeddingContext>;
   embeddingBusy: Promise<unknown>;
   /** Embedding requests queued behind the one running (bounded by `[engine] max_queue`). */
@@ -279,22 +280,15 @@ export class InferenceEngine {
       this.observer.modelLoadFailed?.(id);
       throw this.#loadFailure(id, error);
     }
-    const contexts: LlamaContext[] = [];
+    let contexts: LlamaContext[] = [];
     try {
       // Contexts of `sequences_per_context` sequences each, sharing the model's weights. On CPUs
       // one sequence per context measured 2.2x the aggregate throughput of one 4-sequence context
-      // (bench/engine-throughput.ts --sweep-only): each context evaluates on its own thread.
-      for (let left = engine.parallel; left > 0; left -= engine.sequences_per_context) {
-        contexts.push(
-          await model.createContext({
-            sequences: Math.min(left, engine.sequences_per_context),
-            contextSize: engine.context_size, // per sequence
-            batchSize: engine.batch_size,
-            threads: engine.threads,
-          }),
-        );
-      }
-      const sequences = contexts.flatMap((context) => Array.from({ length: context.totalSequences }, () => context.getSequence()));
+      // (bench/engine-throughput.ts --sweep-only): each context evaluates on its own thread. A
+      // context of several sequences batches all its generating sequences in each step (batch-gather.ts).
+      const opened = await openSequences(model, engine);
+      contexts = opened.contexts;
+      const sequences = opened.sequences;
       const entry: LoadedModel = {
         id,
         model,
@@ -408,7 +402,7 @@ export class InferenceEngine {
         const unloading = entry.unloading.signal;
         const signal = hooks.signal ? AbortSignal.any([hooks.signal, unloading]) : unloading;
         const grammar = request.jsonSchema ? await this.#grammars.get(entry.model.llama, request.jsonSchema) : undefined;
-        const result = await generateOn(lease.item, request, { ...hooks, signal }, started, entry.chatWrapper, grammar);
+        const result = await generateOn(lease.item.sequence, request, { ...hooks, signal }, started, entry.chatWrapper, grammar, lease.item.gather);
         // Cut short by an unload, not by the client: that is a failure worth a retry, not a result.
         if (unloading.aborted && !hooks.signal?.aborted) throw unloading.reason;
         return result;
@@ -564,10 +558,28 @@ async function generateOn(
   started: number,
   chatWrapper: ChatWrapper | undefined,
   grammar: LlamaGrammar | undefined,
+  gather: BatchGather | undefined,
 ): Promise<GenerationResult> {
   const acquired = performance.now();
   // Stateless requests: the sequence starts empty, so the same seed gives the same text.
   await sequence.clearHistory();
+  gather?.begin();
+  try {
+    return await generateCleared(sequence, request, hooks, started, acquired, chatWrapper, grammar);
+  } finally {
+    gather?.end();
+  }
+}
+
+async function generateCleared(
+  sequence: LlamaContextSequence,
+  request: GenerationRequest,
+  hooks: GenerationHooks,
+  started: number,
+  acquired: number,
+  chatWrapper: ChatWrapper | undefined,
+  grammar: LlamaGrammar | undefined,
+): Promise<GenerationResult> {
   const wrapper = request.messages && (chatWrapper ?? resolveChatWrapper(sequence.model) ?? undefined);
   const history = request.messages && toChatHistory(request, wrapper);
   // A request never holds more than its sequence's context: refuse a prompt that fills it, and

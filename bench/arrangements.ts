@@ -1,0 +1,128 @@
+/**
+ * Which arrangement of contexts x sequences x threads serves best on this CPU: raw node-llama-cpp,
+ * contexts opened exactly as the engine opens them (server/src/engine/batch-gather.ts openSequences),
+ * 1 and 4 concurrent greedy streams, alternating round by round, medians.
+ *
+ *   npx tsx bench/arrangements.ts [--model small-f16|small-q8_0|tiny] [--tokens 128] [--rounds 5]
+ *                                 [--arrangements 4x1x1,2x2x1,1x4x1,1x4x1-nogather,1x4x2]
+ *
+ * An arrangement CxSxT is C contexts of S sequences on T threads each; `-nogather` leaves the batching
+ * to node-llama-cpp's own dispatch. Printed: tokens/s (aggregate for 4), CPU ms per token of the whole
+ * process and of its main thread (the JS around each token), and tokens per decode step.
+ */
+import path from 'node:path';
+import { LlamaCompletion, type LlamaContext } from 'node-llama-cpp';
+import { DEFAULT_CONFIG } from '../server/src/config.js';
+import { openSequences, type EngineSequence } from '../server/src/engine/batch-gather.js';
+import { writeDemoModel, type DemoFileType, type DemoPresetName } from '../server/src/engine/demo-model.js';
+import { fmt, machineLine, median, parseFlags, startLlama, table, tempDir } from './lib.js';
+
+const flags = parseFlags(process.argv.slice(2));
+const MODELS: Record<string, { preset: DemoPresetName; fileType: DemoFileType }> = {
+  tiny: { preset: 'tiny', fileType: 'f16' },
+  'small-q8_0': { preset: 'small', fileType: 'q8_0' },
+  'small-f16': { preset: 'small', fileType: 'f16' },
+};
+const modelName = flags.get('model') ?? 'small-f16';
+const tokens = Number(flags.get('tokens') ?? 128);
+const rounds = Number(flags.get('rounds') ?? 5);
+const names = (flags.get('arrangements') ?? '4x1x1,2x2x1,1x4x1,1x4x1-nogather,1x4x2').split(',');
+const log = (line = '') => process.stdout.write(line + '\n');
+
+const cpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+const mainMs = () => {
+  const u = process.threadCpuUsage();
+  return (u.user + u.system) / 1000;
+};
+
+/** Tokens of each decode step of the contexts (node-llama-cpp sizes every batch with initBatch). */
+function countSteps(contexts: LlamaContext[], steps: number[]): void {
+  for (const context of contexts) {
+    const internals = context as unknown as { _ctx: Record<string | symbol, unknown> };
+    const native = internals._ctx;
+    internals._ctx = new Proxy(native, {
+      get: (target, key) => {
+        const value = target[key];
+        if (key === 'initBatch') return (n: number) => (steps.push(n), (value as (n: number) => unknown).call(target, n));
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+  }
+}
+
+async function generate({ sequence, gather }: EngineSequence): Promise<number> {
+  await sequence.clearHistory();
+  gather?.begin();
+  const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
+  let n = 0;
+  try {
+    await completion.generateCompletion('Hello world', { maxTokens: tokens, temperature: 0, seed: 42, onToken: (t) => (n += t.length) });
+  } finally {
+    completion.dispose({ disposeSequence: false });
+    gather?.end();
+  }
+  return n;
+}
+
+const spec = MODELS[modelName];
+if (!spec) throw new Error(`unknown model ${modelName}`);
+log(`arrangements: demo ${modelName}, ${tokens} greedy tokens per stream, ${rounds} alternating rounds`);
+log(machineLine());
+const dir = tempDir('inferno-bench-arrangements-');
+const llama = await startLlama();
+try {
+  const file = path.join(dir.dir, `${modelName}.gguf`);
+  await writeDemoModel(file, spec);
+  const model = await llama.loadModel({ modelPath: file });
+  const setups = [];
+  for (const name of names) {
+    const match = /^(\d+)x(\d+)x(\d+)(-nogather)?$/.exec(name);
+    if (!match) throw new Error(`arrangement ${name} is not CxSxT[-nogather]`);
+    const [contexts, perContext, threads] = [Number(match[1]), Number(match[2]), Number(match[3])];
+    const opened = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: contexts * perContext, sequences_per_context: perContext, threads }, !match[4]);
+    const steps: number[] = [];
+    countSteps(opened.contexts, steps);
+    setups.push({ name, ...opened, steps, one: [] as number[], four: [] as number[], cpu1: [] as number[], cpu4: [] as number[], main4: [] as number[], perStep: [] as number[] });
+  }
+  const run = async (sequences: EngineSequence[]) => {
+    const c0 = cpuMs();
+    const m0 = mainMs();
+    const t0 = performance.now();
+    const made = (await Promise.all(sequences.map(generate))).reduce((a, b) => a + b, 0);
+    return { tps: (made * 1000) / (performance.now() - t0), cpu: (cpuMs() - c0) / made, main: (mainMs() - m0) / made };
+  };
+  for (const s of setups) {
+    await run(s.sequences.slice(0, 1)); // warm-up
+    await run(s.sequences.slice(0, 4));
+  }
+  for (let r = 0; r < rounds; r++) {
+    for (const s of setups) {
+      const one = await run(s.sequences.slice(0, 1));
+      s.one.push(one.tps);
+      s.cpu1.push(one.cpu);
+      s.steps.length = 0;
+      const four = await run(s.sequences.slice(0, 4));
+      s.four.push(four.tps);
+      s.cpu4.push(four.cpu);
+      s.main4.push(four.main);
+      const single = s.steps.filter((n) => n <= 4);
+      s.perStep.push(single.reduce((a, b) => a + b, 0) / single.length);
+    }
+    log(`  round ${r + 1}/${rounds} (${machineLine().split('load average ')[1]})`);
+  }
+  log();
+  log(table(
+    ['contexts x sequences x threads', '1 stream tok/s', 'CPU ms/token', '4 streams tok/s', 'CPU ms/token', 'main thread ms/token', 'tokens/step'],
+    setups.map((s) => [s.name, fmt(median(s.one)), fmt(median(s.cpu1), 3), fmt(median(s.four)), fmt(median(s.cpu4), 3), fmt(median(s.main4), 3), fmt(median(s.perStep), 2)]),
+  ));
+  for (const s of setups) for (const context of s.contexts) await context.dispose();
+  await model.dispose();
+} finally {
+  await llama.dispose();
+  dir.remove();
+}
+log();
+log(`done; ${machineLine()}`);
