@@ -11,18 +11,15 @@
  * process and of its main thread (the JS around each token), and tokens per decode step.
  */
 import path from 'node:path';
-import { LlamaCompletion, type LlamaContext } from 'node-llama-cpp';
+import { LlamaCompletion } from 'node-llama-cpp';
 import { DEFAULT_CONFIG } from '../server/src/config.js';
 import { openSequences, type EngineSequence } from '../server/src/engine/batch-gather.js';
-import { writeDemoModel, type DemoFileType, type DemoPresetName } from '../server/src/engine/demo-model.js';
-import { fmt, machineLine, median, parseFlags, startLlama, table, tempDir } from './lib.js';
+import { writeDemoModel } from '../server/src/engine/demo-model.js';
+import { countDecodeSteps } from '../test/helpers/decode-steps.js';
+import { DEMO_MODELS, fmt, machineLine, median, parseFlags, startLlama, table, tempDir } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
-const MODELS: Record<string, { preset: DemoPresetName; fileType: DemoFileType }> = {
-  tiny: { preset: 'tiny', fileType: 'f16' },
-  'small-q8_0': { preset: 'small', fileType: 'q8_0' },
-  'small-f16': { preset: 'small', fileType: 'f16' },
-};
+const MODELS = DEMO_MODELS;
 const modelName = flags.get('model') ?? 'small-f16';
 const tokens = Number(flags.get('tokens') ?? 128);
 const rounds = Number(flags.get('rounds') ?? 5);
@@ -37,21 +34,6 @@ const mainMs = () => {
   const u = process.threadCpuUsage();
   return (u.user + u.system) / 1000;
 };
-
-/** Tokens of each decode step of the contexts (node-llama-cpp sizes every batch with initBatch). */
-function countSteps(contexts: LlamaContext[], steps: number[]): void {
-  for (const context of contexts) {
-    const internals = context as unknown as { _ctx: Record<string | symbol, unknown> };
-    const native = internals._ctx;
-    internals._ctx = new Proxy(native, {
-      get: (target, key) => {
-        const value = target[key];
-        if (key === 'initBatch') return (n: number) => (steps.push(n), (value as (n: number) => unknown).call(target, n));
-        return typeof value === 'function' ? value.bind(target) : value;
-      },
-    });
-  }
-}
 
 async function generate({ sequence, gather }: EngineSequence): Promise<number> {
   await sequence.clearHistory();
@@ -84,7 +66,7 @@ try {
     const [contexts, perContext, threads] = [Number(match[1]), Number(match[2]), Number(match[3])];
     const opened = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: contexts * perContext, sequences_per_context: perContext, threads }, !match[4]);
     const steps: number[] = [];
-    countSteps(opened.contexts, steps);
+    for (const context of opened.contexts) countDecodeSteps(context, steps);
     setups.push({ name, ...opened, steps, one: [] as number[], four: [] as number[], cpu1: [] as number[], cpu4: [] as number[], main4: [] as number[], perStep: [] as number[] });
   }
   const run = async (sequences: EngineSequence[]) => {

@@ -7,9 +7,17 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { DemoFileType, DemoPresetName } from '../server/src/engine/demo-model.js';
 import { getLlama, LlamaCompletion, LlamaLogLevel, type Llama, type LlamaContextSequence } from 'node-llama-cpp';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** The demo models the benchmarks run, by their `--model(s)` names. */
+export const DEMO_MODELS: Record<string, { preset: DemoPresetName; fileType: DemoFileType }> = {
+  tiny: { preset: 'tiny', fileType: 'f16' },
+  'small-q8_0': { preset: 'small', fileType: 'q8_0' },
+  'small-f16': { preset: 'small', fileType: 'f16' },
+};
 
 // ---- flags and numbers ----------------------------------------------------------------------------
 

@@ -29,9 +29,9 @@ import path from 'node:path';
 import type { Llama, LlamaContextSequence } from 'node-llama-cpp';
 import { DEFAULT_CONFIG } from '../server/src/config.js';
 import { openSequences, type BatchGather } from '../server/src/engine/batch-gather.js';
-import { writeDemoModel, type DemoFileType, type DemoPresetName } from '../server/src/engine/demo-model.js';
+import { writeDemoModel } from '../server/src/engine/demo-model.js';
 import { httpFloor } from './http-floor.js';
-import { cpuSeconds, fmt, machineLine, median, parseFlags, rawGenerate, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
+import { cpuSeconds, DEMO_MODELS, fmt, machineLine, median, parseFlags, rawGenerate, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
 const quick = flags.has('quick');
@@ -43,11 +43,7 @@ const llamaServerBin = flags.get('llama-server');
 const llamaThreads = (flags.get('llama-threads') ?? '1,2').split(',').map(Number);
 const baselineRoot = flags.get('baseline');
 const STREAMS = DEFAULT_CONFIG.engine.parallel; // 4
-const MODELS: Record<string, { preset: DemoPresetName; fileType: DemoFileType }> = {
-  tiny: { preset: 'tiny', fileType: 'f16' },
-  'small-q8_0': { preset: 'small', fileType: 'q8_0' },
-  'small-f16': { preset: 'small', fileType: 'f16' },
-};
+const MODELS = DEMO_MODELS;
 const modelNames = (flags.get('models') ?? Object.keys(MODELS).join(',')).split(',');
 for (const name of modelNames) if (!MODELS[name]) throw new Error(`unknown model ${name}; one of ${Object.keys(MODELS).join(', ')}`);
 const PROMPTS = ['Hello world', 'The quick brown fox', 'Once upon a time', 'In the beginning'];

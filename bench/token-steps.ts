@@ -17,15 +17,11 @@
  */
 import path from 'node:path';
 import { LlamaCompletion } from 'node-llama-cpp';
-import { writeDemoModel, type DemoFileType, type DemoPresetName } from '../server/src/engine/demo-model.js';
-import { fmt, machineLine, median, parseFlags, startLlama, table, tempDir } from './lib.js';
+import { writeDemoModel } from '../server/src/engine/demo-model.js';
+import { DEMO_MODELS, fmt, machineLine, median, parseFlags, startLlama, table, tempDir } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
-const MODELS: Record<string, { preset: DemoPresetName; fileType: DemoFileType }> = {
-  tiny: { preset: 'tiny', fileType: 'f16' },
-  'small-q8_0': { preset: 'small', fileType: 'q8_0' },
-  'small-f16': { preset: 'small', fileType: 'f16' },
-};
+const MODELS = DEMO_MODELS;
 const modelName = flags.get('model') ?? 'tiny';
 const N = Number(flags.get('tokens') ?? 128);
 const rounds = Number(flags.get('rounds') ?? 9);

@@ -3,7 +3,7 @@
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { getLlama, LlamaCompletion, LlamaLogLevel, type Llama, type LlamaContext, type LlamaModel } from 'node-llama-cpp';
+import { getLlama, LlamaCompletion, LlamaLogLevel, type Llama, type LlamaModel } from 'node-llama-cpp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, type Config } from '../../server/src/config.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/batch-gather.js';
@@ -11,23 +11,9 @@ import { writeDemoModel } from '../../server/src/engine/demo-model.js';
 import { InferenceEngine } from '../../server/src/engine/engine.js';
 import { ModelCatalog } from '../../server/src/engine/model-catalog.js';
 import { createLogger } from '../../server/src/logging/logger.js';
+import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
 
 const TOKENS = 32;
-
-/** Counts the tokens of each decode step of a context (node-llama-cpp sizes every batch with `initBatch`). */
-function countSteps(context: LlamaContext): number[] {
-  const steps: number[] = [];
-  const internals = context as unknown as { _ctx: Record<string | symbol, unknown> };
-  const native = internals._ctx;
-  internals._ctx = new Proxy(native, {
-    get: (target, key) => {
-      const value = target[key];
-      if (key === 'initBatch') return (n: number) => (steps.push(n), (value as (n: number) => unknown).call(target, n));
-      return typeof value === 'function' ? value.bind(target) : value;
-    },
-  });
-  return steps;
-}
 
 async function generate({ sequence, gather }: EngineSequence): Promise<number> {
   await sequence.clearHistory();
@@ -63,7 +49,7 @@ describe('batch gather', () => {
     const { contexts, sequences } = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
     try {
       expect(contexts).toHaveLength(1);
-      const steps = countSteps(contexts[0]!);
+      const steps = countDecodeSteps(contexts[0]!);
       for (let round = 0; round < 3; round++) {
         steps.length = 0;
         expect(await Promise.all(sequences.map(generate))).toEqual([TOKENS, TOKENS, TOKENS, TOKENS]);
@@ -82,7 +68,7 @@ describe('batch gather', () => {
   it('a sequence generating alone does not wait for idle ones', async () => {
     const { contexts, sequences } = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
     try {
-      const steps = countSteps(contexts[0]!);
+      const steps = countDecodeSteps(contexts[0]!);
       expect(await generate(sequences[0]!)).toBe(TOKENS);
       expect(steps.filter((n) => n === 1)).toHaveLength(TOKENS - 1);
       expect(sequences[0]!.gather!.timeouts).toBe(0); // no step waited for the idle sequences

@@ -9,6 +9,17 @@ import { ADMIN_PASSWORD, call, login, startTestServer, type TestServer } from '.
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** A login sent and left running: 'answered', or 'cut' when its connection was closed under it. */
+const loginInFlight = (url: string) =>
+  fetch(`${url}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }),
+  }).then(
+    () => 'answered',
+    () => 'cut',
+  );
+
 describe('close() with requests in flight', () => {
   const root = mkdtempSync(path.join(os.tmpdir(), 'inferno-close-'));
   const dirs = { dataDir: path.join(root, 'data'), modelsDir: path.join(root, 'models') };
@@ -32,14 +43,7 @@ describe('close() with requests in flight', () => {
     while (!server.engine.stats().some((model) => model.busy > 0)) await sleep(5);
     await sleep(50);
     // A login's password check takes tens of milliseconds: it is still running when close() cuts it.
-    const loggingIn = fetch(`${server.url}/api/v1/auth/login`, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }),
-    }).then(
-      () => 'answered',
-      () => 'cut',
-    );
+    const loggingIn = loginInFlight(server.url);
     await sleep(15);
     await server.close();
     expect(await generation).toBe('cut');
@@ -66,14 +70,7 @@ describe('close() with requests in flight', () => {
     server = await startTestServer({ ...dirs, settings: { 'logging.buffered': false } });
     const before = await call(server.url, 'GET', '/api/v1/audit-logs?action=auth.login', { token: await login(server.url) });
     const successes = (body: { data: { outcome: string }[] }) => body.data.filter((entry) => entry.outcome === 'success').length;
-    const loggingIn = fetch(`${server.url}/api/v1/auth/login`, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ username: 'admin', password: ADMIN_PASSWORD }),
-    }).then(
-      () => 'answered',
-      () => 'cut',
-    );
+    const loggingIn = loginInFlight(server.url);
     await sleep(10);
     await server.close();
     expect(await loggingIn).toBe('cut');

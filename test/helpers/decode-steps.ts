@@ -1,0 +1,18 @@
+import type { LlamaContext } from 'node-llama-cpp';
+
+/**
+ * Records the size of every decode batch `context` runs (node-llama-cpp 3.21.1's binding starts
+ * each with `initBatch(n)`), into `steps`: how many tokens each step decoded together.
+ */
+export function countDecodeSteps(context: LlamaContext, steps: number[] = []): number[] {
+  const internals = context as unknown as { _ctx: Record<string | symbol, unknown> };
+  const native = internals._ctx;
+  internals._ctx = new Proxy(native, {
+    get: (target, key) => {
+      const value = target[key];
+      if (key === 'initBatch') return (n: number) => (steps.push(n), (value as (n: number) => unknown).call(target, n));
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  return steps;
+}
