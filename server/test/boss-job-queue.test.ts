@@ -74,4 +74,42 @@ describe.skipIf(!run)('the shared job queue (pg-boss)', () => {
     expect(after).toMatchObject({ status: 'queued' });
     expect(after!.results.map((r) => r.status)).toEqual(['queued', 'queued', 'queued']);
   }, 60_000);
+
+  it('an unfinished job whose dispatch has ended is failed at the next start, not left holding a job slot', async () => {
+    const user = await store.createUser({ username: 'orphaned', passwordHash: 'h', role: 'user' });
+    // The first replica's dispatch completes without the job running (as if the store had lost it).
+    let taken = false;
+    const forgetful = new Proxy(store, {
+      get(target, name) {
+        if (name === 'takeJob') {
+          return async () => {
+            taken = true;
+            return undefined;
+          };
+        }
+        const value = Reflect.get(target, name) as unknown;
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const first = new BossJobQueue({ store: forgetful, engine, config, logger, worker: 'forgetful-worker', replicaId: 'forgetful', databaseUrl: schema.url });
+    await first.start();
+    const item = { model: 'demo-tiny', prompt: 'Hello', temperature: 0, max_tokens: 4 };
+    const job = await first.submit({ userId: user.id, name: null, requests: [item, item] });
+    const deadline = Date.now() + 30_000;
+    while (!taken && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(taken).toBe(true);
+    await first.stop();
+    expect(await store.getJob(job.id)).toMatchObject({ status: 'queued' });
+
+    const second = new BossJobQueue({ store, engine, config, logger, worker: 'second-worker', replicaId: 'second', databaseUrl: schema.url });
+    await second.start();
+    try {
+      const after = await store.getJob(job.id);
+      expect(after).toMatchObject({ status: 'failed' });
+      expect(after!.results.map((r) => r.status)).toEqual(['failed', 'failed']);
+      expect(after!.results[0]!.error?.message).toMatch(/dispatch ended \(completed\)/);
+    } finally {
+      await second.stop();
+    }
+  }, 60_000);
 });

@@ -96,9 +96,22 @@ export class BossJobQueue implements JobQueue {
    * deleted after its retention) are dispatched now; a send of an id pg-boss holds is a no-op.
    */
   async #adoptUndispatched(): Promise<void> {
+    const boss = this.#boss!;
     const unfinished = await this.#store.listUnfinishedJobIds();
     let adopted = 0;
-    for (const id of unfinished) if (await this.#boss!.send(QUEUE, { id }, { ...this.#sendOptions(), id })) adopted++;
+    for (const id of unfinished) {
+      if (await boss.send(QUEUE, { id }, { ...this.#sendOptions(), id })) {
+        adopted++;
+        continue;
+      }
+      // pg-boss holds the id. A dispatch that has ended while its job is unfinished (its give-up
+      // never got through, say) will never run again: the job fails, rather than keep one of its
+      // user's job slots for ever. (One just finishing elsewhere is already ended: a no-op.)
+      const held = await boss.getJobById(QUEUE, id);
+      if (held && (held.state === 'completed' || held.state === 'failed' || held.state === 'cancelled')) {
+        await this.#fail(id, `The job's dispatch ended (${held.state}) before the job did`);
+      }
+    }
     if (adopted > 0) this.#logger.info({ jobs: adopted }, 'dispatched unfinished jobs the queue did not hold');
   }
 
@@ -155,12 +168,16 @@ export class BossJobQueue implements JobQueue {
 
   /** A job that used up its attempts (it kept killing or stopping its replicas): it fails, with what it finished kept. */
   async #giveUp(dispatch: BossJob<Dispatch>): Promise<void> {
-    const job = await this.#store.takeJob(dispatch.data.id, this.#worker);
+    await this.#fail(dispatch.data.id, `The job was given up after ${this.#config.jobs.max_attempts} attempts`);
+  }
+
+  /** Ends an unfinished job as failed, its finished requests kept and the others failed with `message`. */
+  async #fail(id: string, message: string): Promise<void> {
+    const job = await this.#store.takeJob(id, this.#worker);
     if (!job) return;
-    const attempts = this.#config.jobs.max_attempts;
-    const error = { code: 'INTERNAL_ERROR' as const, message: `The job was given up after ${attempts} attempts`, details: null };
+    const error = { code: 'INTERNAL_ERROR' as const, message, details: null };
     const results = job.results.map((r): JobResult => (r.status === 'queued' || r.status === 'running' ? { index: r.index, status: 'failed', error } : r));
-    if (await this.#store.finishJob(job.id, 'failed', results, this.#worker)) this.#logger.warn({ job_id: job.id, attempts }, 'job given up: it used up its attempts');
+    if (await this.#store.finishJob(job.id, 'failed', results, this.#worker)) this.#logger.warn({ job_id: job.id, reason: message }, 'job failed: it cannot run on');
   }
 }
 
