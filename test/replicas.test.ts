@@ -275,9 +275,19 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
     expect(cancelled.status).toBe(200);
     // The runner learns it at its next heartbeat (every [jobs] heartbeat_refresh_seconds, 1 s) and stops the running item.
     await until('the runner to stop', async () => (logLines(runner).some((l) => l.job_id === jobId && String(l.msg).startsWith('job stopped here')) ? true : undefined), 30_000, 100);
+    const done = () => replicas.flatMap((r) => logLines(r).filter((l) => l.job_id === jobId && l.msg === 'job request done'));
+    const doneAtStop = done().length;
     const job = await call(url(0), 'GET', `/api/v1/jobs/${jobId}`, { token });
     expect(job.body.status).toBe('cancelled');
     expect(job.body.completed).toBeLessThan(20);
+    // The results: the finished ones first, then every other item cancelled (none queued or running).
+    const statuses = (job.body.results as { status: string }[]).map((r) => r.status);
+    const firstUnfinished = statuses.findIndex((status) => status !== 'succeeded');
+    expect(firstUnfinished).toBe(job.body.completed);
+    expect(statuses.slice(firstUnfinished)).toEqual(Array.from({ length: 20 - firstUnfinished }, () => 'cancelled'));
+    // Nothing more runs anywhere once the runner stopped.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(done().length).toBe(doneAtStop);
   }, 120_000);
 
   it('one user\'s creates racing on all three replicas never exceed [jobs] max_active_per_user', async () => {
