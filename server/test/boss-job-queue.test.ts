@@ -5,6 +5,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, type Config } from '../src/config.js';
 import { writeDemoModel } from '../src/engine/demo-model.js';
@@ -98,6 +99,18 @@ describe.skipIf(!run)('the shared job queue (pg-boss)', () => {
     const deadline = Date.now() + 30_000;
     while (!taken && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect(taken).toBe(true);
+    // pg-boss marks the dispatch completed just after the handler returned: wait until it has, before
+    // this replica stops (a stop first would hand the dispatch back instead).
+    const boss = new pg.Client({ connectionString: schema.url });
+    await boss.connect();
+    try {
+      const state = async () => (await boss.query(`SELECT state FROM ${schema.name}_pgboss.job WHERE id = $1`, [job.id])).rows[0]?.state as string | undefined;
+      const until = Date.now() + 30_000;
+      while ((await state()) !== 'completed' && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      expect(await state()).toBe('completed');
+    } finally {
+      await boss.end();
+    }
     await first.stop();
     expect(await store.getJob(job.id)).toMatchObject({ status: 'queued' });
 
