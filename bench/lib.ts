@@ -251,13 +251,30 @@ export async function serverStream(server: { url: string; token: string }, model
     body: JSON.stringify({ model, prompt: settings.prompt, max_tokens: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, stream: true }),
   });
   if (response.status !== 200) throw new Error(`inference answered ${response.status}: ${await response.text()}`);
-  const reader = response.body!.getReader();
-  const decoder = new TextDecoder();
-  let buffer = '';
   let firstAt: number | undefined;
   let text = '';
   let tokens = 0;
   let serverTimings: RunResult['serverTimings'];
+  await readSse(response, (data, event) => {
+    if (event === 'token') {
+      firstAt ??= performance.now();
+      text += (JSON.parse(data) as { text: string }).text;
+    } else if (event === 'done') {
+      const parsed = JSON.parse(data) as { usage: { completion_tokens: number }; timings: NonNullable<RunResult['serverTimings']> };
+      tokens = parsed.usage.completion_tokens;
+      serverTimings = parsed.timings;
+    } else if (event === 'error') {
+      throw new Error(`stream error: ${data}`);
+    }
+  });
+  return { ...result(tokens, text, started, firstAt, performance.now()), serverTimings };
+}
+
+/** Calls `onData` with each server-sent event's `data:` payload and its `event:` name, if any. */
+export async function readSse(response: Response, onData: (data: string, event: string | undefined) => void): Promise<void> {
+  const reader = response.body!.getReader();
+  const decoder = new TextDecoder();
+  let buffer = '';
   for (;;) {
     const { value, done } = await reader.read();
     if (done) break;
@@ -266,21 +283,10 @@ export async function serverStream(server: { url: string; token: string }, model
     while ((end = buffer.indexOf('\n\n')) >= 0) {
       const block = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
-      const event = /^event: (.*)$/m.exec(block)?.[1];
-      const data = /^data: (.*)$/m.exec(block)?.[1];
-      if (event === 'token' && data) {
-        firstAt ??= performance.now();
-        text += (JSON.parse(data) as { text: string }).text;
-      } else if (event === 'done' && data) {
-        const parsed = JSON.parse(data) as { usage: { completion_tokens: number }; timings: NonNullable<RunResult['serverTimings']> };
-        tokens = parsed.usage.completion_tokens;
-        serverTimings = parsed.timings;
-      } else if (event === 'error') {
-        throw new Error(`stream error: ${data}`);
-      }
+      const data = /^data: ?(.*)$/m.exec(block)?.[1];
+      if (data !== undefined) onData(data, /^event: (.*)$/m.exec(block)?.[1]);
     }
   }
-  return { ...result(tokens, text, started, firstAt, performance.now()), serverTimings };
 }
 
 /** CPU seconds (user + system) a process (or one thread of it) has used so far, from /proc (Linux). */

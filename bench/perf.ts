@@ -31,7 +31,7 @@ import { DEFAULT_CONFIG } from '../server/src/config.js';
 import { openSequences, type BatchGather } from '../server/src/engine/batch-gather.js';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
 import { httpFloor } from './http-floor.js';
-import { cpuSeconds, DEMO_MODELS, fmt, machineLine, median, parseFlags, rawGenerate, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
+import { cpuSeconds, DEMO_MODELS, fmt, machineLine, median, parseFlags, rawGenerate, readSse, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
 const quick = flags.has('quick');
@@ -113,25 +113,6 @@ async function openAIStream(server: { url: string; token: string }, model: strin
   });
   const ended = performance.now();
   return { tokens: count, text, ttftMs: (firstAt ?? ended) - started, totalMs: ended - started, decodeTps: Number.NaN, e2eTps: (count * 1000) / (ended - started) };
-}
-
-/** Calls `onData` with each event's `data:` payload. */
-async function readSse(response: Response, onData: (data: string) => void): Promise<void> {
-  const reader = response.body!.getReader();
-  const decoder = new TextDecoder();
-  let buffer = '';
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    let end: number;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const block = buffer.slice(0, end);
-      buffer = buffer.slice(end + 2);
-      const data = /^data: ?(.*)$/m.exec(block)?.[1];
-      if (data !== undefined) onData(data);
-    }
-  }
 }
 
 // ---- llama-server (optional, a binary the user built) ----------------------------------------------

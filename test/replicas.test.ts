@@ -11,6 +11,7 @@ import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
+import { waitForReady } from './helpers/api-checks.js';
 import { killGroup, spawnServer, tempRoot, type ChildServer } from './helpers/child-server.js';
 import pg from 'pg';
 import { freshSchema, mustRunSharedSuites, sharedServices, TEST_DATABASE_URL, TEST_REDIS_URL } from './helpers/shared-services.js';
@@ -92,7 +93,7 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
     // Started together: one bootstraps the admin and migrates, the others wait or find it done.
     replicas.push(...(await Promise.all(names.map(startReplica))));
     for (let i = 0; i < 3; i++) {
-      await until(`replica ${names[i]} ready`, async () => ((await call(url(i), 'GET', '/health/ready')).status === 200 ? true : undefined), 120_000, 200);
+      await waitForReady(url(i), 120_000);
     }
     admin = await login(url(0));
   }, 240_000);
@@ -235,7 +236,7 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
     // The killed replica comes back (same id, same database), and finds nothing left to redo.
     const restarted = await startReplica(killedName);
     replicas[replicas.indexOf(runner)] = restarted;
-    await until('the restarted replica ready', async () => ((await call(restarted.url, 'GET', '/health/ready')).status === 200 ? true : undefined), 120_000, 200);
+    await waitForReady(restarted.url, 120_000);
   }, 400_000);
 
   it('a replica stopped with SIGTERM mid-job hands its job back at once; another finishes it, each item once', async () => {
@@ -262,7 +263,7 @@ describe.skipIf(!run)('three replicas on one PostgreSQL and one Redis', () => {
     expect(Array.from({ length: 20 }, (_, i) => executions.filter((x) => x === i).length)).toEqual(Array.from({ length: 20 }, () => 1));
     const restarted = await startReplica(stoppedName);
     replicas[replicas.indexOf(runner)] = restarted;
-    await until('the restarted replica ready', async () => ((await call(restarted.url, 'GET', '/health/ready')).status === 200 ? true : undefined), 120_000, 200);
+    await waitForReady(restarted.url, 120_000);
   }, 400_000);
 
   it('a job cancelled on one replica stops on the one running it', async () => {
@@ -365,7 +366,7 @@ describe.skipIf(!run)('two replicas, a job that uses up its attempts', () => {
     };
     replicas.push(...(await Promise.all(['x', 'y'].map((name) => spawnServer(root, { env: { ...env, INFERNO_REPLICA_ID: `replica-${name}` }, group: true })))));
     for (const replica of replicas) {
-      await until('replica ready', async () => ((await call(replica.url, 'GET', '/health/ready')).status === 200 ? true : undefined), 120_000, 200);
+      await waitForReady(replica.url, 120_000);
     }
   }, 240_000);
 
