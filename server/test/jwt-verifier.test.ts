@@ -1,6 +1,6 @@
 import jsonwebtoken from 'jsonwebtoken';
 import { describe, expect, it } from 'vitest';
-import { jwtVerifier } from '../src/http/authenticate.js';
+import { jwtVerifier } from '../src/auth/jwt.js';
 
 const secret = Buffer.from('a-test-secret-that-is-at-least-32-bytes-long!');
 const sign = (claims: object, options: jsonwebtoken.SignOptions = {}, key: Buffer = secret) => jsonwebtoken.sign(claims, key, { algorithm: 'HS256', ...options });
