@@ -129,7 +129,9 @@ describe('metrics and usage after a known workload', () => {
     const cancelled = await fetch(`${server.url}/api/v1/inference`, {
       method: 'POST',
       headers: { 'X-API-Key': infKey.key, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ model: CANCEL_MODEL, prompt: PROMPT, max_tokens: 4000, stream: true }),
+      // Greedy: the demo model never reaches its end of text this early, so the stream is still
+      // generating when it is cancelled (sampled, it sometimes ended within one write).
+      body: JSON.stringify({ model: CANCEL_MODEL, prompt: PROMPT, max_tokens: 4000, temperature: 0, stream: true }),
       signal: controller.signal,
     });
     for await (const e of sseData(cancelled)) {
