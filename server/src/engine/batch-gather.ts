@@ -1,4 +1,5 @@
 import type { LlamaContext, LlamaContextOptions, LlamaContextSequence, LlamaModel } from 'node-llama-cpp';
+import { DecodeLoop } from './decode-loop.js';
 
 /**
  * Full decode steps for a context of several sequences: each step batches the next token of every
@@ -107,6 +108,8 @@ export class BatchGather {
 
 export interface EngineSequence {
   sequence: LlamaContextSequence;
+  /** The context's own decode loop (plain-prompt completions run on it). */
+  loop: DecodeLoop;
   /** Set on contexts of more than one sequence: `begin`/`end` around each generation. */
   gather?: BatchGather;
 }
@@ -137,10 +140,11 @@ export async function openSequences(
       const context = await model.createContext(options);
       contexts.push(context);
       gather?.attach(context);
+      const loop = new DecodeLoop(context);
       for (let i = 0; i < context.totalSequences; i++) {
         const sequence = context.getSequence();
         gather?.track(sequence);
-        sequences.push({ sequence, gather });
+        sequences.push({ sequence, loop, gather });
       }
     }
     return { contexts, sequences };

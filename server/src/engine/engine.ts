@@ -2,7 +2,6 @@ import {
   getLlama,
   InsufficientMemoryError,
   LlamaChat,
-  LlamaCompletion,
   LlamaLogLevel,
   resolveChatWrapper,
   type ChatHistoryItem,
@@ -19,7 +18,9 @@ import {
 } from 'node-llama-cpp';
 import type { Config } from '../config.js';
 import type { Logger } from '../logging/logger.js';
-import { openSequences, type BatchGather, type EngineSequence } from './batch-gather.js';
+import { openSequences, type EngineSequence } from './batch-gather.js';
+import { complete } from './completion.js';
+import type { DecodeLoop } from './decode-loop.js';
 import { GrammarCache } from './grammar-cache.js';
 import type { ModelCatalog } from './model-catalog.js';
 import { QueueFullError, SequencePool } from './sequence-pool.js';
@@ -402,7 +403,7 @@ export class InferenceEngine {
         const unloading = entry.unloading.signal;
         const signal = hooks.signal ? AbortSignal.any([hooks.signal, unloading]) : unloading;
         const grammar = request.jsonSchema ? await this.#grammars.get(entry.model.llama, request.jsonSchema) : undefined;
-        const result = await generateOn(lease.item.sequence, request, { ...hooks, signal }, started, entry.chatWrapper, grammar, lease.item.gather);
+        const result = await generateOn(lease.item, request, { ...hooks, signal }, started, entry.chatWrapper, grammar);
         // Cut short by an unload, not by the client: that is a failure worth a retry, not a result.
         if (unloading.aborted && !hooks.signal?.aborted) throw unloading.reason;
         return result;
@@ -552,36 +553,67 @@ function promptRoom(model: LlamaModel, request: GenerationRequest, chatWrapper: 
 }
 
 async function generateOn(
-  sequence: LlamaContextSequence,
+  { sequence, loop, gather }: EngineSequence,
   request: GenerationRequest,
   hooks: GenerationHooks,
   started: number,
   chatWrapper: ChatWrapper | undefined,
   grammar: LlamaGrammar | undefined,
-  gather: BatchGather | undefined,
 ): Promise<GenerationResult> {
   const acquired = performance.now();
   // Stateless requests: the sequence starts empty, so the same seed gives the same text.
   await sequence.clearHistory();
+  if (!request.messages) return completeOn(loop, sequence, request, hooks, started, acquired, grammar);
   gather?.begin();
   try {
-    return await generateCleared(sequence, request, hooks, started, acquired, chatWrapper, grammar);
+    return await chatOn(sequence, { ...request, messages: request.messages }, hooks, started, acquired, chatWrapper, grammar);
   } finally {
     gather?.end();
   }
 }
 
-async function generateCleared(
+/** A plain prompt: on the context's own decode loop (decode-loop.ts). */
+async function completeOn(
+  loop: DecodeLoop,
   sequence: LlamaContextSequence,
   request: GenerationRequest,
+  hooks: GenerationHooks,
+  started: number,
+  acquired: number,
+  grammar: LlamaGrammar | undefined,
+): Promise<GenerationResult> {
+  const room = promptRoom(sequence.model, request, undefined, sequence.contextSize);
+  if (room <= 0) throw new PromptTooLongError(sequence.contextSize - room, sequence.contextSize);
+  let firstTokenAt: number | undefined;
+  const outcome = await complete(loop, sequence, {
+    prompt: request.prompt ?? '',
+    maxTokens: Math.min(request.maxTokens, room),
+    temperature: request.temperature,
+    topP: request.topP,
+    topK: request.topK,
+    seed: request.seed,
+    stop: request.stop,
+    grammar,
+    signal: hooks.signal,
+    onText: hooks.onText,
+    onFirstToken: () => (firstTokenAt = performance.now()),
+  });
+  const finishReason: FinishReason = hooks.signal?.aborted || outcome.stopReason === 'abort' ? 'cancelled' : outcome.stopReason === 'maxTokens' ? 'length' : 'stop';
+  return result(outcome.text, finishReason, outcome.promptTokens, outcome.completionTokens, started, acquired, firstTokenAt);
+}
+
+/** A chat: node-llama-cpp's LlamaChat (its templates, stop texts and function calling). */
+async function chatOn(
+  sequence: LlamaContextSequence,
+  request: GenerationRequest & { messages: ChatMessage[] },
   hooks: GenerationHooks,
   started: number,
   acquired: number,
   chatWrapper: ChatWrapper | undefined,
   grammar: LlamaGrammar | undefined,
 ): Promise<GenerationResult> {
-  const wrapper = request.messages && (chatWrapper ?? resolveChatWrapper(sequence.model) ?? undefined);
-  const history = request.messages && toChatHistory(request, wrapper);
+  const wrapper = chatWrapper ?? resolveChatWrapper(sequence.model) ?? undefined;
+  const history = toChatHistory(request, wrapper);
   // A request never holds more than its sequence's context: refuse a prompt that fills it, and
   // end generation (finish reason `length`) where the context is full rather than shifting it.
   const room = promptRoom(sequence.model, request, chatWrapper, sequence.contextSize);
@@ -609,40 +641,37 @@ async function generateCleared(
     },
     onTextChunk: hooks.onText,
   };
-  let text: string;
-  let stopReason: string;
-  let functionCalls: GenerationResult['functionCalls'];
-  if (history) {
-    const chat = new LlamaChat({ contextSequence: sequence, autoDisposeSequence: false, ...(wrapper && { chatWrapper: wrapper }) });
-    try {
-      // node-llama-cpp's types keep `grammar` and `functions` apart; a request has one or neither.
-      const chatOptions = request.functions?.mode === 'auto' ? { ...options, grammar: undefined, ...autoFunctions(request) } : options;
-      const result = await chat.generateResponse(history, chatOptions as Parameters<LlamaChat['generateResponse']>[1]);
-      text = result.response;
-      stopReason = result.metadata.stopReason;
-      functionCalls = result.functionCalls?.map((call) => ({ name: call.functionName, arguments: call.params ?? {} }));
-    } finally {
-      chat.dispose({ disposeSequence: false });
-    }
-  } else {
-    const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
-    try {
-      const result = await completion.generateCompletionWithMeta(request.prompt ?? '', options);
-      text = result.response;
-      stopReason = result.metadata.stopReason;
-    } finally {
-      completion.dispose({ disposeSequence: false });
-    }
+  const chat = new LlamaChat({ contextSequence: sequence, autoDisposeSequence: false, ...(wrapper && { chatWrapper: wrapper }) });
+  let response;
+  try {
+    // node-llama-cpp's types keep `grammar` and `functions` apart; a request has one or neither.
+    const chatOptions = request.functions?.mode === 'auto' ? { ...options, grammar: undefined, ...autoFunctions(request) } : options;
+    response = await chat.generateResponse(history, chatOptions as Parameters<LlamaChat['generateResponse']>[1]);
+  } finally {
+    chat.dispose({ disposeSequence: false });
   }
-  const finished = performance.now();
+  const stopReason: string = response.metadata.stopReason;
+  const functionCalls = response.functionCalls?.map((call) => ({ name: call.functionName, arguments: call.params ?? {} }));
   if (firstTokenAt === undefined) promptTokens = sequence.nextTokenIndex;
-  const generationMs = firstTokenAt === undefined ? 0 : finished - firstTokenAt;
   const finishReason: FinishReason =
     hooks.signal?.aborted || stopReason === 'abort' ? 'cancelled' : stopReason === 'maxTokens' ? 'length' : 'stop';
+  return { ...result(response.response, finishReason, promptTokens, completionTokens, started, acquired, firstTokenAt), ...(functionCalls?.length && { functionCalls }) };
+}
+
+function result(
+  text: string,
+  finishReason: FinishReason,
+  promptTokens: number,
+  completionTokens: number,
+  started: number,
+  acquired: number,
+  firstTokenAt: number | undefined,
+): GenerationResult {
+  const finished = performance.now();
+  const generationMs = firstTokenAt === undefined ? 0 : finished - firstTokenAt;
   return {
     text,
     finishReason,
-    ...(functionCalls?.length && { functionCalls }),
     usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
     timings: {
       queued_ms: round(acquired - started),

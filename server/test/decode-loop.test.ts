@@ -1,0 +1,178 @@
+// The engine's own decode loop (decode-loop.ts) and plain-prompt completions on it (completion.ts):
+// the same tokens as node-llama-cpp's LlamaCompletion, one decode per step for every generating
+// sequence of a context, stop sequences and grammars, and sequences left empty for the next user.
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { getLlama, LlamaChat, LlamaCompletion, LlamaLogLevel, type Llama, type LlamaContext, type LlamaModel } from 'node-llama-cpp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_CONFIG } from '../../server/src/config.js';
+import { openSequences, type EngineSequence } from '../../server/src/engine/batch-gather.js';
+import { complete, TextAssembler, type CompletionOptions } from '../../server/src/engine/completion.js';
+import { writeDemoModel } from '../../server/src/engine/demo-model.js';
+import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
+
+const PROMPT = 'Hello world';
+
+async function reference(item: EngineSequence, options: { maxTokens: number; temperature?: number; seed?: number; topK?: number; topP?: number }) {
+  await item.sequence.clearHistory();
+  const completion = new LlamaCompletion({ contextSequence: item.sequence, autoDisposeSequence: false });
+  try {
+    return await completion.generateCompletion(PROMPT, options);
+  } finally {
+    completion.dispose({ disposeSequence: false });
+  }
+}
+
+async function ours(item: EngineSequence, options: Partial<CompletionOptions> & { maxTokens: number }) {
+  await item.sequence.clearHistory();
+  const chunks: string[] = [];
+  const outcome = await complete(item.loop, item.sequence, { prompt: PROMPT, onText: (text) => chunks.push(text), ...options });
+  return { ...outcome, chunks };
+}
+
+/** The highest position the sequence holds in the context's memory (-1: empty). */
+const lastPosition = (context: LlamaContext, item: EngineSequence) =>
+  (context as unknown as { _ctx: { getSequenceKvCacheMaxPosition(id: number): number } })._ctx.getSequenceKvCacheMaxPosition((item.sequence as unknown as { _sequenceId: number })._sequenceId);
+
+describe('decode loop', () => {
+  let llama: Llama;
+  let model: LlamaModel;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'inferno-loop-'));
+    await writeDemoModel(path.join(dir, 'tiny.gguf'), { preset: 'tiny' });
+    llama = await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: LlamaLogLevel.error });
+    model = await llama.loadModel({ modelPath: path.join(dir, 'tiny.gguf') });
+  });
+  afterAll(async () => {
+    await model.dispose();
+    await llama.dispose();
+  });
+
+  it('generates the text node-llama-cpp generates, greedy and sampled with a seed, and streams all of it', async () => {
+    const { contexts, sequences } = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: 1 });
+    const item = sequences[0]!;
+    try {
+      for (const options of [{ maxTokens: 48 }, { maxTokens: 48, temperature: 0.9, seed: 11 }, { maxTokens: 40, temperature: 1.2, seed: 3, topK: 5, topP: 0.8 }]) {
+        const expected = await reference(item, options);
+        const got = await ours(item, options);
+        expect(got.text).toBe(expected);
+        expect(got.chunks.join('')).toBe(got.text);
+        expect(got.stopReason).toBe(got.completionTokens === options.maxTokens ? 'maxTokens' : 'eog');
+        if (options.temperature === undefined) expect(got.completionTokens).toBe(options.maxTokens); // greedy runs on
+        // The BOS, then the text as LlamaCompletion tokenizes it (no leading space added).
+        expect(got.promptTokens).toBe(1 + model.tokenize(PROMPT, false, 'trimLeadingSpace').length);
+        expect(lastPosition(contexts[0]!, item)).toBe(-1);
+      }
+      // The same seed again gives the same text; another seed another.
+      const a = await ours(item, { maxTokens: 32, temperature: 1, seed: 5 });
+      const b = await ours(item, { maxTokens: 32, temperature: 1, seed: 5 });
+      const c = await ours(item, { maxTokens: 32, temperature: 1, seed: 6 });
+      expect(b.text).toBe(a.text);
+      expect(c.text).not.toBe(a.text);
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
+  it('ends at a stop sequence, never streaming any of it, and at an abort', async () => {
+    const { contexts, sequences } = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: 1 });
+    const item = sequences[0]!;
+    try {
+      const full = await ours(item, { maxTokens: 64 });
+      // A stop sequence from the middle of the greedy text, spanning token boundaries.
+      const stop = full.text.slice(20, 27);
+      expect(stop.length).toBe(7);
+      const stopped = await ours(item, { maxTokens: 64, stop: [stop] });
+      expect(stopped.stopReason).toBe('stop');
+      expect(stopped.text).toBe(full.text.slice(0, full.text.indexOf(stop)));
+      expect(stopped.chunks.join('')).toBe(stopped.text);
+      expect(stopped.completionTokens).toBeLessThan(64);
+      expect(lastPosition(contexts[0]!, item)).toBe(-1);
+
+      const controller = new AbortController();
+      let texts = 0;
+      const aborted = await ours(item, {
+        maxTokens: 500,
+        signal: controller.signal,
+        onText: () => {
+          if (++texts === 3) controller.abort();
+        },
+      });
+      expect(aborted.stopReason).toBe('abort');
+      expect(aborted.completionTokens).toBeLessThan(10);
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
+  it('produces JSON valid for a schema through the grammar', async () => {
+    const { contexts, sequences } = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: 1 });
+    try {
+      const grammar = await llama.createGrammarForJsonSchema({ type: 'object', properties: { name: { type: 'string', maxLength: 8 }, n: { type: 'integer' } }, required: ['name', 'n'] } as const);
+      const got = await ours(sequences[0]!, { maxTokens: 200, grammar, temperature: 0.8, seed: 2 });
+      // The grammar ends at the end of text, or at its own stop (a run of newlines after the value).
+      expect(['eog', 'stop']).toContain(got.stopReason);
+      const value = JSON.parse(got.text) as { name: unknown; n: unknown };
+      expect(grammar.parse(got.text)).toEqual(value);
+      expect(typeof value.name).toBe('string');
+      expect(Number.isInteger(value.n)).toBe(true);
+      expect(got.text).toBe(got.text.trimEnd());
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
+  it('decodes every generating sequence of a context in one step, and leaves each sequence empty for chat', async () => {
+    const { contexts, sequences } = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
+    try {
+      expect(contexts).toHaveLength(1);
+      const steps = countDecodeSteps(contexts[0]!);
+      const alone = await ours(sequences[0]!, { maxTokens: 32 });
+      steps.length = 0;
+      for (const item of sequences) await item.sequence.clearHistory();
+      const together = await Promise.all(sequences.map((item) => complete(item.loop, item.sequence, { prompt: PROMPT, maxTokens: 32 })));
+      // Each the same text as alone: the sequences do not see each other's tokens.
+      for (const got of together) expect(got.text).toBe(alone.text);
+      // One step for the 4 prompts (they fit one batch), then 31 steps of 4 tokens.
+      expect(steps.filter((n) => n === 4)).toHaveLength(31);
+      expect(steps).toHaveLength(32);
+      for (const item of sequences) expect(lastPosition(contexts[0]!, item)).toBe(-1);
+
+      // node-llama-cpp's chat on a sequence the loop used finds it empty, as it left it.
+      const chat = new LlamaChat({ contextSequence: sequences[1]!.sequence, autoDisposeSequence: false });
+      await sequences[1]!.sequence.clearHistory();
+      const reply = await chat.generateResponse([{ type: 'user', text: 'Hi' }, { type: 'model', response: [] }], { maxTokens: 8, temperature: 0 });
+      chat.dispose({ disposeSequence: false });
+      expect(reply.metadata.stopReason).toBeDefined();
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+});
+
+describe('text assembler', () => {
+  const run = (stops: string[], pieces: string[], trim = false) => {
+    const emitted: string[] = [];
+    const text = new TextAssembler(stops, trim, (t) => emitted.push(t));
+    let stopped = false;
+    for (const piece of pieces) if ((stopped = text.add(piece))) break;
+    if (!stopped) text.end();
+    return { value: text.value, emitted, stopped };
+  };
+
+  it('holds back a possible start of a stop sequence until it is decided', () => {
+    expect(run(['END'], ['abc E', 'N', 'D more'])).toEqual({ value: 'abc ', emitted: ['abc '], stopped: true });
+    expect(run(['END'], ['abc E', 'N', 'x'])).toEqual({ value: 'abc ENx', emitted: ['abc ', 'ENx'], stopped: false });
+    // Held at the end of the generation: it was text after all.
+    expect(run(['END'], ['abc EN'])).toEqual({ value: 'abc EN', emitted: ['abc ', 'EN'], stopped: false });
+    // The earliest of several stops wins.
+    expect(run(['yz', 'b'], ['xabyz'])).toEqual({ value: 'xa', emitted: ['xa'], stopped: true });
+  });
+
+  it('drops trailing whitespace when asked (JSON grammars), keeping inner whitespace', () => {
+    expect(run([], ['{"a": ', '1}', '\n', ' '], true)).toEqual({ value: '{"a": 1}', emitted: ['{"a":', ' 1}'], stopped: false });
+  });
+});
