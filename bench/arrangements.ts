@@ -1,19 +1,23 @@
 /**
  * Which arrangement of contexts x sequences x threads serves best on this CPU: raw node-llama-cpp,
- * contexts opened exactly as the engine opens them (server/src/engine/batch-gather.ts openSequences),
+ * contexts opened exactly as the engine opens them (server/src/engine/contexts.ts openSequences),
  * 1 and 4 concurrent greedy streams, alternating round by round, medians.
  *
  *   npx tsx bench/arrangements.ts [--model small-f16|small-q8_0|tiny] [--tokens 128] [--rounds 5]
- *                                 [--arrangements 4x1x1,2x2x1,1x4x1,1x4x1-nogather,1x4x2]
+ *                                 [--arrangements 4x1x1,2x2x1,1x4x1,1x4x2,1x4x1-completion,1x4x1-raw,4x1x1-raw]
  *
- * An arrangement CxSxT is C contexts of S sequences on T threads each; `-nogather` leaves the batching
- * to node-llama-cpp's own dispatch. Printed: tokens/s (aggregate for 4), CPU ms per token of the whole
+ * An arrangement CxSxT is C contexts of S sequences on T threads each, generating on the engine's own
+ * decode loop (server/src/engine/decode-loop.ts) as the server does for a plain prompt; `-completion`
+ * runs node-llama-cpp's LlamaCompletion on the same contexts instead, its decodes in the same loop's
+ * steps (as a chat's are), `-raw` LlamaCompletion on contexts of node-llama-cpp's alone (its own
+ * dispatcher). Printed: tokens/s (aggregate for 4), CPU ms per token of the whole
  * process and of its main thread (the JS around each token), and tokens per decode step.
  */
 import path from 'node:path';
-import { LlamaCompletion } from 'node-llama-cpp';
+import { LlamaCompletion, type LlamaContext, type LlamaModel } from 'node-llama-cpp';
 import { DEFAULT_CONFIG } from '../server/src/config.js';
-import { openSequences, type EngineSequence } from '../server/src/engine/batch-gather.js';
+import { openSequences, type EngineSequence } from '../server/src/engine/contexts.js';
+import { complete } from '../server/src/engine/completion.js';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
 import { countDecodeSteps } from '../test/helpers/decode-steps.js';
 import { DEMO_MODELS, fmt, machineLine, median, parseFlags, startLlama, table, tempDir } from './lib.js';
@@ -23,7 +27,7 @@ const MODELS = DEMO_MODELS;
 const modelName = flags.get('model') ?? 'small-f16';
 const tokens = Number(flags.get('tokens') ?? 128);
 const rounds = Number(flags.get('rounds') ?? 5);
-const names = (flags.get('arrangements') ?? '4x1x1,2x2x1,1x4x1,1x4x1-nogather,1x4x2').split(',');
+const names = (flags.get('arrangements') ?? '4x1x1,2x2x1,1x4x1,1x4x2,1x4x1-completion,1x4x1-raw,4x1x1-raw').split(',');
 const log = (line = '') => process.stdout.write(line + '\n');
 
 const cpuMs = () => {
@@ -35,18 +39,28 @@ const mainMs = () => {
   return (u.user + u.system) / 1000;
 };
 
-async function generate({ sequence, gather }: EngineSequence): Promise<number> {
+async function generate({ sequence, loop }: { sequence: EngineSequence['sequence']; loop?: EngineSequence['loop'] }, completionLoop: boolean): Promise<number> {
   await sequence.clearHistory();
-  gather?.begin();
+  if (!completionLoop) return (await complete(loop!, sequence, { prompt: 'Hello world', maxTokens: tokens, temperature: 0 })).completionTokens;
+  loop?.chatStarted(sequence);
   const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
   let n = 0;
   try {
     await completion.generateCompletion('Hello world', { maxTokens: tokens, temperature: 0, seed: 42, onToken: (t) => (n += t.length) });
   } finally {
     completion.dispose({ disposeSequence: false });
-    gather?.end();
+    loop?.chatEnded(sequence);
   }
   return n;
+}
+
+/** node-llama-cpp's contexts alone, arranged as openSequences arranges them. */
+async function openRaw(model: LlamaModel, engine: typeof DEFAULT_CONFIG.engine): Promise<{ contexts: LlamaContext[]; sequences: (Omit<EngineSequence, 'loop'> & { loop?: undefined })[] }> {
+  const contexts: LlamaContext[] = [];
+  for (let left = engine.parallel; left > 0; left -= engine.sequences_per_context) {
+    contexts.push(await model.createContext({ sequences: Math.min(left, engine.sequences_per_context), contextSize: engine.context_size, batchSize: engine.batch_size, threads: engine.threads }));
+  }
+  return { contexts, sequences: contexts.flatMap((context) => Array.from({ length: context.totalSequences }, () => ({ sequence: context.getSequence() }))) };
 }
 
 const spec = MODELS[modelName];
@@ -61,32 +75,33 @@ try {
   const model = await llama.loadModel({ modelPath: file });
   const setups = [];
   for (const name of names) {
-    const match = /^(\d+)x(\d+)x(\d+)(-nogather)?$/.exec(name);
-    if (!match) throw new Error(`arrangement ${name} is not CxSxT[-nogather]`);
+    const match = /^(\d+)x(\d+)x(\d+)(-completion|-raw)?$/.exec(name);
+    if (!match) throw new Error(`arrangement ${name} is not CxSxT[-completion|-raw]`);
     const [contexts, perContext, threads] = [Number(match[1]), Number(match[2]), Number(match[3])];
-    const opened = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: contexts * perContext, sequences_per_context: perContext, threads }, !match[4]);
+    const engine = { ...DEFAULT_CONFIG.engine, parallel: contexts * perContext, sequences_per_context: perContext, threads };
+    const opened = match[4] === '-raw' ? await openRaw(model, engine) : await openSequences(model, engine);
     const steps: number[] = [];
     for (const context of opened.contexts) countDecodeSteps(context, steps);
-    setups.push({ name, ...opened, steps, one: [] as number[], four: [] as number[], cpu1: [] as number[], cpu4: [] as number[], main4: [] as number[], perStep: [] as number[] });
+    setups.push({ name, completion: match[4] !== undefined, ...opened, steps, one: [] as number[], four: [] as number[], cpu1: [] as number[], cpu4: [] as number[], main4: [] as number[], perStep: [] as number[] });
   }
-  const run = async (sequences: EngineSequence[]) => {
+  const run = async (sequences: Parameters<typeof generate>[0][], completion: boolean) => {
     const c0 = cpuMs();
     const m0 = mainMs();
     const t0 = performance.now();
-    const made = (await Promise.all(sequences.map(generate))).reduce((a, b) => a + b, 0);
+    const made = (await Promise.all(sequences.map((item) => generate(item, completion)))).reduce((a, b) => a + b, 0);
     return { tps: (made * 1000) / (performance.now() - t0), cpu: (cpuMs() - c0) / made, main: (mainMs() - m0) / made };
   };
   for (const s of setups) {
-    await run(s.sequences.slice(0, 1)); // warm-up
-    await run(s.sequences.slice(0, 4));
+    await run(s.sequences.slice(0, 1), s.completion); // warm-up
+    await run(s.sequences.slice(0, 4), s.completion);
   }
   for (let r = 0; r < rounds; r++) {
     for (const s of setups) {
-      const one = await run(s.sequences.slice(0, 1));
+      const one = await run(s.sequences.slice(0, 1), s.completion);
       s.one.push(one.tps);
       s.cpu1.push(one.cpu);
       s.steps.length = 0;
-      const four = await run(s.sequences.slice(0, 4));
+      const four = await run(s.sequences.slice(0, 4), s.completion);
       s.four.push(four.tps);
       s.cpu4.push(four.cpu);
       s.main4.push(four.main);

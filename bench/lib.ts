@@ -104,14 +104,13 @@ export interface GenerationSettings {
 }
 
 /**
- * One completion on a sequence, the way the server's generateOn() does it: clear the sequence,
- * a fresh LlamaCompletion, stream text chunks. Greedy decoding by default, so the server and raw
- * runs produce the same tokens and neither stops early.
+ * One completion on a sequence with node-llama-cpp alone, as its documentation has it: clear the
+ * sequence, a fresh LlamaCompletion, stream text chunks. Greedy decoding by default, so the server
+ * and raw runs produce the same tokens and neither stops early.
  */
-export async function rawGenerate(sequence: LlamaContextSequence, settings: GenerationSettings, signal?: AbortSignal, gather?: { begin(): void; end(): void }): Promise<RunResult> {
+export async function rawGenerate(sequence: LlamaContextSequence, settings: GenerationSettings, signal?: AbortSignal): Promise<RunResult> {
   const started = performance.now();
   await sequence.clearHistory();
-  gather?.begin(); // a context of several sequences: its steps batch every generating one, as the engine's do
   const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
   let tokens = 0;
   let firstAt: number | undefined;
@@ -133,7 +132,6 @@ export async function rawGenerate(sequence: LlamaContextSequence, settings: Gene
     });
   } finally {
     completion.dispose({ disposeSequence: false });
-    gather?.end();
   }
   return result(tokens, text, started, firstAt, performance.now());
 }

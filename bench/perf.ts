@@ -15,7 +15,7 @@
  * autocannon).
  *
  *   npm run bench -- [--quick] [--tokens 128] [--rounds 7] [--models tiny,small-q8_0,small-f16]
- *                    [--threads 1] [--sequences-per-context 1] [--llama-server PATH] [--llama-threads 1,2] [--baseline DIR]
+ *                    [--threads 1] [--sequences-per-context 4] [--llama-server PATH] [--llama-threads 1,2] [--baseline DIR]
  *                    [--no-http] [--only-http]
  *
  * --quick: 3 rounds, shorter HTTP runs (about 2-3 minutes on 2 cores).
@@ -28,7 +28,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import type { Llama, LlamaContextSequence } from 'node-llama-cpp';
 import { DEFAULT_CONFIG } from '../server/src/config.js';
-import { openSequences, type BatchGather } from '../server/src/engine/batch-gather.js';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
 import { httpFloor } from './http-floor.js';
 import { cpuSeconds, DEMO_MODELS, fmt, machineLine, median, parseFlags, rawGenerate, readSse, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
@@ -176,10 +175,10 @@ async function llamaServerStream(server: LlamaServer, settings: GenerationSettin
 // ---- the run ----------------------------------------------------------------------------------------
 
 /** A prompt whose greedy continuation runs the full N tokens on this model (no end of text). */
-async function fullLengthPrompt(sequence: LlamaContextSequence, gather?: BatchGather): Promise<GenerationSettings> {
+async function fullLengthPrompt(sequence: LlamaContextSequence): Promise<GenerationSettings> {
   for (const prompt of PROMPTS) {
     const settings = { prompt, maxTokens: tokens, temperature: 0, seed: 42 };
-    if ((await rawGenerate(sequence, settings, undefined, gather)).tokens === tokens) return settings;
+    if ((await rawGenerate(sequence, settings)).tokens === tokens) return settings;
   }
   throw new Error(`no prompt runs ${tokens} greedy tokens without stopping`);
 }
@@ -193,19 +192,21 @@ interface Path {
 
 async function benchModel(llama: Llama, name: string, file: string, server: BenchServer, before: BenchServer | undefined): Promise<string[][]> {
   const model = await llama.loadModel({ modelPath: file });
-  // Contexts as the server's engine opens them ([engine] defaults, `threads` threads each).
-  const { contexts, sequences: opened } = await openSequences(model, { ...DEFAULT_CONFIG.engine, threads, sequences_per_context: perContext });
-  const sequences = opened.map((s) => s.sequence);
-  const gathers = opened.map((s) => s.gather);
+  // node-llama-cpp alone, its contexts arranged as the server's ([engine] defaults, `threads` threads each).
+  const contexts = [];
+  for (let left = STREAMS; left > 0; left -= perContext) {
+    contexts.push(await model.createContext({ sequences: Math.min(left, perContext), contextSize: DEFAULT_CONFIG.engine.context_size, batchSize: DEFAULT_CONFIG.engine.batch_size, threads }));
+  }
+  const sequences = contexts.flatMap((context) => Array.from({ length: context.totalSequences }, () => context.getSequence()));
   const llamaServers: { slots: number; t: number; server: LlamaServer }[] = [];
   try {
     if (llamaServerBin) {
       for (const slots of [1, STREAMS]) for (const t of llamaThreads) llamaServers.push({ slots, t, server: await startLlamaServer(llamaServerBin, file, slots, t) });
     }
-    const settings = await fullLengthPrompt(sequences[0]!, gathers[0]);
+    const settings = await fullLengthPrompt(sequences[0]!);
     const id = path.basename(file, '.gguf');
     const paths: Path[] = [
-      { name: 'raw node-llama-cpp', run1: () => measure(() => rawGenerate(sequences[0]!, settings, undefined, gathers[0]), 1), run4: () => measure((i) => rawGenerate(sequences[i]!, settings, undefined, gathers[i]), STREAMS) },
+      { name: 'raw node-llama-cpp', run1: () => measure(() => rawGenerate(sequences[0]!, settings), 1), run4: () => measure((i) => rawGenerate(sequences[i]!, settings), STREAMS) },
       { name: 'server, native SSE', run1: () => measure(() => serverStream(server, id, settings), 1, server.pid), run4: () => measure(() => serverStream(server, id, settings), STREAMS, server.pid) },
       { name: 'server, /v1 stream', run1: () => measure(() => openAIStream(server, id, settings), 1, server.pid), run4: () => measure(() => openAIStream(server, id, settings), STREAMS, server.pid) },
     ];

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { getLlama, LlamaChat, LlamaCompletion, LlamaLogLevel, type Llama, type LlamaContext, type LlamaModel } from 'node-llama-cpp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../server/src/config.js';
-import { openSequences, type EngineSequence } from '../../server/src/engine/batch-gather.js';
+import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
 import { complete, TextAssembler, type CompletionOptions } from '../../server/src/engine/completion.js';
 import { writeDemoModel } from '../../server/src/engine/demo-model.js';
 import { countDecodeSteps } from '../../test/helpers/decode-steps.js';

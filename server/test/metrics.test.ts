@@ -496,7 +496,7 @@ describe('bounded label cardinality', () => {
     const res = await fetch(`${server.url}/api/v1/inference`, {
       method: 'POST',
       headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ model: MODEL, prompt: PROMPT, max_tokens: 4000, stream: true }),
+      body: JSON.stringify({ model: MODEL, prompt: PROMPT, max_tokens: 4000, temperature: 0, stream: true }),
     });
     const events: string[] = [];
     for await (const e of sseData(res)) {

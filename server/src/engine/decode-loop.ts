@@ -2,22 +2,31 @@ import { withLock } from 'lifecycle-utils';
 import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
 
 /**
- * One context's decode steps, driven straight on node-llama-cpp's binding, as llama-server's loop
- * drives llama.cpp: each step puts the pending tokens of every sequence generating on the context
- * into one batch (a prompt's tokens, or the token each sampled last), decodes it once on a worker
- * thread, then samples the next token of each.
+ * One context's decode steps, driven straight on node-llama-cpp's binding as llama-server's loop
+ * drives llama.cpp: each step puts the pending tokens of every sequence of the context into one
+ * batch, decodes it once on a worker thread, then samples the next token of each.
  *
- * node-llama-cpp's own loop (LlamaCompletion over `sequence.evaluate()`) wraps every token in
- * locks, a batch scheduler, a threads allocator, a stop detector and a stream regulator, all on the
- * main thread between two decodes: on the tiny demo model that JavaScript costs more than the
- * decode itself (bench/token-steps.ts: 0.27 ms of main-thread CPU a token against 0.07 here).
+ * Two kinds of work share the steps:
+ * - the engine's own generations (`run`, for plain prompts: completion.ts), sampled here, with
+ *   nothing between two decodes but the sampling and the caller's handling of the token;
+ * - node-llama-cpp's decodes (LlamaChat, `sequence.evaluate`): the context's `_decodeTokens` is
+ *   routed here, so its own dispatcher (locks, a threads allocator and a scheduler around every
+ *   batch) never runs, and a chat and a completion on the same context share each step.
  *
- * It reaches into node-llama-cpp 3.21.1 internals (the context's `_ctx` binding, a sequence's
- * `_sequenceId`, the `AddonSampler` binding); the version is pinned exactly, the constructor throws
- * if they are gone, and server/test/decode-loop.test.ts fails if their behaviour changes.
- * node-llama-cpp's idea of the sequence is left as it was (empty): a sequence's cells are removed
- * when its generation ends, so node-llama-cpp (chat, `clearHistory`) finds it as it left it.
+ * A sequence that node-llama-cpp drives (`chatStarted`/`chatEnded` around it) queues its next
+ * token a few promise hops after its last one is sampled; a step waits for it (event-driven, at
+ * most `MAX_WAIT_MS`), so every generating sequence is in every step.
+ *
+ * On the tiny demo model node-llama-cpp's own completion loop spends 0.27 ms of main-thread CPU a
+ * token against 0.07 for this one (bench/token-steps.ts), more than the decode itself.
+ *
+ * This reaches into node-llama-cpp 3.21.1 internals (the context's `_ctx` binding and
+ * `_decodeTokens`, a sequence's `_sequenceId`, the `AddonSampler` binding); the version is pinned
+ * exactly, `attach` throws if they are gone, and server/test/decode-loop.test.ts fails if their
+ * behaviour changes. A generation of the engine's own leaves node-llama-cpp's idea of the sequence
+ * as it was (empty): its cells are removed when it ends.
  */
+const MAX_WAIT_MS = 3;
 
 /** The binding calls used (node-llama-cpp's AddonContext). */
 interface Binding {
@@ -59,18 +68,29 @@ export function createSampler(model: LlamaModel, config: SamplerConfig): NativeS
 /** What a generation does with each token sampled for it: false ends it. */
 export type TokenSink = (token: Token) => boolean;
 
-interface Member {
+/** node-llama-cpp 3.21.1's queued decode (`LlamaContext._decodeTokens`' first argument). */
+interface ForeignRequest {
+  sequenceId: number;
+  tokens: readonly number[];
+  logits: readonly (boolean | undefined)[];
+  firstTokenSequenceIndex: number;
+  afterBatchAction?: (sequenceStateLength: number) => unknown;
+}
+type LogitMapper = (batchLogitIndex: number, position: number) => unknown;
+
+interface Pending {
   id: number;
-  /** Tokens to decode (the prompt, then the last sampled token) from `offset` on. */
-  pending: Uint32Array;
+  /** Tokens to decode from `offset` on, the first of them at `position` in the sequence. */
+  tokens: Uint32Array;
   offset: number;
-  /** Where the next token goes in the sequence. */
   position: number;
-  sampler: NativeSampler;
-  sink: TokenSink;
-  /** The batch's logit index of this member's last token, when that is in the step's batch. */
-  logit: number;
-  resolve: () => void;
+  /** Positions (within `tokens`) whose logits are wanted. */
+  wanted: (index: number) => boolean;
+  /** This step's chunk: where it starts in `tokens`, and its batch logit indexes. */
+  chunk: { from: number; to: number; logits: Uint32Array };
+  own?: { sampler: NativeSampler; sink: TokenSink };
+  foreign?: { mapper: LogitMapper; mapped: [number, unknown][]; afterBatch?: (length: number) => unknown };
+  resolve: (value: never) => void;
   reject: (error: unknown) => void;
 }
 
@@ -79,27 +99,54 @@ const NO_LOGITS = new Uint32Array(0);
 export class DecodeLoop {
   readonly #context: LlamaContext;
   readonly #batchSize: number;
-  /** Several sequences share the context: node-llama-cpp may decode on it too (chat), so each step takes its lock. */
+  /** Several sequences share the context: node-llama-cpp's own context operations (clearing a sequence) take its lock, and so does each step. */
   readonly #shared: boolean;
-  readonly #members = new Set<Member>();
+  readonly #queue = new Set<Pending>();
   #running = false;
-  /** Decode steps run and tokens decoded in them (for tests and diagnosis: tokens per step). */
+  /**
+   * Sequences node-llama-cpp is generating on (between `chatStarted` and `chatEnded`): true once
+   * its first decode came (before that it is still preparing its prompt, and no step waits for it).
+   */
+  readonly #chats = new Map<number, boolean>();
+  /** Of those, the ones with a decode queued and not yet in a step. */
+  readonly #queuedChats = new Set<number>();
+  #waiter?: () => void;
+  /** Decode steps, tokens decoded in them, and steps that went ahead after `MAX_WAIT_MS` without a chat's token. */
   steps = 0;
   tokens = 0;
+  timeouts = 0;
 
   constructor(context: LlamaContext) {
-    const binding = (context as unknown as { _ctx?: Partial<Binding> })._ctx;
+    const internals = context as unknown as { _ctx?: Partial<Binding>; _decodeTokens?: unknown };
     for (const name of ['initBatch', 'addToBatch', 'decodeBatch', 'sampleToken', 'disposeSequence'] as const) {
-      if (typeof binding?.[name] !== 'function') throw new Error(`node-llama-cpp internals changed: the context binding has no ${name}`);
+      if (typeof internals._ctx?.[name] !== 'function') throw new Error(`node-llama-cpp internals changed: the context binding has no ${name}`);
     }
+    if (typeof internals._decodeTokens !== 'function') throw new Error('node-llama-cpp internals changed: the context has no _decodeTokens');
     this.#context = context;
     this.#batchSize = context.batchSize;
     this.#shared = context.totalSequences > 1;
+    // node-llama-cpp's decodes come here instead of to its own dispatcher.
+    internals._decodeTokens = (request: ForeignRequest, mapper: LogitMapper) => this.#foreign(request, mapper);
   }
 
-  /** Sequences generating now. */
+  /** Read at each use, as node-llama-cpp reads it (a test may wrap it to count steps). */
+  get #binding(): Binding {
+    return (this.#context as unknown as { _ctx: Binding })._ctx;
+  }
+
+  /** Sequences with a decode queued now. */
   get active(): number {
-    return this.#members.size;
+    return this.#queue.size;
+  }
+
+  /** node-llama-cpp starts generating on a sequence of this context: steps wait for its tokens. */
+  chatStarted(sequence: LlamaContextSequence): void {
+    this.#chats.set(sequenceId(sequence), false);
+  }
+
+  chatEnded(sequence: LlamaContextSequence): void {
+    this.#chats.delete(sequenceId(sequence));
+    this.#poke();
   }
 
   /**
@@ -107,21 +154,49 @@ export class DecodeLoop {
    * `sink` returns false; the sequence is empty again when the promise settles.
    */
   run(sequence: LlamaContextSequence, prompt: readonly Token[], sampler: NativeSampler, sink: TokenSink): Promise<void> {
-    const id = (sequence as unknown as { _sequenceId?: number })._sequenceId;
-    if (typeof id !== 'number') throw new Error('node-llama-cpp internals changed: a sequence has no _sequenceId');
+    const id = sequenceId(sequence);
     if (prompt.length === 0) throw new Error('An empty prompt cannot be decoded');
+    const tokens = Uint32Array.from(prompt);
     return new Promise<void>((resolve, reject) => {
-      this.#members.add({ id, pending: Uint32Array.from(prompt), offset: 0, position: 0, sampler, sink, logit: -1, resolve, reject });
-      if (!this.#running) void this.#loop();
+      const last = tokens.length - 1;
+      this.#add({ id, tokens, offset: 0, position: 0, wanted: (index) => index === last, chunk: EMPTY_CHUNK, own: { sampler, sink }, resolve, reject });
     });
+  }
+
+  /** node-llama-cpp's decode: resolved with [position, mapped logit] pairs, as its own dispatcher resolves it. */
+  #foreign(request: ForeignRequest, mapper: LogitMapper): Promise<[number, unknown][]> {
+    const { logits } = request;
+    return new Promise((resolve, reject) => {
+      if (this.#chats.has(request.sequenceId)) {
+        this.#chats.set(request.sequenceId, true);
+        this.#queuedChats.add(request.sequenceId);
+      }
+      this.#add({
+        id: request.sequenceId,
+        tokens: Uint32Array.from(request.tokens),
+        offset: 0,
+        position: request.firstTokenSequenceIndex,
+        wanted: (index) => logits[index] === true,
+        chunk: EMPTY_CHUNK,
+        foreign: { mapper, mapped: [], afterBatch: request.afterBatchAction },
+        resolve: resolve as (value: never) => void,
+        reject,
+      });
+    });
+  }
+
+  #add(pending: Pending): void {
+    this.#queue.add(pending);
+    this.#poke();
+    if (!this.#running) void this.#loop();
   }
 
   async #loop(): Promise<void> {
     this.#running = true;
     try {
-      await null; // generations started in the same turn share the first step
-
-      while (this.#members.size > 0) {
+      await null; // decodes queued in the same turn share the first step
+      while (this.#queue.size > 0) {
+        await this.#gather();
         if (this.#shared) await withLock([this.#context, 'context'], () => this.#step());
         else await this.#step();
       }
@@ -130,75 +205,125 @@ export class DecodeLoop {
     }
   }
 
-  /** Read at each use, as node-llama-cpp reads it (a test may wrap it to count steps). */
-  get #binding(): Binding {
-    return (this.#context as unknown as { _ctx: Binding })._ctx;
+  /** Waits (at most MAX_WAIT_MS) until every sequence node-llama-cpp generates on has queued its next token. */
+  #gather(): Promise<void> | undefined {
+    if (this.#ready()) return undefined;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#waiter = undefined;
+        this.timeouts++;
+        resolve();
+      }, MAX_WAIT_MS);
+      this.#waiter = () => {
+        clearTimeout(timer);
+        this.#waiter = undefined;
+        resolve();
+      };
+    });
+  }
+
+  #ready(): boolean {
+    for (const [id, engaged] of this.#chats) if (engaged && !this.#queuedChats.has(id)) return false;
+    return true;
+  }
+
+  #poke(): void {
+    if (this.#waiter && this.#ready()) this.#waiter();
   }
 
   async #step(): Promise<void> {
     const binding = this.#binding;
-    const batch: Member[] = [];
+    const batch: Pending[] = [];
     let size = 0;
-    // Every member's next tokens, up to the batch size (a long prompt continues in the next step).
-    for (const member of this.#members) {
-      const take = Math.min(member.pending.length - member.offset, this.#batchSize - size);
+    // Every queued decode's next tokens, up to the batch size (the rest in the next step).
+    for (const pending of this.#queue) {
+      const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize - size);
       if (take <= 0) break;
-      batch.push(member);
+      pending.chunk = { from: pending.offset, to: pending.offset + take, logits: NO_LOGITS };
+      batch.push(pending);
       size += take;
     }
     binding.initBatch(size);
-    let left = size;
-    for (const member of batch) {
-      const take = Math.min(member.pending.length - member.offset, left);
-      left -= take;
-      const last = member.offset + take === member.pending.length;
-      const tokens = member.pending.subarray(member.offset, member.offset + take);
-      const logits = binding.addToBatch(member.id, member.position, tokens, last ? Uint32Array.of(take - 1) : NO_LOGITS);
-      member.logit = last ? logits[0]! : -1;
-      member.offset += take;
-      member.position += take;
+    for (const pending of batch) {
+      const { from, to } = pending.chunk;
+      const wanted: number[] = [];
+      for (let index = from; index < to; index++) if (pending.wanted(index)) wanted.push(index - from);
+      pending.chunk.logits = binding.addToBatch(pending.id, pending.position, pending.tokens.subarray(from, to), wanted.length ? Uint32Array.from(wanted) : NO_LOGITS);
+      pending.offset = to;
+      pending.position += to - from;
+      if (pending.foreign && pending.offset === pending.tokens.length) this.#queuedChats.delete(pending.id);
     }
     try {
       await binding.decodeBatch();
     } catch (error) {
-      for (const member of batch) this.#finish(member, error);
+      for (const pending of batch) this.#finish(pending, error);
       return;
     }
     this.steps++;
     this.tokens += size;
-    const sampled = batch.filter((member) => member.logit >= 0);
-    const tokens = await Promise.all(sampled.map((member) => binding.sampleToken(member.logit, member.sampler).catch((error: unknown) => error)));
-    for (const [index, member] of sampled.entries()) {
-      const token = tokens[index];
-      if (typeof token !== 'number' || token < 0) {
-        this.#finish(member, token instanceof Error ? token : new Error('llama.cpp sampled no token'));
-        continue;
-      }
-      let more: boolean;
-      try {
-        more = member.sink(token as Token);
-      } catch (error) {
-        this.#finish(member, error);
-        continue;
-      }
-      if (!more) {
-        this.#finish(member);
-        continue;
-      }
-      member.pending = Uint32Array.of(token);
-      member.offset = 0;
+    // Sample (and map node-llama-cpp's logits) before the next decode overwrites the logits.
+    const outcomes = await Promise.all(batch.map((pending) => this.#afterDecode(pending).catch((error: unknown) => ({ error }))));
+    for (const [index, pending] of batch.entries()) {
+      const outcome = outcomes[index];
+      if (outcome && typeof outcome === 'object' && 'error' in outcome) this.#finish(pending, outcome.error);
+      else if (pending.own) this.#next(pending, outcome as number | undefined);
+      else if (pending.offset === pending.tokens.length) this.#finish(pending, undefined, pending.foreign!.mapped);
     }
   }
 
-  /** Ends a member's generation (between steps): its cells are removed from the context. */
-  #finish(member: Member, error?: unknown): void {
-    this.#members.delete(member);
-    try {
-      this.#binding.disposeSequence(member.id);
-    } catch (cleanup) {
-      error ??= cleanup;
+  /** The token sampled for one of ours; node-llama-cpp's mapped logits for its decodes. */
+  async #afterDecode(pending: Pending): Promise<number | undefined> {
+    const { logits, from } = pending.chunk;
+    if (pending.own) return logits.length ? this.#binding.sampleToken(logits[0]!, pending.own.sampler) : undefined;
+    const foreign = pending.foreign!;
+    const chunkStart = pending.position - (pending.chunk.to - from);
+    let logitIndex = 0;
+    for (let index = from; index < pending.chunk.to; index++) {
+      if (!pending.wanted(index)) continue;
+      const position = chunkStart + index - from;
+      foreign.mapped.push([position, await foreign.mapper(logits[logitIndex++]!, position)]);
     }
-    if (error === undefined) member.resolve();
-    else member.reject(error);
+    await foreign.afterBatch?.(pending.position + 1);
+    return undefined;
+  }
+
+  /** One of ours after its step: the sink takes the token, and the generation goes on or ends. */
+  #next(pending: Pending, token: number | undefined): void {
+    if (token === undefined) return; // its prompt goes on in the next step
+    if (token < 0) return this.#finish(pending, new Error('llama.cpp sampled no token'));
+    let more: boolean;
+    try {
+      more = pending.own!.sink(token as Token);
+    } catch (error) {
+      return this.#finish(pending, error);
+    }
+    if (!more) return this.#finish(pending);
+    pending.tokens = Uint32Array.of(token);
+    pending.offset = 0;
+    pending.wanted = FIRST;
+  }
+
+  /** Ends a decode (between steps); one of ours has its cells removed from the context. */
+  #finish(pending: Pending, error?: unknown, value?: unknown): void {
+    this.#queue.delete(pending);
+    if (pending.foreign) this.#queuedChats.delete(pending.id);
+    else {
+      try {
+        this.#binding.disposeSequence(pending.id);
+      } catch (cleanup) {
+        error ??= cleanup;
+      }
+    }
+    if (error === undefined) pending.resolve(value as never);
+    else pending.reject(error);
   }
 }
+
+const EMPTY_CHUNK = { from: 0, to: 0, logits: NO_LOGITS };
+
+function sequenceId(sequence: LlamaContextSequence): number {
+  const id = (sequence as unknown as { _sequenceId?: number })._sequenceId;
+  if (typeof id !== 'number') throw new Error('node-llama-cpp internals changed: a sequence has no _sequenceId');
+  return id;
+}
+const FIRST = (index: number) => index === 0;

@@ -1,12 +1,14 @@
-// Contexts of several sequences: each decode step batches every generating sequence (batch-gather.ts),
-// and every engine feature still works on such a context.
+// Contexts of several sequences: each decode step batches every generating sequence, node-llama-cpp's
+// decodes (a chat, LlamaCompletion) as well as the engine's own (decode-loop.ts), and every engine
+// feature still works on such a context.
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { getLlama, LlamaCompletion, LlamaLogLevel, type Llama, type LlamaModel } from 'node-llama-cpp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, type Config } from '../../server/src/config.js';
-import { openSequences, type EngineSequence } from '../../server/src/engine/batch-gather.js';
+import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
+import { complete } from '../../server/src/engine/completion.js';
 import { writeDemoModel } from '../../server/src/engine/demo-model.js';
 import { InferenceEngine } from '../../server/src/engine/engine.js';
 import { ModelCatalog } from '../../server/src/engine/model-catalog.js';
@@ -15,21 +17,21 @@ import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
 
 const TOKENS = 32;
 
-async function generate({ sequence, gather }: EngineSequence): Promise<number> {
+async function generate({ sequence, loop }: EngineSequence): Promise<number> {
   await sequence.clearHistory();
-  gather?.begin();
+  loop.chatStarted(sequence);
   const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
   let tokens = 0;
   try {
     await completion.generateCompletion('Hello world', { maxTokens: TOKENS, temperature: 0, onToken: (t) => (tokens += t.length) });
   } finally {
     completion.dispose({ disposeSequence: false });
-    gather?.end();
+    loop.chatEnded(sequence);
   }
   return tokens;
 }
 
-describe('batch gather', () => {
+describe('shared decode steps', () => {
   let llama: Llama;
   let model: LlamaModel;
   let dir: string;
@@ -59,7 +61,7 @@ describe('batch gather', () => {
         expect(single.filter((n) => n === 4).length).toBeGreaterThanOrEqual(TOKENS - 2);
         expect(single.length).toBeLessThanOrEqual(TOKENS + 2);
       }
-      expect(sequences[0]!.gather!.timeouts).toBe(0);
+      expect(sequences[0]!.loop.timeouts).toBe(0);
     } finally {
       for (const context of contexts) await context.dispose();
     }
@@ -71,7 +73,24 @@ describe('batch gather', () => {
       const steps = countDecodeSteps(contexts[0]!);
       expect(await generate(sequences[0]!)).toBe(TOKENS);
       expect(steps.filter((n) => n === 1)).toHaveLength(TOKENS - 1);
-      expect(sequences[0]!.gather!.timeouts).toBe(0); // no step waited for the idle sequences
+      expect(sequences[0]!.loop.timeouts).toBe(0); // no step waited for the idle sequences
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
+  it("node-llama-cpp's decodes and the engine's own share each step: neither waits for the other to end", async () => {
+    const { contexts, sequences } = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: 2, sequences_per_context: 2 });
+    try {
+      const steps = countDecodeSteps(contexts[0]!);
+      const [a, b] = sequences as [EngineSequence, EngineSequence];
+      await b.sequence.clearHistory();
+      const [viaNodeLlama, own] = await Promise.all([generate(a), complete(b.loop, b.sequence, { prompt: 'Hello world', maxTokens: TOKENS, temperature: 0 })]);
+      expect(viaNodeLlama).toBe(TOKENS);
+      expect(own.completionTokens).toBe(TOKENS);
+      // Both generate in the same steps (2 tokens each), not one after the other (1 each).
+      expect(steps.filter((n) => n === 2).length).toBeGreaterThanOrEqual(TOKENS - 3);
+      expect(steps.filter((n) => n === 1).length).toBeLessThanOrEqual(3);
     } finally {
       for (const context of contexts) await context.dispose();
     }
