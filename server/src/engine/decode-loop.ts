@@ -3,8 +3,9 @@ import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from 'node
 
 /**
  * One context's decode steps, driven straight on node-llama-cpp's binding as llama-server's loop
- * drives llama.cpp: each step puts the pending tokens of every sequence of the context into one
- * batch, decodes it once on a worker thread, then samples the next token of each.
+ * drives llama.cpp: each step puts the next token of every sequence generating on the context into
+ * one batch, decodes it once on a worker thread, then samples the next token of each; a prompt is
+ * decoded in a step of its own.
  *
  * Two kinds of work share the steps:
  * - the engine's own generations (`run`, for plain prompts: completion.ts), sampled here, with
@@ -235,8 +236,14 @@ export class DecodeLoop {
     const binding = this.#binding;
     const batch: Pending[] = [];
     let size = 0;
-    // Every queued decode's next tokens, up to the batch size (the rest in the next step).
-    for (const pending of this.#queue) {
+    // A prompt (several tokens) is decoded in a step of its own, a batch-size chunk at a time, as
+    // it would be alone: llama.cpp splits a batch of several sequences into equal parts, and a
+    // prompt cut differently gives slightly different numbers, so a seeded sample could differ.
+    // Otherwise the step takes the next token of every generating sequence (that gives the same
+    // numbers as one alone).
+    let prompt: Pending | undefined;
+    for (const pending of this.#queue) if (pending.tokens.length - pending.offset > 1) prompt ??= pending;
+    for (const pending of prompt ? [prompt] : this.#queue) {
       const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize - size);
       if (take <= 0) break;
       pending.chunk = { from: pending.offset, to: pending.offset + take, logits: NO_LOGITS };

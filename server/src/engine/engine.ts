@@ -562,8 +562,10 @@ async function generateOn(
   grammar: LlamaGrammar | undefined,
 ): Promise<GenerationResult> {
   const acquired = performance.now();
-  // Stateless requests: the sequence starts empty, so the same seed gives the same text.
-  await sequence.clearHistory();
+  // Stateless requests: the sequence starts empty, so the same seed gives the same text. The
+  // engine's own generations leave it empty; after node-llama-cpp's (a chat) it is cleared, which
+  // takes the context's lock, so waits for a step of the others.
+  if (sequence.nextTokenIndex > 0) await sequence.clearHistory();
   if (!request.messages) return completeOn(loop, sequence, request, hooks, started, acquired, grammar);
   loop.chatStarted(sequence);
   try {

@@ -5,12 +5,12 @@ import type { AppContext } from './context.js';
  * id, rate limits, CORS) go out with it, in the first write (see `open`). `closed` turns true when
  * the client goes away.
  *
- * Events are coalesced: whatever is sent during one turn of the event loop goes out in one write,
- * made two `setImmediate` hops later. A token's event is then written while llama.cpp already
- * decodes the next token (node-llama-cpp dispatches that decode from a `setImmediate` of its own,
- * queued after the first hop), instead of the write's system call holding the decode back; and
- * tokens that arrive before the write are sent with it. Every event is complete and in order;
- * `end()` writes what is left first.
+ * The first event goes out at once (with the status and headers: the time to first token). Later
+ * ones are coalesced: whatever is sent during one turn of the event loop goes out in one write,
+ * from a `setImmediate`. A token's event is then written while llama.cpp already decodes the next
+ * token (the decode loop queues that decode in the same turn as it hands the token over), instead
+ * of the write's system call holding the decode back; and tokens that arrive before the write are
+ * sent with it. Every event is complete and in order; `end()` writes what is left first.
  */
 export class EventStream {
   readonly #res: AppContext['res'];
@@ -57,13 +57,15 @@ export class EventStream {
 
   #queue(text: string): void {
     if (this.closed) return;
+    if (!this.#res.headersSent) {
+      this.#res.write(text);
+      return;
+    }
     this.#pending += text;
     if (this.#scheduled) return;
     this.#scheduled = true;
-    setImmediate(this.#hop);
+    setImmediate(this.#flush);
   }
-
-  readonly #hop = () => setImmediate(this.#flush);
 
   readonly #flush = () => {
     this.#scheduled = false;
