@@ -67,7 +67,7 @@ describe('GET /health answered before Koa', () => {
   });
 
   it('writes the same access log line and counts in the same metric series', async () => {
-    const { key } = await createApiKey(server.url, { token: await login(server.url) }, { name: 'scraper', permissions: ALL_PERMISSIONS });
+    const { key } = await createApiKey(server.url, { token: await login(server.url) }, { name: 'scraper', permissions: [...ALL_PERMISSIONS] });
     const series = { route: '/health', method: 'GET', status: '200' };
     const before = (await scrape(server.url, key)).value('inferno_http_requests_total', series);
     await get(`${server.url}/health`, { 'X-Request-Id': 'fast-line' });
