@@ -1,8 +1,9 @@
 /**
  * Profiles the server under the HTTP floor's load: starts it with `--cpu-prof`, loads one path
- * with autocannon, stops it and prints the hottest functions (self time) from the profile.
+ * with autocannon (or wrk: `--wrk [PATH]`, one thread, which leaves more of a small machine to the
+ * server), stops it and prints the hottest functions (self time) from the profile.
  *
- *   npx tsx bench/profile-floor.ts [--path /api/v1/models] [--auth key|jwt|none] [--seconds 5] [--top 40] [--root DIR]
+ *   npx tsx bench/profile-floor.ts [--path /api/v1/models] [--auth key|jwt|none] [--seconds 5] [--top 40] [--root DIR] [--wrk [PATH]]
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -17,6 +18,7 @@ const auth = flags.get('auth') ?? 'key';
 const seconds = Number(flags.get('seconds') ?? 5);
 const top = Number(flags.get('top') ?? 40);
 const root = flags.get('root') ?? REPO_ROOT;
+const wrk = flags.get('wrk') === 'true' ? 'wrk' : flags.get('wrk');
 
 const models = tempDir('inferno-prof-models-');
 const data = tempDir('inferno-prof-data-');
@@ -47,9 +49,23 @@ const login = await fetch(`${url}/api/v1/auth/login`, { method: 'POST', headers:
 const { token } = (await login.json()) as { token: string };
 const server = { url, token, where: '', pid: child.pid, stop: async () => {} };
 const headers: Record<string, string> = auth === 'key' ? { 'X-API-Key': await apiKeyOf(server) } : auth === 'jwt' ? { Authorization: `Bearer ${token}` } : {};
-await autocannon({ url: url + urlPath, connections: 16, duration: 1, headers });
+/** One load of `duration` s; the answers that were 2xx and those that were not. */
+async function load(duration: number): Promise<{ '2xx': number; non2xx: number }> {
+  if (!wrk) return autocannon({ url: url + urlPath, connections: 16, duration, headers });
+  // Asynchronously: this process goes on reading the server's output (its log lines) meanwhile.
+  const out = await new Promise<string>((resolve, reject) => {
+    const run = spawn(wrk, ['-t1', '-c16', `-d${duration}s`, ...Object.entries(headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]), url + urlPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let text = '';
+    run.stdout!.on('data', (d: Buffer) => (text += String(d)));
+    run.once('error', reject);
+    run.once('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`wrk exited with ${code}: ${text}`))));
+  });
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
+  return { '2xx': Number(/(\d+) requests in/.exec(out)?.[1] ?? 0) - non2xx, non2xx };
+}
+await load(1);
 const loadStart = process.hrtime.bigint() / 1000n;
-const result = await autocannon({ url: url + urlPath, connections: 16, duration: seconds, headers });
+const result = await load(seconds);
 const loadEnd = process.hrtime.bigint() / 1000n;
 process.stdout.write(`${urlPath} (${auth}): ${Math.round(result['2xx'] / seconds)} req/s, non-2xx ${result.non2xx}\n`);
 const exited = new Promise((r) => child.once('exit', r));

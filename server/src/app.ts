@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import Koa from 'koa';
 import type { Router } from '@koa/router';
 import { createRouter } from './http/router.js';
@@ -14,6 +15,7 @@ import { idempotency } from './http/idempotency.js';
 import { ApiError } from './http/errors.js';
 import { rateLimit } from './http/rate-limit.js';
 import { front } from './http/front.js';
+import { liveness } from './http/liveness.js';
 import { requestLog } from './http/request-log.js';
 import { MemoryLoginThrottle, type LoginThrottle } from './limits/login-throttle.js';
 import type { Drain } from './http/drain.js';
@@ -87,13 +89,22 @@ const under = (prefix: string, router: Router<AppState>) => {
 const forApi = (middleware: (ctx: AppContext, next: () => Promise<unknown>) => unknown) => (ctx: AppContext, next: () => Promise<unknown>) =>
   isApiPath(ctx.path) ? middleware(ctx, next) : next();
 
+export interface App {
+  koa: Koa<AppState>;
+  /**
+   * Answers the liveness probe before Koa when it can (see `http/liveness.ts`); returns whether
+   * it did. Undefined when tracing is on.
+   */
+  liveness?: (req: IncomingMessage, res: ServerResponse) => boolean;
+}
+
 /**
  * The request's journey, top to bottom: an id and the headers every response carries (`front`),
  * a log line, error formatting, the drain, CORS, then for the API: who is calling, their rate
  * limit, and the routes (each route adds its own permission check, body parsing and validation).
- * Each router runs only for its own prefix.
+ * Each router runs only for its own prefix. `GET /health` usually takes a shorter way (`liveness`).
  */
-export function createApp(options: AppOptions): Koa<AppState> {
+export function createApp(options: AppOptions): App {
   const { config, store, logger } = options;
   // Behind a proxy only the address it appended to X-Forwarded-For is trusted: whatever a client
   // wrote there itself comes before it and is ignored.
@@ -188,7 +199,11 @@ export function createApp(options: AppOptions): Koa<AppState> {
   app.use(api.allowedMethods());
   // Mounted below api.allowedMethods, which answers 405 for /v1 too (it sees whichever router matched).
   app.use(under('/v1', openai));
-  return app;
+  const hsts = options.hsts === true;
+  return {
+    koa: app,
+    liveness: tracing.enabled ? undefined : liveness({ deps, logger, telemetry, hsts, proxy: app.proxy, drain: options.drain }),
+  };
 }
 
 /** The template (`/api/v1/models/:id`) of the route a path and method would reach, if any. */

@@ -242,7 +242,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       // Node checks those timeouts every 30 s by default: a slow client would get 30 s more.
       connectionsCheckingInterval: 1000,
     };
-    const handle = drain.counting(app.callback());
+    const counted = drain.counting(app.koa.callback());
+    const { liveness } = app;
+    const handle = liveness ? (req: http.IncomingMessage, res: http.ServerResponse) => void (liveness(req, res) || counted(req, res)) : counted;
     const server = secure
       ? https.createServer(
           {

@@ -1,4 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { isoTimeOncePerMs } from '../src/logging/logger.js';
 import { createApiKey, waitFor } from '../../test/helpers/security.js';
 import { ADMIN_PASSWORD, call, JWT_SECRET, login, startTestServer, type TestServer } from '../../test/helpers/server.js';
 
@@ -160,5 +162,20 @@ describe('log redaction of connection URLs', () => {
     const started = performance.now();
     redactText(hostile);
     expect(performance.now() - started).toBeLessThan(1000);
+  });
+});
+
+describe('log line timestamps', () => {
+  afterEach(() => vi.useRealTimers());
+
+  it("are pino's isoTime, formatted once per millisecond", () => {
+    vi.useFakeTimers({ now: Date.parse('2026-03-04T05:06:07.008Z') });
+    const time = isoTimeOncePerMs();
+    const first = time();
+    expect(first).toBe(pino.stdTimeFunctions.isoTime());
+    expect(time()).toBe(first);
+    vi.advanceTimersByTime(1);
+    expect(time()).toBe(',"time":"2026-03-04T05:06:07.009Z"');
+    expect(time()).toBe(pino.stdTimeFunctions.isoTime());
   });
 });

@@ -1,8 +1,8 @@
 import type { ServerResponse } from 'node:http';
 import { redactText } from '../logging/redact.js';
 import { REDACTED_ALREADY, type Logger } from '../logging/logger.js';
-import type { Telemetry } from '../observability/telemetry.js';
-import type { AppContext, AppMiddleware } from './context.js';
+import type { InferenceLogFields, Telemetry } from '../observability/telemetry.js';
+import type { AppContext, AppMiddleware, Principal } from './context.js';
 
 /** The request whose response this is, for the one `close` listener (no closure per request). */
 const ENTRY = Symbol('inferno.access');
@@ -29,25 +29,41 @@ class AccessEntry {
     const { ctx } = this;
     const elapsedMs = Number(process.hrtime.bigint() - this.started) / 1e6;
     this.telemetry.httpFinished(ctx, elapsedMs / 1000);
-    if (!this.logger.isLevelEnabled('info')) return;
-    const principal = ctx.state.principal;
-    // Flat, and every string that a client can shape (its request id, its address behind a proxy,
-    // the path, an inference's model name) is redacted here: the logger need not walk the record.
-    const line: Record<string | symbol, unknown> = {
-      request_id: redactText(ctx.state.requestId),
-      ip: redactText(this.ip),
-      user_id: principal?.user.id ?? null,
-      key_id: principal?.apiKey?.id ?? null,
-      method: ctx.method,
-      endpoint: redactText(ctx.path),
-      status: ctx.status,
-      response_time_ms: Number(elapsedMs.toFixed(2)),
-    };
-    const inference = ctx.state.inference;
-    if (inference) for (const [key, value] of Object.entries(inference)) line[key] = typeof value === 'string' ? redactText(value) : value;
-    line[REDACTED_ALREADY] = true;
-    this.logger.info(line, 'request');
+    const { requestId, principal, inference } = ctx.state;
+    logRequest(this.logger, { requestId, ip: this.ip, principal, method: ctx.method, path: ctx.path, status: ctx.status, inference }, elapsedMs);
   }
+}
+
+/** What a request's log line tells of it. */
+export interface AnsweredRequest {
+  requestId: string;
+  ip: string;
+  principal?: Principal;
+  method: string;
+  path: string;
+  status: number;
+  inference?: InferenceLogFields;
+}
+
+/** The request's line in the access log (`requestLog`; the liveness probe writes the same). */
+export function logRequest(logger: Logger, request: AnsweredRequest, elapsedMs: number): void {
+  if (!logger.isLevelEnabled('info')) return;
+  const { principal, inference } = request;
+  // Flat, and every string that a client can shape (its request id, its address behind a proxy,
+  // the path, an inference's model name) is redacted here: the logger need not walk the record.
+  const line: Record<string | symbol, unknown> = {
+    request_id: redactText(request.requestId),
+    ip: redactText(request.ip),
+    user_id: principal?.user.id ?? null,
+    key_id: principal?.apiKey?.id ?? null,
+    method: request.method,
+    endpoint: redactText(request.path),
+    status: request.status,
+    response_time_ms: Number(elapsedMs.toFixed(2)),
+  };
+  if (inference) for (const [key, value] of Object.entries(inference)) line[key] = typeof value === 'string' ? redactText(value) : value;
+  line[REDACTED_ALREADY] = true;
+  logger.info(line, 'request');
 }
 
 /** The response is over: 'close' follows 'finish' on a normal end, and comes alone when the client goes away mid-stream. */

@@ -27,7 +27,7 @@ export function createLogger(level: string, destination?: DestinationStream, buf
     {
       level,
       base: undefined,
-      timestamp: pino.stdTimeFunctions.isoTime,
+      timestamp: isoTimeOncePerMs(),
       messageKey: 'msg',
       formatters: {
         level: (label) => ({ level: label }),
@@ -50,6 +50,24 @@ export function createLogger(level: string, destination?: DestinationStream, buf
     // Unbuffered: every line is written before the call returns, so even a kill -9 loses none.
     destination ?? pino.destination(buffered ? BUFFERED_STDOUT : { dest: 1, sync: true }),
   );
+}
+
+/**
+ * pino's `isoTime` (`,"time":"2026-01-01T00:00:00.000Z"`), formatted once per millisecond: a busy
+ * server writes several lines in each (an access line per request), and formatting the date was a
+ * fifth of pino's work on such a line.
+ */
+export function isoTimeOncePerMs(): () => string {
+  let at = Number.NaN;
+  let text = '';
+  return () => {
+    const now = Date.now();
+    if (now !== at) {
+      at = now;
+      text = `,"time":"${new Date(now).toISOString()}"`;
+    }
+    return text;
+  };
 }
 
 /** Writes out the lines the destination still holds; resolves once they are written (at most 2 s). */

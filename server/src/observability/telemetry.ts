@@ -51,6 +51,11 @@ export class Telemetry {
     if (ctx.status === 401) metrics.authenticationFailed(authFailureKind(ctx, route));
   }
 
+  /** A response on a known route, answered before Koa (the liveness probe), is finished. */
+  httpFinishedOn(route: string, method: string, status: number, seconds: number): void {
+    this.metrics?.httpFinished(route, method, status, seconds);
+  }
+
   /** The rate limiter refused a request. */
   rateLimited(ctx: AppContext): void {
     const principal = ctx.state.principal;

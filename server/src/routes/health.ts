@@ -4,6 +4,9 @@ import type { AppState } from '../http/context.js';
 import type { Readiness } from '../gen/types.gen.js';
 import type { RouteDeps } from './deps.js';
 
+/** What `GET /health` answers (here, and before Koa: `http/liveness.ts`). */
+export const livenessBody = (deps: Pick<RouteDeps, 'version' | 'startedAt'>) => ({ status: 'ok', version: deps.version, uptime_seconds: (Date.now() - deps.startedAt) / 1000 });
+
 /** Public probes: no authentication and no rate limit, so orchestrators can always reach them. */
 export function healthRoutes(
   deps: RouteDeps,
@@ -12,7 +15,7 @@ export function healthRoutes(
 ): Router<AppState> {
   const router = createRouter();
   router.get('/health', (ctx) => {
-    ctx.body = { status: 'ok', version: deps.version, uptime_seconds: (Date.now() - deps.startedAt) / 1000 };
+    ctx.body = livenessBody(deps);
   });
   router.get('/health/ready', async (ctx) => {
     const checks = (await readiness()) as Readiness['checks'];
