@@ -285,9 +285,10 @@ export class InferenceEngine {
     try {
       // Contexts of `sequences_per_context` sequences each, sharing the model's weights. Each decode
       // step of a context batches the next token of every sequence generating on it, chat or plain
-      // prompt (decode-loop.ts), which costs little more than one token alone:
-      // one 4-sequence context on one thread streamed 4 at once 1.3-1.5x faster than 4 contexts on
-      // both cores (bench/arrangements.ts).
+      // prompt (decode-loop.ts). One sequence per context stays the default: on 2 shared cores,
+      // through the server, 4 contexts streamed 4 at once as fast as 2 of 2 sequences and faster
+      // than 1 of 4 (whose one decode thread waits for the JavaScript of 4 chats), and a request's
+      // numbers never depend on what else runs.
       const opened = await openSequences(model, engine);
       contexts = opened.contexts;
       const sequences = opened.sequences;
