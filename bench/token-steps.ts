@@ -2,7 +2,9 @@
  * Where one token's time goes in node-llama-cpp: the same greedy generation three ways, alternating
  * round by round on one context (1 sequence, 1 thread, as the engine opens it):
  *
- *   completion  LlamaCompletion.generateCompletion (what the engine runs)
+ *   completion  LlamaCompletion.generateCompletion (what the engine ran before its own loop)
+ *   engine      the engine's own decode loop (server/src/engine/decode-loop.ts, completion.ts): what
+ *               a plain prompt runs on now, text assembly and stop handling included
  *   evaluate    the sequence's lower-level evaluate() generator, nothing around it
  *   bare        the binding's own calls in a plain loop (initBatch, addToBatch, decodeBatch,
  *               sampleToken): the floor of the binding, no node-llama-cpp JavaScript
@@ -16,7 +18,9 @@
  * LlamaSampler); node-llama-cpp is pinned to 3.21.1.
  */
 import path from 'node:path';
-import { LlamaCompletion } from 'node-llama-cpp';
+import { LlamaCompletion, type LlamaContext } from 'node-llama-cpp';
+import { complete } from '../server/src/engine/completion.js';
+import { DecodeLoop } from '../server/src/engine/decode-loop.js';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
 import { DEMO_MODELS, fmt, machineLine, median, parseFlags, startLlama, table, tempDir } from './lib.js';
 
@@ -47,20 +51,28 @@ try {
   const context = await model.createContext({ sequences: 1, contextSize: 2048, batchSize: 512, threads: 1 });
   const sequence = context.getSequence();
   // Time each decode and sample from the call to its promise settling.
-  const internals = context as unknown as { _ctx: Native };
-  const native = internals._ctx;
   const spent = { decode: 0, decodes: 0, sample: 0, samples: 0 };
-  const timed = (name: 'decodeBatch' | 'sampleToken', key: 'decode' | 'sample') => (...args: unknown[]) => {
-    const started = performance.now();
-    return (native[name]!.apply(native, args) as Promise<unknown>).then((value) => {
-      spent[key] += performance.now() - started;
-      spent[key === 'decode' ? 'decodes' : 'samples']++;
-      return value;
-    });
+  const timeSteps = (of: LlamaContext): Native => {
+    const internals = of as unknown as { _ctx: Native };
+    const native = internals._ctx;
+    const timed = (name: 'decodeBatch' | 'sampleToken', key: 'decode' | 'sample') => (...args: unknown[]) => {
+      const started = performance.now();
+      return (native[name]!.apply(native, args) as Promise<unknown>).then((value) => {
+        spent[key] += performance.now() - started;
+        spent[key === 'decode' ? 'decodes' : 'samples']++;
+        return value;
+      });
+    };
+    const wrapped: Native = { decodeBatch: timed('decodeBatch', 'decode'), sampleToken: timed('sampleToken', 'sample') };
+    internals._ctx = new Proxy(native, { get: (target, key: string) => wrapped[key] ?? (typeof target[key] === 'function' ? target[key].bind(target) : target[key]) });
+    return internals._ctx;
   };
-  const wrapped: Native = { decodeBatch: timed('decodeBatch', 'decode'), sampleToken: timed('sampleToken', 'sample') };
-  internals._ctx = new Proxy(native, { get: (target, key: string) => wrapped[key] ?? (typeof target[key] === 'function' ? target[key].bind(target) : target[key]) });
-  const binding = internals._ctx;
+  const binding = timeSteps(context);
+  // The engine's loop takes over its context's decodes: a context of its own.
+  const engineContext = await model.createContext({ sequences: 1, contextSize: 2048, batchSize: 512, threads: 1 });
+  timeSteps(engineContext);
+  const engineLoop = new DecodeLoop(engineContext);
+  const engineSequence = engineContext.getSequence();
   const { LlamaSampler } = (await import(path.join(path.dirname(import.meta.resolve('node-llama-cpp').replace('file://', '')), 'evaluator/LlamaContext/LlamaSampler.js'))) as {
     LlamaSampler: new (model: unknown) => { applyConfig(config: object): void; _sampler: unknown; asyncDispose(): Promise<void> };
   };
@@ -73,6 +85,9 @@ try {
       await completion.generateCompletion(PROMPT, { maxTokens: N, temperature: 0, onToken: (t) => (n += t.length), onTextChunk: () => {} });
       completion.dispose({ disposeSequence: false });
       return n;
+    },
+    async engine() {
+      return (await complete(engineLoop, engineSequence, { prompt: PROMPT, maxTokens: N, temperature: 0, onText: () => {} })).completionTokens;
     },
     async evaluate() {
       await sequence.clearHistory();
@@ -125,6 +140,7 @@ try {
     Object.entries(results).map(([name, x]) => [name, fmt(median(x.tps)), fmt(median(x.decode), 3), fmt(median(x.sample), 3), fmt(median(x.rest), 3), fmt(median(x.main), 3)]),
   ));
   await context.dispose();
+  await engineContext.dispose();
   await model.dispose();
 } finally {
   await llama.dispose();
