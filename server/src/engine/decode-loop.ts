@@ -36,6 +36,7 @@ interface Binding {
   decodeBatch(): Promise<void>;
   sampleToken(batchLogitIndex: number, sampler: NativeSampler): Promise<number>;
   disposeSequence(sequenceId: number): void;
+  removeTokenCellsFromSequence(sequenceId: number, startPosition: number, endPosition: number): boolean;
 }
 
 /** node-llama-cpp's AddonSampler: a sampler chain configured by `applyConfig`. */
@@ -119,7 +120,7 @@ export class DecodeLoop {
 
   constructor(context: LlamaContext) {
     const internals = context as unknown as { _ctx?: Partial<Binding>; _decodeTokens?: unknown };
-    for (const name of ['initBatch', 'addToBatch', 'decodeBatch', 'sampleToken', 'disposeSequence'] as const) {
+    for (const name of ['initBatch', 'addToBatch', 'decodeBatch', 'sampleToken', 'disposeSequence', 'removeTokenCellsFromSequence'] as const) {
       if (typeof internals._ctx?.[name] !== 'function') throw new Error(`node-llama-cpp internals changed: the context binding has no ${name}`);
     }
     if (typeof internals._decodeTokens !== 'function') throw new Error('node-llama-cpp internals changed: the context has no _decodeTokens');
@@ -310,16 +311,19 @@ export class DecodeLoop {
     pending.wanted = FIRST;
   }
 
-  /** Ends a decode (between steps); one of ours has its cells removed from the context. */
+  /**
+   * Ends a decode (between steps). One of ours has its cells removed from the context; a failed one
+   * of node-llama-cpp's has the cells its earlier chunks stored removed, so the sequence holds what
+   * node-llama-cpp thinks it holds (it counts a decode's tokens only once all of them are in).
+   */
   #finish(pending: Pending, error?: unknown, value?: unknown): void {
     this.#queue.delete(pending);
     if (pending.foreign) this.#queuedChats.delete(pending.id);
-    else {
-      try {
-        this.#binding.disposeSequence(pending.id);
-      } catch (cleanup) {
-        error ??= cleanup;
-      }
+    try {
+      if (!pending.foreign) this.#binding.disposeSequence(pending.id);
+      else if (error !== undefined) this.#binding.removeTokenCellsFromSequence(pending.id, pending.position - pending.offset, -1);
+    } catch (cleanup) {
+      error ??= cleanup;
     }
     if (error === undefined) pending.resolve(value as never);
     else pending.reject(error);

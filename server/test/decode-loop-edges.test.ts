@@ -1,0 +1,217 @@
+// The decode loop at its edges, through the engine: prompts longer than a batch, contexts nearly
+// full, chats and completions together on one context, aborts and unloads at every stage, stop
+// sequences, and a decode that fails.
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { LlamaContext } from 'node-llama-cpp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_CONFIG, type Config } from '../../server/src/config.js';
+import { writeDemoModel } from '../../server/src/engine/demo-model.js';
+import { InferenceEngine, ModelUnloadedError, type GenerationRequest, type GenerationResult } from '../../server/src/engine/engine.js';
+import { ModelCatalog } from '../../server/src/engine/model-catalog.js';
+import { createLogger } from '../../server/src/logging/logger.js';
+
+const LONG_PROMPT = 'The quick brown fox jumps over the lazy dog. '.repeat(20); // ~300 tokens
+
+function engineWith(dir: string, engineConfig: Partial<Config['engine']>): InferenceEngine {
+  const config = structuredClone(DEFAULT_CONFIG) as Config;
+  Object.assign(config.engine, engineConfig);
+  return new InferenceEngine(config, new ModelCatalog(dir), createLogger('silent'));
+}
+
+describe('decode loop edges', () => {
+  let dir: string;
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => unhandled.push(reason);
+
+  beforeAll(async () => {
+    process.on('unhandledRejection', onUnhandled);
+    dir = mkdtempSync(path.join(os.tmpdir(), 'inferno-edges-'));
+    await writeDemoModel(path.join(dir, 'tiny.gguf'), { preset: 'tiny' });
+  });
+  afterAll(() => {
+    process.off('unhandledRejection', onUnhandled);
+    expect(unhandled).toEqual([]);
+  });
+
+  it('a prompt longer than a batch gives the text it gives alone, with others generating', async () => {
+    const engine = engineWith(dir, { batch_size: 64, context_size: 1024 });
+    await engine.start();
+    try {
+      const request: GenerationRequest = { model: 'tiny', prompt: LONG_PROMPT, maxTokens: 24, temperature: 0 };
+      const alone = await engine.generate(request);
+      expect(alone.usage.prompt_tokens).toBeGreaterThan(200);
+      const others = [1, 2, 3].map(() => engine.generate({ model: 'tiny', prompt: 'Hello world', maxTokens: 100, temperature: 0 }));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      const together = await engine.generate(request);
+      await Promise.all(others);
+      expect(together.text).toBe(alone.text);
+      expect(together.usage).toEqual(alone.usage);
+      // A chat with a long prompt, too.
+      const chat: GenerationRequest = { model: 'tiny', messages: [{ role: 'user', content: LONG_PROMPT }], maxTokens: 24, temperature: 0 };
+      const chatAlone = await engine.generate(chat);
+      const more = [1, 2, 3].map(() => engine.generate({ model: 'tiny', prompt: 'Hello world', maxTokens: 100, temperature: 0 }));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      const chatTogether = await engine.generate(chat);
+      await Promise.all(more);
+      expect(chatTogether.text).toBe(chatAlone.text);
+      expect(chatTogether.usage).toEqual(chatAlone.usage);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('prompts that nearly fill the context end at `length` on all sequences at once', async () => {
+    const engine = engineWith(dir, { batch_size: 64, context_size: 256 });
+    await engine.start();
+    try {
+      const prompt = 'The quick brown fox jumps over the lazy dog. '.repeat(6); // ~190 tokens of 256
+      const results = await Promise.all([
+        ...[0, 1, 2].map(() => engine.generate({ model: 'tiny', prompt, maxTokens: 500, temperature: 0 })),
+        engine.generate({ model: 'tiny', messages: [{ role: 'user', content: prompt }], maxTokens: 500, temperature: 0 }),
+      ]);
+      for (const result of results) {
+        expect(result.finishReason).toBe('length');
+        expect(result.usage.total_tokens).toBeLessThanOrEqual(256);
+        expect(result.usage.total_tokens).toBeGreaterThan(240);
+      }
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('chats (plain, tools in auto mode, a JSON schema) and completions on one context give what each gives alone', async () => {
+    const engine = engineWith(dir, {});
+    await engine.start();
+    try {
+      const requests: GenerationRequest[] = [
+        { model: 'tiny', messages: [{ role: 'user', content: 'Tell me a story' }], maxTokens: 40, temperature: 0 },
+        {
+          model: 'tiny',
+          messages: [{ role: 'user', content: 'What is the weather?' }],
+          maxTokens: 40,
+          temperature: 0,
+          functions: { mode: 'auto', available: { weather: { description: 'The weather', params: { type: 'object', properties: { city: { type: 'string' } } } } } },
+        },
+        { model: 'tiny', messages: [{ role: 'user', content: 'JSON please' }], maxTokens: 40, temperature: 0, jsonSchema: { type: 'object', properties: { a: { type: 'boolean' } }, required: ['a'] } },
+        { model: 'tiny', prompt: 'Hello world', maxTokens: 60, temperature: 0 },
+        { model: 'tiny', prompt: 'Once upon a time', maxTokens: 60, temperature: 1, seed: 4 },
+      ];
+      const alone: GenerationResult[] = [];
+      for (const request of requests) alone.push(await engine.generate(request));
+      for (const [a, b] of [[0, 3], [1, 3], [2, 3], [0, 4], [1, 2], [0, 1]] as const) {
+        const [x, y] = await Promise.all([engine.generate(requests[a]!), engine.generate(requests[b]!)]);
+        expect([x.text, x.usage, x.functionCalls]).toEqual([alone[a]!.text, alone[a]!.usage, alone[a]!.functionCalls]);
+        expect([y.text, y.usage, y.functionCalls]).toEqual([alone[b]!.text, alone[b]!.usage, alone[b]!.functionCalls]);
+      }
+      const all = await Promise.all(requests.slice(0, 4).map((request) => engine.generate(request)));
+      all.forEach((got, index) => expect([got.text, got.usage]).toEqual([alone[index]!.text, alone[index]!.usage]));
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('an abort at any stage leaves the sequence as a fresh one', async () => {
+    const engine = engineWith(dir, { batch_size: 32, parallel: 1, sequences_per_context: 1 });
+    await engine.start();
+    try {
+      const plain: GenerationRequest = { model: 'tiny', prompt: 'Hello world', maxTokens: 30, temperature: 0 };
+      const chat: GenerationRequest = { model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], maxTokens: 30, temperature: 0 };
+      const fresh = [await engine.generate(plain), await engine.generate(chat)];
+      const long: GenerationRequest[] = [
+        { model: 'tiny', prompt: LONG_PROMPT, maxTokens: 1000, temperature: 0 },
+        { model: 'tiny', messages: [{ role: 'user', content: LONG_PROMPT }], maxTokens: 1000, temperature: 0 },
+      ];
+      for (const request of long) {
+        for (const stage of ['before', 'prompt', 'first', 'mid'] as const) {
+          const controller = new AbortController();
+          if (stage === 'before') controller.abort();
+          let texts = 0;
+          const running = engine.generate(request, {
+            signal: controller.signal,
+            onText: () => {
+              texts++;
+              if (stage === 'first' || (stage === 'mid' && texts === 5)) controller.abort();
+            },
+          });
+          if (stage === 'prompt') setImmediate(() => controller.abort());
+          const outcome = await running.then(
+            (result) => result.finishReason,
+            (error: unknown) => (error as Error).name,
+          );
+          expect(['cancelled', 'AbortError']).toContain(outcome);
+          expect([(await engine.generate(plain)).text, (await engine.generate(chat)).text]).toEqual([fresh[0]!.text, fresh[1]!.text]);
+        }
+      }
+    } finally {
+      await engine.close();
+    }
+  });
+
+  for (const stop of ['unload', 'stopGenerations'] as const) {
+    it(`${stop} during a step ends the chat and the completion sharing it; the model serves again`, async () => {
+      const engine = engineWith(dir, {});
+      await engine.start();
+      try {
+        const plain: GenerationRequest = { model: 'tiny', prompt: 'Hello world', maxTokens: 30, temperature: 0 };
+        const chat: GenerationRequest = { model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], maxTokens: 30, temperature: 0 };
+        const fresh = [await engine.generate(plain), await engine.generate(chat)];
+        let started = 0;
+        const onText = () => void started++;
+        const running = [
+          engine.generate({ ...plain, maxTokens: 1500 }, { onText }),
+          engine.generate({ ...chat, maxTokens: 1500 }, { onText }),
+          engine.generate({ ...plain, prompt: LONG_PROMPT, maxTokens: 1500 }, { onText }),
+          engine.generate({ ...chat, messages: [{ role: 'user', content: LONG_PROMPT }], maxTokens: 1500 }, { onText }),
+        ].map((generation) => generation.then(() => 'resolved', (error: unknown) => error));
+        while (started < 20) await new Promise((resolve) => setTimeout(resolve, 1));
+        if (stop === 'unload') await engine.unload('tiny');
+        else engine.stopGenerations(new ModelUnloadedError('shutting down'));
+        for (const outcome of await Promise.all(running)) expect(outcome).toBeInstanceOf(ModelUnloadedError);
+        if (stop === 'stopGenerations') await engine.unload('tiny');
+        expect([(await engine.generate(plain)).text, (await engine.generate(chat)).text]).toEqual([fresh[0]!.text, fresh[1]!.text]);
+      } finally {
+        await engine.close();
+      }
+    });
+  }
+
+  it('a failed decode rejects the generations in its step; the sequences serve the next requests as fresh ones', async () => {
+    const engine = engineWith(dir, { batch_size: 32, parallel: 1, sequences_per_context: 1 });
+    await engine.start();
+    try {
+      const plain: GenerationRequest = { model: 'tiny', prompt: 'Hello world', maxTokens: 30, temperature: 0 };
+      const chat: GenerationRequest = { model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], maxTokens: 30, temperature: 0 };
+      const fresh = [await engine.generate(plain), await engine.generate(chat)];
+      const [context] = (await engine.load('tiny')).contexts;
+      const failing = failDecode(context!);
+      for (const request of [chat, plain]) {
+        for (const at of [1, 2, 12]) {
+          failing.at = at; // the first prompt chunk, the second, a generated token
+          const long = request.messages ? { ...request, messages: [{ role: 'user' as const, content: LONG_PROMPT }] } : { ...request, prompt: LONG_PROMPT };
+          await expect(engine.generate(long)).rejects.toThrow('could not find a KV slot');
+          expect([(await engine.generate(plain)).text, (await engine.generate(chat)).text]).toEqual([fresh[0]!.text, fresh[1]!.text]);
+        }
+      }
+    } finally {
+      await engine.close();
+    }
+  });
+});
+
+/** Makes the context's `at`-th decode from now fail as llama.cpp fails one without room. */
+function failDecode(context: LlamaContext): { at: number } {
+  const internals = context as unknown as { _ctx: Record<string | symbol, unknown> };
+  const native = internals._ctx;
+  const failing = { at: 0 };
+  internals._ctx = new Proxy(native, {
+    get: (target, key) => {
+      const value = target[key];
+      if (key === 'decodeBatch')
+        return () => (--failing.at === 0 ? Promise.reject(new Error('could not find a KV slot for the batch (try reducing the size of the batch or increase the context)')) : (value as () => Promise<void>).call(target));
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+  return failing;
+}
