@@ -9,7 +9,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, type Config } from '../../server/src/config.js';
 import { writeDemoModel } from '../../server/src/engine/demo-model.js';
-import { InferenceEngine, ModelUnloadedError, type GenerationRequest, type GenerationResult } from '../../server/src/engine/engine.js';
+import { InferenceEngine, ModelUnloadedError, PromptTooLongError, type GenerationRequest, type GenerationResult } from '../../server/src/engine/engine.js';
 import { ModelCatalog } from '../../server/src/engine/model-catalog.js';
 import { createLogger } from '../../server/src/logging/logger.js';
 import { waitForReady } from '../../test/helpers/api-checks.js';
@@ -199,6 +199,44 @@ describe('decode loop edges', () => {
       }
     } finally {
       await engine.close();
+    }
+  });
+});
+
+describe('chat prompts and usage', () => {
+  let engine: InferenceEngine;
+  beforeAll(async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'inferno-chat-usage-'));
+    await writeDemoModel(path.join(dir, 'tiny.gguf'), { preset: 'tiny' });
+    engine = engineWith(dir, { context_size: 1024 });
+    await engine.start();
+  });
+  afterAll(() => engine.close());
+
+  it('counts the description of functions (tools, auto) in the prompt: the context fills to `length`, a prompt too long is refused', async () => {
+    const functions = { mode: 'auto' as const, available: { weather: { description: 'The weather in a city', params: { type: 'object' as const, properties: { city: { type: 'string' as const } } } } } };
+    const short: GenerationRequest = { model: 'tiny', messages: [{ role: 'user', content: 'Weather?' }], maxTokens: 900, temperature: 0, functions };
+    await engine.checkPrompt(short);
+    const answer = await engine.generate(short);
+    expect(answer.finishReason).toBe('length');
+    expect(answer.usage.total_tokens).toBe(1024);
+    const plain = await engine.generate({ ...short, functions: undefined, maxTokens: 10 });
+    expect(answer.usage.prompt_tokens).toBeGreaterThan(plain.usage.prompt_tokens + 100); // the functions' description
+    const long: GenerationRequest = { ...short, messages: [{ role: 'user', content: 'The quick brown fox jumps over the lazy dog. '.repeat(14) }] };
+    await expect(engine.checkPrompt(long)).rejects.toBeInstanceOf(PromptTooLongError);
+    await expect(engine.generate(long)).rejects.toBeInstanceOf(PromptTooLongError);
+  });
+
+  it('counts a chat prompt once, whatever the tokens held back for a stop text', async () => {
+    const chat: GenerationRequest = { model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], maxTokens: 30, temperature: 0 };
+    const free = await engine.generate(chat);
+    expect(free.finishReason).toBe('length');
+    // Stops that match the start of the answer for a few tokens, then never / at once.
+    for (const stop of [free.text.slice(0, 12) + '\u0001', free.text.slice(0, 6)]) {
+      const stopped = await engine.generate({ ...chat, stop: [stop] });
+      expect(stopped.usage.prompt_tokens).toBe(free.usage.prompt_tokens);
+      expect(stopped.usage.total_tokens).toBe(stopped.usage.prompt_tokens + stopped.usage.completion_tokens);
+      expect(stopped.usage.completion_tokens).toBeLessThanOrEqual(free.usage.completion_tokens);
     }
   });
 });

@@ -538,9 +538,11 @@ function promptRoom(model: LlamaModel, request: GenerationRequest, chatWrapper: 
   if (room !== undefined) return room;
   if (request.messages) {
     const wrapper = chatWrapper ?? resolveChatWrapper(model);
+    // The functions described as LlamaChat describes them (its `functions` are the template's `availableFunctions`).
+    const { functions: availableFunctions, documentFunctionParams } = autoFunctions(request);
     const length = wrapper
       ? wrapper
-          .generateContextState({ chatHistory: toChatHistory(request, wrapper), ...autoFunctions(request) })
+          .generateContextState({ chatHistory: toChatHistory(request, wrapper), availableFunctions, documentFunctionParams })
           .contextText.tokenize(model.tokenizer).length
       : 0;
     room = contextSize - length;
@@ -622,7 +624,10 @@ async function chatOn(
   const room = promptRoom(sequence.model, request, chatWrapper, sequence.contextSize);
   if (room <= 0) throw new PromptTooLongError(sequence.contextSize - room, sequence.contextSize);
   let completionTokens = 0;
-  let promptTokens = 0;
+  // The prompt as measured for the room (the template rendered and tokenized as LlamaChat does):
+  // the sequence's length at the first token LlamaChat hands over also holds any tokens it held
+  // back (a possible start of a stop text).
+  const promptTokens = sequence.contextSize - room;
   let firstTokenAt: number | undefined;
   const options = {
     maxTokens: Math.min(request.maxTokens, room),
@@ -635,11 +640,7 @@ async function chatOn(
     customStopTriggers: request.stop?.length ? request.stop : undefined,
     grammar,
     onToken: (tokens: readonly unknown[]) => {
-      if (firstTokenAt === undefined) {
-        firstTokenAt = performance.now();
-        // At the first generated token the sequence holds exactly the evaluated prompt.
-        promptTokens = sequence.nextTokenIndex;
-      }
+      firstTokenAt ??= performance.now();
       completionTokens += tokens.length;
     },
     onTextChunk: hooks.onText,
@@ -655,7 +656,6 @@ async function chatOn(
   }
   const stopReason: string = response.metadata.stopReason;
   const functionCalls = response.functionCalls?.map((call) => ({ name: call.functionName, arguments: call.params ?? {} }));
-  if (firstTokenAt === undefined) promptTokens = sequence.nextTokenIndex;
   const finishReason: FinishReason =
     hooks.signal?.aborted || stopReason === 'abort' ? 'cancelled' : stopReason === 'maxTokens' ? 'length' : 'stop';
   return { ...result(response.response, finishReason, promptTokens, completionTokens, started, acquired, firstTokenAt), ...(functionCalls?.length && { functionCalls }) };
