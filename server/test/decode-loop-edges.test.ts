@@ -201,6 +201,28 @@ describe('decode loop edges', () => {
       await engine.close();
     }
   });
+
+  it('a failed step of several sequences rejects each of them; the next ones on the context are fresh', async () => {
+    const engine = engineWith(dir, {});
+    await engine.start();
+    try {
+      const requests: GenerationRequest[] = [
+        { model: 'tiny', prompt: 'Hello world', maxTokens: 40, temperature: 0 },
+        { model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], maxTokens: 40, temperature: 0 },
+        { model: 'tiny', prompt: 'Once upon a time', maxTokens: 40, temperature: 0 },
+        { model: 'tiny', messages: [{ role: 'user', content: 'Tell me a story' }], maxTokens: 40, temperature: 0 },
+      ];
+      const fresh = await Promise.all(requests.map((request) => engine.generate(request)));
+      const [context] = (await engine.load('tiny')).contexts;
+      failDecode(context!).at = 12; // after the 4 prompts, a step of all 4
+      const failed = await Promise.all(requests.map((request) => engine.generate(request).then(() => 'resolved', (error: unknown) => (error as Error).message)));
+      expect(failed.filter((outcome) => outcome.includes('could not find a KV slot')).length).toBeGreaterThan(1);
+      const again = await Promise.all(requests.map((request) => engine.generate(request)));
+      expect(again.map((result) => result.text)).toEqual(fresh.map((result) => result.text));
+    } finally {
+      await engine.close();
+    }
+  });
 });
 
 describe('chat prompts and usage', () => {

@@ -240,8 +240,9 @@ export class DecodeLoop {
     // A prompt (several tokens) is decoded in a step of its own, a batch-size chunk at a time, as
     // it would be alone: llama.cpp splits a batch of several sequences into equal parts, and a
     // prompt cut differently gives slightly different numbers, so a seeded sample could differ.
-    // Otherwise the step takes the next token of every generating sequence (that gives the same
-    // numbers as one alone).
+    // Otherwise the step takes the next token of every generating sequence. Those numbers too differ
+    // slightly from one token alone (a probability by ~5e-5 on the demo model): a seeded sample
+    // beside others can still differ now and then from the same request alone.
     let prompt: Pending | undefined;
     for (const pending of this.#queue) if (pending.tokens.length - pending.offset > 1) prompt ??= pending;
     for (const pending of prompt ? [prompt] : this.#queue) {
