@@ -1,7 +1,7 @@
 // The decode loop at its edges, through the engine: prompts longer than a batch, contexts nearly
 // full, chats and completions together on one context, aborts and unloads at every stage, stop
 // sequences, and a decode that fails.
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { LlamaContext } from 'node-llama-cpp';
@@ -259,6 +259,31 @@ describe('chat prompts and usage', () => {
       expect(stopped.usage.prompt_tokens).toBe(free.usage.prompt_tokens);
       expect(stopped.usage.total_tokens).toBe(stopped.usage.prompt_tokens + stopped.usage.completion_tokens);
       expect(stopped.usage.completion_tokens).toBeLessThanOrEqual(free.usage.completion_tokens);
+    }
+  });
+});
+
+describe('a model that prepends no BOS', () => {
+  it('continues an empty prompt from its BOS, as any other', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'inferno-nobos-'));
+    const file = path.join(dir, 'nobos.gguf');
+    await writeDemoModel(file, { preset: 'tiny' });
+    // The demo model with `tokenizer.ggml.add_bos_token` false (a bool: type 7, then its byte).
+    const bytes = readFileSync(file);
+    const key = Buffer.from('tokenizer.ggml.add_bos_token');
+    const at = bytes.indexOf(key) + key.length;
+    expect([bytes.readUInt32LE(at), bytes[at + 4]]).toEqual([7, 1]);
+    bytes[at + 4] = 0;
+    writeFileSync(file, bytes);
+    const engine = engineWith(dir, {});
+    await engine.start();
+    try {
+      const empty = await engine.generate({ model: 'nobos', prompt: '', maxTokens: 8, temperature: 0 });
+      expect(empty.usage).toMatchObject({ prompt_tokens: 1, completion_tokens: 8 });
+      const hi = await engine.generate({ model: 'nobos', prompt: 'Hi', maxTokens: 8, temperature: 0 });
+      expect(hi.usage.prompt_tokens).toBe(2); // no BOS before the text
+    } finally {
+      await engine.close();
     }
   });
 });
