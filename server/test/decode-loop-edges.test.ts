@@ -263,18 +263,21 @@ describe('chat prompts and usage', () => {
   });
 });
 
-describe('a model that prepends no BOS', () => {
-  it('continues an empty prompt from its BOS, as any other', async () => {
+/** The demo model with one of its boolean tokenizer settings flipped (a GGUF bool: type 7, then its byte). */
+async function demoModelWith(file: string, setting: string, value: boolean): Promise<void> {
+  await writeDemoModel(file, { preset: 'tiny' });
+  const bytes = readFileSync(file);
+  const key = Buffer.from(`tokenizer.ggml.${setting}`);
+  const at = bytes.indexOf(key) + key.length;
+  expect(bytes.readUInt32LE(at)).toBe(7);
+  bytes[at + 4] = value ? 1 : 0;
+  writeFileSync(file, bytes);
+}
+
+describe('tokenizer settings', () => {
+  it('continues an empty prompt from the BOS on a model that prepends none', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'inferno-nobos-'));
-    const file = path.join(dir, 'nobos.gguf');
-    await writeDemoModel(file, { preset: 'tiny' });
-    // The demo model with `tokenizer.ggml.add_bos_token` false (a bool: type 7, then its byte).
-    const bytes = readFileSync(file);
-    const key = Buffer.from('tokenizer.ggml.add_bos_token');
-    const at = bytes.indexOf(key) + key.length;
-    expect([bytes.readUInt32LE(at), bytes[at + 4]]).toEqual([7, 1]);
-    bytes[at + 4] = 0;
-    writeFileSync(file, bytes);
+    await demoModelWith(path.join(dir, 'nobos.gguf'), 'add_bos_token', false);
     const engine = engineWith(dir, {});
     await engine.start();
     try {
@@ -282,6 +285,24 @@ describe('a model that prepends no BOS', () => {
       expect(empty.usage).toMatchObject({ prompt_tokens: 1, completion_tokens: 8 });
       const hi = await engine.generate({ model: 'nobos', prompt: 'Hi', maxTokens: 8, temperature: 0 });
       expect(hi.usage.prompt_tokens).toBe(2); // no BOS before the text
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('measures a prompt near the end of the context as it is decoded (SentencePiece space prefix): `length`, and nothing fails beside it', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'inferno-space-'));
+    await demoModelWith(path.join(dir, 'spaced.gguf'), 'add_space_prefix', true);
+    const engine = engineWith(dir, { context_size: 256 });
+    await engine.start();
+    try {
+      // Without the space a first word can take more tokens than with it ("people": 6 against 1).
+      const prompt = 'people ' + 'The quick brown fox jumps over the lazy dog. '.repeat(6);
+      const others = [1, 2, 3].map(() => engine.generate({ model: 'spaced', prompt: 'Hello world', maxTokens: 240, temperature: 0 }));
+      const near = await engine.generate({ model: 'spaced', prompt, maxTokens: 500, temperature: 0 });
+      expect(near.finishReason).toBe('length');
+      expect(near.usage.total_tokens).toBe(256);
+      for (const other of await Promise.all(others)) expect(other.usage.completion_tokens).toBe(240);
     } finally {
       await engine.close();
     }

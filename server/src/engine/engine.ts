@@ -19,7 +19,7 @@ import {
 import type { Config } from '../config.js';
 import type { Logger } from '../logging/logger.js';
 import { openSequences, type EngineSequence } from './contexts.js';
-import { complete } from './completion.js';
+import { complete, promptTokens } from './completion.js';
 import type { DecodeLoop } from './decode-loop.js';
 import { GrammarCache } from './grammar-cache.js';
 import type { ModelCatalog } from './model-catalog.js';
@@ -530,7 +530,8 @@ const tokenBound = (bytes: number) => bytes + 4;
  * How many tokens the sequence's context leaves after the request's prompt, for generation; at
  * least `maxTokens` is all the request needs to know. A plain prompt whose byte count already
  * leaves that much room is not tokenized here (that was on the way to every first token); a chat
- * prompt, or one near the limit, is measured exactly (chat template applied, BOS counted).
+ * prompt, or one near the limit, is measured exactly (chat template and functions applied; a plain
+ * prompt tokenized as completion.ts decodes it, BOS counted).
  * Zero or less: the prompt does not fit.
  */
 function promptRoom(model: LlamaModel, request: GenerationRequest, chatWrapper: ChatWrapper | undefined, contextSize: number): number {
@@ -549,7 +550,7 @@ function promptRoom(model: LlamaModel, request: GenerationRequest, chatWrapper: 
   } else {
     const prompt = request.prompt ?? '';
     const bound = tokenBound(Buffer.byteLength(prompt));
-    room = bound + request.maxTokens <= contextSize ? contextSize - bound : contextSize - (model.tokenize(prompt).length + 1);
+    room = bound + request.maxTokens <= contextSize ? contextSize - bound : contextSize - promptTokens(model, prompt).length;
   }
   promptRooms.set(request, room);
   return room;
