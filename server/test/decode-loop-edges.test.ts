@@ -4,10 +4,13 @@
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { LlamaContext } from 'node-llama-cpp';
+import { getLlama, LlamaLogLevel, type LlamaContext, type Token } from 'node-llama-cpp';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, type Config } from '../../server/src/config.js';
+import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
+import { complete } from '../../server/src/engine/completion.js';
+import { createSampler } from '../../server/src/engine/decode-loop.js';
 import { writeDemoModel } from '../../server/src/engine/demo-model.js';
 import { InferenceEngine, ModelUnloadedError, PromptTooLongError, type GenerationRequest, type GenerationResult } from '../../server/src/engine/engine.js';
 import { ModelCatalog } from '../../server/src/engine/model-catalog.js';
@@ -305,6 +308,34 @@ describe('tokenizer settings', () => {
       for (const other of await Promise.all(others)) expect(other.usage.completion_tokens).toBe(240);
     } finally {
       await engine.close();
+    }
+  });
+});
+
+describe('decode loop at the end of a context', () => {
+  it("ends a generation whose sequence is full instead of failing the step it shares", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'inferno-full-'));
+    await writeDemoModel(path.join(dir, 'tiny.gguf'), { preset: 'tiny' });
+    const llama = await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: LlamaLogLevel.error });
+    const model = await llama.loadModel({ modelPath: path.join(dir, 'tiny.gguf') });
+    const { contexts, sequences } = await openSequences(model, { ...DEFAULT_CONFIG.engine, context_size: 256, parallel: 2, sequences_per_context: 2 });
+    try {
+      const [a, b] = sequences as [EngineSequence, EngineSequence];
+      const prompt = Array.from({ length: 250 }, (_, i) => (i % 200) + 50) as Token[];
+      let generated = 0;
+      const other = complete(b.loop, b.sequence, { prompt: 'Hello world', maxTokens: 40, temperature: 0 });
+      const sampler = createSampler(model, { temperature: 0, topK: 40, topP: 0.95, minP: 0, seed: 1 });
+      try {
+        await a.loop.run(a.sequence, prompt, sampler, () => ++generated > 0); // never ends by itself
+      } finally {
+        sampler.dispose();
+      }
+      expect(generated).toBe(256 - 250 + 1); // the last sampled token is not decoded
+      expect((await other).completionTokens).toBe(40);
+    } finally {
+      for (const context of contexts) await context.dispose();
+      await model.dispose();
+      await llama.dispose();
     }
   });
 });

@@ -101,6 +101,8 @@ const NO_LOGITS = new Uint32Array(0);
 export class DecodeLoop {
   readonly #context: LlamaContext;
   readonly #batchSize: number;
+  /** Cells of each sequence: a generation that reaches them ends (the step it would overrun is shared). */
+  readonly #contextSize: number;
   /** Several sequences share the context: node-llama-cpp's own context operations (clearing a sequence) take its lock, and so does each step. */
   readonly #shared: boolean;
   readonly #queue = new Set<Pending>();
@@ -126,6 +128,7 @@ export class DecodeLoop {
     if (typeof internals._decodeTokens !== 'function') throw new Error('node-llama-cpp internals changed: the context has no _decodeTokens');
     this.#context = context;
     this.#batchSize = context.batchSize;
+    this.#contextSize = context.contextSize;
     this.#shared = context.totalSequences > 1;
     // node-llama-cpp's decodes come here instead of to its own dispatcher.
     internals._decodeTokens = (request: ForeignRequest, mapper: LogitMapper) => this.#foreign(request, mapper);
@@ -153,7 +156,8 @@ export class DecodeLoop {
 
   /**
    * Decodes `prompt` on the (empty) sequence, then feeds `sink` each token sampled after it until
-   * `sink` returns false; the sequence is empty again when the promise settles.
+   * `sink` returns false or the sequence's context is full; the sequence is empty again when the
+   * promise settles.
    */
   run(sequence: LlamaContextSequence, prompt: readonly Token[], sampler: NativeSampler, sink: TokenSink): Promise<void> {
     const id = sequenceId(sequence);
@@ -306,7 +310,7 @@ export class DecodeLoop {
     } catch (error) {
       return this.#finish(pending, error);
     }
-    if (!more) return this.#finish(pending);
+    if (!more || pending.position >= this.#contextSize) return this.#finish(pending);
     pending.tokens = Uint32Array.of(token);
     pending.offset = 0;
     pending.wanted = FIRST;
