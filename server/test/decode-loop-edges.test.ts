@@ -17,6 +17,7 @@ import { ModelCatalog } from '../../server/src/engine/model-catalog.js';
 import { createLogger } from '../../server/src/logging/logger.js';
 import { waitForReady } from '../../test/helpers/api-checks.js';
 import { call, login, startTestServer } from '../../test/helpers/server.js';
+import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
 
 const LONG_PROMPT = 'The quick brown fox jumps over the lazy dog. '.repeat(20); // ~300 tokens
 
@@ -149,6 +150,29 @@ describe('decode loop edges', () => {
           expect(['cancelled', 'AbortError']).toContain(outcome);
           expect([(await engine.generate(plain)).text, (await engine.generate(chat)).text]).toEqual([fresh[0]!.text, fresh[1]!.text]);
         }
+      }
+    } finally {
+      await engine.close();
+    }
+  });
+
+  it('an abort while a long prompt decodes ends it at the next step, not after the whole prompt', async () => {
+    const engine = engineWith(dir, { batch_size: 32, parallel: 1, sequences_per_context: 1 });
+    await engine.start();
+    try {
+      const [context] = (await engine.load('tiny')).contexts;
+      const steps = countDecodeSteps(context!);
+      for (const request of [
+        { model: 'tiny', prompt: LONG_PROMPT, maxTokens: 10, temperature: 0 },
+        { model: 'tiny', messages: [{ role: 'user' as const, content: LONG_PROMPT }], maxTokens: 10, temperature: 0 },
+      ]) {
+        steps.length = 0;
+        const abort = new AbortController();
+        const running = engine.generate(request, { signal: abort.signal }).then((result) => result.finishReason, (error: unknown) => (error as Error).name);
+        while (steps.length === 0) await new Promise((resolve) => setImmediate(resolve));
+        abort.abort();
+        expect(['cancelled', 'AbortError']).toContain(await running);
+        if (!request.messages) expect(steps.length).toBeLessThanOrEqual(2); // of ~20 chunks
       }
     } finally {
       await engine.close();

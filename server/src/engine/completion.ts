@@ -93,7 +93,8 @@ export async function complete(loop: DecodeLoop, sequence: Parameters<DecodeLoop
         return false;
       }
       return generated.length < options.maxTokens;
-    });
+    }, signal);
+    if (signal?.aborted && generated.length === 0) stopReason = 'abort';
   } finally {
     sampler.dispose();
   }

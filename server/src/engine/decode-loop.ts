@@ -90,7 +90,7 @@ interface Pending {
   wanted: (index: number) => boolean;
   /** This step's chunk: where it starts in `tokens`, and its batch logit indexes. */
   chunk: { from: number; to: number; logits: Uint32Array };
-  own?: { sampler: NativeSampler; sink: TokenSink };
+  own?: { sampler: NativeSampler; sink: TokenSink; signal?: AbortSignal };
   foreign?: { mapper: LogitMapper; mapped: [number, unknown][]; afterBatch?: (length: number) => unknown };
   resolve: (value: never) => void;
   reject: (error: unknown) => void;
@@ -157,15 +157,16 @@ export class DecodeLoop {
   /**
    * Decodes `prompt` on the (empty) sequence, then feeds `sink` each token sampled after it until
    * `sink` returns false or the sequence's context is full; the sequence is empty again when the
-   * promise settles.
+   * promise settles. An abort of `signal` ends it at the next step, within its prompt too (whose
+   * steps the others wait for).
    */
-  run(sequence: LlamaContextSequence, prompt: readonly Token[], sampler: NativeSampler, sink: TokenSink): Promise<void> {
+  run(sequence: LlamaContextSequence, prompt: readonly Token[], sampler: NativeSampler, sink: TokenSink, signal?: AbortSignal): Promise<void> {
     const id = sequenceId(sequence);
     if (prompt.length === 0) throw new Error('An empty prompt cannot be decoded');
     const tokens = Uint32Array.from(prompt);
     return new Promise<void>((resolve, reject) => {
       const last = tokens.length - 1;
-      this.#add({ id, tokens, offset: 0, position: 0, wanted: (index) => index === last, chunk: EMPTY_CHUNK, own: { sampler, sink }, resolve, reject });
+      this.#add({ id, tokens, offset: 0, position: 0, wanted: (index) => index === last, chunk: EMPTY_CHUNK, own: { sampler, sink, signal }, resolve, reject });
     });
   }
 
@@ -248,7 +249,10 @@ export class DecodeLoop {
     // slightly from one token alone (a probability by ~5e-5 on the demo model): a seeded sample
     // beside others can still differ now and then from the same request alone.
     let prompt: Pending | undefined;
-    for (const pending of this.#queue) if (pending.tokens.length - pending.offset > 1) prompt ??= pending;
+    for (const pending of this.#queue) {
+      if (pending.own?.signal?.aborted) this.#finish(pending);
+      else if (pending.tokens.length - pending.offset > 1) prompt ??= pending;
+    }
     for (const pending of prompt ? [prompt] : this.#queue) {
       const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize - size);
       if (take <= 0) break;
@@ -256,6 +260,7 @@ export class DecodeLoop {
       batch.push(pending);
       size += take;
     }
+    if (size === 0) return;
     binding.initBatch(size);
     for (const pending of batch) {
       const { from, to } = pending.chunk;
