@@ -1,6 +1,6 @@
 // The decode loop at its edges, through the engine: prompts longer than a batch, contexts nearly
 // full, chats and completions together on one context, aborts and unloads at every stage, stop
-// sequences, and a decode that fails.
+// sequences, a decode that fails, chat prompts and usage, tokenizer settings, several choices.
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,7 +19,7 @@ import { waitForReady } from '../../test/helpers/api-checks.js';
 import { call, login, startTestServer } from '../../test/helpers/server.js';
 import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
 
-const LONG_PROMPT = 'The quick brown fox jumps over the lazy dog. '.repeat(20); // ~300 tokens
+const LONG_PROMPT = 'The quick brown fox jumps over the lazy dog. '.repeat(20); // ~620 tokens
 
 function engineWith(dir: string, engineConfig: Partial<Config['engine']>): InferenceEngine {
   const config = structuredClone(DEFAULT_CONFIG) as Config;
