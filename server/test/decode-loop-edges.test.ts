@@ -21,9 +21,10 @@ import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
 
 const LONG_PROMPT = 'The quick brown fox jumps over the lazy dog. '.repeat(20); // ~620 tokens
 
+/** An engine on `dir`'s models, one context of 4 sequences unless `engineConfig` says otherwise. */
 function engineWith(dir: string, engineConfig: Partial<Config['engine']>): InferenceEngine {
   const config = structuredClone(DEFAULT_CONFIG) as Config;
-  Object.assign(config.engine, engineConfig);
+  Object.assign(config.engine, { parallel: 4, sequences_per_context: 4 }, engineConfig);
   return new InferenceEngine(config, new ModelCatalog(dir), createLogger('silent'));
 }
 
@@ -366,7 +367,7 @@ describe('decode loop at the end of a context', () => {
 
 describe('several choices of one request on /v1', () => {
   it('streams several choices at once, each the text it gives alone, with the usage of them all', async () => {
-    const server = await startTestServer({ settings: { 'rate_limit.requests_per_minute': 10_000 } });
+    const server = await startTestServer({ settings: { 'rate_limit.requests_per_minute': 10_000, 'engine.sequences_per_context': 4 } });
     try {
       await waitForReady(server.url);
       const token = await login(server.url);
