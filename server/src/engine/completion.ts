@@ -40,7 +40,10 @@ const CONTEXT_TOKENS = 8;
 export function promptTokens(model: LlamaModel, prompt: string): Token[] {
   const bos = beginningToken(model);
   const tokens = model.tokenize(prompt, false, bos === undefined ? undefined : 'trimLeadingSpace');
-  return bos === undefined ? tokens : [bos, ...tokens];
+  if (bos !== undefined) return [bos, ...tokens];
+  // An empty prompt on a model that prepends nothing: generation starts after the BOS (or EOS) it has.
+  const start = tokens.length === 0 ? (model.tokens.bos ?? model.tokens.eos) : null;
+  return start === null ? tokens : [start];
 }
 
 function beginningToken(model: LlamaModel): Token | undefined {
@@ -90,7 +93,8 @@ export async function complete(loop: DecodeLoop, sequence: Parameters<DecodeLoop
         return false;
       }
       return generated.length < options.maxTokens;
-    });
+    }, signal);
+    if (signal?.aborted && generated.length === 0) stopReason = 'abort';
   } finally {
     sampler.dispose();
   }

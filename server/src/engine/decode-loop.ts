@@ -36,6 +36,7 @@ interface Binding {
   decodeBatch(): Promise<void>;
   sampleToken(batchLogitIndex: number, sampler: NativeSampler): Promise<number>;
   disposeSequence(sequenceId: number): void;
+  removeTokenCellsFromSequence(sequenceId: number, startPosition: number, endPosition: number): boolean;
 }
 
 /** node-llama-cpp's AddonSampler: a sampler chain configured by `applyConfig`. */
@@ -89,7 +90,7 @@ interface Pending {
   wanted: (index: number) => boolean;
   /** This step's chunk: where it starts in `tokens`, and its batch logit indexes. */
   chunk: { from: number; to: number; logits: Uint32Array };
-  own?: { sampler: NativeSampler; sink: TokenSink };
+  own?: { sampler: NativeSampler; sink: TokenSink; signal?: AbortSignal };
   foreign?: { mapper: LogitMapper; mapped: [number, unknown][]; afterBatch?: (length: number) => unknown };
   resolve: (value: never) => void;
   reject: (error: unknown) => void;
@@ -100,6 +101,8 @@ const NO_LOGITS = new Uint32Array(0);
 export class DecodeLoop {
   readonly #context: LlamaContext;
   readonly #batchSize: number;
+  /** Cells of each sequence: a generation that reaches them ends (the step it would overrun is shared). */
+  readonly #contextSize: number;
   /** Several sequences share the context: node-llama-cpp's own context operations (clearing a sequence) take its lock, and so does each step. */
   readonly #shared: boolean;
   readonly #queue = new Set<Pending>();
@@ -119,12 +122,13 @@ export class DecodeLoop {
 
   constructor(context: LlamaContext) {
     const internals = context as unknown as { _ctx?: Partial<Binding>; _decodeTokens?: unknown };
-    for (const name of ['initBatch', 'addToBatch', 'decodeBatch', 'sampleToken', 'disposeSequence'] as const) {
+    for (const name of ['initBatch', 'addToBatch', 'decodeBatch', 'sampleToken', 'disposeSequence', 'removeTokenCellsFromSequence'] as const) {
       if (typeof internals._ctx?.[name] !== 'function') throw new Error(`node-llama-cpp internals changed: the context binding has no ${name}`);
     }
     if (typeof internals._decodeTokens !== 'function') throw new Error('node-llama-cpp internals changed: the context has no _decodeTokens');
     this.#context = context;
     this.#batchSize = context.batchSize;
+    this.#contextSize = context.contextSize;
     this.#shared = context.totalSequences > 1;
     // node-llama-cpp's decodes come here instead of to its own dispatcher.
     internals._decodeTokens = (request: ForeignRequest, mapper: LogitMapper) => this.#foreign(request, mapper);
@@ -152,15 +156,17 @@ export class DecodeLoop {
 
   /**
    * Decodes `prompt` on the (empty) sequence, then feeds `sink` each token sampled after it until
-   * `sink` returns false; the sequence is empty again when the promise settles.
+   * `sink` returns false or the sequence's context is full; the sequence is empty again when the
+   * promise settles. An abort of `signal` ends it at the next step, within its prompt too (whose
+   * steps the others wait for).
    */
-  run(sequence: LlamaContextSequence, prompt: readonly Token[], sampler: NativeSampler, sink: TokenSink): Promise<void> {
+  run(sequence: LlamaContextSequence, prompt: readonly Token[], sampler: NativeSampler, sink: TokenSink, signal?: AbortSignal): Promise<void> {
     const id = sequenceId(sequence);
     if (prompt.length === 0) throw new Error('An empty prompt cannot be decoded');
     const tokens = Uint32Array.from(prompt);
     return new Promise<void>((resolve, reject) => {
       const last = tokens.length - 1;
-      this.#add({ id, tokens, offset: 0, position: 0, wanted: (index) => index === last, chunk: EMPTY_CHUNK, own: { sampler, sink }, resolve, reject });
+      this.#add({ id, tokens, offset: 0, position: 0, wanted: (index) => index === last, chunk: EMPTY_CHUNK, own: { sampler, sink, signal }, resolve, reject });
     });
   }
 
@@ -239,10 +245,14 @@ export class DecodeLoop {
     // A prompt (several tokens) is decoded in a step of its own, a batch-size chunk at a time, as
     // it would be alone: llama.cpp splits a batch of several sequences into equal parts, and a
     // prompt cut differently gives slightly different numbers, so a seeded sample could differ.
-    // Otherwise the step takes the next token of every generating sequence (that gives the same
-    // numbers as one alone).
+    // Otherwise the step takes the next token of every generating sequence. Those numbers too differ
+    // slightly from one token alone (a probability by ~5e-5 on the demo model): a seeded sample
+    // beside others can still differ now and then from the same request alone.
     let prompt: Pending | undefined;
-    for (const pending of this.#queue) if (pending.tokens.length - pending.offset > 1) prompt ??= pending;
+    for (const pending of this.#queue) {
+      if (pending.own?.signal?.aborted) this.#finish(pending);
+      else if (pending.tokens.length - pending.offset > 1) prompt ??= pending;
+    }
     for (const pending of prompt ? [prompt] : this.#queue) {
       const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize - size);
       if (take <= 0) break;
@@ -250,6 +260,7 @@ export class DecodeLoop {
       batch.push(pending);
       size += take;
     }
+    if (size === 0) return;
     binding.initBatch(size);
     for (const pending of batch) {
       const { from, to } = pending.chunk;
@@ -304,22 +315,25 @@ export class DecodeLoop {
     } catch (error) {
       return this.#finish(pending, error);
     }
-    if (!more) return this.#finish(pending);
+    if (!more || pending.position >= this.#contextSize) return this.#finish(pending);
     pending.tokens = Uint32Array.of(token);
     pending.offset = 0;
     pending.wanted = FIRST;
   }
 
-  /** Ends a decode (between steps); one of ours has its cells removed from the context. */
+  /**
+   * Ends a decode (between steps). One of ours has its cells removed from the context; a failed one
+   * of node-llama-cpp's has the cells its earlier chunks stored removed, so the sequence holds what
+   * node-llama-cpp thinks it holds (it counts a decode's tokens only once all of them are in).
+   */
   #finish(pending: Pending, error?: unknown, value?: unknown): void {
     this.#queue.delete(pending);
     if (pending.foreign) this.#queuedChats.delete(pending.id);
-    else {
-      try {
-        this.#binding.disposeSequence(pending.id);
-      } catch (cleanup) {
-        error ??= cleanup;
-      }
+    try {
+      if (!pending.foreign) this.#binding.disposeSequence(pending.id);
+      else if (error !== undefined) this.#binding.removeTokenCellsFromSequence(pending.id, pending.position - pending.offset, -1);
+    } catch (cleanup) {
+      error ??= cleanup;
     }
     if (error === undefined) pending.resolve(value as never);
     else pending.reject(error);

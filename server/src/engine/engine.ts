@@ -19,7 +19,7 @@ import {
 import type { Config } from '../config.js';
 import type { Logger } from '../logging/logger.js';
 import { openSequences, type EngineSequence } from './contexts.js';
-import { complete } from './completion.js';
+import { complete, promptTokens } from './completion.js';
 import type { DecodeLoop } from './decode-loop.js';
 import { GrammarCache } from './grammar-cache.js';
 import type { ModelCatalog } from './model-catalog.js';
@@ -531,7 +531,8 @@ const tokenBound = (bytes: number) => bytes + 4;
  * How many tokens the sequence's context leaves after the request's prompt, for generation; at
  * least `maxTokens` is all the request needs to know. A plain prompt whose byte count already
  * leaves that much room is not tokenized here (that was on the way to every first token); a chat
- * prompt, or one near the limit, is measured exactly (chat template applied, BOS counted).
+ * prompt, or one near the limit, is measured exactly (chat template and functions applied; a plain
+ * prompt tokenized as completion.ts decodes it, BOS counted).
  * Zero or less: the prompt does not fit.
  */
 function promptRoom(model: LlamaModel, request: GenerationRequest, chatWrapper: ChatWrapper | undefined, contextSize: number): number {
@@ -539,16 +540,18 @@ function promptRoom(model: LlamaModel, request: GenerationRequest, chatWrapper: 
   if (room !== undefined) return room;
   if (request.messages) {
     const wrapper = chatWrapper ?? resolveChatWrapper(model);
+    // The functions described as LlamaChat describes them (its `functions` are the template's `availableFunctions`).
+    const { functions: availableFunctions, documentFunctionParams } = autoFunctions(request);
     const length = wrapper
       ? wrapper
-          .generateContextState({ chatHistory: toChatHistory(request, wrapper), ...autoFunctions(request) })
+          .generateContextState({ chatHistory: toChatHistory(request, wrapper), availableFunctions, documentFunctionParams })
           .contextText.tokenize(model.tokenizer).length
       : 0;
     room = contextSize - length;
   } else {
     const prompt = request.prompt ?? '';
     const bound = tokenBound(Buffer.byteLength(prompt));
-    room = bound + request.maxTokens <= contextSize ? contextSize - bound : contextSize - (model.tokenize(prompt).length + 1);
+    room = bound + request.maxTokens <= contextSize ? contextSize - bound : contextSize - promptTokens(model, prompt).length;
   }
   promptRooms.set(request, room);
   return room;
@@ -623,7 +626,10 @@ async function chatOn(
   const room = promptRoom(sequence.model, request, chatWrapper, sequence.contextSize);
   if (room <= 0) throw new PromptTooLongError(sequence.contextSize - room, sequence.contextSize);
   let completionTokens = 0;
-  let promptTokens = 0;
+  // The prompt as measured for the room (the template rendered and tokenized as LlamaChat does):
+  // the sequence's length at the first token LlamaChat hands over also holds any tokens it held
+  // back (a possible start of a stop text).
+  const promptTokens = sequence.contextSize - room;
   let firstTokenAt: number | undefined;
   const options = {
     maxTokens: Math.min(request.maxTokens, room),
@@ -636,11 +642,7 @@ async function chatOn(
     customStopTriggers: request.stop?.length ? request.stop : undefined,
     grammar,
     onToken: (tokens: readonly unknown[]) => {
-      if (firstTokenAt === undefined) {
-        firstTokenAt = performance.now();
-        // At the first generated token the sequence holds exactly the evaluated prompt.
-        promptTokens = sequence.nextTokenIndex;
-      }
+      firstTokenAt ??= performance.now();
       completionTokens += tokens.length;
     },
     onTextChunk: hooks.onText,
@@ -656,7 +658,6 @@ async function chatOn(
   }
   const stopReason: string = response.metadata.stopReason;
   const functionCalls = response.functionCalls?.map((call) => ({ name: call.functionName, arguments: call.params ?? {} }));
-  if (firstTokenAt === undefined) promptTokens = sequence.nextTokenIndex;
   const finishReason: FinishReason =
     hooks.signal?.aborted || stopReason === 'abort' ? 'cancelled' : stopReason === 'maxTokens' ? 'length' : 'stop';
   return { ...result(response.response, finishReason, promptTokens, completionTokens, started, acquired, firstTokenAt), ...(functionCalls?.length && { functionCalls }) };
