@@ -3,9 +3,9 @@ import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from 'node
 
 /**
  * One context's decode steps, driven straight on node-llama-cpp's binding as llama-server's loop
- * drives llama.cpp: each step puts the next token of every sequence generating on the context into
- * one batch, decodes it once on a worker thread, then samples the next token of each; a prompt is
- * decoded in a step of its own.
+ * drives llama.cpp: each step puts the next token of every sequence generating on the context, and
+ * as much of a waiting prompt as fits, into one batch, decodes it once on a worker thread, then
+ * samples the next token of each.
  *
  * Two kinds of work share the steps:
  * - the engine's own generations (`run`, for plain prompts: completion.ts), sampled here, with
@@ -242,18 +242,13 @@ export class DecodeLoop {
     const binding = this.#binding;
     const batch: Pending[] = [];
     let size = 0;
-    // A prompt (several tokens) is decoded in a step of its own, a batch-size chunk at a time, as
-    // it would be alone: llama.cpp splits a batch of several sequences into equal parts, and a
-    // prompt cut differently gives slightly different numbers, so a seeded sample could differ.
-    // Otherwise the step takes the next token of every generating sequence. Those numbers too differ
-    // slightly from one token alone (a probability by ~5e-5 on the demo model): a seeded sample
-    // beside others can still differ now and then from the same request alone.
-    let prompt: Pending | undefined;
+    // The next token of every generating sequence, then as much of the prompts waiting as the batch
+    // holds (the rest in the next steps), as llama-server fills its batches. A token decoded beside
+    // others gets very slightly different numbers than alone (a probability by ~5e-5 on the demo
+    // model), so a seeded sample on a shared context can now and then differ from the same request
+    // alone; one sequence per context (the default) never shares a step.
+    for (const pending of this.#queue) if (pending.own?.signal?.aborted) this.#finish(pending);
     for (const pending of this.#queue) {
-      if (pending.own?.signal?.aborted) this.#finish(pending);
-      else if (pending.tokens.length - pending.offset > 1) prompt ??= pending;
-    }
-    for (const pending of prompt ? [prompt] : this.#queue) {
       const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize - size);
       if (take <= 0) break;
       pending.chunk = { from: pending.offset, to: pending.offset + take, logits: NO_LOGITS };
