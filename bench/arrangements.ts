@@ -58,7 +58,7 @@ async function generate({ sequence, loop }: { sequence: EngineSequence['sequence
 async function openRaw(model: LlamaModel, engine: typeof DEFAULT_CONFIG.engine): Promise<{ contexts: LlamaContext[]; sequences: (Omit<EngineSequence, 'loop'> & { loop?: undefined })[] }> {
   const contexts: LlamaContext[] = [];
   for (let left = engine.parallel; left > 0; left -= engine.sequences_per_context) {
-    contexts.push(await model.createContext({ sequences: Math.min(left, engine.sequences_per_context), contextSize: engine.context_size, batchSize: engine.batch_size, threads: engine.threads }));
+    contexts.push(await model.createContext({ sequences: Math.min(left, engine.sequences_per_context), contextSize: engine.context_size, batchSize: engine.batch_size, threads: engine.threads, flashAttention: engine.flash_attention }));
   }
   return { contexts, sequences: contexts.flatMap((context) => Array.from({ length: context.totalSequences }, () => ({ sequence: context.getSequence() }))) };
 }

@@ -195,7 +195,7 @@ async function benchModel(llama: Llama, name: string, file: string, server: Benc
   // node-llama-cpp alone, its contexts arranged as the server's ([engine] defaults, `threads` threads each).
   const contexts = [];
   for (let left = STREAMS; left > 0; left -= perContext) {
-    contexts.push(await model.createContext({ sequences: Math.min(left, perContext), contextSize: DEFAULT_CONFIG.engine.context_size, batchSize: DEFAULT_CONFIG.engine.batch_size, threads }));
+    contexts.push(await model.createContext({ sequences: Math.min(left, perContext), contextSize: DEFAULT_CONFIG.engine.context_size, batchSize: DEFAULT_CONFIG.engine.batch_size, threads, flashAttention: DEFAULT_CONFIG.engine.flash_attention }));
   }
   const sequences = contexts.flatMap((context) => Array.from({ length: context.totalSequences }, () => context.getSequence()));
   const llamaServers: { slots: number; t: number; server: LlamaServer }[] = [];

@@ -240,13 +240,18 @@ describe('decode loop edges', () => {
         { model: 'tiny', prompt: 'Once upon a time', maxTokens: 40, temperature: 0 },
         { model: 'tiny', messages: [{ role: 'user', content: 'Tell me a story' }], maxTokens: 40, temperature: 0 },
       ];
-      const fresh = await Promise.all(requests.map((request) => engine.generate(request)));
+      // Each alone, before and after (beside others a token's numbers differ very slightly).
+      const alone = async () => {
+        const texts: string[] = [];
+        for (const request of requests) texts.push((await engine.generate(request)).text);
+        return texts;
+      };
+      const fresh = await alone();
       const [context] = (await engine.load('tiny')).contexts;
       failDecode(context!).at = 12; // after the 4 prompts, a step of all 4
       const failed = await Promise.all(requests.map((request) => engine.generate(request).then(() => 'resolved', (error: unknown) => (error as Error).message)));
       expect(failed.filter((outcome) => outcome.includes('could not find a KV slot')).length).toBeGreaterThan(1);
-      const again = await Promise.all(requests.map((request) => engine.generate(request)));
-      expect(again.map((result) => result.text)).toEqual(fresh.map((result) => result.text));
+      expect(await alone()).toEqual(fresh);
     } finally {
       await engine.close();
     }

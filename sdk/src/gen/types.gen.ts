@@ -496,6 +496,7 @@ export type ConfigView = {
         context_size?: number;
         max_queue?: number;
         batch_size?: number;
+        flash_attention?: boolean;
         [key: string]: unknown;
     };
     storage: {

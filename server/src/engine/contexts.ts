@@ -13,7 +13,7 @@ export interface EngineSequence {
  */
 export async function openSequences(
   model: LlamaModel,
-  engine: { parallel: number; sequences_per_context: number; context_size: number; batch_size: number; threads: number },
+  engine: { parallel: number; sequences_per_context: number; context_size: number; batch_size: number; threads: number; flash_attention?: boolean },
 ): Promise<{ contexts: LlamaContext[]; sequences: EngineSequence[] }> {
   const contexts: LlamaContext[] = [];
   const sequences: EngineSequence[] = [];
@@ -24,6 +24,7 @@ export async function openSequences(
         contextSize: engine.context_size, // per sequence
         batchSize: engine.batch_size,
         threads: engine.threads,
+        flashAttention: engine.flash_attention ?? false,
       };
       const context = await model.createContext(options);
       contexts.push(context);

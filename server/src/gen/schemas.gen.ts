@@ -1537,6 +1537,9 @@ export const ConfigViewSchema = {
                     type: 'integer',
                     minimum: 1,
                     maximum: 9007199254740991
+                },
+                flash_attention: {
+                    type: 'boolean'
                 }
             }
         },
