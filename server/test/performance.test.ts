@@ -144,11 +144,13 @@ describe('coalesced event stream', () => {
     const res = {
       writableEnded: false,
       destroyed: false,
+      headersSent: false,
       setHeader: () => undefined,
       flushHeaders: () => undefined,
       socket: { setNoDelay: () => undefined },
       write(chunk: string) {
         writes.push(chunk);
+        res.headersSent = true;
         return true;
       },
       end(chunk?: string) {
@@ -161,19 +163,21 @@ describe('coalesced event stream', () => {
   }
   const turn = () => new Promise((r) => setImmediate(() => setImmediate(() => setImmediate(r))));
 
-  it('what is sent in one turn goes out in one write, in order; end() writes what is left', async () => {
+  it('the first event goes out at once (with the headers); what is sent in one turn after it, in one write, in order; end() writes what is left', async () => {
     const { stream, writes, ended } = fakeStream();
     stream.send('token', { text: 'a' });
+    expect(writes).toEqual(['event: token\ndata: {"text":"a"}\n\n']);
     stream.send('token', { text: 'b' });
+    stream.send('token', { text: 'c' });
     stream.data('[DONE]');
-    expect(writes).toEqual([]);
+    expect(writes).toHaveLength(1);
     await turn();
-    expect(writes).toEqual(['event: token\ndata: {"text":"a"}\n\nevent: token\ndata: {"text":"b"}\n\ndata: [DONE]\n\n']);
+    expect(writes).toEqual(['event: token\ndata: {"text":"a"}\n\n', 'event: token\ndata: {"text":"b"}\n\nevent: token\ndata: {"text":"c"}\n\ndata: [DONE]\n\n']);
     stream.send('done', { ok: true });
     stream.end();
     expect(ended()).toBe('event: done\ndata: {"ok":true}\n\n');
     await turn();
-    expect(writes).toHaveLength(1); // nothing written after the end
+    expect(writes).toHaveLength(2); // nothing written after the end
   });
 });
 
