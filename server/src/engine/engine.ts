@@ -570,10 +570,14 @@ async function generateOn(
   // engine's own generations leave it empty; after node-llama-cpp's (a chat) it is cleared, which
   // takes the context's lock, so waits for a step of the others.
   if (sequence.nextTokenIndex > 0) await sequence.clearHistory();
-  if (!request.messages) return completeOn(loop, sequence, request, hooks, started, acquired, grammar);
+  // A request never holds more than its sequence's context: refuse a prompt that fills it, and
+  // end generation (finish reason `length`) where the context is full rather than shifting it.
+  const room = promptRoom(sequence.model, request, chatWrapper, sequence.contextSize);
+  if (room <= 0) throw new PromptTooLongError(sequence.contextSize - room, sequence.contextSize);
+  if (!request.messages) return completeOn(loop, sequence, request, room, hooks, started, acquired, grammar);
   loop.chatStarted(sequence);
   try {
-    return await chatOn(sequence, { ...request, messages: request.messages }, hooks, started, acquired, chatWrapper, grammar);
+    return await chatOn(sequence, { ...request, messages: request.messages }, room, hooks, started, acquired, chatWrapper, grammar);
   } finally {
     loop.chatEnded(sequence);
   }
@@ -584,13 +588,12 @@ async function completeOn(
   loop: DecodeLoop,
   sequence: LlamaContextSequence,
   request: GenerationRequest,
+  room: number,
   hooks: GenerationHooks,
   started: number,
   acquired: number,
   grammar: LlamaGrammar | undefined,
 ): Promise<GenerationResult> {
-  const room = promptRoom(sequence.model, request, undefined, sequence.contextSize);
-  if (room <= 0) throw new PromptTooLongError(sequence.contextSize - room, sequence.contextSize);
   let firstTokenAt: number | undefined;
   const outcome = await complete(loop, sequence, {
     prompt: request.prompt ?? '',
@@ -605,14 +608,14 @@ async function completeOn(
     onText: hooks.onText,
     onFirstToken: () => (firstTokenAt = performance.now()),
   });
-  const finishReason: FinishReason = hooks.signal?.aborted || outcome.stopReason === 'abort' ? 'cancelled' : outcome.stopReason === 'maxTokens' ? 'length' : 'stop';
-  return result(outcome.text, finishReason, outcome.promptTokens, outcome.completionTokens, started, acquired, firstTokenAt);
+  return result(outcome.text, finishReasonOf(outcome.stopReason, hooks.signal), outcome.promptTokens, outcome.completionTokens, started, acquired, firstTokenAt);
 }
 
 /** A chat: node-llama-cpp's LlamaChat (its templates, stop texts and function calling). */
 async function chatOn(
   sequence: LlamaContextSequence,
   request: GenerationRequest & { messages: ChatMessage[] },
+  room: number,
   hooks: GenerationHooks,
   started: number,
   acquired: number,
@@ -621,10 +624,6 @@ async function chatOn(
 ): Promise<GenerationResult> {
   const wrapper = chatWrapper ?? resolveChatWrapper(sequence.model) ?? undefined;
   const history = toChatHistory(request, wrapper);
-  // A request never holds more than its sequence's context: refuse a prompt that fills it, and
-  // end generation (finish reason `length`) where the context is full rather than shifting it.
-  const room = promptRoom(sequence.model, request, chatWrapper, sequence.contextSize);
-  if (room <= 0) throw new PromptTooLongError(sequence.contextSize - room, sequence.contextSize);
   let completionTokens = 0;
   // The prompt as measured for the room (the template rendered and tokenized as LlamaChat does):
   // the sequence's length at the first token LlamaChat hands over also holds any tokens it held
@@ -656,12 +655,13 @@ async function chatOn(
   } finally {
     chat.dispose({ disposeSequence: false });
   }
-  const stopReason: string = response.metadata.stopReason;
   const functionCalls = response.functionCalls?.map((call) => ({ name: call.functionName, arguments: call.params ?? {} }));
-  const finishReason: FinishReason =
-    hooks.signal?.aborted || stopReason === 'abort' ? 'cancelled' : stopReason === 'maxTokens' ? 'length' : 'stop';
-  return { ...result(response.response, finishReason, promptTokens, completionTokens, started, acquired, firstTokenAt), ...(functionCalls?.length && { functionCalls }) };
+  return { ...result(response.response, finishReasonOf(response.metadata.stopReason, hooks.signal), promptTokens, completionTokens, started, acquired, firstTokenAt), ...(functionCalls?.length && { functionCalls }) };
 }
+
+/** A generation cut short by its caller is `cancelled`; one that reached its token limit `length`; any other end `stop`. */
+const finishReasonOf = (stopReason: string, signal: AbortSignal | undefined): FinishReason =>
+  signal?.aborted || stopReason === 'abort' ? 'cancelled' : stopReason === 'maxTokens' ? 'length' : 'stop';
 
 function result(
   text: string,
