@@ -16,7 +16,7 @@
 import path from 'node:path';
 import { LlamaCompletion, type LlamaContext, type LlamaModel } from 'node-llama-cpp';
 import { DEFAULT_CONFIG } from '../server/src/config.js';
-import { openSequences, type EngineSequence } from '../server/src/engine/contexts.js';
+import { openContexts, openSequences, type EngineSequence } from '../server/src/engine/contexts.js';
 import { complete } from '../server/src/engine/completion.js';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
 import { countDecodeSteps } from '../test/helpers/decode-steps.js';
@@ -55,11 +55,8 @@ async function generate({ sequence, loop }: { sequence: EngineSequence['sequence
 }
 
 /** node-llama-cpp's contexts alone, arranged as openSequences arranges them. */
-async function openRaw(model: LlamaModel, engine: typeof DEFAULT_CONFIG.engine): Promise<{ contexts: LlamaContext[]; sequences: (Omit<EngineSequence, 'loop'> & { loop?: undefined })[] }> {
-  const contexts: LlamaContext[] = [];
-  for (let left = engine.parallel; left > 0; left -= engine.sequences_per_context) {
-    contexts.push(await model.createContext({ sequences: Math.min(left, engine.sequences_per_context), contextSize: engine.context_size, batchSize: engine.batch_size, threads: engine.threads, flashAttention: engine.flash_attention }));
-  }
+async function openRaw(model: LlamaModel, engine: typeof DEFAULT_CONFIG.engine): Promise<{ contexts: LlamaContext[]; sequences: { sequence: EngineSequence['sequence'] }[] }> {
+  const contexts = await openContexts(model, engine);
   return { contexts, sequences: contexts.flatMap((context) => Array.from({ length: context.totalSequences }, () => ({ sequence: context.getSequence() }))) };
 }
 

@@ -28,6 +28,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import type { Llama, LlamaContextSequence } from 'node-llama-cpp';
 import { DEFAULT_CONFIG } from '../server/src/config.js';
+import { openContexts } from '../server/src/engine/contexts.js';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
 import { httpFloor } from './http-floor.js';
 import { cpuSeconds, DEMO_MODELS, fmt, machineLine, median, parseFlags, rawGenerate, readSse, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
@@ -193,10 +194,7 @@ interface Path {
 async function benchModel(llama: Llama, name: string, file: string, server: BenchServer, before: BenchServer | undefined): Promise<string[][]> {
   const model = await llama.loadModel({ modelPath: file });
   // node-llama-cpp alone, its contexts arranged as the server's ([engine] defaults, `threads` threads each).
-  const contexts = [];
-  for (let left = STREAMS; left > 0; left -= perContext) {
-    contexts.push(await model.createContext({ sequences: Math.min(left, perContext), contextSize: DEFAULT_CONFIG.engine.context_size, batchSize: DEFAULT_CONFIG.engine.batch_size, threads, flashAttention: DEFAULT_CONFIG.engine.flash_attention }));
-  }
+  const contexts = await openContexts(model, { ...DEFAULT_CONFIG.engine, parallel: STREAMS, threads, sequences_per_context: perContext });
   const sequences = contexts.flatMap((context) => Array.from({ length: context.totalSequences }, () => context.getSequence()));
   const llamaServers: { slots: number; t: number; server: LlamaServer }[] = [];
   try {
