@@ -69,6 +69,8 @@ export async function complete(loop: DecodeLoop, sequence: Parameters<DecodeLoop
   const text = new TextAssembler(stops, options.grammar?.trimWhitespaceSuffix === true, options.onText);
   const generated: Token[] = [];
   let pieceStart = 0;
+  // The text of the tokens since the last whole piece, spaced as it follows the ones before.
+  const piece = () => model.detokenize(generated.slice(pieceStart), false, generated.slice(Math.max(0, pieceStart - CONTEXT_TOKENS), pieceStart));
   let stopReason = 'maxTokens' as CompletionOutcome['stopReason'];
   const { signal } = options;
   try {
@@ -79,11 +81,11 @@ export async function complete(loop: DecodeLoop, sequence: Parameters<DecodeLoop
         return false;
       }
       generated.push(token);
-      // The tokens since the last whole piece: their text, unless it still ends inside a character.
-      const piece = model.detokenize(generated.slice(pieceStart), false, generated.slice(Math.max(0, pieceStart - CONTEXT_TOKENS), pieceStart));
-      if (!piece.endsWith(INCOMPLETE) || generated.length - pieceStart >= 4) {
+      // A piece is added once it no longer ends inside a character.
+      const next = piece();
+      if (!next.endsWith(INCOMPLETE) || generated.length - pieceStart >= 4) {
         pieceStart = generated.length;
-        if (text.add(piece)) {
+        if (text.add(next)) {
           stopReason = 'stop';
           return false;
         }
@@ -100,7 +102,7 @@ export async function complete(loop: DecodeLoop, sequence: Parameters<DecodeLoop
   }
   if (stopReason !== 'stop') {
     // A piece left incomplete at the end is kept as the detokenizer gives it.
-    if (pieceStart < generated.length) text.add(model.detokenize(generated.slice(pieceStart), false, generated.slice(Math.max(0, pieceStart - CONTEXT_TOKENS), pieceStart)));
+    if (pieceStart < generated.length) text.add(piece());
     text.end();
   }
   return { text: text.value, stopReason, promptTokens: prompt.length, completionTokens: generated.length };

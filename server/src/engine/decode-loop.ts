@@ -88,8 +88,8 @@ interface Pending {
   position: number;
   /** Positions (within `tokens`) whose logits are wanted. */
   wanted: (index: number) => boolean;
-  /** This step's chunk: where it starts in `tokens`, and its batch logit indexes. */
-  chunk: { from: number; to: number; logits: Uint32Array };
+  /** This step's chunk: where it lies in `tokens`, its first position in the sequence, and its batch logit indexes. */
+  chunk: { from: number; to: number; at: number; logits: Uint32Array };
   own?: { sampler: NativeSampler; sink: TokenSink; signal?: AbortSignal };
   foreign?: { mapper: LogitMapper; mapped: [number, unknown][]; afterBatch?: (length: number) => unknown };
   resolve: (value: never) => void;
@@ -115,9 +115,7 @@ export class DecodeLoop {
   /** Of those, the ones with a decode queued and not yet in a step. */
   readonly #queuedChats = new Set<number>();
   #waiter?: () => void;
-  /** Decode steps, tokens decoded in them, and steps that went ahead after `MAX_WAIT_MS` without a chat's token. */
-  steps = 0;
-  tokens = 0;
+  /** Steps that went ahead after `MAX_WAIT_MS` without a chat's token (for tests and diagnosis). */
   timeouts = 0;
 
   constructor(context: LlamaContext) {
@@ -137,11 +135,6 @@ export class DecodeLoop {
   /** Read at each use, as node-llama-cpp reads it (a test may wrap it to count steps). */
   get #binding(): Binding {
     return (this.#context as unknown as { _ctx: Binding })._ctx;
-  }
-
-  /** Sequences with a decode queued now. */
-  get active(): number {
-    return this.#queue.size;
   }
 
   /** node-llama-cpp starts generating on a sequence of this context: steps wait for its tokens. */
@@ -251,7 +244,7 @@ export class DecodeLoop {
     for (const pending of this.#queue) {
       const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize - size);
       if (take <= 0) break;
-      pending.chunk = { from: pending.offset, to: pending.offset + take, logits: NO_LOGITS };
+      pending.chunk = { from: pending.offset, to: pending.offset + take, at: pending.position, logits: NO_LOGITS };
       batch.push(pending);
       size += take;
     }
@@ -272,8 +265,6 @@ export class DecodeLoop {
       for (const pending of batch) this.#finish(pending, error);
       return;
     }
-    this.steps++;
-    this.tokens += size;
     // Sample (and map node-llama-cpp's logits) before the next decode overwrites the logits.
     const outcomes = await Promise.all(batch.map((pending) => this.#afterDecode(pending).catch((error: unknown) => ({ error }))));
     for (const [index, pending] of batch.entries()) {
@@ -286,14 +277,13 @@ export class DecodeLoop {
 
   /** The token sampled for one of ours; node-llama-cpp's mapped logits for its decodes. */
   async #afterDecode(pending: Pending): Promise<number | undefined> {
-    const { logits, from } = pending.chunk;
+    const { logits, from, to, at } = pending.chunk;
     if (pending.own) return logits.length ? this.#binding.sampleToken(logits[0]!, pending.own.sampler) : undefined;
     const foreign = pending.foreign!;
-    const chunkStart = pending.position - (pending.chunk.to - from);
     let logitIndex = 0;
-    for (let index = from; index < pending.chunk.to; index++) {
+    for (let index = from; index < to; index++) {
       if (!pending.wanted(index)) continue;
-      const position = chunkStart + index - from;
+      const position = at + index - from;
       foreign.mapped.push([position, await foreign.mapper(logits[logitIndex++]!, position)]);
     }
     await foreign.afterBatch?.(pending.position + 1);
@@ -335,7 +325,7 @@ export class DecodeLoop {
   }
 }
 
-const EMPTY_CHUNK = { from: 0, to: 0, logits: NO_LOGITS };
+const EMPTY_CHUNK = { from: 0, to: 0, at: 0, logits: NO_LOGITS };
 
 function sequenceId(sequence: LlamaContextSequence): number {
   const id = (sequence as unknown as { _sequenceId?: number })._sequenceId;
