@@ -1,16 +1,13 @@
 // The engine's own decode loop (decode-loop.ts) and plain-prompt completions on it (completion.ts):
 // the same tokens as node-llama-cpp's LlamaCompletion, one decode per step for every generating
 // sequence of a context, stop sequences and grammars, and sequences left empty for the next user.
-import { mkdtempSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { getLlama, LlamaChat, LlamaCompletion, LlamaLogLevel, type Llama, type LlamaContext, type LlamaModel } from 'node-llama-cpp';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LlamaChat, LlamaCompletion, type LlamaContext } from 'node-llama-cpp';
+import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../server/src/config.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
 import { complete, TextAssembler, type CompletionOptions } from '../../server/src/engine/completion.js';
-import { writeDemoModel } from '../../server/src/engine/demo-model.js';
 import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
+import { useTinyModel } from '../../test/helpers/demo-llama.js';
 
 const PROMPT = 'Hello world';
 
@@ -36,23 +33,10 @@ const lastPosition = (context: LlamaContext, item: EngineSequence) =>
   (context as unknown as { _ctx: { getSequenceKvCacheMaxPosition(id: number): number } })._ctx.getSequenceKvCacheMaxPosition((item.sequence as unknown as { _sequenceId: number })._sequenceId);
 
 describe('decode loop', () => {
-  let llama: Llama;
-  let model: LlamaModel;
-  let dir: string;
-
-  beforeAll(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'inferno-loop-'));
-    await writeDemoModel(path.join(dir, 'tiny.gguf'), { preset: 'tiny' });
-    llama = await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: LlamaLogLevel.error });
-    model = await llama.loadModel({ modelPath: path.join(dir, 'tiny.gguf') });
-  });
-  afterAll(async () => {
-    await model.dispose();
-    await llama.dispose();
-  });
+  const tiny = useTinyModel();
 
   it('generates the text node-llama-cpp generates, greedy and sampled with a seed, and streams all of it', async () => {
-    const { contexts, sequences } = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: 1 });
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1 });
     const item = sequences[0]!;
     try {
       for (const options of [{ maxTokens: 48 }, { maxTokens: 48, temperature: 0.9, seed: 11 }, { maxTokens: 40, temperature: 1.2, seed: 3, topK: 5, topP: 0.8 }]) {
@@ -63,7 +47,7 @@ describe('decode loop', () => {
         expect(got.stopReason).toBe(got.completionTokens === options.maxTokens ? 'maxTokens' : 'eog');
         if (options.temperature === undefined) expect(got.completionTokens).toBe(options.maxTokens); // greedy runs on
         // The BOS, then the text as LlamaCompletion tokenizes it (no leading space added).
-        expect(got.promptTokens).toBe(1 + model.tokenize(PROMPT, false, 'trimLeadingSpace').length);
+        expect(got.promptTokens).toBe(1 + tiny.model.tokenize(PROMPT, false, 'trimLeadingSpace').length);
         expect(lastPosition(contexts[0]!, item)).toBe(-1);
       }
       // The same seed again gives the same text; another seed another.
@@ -78,7 +62,7 @@ describe('decode loop', () => {
   });
 
   it('ends at a stop sequence, never streaming any of it, and at an abort', async () => {
-    const { contexts, sequences } = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: 1 });
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1 });
     const item = sequences[0]!;
     try {
       const full = await ours(item, { maxTokens: 64 });
@@ -109,9 +93,9 @@ describe('decode loop', () => {
   });
 
   it('produces JSON valid for a schema through the grammar', async () => {
-    const { contexts, sequences } = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: 1 });
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1 });
     try {
-      const grammar = await llama.createGrammarForJsonSchema({ type: 'object', properties: { name: { type: 'string', maxLength: 8 }, n: { type: 'integer' } }, required: ['name', 'n'] } as const);
+      const grammar = await tiny.llama.createGrammarForJsonSchema({ type: 'object', properties: { name: { type: 'string', maxLength: 8 }, n: { type: 'integer' } }, required: ['name', 'n'] } as const);
       const got = await ours(sequences[0]!, { maxTokens: 200, grammar, temperature: 0.8, seed: 2 });
       // The grammar ends at the end of text, or at its own stop (a run of newlines after the value).
       expect(['eog', 'stop']).toContain(got.stopReason);
@@ -126,7 +110,7 @@ describe('decode loop', () => {
   });
 
   it('decodes every generating sequence of a context in one step, and leaves each sequence empty for chat', async () => {
-    const { contexts, sequences } = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
     try {
       expect(contexts).toHaveLength(1);
       const steps = countDecodeSteps(contexts[0]!);

@@ -1,19 +1,16 @@
 // Contexts of several sequences: each decode step batches every generating sequence, node-llama-cpp's
 // decodes (a chat, LlamaCompletion) as well as the engine's own (decode-loop.ts), and every engine
 // feature still works on such a context.
-import { mkdtempSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { getLlama, LlamaCompletion, LlamaLogLevel, type Llama, type LlamaModel } from 'node-llama-cpp';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LlamaCompletion } from 'node-llama-cpp';
+import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, type Config } from '../../server/src/config.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
 import { complete } from '../../server/src/engine/completion.js';
-import { writeDemoModel } from '../../server/src/engine/demo-model.js';
 import { InferenceEngine } from '../../server/src/engine/engine.js';
 import { ModelCatalog } from '../../server/src/engine/model-catalog.js';
 import { createLogger } from '../../server/src/logging/logger.js';
 import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
+import { useTinyModel } from '../../test/helpers/demo-llama.js';
 
 const TOKENS = 32;
 
@@ -32,23 +29,10 @@ async function generate({ sequence, loop }: EngineSequence): Promise<number> {
 }
 
 describe('shared decode steps', () => {
-  let llama: Llama;
-  let model: LlamaModel;
-  let dir: string;
-
-  beforeAll(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'inferno-gather-'));
-    await writeDemoModel(path.join(dir, 'tiny.gguf'), { preset: 'tiny' });
-    llama = await getLlama({ gpu: false, build: 'never', progressLogs: false, logLevel: LlamaLogLevel.error });
-    model = await llama.loadModel({ modelPath: path.join(dir, 'tiny.gguf') });
-  });
-  afterAll(async () => {
-    await model.dispose();
-    await llama.dispose();
-  });
+  const tiny = useTinyModel();
 
   it('decodes the next token of all 4 generating sequences in one step', async () => {
-    const { contexts, sequences } = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
     try {
       expect(contexts).toHaveLength(1);
       const steps = countDecodeSteps(contexts[0]!);
@@ -68,7 +52,7 @@ describe('shared decode steps', () => {
   });
 
   it('a sequence generating alone does not wait for idle ones', async () => {
-    const { contexts, sequences } = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
     try {
       const steps = countDecodeSteps(contexts[0]!);
       expect(await generate(sequences[0]!)).toBe(TOKENS);
@@ -80,7 +64,7 @@ describe('shared decode steps', () => {
   });
 
   it("node-llama-cpp's decodes and the engine's own share each step: neither waits for the other to end", async () => {
-    const { contexts, sequences } = await openSequences(model, { ...DEFAULT_CONFIG.engine, parallel: 2, sequences_per_context: 2 });
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, sequences_per_context: 2 });
     try {
       const steps = countDecodeSteps(contexts[0]!);
       const [a, b] = sequences as [EngineSequence, EngineSequence];
@@ -100,7 +84,7 @@ describe('shared decode steps', () => {
     const config = structuredClone(DEFAULT_CONFIG) as Config;
     config.engine.parallel = 4;
     config.engine.sequences_per_context = 4;
-    const engine = new InferenceEngine(config, new ModelCatalog(dir), createLogger('silent'));
+    const engine = new InferenceEngine(config, new ModelCatalog(tiny.dir), createLogger('silent'));
     await engine.start();
     try {
       const abort = new AbortController();
