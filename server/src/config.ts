@@ -5,6 +5,7 @@
  * validation are all derived from it, so the three sources cannot drift apart.
  */
 import { existsSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { parse, TomlError } from 'smol-toml';
 
@@ -160,7 +161,7 @@ export const DEFAULT_CONFIG: Config = deepFreeze({
   idempotency: { ttl_seconds: 86_400, max_keys_per_principal: 100, max_response_bytes: 262_144 },
   limits: { max_body_bytes: 10_485_760, max_prompt_chars: 10_000, max_choices: 16, max_tools: 64, max_schema_bytes: 65_536 },
   models: { dir: './models', max_loaded: 2, max_upload_bytes: 8_589_934_592 },
-  engine: { threads: 1, parallel: 4, sequences_per_context: 1, context_size: 2048, max_queue: 32, batch_size: 512, flash_attention: true },
+  engine: { threads: availableParallelism(), parallel: 4, sequences_per_context: 1, context_size: 2048, max_queue: 32, batch_size: 512, flash_attention: true },
   storage: { data_dir: './data', pool_size: 10, redis_key_prefix: 'inferno' },
   jobs: { max_active_per_user: 10, heartbeat_seconds: 10, heartbeat_refresh_seconds: 1, supervise_interval_seconds: 2, poll_interval_seconds: 1, max_attempts: 10 },
   logging: { level: 'info', buffered: true },

@@ -1,5 +1,6 @@
 import type { LlamaContext, LlamaContextSequence, LlamaModel } from 'node-llama-cpp';
-import { DecodeLoop } from './decode-loop.js';
+import { DecodeLoop, ThreadShare } from './decode-loop.js';
+import { attachThreadpool, type ContextThreadpool } from './threadpool.js';
 
 export interface EngineSequence {
   sequence: LlamaContextSequence;
@@ -15,6 +16,10 @@ type Arrangement = { parallel: number; sequences_per_context: number; context_si
  * node-llama-cpp's own, as the benchmarks' raw baseline opens them.
  */
 export async function openContexts(model: LlamaModel, engine: Arrangement): Promise<LlamaContext[]> {
+  return open(model, engine, engine.threads);
+}
+
+async function open(model: LlamaModel, engine: Arrangement, threads: number, onOpen?: (context: LlamaContext) => void): Promise<LlamaContext[]> {
   const contexts: LlamaContext[] = [];
   try {
     for (let left = engine.parallel; left > 0; left -= engine.sequences_per_context) {
@@ -23,10 +28,11 @@ export async function openContexts(model: LlamaModel, engine: Arrangement): Prom
           sequences: Math.min(left, engine.sequences_per_context),
           contextSize: engine.context_size, // per sequence
           batchSize: engine.batch_size,
-          threads: engine.threads,
+          threads,
           flashAttention: engine.flash_attention ?? false,
         }),
       );
+      onOpen?.(contexts.at(-1)!);
     }
     return contexts;
   } catch (error) {
@@ -35,13 +41,31 @@ export async function openContexts(model: LlamaModel, engine: Arrangement): Prom
   }
 }
 
-/** The engine's sequences: its contexts, each with its decode loop. */
-export async function openSequences(model: LlamaModel, engine: Arrangement): Promise<{ contexts: LlamaContext[]; sequences: EngineSequence[] }> {
-  const contexts = await openContexts(model, engine);
+/**
+ * The engine's sequences: its contexts, each with its decode loop. `threads` is the engine's in
+ * all: each context gets a persistent threadpool of that many (threadpool.ts) and its steps decode
+ * on its share of them (`ThreadShare`; `minStepMs` is its floor, for tests). Without the threadpool
+ * addon the threads are split among the contexts once, at least one each.
+ */
+export async function openSequences(model: LlamaModel, engine: Arrangement, options: { minStepMs?: number } = {}): Promise<{ contexts: LlamaContext[]; sequences: EngineSequence[]; threadpools: boolean }> {
+  const pools = new Map<LlamaContext, ContextThreadpool>();
+  let refused = engine.threads < 2;
+  let contexts = await open(model, engine, engine.threads, (context) => {
+    const pool = refused ? undefined : attachThreadpool(context, engine.threads);
+    if (pool) pools.set(context, pool);
+    else refused = true;
+  });
+  const pooled = !refused;
+  if (engine.threads > 1 && !pooled) {
+    for (const context of contexts) await context.dispose();
+    const count = Math.ceil(engine.parallel / engine.sequences_per_context);
+    contexts = await open(model, engine, Math.max(1, Math.floor(engine.threads / count)));
+  }
+  const share = pooled ? new ThreadShare(engine.threads, options.minStepMs) : undefined;
   const sequences: EngineSequence[] = [];
   for (const context of contexts) {
-    const loop = new DecodeLoop(context);
+    const loop = new DecodeLoop(context, share && { share, pool: pools.get(context)! });
     for (let i = 0; i < context.totalSequences; i++) sequences.push({ sequence: context.getSequence(), loop });
   }
-  return { contexts, sequences };
+  return { contexts, sequences, threadpools: pooled };
 }

@@ -19,6 +19,7 @@ import {
 import type { Config } from '../config.js';
 import type { Logger } from '../logging/logger.js';
 import { openSequences, type EngineSequence } from './contexts.js';
+import { attachThreadpool, threadpoolUnavailable } from './threadpool.js';
 import { complete, promptTokens } from './completion.js';
 import type { DecodeLoop } from './decode-loop.js';
 import { GrammarCache } from './grammar-cache.js';
@@ -304,7 +305,8 @@ export class InferenceEngine {
         unloading: new AbortController(),
       };
       this.#loaded.set(id, entry);
-      this.logger.info({ model: id, load_ms: Date.now() - started, sequences: sequences.length, contexts: contexts.length }, 'model loaded');
+      this.logger.info({ model: id, load_ms: Date.now() - started, sequences: sequences.length, contexts: contexts.length, threadpools: opened.threadpools }, 'model loaded');
+      if (engine.threads > 1 && !opened.threadpools) this.logger.warn({ reason: threadpoolUnavailable() }, 'contexts run without a persistent threadpool: the engine threads are split among them, at least one each');
       this.observer.modelLoaded?.(id, (Date.now() - started) / 1000);
       return entry;
     } catch (error) {
@@ -447,6 +449,11 @@ export class InferenceEngine {
     try {
       entry.embedding ??= entry.model
         .createEmbeddingContext({ contextSize: this.config.engine.context_size, threads: this.config.engine.threads, batchSize: this.config.engine.batch_size })
+        .then((context) => {
+          const inner = (context as unknown as { _llamaContext?: LlamaContext })._llamaContext;
+          if (inner) attachThreadpool(inner, this.config.engine.threads);
+          return context;
+        })
         .catch((error: unknown) => {
           entry.embedding = undefined; // a failed start is not kept: the next request tries again
           throw error;

@@ -1,0 +1,75 @@
+import { createRequire } from 'node:module';
+import type { LlamaContext } from 'node-llama-cpp';
+
+/**
+ * A persistent ggml threadpool for a context of more than one thread (server/native/threadpool.cc).
+ *
+ * node-llama-cpp never attaches one, so ggml starts and joins a threadpool on every decode, from
+ * whichever libuv worker runs it; on 2 cores that made 2 threads 2-3x slower than 1, and an attached
+ * pool makes them about 1.4x faster than 1 (bench/threads.ts). The addon is built at install
+ * (scripts/build-native.mjs); without it, contexts run as node-llama-cpp leaves them.
+ */
+interface ThreadpoolAddon {
+  attach(binding: unknown, threads: number, sequences: number, contextCells: number, poll: number): number;
+  use(id: number, attached: boolean): boolean;
+  free(id: number): boolean;
+}
+
+/** A context's pool. */
+export interface ContextThreadpool {
+  /**
+   * Attaches it (for decodes on more than one thread) or detaches it: a decode on one thread with a
+   * pool attached still wakes the pool's idle threads, which cost the tiny demo model a third of
+   * its tokens/s. Between decodes only; nothing once the context is being disposed.
+   */
+  use(attached: boolean): void;
+}
+
+const ADDON_PATH = '../../native/build/threadpool.node';
+/**
+ * ggml's polling level for the pool's idle threads: 0 puts them to sleep at once. Spinning (ggml's
+ * default, 50) measured slower on 2 cores (197 against 209 tok/s on one stream), and a context
+ * decoding on one thread of its two would keep the other spinning through every step.
+ */
+const POLL = 0;
+let addon: ThreadpoolAddon | undefined;
+let unavailable: string | undefined;
+
+function load(): ThreadpoolAddon | undefined {
+  if (addon || unavailable) return addon;
+  try {
+    addon = createRequire(import.meta.url)(ADDON_PATH) as ThreadpoolAddon;
+  } catch (error) {
+    unavailable = `the native threadpool addon is not built (npm run build:native): ${(error as Error).message.split('\n')[0]}`;
+  }
+  return addon;
+}
+
+/** Why contexts of several threads run without a persistent pool, once one was asked for and could not be had. */
+export function threadpoolUnavailable(): string | undefined {
+  return unavailable;
+}
+
+/**
+ * Attaches a pool of `threads` threads to `context`, freed once the context is disposed. Undefined
+ * when the addon is missing or refuses the context (the context then works as before, only slower).
+ */
+export function attachThreadpool(context: LlamaContext, threads: number): ContextThreadpool | undefined {
+  if (threads < 2) return undefined;
+  const native = load();
+  const internals = context as unknown as { _ctx?: unknown; _disposeAggregator?: { add(item: () => void): void } };
+  if (!native || !internals._ctx || typeof internals._disposeAggregator?.add !== 'function') return undefined;
+  let id: number;
+  try {
+    id = native.attach(internals._ctx, threads, context.totalSequences, context.contextSize * context.totalSequences, POLL);
+  } catch (error) {
+    unavailable = `the native threadpool addon refused the context: ${(error as Error).message}`;
+    return undefined;
+  }
+  let live = true;
+  // onDispose fires before node-llama-cpp frees the llama.cpp context; the pool is freed after it
+  // (added last to the context's disposal, which runs in order).
+  context.onDispose.createListener(() => (live = false));
+  internals._disposeAggregator.add(() => void native.free(id));
+  return { use: (attached) => void (live && native.use(id, attached)) };
+}

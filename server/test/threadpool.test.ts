@@ -1,0 +1,119 @@
+// The persistent ggml threadpool (server/native/threadpool.cc, server/src/engine/threadpool.ts) and
+// the engine's threads shared among busy contexts (ThreadShare in decode-loop.ts): pools attach to
+// every context, generate the same tokens as one thread, hand a lone stream every thread and
+// several streams one each (for a model whose decode is long enough to split: the tiny demo model's
+// is not, so most tests here lower that floor), and stop their threads when their context is
+// disposed.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import type { LlamaContext } from 'node-llama-cpp';
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_CONFIG } from '../../server/src/config.js';
+import { complete } from '../../server/src/engine/completion.js';
+import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
+import { writeDemoModel } from '../../server/src/engine/demo-model.js';
+import { attachThreadpool, threadpoolUnavailable } from '../../server/src/engine/threadpool.js';
+import { useTinyModel } from '../../test/helpers/demo-llama.js';
+
+const threadCount = () => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+const binding = (context: LlamaContext) => (context as unknown as { _ctx: { getThreads(): number } })._ctx;
+
+/** Greedy text of `maxTokens` on `item`, and the thread counts its context decoded on (read at each token). */
+async function generate(context: LlamaContext, item: EngineSequence, maxTokens: number) {
+  const threads = new Set<number>();
+  const outcome = await complete(item.loop, item.sequence, {
+    prompt: 'Hello world',
+    maxTokens,
+    temperature: 0,
+    onText: () => void threads.add(binding(context).getThreads()),
+  });
+  return { text: outcome.text, threads };
+}
+
+describe('persistent threadpools', () => {
+  const tiny = useTinyModel();
+
+  it('attach to every context, decode the tokens one thread decodes, and stop their threads with their context', async () => {
+    const single = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1, threads: 1 });
+    expect(single.threadpools).toBe(false); // one thread needs no pool
+    const before = threadCount();
+    const pooled = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, threads: 2 }, { minStepMs: 0 });
+    try {
+      expect(threadpoolUnavailable()).toBeUndefined();
+      expect(pooled.threadpools).toBe(true);
+      expect(threadCount()).toBe(before + 2); // each pool's second thread (its first is the decode's caller)
+      const expected = await generate(single.contexts[0]!, single.sequences[0]!, 64);
+      const got = await generate(pooled.contexts[0]!, pooled.sequences[0]!, 64);
+      expect(got.threads).toEqual(new Set([1, 2])); // its first decodes are timed on one thread
+      expect(got.text).toBe(expected.text);
+    } finally {
+      for (const context of [...single.contexts, ...pooled.contexts]) await context.dispose();
+    }
+    expect(threadCount()).toBe(before);
+  });
+
+  it('give a lone stream every thread and two streams on two contexts one each', async () => {
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, threads: 2 }, { minStepMs: 0 });
+    try {
+      await generate(contexts[0]!, sequences[0]!, 8); // the first decodes, timed on one thread
+      const alone = await generate(contexts[0]!, sequences[0]!, 32);
+      expect(alone.threads).toEqual(new Set([2]));
+      // Long enough that both run at once for most of their tokens; each starts its first step while
+      // the other is already busy.
+      const [a, b] = await Promise.all([generate(contexts[0]!, sequences[0]!, 256), generate(contexts[1]!, sequences[1]!, 256)]);
+      expect(a.threads.has(1) && b.threads.has(1)).toBe(true);
+      expect(a.text).toBe(b.text);
+      // Once the other has ended, a stream gets both threads back.
+      const after = await generate(contexts[1]!, sequences[1]!, 16);
+      expect(after.threads).toEqual(new Set([2]));
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
+  it('keeps a model whose decode is too short to split on one thread', async () => {
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1, threads: 2 });
+    try {
+      expect(binding(contexts[0]!).getThreads()).toBe(1);
+      const first = await generate(contexts[0]!, sequences[0]!, 32);
+      const later = await generate(contexts[0]!, sequences[0]!, 32);
+      expect(first.threads).toEqual(new Set([1]));
+      expect(later.threads).toEqual(new Set([1])); // the tiny model decodes in well under a millisecond
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
+  it('splits the decodes of a model large enough to gain from it', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'inferno-pool-small-'));
+    await writeDemoModel(path.join(dir, 'small.gguf'), { preset: 'small', fileType: 'q8_0' });
+    const small = await tiny.llama.loadModel({ modelPath: path.join(dir, 'small.gguf') });
+    const { contexts, sequences } = await openSequences(small, { ...DEFAULT_CONFIG.engine, parallel: 1, threads: 2 });
+    try {
+      const got = await generate(contexts[0]!, sequences[0]!, 24);
+      // A few milliseconds a decode on one thread: after the first ones, both threads.
+      expect(got.threads).toEqual(new Set([1, 2]));
+      expect(binding(contexts[0]!).getThreads()).toBe(2);
+    } finally {
+      for (const context of contexts) await context.dispose();
+      await small.dispose();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('is refused for what is not a node-llama-cpp context, which then runs as before', async () => {
+    const addon = createRequire(import.meta.url)('../native/build/threadpool.node') as { attach(...args: unknown[]): number; free(id: number): boolean };
+    expect(() => addon.attach({}, 2, 1, 2048, 0)).toThrow(/not a node-llama-cpp context binding/);
+    expect(addon.free(123_456)).toBe(false);
+    const context = await tiny.model.createContext({ sequences: 1, contextSize: 1024, threads: 2 });
+    try {
+      // The arguments disagree with the context (it has 1 sequence): refused before anything is touched.
+      expect(() => addon.attach((context as unknown as { _ctx: object })._ctx, 2, 4, 1024, 0)).toThrow(/not laid out/);
+      expect(attachThreadpool(context, 1)).toBeUndefined();
+    } finally {
+      await context.dispose();
+    }
+  });
+});
