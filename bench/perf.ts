@@ -2,7 +2,9 @@
  * The performance benchmark (`npm run bench`): in one run, alternating, on the demo models
  * tiny (f16), small q8_0 and small f16:
  *
- *   raw node-llama-cpp in this process (contexts set up as the server's engine sets them up)
+ *   raw node-llama-cpp in this process (contexts arranged as the server's engine arranges them, on
+ *     --raw-threads threads each, default 1: without a persistent threadpool, which node-llama-cpp
+ *     never attaches, 2 threads a context ran 2-3x slower than 1 on 2 cores)
  *   our server (a child process): the native SSE stream (POST /api/v1/inference) and the OpenAI
  *     stream (POST /v1/completions)
  *   llama.cpp's llama-server, when given --llama-server PATH to a binary you built yourself: one
@@ -15,9 +17,10 @@
  * autocannon).
  *
  *   npm run bench -- [--quick] [--tokens 128] [--rounds 7] [--models tiny,small-q8_0,small-f16]
- *                    [--threads 1] [--sequences-per-context 4] [--llama-server PATH] [--llama-threads 1,2] [--baseline DIR]
+ *                    [--threads N] [--raw-threads 1] [--sequences-per-context 1] [--llama-server PATH] [--llama-threads 1,2] [--baseline DIR]
  *                    [--no-http] [--only-http]
  *
+ * --threads: the server's `[engine] threads` (default: its default, the machine's cores).
  * --quick: 3 rounds, shorter HTTP runs (about 2-3 minutes on 2 cores).
  * --baseline DIR: also runs the server of another checkout (e.g. main: `git archive main | tar -x -C DIR`
  * and link this checkout's node_modules into DIR), for before/after ratios in the same run.
@@ -38,6 +41,7 @@ const quick = flags.has('quick');
 const tokens = Number(flags.get('tokens') ?? 128);
 const rounds = Number(flags.get('rounds') ?? (quick ? 3 : 7));
 const threads = Number(flags.get('threads') ?? DEFAULT_CONFIG.engine.threads);
+const rawThreads = Number(flags.get('raw-threads') ?? 1);
 const perContext = Number(flags.get('sequences-per-context') ?? DEFAULT_CONFIG.engine.sequences_per_context);
 const llamaServerBin = flags.get('llama-server');
 const llamaThreads = (flags.get('llama-threads') ?? '1,2').split(',').map(Number);
@@ -193,8 +197,8 @@ interface Path {
 
 async function benchModel(llama: Llama, name: string, file: string, server: BenchServer, before: BenchServer | undefined): Promise<string[][]> {
   const model = await llama.loadModel({ modelPath: file });
-  // node-llama-cpp alone, its contexts arranged as the server's ([engine] defaults, `threads` threads each).
-  const contexts = await openContexts(model, { ...DEFAULT_CONFIG.engine, parallel: STREAMS, threads, sequences_per_context: perContext });
+  // node-llama-cpp alone, its contexts arranged as the server's ([engine] defaults), `rawThreads` threads each.
+  const contexts = await openContexts(model, { ...DEFAULT_CONFIG.engine, parallel: STREAMS, threads: rawThreads, sequences_per_context: perContext });
   const sequences = contexts.flatMap((context) => Array.from({ length: context.totalSequences }, () => context.getSequence()));
   const llamaServers: { slots: number; t: number; server: LlamaServer }[] = [];
   try {
@@ -259,7 +263,7 @@ async function benchModel(llama: Llama, name: string, file: string, server: Benc
   }
 }
 
-log(`bench: ${tokens} greedy tokens per stream, ${rounds} alternating rounds, threads ${threads} per context, ${perContext} sequence(s) per context, ${STREAMS} streams for the parallel figures${llamaServerBin ? `, llama-server ${llamaServerBin}` : ''}`);
+log(`bench: ${tokens} greedy tokens per stream, ${rounds} alternating rounds, server engine threads ${threads} (shared by its busy contexts), raw ${rawThreads} per context, ${perContext} sequence(s) per context, ${STREAMS} streams for the parallel figures${llamaServerBin ? `, llama-server ${llamaServerBin}` : ''}`);
 log(machineLine());
 if (!flags.has('only-http')) {
   const dir = tempDir('inferno-bench-perf-');
@@ -274,7 +278,9 @@ if (!flags.has('only-http')) {
     }
     const serverSettings = { 'engine.threads': threads, 'engine.sequences_per_context': perContext, 'logging.level': 'info' };
     const server = await startChildServer({ modelsDir: dir.dir, settings: serverSettings });
-    const before = baselineRoot ? await startChildServer({ modelsDir: dir.dir, settings: serverSettings, root: baselineRoot }) : undefined;
+    // The baseline at its own default threads (before the threadpools, `threads` was per context and 1).
+    const { 'engine.threads': _, ...baselineSettings } = serverSettings;
+    const before = baselineRoot ? await startChildServer({ modelsDir: dir.dir, settings: baselineSettings, root: baselineRoot }) : undefined;
     log(`server: ${server.where}, logging at info (a line per request), rate limit on${before ? `; baseline server of ${baselineRoot}: ${before.where}` : ''}`);
     const rows: string[][] = [];
     try {

@@ -1,10 +1,11 @@
 /**
- * Which `[engine] sequences_per_context` serves best through the server: one child server per
- * arrangement (4 sequences in contexts of 1, 2 or 4), alternating round by round, each streaming
- * OpenAI `/v1/completions` and `/v1/chat/completions` (128 greedy tokens), 1 and 4 at once; medians
- * of aggregate tokens/s. The clients run on the same machine, as a benchmark's do.
+ * Which `[engine] sequences_per_context` and `threads` serve best through the server: one child
+ * server per arrangement (4 sequences in contexts of 1, 2 or 4; the engine's threads in all),
+ * alternating round by round, each streaming OpenAI `/v1/completions` and `/v1/chat/completions`
+ * (128 greedy tokens), 1 and 4 at once; medians of aggregate tokens/s. The clients run on the same
+ * machine, as a benchmark's do.
  *
- *   npx tsx bench/server-arrangements.ts [--model small-q8_0|small-f16|tiny] [--per-context 1,2,4] [--rounds 4]
+ *   npx tsx bench/server-arrangements.ts [--model small-q8_0|small-f16|tiny] [--per-context 1,2,4] [--threads 1,2] [--rounds 4]
  */
 import path from 'node:path';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
@@ -13,6 +14,7 @@ import { DEMO_MODELS, fmt, machineLine, median, parseFlags, startChildServer, ta
 const flags = parseFlags(process.argv.slice(2));
 const modelName = flags.get('model') ?? 'small-q8_0';
 const perContext = (flags.get('per-context') ?? '1,2,4').split(',').map(Number);
+const threadCounts = (flags.get('threads') ?? '1,2').split(',').map(Number);
 const rounds = Number(flags.get('rounds') ?? 4);
 const spec = DEMO_MODELS[modelName];
 if (!spec) throw new Error(`unknown model ${modelName}`);
@@ -41,11 +43,13 @@ log(`server-arrangements: demo ${modelName}, 128 greedy tokens per stream, ${rou
 log(machineLine());
 const models = tempDir('inferno-bench-arrangements-');
 await writeDemoModel(path.join(models.dir, `${model}.gguf`), spec);
-const servers: { perContext: number; server: BenchServer; samples: Map<string, number[]> }[] = [];
+const servers: { perContext: number; threads: number; server: BenchServer; samples: Map<string, number[]> }[] = [];
 try {
   for (const n of perContext) {
-    const server = await startChildServer({ modelsDir: models.dir, settings: { 'rate_limit.requests_per_minute': 100_000_000, 'engine.sequences_per_context': n, 'logging.level': 'info' } });
-    servers.push({ perContext: n, server, samples: new Map() });
+    for (const threads of threadCounts) {
+      const settings = { 'rate_limit.requests_per_minute': 100_000_000, 'engine.sequences_per_context': n, 'engine.threads': threads, 'logging.level': 'info' };
+      servers.push({ perContext: n, threads, server: await startChildServer({ modelsDir: models.dir, settings }), samples: new Map() });
+    }
   }
   for (const { server } of servers) await aggregate(server, 4, 'chat'); // warm-up: load the model, resolve the chat template
   const columns = ['completion 1', 'completion 4', 'chat 1', 'chat 4'];
@@ -60,8 +64,8 @@ try {
   }
   log();
   log(table(
-    ['contexts x sequences x threads', '/v1/completions 1 stream tok/s', '4 streams', '/v1/chat/completions 1 stream', '4 streams'],
-    servers.map(({ perContext: n, samples }) => [`${Math.ceil(4 / n)}x${n}x1`, ...columns.map((c) => fmt(median(samples.get(c)!)))]),
+    ['contexts x sequences, engine threads', '/v1/completions 1 stream tok/s', '4 streams', '/v1/chat/completions 1 stream', '4 streams'],
+    servers.map(({ perContext: n, threads, samples }) => [`${Math.ceil(4 / n)}x${n}, ${threads}`, ...columns.map((c) => fmt(median(samples.get(c)!)))]),
   ));
 } finally {
   for (const { server } of servers) await server.stop();

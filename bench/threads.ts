@@ -2,23 +2,26 @@
  * Raw node-llama-cpp tokens/s by thread count, on the tiny and small demo models, to justify the
  * server's default of `[engine] threads = 1` on a 2-core machine.
  *
- *   npx tsx bench/threads.ts [--tokens 128] [--repeats 5] [--presets tiny,small] [--threads 1,2,default] [--budget-s 20]
+ *   npx tsx bench/threads.ts [--tokens 128] [--repeats 5] [--presets tiny,small] [--threads 1,2,2+pool,default] [--budget-s 20]
  *
  * For each preset and thread count: one context like the server's (4 sequences, batchSize 512,
  * 2,048 tokens per sequence), greedy generation of N tokens on 1 stream and on 4 concurrent streams.
  * `default` leaves `threads` unset, which node-llama-cpp resolves to `llama.maxThreads`
- * (max(4, math cores) on a CPU build). A configuration that is very slow is cut off after
+ * (max(4, math cores) on a CPU build). `N+pool`: N threads with a persistent ggml threadpool attached
+ * (server/src/engine/threadpool.ts), which node-llama-cpp never does: without one ggml starts a
+ * threadpool for every decode, from whichever libuv worker runs it. A configuration that is very slow is cut off after
  * --budget-s seconds per measurement and reported with the tokens it managed.
  */
 import path from 'node:path';
 import { writeDemoModel, type DemoPresetName } from '../server/src/engine/demo-model.js';
+import { attachThreadpool, threadpoolUnavailable } from '../server/src/engine/threadpool.js';
 import { fmt, machineLine, median, parseFlags, rawGenerate, startLlama, table, tempDir, type RunResult } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
 const tokens = Number(flags.get('tokens') ?? 128);
 const repeats = Number(flags.get('repeats') ?? 5);
 const presets = (flags.get('presets') ?? 'tiny,small').split(',') as DemoPresetName[];
-const threadSettings = (flags.get('threads') ?? '1,2,default').split(',');
+const threadSettings = (flags.get('threads') ?? '1,2,2+pool,default').split(',');
 const budgetMs = Number(flags.get('budget-s') ?? 20) * 1000;
 const STREAMS = 4;
 
@@ -40,8 +43,10 @@ try {
     let baseSingle = Number.NaN;
     let baseAgg = Number.NaN;
     for (const setting of threadSettings) {
-      const threads = setting === 'default' ? undefined : Number(setting);
+      const pooled = setting.endsWith('+pool');
+      const threads = setting === 'default' ? undefined : Number(setting.replace('+pool', ''));
       const context = await model.createContext({ sequences: STREAMS, contextSize: 2048, batchSize: 512, threads });
+      if (pooled && !attachThreadpool(context, context.idealThreads)) throw new Error(`no threadpool: ${threadpoolUnavailable()}`);
       const sequences = Array.from({ length: STREAMS }, () => context.getSequence());
       const settings = { prompt: 'Hello world', maxTokens: tokens, temperature: 0, seed: 42 };
       try {
@@ -67,7 +72,7 @@ try {
           baseSingle = s;
           baseAgg = a;
         }
-        const label = setting === 'default' ? `default (${context.idealThreads})` : String(context.idealThreads);
+        const label = setting === 'default' ? `default (${context.idealThreads})` : `${context.idealThreads}${pooled ? ', threadpool' : ''}`;
         rows.push([preset, label, fmt(s), `${fmt(s / baseSingle, 3)}x`, fmt(a), `${fmt(a / baseAgg, 3)}x`, fmt(median(single.map((x) => x.ttftMs)), 1), cut ? `cut off at ${budgetMs / 1000} s` : `${single.length}`]);
         log(`  ${preset} threads ${label}: 1 stream ${fmt(s)} tok/s, ${STREAMS} streams ${fmt(a)} tok/s${cut ? ' (cut off)' : ''}`);
       } finally {
