@@ -315,7 +315,7 @@ describe('the per-user cap on unfinished jobs', () => {
     const refused = await submit();
     const error = expectApiError(refused, 429, 'RATE_LIMITED');
     expect(error.message).toMatch(/2 unfinished jobs.*max_active_per_user is 2/);
-    expect(error.details).toEqual({ reason: 'max_active_jobs', active: 2, limit: 2 });
+    expect(error.details).toEqual({ reason: 'max_active_jobs', active: 2, limit: 2, retry_after_seconds: 5 });
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
     // Another user is not held by this one's jobs.
     expect((await call(server.url, 'POST', '/api/v1/jobs', { token: admin, body: { requests: [{ model: MODEL, prompt: 'hi', max_tokens: 2 }] } })).status).toBe(202);

@@ -79,7 +79,7 @@ export function jobRoutes(deps: RouteDeps, jobs: JobQueue): Router<AppState> {
       throw new ApiError(
         'RATE_LIMITED',
         `This user already has ${active} unfinished jobs, the limit ([jobs] max_active_per_user is ${cap}); wait for one to finish or cancel one`,
-        { reason: 'max_active_jobs', active, limit: cap },
+        { reason: 'max_active_jobs', active, limit: cap, retry_after_seconds: JOB_CAP_RETRY_AFTER_SECONDS },
         { 'Retry-After': String(JOB_CAP_RETRY_AFTER_SECONDS) },
       );
     });
