@@ -103,6 +103,18 @@ describe('persistent threadpools', () => {
     }
   });
 
+  it('attaches pools when the engine asks for more threads than node-llama-cpp allows a context', async () => {
+    // node-llama-cpp caps a context's threads at llama.maxThreads (max(4, cores) on CPU): the
+    // engine's share and the pools work with that many, not with more than the contexts have.
+    const threads = tiny.llama.maxThreads + 2;
+    const { contexts, threadpools } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, threads }, { minStepMs: 0 });
+    try {
+      expect(threadpools).toBe(true);
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
   it('is refused for what is not a node-llama-cpp context, which then runs as before', async () => {
     const addon = createRequire(import.meta.url)('../native/build/threadpool.node') as { attach(...args: unknown[]): number; free(id: number): boolean };
     expect(() => addon.attach({}, 2, 1, 2048, 0)).toThrow(/not a node-llama-cpp context binding/);
