@@ -6,6 +6,7 @@
 // Optional: without g++ (or git) it warns and exits 0, and the server runs as before, with ggml
 // starting a threadpool for every decode when a context has more than one thread.
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -37,11 +38,17 @@ function run(command, args, options = {}) {
 try {
   const nlcDir = packageDir('node-llama-cpp');
   const nlcVersion = JSON.parse(readFileSync(path.join(nlcDir, 'package.json'), 'utf8')).version;
-  const key = `${nlcVersion} ${readFileSync(source, 'utf8').length} ${process.platform}-${process.arch}`;
+  // The source's and this script's hash: an edit that keeps the source's length rebuilds it too.
+  const hash = createHash('sha256').update(readFileSync(source)).update(readFileSync(fileURLToPath(import.meta.url))).digest('hex').slice(0, 16);
+  const key = `${nlcVersion} ${hash} ${process.platform}-${process.arch}`;
   if (existsSync(out) && existsSync(stamp) && readFileSync(stamp, 'utf8') === key && !process.argv.includes('--force')) {
     console.log(`native threadpool addon is up to date (node-llama-cpp ${nlcVersion})`);
     process.exit(0);
   }
+  // A stale build (another node-llama-cpp, another source) must not stay to be loaded if this one
+  // fails: it would read the context binding with another version's layout.
+  rmSync(out, { force: true });
+  rmSync(stamp, { force: true });
   if (process.platform !== 'linux') throw new Error(`not built on ${process.platform}: it is written for Linux`);
   const headers = mkdtempSync(path.join(tmpdir(), 'inferno-native-'));
   try {

@@ -103,6 +103,30 @@ describe('persistent threadpools', () => {
     }
   });
 
+  it('attaches pools when the engine asks for more threads than node-llama-cpp allows a context', async () => {
+    // node-llama-cpp caps a context's threads at llama.maxThreads (max(4, cores) on CPU): the
+    // engine's share and the pools work with that many, not with more than the contexts have.
+    const threads = tiny.llama.maxThreads + 2;
+    const { contexts, threadpools } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, threads }, { minStepMs: 0 });
+    try {
+      expect(threadpools).toBe(true);
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
+  it('a context disposed while its loop streams waits for the step in flight: nothing is freed under a decode', async () => {
+    // node-llama-cpp's own dispatcher holds the context's dispose guard around each decode; the loop
+    // must too, or llama_free (and then the pool's free) runs under a decode on a worker thread.
+    for (const delay of [0, 5, 10, 20]) {
+      const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, threads: 2 }, { minStepMs: 0 });
+      const runs = sequences.map((item) => complete(item.loop, item.sequence, { prompt: 'Hello world', maxTokens: 400, temperature: 0 }).then(() => 'done', (error: Error) => error.message));
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      await Promise.all(contexts.map((context) => context.dispose()));
+      for (const outcome of await Promise.all(runs)) expect(outcome).toMatch(/^done$|is disposed/); // lifecycle-utils' DisposedError
+    }
+  });
+
   it('is refused for what is not a node-llama-cpp context, which then runs as before', async () => {
     const addon = createRequire(import.meta.url)('../native/build/threadpool.node') as { attach(...args: unknown[]): number; free(id: number): boolean };
     expect(() => addon.attach({}, 2, 1, 2048, 0)).toThrow(/not a node-llama-cpp context binding/);

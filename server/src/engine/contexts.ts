@@ -49,19 +49,23 @@ async function open(model: LlamaModel, engine: Arrangement, threads: number, onO
  */
 export async function openSequences(model: LlamaModel, engine: Arrangement, options: { minStepMs?: number } = {}): Promise<{ contexts: LlamaContext[]; sequences: EngineSequence[]; threadpools: boolean }> {
   const pools = new Map<LlamaContext, ContextThreadpool>();
-  let refused = engine.threads < 2;
-  let contexts = await open(model, engine, engine.threads, (context) => {
-    const pool = refused ? undefined : attachThreadpool(context, engine.threads);
+  // node-llama-cpp gives a context at most llama.maxThreads (0: no limit): a pool of more threads
+  // than its context has would be refused (and the share would ask for threads it lacks).
+  const maxThreads = model.llama.maxThreads;
+  const threads = maxThreads > 0 ? Math.min(engine.threads, maxThreads) : engine.threads;
+  let refused = threads < 2;
+  let contexts = await open(model, engine, threads, (context) => {
+    const pool = refused ? undefined : attachThreadpool(context, threads);
     if (pool) pools.set(context, pool);
     else refused = true;
   });
   const pooled = !refused;
-  if (engine.threads > 1 && !pooled) {
+  if (threads > 1 && !pooled) {
     for (const context of contexts) await context.dispose();
     const count = Math.ceil(engine.parallel / engine.sequences_per_context);
-    contexts = await open(model, engine, Math.max(1, Math.floor(engine.threads / count)));
+    contexts = await open(model, engine, Math.max(1, Math.floor(threads / count)));
   }
-  const share = pooled ? new ThreadShare(engine.threads, options.minStepMs) : undefined;
+  const share = pooled ? new ThreadShare(threads, options.minStepMs) : undefined;
   const sequences: EngineSequence[] = [];
   for (const context of contexts) {
     const loop = new DecodeLoop(context, share && { share, pool: pools.get(context)! });

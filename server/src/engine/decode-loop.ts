@@ -30,6 +30,11 @@ import type { ContextThreadpool } from './threadpool.js';
  */
 const MAX_WAIT_MS = 3;
 
+/** node-llama-cpp's DisposeGuard (`LlamaContext._backendContextDisposeGuard`): disposal waits for its handles; a new one throws DisposedError once disposal is asked for. */
+interface DisposeGuard {
+  createPreventDisposalHandle(): { dispose(): void };
+}
+
 /** The binding calls used (node-llama-cpp's AddonContext). */
 interface Binding {
   initBatch(size: number): void;
@@ -148,6 +153,7 @@ const NO_LOGITS = new Uint32Array(0);
 
 export class DecodeLoop {
   readonly #context: LlamaContext;
+  readonly #disposeGuard: DisposeGuard;
   readonly #batchSize: number;
   /** Cells of each sequence: a generation that reaches them ends (the step it would overrun is shared). */
   readonly #contextSize: number;
@@ -171,11 +177,13 @@ export class DecodeLoop {
   timeouts = 0;
 
   constructor(context: LlamaContext, threads?: { share: ThreadShare; pool: ContextThreadpool }) {
-    const internals = context as unknown as { _ctx?: Partial<Binding>; _decodeTokens?: unknown };
+    const internals = context as unknown as { _ctx?: Partial<Binding>; _decodeTokens?: unknown; _backendContextDisposeGuard?: Partial<DisposeGuard> };
     for (const name of ['initBatch', 'addToBatch', 'decodeBatch', 'sampleToken', 'disposeSequence', 'removeTokenCellsFromSequence', 'setThreads'] as const) {
       if (typeof internals._ctx?.[name] !== 'function') throw new Error(`node-llama-cpp internals changed: the context binding has no ${name}`);
     }
     if (typeof internals._decodeTokens !== 'function') throw new Error('node-llama-cpp internals changed: the context has no _decodeTokens');
+    if (typeof internals._backendContextDisposeGuard?.createPreventDisposalHandle !== 'function') throw new Error('node-llama-cpp internals changed: the context has no dispose guard');
+    this.#disposeGuard = internals._backendContextDisposeGuard as DisposeGuard;
     this.#context = context;
     this.#batchSize = context.batchSize;
     this.#contextSize = context.contextSize;
@@ -256,9 +264,23 @@ export class DecodeLoop {
       await null; // decodes queued in the same turn share the first step
       while (this.#queue.size > 0) {
         await this.#gather();
-        this.#useThreadShare();
-        if (this.#shared) await withLock([this.#context, 'context'], () => this.#step());
-        else await this.#step();
+        // Held through the step as node-llama-cpp's dispatcher holds it through a decode: disposal
+        // (llama_free, then the threadpool's free) waits for it. Once disposal has begun, the
+        // binding is not touched again (its llama_context may be half freed on a worker thread).
+        let guard: { dispose(): void };
+        try {
+          guard = this.#disposeGuard.createPreventDisposalHandle();
+        } catch (error) {
+          for (const pending of this.#queue) this.#finish(pending, error, undefined, true);
+          break;
+        }
+        try {
+          this.#useThreadShare();
+          if (this.#shared) await withLock([this.#context, 'context'], () => this.#step());
+          else await this.#step();
+        } finally {
+          guard.dispose();
+        }
       }
     } finally {
       this.#running = false;
@@ -393,15 +415,18 @@ export class DecodeLoop {
    * of node-llama-cpp's has the cells its earlier chunks stored removed, so the sequence holds what
    * node-llama-cpp thinks it holds (it counts a decode's tokens only once all of them are in).
    */
-  #finish(pending: Pending, error?: unknown, value?: unknown): void {
+  #finish(pending: Pending, error?: unknown, value?: unknown, disposing = false): void {
     this.#queue.delete(pending);
     this.#updateBusy();
     if (pending.foreign) this.#queuedChats.delete(pending.id);
-    try {
-      if (!pending.foreign) this.#binding.disposeSequence(pending.id);
-      else if (error !== undefined) this.#binding.removeTokenCellsFromSequence(pending.id, pending.position - pending.offset, -1);
-    } catch (cleanup) {
-      error ??= cleanup;
+    // A context being disposed keeps its binding untouched: its cells go with it.
+    if (!disposing) {
+      try {
+        if (!pending.foreign) this.#binding.disposeSequence(pending.id);
+        else if (error !== undefined) this.#binding.removeTokenCellsFromSequence(pending.id, pending.position - pending.offset, -1);
+      } catch (cleanup) {
+        error ??= cleanup;
+      }
     }
     if (error === undefined) pending.resolve(value as never);
     else pending.reject(error);

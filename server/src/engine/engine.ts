@@ -451,7 +451,7 @@ export class InferenceEngine {
         .createEmbeddingContext({ contextSize: this.config.engine.context_size, threads: this.config.engine.threads, batchSize: this.config.engine.batch_size })
         .then((context) => {
           const inner = (context as unknown as { _llamaContext?: LlamaContext })._llamaContext;
-          if (inner) attachThreadpool(inner, this.config.engine.threads);
+          if (inner) attachThreadpool(inner, inner.idealThreads); // the configured threads, as node-llama-cpp caps them
           return context;
         })
         .catch((error: unknown) => {
