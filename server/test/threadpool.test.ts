@@ -73,6 +73,21 @@ describe('persistent threadpools', () => {
     }
   });
 
+  it('share the threads among the busy contexts of every model the engine has loaded', async () => {
+    const busy = new Set<object>();
+    const a = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1, threads: 2 }, { minStepMs: 0, busy });
+    const b = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1, threads: 2 }, { minStepMs: 0, busy });
+    try {
+      for (const opened of [a, b]) await generate(opened.contexts[0]!, opened.sequences[0]!, 8); // timed on one thread
+      const [first, second] = await Promise.all([generate(a.contexts[0]!, a.sequences[0]!, 256), generate(b.contexts[0]!, b.sequences[0]!, 256)]);
+      expect(first.threads.has(1) && second.threads.has(1)).toBe(true);
+      expect(busy.size).toBe(0);
+      expect((await generate(b.contexts[0]!, b.sequences[0]!, 16)).threads).toEqual(new Set([2]));
+    } finally {
+      for (const context of [...a.contexts, ...b.contexts]) await context.dispose();
+    }
+  });
+
   it('keeps a model whose decode is too short to split on one thread', async () => {
     const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1, threads: 2 });
     try {

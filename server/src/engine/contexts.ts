@@ -1,6 +1,6 @@
 import type { LlamaContext, LlamaContextSequence, LlamaModel } from 'node-llama-cpp';
 import { DecodeLoop, ThreadShare } from './decode-loop.js';
-import { attachThreadpool, type ContextThreadpool } from './threadpool.js';
+import { attachThreadpool, threadpoolsAvailable, type ContextThreadpool } from './threadpool.js';
 
 export interface EngineSequence {
   sequence: LlamaContextSequence;
@@ -44,28 +44,33 @@ async function open(model: LlamaModel, engine: Arrangement, threads: number, onO
 /**
  * The engine's sequences: its contexts, each with its decode loop. `threads` is the engine's in
  * all: each context gets a persistent threadpool of that many (threadpool.ts) and its steps decode
- * on its share of them (`ThreadShare`; `minStepMs` is its floor, for tests). Without the threadpool
- * addon the threads are split among the contexts once, at least one each.
+ * on its share of them (`ThreadShare`: `busy` the contexts with work of every model the engine has
+ * loaded, shared by them; `minStepMs` its floor, for tests). Without the threadpool addon the
+ * threads are split among the contexts once, at least one each.
  */
-export async function openSequences(model: LlamaModel, engine: Arrangement, options: { minStepMs?: number } = {}): Promise<{ contexts: LlamaContext[]; sequences: EngineSequence[]; threadpools: boolean }> {
+export async function openSequences(
+  model: LlamaModel,
+  engine: Arrangement,
+  options: { minStepMs?: number; busy?: Set<object> } = {},
+): Promise<{ contexts: LlamaContext[]; sequences: EngineSequence[]; threadpools: boolean }> {
   const pools = new Map<LlamaContext, ContextThreadpool>();
   // node-llama-cpp gives a context at most llama.maxThreads (0: no limit): a pool of more threads
   // than its context has would be refused (and the share would ask for threads it lacks).
   const maxThreads = model.llama.maxThreads;
   const threads = maxThreads > 0 ? Math.min(engine.threads, maxThreads) : engine.threads;
-  let refused = threads < 2;
-  let contexts = await open(model, engine, threads, (context) => {
-    const pool = refused ? undefined : attachThreadpool(context, threads);
+  const split = () => Math.max(1, Math.floor(threads / Math.ceil(engine.parallel / engine.sequences_per_context)));
+  let pooled = threads > 1 && threadpoolsAvailable();
+  let contexts = await open(model, engine, pooled ? threads : split(), (context) => {
+    const pool = pooled ? attachThreadpool(context, threads) : undefined;
     if (pool) pools.set(context, pool);
-    else refused = true;
+    else pooled = false;
   });
-  const pooled = !refused;
-  if (threads > 1 && !pooled) {
+  if (threads > 1 && !pooled && pools.size > 0) {
+    // One refused: all of them split the threads.
     for (const context of contexts) await context.dispose();
-    const count = Math.ceil(engine.parallel / engine.sequences_per_context);
-    contexts = await open(model, engine, Math.max(1, Math.floor(threads / count)));
+    contexts = await open(model, engine, split());
   }
-  const share = pooled ? new ThreadShare(threads, options.minStepMs) : undefined;
+  const share = pooled ? new ThreadShare(threads, options.minStepMs, options.busy) : undefined;
   const sequences: EngineSequence[] = [];
   for (const context of contexts) {
     const loop = new DecodeLoop(context, share && { share, pool: pools.get(context)! });

@@ -58,15 +58,19 @@ interface Binding {
  * decodes run on one thread and are timed; below `minStepMs` the model stays on one thread.
  */
 export class ThreadShare {
-  readonly #busy = new Set<object>();
   readonly #probes: number[] = [];
   /** Undefined while the first decodes are timed. */
   #splits?: boolean;
+  readonly #busy: Set<object>;
 
+  /** `busy`: the contexts with work, shared with the other models' shares (they take the same cores). */
   constructor(
     readonly total: number,
     readonly minStepMs = 1,
-  ) {}
+    busy = new Set<object>(),
+  ) {
+    this.#busy = busy;
+  }
 
   enter(loop: object): void {
     this.#busy.add(loop);

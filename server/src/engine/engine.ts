@@ -186,6 +186,8 @@ export class InferenceEngine {
   #llama?: Llama;
   #starting?: Promise<Llama>;
   readonly #loaded = new Map<string, LoadedModel>();
+  /** Contexts with work, of every loaded model: they share the cores (decode-loop.ts ThreadShare). */
+  readonly #busyContexts = new Set<object>();
   readonly #loading = new Map<string, Promise<LoadedModel>>();
   /** Loads run one at a time, so that `[models] max_loaded` holds however many start together. */
   #loadQueue: Promise<unknown> = Promise.resolve();
@@ -290,7 +292,7 @@ export class InferenceEngine {
       // through the server, 4 contexts streamed 4 at once as fast as 2 of 2 sequences and faster
       // than 1 of 4 (whose one decode thread waits for the JavaScript of 4 chats), and a request's
       // numbers never depend on what else runs.
-      const opened = await openSequences(model, engine);
+      const opened = await openSequences(model, engine, { busy: this.#busyContexts });
       contexts = opened.contexts;
       const sequences = opened.sequences;
       const entry: LoadedModel = {

@@ -45,6 +45,11 @@ function load(): ThreadpoolAddon | undefined {
   return addon;
 }
 
+/** Whether the addon is built and loads. */
+export function threadpoolsAvailable(): boolean {
+  return load() !== undefined;
+}
+
 /** Why contexts of several threads run without a persistent pool, once one was asked for and could not be had. */
 export function threadpoolUnavailable(): string | undefined {
   return unavailable;
@@ -57,8 +62,14 @@ export function threadpoolUnavailable(): string | undefined {
 export function attachThreadpool(context: LlamaContext, threads: number): ContextThreadpool | undefined {
   if (threads < 2) return undefined;
   const native = load();
-  const internals = context as unknown as { _ctx?: unknown; _disposeAggregator?: { add(item: () => void): void } };
-  if (!native || !internals._ctx || typeof internals._disposeAggregator?.add !== 'function') return undefined;
+  const internals = context as unknown as {
+    _ctx?: object;
+    _llama?: { _bindings?: { AddonContext?: new (...args: never[]) => object } };
+    _disposeAggregator?: { add(item: () => void): void };
+  };
+  const AddonContext = internals._llama?._bindings?.AddonContext;
+  // The addon reads an AddonContext's fields: nothing else may reach it.
+  if (!native || typeof AddonContext !== 'function' || !(internals._ctx instanceof AddonContext) || typeof internals._disposeAggregator?.add !== 'function') return undefined;
   let id: number;
   try {
     id = native.attach(internals._ctx, threads, context.totalSequences, context.contextSize * context.totalSequences, POLL);
