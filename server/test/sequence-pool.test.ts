@@ -39,6 +39,18 @@ describe('SequencePool', () => {
     expect(pool.size).toBe(2);
   });
 
+  it('lends the first free item in the order given, whatever order they came back in', async () => {
+    // A context's sequences lent lowest id first stay consecutive, which llama.cpp decodes in one micro-batch.
+    const pool = new SequencePool([0, 1, 2, 3], () => 4);
+    const leases = await Promise.all([pool.acquire(), pool.acquire(), pool.acquire(), pool.acquire()]);
+    expect(leases.map((lease) => lease.item)).toEqual([0, 1, 2, 3]);
+    for (const index of [2, 0, 3, 1]) leases[index]!.release();
+    expect((await pool.acquire()).item).toBe(0);
+    expect((await pool.acquire()).item).toBe(1);
+    leases[1]!.release(); // released twice: no effect
+    expect((await pool.acquire()).item).toBe(2);
+  });
+
   it('hands released items to waiters in FIFO order', async () => {
     const pool = new SequencePool(['only'], () => 10);
     const holder = await pool.acquire();

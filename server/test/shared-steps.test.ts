@@ -63,6 +63,35 @@ describe('shared decode steps', () => {
     }
   });
 
+  it('adds the sequences of a step in ascending id order, however their generations were queued', async () => {
+    // With a KV stream per sequence llama.cpp decodes only consecutive, increasing sequence ids in
+    // one micro-batch: [3, 1, 2, 0] as given would be three graphs a step instead of one.
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
+    try {
+      const context = contexts[0]!;
+      const internals = context as unknown as { _ctx: Record<string | symbol, unknown> };
+      const native = internals._ctx;
+      const steps: number[][] = [];
+      internals._ctx = new Proxy(native, {
+        get: (target, key) => {
+          const value = target[key] as (...args: unknown[]) => unknown;
+          if (key === 'initBatch') return (n: number) => (steps.push([]), value.call(target, n));
+          if (key === 'addToBatch') return (id: number, ...rest: unknown[]) => (steps.at(-1)!.push(id), value.call(target, id, ...rest));
+          return typeof value === 'function' ? value.bind(target) : value;
+        },
+      });
+      const ids = (item: EngineSequence) => (item.sequence as unknown as { _sequenceId: number })._sequenceId;
+      const order = [3, 1, 2, 0].map((index) => sequences[index]!);
+      await Promise.all(order.map((item) => complete(item.loop, item.sequence, { prompt: 'Hello world', maxTokens: 24, temperature: 0, onText: () => {} })));
+      const full = steps.filter((step) => step.length === 4);
+      expect(full.length).toBeGreaterThanOrEqual(20);
+      for (const step of steps) expect(step).toEqual([...step].sort((a, b) => a - b));
+      expect(full[0]).toEqual(sequences.map(ids).sort((a, b) => a - b));
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
   it("node-llama-cpp's decodes and the engine's own share each step: neither waits for the other to end", async () => {
     const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, sequences_per_context: 2 });
     try {

@@ -355,6 +355,11 @@ export class DecodeLoop {
       size += take;
     }
     if (size === 0) return;
+    // In ascending sequence order: with a KV stream per sequence, llama.cpp splits a batch into
+    // micro-batches of consecutive, increasing sequence ids (llama_batch_allocr::split_equal), so
+    // [2, 0, 3, 1] would decode as two graphs and [3, 2, 1, 0] as four, each nearly the cost of the
+    // whole step (4 streams on one context: 35 against 22 ms a step on the small q8_0 model).
+    batch.sort((a, b) => a.id - b.id);
     binding.initBatch(size);
     for (const pending of batch) {
       const { from, to } = pending.chunk;

@@ -23,14 +23,21 @@ interface Waiter<T> {
 }
 
 export class SequencePool<T> {
+  /** Free items, in their order in `items`: the first free one is lent first. */
   readonly #free: T[];
+  readonly #rank: Map<T, number>;
   readonly #waiters: Waiter<T>[] = [];
 
+  /**
+   * `items` in the order they should be lent: a context's sequences lent lowest id first keep the
+   * busy ones consecutive, which llama.cpp decodes in one micro-batch (decode-loop.ts).
+   */
   constructor(
     items: readonly T[],
     private readonly maxQueue: () => number,
   ) {
     this.#free = [...items];
+    this.#rank = new Map(items.map((item, index) => [item, index]));
   }
 
   get size(): number {
@@ -80,7 +87,9 @@ export class SequencePool<T> {
   #handOver(item: T): void {
     const waiter = this.#waiters.shift();
     if (!waiter) {
-      this.#free.push(item);
+      const rank = this.#rank.get(item)!;
+      const at = this.#free.findIndex((free) => this.#rank.get(free)! > rank);
+      this.#free.splice(at < 0 ? this.#free.length : at, 0, item);
       return;
     }
     if (waiter.onAbort) waiter.signal?.removeEventListener('abort', waiter.onAbort);
