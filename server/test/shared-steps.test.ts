@@ -138,6 +138,17 @@ describe('shared decode steps', () => {
       const once = await engine.generate(seededRequest);
       const again = await engine.generate(seededRequest); // the pool hands out another sequence
       expect(again.text).toBe(once.text);
+      // A chat aborted before its first token ends cancelled, as a plain prompt does (LlamaChat
+      // throws there), and its sequence serves the next request.
+      for (const input of [{ messages: [{ role: 'user' as const, content: 'Tell me a story' }] }, { prompt: 'Tell me a story' }]) {
+        const early = new AbortController();
+        setTimeout(() => early.abort(), 0);
+        const aborted = await engine.generate({ model: 'tiny', ...input, maxTokens: 500, temperature: 0 }, { signal: early.signal });
+        expect(aborted.finishReason).toBe('cancelled');
+        expect(aborted.usage.completion_tokens).toBeLessThan(500);
+      }
+      const after = await engine.generate({ model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], maxTokens: 8, temperature: 0 });
+      expect(after.usage.completion_tokens).toBeGreaterThan(0);
     } finally {
       await engine.close();
     }

@@ -634,6 +634,7 @@ async function chatOn(
   const wrapper = chatWrapper ?? resolveChatWrapper(sequence.model) ?? undefined;
   const history = toChatHistory(request, wrapper);
   let completionTokens = 0;
+  let streamed = '';
   // The prompt as measured for the room (the template rendered and tokenized as LlamaChat does):
   // the sequence's length at the first token LlamaChat hands over also holds any tokens it held
   // back (a possible start of a stop text).
@@ -653,7 +654,10 @@ async function chatOn(
       firstTokenAt ??= performance.now();
       completionTokens += tokens.length;
     },
-    onTextChunk: hooks.onText,
+    onTextChunk: (text: string) => {
+      streamed += text;
+      hooks.onText?.(text);
+    },
   };
   const chat = new LlamaChat({ contextSequence: sequence, autoDisposeSequence: false, ...(wrapper && { chatWrapper: wrapper }) });
   let response;
@@ -661,6 +665,12 @@ async function chatOn(
     // node-llama-cpp's types keep `grammar` and `functions` apart; a request has one or neither.
     const chatOptions = request.functions?.mode === 'auto' ? { ...options, grammar: undefined, ...autoFunctions(request) } : options;
     response = await chat.generateResponse(history, chatOptions as Parameters<LlamaChat['generateResponse']>[1]);
+  } catch (error) {
+    // Aborted before LlamaChat's generation loop took over (its prompt, its first token): it throws
+    // where a later abort ends the response. Either way the request was cancelled, as a plain
+    // prompt's is.
+    if (!hooks.signal?.aborted) throw error;
+    return result(streamed, 'cancelled', promptTokens, completionTokens, started, acquired, firstTokenAt);
   } finally {
     chat.dispose({ disposeSequence: false });
   }
