@@ -10,11 +10,14 @@ import os from 'node:os';
 import path from 'node:path';
 import type { LlamaContext } from 'node-llama-cpp';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG } from '../../server/src/config.js';
+import { DEFAULT_CONFIG, type Config } from '../../server/src/config.js';
 import { complete } from '../../server/src/engine/completion.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
 import { writeDemoModel } from '../../server/src/engine/demo-model.js';
+import { InferenceEngine } from '../../server/src/engine/engine.js';
+import { ModelCatalog } from '../../server/src/engine/model-catalog.js';
 import { attachThreadpool, threadpoolUnavailable } from '../../server/src/engine/threadpool.js';
+import { createLogger } from '../../server/src/logging/logger.js';
 import { useTinyModel } from '../../test/helpers/demo-llama.js';
 
 const threadCount = () => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
@@ -139,6 +142,32 @@ describe('persistent threadpools', () => {
       await new Promise((resolve) => setTimeout(resolve, delay));
       await Promise.all(contexts.map((context) => context.dispose()));
       for (const outcome of await Promise.all(runs)) expect(outcome).toMatch(/^done$|is disposed/); // lifecycle-utils' DisposedError
+    }
+  });
+
+  it("the engine's models, embeddings included, leave no pool thread behind when unloaded", async () => {
+    const config = structuredClone(DEFAULT_CONFIG) as Config;
+    config.engine.threads = 2;
+    config.engine.parallel = 2;
+    const engine = new InferenceEngine(config, new ModelCatalog(tiny.dir), createLogger('silent'));
+    await engine.start();
+    try {
+      const before = threadCount();
+      for (let round = 0; round < 2; round++) {
+        const [chat, plain, embedded] = await Promise.all([
+          engine.generate({ model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], maxTokens: 16, temperature: 0 }),
+          engine.generate({ model: 'tiny', prompt: 'Hello world', maxTokens: 16, temperature: 0 }),
+          engine.embed('tiny', ['Hello world', 'Once upon a time']),
+        ]);
+        expect(chat.usage.completion_tokens).toBeGreaterThan(0);
+        expect(plain.usage.completion_tokens).toBe(16);
+        expect(embedded.vectors).toHaveLength(2);
+        expect(threadCount()).toBeGreaterThanOrEqual(before + 3); // a pool thread for each of 2 contexts and the embedding one
+        expect(await engine.unload('tiny')).toBe(true);
+        expect(threadCount()).toBe(before);
+      }
+    } finally {
+      await engine.close();
     }
   });
 
