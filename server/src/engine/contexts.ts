@@ -1,6 +1,6 @@
 import type { LlamaContext, LlamaContextSequence, LlamaModel } from 'node-llama-cpp';
-import { DecodeLoop, ThreadShare } from './decode-loop.js';
-import { attachThreadpool, threadpoolsAvailable, type ContextThreadpool } from './threadpool.js';
+import { DecodeLoop } from './decode-loop.js';
+import { attachThreadpool, ThreadShare, threadpoolsAvailable, type ContextThreadpool } from './threadpool.js';
 
 export interface EngineSequence {
   sequence: LlamaContextSequence;

@@ -1,6 +1,6 @@
 import { withLock } from 'lifecycle-utils';
 import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
-import type { ContextThreadpool } from './threadpool.js';
+import type { ContextThreadpool, ThreadShare } from './threadpool.js';
 
 /**
  * One context's decode steps, driven straight on node-llama-cpp's binding as llama-server's loop
@@ -24,7 +24,7 @@ import type { ContextThreadpool } from './threadpool.js';
  *
  * This reaches into node-llama-cpp 3.21.1 internals (the context's `_ctx` binding and
  * `_decodeTokens`, a sequence's `_sequenceId`, the `AddonSampler` binding); the version is pinned
- * exactly, `attach` throws if they are gone, and server/test/decode-loop.test.ts fails if their
+ * exactly, the constructor throws if they are gone, and server/test/decode-loop.test.ts fails if their
  * behaviour changes. A generation of the engine's own leaves node-llama-cpp's idea of the sequence
  * as it was (empty): its cells are removed when it ends.
  */
@@ -45,56 +45,6 @@ interface Binding {
   removeTokenCellsFromSequence(sequenceId: number, startPosition: number, endPosition: number): boolean;
   setThreads(threads: number): void;
 }
-
-/**
- * The decode threads a model's contexts share: each step of a context decodes on its share of
- * them, the total divided among the contexts with work, at least one each. One stream alone gets
- * every thread, and four streams on four contexts one each, where more threads per context would
- * only make the contexts' threads take turns on the cores.
- *
- * Only for a model whose decode is long enough to split: ggml synchronises its threads after each
- * of the graph's operations, which on the tiny demo model (a 0.13 ms decode) made 2 threads 0.25 to
- * 0.9x as fast as 1, while the small ones (7 to 11 ms) gained 1.2 to 1.5x. The first single-token
- * decodes run on one thread and are timed; below `minStepMs` the model stays on one thread.
- */
-export class ThreadShare {
-  readonly #probes: number[] = [];
-  /** Undefined while the first decodes are timed. */
-  #splits?: boolean;
-  readonly #busy: Set<object>;
-
-  /** `busy`: the contexts with work, shared with the other models' shares (they take the same cores). */
-  constructor(
-    readonly total: number,
-    readonly minStepMs = 1,
-    busy = new Set<object>(),
-  ) {
-    this.#busy = busy;
-  }
-
-  enter(loop: object): void {
-    this.#busy.add(loop);
-  }
-
-  leave(loop: object): void {
-    this.#busy.delete(loop);
-  }
-
-  /** Threads for a step of a context that has work now. */
-  get share(): number {
-    return this.#splits ? Math.max(1, Math.floor(this.total / Math.max(1, this.#busy.size))) : 1;
-  }
-
-  /** A decode of `tokens` tokens took `ms` on `threads` threads. */
-  decoded(threads: number, tokens: number, ms: number): void {
-    if (this.#splits !== undefined || threads !== 1 || tokens !== 1) return;
-    this.#probes.push(ms);
-    if (this.#probes.length < PROBES) return;
-    this.#probes.sort((a, b) => a - b);
-    this.#splits = this.#probes[PROBES >> 1]! >= this.minStepMs;
-  }
-}
-const PROBES = 5;
 
 /** node-llama-cpp's AddonSampler: a sampler chain configured by `applyConfig`. */
 export interface NativeSampler {

@@ -186,7 +186,7 @@ export class InferenceEngine {
   #llama?: Llama;
   #starting?: Promise<Llama>;
   readonly #loaded = new Map<string, LoadedModel>();
-  /** Contexts with work, of every loaded model: they share the cores (decode-loop.ts ThreadShare). */
+  /** Contexts with work, of every loaded model: they share the cores (threadpool.ts ThreadShare). */
   readonly #busyContexts = new Set<object>();
   readonly #loading = new Map<string, Promise<LoadedModel>>();
   /** Loads run one at a time, so that `[models] max_loaded` holds however many start together. */
@@ -288,10 +288,9 @@ export class InferenceEngine {
     try {
       // Contexts of `sequences_per_context` sequences each, sharing the model's weights. Each decode
       // step of a context batches the next token of every sequence generating on it, chat or plain
-      // prompt (decode-loop.ts). One sequence per context stays the default: on 2 shared cores,
-      // through the server, 4 contexts streamed 4 at once as fast as 2 of 2 sequences and faster
-      // than 1 of 4 (whose one decode thread waits for the JavaScript of 4 chats), and a request's
-      // numbers never depend on what else runs.
+      // prompt (decode-loop.ts). One sequence per context stays the default: a request's numbers
+      // then never depend on what else runs (the same seed, the same text), and through the server
+      // on 2 shared cores one context of 4 streamed 4 at once only 5-20% faster than 4 contexts.
       const opened = await openSequences(model, engine, { busy: this.#busyContexts });
       contexts = opened.contexts;
       const sequences = opened.sequences;

@@ -2,7 +2,8 @@ import { createRequire } from 'node:module';
 import type { LlamaContext } from 'node-llama-cpp';
 
 /**
- * A persistent ggml threadpool for a context of more than one thread (server/native/threadpool.cc).
+ * A context's threads: a persistent ggml threadpool for a context of more than one thread
+ * (server/native/threadpool.cc), and the share of the engine's threads each step decodes on.
  *
  * node-llama-cpp never attaches one, so ggml starts and joins a threadpool on every decode, from
  * whichever libuv worker runs it; on 2 cores that made 2 threads 2-3x slower than 1, and an attached
@@ -84,3 +85,53 @@ export function attachThreadpool(context: LlamaContext, threads: number): Contex
   internals._disposeAggregator.add(() => void native.free(id));
   return { use: (attached) => void (live && native.use(id, attached)) };
 }
+
+/**
+ * The decode threads the engine's contexts share: each step of a context (decode-loop.ts) decodes
+ * on its share of them, the total divided among the contexts with work, at least one each. One
+ * stream alone gets every thread, and four streams on four contexts one each, where more threads
+ * per context would only make the contexts' threads take turns on the cores.
+ *
+ * Only for a model whose decode is long enough to split: ggml synchronises its threads after each
+ * of the graph's operations, which on the tiny demo model (a 0.13 ms decode) made 2 threads 0.25 to
+ * 0.9x as fast as 1, while the small ones (7 to 11 ms) gained 1.2 to 1.5x. The first single-token
+ * decodes run on one thread and are timed; below `minStepMs` the model stays on one thread.
+ */
+export class ThreadShare {
+  readonly #probes: number[] = [];
+  /** Undefined while the first decodes are timed. */
+  #splits?: boolean;
+  readonly #busy: Set<object>;
+
+  /** `busy`: the contexts with work, shared with the other models' shares (they take the same cores). */
+  constructor(
+    readonly total: number,
+    readonly minStepMs = 1,
+    busy = new Set<object>(),
+  ) {
+    this.#busy = busy;
+  }
+
+  enter(loop: object): void {
+    this.#busy.add(loop);
+  }
+
+  leave(loop: object): void {
+    this.#busy.delete(loop);
+  }
+
+  /** Threads for a step of a context that has work now. */
+  get share(): number {
+    return this.#splits ? Math.max(1, Math.floor(this.total / Math.max(1, this.#busy.size))) : 1;
+  }
+
+  /** A decode of `tokens` tokens took `ms` on `threads` threads. */
+  decoded(threads: number, tokens: number, ms: number): void {
+    if (this.#splits !== undefined || threads !== 1 || tokens !== 1) return;
+    this.#probes.push(ms);
+    if (this.#probes.length < PROBES) return;
+    this.#probes.sort((a, b) => a - b);
+    this.#splits = this.#probes[PROBES >> 1]! >= this.minStepMs;
+  }
+}
+const PROBES = 5;
