@@ -3,14 +3,11 @@
 // feature still works on such a context.
 import { LlamaCompletion } from 'node-llama-cpp';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG, type Config } from '../../server/src/config.js';
+import { DEFAULT_CONFIG } from '../../server/src/config.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
 import { complete } from '../../server/src/engine/completion.js';
-import { InferenceEngine } from '../../server/src/engine/engine.js';
-import { ModelCatalog } from '../../server/src/engine/model-catalog.js';
-import { createLogger } from '../../server/src/logging/logger.js';
 import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
-import { useTinyModel } from '../../test/helpers/demo-llama.js';
+import { engineOn, useTinyModel } from '../../test/helpers/demo-llama.js';
 
 const TOKENS = 32;
 
@@ -68,18 +65,8 @@ describe('shared decode steps', () => {
     // one micro-batch: [3, 1, 2, 0] as given would be three graphs a step instead of one.
     const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
     try {
-      const context = contexts[0]!;
-      const internals = context as unknown as { _ctx: Record<string | symbol, unknown> };
-      const native = internals._ctx;
       const steps: number[][] = [];
-      internals._ctx = new Proxy(native, {
-        get: (target, key) => {
-          const value = target[key] as (...args: unknown[]) => unknown;
-          if (key === 'initBatch') return (n: number) => (steps.push([]), value.call(target, n));
-          if (key === 'addToBatch') return (id: number, ...rest: unknown[]) => (steps.at(-1)!.push(id), value.call(target, id, ...rest));
-          return typeof value === 'function' ? value.bind(target) : value;
-        },
-      });
+      countDecodeSteps(contexts[0]!, [], steps);
       const ids = (item: EngineSequence) => (item.sequence as unknown as { _sequenceId: number })._sequenceId;
       const order = [3, 1, 2, 0].map((index) => sequences[index]!);
       await Promise.all(order.map((item) => complete(item.loop, item.sequence, { prompt: 'Hello world', maxTokens: 24, temperature: 0, onText: () => {} })));
@@ -110,10 +97,7 @@ describe('shared decode steps', () => {
   });
 
   it('every engine feature works on a context of 4 sequences', async () => {
-    const config = structuredClone(DEFAULT_CONFIG) as Config;
-    config.engine.parallel = 4;
-    config.engine.sequences_per_context = 4;
-    const engine = new InferenceEngine(config, new ModelCatalog(tiny.dir), createLogger('silent'));
+    const engine = engineOn(tiny.dir, { parallel: 4, sequences_per_context: 4 });
     await engine.start();
     try {
       const abort = new AbortController();

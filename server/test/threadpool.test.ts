@@ -10,15 +10,12 @@ import os from 'node:os';
 import path from 'node:path';
 import type { LlamaContext } from 'node-llama-cpp';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG, type Config } from '../../server/src/config.js';
+import { DEFAULT_CONFIG } from '../../server/src/config.js';
 import { complete } from '../../server/src/engine/completion.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
 import { writeDemoModel } from '../../server/src/engine/demo-model.js';
-import { InferenceEngine } from '../../server/src/engine/engine.js';
-import { ModelCatalog } from '../../server/src/engine/model-catalog.js';
 import { attachThreadpool, threadpoolUnavailable } from '../../server/src/engine/threadpool.js';
-import { createLogger } from '../../server/src/logging/logger.js';
-import { useTinyModel } from '../../test/helpers/demo-llama.js';
+import { engineOn, useTinyModel } from '../../test/helpers/demo-llama.js';
 
 const threadCount = () => Number(/^Threads:\s+(\d+)/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
 const binding = (context: LlamaContext) => (context as unknown as { _ctx: { getThreads(): number } })._ctx;
@@ -146,10 +143,7 @@ describe('persistent threadpools', () => {
   });
 
   it("the engine's models, embeddings included, leave no pool thread behind when unloaded", async () => {
-    const config = structuredClone(DEFAULT_CONFIG) as Config;
-    config.engine.threads = 2;
-    config.engine.parallel = 2;
-    const engine = new InferenceEngine(config, new ModelCatalog(tiny.dir), createLogger('silent'));
+    const engine = engineOn(tiny.dir, { threads: 2, parallel: 2 });
     await engine.start();
     try {
       const before = threadCount();

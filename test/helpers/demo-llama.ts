@@ -3,7 +3,18 @@ import os from 'node:os';
 import path from 'node:path';
 import { getLlama, LlamaLogLevel, type Llama, type LlamaModel } from 'node-llama-cpp';
 import { afterAll, beforeAll } from 'vitest';
+import { DEFAULT_CONFIG, type Config } from '../../server/src/config.js';
 import { writeDemoModel } from '../../server/src/engine/demo-model.js';
+import { InferenceEngine } from '../../server/src/engine/engine.js';
+import { ModelCatalog } from '../../server/src/engine/model-catalog.js';
+import { createLogger } from '../../server/src/logging/logger.js';
+
+/** An engine (not started) on the models in `dir`, its `[engine]` the defaults with `engine` over them. */
+export function engineOn(dir: string, engine: Partial<Config['engine']> = {}): InferenceEngine {
+  const config = structuredClone(DEFAULT_CONFIG) as Config;
+  Object.assign(config.engine, engine);
+  return new InferenceEngine(config, new ModelCatalog(dir), createLogger('silent'));
+}
 
 /**
  * llama.cpp with the tiny demo model loaded, for the tests of one file: written into a temporary
