@@ -14,6 +14,7 @@ import { createLogger, flushLogs, type Logger } from './logging/logger.js';
 import { openStore } from './store/open-store.js';
 import { withCredentialCache } from './store/credential-cache.js';
 import { SqliteStore } from './store/sqlite-store.js';
+import { PostgresStore } from './store/postgres-store.js';
 import { UsernameTakenError } from './store/types.js';
 import { connectRedis, redisAnswers } from './shared/redis.js';
 import { RedisRateLimiter } from './limits/redis-rate-limiter.js';
@@ -194,13 +195,18 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const drain = new Drain();
     const tls = config.server.tls;
     const secure = Boolean(tls.cert && tls.key);
-    // Embedded, this process sees every write to the credentials, so their lookups are cached
-    // (and dropped on every write that changes them); shared, another replica's revocation would
-    // not be heard, so every request asks the database (server/src/store/credential-cache.ts).
+    // Credential lookups are answered from memory while nothing changed them: this process's own
+    // writes drop what they change at once; another process's are seen on the next request, by
+    // SQLite's data_version embedded, and shared by PostgreSQL's credentials count, read (one
+    // round trip for a whole group of requests) before each answer (server/src/store/credential-cache.ts).
     // (Traced outside the cache: a request's spans show the lookups it made, answered from memory or not.)
     const appStore = tracing.instrument(
       'store',
-      shared ? store : withCredentialCache(store, { ttlMs: CREDENTIAL_CACHE_MS, externalVersion: store instanceof SqliteStore ? () => store.dataVersion() : undefined }),
+      withCredentialCache(store, {
+        ttlMs: CREDENTIAL_CACHE_MS,
+        ...(store instanceof SqliteStore && { externalVersion: () => store.dataVersion() }),
+        ...(store instanceof PostgresStore && { sharedVersion: () => store.credentialsVersion() }),
+      }),
     );
     const app = createApp({
       config,

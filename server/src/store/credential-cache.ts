@@ -12,6 +12,13 @@ export interface CredentialCacheOptions {
    * `data_version`): when it has moved, everything cached is dropped before the next answer.
    */
   externalVersion?: () => number;
+  /**
+   * The same for a store several processes share (PostgreSQL's `credentials_version`), asked
+   * before every answer from memory: each lookup waits for a read sent after it was made (one in
+   * flight at a time; the lookups that came during it share the next), so a change committed
+   * before a request arrived is always seen. Where the read fails, the store answers, uncached.
+   */
+  sharedVersion?: () => Promise<number>;
 }
 
 /**
@@ -24,10 +31,11 @@ export interface CredentialCacheOptions {
  * password, session version) and deleting one (with all of that user's keys). Revocation so
  * takes effect on the next request. Writes by another process (the `reset-password` CLI on a
  * running server's database, a hand edit) are seen through `externalVersion` (SQLite's
- * `data_version`, read once per event-loop turn) on the next request as well; without one,
- * within `ttlMs`. Unknown key hashes are never cached (guessing keys cannot fill memory), and neither
- * are failed lookups. Use it only where this process sees every write: in shared mode another
- * replica's revocation would not be heard (startServer does not wrap a shared store).
+ * `data_version`, read once per event-loop turn) on the next request as well, and so are other
+ * replicas' writes to a shared store through `sharedVersion` (one database round trip for a whole
+ * group of requests, where the store itself would take two or three for each). Without either,
+ * within `ttlMs`. Unknown key hashes are never cached (guessing keys cannot fill memory), and
+ * neither are failed lookups.
  */
 export function withCredentialCache<S extends Store>(store: S, options: CredentialCacheOptions): S {
   if (options.ttlMs <= 0) return store;
@@ -45,8 +53,30 @@ export function withCredentialCache<S extends Store>(store: S, options: Credenti
     revoked.clear();
   };
 
-  /** Caches a lookup's promise; a rejection (or `undefined` for keys) is not kept. */
+  const readShared = options.sharedVersion && latest(options.sharedVersion);
+  let sharedSeen: number | undefined;
+  /** Whether memory may answer: the shared count read after this call, and unchanged (else all is dropped). */
+  const sharedUnchanged = async (read: () => Promise<number>) => {
+    try {
+      const current = await read();
+      if (current !== sharedSeen) {
+        sharedSeen = current;
+        clearAll();
+      }
+      return true;
+    } catch {
+      clearAll();
+      return false;
+    }
+  };
+
   function remember<T>(cache: Bounded<Promise<T>>, id: string, lookup: () => Promise<T>, keepEmpty: boolean): Promise<T> {
+    if (!readShared) return cached(cache, id, lookup, keepEmpty);
+    return sharedUnchanged(readShared).then((unchanged) => (unchanged ? cached(cache, id, lookup, keepEmpty) : lookup()));
+  }
+
+  /** Caches a lookup's promise; a rejection (or `undefined` for keys) is not kept. */
+  function cached<T>(cache: Bounded<Promise<T>>, id: string, lookup: () => Promise<T>, keepEmpty: boolean): Promise<T> {
     // Read once per turn of the event loop: a request's key and user lookups share one read, and
     // a request that arrives after another process's write is always in a later turn.
     if (options.externalVersion && !versionRead) {
@@ -125,6 +155,35 @@ export function withCredentialCache<S extends Store>(store: S, options: Credenti
       return typeof value === 'function' ? value.bind(target) : value;
     },
   });
+}
+
+/**
+ * `read`, shared so that every caller gets the answer of a read sent after its call: at most one
+ * read in flight; the callers that come while it is out share the one sent when it is back.
+ */
+function latest<T>(read: () => Promise<T>): () => Promise<T> {
+  let inFlight: Promise<T> | undefined;
+  let next: Promise<T> | undefined;
+  const send = () => {
+    const sent = read();
+    inFlight = sent;
+    const settled = () => {
+      if (inFlight === sent) inFlight = undefined;
+    };
+    sent.then(settled, settled);
+    return sent;
+  };
+  return () => {
+    if (!inFlight) return send();
+    next ??= inFlight.then(
+      () => undefined,
+      () => undefined,
+    ).then(() => {
+      next = undefined;
+      return send();
+    });
+    return next;
+  };
 }
 
 /** A map that keeps at most `max` entries, dropping the oldest inserted. */

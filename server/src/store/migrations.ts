@@ -127,4 +127,9 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE jobs DROP COLUMN lease_until;
   CREATE INDEX jobs_user_status ON jobs(user_id, status);
   `,
+  // Twin of PostgreSQL's credentials counter, which SQLite does not need: its `data_version` already
+  // tells this process that another one wrote the database.
+  `
+  SELECT 1;
+  `,
 ];

@@ -130,4 +130,33 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   ALTER TABLE jobs DROP COLUMN lease_until;
   CREATE INDEX jobs_user_status ON jobs(user_id, status);
   `,
+  // Credentials changed, by any process (#12): a counter that every replica reads before it answers
+  // a request's key, user or token lookup from memory (server/src/store/credential-cache.ts). The
+  // triggers are deferred to commit, so a writer takes this row's lock last, when it holds nothing
+  // else it still waits for (no deadlock with the row locks of users and keys), and the count moves
+  // in the same commit as the change. Writes of last_used_at alone do not count. The schema is the
+  // table's own, so an edit by hand from a session on another search_path counts too.
+  `
+  CREATE TABLE credentials_version (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version BIGINT NOT NULL
+  );
+  INSERT INTO credentials_version (id, version) VALUES (1, 0);
+  CREATE FUNCTION credentials_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN
+    EXECUTE format('UPDATE %I.credentials_version SET version = version + 1 WHERE id = 1', TG_TABLE_SCHEMA);
+    RETURN NULL;
+  END
+  $$;
+  CREATE CONSTRAINT TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE ON users
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION credentials_changed();
+  CREATE CONSTRAINT TRIGGER api_keys_changed AFTER UPDATE ON api_keys
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+    WHEN ((to_jsonb(OLD) - 'last_used_at') IS DISTINCT FROM (to_jsonb(NEW) - 'last_used_at'))
+    EXECUTE FUNCTION credentials_changed();
+  CREATE CONSTRAINT TRIGGER api_keys_deleted AFTER DELETE ON api_keys
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION credentials_changed();
+  CREATE CONSTRAINT TRIGGER revoked_tokens_changed AFTER INSERT OR UPDATE OR DELETE ON revoked_tokens
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION credentials_changed();
+  `,
 ];

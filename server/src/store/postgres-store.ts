@@ -155,6 +155,17 @@ export class PostgresStore implements Store {
     }
   }
 
+  /**
+   * A count that moves, in the same commit, with every change to users, API keys (other than their
+   * last use) and revoked tokens, by any replica or by hand (the triggers of migration 11): where it
+   * has not moved, credentials read earlier still hold.
+   */
+  async credentialsVersion(): Promise<number> {
+    // Named: each pooled connection parses and plans it once (it is asked before most requests).
+    const { rows } = await this.#pool.query<Row>({ name: 'credentials_version', text: 'SELECT version FROM credentials_version WHERE id = 1' });
+    return Number(rows[0]!.version);
+  }
+
   async close(): Promise<void> {
     if (!this.#pool.ended) await this.#pool.end();
   }
