@@ -10,6 +10,8 @@
  *
  *   npx tsx bench/shared-mode.ts                       # defaults: 8 connections, 8 s per run, 3 kills
  *   npx tsx bench/shared-mode.ts --connections 32 --seconds 15 --rounds 3 --failovers 5
+ *   npx tsx bench/shared-mode.ts --failovers 0          # throughput only
+ *   npx tsx bench/shared-mode.ts --baseline DIR         # also another checkout's server, shared
  *
  * Needs PostgreSQL and Redis: INFERNO_TEST_DATABASE_URL / INFERNO_TEST_REDIS_URL, or the local
  * services (postgres://postgres@127.0.0.1:5432/test, redis://127.0.0.1:6379). Each run uses a
@@ -28,6 +30,7 @@ const CONNECTIONS = Number(flags.get('connections') ?? 8);
 const SECONDS = Number(flags.get('seconds') ?? 8);
 const ROUNDS = Number(flags.get('rounds') ?? 2);
 const FAILOVERS = Number(flags.get('failovers') ?? 3);
+const BASELINE = flags.get('baseline');
 
 async function apiKey(server: BenchServer): Promise<string> {
   const res = await fetch(`${server.url}/api/v1/auth/api-keys`, {
@@ -57,15 +60,21 @@ async function load(server: BenchServer, key: string): Promise<{ rps: number; er
   return { rps: done / SECONDS, errors };
 }
 
-async function throughput(modelsDir: string, databaseUrl: string): Promise<void> {
-  const modes = {
-    'SQLite + memory': {},
-    'PostgreSQL + Redis': { 'storage.database_url': databaseUrl, 'storage.redis_url': TEST_REDIS_URL, 'storage.redis_key_prefix': `bench-${randomBytes(4).toString('hex')}` },
+async function throughput(modelsDir: string, databaseUrl: string, baselineUrl?: string): Promise<void> {
+  const redis = { 'storage.redis_url': TEST_REDIS_URL, 'storage.redis_key_prefix': `bench-${randomBytes(4).toString('hex')}` };
+  const shared = { 'storage.database_url': databaseUrl, ...redis };
+  const modes: Record<string, { settings: Record<string, string | number>; root?: string }> = {
+    'SQLite + memory': { settings: {} },
+    // Apart, what PostgreSQL costs and what Redis's shared counters add to it.
+    'PostgreSQL + memory': { settings: { 'storage.database_url': databaseUrl } },
+    'PostgreSQL + Redis': { settings: shared },
+    // A schema of its own: an older server refuses a schema migrated further than it knows.
+    ...(BASELINE && baselineUrl && { 'PostgreSQL + Redis, baseline': { settings: { 'storage.database_url': baselineUrl, ...redis }, root: BASELINE } }),
   };
   const results = new Map<string, number[]>(Object.keys(modes).map((m) => [m, []]));
   for (let round = 0; round < ROUNDS; round++) {
-    for (const [name, settings] of Object.entries(modes)) {
-      const server = await startChildServer({ modelsDir, settings });
+    for (const [name, { settings, root }] of Object.entries(modes)) {
+      const server = await startChildServer({ modelsDir, settings, ...(root && { root }) });
       try {
         const key = await apiKey(server);
         await load(server, key); // warm-up is the first round's first second or so; keep it short
@@ -78,7 +87,7 @@ async function throughput(modelsDir: string, databaseUrl: string): Promise<void>
     }
   }
   const embedded = median(results.get('SQLite + memory')!);
-  const shared = median(results.get('PostgreSQL + Redis')!);
+  const sharedRps = median(results.get('PostgreSQL + Redis')!);
   console.log(`\nAuthenticated GET /api/v1/models (X-API-Key), ${CONNECTIONS} connections, ${SECONDS} s per run, ${ROUNDS} rounds interleaved`);
   console.log(
     table(
@@ -86,7 +95,7 @@ async function throughput(modelsDir: string, databaseUrl: string): Promise<void>
       [...results].map(([name, values]) => [name, values.map((v) => fmt(v, 0)).join(', '), fmt(median(values), 0), fmt(median(values) / embedded, 2)]),
     ),
   );
-  console.log(`ratio shared/embedded: ${fmt(shared / embedded, 2)}`);
+  console.log(`ratio shared/embedded: ${fmt(sharedRps / embedded, 2)}`);
 }
 
 /** One kill -9 of the replica running a job: ms until another takes it, and until it finishes a further item. */
@@ -143,15 +152,16 @@ mkdirSync(models.dir, { recursive: true });
 await writeDemoModel(path.join(models.dir, 'demo-tiny.gguf'), { preset: 'tiny' });
 const schemas = [await freshSchema()];
 try {
-  await throughput(models.dir, schemas[0]!.url);
+  if (BASELINE) schemas.push(await freshSchema());
+  await throughput(models.dir, schemas[0]!.url, schemas[1]?.url);
   const kills = [];
   for (let i = 0; i < FAILOVERS; i++) {
     const schema = await freshSchema();
     schemas.push(schema);
     kills.push(await failover(models.dir, schema.url));
   }
-  console.log(`\nkill -9 of the replica running a 20-item job, two replicas, ${FAILOVERS} kills (defaults: heartbeat 10 s, supervise every 2 s, idle poll 1 s)`);
-  console.log(
+  if (FAILOVERS > 0) console.log(`\nkill -9 of the replica running a 20-item job, two replicas, ${FAILOVERS} kills (defaults: heartbeat 10 s, supervise every 2 s, idle poll 1 s)`);
+  if (FAILOVERS > 0) console.log(
     table(
       ['event', 'ms after kill -9, per kill', 'median'],
       [
