@@ -6,11 +6,18 @@
 import Koa from 'koa';
 
 const modelsBody = JSON.parse(process.env.BARE_MODELS_BODY ?? '{"object":"list","data":[]}') as unknown;
+// The response headers our server sent with that body (BARE_HEADERS, a JSON object), for
+// `/with-headers/api/v1/models`: what answering with them alone costs Koa (a fresh request id each time).
+const extraHeaders = Object.entries(JSON.parse(process.env.BARE_HEADERS ?? '{}') as Record<string, string>);
 const startedAt = Date.now();
 const app = new Koa();
 app.use((ctx) => {
   if (ctx.method !== 'GET') return;
   if (ctx.path === '/api/v1/models') ctx.body = modelsBody;
+  else if (ctx.path === '/with-headers/api/v1/models') {
+    for (const [name, value] of extraHeaders) ctx.set(name, name === 'x-request-id' ? crypto.randomUUID() : value);
+    ctx.body = modelsBody;
+  }
   else if (ctx.path === '/health') ctx.body = { status: 'ok', version: 'bare', uptime_seconds: (Date.now() - startedAt) / 1000 };
 });
 const server = app.listen(0, '127.0.0.1', () => {

@@ -14,7 +14,8 @@
  * the load cannot exhaust (each request is counted and gets its X-RateLimit-* headers).
  * (a) authenticated `GET /api/v1/models` with an API key (X-API-Key), and with a JWT;
  * (b) `GET /health` (no authentication, no rate limit);
- * against the bare handler's same paths. Medians over the rounds; ratios in this one run; the
+ * against the bare handler's same paths; and, for reference, bare Koa answering the listing with
+ * our server's response headers. Medians over the rounds; ratios in this one run; the
  * server's CPU time per request from /proc.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -34,10 +35,10 @@ export interface FloorOptions {
   wrk?: string;
 }
 
-async function startBareKoa(modelsBody: string): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {
+async function startBareKoa(modelsBody: string, headers: Record<string, string>): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'bench/bare-koa.ts')], {
     cwd: REPO_ROOT,
-    env: { ...process.env, BARE_MODELS_BODY: modelsBody },
+    env: { ...process.env, BARE_MODELS_BODY: modelsBody, BARE_HEADERS: JSON.stringify(headers) },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const url = await new Promise<string>((resolve, reject) => {
@@ -111,8 +112,11 @@ export async function httpFloor(options: FloorOptions): Promise<{ modelsRatio: n
   try {
     const key = await apiKeyOf(server);
     const beforeKey = before && (await apiKeyOf(before));
-    const body = await (await fetch(`${server.url}/api/v1/models`, { headers: { 'X-API-Key': key } })).text();
-    const bare = await startBareKoa(body);
+    const answer = await fetch(`${server.url}/api/v1/models`, { headers: { 'X-API-Key': key } });
+    const body = await answer.text();
+    // Those Koa or Node set themselves (length, type, date, keep-alive) stay theirs.
+    const own = new Set(['content-length', 'content-type', 'date', 'connection', 'keep-alive']);
+    const bare = await startBareKoa(body, Object.fromEntries([...answer.headers].filter(([name]) => !own.has(name))));
     try {
       type Target = { url: string; pid: number; headers: Record<string, string> };
       const cases: { name: string; ours: Target; bare: string; before?: Target }[] = [
@@ -129,6 +133,9 @@ export async function httpFloor(options: FloorOptions): Promise<{ modelsRatio: n
           before: before && { url: `${before.url}/api/v1/models`, pid: before.pid!, headers: { Authorization: `Bearer ${before.token}` } },
         },
         { name: 'GET /health', ours: { url: `${server.url}/health`, pid: server.pid!, headers: {} }, bare: `${bare.url}/health`, before: before && { url: `${before.url}/health`, pid: before.pid!, headers: {} } },
+        // A reference, not our server: bare Koa sending the listing with our response headers
+        // (security headers, rate-limit headers, request id), what they alone cost.
+        { name: 'reference: bare Koa + our response headers', ours: { url: `${bare.url}/with-headers/api/v1/models`, pid: bare.pid, headers: {} }, bare: `${bare.url}/api/v1/models` },
       ];
       const results = cases.map(() => ({ ours: [] as Measured[], bare: [] as Measured[], before: [] as Measured[] }));
       // Warm-up (JIT, caches), then alternating rounds.
@@ -152,8 +159,9 @@ export async function httpFloor(options: FloorOptions): Promise<{ modelsRatio: n
           ['request', 'ours req/s', 'bare Koa req/s', 'ours/bare', 'ours p50/p99 ms', 'bare p50/p99 ms', 'ours CPU µs/req', 'bare CPU µs/req', ...beforeColumns],
           cases.map((c, i) => {
             const { ours, bare: b, before: was } = results[i]!;
-            const row = [c.name, fmt(m(ours, 'rps'), 0), fmt(m(b, 'rps'), 0), fmt(m(ours, 'rps') / m(b, 'rps'), 2), `${m(ours, 'p50')}/${m(ours, 'p99')}`, `${m(b, 'p50')}/${m(b, 'p99')}`, fmt(m(ours, 'cpuUsPerRequest'), 0), fmt(m(b, 'cpuUsPerRequest'), 0)];
-            if (before) row.push(fmt(m(was, 'rps'), 0), fmt(m(was, 'rps') / m(b, 'rps'), 2), fmt(m(was, 'cpuUsPerRequest'), 0));
+            const latency = (xs: Measured[]) => `${fmt(m(xs, 'p50'), 2)}/${fmt(m(xs, 'p99'), 2)}`;
+            const row = [c.name, fmt(m(ours, 'rps'), 0), fmt(m(b, 'rps'), 0), fmt(m(ours, 'rps') / m(b, 'rps'), 2), latency(ours), latency(b), fmt(m(ours, 'cpuUsPerRequest'), 0), fmt(m(b, 'cpuUsPerRequest'), 0)];
+            if (before) row.push(...(c.before ? [fmt(m(was, 'rps'), 0), fmt(m(was, 'rps') / m(b, 'rps'), 2), fmt(m(was, 'cpuUsPerRequest'), 0)] : ['–', '–', '–']));
             return row;
           }),
         ),
