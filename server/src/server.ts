@@ -199,13 +199,15 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     // writes drop what they change at once; another process's are seen on the next request, by
     // SQLite's data_version embedded, and shared by PostgreSQL's credentials count, read (one
     // round trip for a whole group of requests) before each answer (server/src/store/credential-cache.ts).
-    // (Traced outside the cache: a request's spans show the lookups it made, answered from memory or not.)
+    // (Traced outside the cache: a request's spans show the lookups it made, answered from memory or
+    // not; a count read shows in the span of the request that sent it.)
+    const sharedStore = store instanceof PostgresStore ? tracing.instrument('store', store) : undefined;
     const appStore = tracing.instrument(
       'store',
       withCredentialCache(store, {
         ttlMs: CREDENTIAL_CACHE_MS,
         ...(store instanceof SqliteStore && { externalVersion: () => store.dataVersion() }),
-        ...(store instanceof PostgresStore && { sharedVersion: () => store.credentialsVersion() }),
+        ...(sharedStore && { sharedVersion: () => sharedStore.credentialsVersion() }),
       }),
     );
     const app = createApp({

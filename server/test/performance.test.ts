@@ -325,7 +325,7 @@ describe('withCredentialCache', () => {
     expect(withCredentialCache(inner, { ttlMs: 0 })).toBe(inner);
   });
 
-  it('shared: answers from memory only after a count read sent after the lookup, one read for all that wait', async () => {
+  it('shared: a miss goes to the store; a hit waits for a count read sent after it, one read for all that wait; a failed or slow read sends it to the store', async () => {
     const { inner, calls } = counting();
     // The shared count as a database would answer it: as it was when the read was sent.
     let count = 0;
@@ -335,48 +335,60 @@ describe('withCredentialCache', () => {
         const at = count;
         reads.push({ answer: () => resolve(at), fail: () => reject(new Error('connection lost')) });
       });
-    const store = withCredentialCache(inner, { ttlMs: 60_000, sharedVersion });
+    const store = withCredentialCache(inner, { ttlMs: 60_000, sharedVersion, sharedVersionTimeoutMs: 200 });
     const turn = () => new Promise((r) => setImmediate(r));
     const userCalls = () => calls.filter((c) => c === 'user:u1').length;
 
-    const first = store.getUser('u1');
-    expect(reads).toHaveLength(1);
-    reads[0]!.answer();
-    expect((await first)?.id).toBe('u1');
+    // A miss is looked up at once: that lookup is later than anything committed before it.
+    expect((await store.getUser('u1'))?.id).toBe('u1');
+    expect(reads).toHaveLength(0);
     expect(userCalls()).toBe(1);
+    // The first read finds no count seen before: what is held is dropped and looked up again.
+    const primed = store.getUser('u1');
+    reads[0]!.answer();
+    await primed;
+    expect(userCalls()).toBe(2);
 
-    // A lookup made while a read is out does not take that read's answer: it was sent before the
-    // lookup, and may predate a change committed just before it (here: count 1).
+    // A hit made while a read is out does not take that read's answer: it was sent before the
+    // hit, and may predate a change committed just before it (here: count 1).
     const second = store.getUser('u1');
     count = 1;
     const third = store.getUser('u1');
     expect(reads).toHaveLength(2);
     reads[1]!.answer(); // 0: unchanged, so the second is answered from memory
     await second;
-    expect(userCalls()).toBe(1);
+    expect(userCalls()).toBe(2);
     await turn();
     expect(reads).toHaveLength(3); // the third's own read, sent once the second's was back
-    // Three more lookups while it is out share one further read.
-    const waiting = [store.getUser('u1'), store.getUser('u1'), store.findApiKeyByHash('h1')];
+    // Three more hits while it is out share one further read.
+    const waiting = [store.getUser('u1'), store.getUser('u1'), store.getUser('u1')];
     reads[2]!.answer(); // 1: changed, so everything held is dropped and the store asked again
     await third;
-    expect(userCalls()).toBe(2);
+    expect(userCalls()).toBe(3);
     await turn();
     expect(reads).toHaveLength(4);
     reads[3]!.answer();
     await Promise.all(waiting);
-    expect(userCalls()).toBe(2);
-    expect(calls.filter((c) => c === 'key:h1')).toHaveLength(1);
+    expect(userCalls()).toBe(3);
 
     // A failed read: the store answers, and nothing held before is trusted after it.
     const failed = store.getUser('u1');
     reads[4]!.fail();
     expect((await failed)?.id).toBe('u1');
-    expect(userCalls()).toBe(3);
-    const after = store.getUser('u1');
-    await turn();
-    reads[5]!.answer();
-    await after;
     expect(userCalls()).toBe(4);
+    await store.getUser('u1'); // a miss again
+    expect(userCalls()).toBe(5);
+    expect(reads).toHaveLength(5);
+    // A read that never answers: after the timeout the store answers, and a later hit is not held
+    // behind it: it sends a read of its own.
+    expect((await store.getUser('u1'))?.id).toBe('u1');
+    expect(userCalls()).toBe(6);
+    expect(reads).toHaveLength(6);
+    await store.getUser('u1'); // dropped with the timeout: a miss
+    const next = store.getUser('u1');
+    expect(reads).toHaveLength(7);
+    reads[6]!.answer();
+    expect((await next)?.id).toBe('u1');
+    expect(userCalls()).toBe(7);
   });
 });

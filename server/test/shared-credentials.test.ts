@@ -66,7 +66,9 @@ describe.skipIf(!run)('credentials cached on a shared store', () => {
     const user = await newUser('revoked');
     const keys = await Promise.all(Array.from({ length: 20 }, () => newKey(user.id)));
     for (const key of keys) {
-      expect((await a.store.findApiKeyByHash(key.hash))?.revokedAt).toBeNull();
+      // The first lookup misses; the second reads the count, which the last revocation moved, so
+      // what was held is dropped and looked up again; from then on memory answers.
+      for (let i = 0; i < 2; i++) expect((await a.store.findApiKeyByHash(key.hash))?.revokedAt).toBeNull();
       const asked = a.asked.keys;
       expect((await a.store.findApiKeyByHash(key.hash))?.revokedAt).toBeNull();
       expect(a.asked.keys).toBe(asked); // from memory
@@ -77,18 +79,19 @@ describe.skipIf(!run)('credentials cached on a shared store', () => {
   });
 
   it('sees a user disabled, a token revoked and a user deleted on the other replica at once', async () => {
+    // Each is looked up twice first: held, with the count seen since the last change.
     const user = await newUser('changes');
-    expect((await a.store.getUser(user.id))?.disabled).toBe(false);
+    for (let i = 0; i < 2; i++) expect((await a.store.getUser(user.id))?.disabled).toBe(false);
     await b.store.updateUser(user.id, { disabled: true });
     expect((await a.store.getUser(user.id))?.disabled).toBe(true);
 
     const jti = randomUUID();
-    expect(await a.store.isTokenRevoked(jti)).toBe(false);
+    for (let i = 0; i < 2; i++) expect(await a.store.isTokenRevoked(jti)).toBe(false);
     await b.store.revokeToken(jti, Date.now() + 60_000);
     expect(await a.store.isTokenRevoked(jti)).toBe(true);
 
     const key = await newKey(user.id);
-    expect((await a.store.findApiKeyByHash(key.hash))?.id).toBe(key.id);
+    for (let i = 0; i < 2; i++) expect((await a.store.findApiKeyByHash(key.hash))?.id).toBe(key.id);
     await b.store.deleteUser(user.id);
     expect(await a.store.getUser(user.id)).toBeUndefined();
     expect(await a.store.findApiKeyByHash(key.hash)).toBeUndefined(); // gone with its user (a cascade)
@@ -97,7 +100,7 @@ describe.skipIf(!run)('credentials cached on a shared store', () => {
   it("does not count a key's last use as a change, and counts an operator's edit by hand from another search_path", async () => {
     const user = await newUser('touched');
     const key = await newKey(user.id);
-    await a.store.findApiKeyByHash(key.hash);
+    for (let i = 0; i < 2; i++) await a.store.findApiKeyByHash(key.hash); // held, with the count seen
     const version = await rawA.credentialsVersion();
     await b.store.touchApiKey(key.id, new Date().toISOString());
     expect(await rawA.credentialsVersion()).toBe(version);
@@ -114,6 +117,27 @@ describe.skipIf(!run)('credentials cached on a shared store', () => {
       await operator.end();
     }
     expect(await rawA.credentialsVersion()).toBeGreaterThan(version);
+    expect((await a.store.getUser(user.id))?.disabled).toBe(true);
+  });
+
+  it("sees an operator's TRUNCATE and an edit made with triggers off for replication (session_replication_role = replica)", async () => {
+    const user = await newUser('operator');
+    const key = await newKey(user.id);
+    for (let i = 0; i < 2; i++) {
+      // Held, with the count seen since this user was made.
+      expect((await a.store.findApiKeyByHash(key.hash))?.id).toBe(key.id);
+      expect((await a.store.getUser(user.id))?.disabled).toBe(false);
+    }
+    const operator = new pg.Client({ connectionString: schema.url });
+    await operator.connect();
+    try {
+      await operator.query('TRUNCATE api_keys');
+      expect(await a.store.findApiKeyByHash(key.hash)).toBeUndefined();
+      await operator.query('SET session_replication_role = replica');
+      await operator.query('UPDATE users SET disabled = true WHERE id = $1', [user.id]);
+    } finally {
+      await operator.end();
+    }
     expect((await a.store.getUser(user.id))?.disabled).toBe(true);
   });
 

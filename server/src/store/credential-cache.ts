@@ -14,11 +14,14 @@ export interface CredentialCacheOptions {
   externalVersion?: () => number;
   /**
    * The same for a store several processes share (PostgreSQL's `credentials_version`), asked
-   * before every answer from memory: each lookup waits for a read sent after it was made (one in
-   * flight at a time; the lookups that came during it share the next), so a change committed
-   * before a request arrived is always seen. Where the read fails, the store answers, uncached.
+   * before every answer from memory: such an answer waits for a read sent after the lookup was
+   * made (one in flight at a time; the lookups that came during it share the next), so a change
+   * committed before a request arrived is always seen. Where the read fails or takes longer than
+   * `sharedVersionTimeoutMs`, the store answers, uncached.
    */
   sharedVersion?: () => Promise<number>;
+  /** How long a `sharedVersion` read may take before the lookups waiting on it go to the store (default 1 s). */
+  sharedVersionTimeoutMs?: number;
 }
 
 /**
@@ -32,8 +35,9 @@ export interface CredentialCacheOptions {
  * takes effect on the next request. Writes by another process (the `reset-password` CLI on a
  * running server's database, a hand edit) are seen through `externalVersion` (SQLite's
  * `data_version`, read once per event-loop turn) on the next request as well, and so are other
- * replicas' writes to a shared store through `sharedVersion` (one database round trip for a whole
- * group of requests, where the store itself would take two or three for each). Without either,
+ * replicas' writes to a shared store through `sharedVersion` (one small query before an answer
+ * from memory, shared by the lookups waiting together; a lookup that misses memory goes straight
+ * to the store, which is fresh by itself). Without either,
  * within `ttlMs`. Unknown key hashes are never cached (guessing keys cannot fill memory), and
  * neither are failed lookups.
  */
@@ -44,6 +48,8 @@ export function withCredentialCache<S extends Store>(store: S, options: Credenti
   const keys = new Bounded<Promise<ApiKeyRecord | undefined>>(max);
   const users = new Bounded<Promise<UserRecord | undefined>>(max);
   const revoked = new Bounded<Promise<boolean>>(max);
+  /** A found key's hash by its id (a touch names the id). */
+  const hashes = new Bounded<string>(max);
   const fresh = (at: number) => now() - at < options.ttlMs;
   let version = options.externalVersion?.();
   let versionRead = false;
@@ -53,10 +59,15 @@ export function withCredentialCache<S extends Store>(store: S, options: Credenti
     revoked.clear();
   };
 
-  const readShared = options.sharedVersion && latest(options.sharedVersion);
+  const { sharedVersion } = options;
+  const timeoutMs = options.sharedVersionTimeoutMs ?? 1_000;
+  const readShared = sharedVersion && latest(() => withTimeout(sharedVersion(), timeoutMs));
   let sharedSeen: number | undefined;
-  /** Whether memory may answer: the shared count read after this call, and unchanged (else all is dropped). */
-  const sharedUnchanged = async (read: () => Promise<number>) => {
+  /**
+   * Whether memory may answer now: the shared count, read after this call, could be read (when it
+   * moved, everything held was dropped first: what is held after that was looked up since).
+   */
+  const memoryMayAnswer = async (read: () => Promise<number>) => {
     try {
       const current = await read();
       if (current !== sharedSeen) {
@@ -72,7 +83,11 @@ export function withCredentialCache<S extends Store>(store: S, options: Credenti
 
   function remember<T>(cache: Bounded<Promise<T>>, id: string, lookup: () => Promise<T>, keepEmpty: boolean): Promise<T> {
     if (!readShared) return cached(cache, id, lookup, keepEmpty);
-    return sharedUnchanged(readShared).then((unchanged) => (unchanged ? cached(cache, id, lookup, keepEmpty) : lookup()));
+    // A miss is looked up now, after any change committed before this call: no read needed.
+    const held = cache.get(id);
+    if (!held || !fresh(held.at)) return cached(cache, id, lookup, keepEmpty);
+    // What is held may predate a change: found again (or looked up) once the count says.
+    return memoryMayAnswer(readShared).then((may) => (may ? cached(cache, id, lookup, keepEmpty) : lookup()));
   }
 
   /** Caches a lookup's promise; a rejection (or `undefined` for keys) is not kept. */
@@ -106,7 +121,8 @@ export function withCredentialCache<S extends Store>(store: S, options: Credenti
   const dropKeys = () => keys.clear();
 
   const overrides: Partial<Store> = {
-    findApiKeyByHash: (hash) => remember(keys, hash, () => store.findApiKeyByHash(hash), false),
+    findApiKeyByHash: (hash) =>
+      remember(keys, hash, () => store.findApiKeyByHash(hash).then((record) => (record && hashes.set(record.id, hash, 0), record)), false),
     getUser: (id) => remember(users, id, () => store.getUser(id), true),
     isTokenRevoked: (jti) => remember(revoked, jti, () => store.isTokenRevoked(jti), true),
     async revokeApiKey(id) {
@@ -120,7 +136,8 @@ export function withCredentialCache<S extends Store>(store: S, options: Credenti
     async touchApiKey(id, at) {
       await store.touchApiKey(id, at);
       // The cached record learns the new time, so the next request does not write it again.
-      for (const [, entry] of keys.entries()) void entry.value.then((record) => record?.id === id && (record.lastUsedAt = at), () => undefined);
+      const hash = hashes.get(id)?.value;
+      void (hash !== undefined && keys.get(hash)?.value.then((record) => record?.id === id && (record.lastUsedAt = at), () => undefined));
     },
     async revokeToken(jti, expiresAtMs) {
       revoked.delete(jti);
@@ -174,8 +191,10 @@ function latest<T>(read: () => Promise<T>): () => Promise<T> {
     return sent;
   };
   return () => {
+    // Between a read's end and the next one's sending, `next` is still to be sent: joined too.
+    if (next) return next;
     if (!inFlight) return send();
-    next ??= inFlight.then(
+    next = inFlight.then(
       () => undefined,
       () => undefined,
     ).then(() => {
@@ -184,6 +203,15 @@ function latest<T>(read: () => Promise<T>): () => Promise<T> {
     });
     return next;
   };
+}
+
+/** `promise`, or a rejection once `ms` have passed without it settling. */
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 /** A map that keeps at most `max` entries, dropping the oldest inserted. */
@@ -209,8 +237,5 @@ class Bounded<V> {
   }
   clear() {
     this.#map.clear();
-  }
-  entries() {
-    return [...this.#map.entries()];
   }
 }

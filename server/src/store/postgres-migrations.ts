@@ -135,7 +135,9 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
   // triggers are deferred to commit, so a writer takes this row's lock last, when it holds nothing
   // else it still waits for (no deadlock with the row locks of users and keys), and the count moves
   // in the same commit as the change. Writes of last_used_at alone do not count. The schema is the
-  // table's own, so an edit by hand from a session on another search_path counts too.
+  // table's own, so an edit by hand from a session on another search_path counts too; so do a
+  // TRUNCATE (which cannot be deferred, but holds its table exclusively already) and writes with
+  // session_replication_role = replica (pg_restore --disable-triggers, logical replication): ALWAYS.
   `
   CREATE TABLE credentials_version (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -158,5 +160,11 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION credentials_changed();
   CREATE CONSTRAINT TRIGGER revoked_tokens_changed AFTER INSERT OR UPDATE OR DELETE ON revoked_tokens
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION credentials_changed();
+  CREATE TRIGGER users_truncated AFTER TRUNCATE ON users FOR EACH STATEMENT EXECUTE FUNCTION credentials_changed();
+  CREATE TRIGGER api_keys_truncated AFTER TRUNCATE ON api_keys FOR EACH STATEMENT EXECUTE FUNCTION credentials_changed();
+  CREATE TRIGGER revoked_tokens_truncated AFTER TRUNCATE ON revoked_tokens FOR EACH STATEMENT EXECUTE FUNCTION credentials_changed();
+  ALTER TABLE users ENABLE ALWAYS TRIGGER users_changed, ENABLE ALWAYS TRIGGER users_truncated;
+  ALTER TABLE api_keys ENABLE ALWAYS TRIGGER api_keys_changed, ENABLE ALWAYS TRIGGER api_keys_deleted, ENABLE ALWAYS TRIGGER api_keys_truncated;
+  ALTER TABLE revoked_tokens ENABLE ALWAYS TRIGGER revoked_tokens_changed, ENABLE ALWAYS TRIGGER revoked_tokens_truncated;
   `,
 ];

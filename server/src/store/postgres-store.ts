@@ -113,7 +113,8 @@ export class PostgresStore implements Store {
 
   /** Connects, checks the server answers, and migrates (one replica at a time, under an advisory lock). */
   static async open(url: string, options: { poolSize?: number } = {}): Promise<PostgresStore> {
-    const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 10, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000 });
+    // TCP keep-alive: a connection whose server went away without a word is found out, not waited on.
+    const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 10, connectionTimeoutMillis: 10_000, idleTimeoutMillis: 30_000, keepAlive: true });
     // An idle client's error (the server restarted) must not crash the process; the pool replaces it.
     pool.on('error', () => undefined);
     const store = new PostgresStore(pool);
