@@ -198,7 +198,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     // Credential lookups are answered from memory while nothing changed them: this process's own
     // writes drop what they change at once; another process's are seen on the next request, by
     // SQLite's data_version embedded, and shared by PostgreSQL's credentials count, read (one
-    // round trip for a whole group of requests) before each answer (server/src/store/credential-cache.ts).
+    // query for the lookups waiting together) before memory answers (server/src/store/credential-cache.ts).
     // (Traced outside the cache: a request's spans show the lookups it made, answered from memory or
     // not; a count read shows in the span of the request that sent it.)
     const sharedStore = store instanceof PostgresStore ? tracing.instrument('store', store) : undefined;

@@ -37,9 +37,8 @@ export interface CredentialCacheOptions {
  * `data_version`, read once per event-loop turn) on the next request as well, and so are other
  * replicas' writes to a shared store through `sharedVersion` (one small query before an answer
  * from memory, shared by the lookups waiting together; a lookup that misses memory goes straight
- * to the store, which is fresh by itself). Without either,
- * within `ttlMs`. Unknown key hashes are never cached (guessing keys cannot fill memory), and
- * neither are failed lookups.
+ * to the store, which is fresh by itself). Without either, within `ttlMs`. Unknown key hashes are
+ * never cached (guessing keys cannot fill memory), and neither are failed lookups.
  */
 export function withCredentialCache<S extends Store>(store: S, options: CredentialCacheOptions): S {
   if (options.ttlMs <= 0) return store;

@@ -162,9 +162,10 @@ export class PostgresStore implements Store {
    * has not moved, credentials read earlier still hold.
    */
   async credentialsVersion(): Promise<number> {
-    // Named: each pooled connection parses and plans it once (it is asked before most requests).
-    const { rows } = await this.#pool.query<Row>({ name: 'credentials_version', text: 'SELECT version FROM credentials_version WHERE id = 1' });
-    return Number(rows[0]!.version);
+    // Not a named (prepared) statement, though that measured 13% more requests/s on the shared
+    // listing: behind PgBouncer in transaction mode a name prepared on one server connection is
+    // unknown on the next.
+    return Number((await this.#one('SELECT version FROM credentials_version WHERE id = 1'))!.version);
   }
 
   async close(): Promise<void> {
