@@ -325,6 +325,56 @@ describe('withCredentialCache', () => {
     expect(withCredentialCache(inner, { ttlMs: 0 })).toBe(inner);
   });
 
+  it("shared: one request's lookups run together share one count read, sent after the request began", async () => {
+    const { inner, calls } = counting();
+    let count = 0;
+    const reads: (() => void)[] = [];
+    const sharedVersion = () =>
+      new Promise<number>((resolve) => {
+        const at = count;
+        reads.push(() => resolve(at));
+      });
+    const store = withCredentialCache(inner, { ttlMs: 60_000, sharedVersion });
+    // Held, with the count seen (the first read always drops what is held).
+    await store.findApiKeyByHash('h1');
+    await store.getUser('u1');
+    const priming = store.getUser('u1');
+    reads.shift()!();
+    await priming;
+    await store.findApiKeyByHash('h1'); // dropped by the priming read: a miss again
+    const asked = calls.length;
+
+    // A key then its owner, as authenticate looks them up: one read for both, from memory.
+    const request = store.together!(async () => {
+      const key = await store.findApiKeyByHash('h1');
+      return store.getUser(key!.userId);
+    });
+    await new Promise((r) => setImmediate(r));
+    expect(reads).toHaveLength(1);
+    reads.shift()!();
+    expect((await request)?.id).toBe('u1');
+    expect(reads).toHaveLength(0);
+    expect(calls.length).toBe(asked);
+
+    // Apart, each hit waits for a read of its own.
+    const key = store.findApiKeyByHash('h1');
+    await new Promise((r) => setImmediate(r));
+    reads.shift()!();
+    await key;
+    const user = store.getUser('u1');
+    await new Promise((r) => setImmediate(r));
+    expect(reads).toHaveLength(1);
+    reads.shift()!();
+    await user;
+    // A change committed before a request began is seen by the read its lookups share.
+    count = 1;
+    const after = store.together!(() => store.getUser('u1'));
+    await new Promise((r) => setImmediate(r));
+    reads.shift()!();
+    await after;
+    expect(calls.filter((c) => c === 'user:u1').length).toBeGreaterThan(calls.slice(0, asked).filter((c) => c === 'user:u1').length);
+  });
+
   it('shared: a miss goes to the store; a hit waits for a count read sent after it, one read for all that wait; a failed or slow read sends it to the store', async () => {
     const { inner, calls } = counting();
     // The shared count as a database would answer it: as it was when the read was sent.

@@ -78,6 +78,9 @@ export function authenticate(options: { store: Store; secret: Buffer }): AppMidd
     };
   };
 
+  // A request's lookups run together: a cached store checks once for all of them.
+  const lookingUp = (work: () => Promise<void>) => (store.together ? store.together(work) : work());
+
   return async (ctx, next) => {
     const credential = readCredential(ctx);
     switch (credential.kind) {
@@ -87,10 +90,10 @@ export function authenticate(options: { store: Store; secret: Buffer }): AppMidd
         fail(ctx, 'Malformed Authorization header: use "Bearer <token>" or X-API-Key');
         return next();
       case 'api_key':
-        await fromApiKey(ctx, credential.value);
+        await lookingUp(() => fromApiKey(ctx, credential.value));
         return next();
       case 'jwt':
-        await fromJwt(ctx, credential.value);
+        await lookingUp(() => fromJwt(ctx, credential.value));
         return next();
     }
   };

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { ApiKeyRecord, Store, UserRecord } from './types.js';
 
 export interface CredentialCacheOptions {
@@ -80,13 +81,22 @@ export function withCredentialCache<S extends Store>(store: S, options: Credenti
     }
   };
 
+  /**
+   * One request's lookups (`together`): the first that memory could answer sends (or joins) a
+   * count read, and the later ones take its answer. That read went out after the request arrived,
+   * so it has seen every change committed before; what changed since is as new as the request.
+   */
+  const requests = new AsyncLocalStorage<{ check?: Promise<boolean> }>();
+
   function remember<T>(cache: Bounded<Promise<T>>, id: string, lookup: () => Promise<T>, keepEmpty: boolean): Promise<T> {
     if (!readShared) return cached(cache, id, lookup, keepEmpty);
     // A miss is looked up now, after any change committed before this call: no read needed.
     const held = cache.get(id);
     if (!held || !fresh(held.at)) return cached(cache, id, lookup, keepEmpty);
     // What is held may predate a change: found again (or looked up) once the count says.
-    return memoryMayAnswer(readShared).then((may) => (may ? cached(cache, id, lookup, keepEmpty) : lookup()));
+    const request = requests.getStore();
+    const check = request ? (request.check ??= memoryMayAnswer(readShared)) : memoryMayAnswer(readShared);
+    return check.then((may) => (may ? cached(cache, id, lookup, keepEmpty) : lookup()));
   }
 
   /** Caches a lookup's promise; a rejection (or `undefined` for keys) is not kept. */
@@ -120,6 +130,7 @@ export function withCredentialCache<S extends Store>(store: S, options: Credenti
   const dropKeys = () => keys.clear();
 
   const overrides: Partial<Store> = {
+    together: (work) => requests.run({}, work),
     findApiKeyByHash: (hash) =>
       remember(keys, hash, () => store.findApiKeyByHash(hash).then((record) => (record && hashes.set(record.id, hash, 0), record)), false),
     getUser: (id) => remember(users, id, () => store.getUser(id), true),

@@ -319,4 +319,10 @@ export interface Store extends UserStore, ApiKeyStore, RevocationStore, AuditSto
   /** Answers when the database answers a trivial query (readiness). */
   ping(): Promise<boolean>;
   close(): Promise<void>;
+  /**
+   * Runs the credential lookups of one request (its key or token, then its user), letting them
+   * share what checks that memory may answer them (credential-cache.ts: one count read, sent after
+   * the request arrived, for both). Absent where nothing is cached.
+   */
+  together?<T>(work: () => Promise<T>): Promise<T>;
 }
