@@ -16,8 +16,9 @@ export interface CredentialCacheOptions {
   /**
    * The same for a store several processes share (PostgreSQL's `credentials_version`), asked
    * before every answer from memory: such an answer waits for a read sent after the lookup was
-   * made (one in flight at a time; the lookups that came during it share the next), so a change
-   * committed before a request arrived is always seen. Where the read fails or takes longer than
+   * made, or after the first lookup of its request (`together`); one read is in flight at a time,
+   * and the lookups that came during it share the next. So a change committed before a request
+   * arrived is always seen. Where the read fails or takes longer than
    * `sharedVersionTimeoutMs`, the store answers, uncached.
    */
   sharedVersion?: () => Promise<number>;
