@@ -373,6 +373,22 @@ describe('withCredentialCache', () => {
     reads.shift()!();
     await after;
     expect(calls.filter((c) => c === 'user:u1').length).toBeGreaterThan(calls.slice(0, asked).filter((c) => c === 'user:u1').length);
+
+    // Work begun inside a request's scope (a timer) but run after it does not reuse its check.
+    let later: Promise<unknown> | undefined;
+    const scoped = store.together!(async () => {
+      await store.getUser('u1'); // a hit: sends the scope's read
+      setTimeout(() => (later = store.getUser('u1')), 0);
+    });
+    await new Promise((r) => setImmediate(r));
+    reads.shift()!();
+    await scoped;
+    await new Promise((r) => setTimeout(r, 5));
+    expect(later).toBeDefined();
+    await new Promise((r) => setImmediate(r));
+    expect(reads).toHaveLength(1); // its own read
+    reads.shift()!();
+    await later;
   });
 
   it('shared: a miss goes to the store; a hit waits for a count read sent after it, one read for all that wait; a failed or slow read sends it to the store', async () => {

@@ -78,6 +78,28 @@ describe.skipIf(!run)('credentials cached on a shared store', () => {
     }
   });
 
+  it("one request's key and user share one count read: a change committed between them may pass that request, never the next", async () => {
+    const user = await newUser('together');
+    const key = await newKey(user.id);
+    const authenticate = () =>
+      a.store.together!(async () => {
+        const record = await a.store.findApiKeyByHash(key.hash);
+        return a.store.getUser(record!.userId);
+      });
+    for (let i = 0; i < 2; i++) expect((await authenticate())?.disabled).toBe(false); // held, with the count seen
+    const asked = { ...a.asked };
+    expect((await authenticate())?.disabled).toBe(false);
+    expect(a.asked).toEqual(asked); // from memory
+    // Disabled on B after this request's key was found: this request may pass, the next may not.
+    const during = await a.store.together!(async () => {
+      const record = await a.store.findApiKeyByHash(key.hash);
+      await b.store.updateUser(user.id, { disabled: true });
+      return a.store.getUser(record!.userId);
+    });
+    expect(during?.id).toBe(user.id);
+    expect((await authenticate())?.disabled).toBe(true);
+  });
+
   it('sees a user disabled, a token revoked and a user deleted on the other replica at once', async () => {
     // Each is looked up twice first: held, with the count seen since the last change.
     const user = await newUser('changes');

@@ -87,7 +87,7 @@ export function withCredentialCache<S extends Store>(store: S, options: Credenti
    * count read, and the later ones take its answer. That read went out after the request arrived,
    * so it has seen every change committed before; what changed since is as new as the request.
    */
-  const requests = new AsyncLocalStorage<{ check?: Promise<boolean> }>();
+  const requests = new AsyncLocalStorage<{ check?: Promise<boolean>; over?: boolean }>();
 
   function remember<T>(cache: Bounded<Promise<T>>, id: string, lookup: () => Promise<T>, keepEmpty: boolean): Promise<T> {
     if (!readShared) return cached(cache, id, lookup, keepEmpty);
@@ -95,8 +95,9 @@ export function withCredentialCache<S extends Store>(store: S, options: Credenti
     const held = cache.get(id);
     if (!held || !fresh(held.at)) return cached(cache, id, lookup, keepEmpty);
     // What is held may predate a change: found again (or looked up) once the count says.
+    // (Work begun inside a scope, a timer say, keeps it after `together` returns: not its check.)
     const request = requests.getStore();
-    const check = request ? (request.check ??= memoryMayAnswer(readShared)) : memoryMayAnswer(readShared);
+    const check = request && !request.over ? (request.check ??= memoryMayAnswer(readShared)) : memoryMayAnswer(readShared);
     return check.then((may) => (may ? cached(cache, id, lookup, keepEmpty) : lookup()));
   }
 
@@ -131,7 +132,14 @@ export function withCredentialCache<S extends Store>(store: S, options: Credenti
   const dropKeys = () => keys.clear();
 
   const overrides: Partial<Store> = {
-    together: (work) => requests.run({}, work),
+    async together(work) {
+      const request: { check?: Promise<boolean>; over?: boolean } = {};
+      try {
+        return await requests.run(request, work);
+      } finally {
+        request.over = true;
+      }
+    },
     findApiKeyByHash: (hash) =>
       remember(keys, hash, () => store.findApiKeyByHash(hash).then((record) => (record && hashes.set(record.id, hash, 0), record)), false),
     getUser: (id) => remember(users, id, () => store.getUser(id), true),

@@ -322,7 +322,8 @@ export interface Store extends UserStore, ApiKeyStore, RevocationStore, AuditSto
   /**
    * Runs the credential lookups of one request (its key or token, then its user), letting them
    * share what checks that memory may answer them (credential-cache.ts: one count read, sent after
-   * the request arrived, for both). Absent where nothing is cached.
+   * the request arrived, for both): everything inside is answered as of that check, so wrap only
+   * one request's authentication in it. Absent where nothing is cached.
    */
   together?<T>(work: () => Promise<T>): Promise<T>;
 }
