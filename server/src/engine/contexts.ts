@@ -59,15 +59,17 @@ export async function openSequences(
   const maxThreads = model.llama.maxThreads;
   const threads = maxThreads > 0 ? Math.min(engine.threads, maxThreads) : engine.threads;
   const split = () => Math.max(1, Math.floor(threads / Math.ceil(engine.parallel / engine.sequences_per_context)));
-  let pooled = threads > 1 && threadpoolsAvailable();
-  let contexts = await open(model, engine, pooled ? threads : split(), (context) => {
+  const wanted = threads > 1 && threadpoolsAvailable();
+  let pooled = wanted;
+  let contexts = await open(model, engine, wanted ? threads : split(), (context) => {
     const pool = pooled ? attachThreadpool(context, threads) : undefined;
     if (pool) pools.set(context, pool);
     else pooled = false;
   });
-  if (threads > 1 && !pooled && pools.size > 0) {
-    // One refused: all of them split the threads.
+  if (wanted && !pooled) {
+    // One refused (the first, or a later one): all of them split the threads instead.
     for (const context of contexts) await context.dispose();
+    pools.clear();
     contexts = await open(model, engine, split());
   }
   const share = pooled ? new ThreadShare(threads, options.minStepMs, options.busy) : undefined;
