@@ -160,16 +160,18 @@ try {
     schemas.push(schema);
     kills.push(await failover(models.dir, schema.url));
   }
-  if (FAILOVERS > 0) console.log(`\nkill -9 of the replica running a 20-item job, two replicas, ${FAILOVERS} kills (defaults: heartbeat 10 s, supervise every 2 s, idle poll 1 s)`);
-  if (FAILOVERS > 0) console.log(
-    table(
-      ['event', 'ms after kill -9, per kill', 'median'],
-      [
-        ['another replica takes the job', kills.map((k) => fmt(k.resumed, 0)).join(', '), fmt(median(kills.map((k) => k.resumed)), 0)],
-        ['its first further item is done', kills.map((k) => fmt(k.nextItem, 0)).join(', '), fmt(median(kills.map((k) => k.nextItem)), 0)],
-      ],
-    ),
-  );
+  if (FAILOVERS > 0) {
+    console.log(`\nkill -9 of the replica running a 20-item job, two replicas, ${FAILOVERS} kills (defaults: heartbeat 10 s, supervise every 2 s, idle poll 1 s)`);
+    console.log(
+      table(
+        ['event', 'ms after kill -9, per kill', 'median'],
+        [
+          ['another replica takes the job', kills.map((k) => fmt(k.resumed, 0)).join(', '), fmt(median(kills.map((k) => k.resumed)), 0)],
+          ['its first further item is done', kills.map((k) => fmt(k.nextItem, 0)).join(', '), fmt(median(kills.map((k) => k.nextItem)), 0)],
+        ],
+      ),
+    );
+  }
 } finally {
   for (const schema of schemas) await schema.drop();
   models.remove();
