@@ -95,6 +95,11 @@ export interface Config {
     batch_size: number;
     /** llama.cpp's flash attention in generation contexts (measured faster on CPUs too). */
     flash_attention: boolean;
+    /**
+     * On a shared context, deterministic requests (a seed, or temperature 0) decode in steps of
+     * their own, so they give exactly the text they give alone; the others batch.
+     */
+    isolate_deterministic: boolean;
   };
   storage: {
     data_dir: string;
@@ -161,7 +166,7 @@ export const DEFAULT_CONFIG: Config = deepFreeze({
   idempotency: { ttl_seconds: 86_400, max_keys_per_principal: 100, max_response_bytes: 262_144 },
   limits: { max_body_bytes: 10_485_760, max_prompt_chars: 10_000, max_choices: 16, max_tools: 64, max_schema_bytes: 65_536 },
   models: { dir: './models', max_loaded: 2, max_upload_bytes: 8_589_934_592 },
-  engine: { threads: availableParallelism(), parallel: 4, sequences_per_context: 1, context_size: 2048, max_queue: 32, batch_size: 512, flash_attention: true },
+  engine: { threads: availableParallelism(), parallel: 4, sequences_per_context: 1, context_size: 2048, max_queue: 32, batch_size: 512, flash_attention: true, isolate_deterministic: true },
   storage: { data_dir: './data', pool_size: 10, redis_key_prefix: 'inferno' },
   jobs: { max_active_per_user: 10, heartbeat_seconds: 10, heartbeat_refresh_seconds: 1, supervise_interval_seconds: 2, poll_interval_seconds: 1, max_attempts: 10 },
   logging: { level: 'info', buffered: true },
@@ -273,7 +278,7 @@ const SCHEMA: Schema = {
   idempotency: { ttl_seconds: int(60, 604_800), max_keys_per_principal: int(1, 1_000_000), max_response_bytes: int(0, 16_777_216) },
   limits: { max_body_bytes: positive(), max_prompt_chars: positive(), max_choices: int(1, 128), max_tools: int(1, 128), max_schema_bytes: int(256, 1_048_576) },
   models: { dir: filePath(), max_loaded: positive(), max_upload_bytes: positive() },
-  engine: { threads: positive(), parallel: positive(), sequences_per_context: positive(), context_size: positive(), max_queue: positive(), batch_size: positive(), flash_attention: bool() },
+  engine: { threads: positive(), parallel: positive(), sequences_per_context: positive(), context_size: positive(), max_queue: positive(), batch_size: positive(), flash_attention: bool(), isolate_deterministic: bool() },
   storage: { data_dir: filePath(), database_url: dsn('postgres:', 'postgresql:'), redis_url: dsn('redis:', 'rediss:'), pool_size: int(1, 1000), redis_key_prefix: text() },
   jobs: {
     max_active_per_user: int(0, 1_000_000),

@@ -20,8 +20,11 @@ import { engineOn } from '../../test/helpers/demo-llama.js';
 
 const LONG_PROMPT = 'The quick brown fox jumps over the lazy dog. '.repeat(20); // ~620 tokens
 
-/** An engine on `dir`'s models, one context of 4 sequences unless `engineConfig` says otherwise. */
-const engineWith = (dir: string, engineConfig: Partial<Config['engine']>) => engineOn(dir, { parallel: 4, sequences_per_context: 4, ...engineConfig });
+/**
+ * An engine on `dir`'s models, one context of 4 sequences unless `engineConfig` says otherwise,
+ * whose deterministic requests (all of these are greedy, to compare texts) batch with the others.
+ */
+const engineWith = (dir: string, engineConfig: Partial<Config['engine']>) => engineOn(dir, { parallel: 4, sequences_per_context: 4, isolate_deterministic: false, ...engineConfig });
 /** A short plain prompt and a short chat, run before and after each disturbance: the same text means a fresh sequence. */
 const PLAIN: GenerationRequest = { model: 'tiny', prompt: 'Hello world', maxTokens: 30, temperature: 0 };
 const CHAT: GenerationRequest = { model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], maxTokens: 30, temperature: 0 };

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../server/src/config.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
 import { complete } from '../../server/src/engine/completion.js';
+import type { GenerationRequest } from '../../server/src/engine/engine.js';
 import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
 import { engineOn, useTinyModel } from '../../test/helpers/demo-llama.js';
 
@@ -96,8 +97,55 @@ describe('shared decode steps', () => {
     }
   });
 
+  it('deterministic requests (a seed, temperature 0) decode in steps of their own, taking turns with the batch of the others, and give exactly the text they give alone', async () => {
+    for (const isolate of [true, false]) {
+      const engine = engineOn(tiny.dir, { parallel: 4, sequences_per_context: 4, isolate_deterministic: isolate });
+      await engine.start();
+      try {
+        const [context] = (await engine.load('tiny')).contexts;
+        const seeded: GenerationRequest = { model: 'tiny', prompt: 'Once upon a time', maxTokens: 48, temperature: 1, seed: 7 };
+        const greedyChat: GenerationRequest = { model: 'tiny', messages: [{ role: 'user', content: 'Tell me a story' }], maxTokens: 40, temperature: 0 };
+        // Sampled, with no seed (top_k 1 only so that it runs on, as greedy text does here, to its limit).
+        const sampled: GenerationRequest = { model: 'tiny', prompt: 'Hello world', maxTokens: 64, temperature: 1, topK: 1 };
+        const alone = [await engine.generate(seeded), await engine.generate(greedyChat)];
+        const steps: number[][] = [];
+        countDecodeSteps(context!, [], steps);
+        const [a, b, c, d] = await Promise.all([engine.generate(seeded), engine.generate(greedyChat), engine.generate(sampled), engine.generate(sampled)]);
+        const ids = [...new Set(steps.flat())];
+        expect(ids).toHaveLength(4);
+        const shared = ids.filter((id) => steps.some((step) => step.length > 1 && step.includes(id)));
+        if (!isolate) {
+          // The switch is what keeps them apart: off, every sequence shares steps.
+          expect(shared).toHaveLength(4);
+          continue;
+        }
+        expect([a!.text, b!.text]).toEqual(alone.map((result) => result.text));
+        expect([a!.usage, b!.usage]).toEqual(alone.map((result) => result.usage));
+        expect([c!.usage.completion_tokens, d!.usage.completion_tokens]).toEqual([64, 64]);
+        // Two sequences never shared a step (prompt or token); the two sampled ones batched.
+        expect(shared).toHaveLength(2);
+        expect(steps.filter((step) => step.length === 2).length).toBeGreaterThanOrEqual(20);
+        // Turns: the three (each deterministic sequence, the batch of the sampled two) generate at
+        // the same time, none waiting for another to end, and while one generates at most 2 other
+        // steps (the other two's) come between two of its own, a few more where a chat's next
+        // token was late.
+        const units = [...ids.filter((id) => !shared.includes(id)).map((id) => (step: number[]) => step.includes(id)), (step: number[]) => step.length === 2];
+        const spans = units.map((inUnit) => {
+          const own = steps.flatMap((step, index) => (inUnit(step) ? [index] : []));
+          const gaps = own.slice(1).map((index, i) => index - own[i]! - 1);
+          expect(Math.max(...gaps)).toBeLessThanOrEqual(4);
+          return [own[0]!, own.at(-1)!] as const;
+        });
+        expect(Math.max(...spans.map(([first]) => first))).toBeLessThan(Math.min(...spans.map(([, last]) => last)));
+      } finally {
+        await engine.close();
+      }
+    }
+  });
+
   it('every engine feature works on a context of 4 sequences', async () => {
-    const engine = engineOn(tiny.dir, { parallel: 4, sequences_per_context: 4 });
+    // With deterministic requests batched too, as every one of these is.
+    const engine = engineOn(tiny.dir, { parallel: 4, sequences_per_context: 4, isolate_deterministic: false });
     await engine.start();
     try {
       const abort = new AbortController();

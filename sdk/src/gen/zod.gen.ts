@@ -365,7 +365,8 @@ export const zConfigView = z.object({
         context_size: z.int().gte(1).lte(9007199254740991).optional(),
         max_queue: z.int().gte(1).lte(9007199254740991).optional(),
         batch_size: z.int().gte(1).lte(9007199254740991).optional(),
-        flash_attention: z.boolean().optional()
+        flash_attention: z.boolean().optional(),
+        isolate_deterministic: z.boolean().optional()
     }),
     storage: z.object({
         data_dir: z.string().max(4096).optional()

@@ -20,6 +20,8 @@ export interface CompletionOptions {
   stop?: readonly string[];
   grammar?: LlamaGrammar;
   signal?: AbortSignal;
+  /** Decoded in steps of its own on a shared context (decode-loop.ts): the text never depends on what else runs. */
+  alone?: boolean;
   onText?: (text: string) => void;
   /** The first token was sampled (the prompt is decoded). */
   onFirstToken?: () => void;
@@ -95,7 +97,7 @@ export async function complete(loop: DecodeLoop, sequence: Parameters<DecodeLoop
         return false;
       }
       return generated.length < options.maxTokens;
-    }, signal);
+    }, { signal, alone: options.alone });
     if (signal?.aborted && generated.length === 0) stopReason = 'abort';
   } finally {
     sampler.dispose();

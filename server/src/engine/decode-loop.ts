@@ -19,6 +19,13 @@ import type { ContextThreadpool, ThreadShare } from './threadpool.js';
  * token a few promise hops after its last one is sampled; a step waits for it (event-driven, at
  * most `MAX_WAIT_MS`), so every generating sequence is in every step.
  *
+ * A token decoded beside others gets very slightly different numbers than alone (a probability by
+ * ~5e-5 on the demo model: the matrix kernels sum in another order for another batch shape), so a
+ * greedy or seeded request would now and then give another text on a shared context than alone.
+ * Work marked `alone` (the engine marks deterministic requests so) is therefore decoded in steps of
+ * its own: the others batch together, and each alone sequence and the batch of the others take
+ * turns, one step each.
+ *
  * On the tiny demo model node-llama-cpp's own completion loop spends 0.27 ms of main-thread CPU a
  * token against 0.07 for this one (bench/token-steps.ts), more than the decode itself.
  *
@@ -98,6 +105,8 @@ interface Pending {
   /** This step's chunk: where it lies in `tokens`, its first position in the sequence, and its batch logit indexes. */
   chunk: { from: number; to: number; at: number; logits: Uint32Array };
   own?: { sampler: NativeSampler; sink: TokenSink; signal?: AbortSignal };
+  /** Decoded in steps of its own, never beside another sequence's tokens. */
+  alone: boolean;
   foreign?: { mapper: LogitMapper; mapped: [number, unknown][]; afterBatch?: (length: number) => unknown };
   resolve: (value: never) => void;
   reject: (error: unknown) => void;
@@ -126,6 +135,8 @@ export class DecodeLoop {
   readonly #chats = new Map<number, boolean>();
   /** Of those, the ones with a decode queued and not yet in a step. */
   readonly #queuedChats = new Set<number>();
+  /** Of those, the ones decoded alone. */
+  readonly #aloneChats = new Set<number>();
   #waiter?: () => void;
   /** Steps that went ahead after `MAX_WAIT_MS` without a chat's token (for tests and diagnosis). */
   timeouts = 0;
@@ -155,14 +166,20 @@ export class DecodeLoop {
     return (this.#context as unknown as { _ctx: Binding })._ctx;
   }
 
-  /** node-llama-cpp starts generating on a sequence of this context: steps wait for its tokens. */
-  chatStarted(sequence: LlamaContextSequence): void {
-    this.#chats.set(sequenceId(sequence), false);
+  /**
+   * node-llama-cpp starts generating on a sequence of this context: steps wait for its tokens.
+   * `alone`: its decodes are never batched with another sequence's.
+   */
+  chatStarted(sequence: LlamaContextSequence, { alone = false }: { alone?: boolean } = {}): void {
+    const id = sequenceId(sequence);
+    this.#chats.set(id, false);
+    if (alone) this.#aloneChats.add(id);
     this.#updateBusy();
   }
 
   chatEnded(sequence: LlamaContextSequence): void {
     this.#chats.delete(sequenceId(sequence));
+    this.#aloneChats.delete(sequenceId(sequence));
     this.#updateBusy();
     this.#poke();
   }
@@ -171,15 +188,15 @@ export class DecodeLoop {
    * Decodes `prompt` on the (empty) sequence, then feeds `sink` each token sampled after it until
    * `sink` returns false or the sequence's context is full; the sequence is empty again when the
    * promise settles. An abort of `signal` ends it at the next step, within its prompt too (whose
-   * steps the others wait for).
+   * steps the others wait for). `alone`: decoded in steps of its own.
    */
-  run(sequence: LlamaContextSequence, prompt: readonly Token[], sampler: NativeSampler, sink: TokenSink, signal?: AbortSignal): Promise<void> {
+  run(sequence: LlamaContextSequence, prompt: readonly Token[], sampler: NativeSampler, sink: TokenSink, { signal, alone = false }: { signal?: AbortSignal; alone?: boolean } = {}): Promise<void> {
     const id = sequenceId(sequence);
     if (prompt.length === 0) throw new Error('An empty prompt cannot be decoded');
     const tokens = Uint32Array.from(prompt);
     return new Promise<void>((resolve, reject) => {
       const last = tokens.length - 1;
-      this.#add({ id, tokens, offset: 0, position: 0, wanted: (index) => index === last, chunk: EMPTY_CHUNK, own: { sampler, sink, signal }, resolve, reject });
+      this.#add({ id, tokens, offset: 0, position: 0, wanted: (index) => index === last, chunk: EMPTY_CHUNK, own: { sampler, sink, signal }, alone, resolve, reject });
     });
   }
 
@@ -199,6 +216,7 @@ export class DecodeLoop {
         wanted: (index) => logits[index] === true,
         chunk: EMPTY_CHUNK,
         foreign: { mapper, mapped: [], afterBatch: request.afterBatchAction },
+        alone: this.#aloneChats.has(request.sequenceId),
         resolve: resolve as (value: never) => void,
         reject,
       });
@@ -292,12 +310,14 @@ export class DecodeLoop {
     const batch: Pending[] = [];
     let size = 0;
     // The next token of every generating sequence, then as much of the prompts waiting as the batch
-    // holds (the rest in the next steps), as llama-server fills its batches. A token decoded beside
-    // others gets very slightly different numbers than alone (a probability by ~5e-5 on the demo
-    // model), so a seeded sample on a shared context can now and then differ from the same request
-    // alone; one sequence per context (the default) never shares a step.
+    // holds (the rest in the next steps), as llama-server fills its batches; or, when the first in
+    // the queue is to be decoded alone, that one only. Whatever a step took goes to the back of the
+    // queue, so the alone ones and the batch of the others take turns, and a prompt that did not fit
+    // is first in the next step.
     for (const pending of this.#queue) if (pending.own?.signal?.aborted) this.#finish(pending);
-    for (const pending of this.#queue) {
+    const first = this.#queue.values().next().value;
+    for (const pending of first?.alone ? [first] : this.#queue) {
+      if (pending.alone !== first?.alone) continue;
       const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize - size);
       if (take <= 0) break;
       pending.chunk = { from: pending.offset, to: pending.offset + take, at: pending.position, logits: NO_LOGITS };
@@ -305,6 +325,10 @@ export class DecodeLoop {
       size += take;
     }
     if (size === 0) return;
+    for (const pending of batch) {
+      this.#queue.delete(pending);
+      this.#queue.add(pending);
+    }
     // In ascending sequence order: with a KV stream per sequence, llama.cpp splits a batch into
     // micro-batches of consecutive, increasing sequence ids (llama_batch_allocr::split_equal), so
     // [2, 0, 3, 1] would decode as two graphs and [3, 2, 1, 0] as four, each nearly the cost of the

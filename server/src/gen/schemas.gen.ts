@@ -1540,6 +1540,9 @@ export const ConfigViewSchema = {
                 },
                 flash_attention: {
                     type: 'boolean'
+                },
+                isolate_deterministic: {
+                    type: 'boolean'
                 }
             }
         },

@@ -497,6 +497,7 @@ export type ConfigView = {
         max_queue?: number;
         batch_size?: number;
         flash_attention?: boolean;
+        isolate_deterministic?: boolean;
         [key: string]: unknown;
     };
     storage: {
