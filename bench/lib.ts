@@ -155,7 +155,7 @@ export const ADMIN_PASSWORD = 'bench-admin-password-1';
  * waits until /health/ready, logs in as admin. `settings` are `--set` overrides; `root` is the
  * checkout whose server runs (default this one; another version for a before/after comparison).
  */
-export async function startChildServer(options: { modelsDir: string; settings?: Record<string, string | number>; root?: string }): Promise<BenchServer> {
+export async function startChildServer(options: { modelsDir: string; settings?: Record<string, string | number | boolean>; root?: string }): Promise<BenchServer> {
   const data = tempDir('inferno-bench-data-');
   const root = options.root ?? REPO_ROOT;
   const args = ['--import', 'tsx', path.join(root, 'server/src/cli.ts'), 'serve', '--port', '0', '--data-dir', data.dir, '--models-dir', options.modelsDir];
@@ -212,7 +212,7 @@ export async function startChildServer(options: { modelsDir: string; settings?: 
 }
 
 /** The server in this process (its JS shares the client's event loop): `startServer` as the tests do. */
-export async function startInProcessServer(options: { modelsDir: string; settings?: Record<string, string | number> }): Promise<BenchServer> {
+export async function startInProcessServer(options: { modelsDir: string; settings?: Record<string, string | number | boolean> }): Promise<BenchServer> {
   const { loadConfig } = await import('../server/src/config.js');
   const { startServer } = await import('../server/src/server.js');
   const { Writable } = await import('node:stream');
