@@ -1,7 +1,7 @@
 // Contexts of several sequences: each decode step batches every generating sequence, node-llama-cpp's
 // decodes (a chat, LlamaCompletion) as well as the engine's own (decode-loop.ts), and every engine
 // feature still works on such a context.
-import { LlamaCompletion } from 'node-llama-cpp';
+import { LlamaCompletion, type LlamaContext } from 'node-llama-cpp';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../server/src/config.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
@@ -24,6 +24,30 @@ async function generate({ sequence, loop }: EngineSequence): Promise<number> {
     loop.chatEnded(sequence);
   }
   return tokens;
+}
+
+/**
+ * Records what each of the engine's own samplers sampled from (node-llama-cpp 3.21.1's binding
+ * hands back the candidates' probabilities when asked): per sampler, each sample's token and
+ * probabilities, bit for bit.
+ */
+function recordSamples(context: LlamaContext): Map<object, string[]> {
+  const samples = new Map<object, string[]>();
+  const internals = context as unknown as { _ctx: Record<string | symbol, unknown> };
+  const native = internals._ctx;
+  internals._ctx = new Proxy(native, {
+    get: (target, key) => {
+      const value = target[key];
+      if (key !== 'sampleToken') return typeof value === 'function' ? value.bind(target) : value;
+      return async (index: number, sampler: object, ...rest: unknown[]) => {
+        if (rest.length > 0) return (value as (...args: unknown[]) => unknown).call(target, index, sampler, ...rest);
+        const [token, probabilities] = (await (value as (...args: unknown[]) => Promise<[number, number[]]>).call(target, index, sampler, true));
+        samples.set(sampler, [...(samples.get(sampler) ?? []), `${token}:${Buffer.from(new Float64Array(probabilities ?? []).buffer).toString('base64')}`]);
+        return token;
+      };
+    },
+  });
+  return samples;
 }
 
 describe('shared decode steps', () => {
@@ -97,6 +121,28 @@ describe('shared decode steps', () => {
     }
   });
 
+  it('a generating sequence is in every step while prompts longer than the batch wait', async () => {
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4, batch_size: 64 });
+    try {
+      const steps: number[][] = [];
+      countDecodeSteps(contexts[0]!, [], steps);
+      const [g1, g2, p1, p2] = sequences as EngineSequence[];
+      const run = (item: EngineSequence, prompt: string, maxTokens: number) => complete(item.loop, item.sequence, { prompt, maxTokens, temperature: 0 });
+      const generating = [run(g1!, 'Hello world', 200), run(g2!, 'Hello world', 200)];
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      const long = 'The quick brown fox jumps over the lazy dog. '.repeat(14); // ~150 tokens each, 64 a step
+      const prompts = [run(p1!, long, 5), run(p2!, long, 5)];
+      await Promise.all([...generating, ...prompts]);
+      const [a, b, c] = [g1, g2, p1].map((item) => (item!.sequence as unknown as { _sequenceId: number })._sequenceId);
+      const spanOf = (id: number) => [steps.findIndex((step) => step.includes(id)), steps.findLastIndex((step) => step.includes(id))] as const;
+      const [from, to] = [Math.max(spanOf(a!)[0], spanOf(b!)[0]) + 1, Math.min(spanOf(a!)[1], spanOf(b!)[1])];
+      expect(spanOf(c!)[0]).toBeGreaterThan(from); // the prompts came while both generated
+      expect(steps.slice(from, to).filter((step) => !step.includes(a!) || !step.includes(b!))).toEqual([]);
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
   it('deterministic requests (a seed, temperature 0) decode in steps of their own, taking turns with the batch of the others, and give exactly the text they give alone', async () => {
     for (const isolate of [true, false]) {
       const engine = engineOn(tiny.dir, { parallel: 4, sequences_per_context: 4, isolate_deterministic: isolate });
@@ -107,7 +153,10 @@ describe('shared decode steps', () => {
         const greedyChat: GenerationRequest = { model: 'tiny', messages: [{ role: 'user', content: 'Tell me a story' }], maxTokens: 40, temperature: 0 };
         // Sampled, with no seed (top_k 1 only so that it runs on, as greedy text does here, to its limit).
         const sampled: GenerationRequest = { model: 'tiny', prompt: 'Hello world', maxTokens: 64, temperature: 1, topK: 1 };
+        const samples = recordSamples(context!);
         const alone = [await engine.generate(seeded), await engine.generate(greedyChat)];
+        const seededAlone = [...samples.values()][0]!;
+        samples.clear();
         const steps: number[][] = [];
         countDecodeSteps(context!, [], steps);
         const [a, b, c, d] = await Promise.all([engine.generate(seeded), engine.generate(greedyChat), engine.generate(sampled), engine.generate(sampled)]);
@@ -120,6 +169,9 @@ describe('shared decode steps', () => {
           continue;
         }
         expect([a!.text, b!.text]).toEqual(alone.map((result) => result.text));
+        // Not only the text: every probability the seeded request sampled from is the same to the
+        // bit as alone (batched, most runs differ somewhere).
+        expect([...samples.values()].some((log) => log.length === seededAlone.length && log.every((sample, i) => sample === seededAlone[i]))).toBe(true);
         expect([a!.usage, b!.usage]).toEqual(alone.map((result) => result.usage));
         expect([c!.usage.completion_tokens, d!.usage.completion_tokens]).toEqual([64, 64]);
         // Two sequences never shared a step (prompt or token); the two sampled ones batched.

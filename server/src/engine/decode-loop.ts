@@ -24,7 +24,8 @@ import type { ContextThreadpool, ThreadShare } from './threadpool.js';
  * greedy or seeded request would now and then give another text on a shared context than alone.
  * Work marked `alone` (the engine marks deterministic requests so) is therefore decoded in steps of
  * its own: the others batch together, and each alone sequence and the batch of the others take
- * turns, one step each.
+ * turns, one step each (the batch keeps its order: generating sequences first, then the prompts
+ * in the order they came).
  *
  * On the tiny demo model node-llama-cpp's own completion loop spends 0.27 ms of main-thread CPU a
  * token against 0.07 for this one (bench/token-steps.ts), more than the decode itself.
@@ -123,6 +124,10 @@ export class DecodeLoop {
   /** Several sequences share the context: node-llama-cpp's own context operations (clearing a sequence) take its lock, and so does each step. */
   readonly #shared: boolean;
   readonly #queue = new Set<Pending>();
+  /** The queued work to decode alone, in the order of its turns (each goes to the back after its step). */
+  readonly #alone = new Set<Pending>();
+  /** Alone steps since the batch of the others last had its turn. */
+  #aloneSinceBatch = 0;
   #running = false;
   /** Shared with the model's other contexts (each with a persistent threadpool of `total` threads); none: the context's own threads, fixed. */
   readonly #threads?: ThreadShare;
@@ -225,6 +230,7 @@ export class DecodeLoop {
 
   #add(pending: Pending): void {
     this.#queue.add(pending);
+    if (pending.alone) this.#alone.add(pending);
     this.#updateBusy();
     this.#poke();
     if (!this.#running) void this.#loop();
@@ -310,25 +316,32 @@ export class DecodeLoop {
     const batch: Pending[] = [];
     let size = 0;
     // The next token of every generating sequence, then as much of the prompts waiting as the batch
-    // holds (the rest in the next steps), as llama-server fills its batches; or, when the first in
-    // the queue is to be decoded alone, that one only. Whatever a step took goes to the back of the
-    // queue, so the alone ones and the batch of the others take turns, and a prompt that did not fit
-    // is first in the next step.
+    // holds (the rest in the next steps), as llama-server fills its batches; or, in its turn, one
+    // sequence to decode alone. Turns: the batch, then each alone one once, and again.
     for (const pending of this.#queue) if (pending.own?.signal?.aborted) this.#finish(pending);
-    const first = this.#queue.values().next().value;
-    for (const pending of first?.alone ? [first] : this.#queue) {
-      if (pending.alone !== first?.alone) continue;
-      const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize - size);
-      if (take <= 0) break;
+    const others = this.#queue.size > this.#alone.size;
+    const aloneTurn = this.#alone.size > 0 && (!others || this.#aloneSinceBatch < this.#alone.size);
+    if (aloneTurn) {
+      const pending = this.#alone.values().next().value!;
+      this.#alone.delete(pending);
+      this.#alone.add(pending);
+      this.#aloneSinceBatch++;
+      const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize);
       pending.chunk = { from: pending.offset, to: pending.offset + take, at: pending.position, logits: NO_LOGITS };
       batch.push(pending);
-      size += take;
+      size = take;
+    } else {
+      this.#aloneSinceBatch = 0;
+      for (const pending of this.#queue) {
+        if (pending.alone) continue;
+        const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize - size);
+        if (take <= 0) break;
+        pending.chunk = { from: pending.offset, to: pending.offset + take, at: pending.position, logits: NO_LOGITS };
+        batch.push(pending);
+        size += take;
+      }
     }
     if (size === 0) return;
-    for (const pending of batch) {
-      this.#queue.delete(pending);
-      this.#queue.add(pending);
-    }
     // In ascending sequence order: with a KV stream per sequence, llama.cpp splits a batch into
     // micro-batches of consecutive, increasing sequence ids (llama_batch_allocr::split_equal), so
     // [2, 0, 3, 1] would decode as two graphs and [3, 2, 1, 0] as four, each nearly the cost of the
@@ -400,6 +413,7 @@ export class DecodeLoop {
    */
   #finish(pending: Pending, error?: unknown, value?: unknown, disposing = false): void {
     this.#queue.delete(pending);
+    this.#alone.delete(pending);
     this.#updateBusy();
     if (pending.foreign) this.#queuedChats.delete(pending.id);
     // A context being disposed keeps its binding untouched: its cells go with it.

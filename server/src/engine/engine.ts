@@ -290,8 +290,8 @@ export class InferenceEngine {
       // step of a context batches the next token of every sequence generating on it, chat or plain
       // prompt (decode-loop.ts), bar deterministic requests, decoded alone (`isolate_deterministic`).
       // One sequence per context stays the default: through the server on 2 shared cores one
-      // context of 4 streamed 4 at once from 0.9x (AMD EPYC, small f16) to 1.8x (a Xeon) of 4
-      // contexts, and deterministic streams, decoded alone, do not batch at all.
+      // context of 4 streamed 4 at once from 0.8-0.9x (AMD EPYC, small q8_0 and f16) to 1.8x (a Xeon,
+      // small f16) of 4 contexts, and deterministic streams, decoded alone, do not batch at all.
       const opened = await openSequences(model, engine, { busy: this.#busyContexts });
       contexts = opened.contexts;
       const sequences = opened.sequences;
