@@ -44,51 +44,54 @@ describe('decode loop edges', () => {
     expect(unhandled).toEqual([]);
   });
 
-  it('a prompt longer than a batch gives the text it gives alone, with others generating', async () => {
-    const engine = engineWith(dir, { batch_size: 64, context_size: 1024 });
-    await engine.start();
-    try {
-      const request: GenerationRequest = { model: 'tiny', prompt: LONG_PROMPT, maxTokens: 24, temperature: 0 };
-      const alone = await engine.generate(request);
-      expect(alone.usage.prompt_tokens).toBeGreaterThan(200);
-      const others = [1, 2, 3].map(() => engine.generate({ model: 'tiny', prompt: 'Hello world', maxTokens: 100, temperature: 0 }));
-      await new Promise((resolve) => setTimeout(resolve, 5));
-      const together = await engine.generate(request);
-      await Promise.all(others);
-      expect(together.text).toBe(alone.text);
-      expect(together.usage).toEqual(alone.usage);
-      // A chat with a long prompt, too.
-      const chat: GenerationRequest = { model: 'tiny', messages: [{ role: 'user', content: LONG_PROMPT }], maxTokens: 24, temperature: 0 };
-      const chatAlone = await engine.generate(chat);
-      const more = [1, 2, 3].map(() => engine.generate({ model: 'tiny', prompt: 'Hello world', maxTokens: 100, temperature: 0 }));
-      await new Promise((resolve) => setTimeout(resolve, 5));
-      const chatTogether = await engine.generate(chat);
-      await Promise.all(more);
-      expect(chatTogether.text).toBe(chatAlone.text);
-      expect(chatTogether.usage).toEqual(chatAlone.usage);
-    } finally {
-      await engine.close();
-    }
-  });
-
-  it('prompts that nearly fill the context end at `length` on all sequences at once', async () => {
-    const engine = engineWith(dir, { batch_size: 64, context_size: 256 });
-    await engine.start();
-    try {
-      const prompt = 'The quick brown fox jumps over the lazy dog. '.repeat(6); // ~190 tokens of 256
-      const results = await Promise.all([
-        ...[0, 1, 2].map(() => engine.generate({ model: 'tiny', prompt, maxTokens: 500, temperature: 0 })),
-        engine.generate({ model: 'tiny', messages: [{ role: 'user', content: prompt }], maxTokens: 500, temperature: 0 }),
-      ]);
-      for (const result of results) {
-        expect(result.finishReason).toBe('length');
-        expect(result.usage.total_tokens).toBeLessThanOrEqual(256);
-        expect(result.usage.total_tokens).toBeGreaterThan(240);
+  for (const isolate of [false, true]) {
+    it(`a prompt longer than a batch gives the text it gives alone, with others generating (deterministic requests ${isolate ? 'alone' : 'batched'})`, async () => {
+      const engine = engineWith(dir, { batch_size: 64, context_size: 1024, isolate_deterministic: isolate });
+      await engine.start();
+      try {
+        const request: GenerationRequest = { model: 'tiny', prompt: LONG_PROMPT, maxTokens: 24, temperature: 0 };
+        const alone = await engine.generate(request);
+        expect(alone.usage.prompt_tokens).toBeGreaterThan(200);
+        const others = [1, 2, 3].map(() => engine.generate({ model: 'tiny', prompt: 'Hello world', maxTokens: 100, temperature: 0 }));
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        const together = await engine.generate(request);
+        await Promise.all(others);
+        expect(together.text).toBe(alone.text);
+        expect(together.usage).toEqual(alone.usage);
+        // A chat with a long prompt, too.
+        const chat: GenerationRequest = { model: 'tiny', messages: [{ role: 'user', content: LONG_PROMPT }], maxTokens: 24, temperature: 0 };
+        const chatAlone = await engine.generate(chat);
+        const more = [1, 2, 3].map(() => engine.generate({ model: 'tiny', prompt: 'Hello world', maxTokens: 100, temperature: 0 }));
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        const chatTogether = await engine.generate(chat);
+        await Promise.all(more);
+        expect(chatTogether.text).toBe(chatAlone.text);
+        expect(chatTogether.usage).toEqual(chatAlone.usage);
+      } finally {
+        await engine.close();
       }
-    } finally {
-      await engine.close();
-    }
-  });
+    });
+
+    it(`prompts that nearly fill the context end at \`length\` on all sequences at once (deterministic requests ${isolate ? 'alone' : 'batched'})`, async () => {
+      const engine = engineWith(dir, { batch_size: 64, context_size: 256, isolate_deterministic: isolate });
+      await engine.start();
+      try {
+        const prompt = 'The quick brown fox jumps over the lazy dog. '.repeat(6); // ~190 tokens of 256
+        const results = await Promise.all([
+          ...[0, 1, 2].map(() => engine.generate({ model: 'tiny', prompt, maxTokens: 500, temperature: 0 })),
+          engine.generate({ model: 'tiny', messages: [{ role: 'user', content: prompt }], maxTokens: 500, temperature: 0 }),
+        ]);
+        for (const result of results) {
+          expect(result.finishReason).toBe('length');
+          expect(result.usage.total_tokens).toBeLessThanOrEqual(256);
+          expect(result.usage.total_tokens).toBeGreaterThan(240);
+        }
+      } finally {
+        await engine.close();
+      }
+    });
+
+  }
 
   it('chats (plain, tools in auto mode, a JSON schema) and completions on one context give what each gives alone, bar a rare batched near-tie', async () => {
     const engine = engineWith(dir, {});
