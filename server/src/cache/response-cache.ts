@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import type { Config } from '../config.js';
-import type { GenerationRequest } from '../engine/engine.js';
+// Only a request whose answer is fixed by its input (a seed, or greedy decoding) may be answered
+// from the cache: any other would lose its randomness.
+import { isDeterministic, type GenerationRequest } from '../engine/engine.js';
 import type { CacheStats, InferenceResponse } from '../gen/types.gen.js';
 
 /** What a hit gives back; `id`, `created` and `timings` belong to each answer and are made fresh. */
@@ -9,14 +11,6 @@ export type CachedInference = Pick<InferenceResponse, 'model' | 'text' | 'tool_c
 
 /** The cache's part of the spec's `CacheStats` (the route adds the loaded models). */
 export type ResponseCacheStats = Omit<CacheStats, 'loaded_models'>;
-
-/**
- * Only a request whose answer is fixed by its input may be answered from the cache: one with a
- * seed, or with greedy decoding (temperature 0). Any other would lose its randomness.
- */
-export function isDeterministic(request: GenerationRequest): boolean {
-  return request.seed !== undefined || request.temperature === 0;
-}
 
 /**
  * An in-memory LRU cache of native inference answers. The key hashes the model id, the model
