@@ -12,13 +12,13 @@ import { engineOn, useTinyModel } from '../../test/helpers/demo-llama.js';
 
 const TOKENS = 32;
 
-async function generate({ sequence, loop }: EngineSequence): Promise<number> {
+async function generate({ sequence, loop }: EngineSequence, maxTokens = TOKENS): Promise<number> {
   await sequence.clearHistory();
   loop.chatStarted(sequence);
   const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
   let tokens = 0;
   try {
-    await completion.generateCompletion('Hello world', { maxTokens: TOKENS, temperature: 0, onToken: (t) => (tokens += t.length) });
+    await completion.generateCompletion('Hello world', { maxTokens, temperature: 0, onToken: (t) => (tokens += t.length) });
   } finally {
     completion.dispose({ disposeSequence: false });
     loop.chatEnded(sequence);
@@ -60,7 +60,7 @@ describe('shared decode steps', () => {
       const steps = countDecodeSteps(contexts[0]!);
       for (let round = 0; round < 3; round++) {
         steps.length = 0;
-        expect(await Promise.all(sequences.map(generate))).toEqual([TOKENS, TOKENS, TOKENS, TOKENS]);
+        expect(await Promise.all(sequences.map((item) => generate(item)))).toEqual([TOKENS, TOKENS, TOKENS, TOKENS]);
         // After the prompts, each of the 31 further tokens of the 4 sequences: 31 steps of 4 tokens.
         // node-llama-cpp's own dispatch leaves one sequence behind nearly every step (~42 steps).
         const single = steps.filter((n) => n <= 4);
@@ -121,14 +121,15 @@ describe('shared decode steps', () => {
     }
   });
 
-  it('a generating sequence is in every step while prompts longer than the batch wait', async () => {
+  it("a generating sequence (the engine's own, and node-llama-cpp's) is in every step while prompts longer than the batch wait", async () => {
     const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4, batch_size: 64 });
     try {
       const steps: number[][] = [];
       countDecodeSteps(contexts[0]!, [], steps);
       const [g1, g2, p1, p2] = sequences as EngineSequence[];
       const run = (item: EngineSequence, prompt: string, maxTokens: number) => complete(item.loop, item.sequence, { prompt, maxTokens, temperature: 0 });
-      const generating = [run(g1!, 'Hello world', 200), run(g2!, 'Hello world', 200)];
+      // g2's tokens come from node-llama-cpp (as a chat's do), each a new decode queued behind the prompts.
+      const generating = [run(g1!, 'Hello world', 200), generate(g2!, 200)];
       await new Promise((resolve) => setTimeout(resolve, 10));
       const long = 'The quick brown fox jumps over the lazy dog. '.repeat(14); // ~150 tokens each, 64 a step
       const prompts = [run(p1!, long, 5), run(p2!, long, 5)];

@@ -332,13 +332,17 @@ export class DecodeLoop {
       size = take;
     } else {
       this.#aloneSinceBatch = 0;
-      for (const pending of this.#queue) {
-        if (pending.alone) continue;
-        const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize - size);
-        if (take <= 0) break;
-        pending.chunk = { from: pending.offset, to: pending.offset + take, at: pending.position, logits: NO_LOGITS };
-        batch.push(pending);
-        size += take;
+      // Two passes: a generating sequence's next token first (a chat's comes as a new decode, queued
+      // behind any prompt that waits), then the prompts in the order they came.
+      for (const next of [true, false]) {
+        for (const pending of this.#queue) {
+          if (pending.alone || (pending.tokens.length - pending.offset === 1) !== next) continue;
+          const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize - size);
+          if (take <= 0) break;
+          pending.chunk = { from: pending.offset, to: pending.offset + take, at: pending.position, logits: NO_LOGITS };
+          batch.push(pending);
+          size += take;
+        }
       }
     }
     if (size === 0) return;
