@@ -49,24 +49,21 @@ describe('decode loop edges', () => {
       const engine = engineWith(dir, { batch_size: 64, context_size: 1024, isolate_deterministic: isolate });
       await engine.start();
       try {
-        const request: GenerationRequest = { model: 'tiny', prompt: LONG_PROMPT, maxTokens: 24, temperature: 0 };
-        const alone = await engine.generate(request);
-        expect(alone.usage.prompt_tokens).toBeGreaterThan(200);
-        const others = [1, 2, 3].map(() => engine.generate({ model: 'tiny', prompt: 'Hello world', maxTokens: 100, temperature: 0 }));
-        await new Promise((resolve) => setTimeout(resolve, 5));
-        const together = await engine.generate(request);
-        await Promise.all(others);
-        expect(together.text).toBe(alone.text);
-        expect(together.usage).toEqual(alone.usage);
-        // A chat with a long prompt, too.
-        const chat: GenerationRequest = { model: 'tiny', messages: [{ role: 'user', content: LONG_PROMPT }], maxTokens: 24, temperature: 0 };
-        const chatAlone = await engine.generate(chat);
-        const more = [1, 2, 3].map(() => engine.generate({ model: 'tiny', prompt: 'Hello world', maxTokens: 100, temperature: 0 }));
-        await new Promise((resolve) => setTimeout(resolve, 5));
-        const chatTogether = await engine.generate(chat);
-        await Promise.all(more);
-        expect(chatTogether.text).toBe(chatAlone.text);
-        expect(chatTogether.usage).toEqual(chatAlone.usage);
+        // A plain prompt, then a chat, with a long prompt.
+        const requests: GenerationRequest[] = [
+          { model: 'tiny', prompt: LONG_PROMPT, maxTokens: 24, temperature: 0 },
+          { model: 'tiny', messages: [{ role: 'user', content: LONG_PROMPT }], maxTokens: 24, temperature: 0 },
+        ];
+        for (const request of requests) {
+          const alone = await engine.generate(request);
+          expect(alone.usage.prompt_tokens).toBeGreaterThan(200);
+          const others = [1, 2, 3].map(() => engine.generate({ model: 'tiny', prompt: 'Hello world', maxTokens: 100, temperature: 0 }));
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          const together = await engine.generate(request);
+          await Promise.all(others);
+          expect(together.text).toBe(alone.text);
+          expect(together.usage).toEqual(alone.usage);
+        }
       } finally {
         await engine.close();
       }

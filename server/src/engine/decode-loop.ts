@@ -134,14 +134,13 @@ export class DecodeLoop {
   readonly #pool?: ContextThreadpool;
   #currentThreads = 0;
   /**
-   * Sequences node-llama-cpp is generating on (between `chatStarted` and `chatEnded`): true once
-   * its first decode came (before that it is still preparing its prompt, and no step waits for it).
+   * Sequences node-llama-cpp is generating on (between `chatStarted` and `chatEnded`): `engaged`
+   * once its first decode came (before that it is still preparing its prompt, and no step waits
+   * for it); `alone`, decoded in steps of its own.
    */
-  readonly #chats = new Map<number, boolean>();
+  readonly #chats = new Map<number, { engaged: boolean; alone: boolean }>();
   /** Of those, the ones with a decode queued and not yet in a step. */
   readonly #queuedChats = new Set<number>();
-  /** Of those, the ones decoded alone. */
-  readonly #aloneChats = new Set<number>();
   #waiter?: () => void;
   /** Steps that went ahead after `MAX_WAIT_MS` without a chat's token (for tests and diagnosis). */
   timeouts = 0;
@@ -176,15 +175,12 @@ export class DecodeLoop {
    * `alone`: its decodes are never batched with another sequence's.
    */
   chatStarted(sequence: LlamaContextSequence, { alone = false }: { alone?: boolean } = {}): void {
-    const id = sequenceId(sequence);
-    this.#chats.set(id, false);
-    if (alone) this.#aloneChats.add(id);
+    this.#chats.set(sequenceId(sequence), { engaged: false, alone });
     this.#updateBusy();
   }
 
   chatEnded(sequence: LlamaContextSequence): void {
     this.#chats.delete(sequenceId(sequence));
-    this.#aloneChats.delete(sequenceId(sequence));
     this.#updateBusy();
     this.#poke();
   }
@@ -209,8 +205,9 @@ export class DecodeLoop {
   #foreign(request: ForeignRequest, mapper: LogitMapper): Promise<[number, unknown][]> {
     const { logits } = request;
     return new Promise((resolve, reject) => {
-      if (this.#chats.has(request.sequenceId)) {
-        this.#chats.set(request.sequenceId, true);
+      const chat = this.#chats.get(request.sequenceId);
+      if (chat) {
+        chat.engaged = true;
         this.#queuedChats.add(request.sequenceId);
       }
       this.#add({
@@ -221,7 +218,7 @@ export class DecodeLoop {
         wanted: (index) => logits[index] === true,
         chunk: EMPTY_CHUNK,
         foreign: { mapper, mapped: [], afterBatch: request.afterBatchAction },
-        alone: this.#aloneChats.has(request.sequenceId),
+        alone: chat?.alone ?? false,
         resolve: resolve as (value: never) => void,
         reject,
       });
@@ -303,7 +300,7 @@ export class DecodeLoop {
   }
 
   #ready(): boolean {
-    for (const [id, engaged] of this.#chats) if (engaged && !this.#queuedChats.has(id)) return false;
+    for (const [id, { engaged }] of this.#chats) if (engaged && !this.#queuedChats.has(id)) return false;
     return true;
   }
 
@@ -320,30 +317,27 @@ export class DecodeLoop {
     // sequence to decode alone. Turns: the batch, then each alone one once, and again.
     for (const pending of this.#queue) if (pending.own?.signal?.aborted) this.#finish(pending);
     const others = this.#queue.size > this.#alone.size;
-    const aloneTurn = this.#alone.size > 0 && (!others || this.#aloneSinceBatch < this.#alone.size);
-    if (aloneTurn) {
+    let candidates: Pending[];
+    if (this.#alone.size > 0 && (!others || this.#aloneSinceBatch < this.#alone.size)) {
       const pending = this.#alone.values().next().value!;
-      this.#alone.delete(pending);
+      this.#alone.delete(pending); // to the back of the turns
       this.#alone.add(pending);
       this.#aloneSinceBatch++;
-      const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize);
-      pending.chunk = { from: pending.offset, to: pending.offset + take, at: pending.position, logits: NO_LOGITS };
-      batch.push(pending);
-      size = take;
+      candidates = [pending];
     } else {
       this.#aloneSinceBatch = 0;
-      // Two passes: a generating sequence's next token first (a chat's comes as a new decode, queued
-      // behind any prompt that waits), then the prompts in the order they came.
-      for (const next of [true, false]) {
-        for (const pending of this.#queue) {
-          if (pending.alone || (pending.tokens.length - pending.offset === 1) !== next) continue;
-          const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize - size);
-          if (take <= 0) break;
-          pending.chunk = { from: pending.offset, to: pending.offset + take, at: pending.position, logits: NO_LOGITS };
-          batch.push(pending);
-          size += take;
-        }
-      }
+      // A generating sequence's next token first (a chat's comes as a new decode, queued behind any
+      // prompt that waits), then the prompts in the order they came.
+      const waiting = [...this.#queue].filter((pending) => !pending.alone);
+      const next = (pending: Pending) => pending.tokens.length - pending.offset === 1;
+      candidates = [...waiting.filter(next), ...waiting.filter((pending) => !next(pending))];
+    }
+    for (const pending of candidates) {
+      const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize - size);
+      if (take <= 0) break;
+      pending.chunk = { from: pending.offset, to: pending.offset + take, at: pending.position, logits: NO_LOGITS };
+      batch.push(pending);
+      size += take;
     }
     if (size === 0) return;
     // In ascending sequence order: with a KV stream per sequence, llama.cpp splits a batch into
