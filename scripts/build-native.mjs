@@ -1,5 +1,6 @@
-// Builds server/native/threadpool.cc (a persistent ggml threadpool for node-llama-cpp contexts)
-// into server/native/build/threadpool.node, against the headers of the installed node-llama-cpp
+// Builds the engine's native addon, server/native/*.cc (a persistent ggml threadpool for
+// node-llama-cpp contexts, and a decode step with its sampling in one worker hop), into
+// server/native/build/engine.node, against the headers of the installed node-llama-cpp
 // (its addon's own headers, llama.cpp's from the source bundle it ships) and N-API. Run by
 // `npm install`/`npm ci` (postinstall) and by `npm run build:native`.
 //
@@ -15,8 +16,8 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(path.join(root, 'package.json'));
-const source = path.join(root, 'server/native/threadpool.cc');
-const out = path.join(root, 'server/native/build/threadpool.node');
+const sources = ['addon.cc', 'threadpool.cc', 'step.cc'].map((name) => path.join(root, 'server/native', name));
+const out = path.join(root, 'server/native/build/engine.node');
 const stamp = `${out}.stamp`;
 const strict = process.argv.includes('--strict');
 
@@ -38,11 +39,13 @@ function run(command, args, options = {}) {
 try {
   const nlcDir = packageDir('node-llama-cpp');
   const nlcVersion = JSON.parse(readFileSync(path.join(nlcDir, 'package.json'), 'utf8')).version;
-  // The source's and this script's hash: an edit that keeps the source's length rebuilds it too.
-  const hash = createHash('sha256').update(readFileSync(source)).update(readFileSync(fileURLToPath(import.meta.url))).digest('hex').slice(0, 16);
+  // The sources' and this script's hash: an edit that keeps a source's length rebuilds it too.
+  const digest = createHash('sha256');
+  for (const file of [...sources, fileURLToPath(import.meta.url)]) digest.update(readFileSync(file));
+  const hash = digest.digest('hex').slice(0, 16);
   const key = `${nlcVersion} ${hash} ${process.platform}-${process.arch}`;
   if (existsSync(out) && existsSync(stamp) && readFileSync(stamp, 'utf8') === key && !process.argv.includes('--force')) {
-    console.log(`native threadpool addon is up to date (node-llama-cpp ${nlcVersion})`);
+    console.log(`native engine addon is up to date (node-llama-cpp ${nlcVersion})`);
     process.exit(0);
   }
   // A stale build (another node-llama-cpp, another source) must not stay to be loaded if this one
@@ -65,7 +68,7 @@ try {
       '-shared', '-fPIC', '-O2', '-std=c++17', '-fexceptions', '-DNAPI_VERSION=7', '-DNAPI_CPP_EXCEPTIONS',
       '-I', path.join(nlcDir, 'llama/addon'), '-I', path.join(headers, 'include'), '-I', path.join(headers, 'ggml/include'),
       '-I', path.resolve(root, addonApi), '-I', napiHeaders,
-      source, '-o', out,
+      ...sources, '-o', out,
     ]);
     writeFileSync(stamp, key);
     console.log(`built ${path.relative(root, out)} for node-llama-cpp ${nlcVersion} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
@@ -74,6 +77,6 @@ try {
   }
 } catch (error) {
   const detail = error && typeof error === 'object' && 'stderr' in error && error.stderr ? String(error.stderr).slice(0, 2000) : String(error?.message ?? error);
-  console.warn(`warning: the native threadpool addon was not built (contexts with more than one thread run slower): ${detail}`);
+  console.warn(`warning: the native engine addon was not built (contexts with more than one thread run slower, and each step samples in a worker hop of its own): ${detail}`);
   process.exit(strict ? 1 : 0);
 }

@@ -157,13 +157,10 @@ Napi::Value Free(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
-Napi::Object Init(Napi::Env env, Napi::Object exports) {
+}  // namespace
+
+void InitThreadpool(Napi::Env env, Napi::Object exports) {
   exports.Set("attach", Napi::Function::New(env, Attach));
   exports.Set("use", Napi::Function::New(env, Use));
   exports.Set("free", Napi::Function::New(env, Free));
-  return exports;
 }
-
-}  // namespace
-
-NODE_API_MODULE(inferno_threadpool, Init)

@@ -6,6 +6,8 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../server/src/config.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
 import { complete, TextAssembler, type CompletionOptions } from '../../server/src/engine/completion.js';
+import { WRAPPED_BINDING } from '../../server/src/engine/decode-loop.js';
+import { engineAddon, useNativeStep } from '../../server/src/engine/native-addon.js';
 import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
 import { useTinyModel } from '../../test/helpers/demo-llama.js';
 
@@ -104,6 +106,69 @@ describe('decode loop', () => {
       expect(typeof value.name).toBe('string');
       expect(Number.isInteger(value.n)).toBe(true);
       expect(got.text).toBe(got.text.trimEnd());
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
+  it("samples in the decode's own worker hop (the native step) the tokens decodeBatch and a sampleToken each give", async () => {
+    const grammar = await tiny.llama.createGrammarForJsonSchema({ type: 'object', properties: { word: { type: 'string', maxLength: 12 } }, required: ['word'] } as const);
+    const requests: (Partial<CompletionOptions> & { maxTokens: number })[] = [
+      { maxTokens: 40 },
+      { maxTokens: 40, temperature: 0.9, seed: 11 },
+      { maxTokens: 40, temperature: 1.2, seed: 3, topK: 5, topP: 0.8 },
+      { maxTokens: 60, temperature: 0.8, seed: 2, grammar },
+    ];
+    const runs = [];
+    for (const native of [true, false]) {
+      useNativeStep(native);
+      const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
+      useNativeStep(true);
+      try {
+        // Watches the binding's calls; steps still decode natively through it (WRAPPED_BINDING).
+        const calls = { sampleToken: 0, decodeBatch: 0 };
+        const internals = contexts[0] as unknown as { _ctx: Record<string | symbol, unknown> };
+        internals._ctx = new Proxy(internals._ctx, {
+          get: (target, key) => {
+            if (key === WRAPPED_BINDING) return target;
+            if (key === 'sampleToken' || key === 'decodeBatch') calls[key]++;
+            const value = target[key];
+            return typeof value === 'function' ? value.bind(target) : value;
+          },
+        });
+        const got = await Promise.all(requests.map((options, i) => ours(sequences[i]!, options)));
+        const tokens = got.reduce((sum, outcome) => sum + outcome.completionTokens, 0);
+        const loop = sequences[0]!.loop;
+        if (native) {
+          expect(calls).toEqual({ sampleToken: 0, decodeBatch: 0 });
+          expect(loop.nativeSteps).toBeGreaterThanOrEqual(40);
+        } else {
+          expect(loop.nativeSteps).toBe(0);
+          expect(calls.sampleToken).toBeGreaterThanOrEqual(tokens); // and the end of text, sampled but not counted
+        }
+        runs.push(got.map((outcome) => [outcome.text, outcome.completionTokens, outcome.stopReason]));
+        expect(JSON.parse(got[3]!.text)).toHaveProperty('word');
+      } finally {
+        for (const context of contexts) await context.dispose();
+      }
+    }
+    expect(runs[0]).toEqual(runs[1]);
+  });
+
+  it('the native step refuses what is not a context binding with a batch, or a logit outside the batch', async () => {
+    const addon = engineAddon()!;
+    expect(() => addon.step({}, [], new Int32Array(0))).toThrow(/not a node-llama-cpp context binding/);
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1 });
+    try {
+      const binding = (contexts[0] as unknown as { _ctx: { initBatch(n: number): void } })._ctx;
+      binding.initBatch(2);
+      const sampler = (tiny.model as unknown as { _llama: { _bindings: { AddonSampler: new (model: unknown) => object } }; _model: unknown });
+      const made = new sampler._llama._bindings.AddonSampler(sampler._model);
+      expect(() => addon.step(binding, [made], Int32Array.of(5))).toThrow(/outside the batch/);
+      expect(() => addon.step(binding, [{}], Int32Array.of(0))).toThrow(/outside the batch|disposed/);
+      expect(() => addon.step(binding, [made], new Int32Array(0))).toThrow(/one logit index per sampler/);
+      // The context still works.
+      expect((await ours(sequences[0]!, { maxTokens: 8 })).completionTokens).toBe(8);
     } finally {
       for (const context of contexts) await context.dispose();
     }

@@ -166,7 +166,7 @@ describe('persistent threadpools', () => {
   });
 
   it('is refused for what is not a node-llama-cpp context, which then runs as before', async () => {
-    const addon = createRequire(import.meta.url)('../native/build/threadpool.node') as { attach(...args: unknown[]): number; free(id: number): boolean };
+    const addon = createRequire(import.meta.url)('../native/build/engine.node') as { attach(...args: unknown[]): number; free(id: number): boolean };
     expect(() => addon.attach({}, 2, 1, 2048, 0)).toThrow(/not a node-llama-cpp context binding/);
     expect(addon.free(123_456)).toBe(false);
     const context = await tiny.model.createContext({ sequences: 1, contextSize: 1024, threads: 2 });

@@ -45,7 +45,7 @@ async function open(model: LlamaModel, engine: Arrangement, threads: number, onO
  * The engine's sequences: its contexts, each with its decode loop. `threads` is the engine's in
  * all: each context gets a persistent threadpool of that many (threadpool.ts) and its steps decode
  * on its share of them (`ThreadShare`: `busy` the contexts with work of every model the engine has
- * loaded, shared by them; `minStepMs` its floor, for tests). Without the threadpool addon the
+ * loaded, shared by them; `minStepMs` its floor, for tests). Without the native addon the
  * threads are split among the contexts once, at least one each.
  */
 export async function openSequences(

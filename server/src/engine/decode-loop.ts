@@ -1,5 +1,6 @@
 import { withLock } from 'lifecycle-utils';
 import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
+import { engineAddon, nativeStepWanted, type EngineAddon } from './native-addon.js';
 import type { ContextThreadpool, ThreadShare } from './threadpool.js';
 
 /**
@@ -30,6 +31,13 @@ import type { ContextThreadpool, ThreadShare } from './threadpool.js';
  * On the tiny demo model node-llama-cpp's own completion loop spends 0.27 ms of main-thread CPU a
  * token against 0.07 for this one (bench/token-steps.ts), more than the decode itself.
  *
+ * With the engine's native addon (server/native/step.cc) a step is one worker hop: the decode, then
+ * the next token of each of ours sampled on the same thread with its node-llama-cpp sampler, as
+ * llama-server samples; node-llama-cpp's binding alone takes a hop for the decode and one more per
+ * sequence to sample (on the tiny model 1.3-1.4x the tokens/s of one stream: bench/arrangements.ts
+ * `1x1x1` against `1x1x1-hops`). node-llama-cpp's own decodes (a chat's) still sample in their
+ * own calls, after the step.
+ *
  * This reaches into node-llama-cpp 3.21.1 internals (the context's `_ctx` binding and
  * `_decodeTokens`, a sequence's `_sequenceId`, the `AddonSampler` binding); the version is pinned
  * exactly, the constructor throws if they are gone, and server/test/decode-loop.test.ts fails if their
@@ -37,6 +45,13 @@ import type { ContextThreadpool, ThreadShare } from './threadpool.js';
  * as it was (empty): its cells are removed when it ends.
  */
 const MAX_WAIT_MS = 3;
+
+/**
+ * What a wrapper of a context's binding (a test's Proxy of `LlamaContext._ctx` that only watches
+ * the batches) answers with the binding it wraps, so that steps still decode through the native
+ * addon's one-hop step. A wrapper without it sees every `decodeBatch` and `sampleToken` call.
+ */
+export const WRAPPED_BINDING = Symbol.for('inferno.decode-loop.wrapped-binding');
 
 /** node-llama-cpp's DisposeGuard (`LlamaContext._backendContextDisposeGuard`): disposal waits for its handles; a new one throws DisposedError once disposal is asked for. */
 interface DisposeGuard {
@@ -105,7 +120,7 @@ interface Pending {
   wanted: (index: number) => boolean;
   /** This step's chunk: where it lies in `tokens`, its first position in the sequence, and its batch logit indexes. */
   chunk: { from: number; to: number; at: number; logits: Uint32Array };
-  own?: { sampler: NativeSampler; sink: TokenSink; signal?: AbortSignal };
+  own?: { sampler: NativeSampler; sink: TokenSink; signal?: AbortSignal; native: boolean };
   /** Decoded in steps of its own, never beside another sequence's tokens. */
   alone: boolean;
   foreign?: { mapper: LogitMapper; mapped: [number, unknown][]; afterBatch?: (length: number) => unknown };
@@ -144,6 +159,12 @@ export class DecodeLoop {
   #waiter?: () => void;
   /** Steps that went ahead after `MAX_WAIT_MS` without a chat's token (for tests and diagnosis). */
   timeouts = 0;
+  /** Steps decoded and sampled in one hop by the native addon (for tests and diagnosis). */
+  nativeSteps = 0;
+  /** The binding as node-llama-cpp made it, and the addon's step for it (none: decodeBatch, then sampleToken per sequence). */
+  readonly #raw: object;
+  readonly #native?: EngineAddon['step'];
+  readonly #AddonSampler?: abstract new (...args: never[]) => object;
 
   constructor(context: LlamaContext, threads?: { share: ThreadShare; pool: ContextThreadpool }) {
     const internals = context as unknown as { _ctx?: Partial<Binding>; _decodeTokens?: unknown; _backendContextDisposeGuard?: Partial<DisposeGuard> };
@@ -160,9 +181,22 @@ export class DecodeLoop {
     this.#threads = threads?.share;
     this.#pool = threads?.pool;
     this.#currentThreads = context.currentThreads;
+    this.#raw = internals._ctx as object;
+    const bindings = (context as unknown as { _llama?: { _bindings?: { AddonContext?: unknown; AddonSampler?: unknown } } })._llama?._bindings;
+    // The addon reads the binding's and the samplers' fields: only node-llama-cpp's own objects.
+    const addon = nativeStepWanted() ? engineAddon() : undefined;
+    if (addon && typeof bindings?.AddonContext === 'function' && this.#raw instanceof bindings.AddonContext && typeof bindings.AddonSampler === 'function') {
+      this.#native = addon.step;
+      this.#AddonSampler = bindings.AddonSampler as abstract new (...args: never[]) => object;
+    }
     if (threads) this.#useThreadShare(); // one thread until the share has timed the model's decodes
     // node-llama-cpp's decodes come here instead of to its own dispatcher.
     internals._decodeTokens = (request: ForeignRequest, mapper: LogitMapper) => this.#foreign(request, mapper);
+  }
+
+  /** Whether steps decode and sample in one hop of the native addon. */
+  get native(): boolean {
+    return this.#native !== undefined;
   }
 
   /** Read at each use, as node-llama-cpp reads it (a test may wrap it to count steps). */
@@ -197,7 +231,8 @@ export class DecodeLoop {
     const tokens = Uint32Array.from(prompt);
     return new Promise<void>((resolve, reject) => {
       const last = tokens.length - 1;
-      this.#add({ id, tokens, offset: 0, position: 0, wanted: (index) => index === last, chunk: EMPTY_CHUNK, own: { sampler, sink, signal }, alone, resolve, reject });
+      const native = this.#AddonSampler !== undefined && sampler instanceof this.#AddonSampler;
+      this.#add({ id, tokens, offset: 0, position: 0, wanted: (index) => index === last, chunk: EMPTY_CHUNK, own: { sampler, sink, signal, native }, alone, resolve, reject });
     });
   }
 
@@ -355,16 +390,31 @@ export class DecodeLoop {
       pending.position += to - from;
       if (pending.foreign && pending.offset === pending.tokens.length) this.#queuedChats.delete(pending.id);
     }
+    // The samples of ours come with the decode from the native step, in the same worker hop;
+    // without it, node-llama-cpp's decodeBatch and then a sampleToken for each.
+    const sampling = batch.filter((pending) => pending.own && pending.chunk.logits.length > 0);
+    const raw = binding === this.#raw || (binding as unknown as Record<symbol, unknown>)[WRAPPED_BINDING] === this.#raw;
+    const native = this.#native && raw && sampling.every((pending) => pending.own!.native) ? this.#native : undefined;
+    let sampled: Map<Pending, number | { error: unknown }> | undefined;
     try {
-      const started = this.#threads ? performance.now() : 0;
-      await binding.decodeBatch();
-      this.#threads?.decoded(this.#currentThreads, size, performance.now() - started);
+      const started = performance.now();
+      let decodeMs: number;
+      if (native) {
+        const { tokens, decodeMs: ms, errors } = await native(this.#raw, sampling.map((pending) => pending.own!.sampler), Int32Array.from(sampling, (pending) => pending.chunk.logits[0]!));
+        sampled = new Map(sampling.map((pending, i) => [pending, errors?.[i] !== undefined ? { error: new Error(errors[i]) } : tokens[i]!]));
+        decodeMs = ms;
+        this.nativeSteps++;
+      } else {
+        await binding.decodeBatch();
+        decodeMs = performance.now() - started;
+      }
+      this.#threads?.decoded(this.#currentThreads, size, decodeMs);
     } catch (error) {
       for (const pending of batch) this.#finish(pending, error);
       return;
     }
     // Sample (and map node-llama-cpp's logits) before the next decode overwrites the logits.
-    const outcomes = await Promise.all(batch.map((pending) => this.#afterDecode(pending).catch((error: unknown) => ({ error }))));
+    const outcomes = await Promise.all(batch.map((pending) => (sampled?.has(pending) ? sampled.get(pending) : this.#afterDecode(pending).catch((error: unknown) => ({ error })))));
     for (const [index, pending] of batch.entries()) {
       const outcome = outcomes[index];
       if (outcome && typeof outcome === 'object' && 'error' in outcome) this.#finish(pending, outcome.error);

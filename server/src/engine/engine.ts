@@ -307,7 +307,7 @@ export class InferenceEngine {
         unloading: new AbortController(),
       };
       this.#loaded.set(id, entry);
-      this.logger.info({ model: id, load_ms: Date.now() - started, sequences: sequences.length, contexts: contexts.length, threadpools: opened.threadpools }, 'model loaded');
+      this.logger.info({ model: id, load_ms: Date.now() - started, sequences: sequences.length, contexts: contexts.length, threadpools: opened.threadpools, native_steps: sequences.some((item) => item.loop.native) }, 'model loaded');
       if (engine.threads > 1 && !opened.threadpools) this.logger.warn({ reason: threadpoolUnavailable() }, 'contexts run without a persistent threadpool: the engine threads are split among them, at least one each');
       this.observer.modelLoaded?.(id, (Date.now() - started) / 1000);
       return entry;

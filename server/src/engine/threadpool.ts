@@ -1,22 +1,18 @@
-import { createRequire } from 'node:module';
 import type { LlamaContext } from 'node-llama-cpp';
+import { engineAddon, engineAddonUnavailable } from './native-addon.js';
 
 /**
  * A context's threads: a persistent ggml threadpool for a context of more than one thread
- * (server/native/threadpool.cc), and the share of the engine's threads each step decodes on.
+ * (server/native/threadpool.cc, in the engine's native addon), and the share of the engine's
+ * threads each step decodes on.
  *
  * node-llama-cpp never attaches one, so ggml starts and joins a threadpool on every decode, from
  * whichever libuv worker runs it; on 2 cores that made 2 threads 2-3x slower than 1, and an attached
  * pool makes them about 1.4x faster than 1 (bench/threads.ts). The addon is built at install
  * (scripts/build-native.mjs); without it, contexts run as node-llama-cpp leaves them.
+ *
+ * A context's pool.
  */
-interface ThreadpoolAddon {
-  attach(binding: unknown, threads: number, sequences: number, contextCells: number, poll: number): number;
-  use(id: number, attached: boolean): boolean;
-  free(id: number): boolean;
-}
-
-/** A context's pool. */
 export interface ContextThreadpool {
   /**
    * Attaches it (for decodes on more than one thread) or detaches it: a decode on one thread with a
@@ -26,35 +22,23 @@ export interface ContextThreadpool {
   use(attached: boolean): void;
 }
 
-const ADDON_PATH = '../../native/build/threadpool.node';
 /**
  * ggml's polling level for the pool's idle threads: 0 puts them to sleep at once. Spinning (ggml's
  * default, 50) measured slower on 2 cores (197 against 209 tok/s on one stream), and a context
  * decoding on one thread of its two would keep the other spinning through every step.
  */
 const POLL = 0;
-let addon: ThreadpoolAddon | undefined;
-let unavailable: string | undefined;
-
-function load(): ThreadpoolAddon | undefined {
-  if (addon || unavailable) return addon;
-  try {
-    addon = createRequire(import.meta.url)(ADDON_PATH) as ThreadpoolAddon;
-  } catch (error) {
-    unavailable = `the native threadpool addon is not built (npm run build:native): ${(error as Error).message.split('\n')[0]}`;
-  }
-  return addon;
-}
 
 /** Whether the addon is built and loads. */
 export function threadpoolsAvailable(): boolean {
-  return load() !== undefined;
+  return engineAddon() !== undefined;
 }
 
 /** Why contexts of several threads run without a persistent pool, once one was asked for and could not be had. */
 export function threadpoolUnavailable(): string | undefined {
-  return unavailable;
+  return refused ?? engineAddonUnavailable();
 }
+let refused: string | undefined;
 
 /**
  * Attaches a pool of `threads` threads to `context`, freed once the context is disposed. Undefined
@@ -62,7 +46,7 @@ export function threadpoolUnavailable(): string | undefined {
  */
 export function attachThreadpool(context: LlamaContext, threads: number): ContextThreadpool | undefined {
   if (threads < 2) return undefined;
-  const native = load();
+  const native = engineAddon();
   const internals = context as unknown as {
     _ctx?: object;
     _llama?: { _bindings?: { AddonContext?: new (...args: never[]) => object } };
@@ -75,7 +59,7 @@ export function attachThreadpool(context: LlamaContext, threads: number): Contex
   try {
     id = native.attach(internals._ctx, threads, context.totalSequences, context.contextSize * context.totalSequences, POLL);
   } catch (error) {
-    unavailable = `the native threadpool addon refused the context: ${(error as Error).message}`;
+    refused = `the native threadpool addon refused the context: ${(error as Error).message}`;
     return undefined;
   }
   let live = true;

@@ -1,0 +1,48 @@
+import { createRequire } from 'node:module';
+
+/**
+ * The engine's native addon (server/native/, built at install by scripts/build-native.mjs): a
+ * persistent ggml threadpool per context (threadpool.ts) and a decode step that samples its
+ * sequences' next tokens on the decode's worker thread (decode-loop.ts). Optional: without it the
+ * engine runs as node-llama-cpp alone would, only slower.
+ */
+export interface EngineAddon {
+  attach(binding: unknown, threads: number, sequences: number, contextCells: number, poll: number): number;
+  use(id: number, attached: boolean): boolean;
+  free(id: number): boolean;
+  /** Decodes the batch `binding` holds, then samples `samplers[i]` at batch logit index `logitIndexes[i]`; a token of -1: none. */
+  step(binding: object, samplers: readonly object[], logitIndexes: Int32Array): Promise<{ tokens: Int32Array; decodeMs: number; errors?: (string | undefined)[] }>;
+}
+
+const ADDON_PATH = '../../native/build/engine.node';
+let addon: EngineAddon | undefined;
+let unavailable: string | undefined;
+
+/** The addon, or undefined when it is not built (or does not load). */
+export function engineAddon(): EngineAddon | undefined {
+  if (addon || unavailable) return addon;
+  try {
+    addon = createRequire(import.meta.url)(ADDON_PATH) as EngineAddon;
+  } catch (error) {
+    unavailable = `the native engine addon is not built (npm run build:native): ${(error as Error).message.split('\n')[0]}`;
+  }
+  return addon;
+}
+
+/** Why the addon is missing, once it was asked for and could not be loaded. */
+export function engineAddonUnavailable(): string | undefined {
+  return unavailable;
+}
+
+let stepWanted = true;
+/**
+ * Whether decode loops opened from now on use the addon's one-hop step (default: yes, when the
+ * addon is built). Off, they decode with node-llama-cpp's decodeBatch and then a sampleToken per
+ * sequence: for benchmarks and tests that compare the two.
+ */
+export function useNativeStep(on: boolean): void {
+  stepWanted = on;
+}
+export function nativeStepWanted(): boolean {
+  return stepWanted;
+}
