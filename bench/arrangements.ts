@@ -11,7 +11,8 @@
  * runs node-llama-cpp's LlamaCompletion on the same contexts instead, its decodes in the same loop's
  * steps (as a chat's are), `-raw` LlamaCompletion on contexts of node-llama-cpp's alone (its own
  * dispatcher), `-hops` the engine's loop without the native addon's one-hop step (node-llama-cpp's
- * decodeBatch, then a sampleToken per sequence, each a worker hop). Printed: tokens/s (aggregate for 4), CPU ms per token of the whole
+ * decodeBatch, then a sampleToken per sequence, each a worker hop), `-noahead` without a lone
+ * generation's next step decoded ahead of its token's handling. Printed: tokens/s (aggregate for 4), CPU ms per token of the whole
  * process and of its main thread (the JS around each token), and tokens per decode step.
  */
 import path from 'node:path';
@@ -19,6 +20,7 @@ import { LlamaCompletion, type LlamaContext, type LlamaModel } from 'node-llama-
 import { DEFAULT_CONFIG } from '../server/src/config.js';
 import { openContexts, openSequences, type EngineSequence } from '../server/src/engine/contexts.js';
 import { complete } from '../server/src/engine/completion.js';
+import { useDecodeAhead } from '../server/src/engine/decode-loop.js';
 import { useNativeStep } from '../server/src/engine/native-addon.js';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
 import { countDecodeSteps } from '../test/helpers/decode-steps.js';
@@ -74,13 +76,15 @@ try {
   const model = await llama.loadModel({ modelPath: file });
   const setups = [];
   for (const name of names) {
-    const match = /^(\d+)x(\d+)x(\d+)(-completion|-raw|-hops)?$/.exec(name);
-    if (!match) throw new Error(`arrangement ${name} is not CxSxT[-completion|-raw|-hops]`);
+    const match = /^(\d+)x(\d+)x(\d+)(-completion|-raw|-hops|-noahead)?$/.exec(name);
+    if (!match) throw new Error(`arrangement ${name} is not CxSxT[-completion|-raw|-hops|-noahead]`);
     const [contexts, perContext, threads] = [Number(match[1]), Number(match[2]), Number(match[3])];
     const engine = { ...DEFAULT_CONFIG.engine, parallel: contexts * perContext, sequences_per_context: perContext, threads };
     useNativeStep(match[4] !== '-hops');
+    useDecodeAhead(match[4] !== '-noahead');
     const opened = match[4] === '-raw' ? await openRaw(model, engine) : await openSequences(model, engine);
     useNativeStep(true);
+    useDecodeAhead(true);
     const steps: number[] = [];
     for (const context of opened.contexts) countDecodeSteps(context, steps);
     setups.push({ name, completion: match[4] === '-completion' || match[4] === '-raw', ...opened, steps, one: [] as number[], four: [] as number[], cpu1: [] as number[], cpu4: [] as number[], main4: [] as number[], perStep: [] as number[] });

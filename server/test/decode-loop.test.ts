@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../server/src/config.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
 import { complete, TextAssembler, type CompletionOptions } from '../../server/src/engine/completion.js';
-import { WRAPPED_BINDING } from '../../server/src/engine/decode-loop.js';
+import { useDecodeAhead, WRAPPED_BINDING } from '../../server/src/engine/decode-loop.js';
 import { engineAddon, useNativeStep } from '../../server/src/engine/native-addon.js';
 import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
 import { useTinyModel } from '../../test/helpers/demo-llama.js';
@@ -148,6 +148,44 @@ describe('decode loop', () => {
         }
         runs.push(got.map((outcome) => [outcome.text, outcome.completionTokens, outcome.stopReason]));
         expect(JSON.parse(got[3]!.text)).toHaveProperty('word');
+      } finally {
+        for (const context of contexts) await context.dispose();
+      }
+    }
+    expect(runs[0]).toEqual(runs[1]);
+  });
+
+  it("decodes a lone generation's next step while its token is handed on, and drops that step's token where the generation ends", async () => {
+    const grammar = await tiny.llama.createGrammarForJsonSchema({ type: 'object', properties: { word: { type: 'string', maxLength: 12 } }, required: ['word'] } as const);
+    const runs = [];
+    for (const ahead of [true, false]) {
+      useDecodeAhead(ahead);
+      const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1 });
+      useDecodeAhead(true);
+      const item = sequences[0]!;
+      try {
+        const full = await ours(item, { maxTokens: 48 });
+        const stop = full.text.slice(20, 27);
+        const controller = new AbortController();
+        let texts = 0;
+        const got = [
+          full,
+          await ours(item, { maxTokens: 48, temperature: 0.9, seed: 11 }),
+          await ours(item, { maxTokens: 48, stop: [stop] }),
+          await ours(item, { maxTokens: 80, temperature: 0.8, seed: 2, grammar }),
+          // An abort from the sink itself: the step decoding ahead is dropped.
+          await ours(item, { maxTokens: 500, signal: controller.signal, onText: () => void (++texts === 3 && controller.abort()) }),
+          await ours(item, { maxTokens: 1 }),
+        ];
+        // Each left the sequence empty, the dropped token's cell too.
+        expect(lastPosition(contexts[0]!, item)).toBe(-1);
+        expect(got[2]!.stopReason).toBe('stop');
+        expect(got[4]!.stopReason).toBe('abort');
+        const tokens = got.reduce((sum, outcome) => sum + outcome.completionTokens, 0);
+        // Ahead: a step for every token but the first of each (it comes with the prompt), ahead of its handling.
+        if (ahead) expect(item.loop.aheadSteps).toBeGreaterThanOrEqual(tokens - got.length);
+        else expect(item.loop.aheadSteps).toBe(0);
+        runs.push(got.map((outcome) => [outcome.text, outcome.completionTokens, outcome.stopReason, outcome.chunks.join('')]));
       } finally {
         for (const context of contexts) await context.dispose();
       }

@@ -53,6 +53,12 @@ const MAX_WAIT_MS = 3;
  */
 export const WRAPPED_BINDING = Symbol.for('inferno.decode-loop.wrapped-binding');
 
+let aheadWanted = true;
+/** Whether loops opened from now on decode a lone generation's next step ahead (#ahead; default yes): for benchmarks and tests that compare. */
+export function useDecodeAhead(on: boolean): void {
+  aheadWanted = on;
+}
+
 /** node-llama-cpp's DisposeGuard (`LlamaContext._backendContextDisposeGuard`): disposal waits for its handles; a new one throws DisposedError once disposal is asked for. */
 interface DisposeGuard {
   createPreventDisposalHandle(): { dispose(): void };
@@ -123,12 +129,17 @@ interface Pending {
   own?: { sampler: NativeSampler; sink: TokenSink; signal?: AbortSignal; native: boolean };
   /** Decoded in steps of its own, never beside another sequence's tokens. */
   alone: boolean;
+  /** Ended while its next step was decoding ahead: finished, with this error if any, once that step is done. */
+  ending?: { error?: unknown };
   foreign?: { mapper: LogitMapper; mapped: [number, unknown][]; afterBatch?: (length: number) => unknown };
   resolve: (value: never) => void;
   reject: (error: unknown) => void;
 }
 
 const NO_LOGITS = new Uint32Array(0);
+
+/** A decoded step: the tokens the native step sampled for ours (none: they sample after it), or why it failed. */
+type Decoded = { sampled?: Map<Pending, number | { error: unknown }> } | { error: unknown };
 
 export class DecodeLoop {
   readonly #context: LlamaContext;
@@ -161,10 +172,13 @@ export class DecodeLoop {
   timeouts = 0;
   /** Steps decoded and sampled in one hop by the native addon (for tests and diagnosis). */
   nativeSteps = 0;
+  /** Of those, steps decoded ahead of the last token's handling (#ahead). */
+  aheadSteps = 0;
   /** The binding as node-llama-cpp made it, and the addon's step for it (none: decodeBatch, then sampleToken per sequence). */
   readonly #raw: object;
   readonly #native?: EngineAddon['step'];
   readonly #AddonSampler?: abstract new (...args: never[]) => object;
+  readonly #decodeAhead = aheadWanted;
 
   constructor(context: LlamaContext, threads?: { share: ThreadShare; pool: ContextThreadpool }) {
     const internals = context as unknown as { _ctx?: Partial<Binding>; _decodeTokens?: unknown; _backendContextDisposeGuard?: Partial<DisposeGuard> };
@@ -344,9 +358,6 @@ export class DecodeLoop {
   }
 
   async #step(): Promise<void> {
-    const binding = this.#binding;
-    const batch: Pending[] = [];
-    let size = 0;
     // The next token of every generating sequence, then as much of the prompts waiting as the batch
     // holds (the rest in the next steps), as llama-server fills its batches; or, in its turn, one
     // sequence to decode alone. Turns: the batch, then each alone one once, and again.
@@ -367,6 +378,43 @@ export class DecodeLoop {
       const next = (pending: Pending) => pending.tokens.length - pending.offset === 1;
       candidates = [...waiting.filter(next), ...waiting.filter((pending) => !next(pending))];
     }
+    let batch = this.#fill(candidates);
+    if (batch.length === 0) return;
+    let decoding = this.#decode(batch);
+    for (;;) {
+      const decoded = await decoding;
+      if ('error' in decoded) {
+        for (const pending of batch) this.#finish(pending, decoded.error);
+        return;
+      }
+      // Sample (and map node-llama-cpp's logits) before the next decode overwrites the logits.
+      const { sampled } = decoded;
+      const outcomes = await Promise.all(batch.map((pending) => (sampled?.has(pending) ? sampled.get(pending) : this.#afterDecode(pending).catch((error: unknown) => ({ error })))));
+      const ahead = this.#ahead(batch, outcomes);
+      for (const [index, pending] of batch.entries()) {
+        const outcome = outcomes[index];
+        if (outcome && typeof outcome === 'object' && 'error' in outcome) this.#finish(pending, outcome.error);
+        else if (pending.own) this.#next(pending, outcome as number | undefined, ahead !== undefined);
+        else if (pending.offset === pending.tokens.length) this.#finish(pending, undefined, pending.foreign!.mapped);
+      }
+      if (!ahead) return;
+      // The step decoded ahead: a generation that ended meanwhile drops its token.
+      decoding = ahead.decoding;
+      const settled = await decoding;
+      const [pending] = batch;
+      if (pending!.ending || pending!.own!.signal?.aborted) {
+        this.#finish(pending!, pending!.ending?.error);
+        return;
+      }
+      decoding = Promise.resolve(settled);
+    }
+  }
+
+  /** Puts `candidates` (as many as fit, in order) into the binding's next batch; those put in. */
+  #fill(candidates: Pending[]): Pending[] {
+    const binding = this.#binding;
+    const batch: Pending[] = [];
+    let size = 0;
     for (const pending of candidates) {
       const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize - size);
       if (take <= 0) break;
@@ -374,7 +422,7 @@ export class DecodeLoop {
       batch.push(pending);
       size += take;
     }
-    if (size === 0) return;
+    if (size === 0) return batch;
     // In ascending sequence order: with a KV stream per sequence, llama.cpp splits a batch into
     // micro-batches of consecutive, increasing sequence ids (llama_batch_allocr::split_equal), so
     // [2, 0, 3, 1] would decode as two graphs and [3, 2, 1, 0] as four, each nearly the cost of the
@@ -390,15 +438,22 @@ export class DecodeLoop {
       pending.position += to - from;
       if (pending.foreign && pending.offset === pending.tokens.length) this.#queuedChats.delete(pending.id);
     }
-    // The samples of ours come with the decode from the native step, in the same worker hop;
-    // without it, node-llama-cpp's decodeBatch and then a sampleToken for each.
+    return batch;
+  }
+
+  /**
+   * Decodes the batch. The samples of ours come with the decode from the native step, in the same
+   * worker hop; without it, node-llama-cpp's decodeBatch (and then a sampleToken for each).
+   */
+  async #decode(batch: Pending[]): Promise<Decoded> {
+    const binding = this.#binding;
+    const size = batch.reduce((sum, pending) => sum + pending.chunk.to - pending.chunk.from, 0);
     const sampling = batch.filter((pending) => pending.own && pending.chunk.logits.length > 0);
-    const raw = binding === this.#raw || (binding as unknown as Record<symbol, unknown>)[WRAPPED_BINDING] === this.#raw;
-    const native = this.#native && raw && sampling.every((pending) => pending.own!.native) ? this.#native : undefined;
-    let sampled: Map<Pending, number | { error: unknown }> | undefined;
+    const native = this.#nativeFor(sampling);
     try {
       const started = performance.now();
       let decodeMs: number;
+      let sampled: Map<Pending, number | { error: unknown }> | undefined;
       if (native) {
         const { tokens, decodeMs: ms, errors } = await native(this.#raw, sampling.map((pending) => pending.own!.sampler), Int32Array.from(sampling, (pending) => pending.chunk.logits[0]!));
         sampled = new Map(sampling.map((pending, i) => [pending, errors?.[i] !== undefined ? { error: new Error(errors[i]) } : tokens[i]!]));
@@ -409,18 +464,47 @@ export class DecodeLoop {
         decodeMs = performance.now() - started;
       }
       this.#threads?.decoded(this.#currentThreads, size, decodeMs);
+      return { sampled };
     } catch (error) {
-      for (const pending of batch) this.#finish(pending, error);
-      return;
+      return { error };
     }
-    // Sample (and map node-llama-cpp's logits) before the next decode overwrites the logits.
-    const outcomes = await Promise.all(batch.map((pending) => (sampled?.has(pending) ? sampled.get(pending) : this.#afterDecode(pending).catch((error: unknown) => ({ error })))));
-    for (const [index, pending] of batch.entries()) {
-      const outcome = outcomes[index];
-      if (outcome && typeof outcome === 'object' && 'error' in outcome) this.#finish(pending, outcome.error);
-      else if (pending.own) this.#next(pending, outcome as number | undefined);
-      else if (pending.offset === pending.tokens.length) this.#finish(pending, undefined, pending.foreign!.mapped);
+  }
+
+  /** The native step, where it may decode (the binding is the one it reads) and sample these. */
+  #nativeFor(sampling: Pending[]): EngineAddon['step'] | undefined {
+    const binding = this.#binding;
+    const raw = binding === this.#raw || (binding as unknown as Record<symbol, unknown>)[WRAPPED_BINDING] === this.#raw;
+    return this.#native && raw && sampling.every((pending) => pending.own!.native) ? this.#native : undefined;
+  }
+
+  /**
+   * The next step, decoded ahead of the sink's handling of this one's token where nothing else can
+   * join it: the only sequence of its context (no other work can come to the context) generating
+   * one of ours, on the native step. The decode of token N+1 then runs on its worker while the main
+   * thread hands token N on (detokenizing, stop sequences, the client's stream), as llama-server's
+   * loop does not wait for its clients. A generation that ends on token N (its limit, a stop, an
+   * abort, a client gone) drops token N+1: one decode and one sample wasted, at its end.
+   */
+  #ahead(batch: Pending[], outcomes: unknown[]): { decoding: Promise<Decoded> } | undefined {
+    const [pending] = batch;
+    const token = outcomes[0];
+    if (!this.#decodeAhead || this.#shared || batch.length !== 1 || this.#queue.size !== 1 || this.#chats.size > 0 || !pending!.own || typeof token !== 'number' || token < 0) return undefined;
+    if (pending!.own.signal?.aborted || pending!.position >= this.#contextSize || !this.#nativeFor([pending!])) return undefined;
+    let guard: { dispose(): void };
+    try {
+      guard = this.#disposeGuard.createPreventDisposalHandle();
+    } catch {
+      return undefined; // being disposed: the loop ends the generation at its next step
     }
+    this.#useThreadShare();
+    pending!.tokens = Uint32Array.of(token);
+    pending!.offset = 0;
+    pending!.wanted = FIRST;
+    this.#fill([pending!]);
+    const decoding = this.#decode([pending!]);
+    this.aheadSteps++;
+    void decoding.finally(() => guard.dispose());
+    return { decoding };
   }
 
   /** The token sampled for one of ours; node-llama-cpp's mapped logits for its decodes. */
@@ -438,17 +522,27 @@ export class DecodeLoop {
     return undefined;
   }
 
-  /** One of ours after its step: the sink takes the token, and the generation goes on or ends. */
-  #next(pending: Pending, token: number | undefined): void {
+  /**
+   * One of ours after its step: the sink takes the token, and the generation goes on or ends.
+   * `ahead`: its next step is decoding already (#ahead); an end waits for it (`ending`).
+   */
+  #next(pending: Pending, token: number | undefined, ahead = false): void {
     if (token === undefined) return; // its prompt goes on in the next step
     if (token < 0) return this.#finish(pending, new Error('llama.cpp sampled no token'));
     let more: boolean;
     try {
       more = pending.own!.sink(token as Token);
     } catch (error) {
-      return this.#finish(pending, error);
+      if (ahead) pending.ending = { error };
+      else this.#finish(pending, error);
+      return;
     }
-    if (!more || pending.position >= this.#contextSize) return this.#finish(pending);
+    if (!more || pending.position >= this.#contextSize) {
+      if (ahead) pending.ending = {};
+      else this.#finish(pending);
+      return;
+    }
+    if (ahead) return;
     pending.tokens = Uint32Array.of(token);
     pending.offset = 0;
     pending.wanted = FIRST;
