@@ -490,6 +490,12 @@ export class DecodeLoop {
     const token = outcomes[0];
     if (!this.#decodeAhead || this.#shared || batch.length !== 1 || this.#queue.size !== 1 || this.#chats.size > 0 || !pending!.own || typeof token !== 'number' || token < 0) return undefined;
     if (pending!.own.signal?.aborted || pending!.position >= this.#contextSize || !this.#nativeFor([pending!])) return undefined;
+    // Only a decode on one thread: one on several needs every core it has, and the main thread's work
+    // beside it takes a core from threads that wait on each other at every operation (ggml's
+    // barrier). Through the server on 2 cores, one stream of the small q8_0 model on 2 threads made
+    // 240-403 tokens/s ahead (median 276) against 298-338 (313) not, alternating runs of
+    // bench/server-arrangements.ts: noisy, but no gain, where on one thread it gains.
+    if ((this.#threads?.share ?? this.#currentThreads) > 1) return undefined;
     let guard: { dispose(): void };
     try {
       guard = this.#disposeGuard.createPreventDisposalHandle();
