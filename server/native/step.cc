@@ -29,19 +29,19 @@ struct StepApi {
   void (*accept)(AddonSampler*, llama_token) = nullptr;
 };
 
-// The functions, from the copies node-llama-cpp loaded: libllama by its soname, the sampler's from
-// the addon file that holds the context binding's class (found from the object's vtable).
+// The functions, from the copies node-llama-cpp loaded: from the addon file that holds the context
+// binding's class (found from the object's vtable) and the libllama it links.
 const char* resolve(StepApi& api, const void* binding) {
-  void* llama = dlopen("libllama.v0.4.0.so", RTLD_NOW | RTLD_NOLOAD);
-  if (!llama) return "node-llama-cpp's llama.cpp library is not loaded";
-  api.decode = reinterpret_cast<decltype(api.decode)>(dlsym(llama, "llama_decode"));
-  api.synchronize = reinterpret_cast<decltype(api.synchronize)>(dlsym(llama, "llama_synchronize"));
-  api.logits = reinterpret_cast<decltype(api.logits)>(dlsym(llama, "llama_get_logits"));
-  if (!api.decode || !api.synchronize || !api.logits) return "libllama lacks llama_decode";
   Dl_info where{};
   if (!dladdr(*static_cast<void* const*>(binding), &where) || !where.dli_fname) return "the context binding's code is not in a loaded library";
   void* addon = dlopen(where.dli_fname, RTLD_NOW | RTLD_NOLOAD);
   if (!addon) return "node-llama-cpp's addon is not loaded";
+  // Looked up from the addon's handle: its own symbols, then its dependencies' (whichever libllama
+  // it was built against: the CPU, CUDA or Vulkan one).
+  api.decode = reinterpret_cast<decltype(api.decode)>(dlsym(addon, "llama_decode"));
+  api.synchronize = reinterpret_cast<decltype(api.synchronize)>(dlsym(addon, "llama_synchronize"));
+  api.logits = reinterpret_cast<decltype(api.logits)>(dlsym(addon, "llama_get_logits"));
+  if (!api.decode || !api.synchronize || !api.logits) return "libllama lacks llama_decode";
   api.rebuild = reinterpret_cast<decltype(api.rebuild)>(dlsym(addon, "_ZN12AddonSampler20rebuildChainIfNeededEv"));
   api.sample = reinterpret_cast<decltype(api.sample)>(dlsym(addon, "_ZN12AddonSampler6sampleEP13llama_contextiR22llama_token_data_arrayb"));
   api.accept = reinterpret_cast<decltype(api.accept)>(dlsym(addon, "_ZN12AddonSampler11acceptTokenEi"));
@@ -106,18 +106,31 @@ class StepWorker : public Napi::AsyncWorker {
     // failure is that sequence's alone.
     for (size_t i = 0; i < samplers_.size(); i++) {
       AddonSampler* sampler = samplers_[i];
+      if (sampler->disposed) {
+        errors_[i] = "Sampler is disposed";
+        continue;
+      }
+      llama_token token;
       try {
         api.rebuild(sampler);
         llama_token_data_array candidates{};
         api.sample(sampler, context_->ctx, indexes_[i], candidates, false);
         if (candidates.size == 0 || candidates.selected < 0 || candidates.selected >= static_cast<int64_t>(candidates.size)) continue;
-        const llama_token token = candidates.data[candidates.selected].id;
+        token = candidates.data[candidates.selected].id;
+      } catch (const std::exception& error) {
+        errors_[i] = error.what();
+        continue;
+      } catch (...) {
+        errors_[i] = "Unknown error when calling \"SampleToken\"";
+        continue;
+      }
+      try {
         api.accept(sampler, token);
         tokens_[i] = token;
       } catch (const std::exception& error) {
-        errors_[i] = error.what();
+        errors_[i] = std::string("Failed to accept token in sampler: ") + error.what();
       } catch (...) {
-        errors_[i] = "Unknown error when sampling a token";
+        errors_[i] = "Unknown error when calling \"acceptToken\"";
       }
     }
   }
@@ -197,8 +210,9 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < list.Length(); i++) {
     auto* sampler = unwrapped<AddonSampler>(env, list.Get(i));
     const int32_t index = indexes[i];
-    if (!sampler || sampler->disposed || index < 0 || index >= context->batch_n_tokens) {
-      Napi::Error::New(env, "a sampler is disposed or a logit index is outside the batch").ThrowAsJavaScriptException();
+    // A disposed sampler fails its own sequence only (as node-llama-cpp's sampleToken would).
+    if (!sampler || index < 0 || index >= context->batch.n_tokens) {
+      Napi::Error::New(env, "not a sampler, or a logit index outside the batch").ThrowAsJavaScriptException();
       return env.Undefined();
     }
     samplers.push_back(sampler);
@@ -211,4 +225,18 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void InitStep(Napi::Env env, Napi::Object exports) { exports.Set("step", Napi::Function::New(env, Step)); }
+namespace {
+// ready(contextBinding) -> undefined, or why the step cannot run on node-llama-cpp as loaded.
+Napi::Value Ready(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto* context = info.Length() > 0 ? unwrapped<AddonContext>(env, info[0]) : nullptr;
+  if (!context) return Napi::String::New(env, "not a node-llama-cpp context binding");
+  const char* reason = unresolved(context);
+  return reason ? Napi::String::New(env, reason) : env.Undefined();
+}
+}  // namespace
+
+void InitStep(Napi::Env env, Napi::Object exports) {
+  exports.Set("step", Napi::Function::New(env, Step));
+  exports.Set("stepUnavailable", Napi::Function::New(env, Ready));
+}

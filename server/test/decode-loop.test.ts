@@ -177,6 +177,9 @@ describe('decode loop', () => {
           await ours(item, { maxTokens: 500, signal: controller.signal, onText: () => void (++texts === 3 && controller.abort()) }),
           await ours(item, { maxTokens: 1 }),
         ];
+        // A sink that throws fails its generation, after the step ahead settled.
+        let handed = 0;
+        await expect(ours(item, { maxTokens: 40, onText: () => { if (++handed === 4) throw new Error('the client went away'); } })).rejects.toThrow('the client went away');
         // Each left the sequence empty, the dropped token's cell too.
         expect(lastPosition(contexts[0]!, item)).toBe(-1);
         expect(got[2]!.stopReason).toBe('stop');
@@ -189,8 +192,21 @@ describe('decode loop', () => {
       } finally {
         for (const context of contexts) await context.dispose();
       }
+      // Up to a full context: as many tokens either way, the last sampled after the last cell.
+      useDecodeAhead(ahead);
+      const small = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1, context_size: 64 });
+      useDecodeAhead(true);
+      try {
+        const full = await ours(small.sequences[0]!, { maxTokens: 500 });
+        expect(full.completionTokens).toBe(small.contexts[0]!.contextSize - full.promptTokens + 1);
+        expect(lastPosition(small.contexts[0]!, small.sequences[0]!)).toBe(-1);
+        runs.push([full.text]);
+      } finally {
+        for (const context of small.contexts) await context.dispose();
+      }
     }
-    expect(runs[0]).toEqual(runs[1]);
+    expect(runs[0]).toEqual(runs[2]);
+    expect(runs[1]).toEqual(runs[3]);
   });
 
   it('the native step refuses what is not a context binding with a batch, or a logit outside the batch', async () => {
@@ -203,7 +219,9 @@ describe('decode loop', () => {
       const sampler = (tiny.model as unknown as { _llama: { _bindings: { AddonSampler: new (model: unknown) => object } }; _model: unknown });
       const made = new sampler._llama._bindings.AddonSampler(sampler._model);
       expect(() => addon.step(binding, [made], Int32Array.of(5))).toThrow(/outside the batch/);
-      expect(() => addon.step(binding, [{}], Int32Array.of(0))).toThrow(/outside the batch|disposed/);
+      expect(() => addon.step(binding, [{}], Int32Array.of(0))).toThrow(/not a sampler/);
+      expect(addon.stepUnavailable(binding)).toBeUndefined();
+      expect(addon.stepUnavailable({})).toMatch(/not a node-llama-cpp context binding/);
       expect(() => addon.step(binding, [made], new Int32Array(0))).toThrow(/one logit index per sampler/);
       // The context still works.
       expect((await ours(sequences[0]!, { maxTokens: 8 })).completionTokens).toBe(8);

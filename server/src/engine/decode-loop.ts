@@ -199,7 +199,7 @@ export class DecodeLoop {
     const bindings = (context as unknown as { _llama?: { _bindings?: { AddonContext?: unknown; AddonSampler?: unknown } } })._llama?._bindings;
     // The addon reads the binding's and the samplers' fields: only node-llama-cpp's own objects.
     const addon = nativeStepWanted() ? engineAddon() : undefined;
-    if (addon && typeof bindings?.AddonContext === 'function' && this.#raw instanceof bindings.AddonContext && typeof bindings.AddonSampler === 'function') {
+    if (addon && typeof bindings?.AddonContext === 'function' && this.#raw instanceof bindings.AddonContext && typeof bindings.AddonSampler === 'function' && addon.stepUnavailable(this.#raw) === undefined) {
       this.#native = addon.step;
       this.#AddonSampler = bindings.AddonSampler as abstract new (...args: never[]) => object;
     }
@@ -447,10 +447,10 @@ export class DecodeLoop {
    */
   async #decode(batch: Pending[]): Promise<Decoded> {
     const binding = this.#binding;
-    const size = batch.reduce((sum, pending) => sum + pending.chunk.to - pending.chunk.from, 0);
-    const sampling = batch.filter((pending) => pending.own && pending.chunk.logits.length > 0);
-    const native = this.#nativeFor(sampling);
     try {
+      const size = batch.reduce((sum, pending) => sum + pending.chunk.to - pending.chunk.from, 0);
+      const sampling = batch.filter((pending) => pending.own && pending.chunk.logits.length > 0);
+      const native = this.#nativeFor(sampling);
       const started = performance.now();
       let decodeMs: number;
       let sampled: Map<Pending, number | { error: unknown }> | undefined;
@@ -502,14 +502,18 @@ export class DecodeLoop {
     } catch {
       return undefined; // being disposed: the loop ends the generation at its next step
     }
-    this.#useThreadShare();
-    pending!.tokens = Uint32Array.of(token);
-    pending!.offset = 0;
-    pending!.wanted = FIRST;
-    this.#fill([pending!]);
-    const decoding = this.#decode([pending!]);
+    try {
+      this.#useThreadShare();
+      pending!.tokens = Uint32Array.of(token);
+      pending!.offset = 0;
+      pending!.wanted = FIRST;
+      this.#fill([pending!]);
+    } catch (error) {
+      guard.dispose();
+      return { decoding: Promise.resolve({ error }) };
+    }
+    const decoding = this.#decode([pending!]).finally(() => guard.dispose());
     this.aheadSteps++;
-    void decoding.finally(() => guard.dispose());
     return { decoding };
   }
 
@@ -543,7 +547,8 @@ export class DecodeLoop {
       else this.#finish(pending, error);
       return;
     }
-    if (!more || pending.position >= this.#contextSize) {
+    // Room for the token in the context (ahead, #ahead has checked it and put it in already).
+    if (!more || (!ahead && pending.position >= this.#contextSize)) {
       if (ahead) pending.ending = {};
       else this.#finish(pending);
       return;

@@ -12,6 +12,8 @@ export interface EngineAddon {
   free(id: number): boolean;
   /** Decodes the batch `binding` holds, then samples `samplers[i]` at batch logit index `logitIndexes[i]`; a token of -1: none. */
   step(binding: object, samplers: readonly object[], logitIndexes: Int32Array): Promise<{ tokens: Int32Array; decodeMs: number; errors?: (string | undefined)[] }>;
+  /** Why `step` cannot run on this binding's node-llama-cpp as loaded (its functions not found); undefined: it can. */
+  stepUnavailable(binding: object): string | undefined;
 }
 
 const ADDON_PATH = '../../native/build/engine.node';
