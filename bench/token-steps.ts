@@ -8,6 +8,8 @@
  *   evaluate    the sequence's lower-level evaluate() generator, nothing around it
  *   bare        the binding's own calls in a plain loop (initBatch, addToBatch, decodeBatch,
  *               sampleToken): the floor of the binding, no node-llama-cpp JavaScript
+ *   native      the engine's loop as it runs by default: each step one hop of the native addon
+ *               (decode and sample together), the next step decoded ahead (untimed phases: `–`)
  *
  * Per token: the decode and the sample as the main thread waits for them (each a round trip to a
  * worker thread), the rest of the wall time, and the CPU time of the main thread.
@@ -71,8 +73,14 @@ try {
   // The engine's loop takes over its context's decodes: a context of its own.
   const engineContext = await model.createContext({ sequences: 1, contextSize: 2048, batchSize: 512, threads: 1 });
   timeSteps(engineContext);
+  // The engine's loop above runs on the binding's hops (its binding is wrapped to time them);
+  // this one on the native addon's one-hop steps, as the engine runs by default.
   const engineLoop = new DecodeLoop(engineContext);
   const engineSequence = engineContext.getSequence();
+  const nativeContext = await model.createContext({ sequences: 1, contextSize: 2048, batchSize: 512, threads: 1 });
+  const nativeLoop = new DecodeLoop(nativeContext);
+  if (!nativeLoop.native) throw new Error('the native addon is not built (npm run build:native)');
+  const nativeSequence = nativeContext.getSequence();
   const { LlamaSampler } = (await import(path.join(path.dirname(import.meta.resolve('node-llama-cpp').replace('file://', '')), 'evaluator/LlamaContext/LlamaSampler.js'))) as {
     LlamaSampler: new (model: unknown) => { applyConfig(config: object): void; _sampler: unknown; asyncDispose(): Promise<void> };
   };
@@ -88,6 +96,9 @@ try {
     },
     async engine() {
       return (await complete(engineLoop, engineSequence, { prompt: PROMPT, maxTokens: N, temperature: 0, onText: () => {} })).completionTokens;
+    },
+    async native() {
+      return (await complete(nativeLoop, nativeSequence, { prompt: PROMPT, maxTokens: N, temperature: 0, onText: () => {} })).completionTokens;
     },
     async evaluate() {
       await sequence.clearHistory();
@@ -130,14 +141,14 @@ try {
       x.tps.push((n * 1000) / wall);
       x.decode.push(spent.decode / spent.decodes);
       x.sample.push(spent.sample / spent.samples);
-      x.rest.push((wall - spent.decode - spent.sample) / n);
+      x.rest.push(spent.decodes ? (wall - spent.decode - spent.sample) / n : Number.NaN);
       x.main.push((mainMs() - main0) / n);
     }
   }
   log();
   log(table(
     ['loop', 'tokens/s', 'decode ms (worker round trip)', 'sample ms (worker round trip)', 'rest of wall ms/token', 'main-thread CPU ms/token'],
-    Object.entries(results).map(([name, x]) => [name, fmt(median(x.tps)), fmt(median(x.decode), 3), fmt(median(x.sample), 3), fmt(median(x.rest), 3), fmt(median(x.main), 3)]),
+    Object.entries(results).map(([name, x]) => [name, fmt(median(x.tps)), ...[x.decode, x.sample, x.rest].map((values) => (values.some(Number.isNaN) ? '–' : fmt(median(values), 3))), fmt(median(x.main), 3)]),
   ));
   await context.dispose();
   await engineContext.dispose();
