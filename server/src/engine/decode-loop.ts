@@ -1,6 +1,6 @@
 import { withLock } from 'lifecycle-utils';
 import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
-import { engineAddon, nativeStepWanted, type EngineAddon } from './native-addon.js';
+import { addonObjects, engineAddon, nativeStepWanted, type EngineAddon } from './native-addon.js';
 import type { ContextThreadpool, ThreadShare } from './threadpool.js';
 
 /**
@@ -196,12 +196,11 @@ export class DecodeLoop {
     this.#pool = threads?.pool;
     this.#currentThreads = context.currentThreads;
     this.#raw = internals._ctx as object;
-    const bindings = (context as unknown as { _llama?: { _bindings?: { AddonContext?: unknown; AddonSampler?: unknown } } })._llama?._bindings;
-    // The addon reads the binding's and the samplers' fields: only node-llama-cpp's own objects.
     const addon = nativeStepWanted() ? engineAddon() : undefined;
-    if (addon && typeof bindings?.AddonContext === 'function' && this.#raw instanceof bindings.AddonContext && typeof bindings.AddonSampler === 'function' && addon.stepUnavailable(this.#raw) === undefined) {
-      this.#native = addon.step;
-      this.#AddonSampler = bindings.AddonSampler as abstract new (...args: never[]) => object;
+    const objects = addon && addonObjects(context);
+    if (objects?.AddonSampler && addon!.stepUnavailable(objects.binding) === undefined) {
+      this.#native = addon!.step;
+      this.#AddonSampler = objects.AddonSampler;
     }
     if (threads) this.#useThreadShare(); // one thread until the share has timed the model's decodes
     // node-llama-cpp's decodes come here instead of to its own dispatcher.
@@ -378,11 +377,10 @@ export class DecodeLoop {
       const next = (pending: Pending) => pending.tokens.length - pending.offset === 1;
       candidates = [...waiting.filter(next), ...waiting.filter((pending) => !next(pending))];
     }
-    let batch = this.#fill(candidates);
+    const batch = this.#fill(candidates);
     if (batch.length === 0) return;
-    let decoding = this.#decode(batch);
+    let decoded = await this.#decode(batch);
     for (;;) {
-      const decoded = await decoding;
       if ('error' in decoded) {
         for (const pending of batch) this.#finish(pending, decoded.error);
         return;
@@ -398,15 +396,13 @@ export class DecodeLoop {
         else if (pending.offset === pending.tokens.length) this.#finish(pending, undefined, pending.foreign!.mapped);
       }
       if (!ahead) return;
-      // The step decoded ahead: a generation that ended meanwhile drops its token.
-      decoding = ahead.decoding;
-      const settled = await decoding;
-      const [pending] = batch;
-      if (pending!.ending || pending!.own!.signal?.aborted) {
-        this.#finish(pending!, pending!.ending?.error);
+      // The step decoded ahead (its batch is this one's only generation): one that ended meanwhile drops its token.
+      decoded = await ahead;
+      const pending = batch[0]!;
+      if (pending.ending || pending.own!.signal?.aborted) {
+        this.#finish(pending, pending.ending?.error);
         return;
       }
-      decoding = Promise.resolve(settled);
     }
   }
 
@@ -451,7 +447,6 @@ export class DecodeLoop {
       const size = batch.reduce((sum, pending) => sum + pending.chunk.to - pending.chunk.from, 0);
       const sampling = batch.filter((pending) => pending.own && pending.chunk.logits.length > 0);
       const native = this.#nativeFor(sampling);
-      const started = performance.now();
       let decodeMs: number;
       let sampled: Map<Pending, number | { error: unknown }> | undefined;
       if (native) {
@@ -460,6 +455,7 @@ export class DecodeLoop {
         decodeMs = ms;
         this.nativeSteps++;
       } else {
+        const started = performance.now();
         await binding.decodeBatch();
         decodeMs = performance.now() - started;
       }
@@ -485,11 +481,11 @@ export class DecodeLoop {
    * loop does not wait for its clients. A generation that ends on token N (its limit, a stop, an
    * abort, a client gone) drops token N+1: one decode and one sample wasted, at its end.
    */
-  #ahead(batch: Pending[], outcomes: unknown[]): { decoding: Promise<Decoded> } | undefined {
+  #ahead(batch: Pending[], outcomes: unknown[]): Promise<Decoded> | undefined {
     const [pending] = batch;
     const token = outcomes[0];
-    if (!this.#decodeAhead || this.#shared || batch.length !== 1 || this.#queue.size !== 1 || this.#chats.size > 0 || !pending!.own || typeof token !== 'number' || token < 0) return undefined;
-    if (pending!.own.signal?.aborted || pending!.position >= this.#contextSize || !this.#nativeFor([pending!])) return undefined;
+    if (!this.#decodeAhead || this.#shared || batch.length !== 1 || this.#queue.size !== 1 || this.#chats.size > 0 || !pending?.own || typeof token !== 'number' || token < 0) return undefined;
+    if (pending.own.signal?.aborted || pending.position >= this.#contextSize || !this.#nativeFor([pending])) return undefined;
     // Only a decode on one thread: one on several needs every core it has, and the main thread's work
     // beside it takes a core from threads that wait on each other at every operation (ggml's
     // barrier). Through the server on 2 cores, one stream of the small q8_0 model on 2 threads made
@@ -504,17 +500,14 @@ export class DecodeLoop {
     }
     try {
       this.#useThreadShare();
-      pending!.tokens = Uint32Array.of(token);
-      pending!.offset = 0;
-      pending!.wanted = FIRST;
-      this.#fill([pending!]);
+      continueWith(pending, token);
+      this.#fill([pending]);
     } catch (error) {
       guard.dispose();
-      return { decoding: Promise.resolve({ error }) };
+      return Promise.resolve({ error });
     }
-    const decoding = this.#decode([pending!]).finally(() => guard.dispose());
     this.aheadSteps++;
-    return { decoding };
+    return this.#decode([pending]).finally(() => guard.dispose());
   }
 
   /** The token sampled for one of ours; node-llama-cpp's mapped logits for its decodes. */
@@ -539,24 +532,16 @@ export class DecodeLoop {
   #next(pending: Pending, token: number | undefined, ahead = false): void {
     if (token === undefined) return; // its prompt goes on in the next step
     if (token < 0) return this.#finish(pending, new Error('llama.cpp sampled no token'));
+    const end = (error?: unknown) => (ahead ? void (pending.ending = { error }) : this.#finish(pending, error));
     let more: boolean;
     try {
       more = pending.own!.sink(token as Token);
     } catch (error) {
-      if (ahead) pending.ending = { error };
-      else this.#finish(pending, error);
-      return;
+      return end(error);
     }
     // Room for the token in the context (ahead, #ahead has checked it and put it in already).
-    if (!more || (!ahead && pending.position >= this.#contextSize)) {
-      if (ahead) pending.ending = {};
-      else this.#finish(pending);
-      return;
-    }
-    if (ahead) return;
-    pending.tokens = Uint32Array.of(token);
-    pending.offset = 0;
-    pending.wanted = FIRST;
+    if (!more || (!ahead && pending.position >= this.#contextSize)) return end();
+    if (!ahead) continueWith(pending, token);
   }
 
   /**
@@ -591,3 +576,10 @@ function sequenceId(sequence: LlamaContextSequence): number {
   return id;
 }
 const FIRST = (index: number) => index === 0;
+
+/** One of ours goes on: its next decode is the token just sampled. */
+function continueWith(pending: Pending, token: number): void {
+  pending.tokens = Uint32Array.of(token);
+  pending.offset = 0;
+  pending.wanted = FIRST;
+}

@@ -31,6 +31,17 @@ export function engineAddon(): EngineAddon | undefined {
   return addon;
 }
 
+/**
+ * The context's binding and node-llama-cpp's sampler class, where the binding is node-llama-cpp's
+ * own AddonContext: the addon reads its fields (and the samplers'), so nothing else may reach it.
+ */
+export function addonObjects(context: object): { binding: object; AddonSampler?: abstract new (...args: never[]) => object } | undefined {
+  const internals = context as { _ctx?: object; _llama?: { _bindings?: { AddonContext?: unknown; AddonSampler?: unknown } } };
+  const { AddonContext, AddonSampler } = internals._llama?._bindings ?? {};
+  if (typeof AddonContext !== 'function' || !(internals._ctx instanceof AddonContext)) return undefined;
+  return { binding: internals._ctx, AddonSampler: typeof AddonSampler === 'function' ? (AddonSampler as abstract new (...args: never[]) => object) : undefined };
+}
+
 /** Why the addon is missing, once it was asked for and could not be loaded. */
 export function engineAddonUnavailable(): string | undefined {
   return unavailable;

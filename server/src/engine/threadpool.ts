@@ -1,5 +1,5 @@
 import type { LlamaContext } from 'node-llama-cpp';
-import { engineAddon, engineAddonUnavailable } from './native-addon.js';
+import { addonObjects, engineAddon, engineAddonUnavailable } from './native-addon.js';
 
 /**
  * A context's threads: a persistent ggml threadpool for a context of more than one thread
@@ -10,9 +10,9 @@ import { engineAddon, engineAddonUnavailable } from './native-addon.js';
  * whichever libuv worker runs it; on 2 cores that made 2 threads 2-3x slower than 1, and an attached
  * pool makes them about 1.4x faster than 1 (bench/threads.ts). The addon is built at install
  * (scripts/build-native.mjs); without it, contexts run as node-llama-cpp leaves them.
- *
- * A context's pool.
  */
+
+/** A context's pool. */
 export interface ContextThreadpool {
   /**
    * Attaches it (for decodes on more than one thread) or detaches it: a decode on one thread with a
@@ -29,6 +29,9 @@ export interface ContextThreadpool {
  */
 const POLL = 0;
 
+/** Why the addon refused a context, if it did. */
+let refused: string | undefined;
+
 /** Whether the addon is built and loads. */
 export function threadpoolsAvailable(): boolean {
   return engineAddon() !== undefined;
@@ -38,7 +41,6 @@ export function threadpoolsAvailable(): boolean {
 export function threadpoolUnavailable(): string | undefined {
   return refused ?? engineAddonUnavailable();
 }
-let refused: string | undefined;
 
 /**
  * Attaches a pool of `threads` threads to `context`, freed once the context is disposed. Undefined
@@ -47,17 +49,12 @@ let refused: string | undefined;
 export function attachThreadpool(context: LlamaContext, threads: number): ContextThreadpool | undefined {
   if (threads < 2) return undefined;
   const native = engineAddon();
-  const internals = context as unknown as {
-    _ctx?: object;
-    _llama?: { _bindings?: { AddonContext?: new (...args: never[]) => object } };
-    _disposeAggregator?: { add(item: () => void): void };
-  };
-  const AddonContext = internals._llama?._bindings?.AddonContext;
-  // The addon reads an AddonContext's fields: nothing else may reach it.
-  if (!native || typeof AddonContext !== 'function' || !(internals._ctx instanceof AddonContext) || typeof internals._disposeAggregator?.add !== 'function') return undefined;
+  const objects = addonObjects(context);
+  const aggregator = (context as unknown as { _disposeAggregator?: { add(item: () => void): void } })._disposeAggregator;
+  if (!native || !objects || typeof aggregator?.add !== 'function') return undefined;
   let id: number;
   try {
-    id = native.attach(internals._ctx, threads, context.totalSequences, context.contextSize * context.totalSequences, POLL);
+    id = native.attach(objects.binding, threads, context.totalSequences, context.contextSize * context.totalSequences, POLL);
   } catch (error) {
     refused = `the native threadpool addon refused the context: ${(error as Error).message}`;
     return undefined;
@@ -66,7 +63,7 @@ export function attachThreadpool(context: LlamaContext, threads: number): Contex
   // onDispose fires before node-llama-cpp frees the llama.cpp context; the pool is freed after it
   // (added last to the context's disposal, which runs in order).
   context.onDispose.createListener(() => (live = false));
-  internals._disposeAggregator.add(() => void native.free(id));
+  aggregator.add(() => void native.free(id));
   return { use: (attached) => void (live && native.use(id, attached)) };
 }
 
