@@ -76,6 +76,66 @@ describe.skipIf(!run)('the shared job queue (pg-boss)', () => {
     expect(after!.results.map((r) => r.status)).toEqual(['queued', 'queued', 'queued']);
   }, 60_000);
 
+  it('hand-backs at a stop spend no attempt: a job handed back more often than max_attempts still runs to the end', async () => {
+    // A schema of its own: no other test's jobs in the queue.
+    const own = await freshSchema();
+    const store = await PostgresStore.open(own.url, { poolSize: 4 });
+    const user = await store.createUser({ username: 'restarts', passwordHash: 'h', role: 'user' });
+    const strict = { ...config, jobs: { ...config.jobs, max_attempts: 2 } };
+    const item = { model: 'demo-tiny', prompt: 'Hello', temperature: 0, max_tokens: 4 };
+    const inspect = new pg.Client({ connectionString: own.url });
+    await inspect.connect();
+    const dispatch = async (id: string) =>
+      (await inspect.query(`SELECT state, retry_count, retry_limit FROM ${own.name}_pgboss.job WHERE id = $1 AND name = 'inferno-jobs'`, [id])).rows[0] as { state: string; retry_count: number; retry_limit: number };
+    let jobId: string | undefined;
+    try {
+      // Three replicas in turn take the job and stop at once (a rolling restart, three times over).
+      for (let restart = 0; restart < 3; restart++) {
+        let queue: BossJobQueue | undefined;
+        let stopped: Promise<void> | undefined;
+        const stopsOnTake = new Proxy(store, {
+          get(target, name) {
+            if (name === 'takeJob') {
+              return async (id: string, worker: string) => {
+                const job = await target.takeJob(id, worker);
+                stopped ??= queue!.stop();
+                return job;
+              };
+            }
+            const value = Reflect.get(target, name) as unknown;
+            return typeof value === 'function' ? value.bind(target) : value;
+          },
+        });
+        queue = new BossJobQueue({ store: stopsOnTake, engine, config: strict, logger, worker: `restart-${restart}`, replicaId: `restart-${restart}`, databaseUrl: own.url });
+        await queue.start();
+        jobId ??= (await queue.submit({ userId: user.id, name: null, requests: [item, item] })).id;
+        const deadline = Date.now() + 30_000;
+        while (!stopped && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        expect(stopped).toBeDefined();
+        await stopped;
+        expect(await store.getJob(jobId)).toMatchObject({ status: 'queued' });
+        // Waiting for its retry with as many attempts left as when it was sent: pg-boss counts a claim
+        // when it is made (retry_count + 1 at the next fetch), and each hand-back gave one back.
+        expect(await dispatch(jobId)).toEqual({ state: 'retry', retry_count: restart, retry_limit: strict.jobs.max_attempts - 1 + restart + 1 });
+      }
+      const last = new BossJobQueue({ store, engine, config: strict, logger, worker: 'restart-last', replicaId: 'restart-last', databaseUrl: own.url });
+      await last.start();
+      try {
+        const deadline = Date.now() + 30_000;
+        while ((await store.getJob(jobId!))?.status !== 'succeeded' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        const done = await store.getJob(jobId!);
+        expect(done).toMatchObject({ status: 'succeeded' });
+        expect(done!.results.map((r) => r.status)).toEqual(['succeeded', 'succeeded']);
+      } finally {
+        await last.stop();
+      }
+    } finally {
+      await inspect.end();
+      await store.close();
+      await own.drop();
+    }
+  }, 120_000);
+
   it('an unfinished job whose dispatch has ended is failed at the next start, not left holding a job slot', async () => {
     const user = await store.createUser({ username: 'orphaned', passwordHash: 'h', role: 'user' });
     // The first replica's dispatch completes without the job running (as if the store had lost it).

@@ -156,13 +156,44 @@ export class BossJobQueue implements JobQueue {
     try {
       const outcome = await this.#executor.run(job, this.#worker, signal);
       if (outcome === 'stopped' && this.#stopping) {
-        // Handed back rather than completed: queued again, and the failed attempt is retried elsewhere.
+        // Handed back rather than completed: queued again, and retried elsewhere without spending an attempt.
         await this.#store.requeueRunningJobs({ worker: this.#worker });
+        await this.#handBack(dispatch);
         this.#logger.info({ job_id: id }, 'job handed back to the queue: this replica is stopping');
-        throw new Error('this replica is stopping: the job goes back to the queue');
       }
     } finally {
       this.#current = undefined;
+    }
+  }
+
+  /**
+   * Gives a dispatch back to the queue at a stop: its attempt fails (fenced to the attempt this
+   * replica holds), and the attempt is given back in the same transaction, so another replica can take
+   * it only once both are in. A rolling restart is no fault of the job's: only attempts that ended
+   * otherwise (a killed replica, a lost heartbeat) count towards `[jobs] max_attempts`. When the
+   * attempt cannot be given back (the claim was lost meanwhile), the handler's return leaves the
+   * dispatch as it is.
+   */
+  async #handBack(dispatch: BossJob<Dispatch>): Promise<void> {
+    const boss = this.#boss!;
+    const client = new pg.Client({ connectionString: this.#databaseUrl });
+    await client.connect();
+    const db = { executeSql: (text: string, values?: unknown[]) => client.query(text, values) };
+    try {
+      await client.query('BEGIN');
+      await boss.fail(QUEUE, dispatch, { reason: 'handed back: the replica was stopping' }, { db });
+      // Only when that fail was ours (fenced: this attempt's claim was still held), the dispatch now
+      // waits for its retry; pg-boss counts the attempt when the next claim takes it.
+      const held = await boss.getJobById(QUEUE, dispatch.id, { db });
+      if (held?.state === 'retry' && held.retryCount === dispatch.retryCount) {
+        await boss.update(QUEUE, undefined, { id: dispatch.id, retryLimit: held.retryLimit + 1, db });
+      }
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      await client.end();
     }
   }
 
