@@ -491,8 +491,16 @@ describe('bounded label cardinality', () => {
     expect(result.count('inferno_model_load_seconds', { model: 'broken' })).toBe(0);
   });
 
-  it('a stream cut short by an unload is a stream failure, not a generation', async () => {
+  // Usage written so far, all users together (GET /api/v1/usage writes the batched usage first).
+  const usageTotals = async () => {
+    expect((await call(server.url, 'GET', '/api/v1/usage', { token })).status).toBe(200);
+    const [row] = await server.store.queryUsage({ groupBy: [] });
+    return { requests: row?.requests ?? 0, prompt: row?.promptTokens ?? 0, completion: row?.completionTokens ?? 0 };
+  };
+
+  it('a stream cut short by an unload is a stream failure, not a generation; the tokens it sent are usage', async () => {
     await waitForReady(server.url);
+    const usageBefore = await usageTotals();
     const res = await fetch(`${server.url}/api/v1/inference`, {
       method: 'POST',
       headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
@@ -504,11 +512,56 @@ describe('bounded label cardinality', () => {
       if (events.length === 1) expect((await call(server.url, 'POST', `/api/v1/models/${MODEL}/unload`, { token })).status).toBe(200);
     }
     expect(events.at(-1)).toBe('error');
+    const sent = events.filter((event) => event === 'token').length;
+    expect(sent).toBeGreaterThan(0);
     const result = await scrape(server.url, metricsKey);
     expect(result.value('inferno_stream_failures_total', { model: MODEL, api: 'native' })).toBe(1);
     expect(result.value('inferno_inference_requests_total', { model: MODEL })).toBe(0);
+    expect(result.value('inferno_generated_tokens_total', { model: MODEL, api: 'native' })).toBeGreaterThanOrEqual(sent);
+    expect(result.value('inferno_prompt_tokens_total', { model: MODEL, api: 'native' })).toBeGreaterThan(0);
     const summary = (await call(server.url, 'GET', '/api/v1/metrics', { apiKey: metricsKey })).body;
     expect(summary.inference.stream_failures_total).toBe(1);
+    // The stream sent those tokens: they are the caller's usage, as they would have been had it ended.
+    const usageAfter = await usageTotals();
+    expect(usageAfter.requests - usageBefore.requests).toBe(1);
+    expect(usageAfter.completion - usageBefore.completion).toBe(result.value('inferno_generated_tokens_total', { model: MODEL, api: 'native' }));
+    expect(usageAfter.prompt - usageBefore.prompt).toBeGreaterThan(0);
+  });
+
+  it('an OpenAI stream of two choices cut short by an unload: the client sees the error; both choices\' tokens are usage, the prompt once', async () => {
+    await waitForReady(server.url);
+    const usageBefore = await usageTotals();
+    const before = await scrape(server.url, metricsKey);
+    const openai = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: token, maxRetries: 0 });
+    const stream = await openai.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: PROMPT }], max_tokens: 4000, n: 2, stream: true });
+    const chunks = [0, 0];
+    let unloaded = false;
+    const failure = await (async () => {
+      for await (const chunk of stream) {
+        for (const choice of chunk.choices) if (choice.delta.content) chunks[choice.index]! += 1;
+        if (!unloaded && chunks[0]! + chunks[1]! >= 4) {
+          unloaded = true;
+          expect((await call(server.url, 'POST', `/api/v1/models/${MODEL}/unload`, { token })).status).toBe(200);
+        }
+      }
+    })().then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(failure).toBeInstanceOf(OpenAI.APIError);
+    expect(String((failure as Error).message)).toMatch(/unloaded/);
+    expect(chunks[0]! + chunks[1]!).toBeGreaterThanOrEqual(4);
+    const result = await scrape(server.url, metricsKey);
+    const delta = (name: string) => result.value(name, { model: MODEL, api: 'openai' }) - before.value(name, { model: MODEL, api: 'openai' });
+    expect(delta('inferno_stream_failures_total')).toBe(1);
+    expect(delta('inferno_generated_tokens_total')).toBeGreaterThanOrEqual(chunks[0]! + chunks[1]!);
+    const usageAfter = await usageTotals();
+    expect(usageAfter.requests - usageBefore.requests).toBe(1);
+    expect(usageAfter.completion - usageBefore.completion).toBe(delta('inferno_generated_tokens_total'));
+    // The prompt counted once for its two choices (the engine read it twice).
+    const prompt = usageAfter.prompt - usageBefore.prompt;
+    expect(prompt).toBeGreaterThan(0);
+    expect(delta('inferno_prompt_tokens_total')).toBeGreaterThanOrEqual(prompt);
   });
 
   it('model labels beyond the cap fold into "other"', () => {

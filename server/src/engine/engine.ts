@@ -117,17 +117,41 @@ export class PromptTooLongError extends Error {
   }
 }
 
-/** The model was unloaded (or deleted) while a request waited for it: worth a retry. */
+/**
+ * The model was unloaded (or deleted) while a request waited for it or generated on it: worth a
+ * retry. `partial`: what a generation had made when it was cut short (see `partialOf`).
+ */
 export class ModelUnloadedError extends Error {
   override name = 'ModelUnloadedError';
+  constructor(
+    message: string,
+    readonly partial?: GenerationResult,
+  ) {
+    super(message);
+  }
 }
 
 /** The server is shutting down and ended the generation (its grace period ran out): worth a retry elsewhere. */
 export class ShuttingDownError extends Error {
   override name = 'ShuttingDownError';
-  constructor() {
+  constructor(readonly partial?: GenerationResult) {
     super('The server is shutting down; retry in a moment');
   }
+}
+
+/**
+ * What a generation had made when an unload or the shutdown cut it short (the error it failed
+ * with): its tokens were spent, and a stream had already sent them, so they are its caller's usage.
+ */
+export function partialOf(error: unknown): GenerationResult | undefined {
+  return error instanceof ModelUnloadedError || error instanceof ShuttingDownError ? error.partial : undefined;
+}
+
+/** The reason an unload or the shutdown gave, as this generation's own error, carrying what it made. */
+function cutShort(reason: unknown, partial: GenerationResult): unknown {
+  if (reason instanceof ModelUnloadedError) return new ModelUnloadedError(reason.message, partial);
+  if (reason instanceof ShuttingDownError) return new ShuttingDownError(partial);
+  return reason;
 }
 
 /** The request's grammar could not be compiled (a schema too complex for llama.cpp's parser). */
@@ -411,8 +435,9 @@ export class InferenceEngine {
         const grammar = request.jsonSchema ? await this.#grammars.get(entry.model.llama, request.jsonSchema) : undefined;
         const alone = this.config.engine.isolate_deterministic && isDeterministic(request);
         const result = await generateOn(lease.item, request, { ...hooks, signal }, started, entry.chatWrapper, grammar, alone);
-        // Cut short by an unload, not by the client: that is a failure worth a retry, not a result.
-        if (unloading.aborted && !hooks.signal?.aborted) throw unloading.reason;
+        // Cut short by an unload or the shutdown, not by the client: a failure worth a retry, not a
+        // result, though what it made so far goes with it (a stream has sent it).
+        if (unloading.aborted && !hooks.signal?.aborted) throw cutShort(unloading.reason, result);
         return result;
       },
       release: () => {

@@ -209,8 +209,12 @@ export class ServerMetrics {
     this.#generationDuration.observe(labels, g.totalMs / 1000);
   }
 
-  streamFailed(model: string, api: ApiFamily): void {
-    this.#streamFailures.inc({ model: this.#models.label(model), api });
+  /** A stream that failed after opening; `spent`: the tokens it had read and sent by then. */
+  streamFailed(model: string, api: ApiFamily, spent: { promptTokens: number; completionTokens: number }): void {
+    const labels = { model: this.#models.label(model), api };
+    this.#streamFailures.inc(labels);
+    this.#promptTokens.inc(labels, spent.promptTokens);
+    this.#generatedTokens.inc(labels, spent.completionTokens);
   }
 
   embedding(model: string, api: ApiFamily, inputs: number, tokens: number): void {

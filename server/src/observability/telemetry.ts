@@ -96,9 +96,16 @@ export class Telemetry {
     };
   }
 
-  /** A stream that had opened ended with an error event instead of its answer (its status was 200). */
-  streamFailed(ctx: AppContext, model: string): void {
-    this.metrics?.streamFailed(model, apiFamilyOf(ctx));
+  /**
+   * A stream that had opened ended with an error event instead of its answer (its status was 200).
+   * `spent`: what its generations had read and sent when an unload or the shutdown cut them short
+   * (the engine's work, and the usage as the answer would have reported it); those tokens are its
+   * caller's usage, though the request counts as no generation.
+   */
+  streamFailed(ctx: AppContext, model: string, spent?: { results: readonly GenerationResult[]; usage: Usage }): void {
+    const tokens = (key: 'prompt_tokens' | 'completion_tokens') => spent?.results.reduce((sum, result) => sum + result.usage[key], 0) ?? 0;
+    this.metrics?.streamFailed(model, apiFamilyOf(ctx), { promptTokens: tokens('prompt_tokens'), completionTokens: tokens('completion_tokens') });
+    if (spent && spent.usage.total_tokens > 0) this.#account(ctx, model, spent.usage);
   }
 
   /** A native inference request answered from the response cache: no engine work, usage as answered. */

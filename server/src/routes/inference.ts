@@ -5,7 +5,7 @@ import type { ResponseCache } from '../cache/response-cache.js';
 import type { EmbeddingsRequest, InferenceRequest, InferenceResponse } from '../gen/types.gen.js';
 import { zCreateEmbeddingsBody, zCreateInferenceBody } from '../gen/zod.gen.js';
 import type { Config } from '../config.js';
-import { GrammarCompileError, ModelNotFoundError, ModelUnloadedError, ModelUnusableError, PromptTooLongError, ShuttingDownError, type ChatMessage, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
+import { GrammarCompileError, ModelNotFoundError, ModelUnloadedError, ModelUnusableError, partialOf, PromptTooLongError, ShuttingDownError, type ChatMessage, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
 import { InsufficientMemoryError } from 'node-llama-cpp';
 import { QueueFullError } from '../engine/sequence-pool.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
@@ -242,7 +242,9 @@ export function inferenceRoutes(deps: RouteDeps, engine: InferenceEngine, cache:
       if (forced && !tool_calls && result.text) stream.send('token', { text: result.text }); // cut off: the partial JSON
       stream.send('done', { id, model: request.model, ...(tool_calls && { tool_calls }), finish_reason, usage: result.usage, timings: result.timings });
     } catch (error) {
-      telemetry.streamFailed(ctx, request.model);
+      // Cut short by an unload or the shutdown: the tokens it sent are still its caller's usage.
+      const partial = partialOf(error);
+      telemetry.streamFailed(ctx, request.model, partial && { results: [partial], usage: partial.usage });
       stream.send('error', streamFailure(ctx, error, parallel, deps.logger));
     } finally {
       reservation.release();

@@ -19,7 +19,7 @@ import type {
   ResponseFormat,
 } from '../gen/types.gen.js';
 import { zOpenaiCreateChatCompletionBody, zOpenaiCreateCompletionBody, zOpenaiCreateEmbeddingsBody, zOpenaiRetrieveModelPath } from '../gen/zod.gen.js';
-import { ModelNotFoundError, ModelUnusableError, type FinishReason, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
+import { ModelNotFoundError, ModelUnusableError, partialOf, type FinishReason, type GenerationRequest, type GenerationResult, type InferenceEngine, type Reservation } from '../engine/engine.js';
 import type { ModelCatalog } from '../engine/model-catalog.js';
 import { requireAuth, requirePermission } from '../http/authenticate.js';
 import type { AppContext, AppMiddleware, AppState } from '../http/context.js';
@@ -135,16 +135,19 @@ function sendData(_ctx: AppContext, stream: EventStream, data: unknown): void {
 type Usage = GenerationResult['usage'];
 
 /**
- * The usage of several choices: every completion counted; a prompt once however many choices it
- * has (`n`), as OpenAI counts it.
+ * A request's usage from its choices' results (in `index` order; a choice that made nothing may be
+ * missing): each prompt counted once, as the longest its choices read, every choice's completion.
  */
-function sumUsage(results: readonly GenerationResult[], perPrompt: number): Usage {
-  let prompt = 0;
+function sumUsage(results: readonly (GenerationResult | undefined)[], perPrompt: number): Usage {
+  const prompts: number[] = [];
   let completion = 0;
   results.forEach((result, index) => {
-    if (index % perPrompt === 0) prompt += result.usage.prompt_tokens;
+    if (!result) return;
+    const prompt = Math.floor(index / perPrompt);
+    prompts[prompt] = Math.max(prompts[prompt] ?? 0, result.usage.prompt_tokens);
     completion += result.usage.completion_tokens;
   });
+  const prompt = prompts.reduce((sum, tokens) => sum + (tokens ?? 0), 0);
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
 
@@ -258,25 +261,32 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
         reservation.release();
       }
     };
+    // Every choice ends before the stream does (one failing stops the others at their next token),
+    // so no chunk follows the error, and what each made is known.
+    const results: (GenerationResult | undefined)[] = [];
+    let failure: { error: unknown } | undefined;
     try {
-      const results = await Promise.all(
+      await Promise.all(
         completion.choices.map(async (_, index) => {
           try {
-            return await run(index, index === 0 ? opened.reservation : await engine.reserve(model, choiceSignal));
+            results[index] = await run(index, index === 0 ? opened.reservation : await engine.reserve(model, choiceSignal));
           } catch (error) {
+            // Cut short by an unload or the shutdown: the tokens it sent are still usage.
+            results[index] = partialOf(error);
+            failure ??= { error };
             failed.abort();
-            throw error;
           }
         }),
       );
       const usage = sumUsage(results, completion.perPrompt);
-      deps.telemetry.generations(ctx, model, results, usage);
-      if (completion.includeUsage) sendData(ctx, stream, completion.usageChunk(usage));
-      sendData(ctx, stream, '[DONE]');
-    } catch (error) {
-      deps.telemetry.streamFailed(ctx, model);
-      sendData(ctx, stream, streamFailure(ctx, error, parallel(), deps.logger));
-      // The stream still ends the way OpenAI clients wait for.
+      if (failure) {
+        deps.telemetry.streamFailed(ctx, model, { results: results.filter((result) => result !== undefined), usage });
+        sendData(ctx, stream, streamFailure(ctx, failure.error, parallel(), deps.logger));
+      } else {
+        deps.telemetry.generations(ctx, model, results as GenerationResult[], usage);
+        if (completion.includeUsage) sendData(ctx, stream, completion.usageChunk(usage));
+      }
+      // A failed stream still ends the way OpenAI clients wait for.
       sendData(ctx, stream, '[DONE]');
     } finally {
       stream.end();
