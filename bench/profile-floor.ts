@@ -3,7 +3,11 @@
  * with autocannon (or wrk: `--wrk [PATH]`, one thread, which leaves more of a small machine to the
  * server), stops it and prints the hottest functions (self time) from the profile.
  *
- *   npx tsx bench/profile-floor.ts [--path /api/v1/models] [--auth key|jwt|none] [--seconds 5] [--top 40] [--root DIR] [--wrk [PATH]]
+ *   npx tsx bench/profile-floor.ts [--path /api/v1/models] [--auth key|jwt|none] [--seconds 5] [--top 40] [--root DIR] [--wrk [PATH]] [--bare]
+ *
+ * --bare: profiles the floor's baseline instead (bench/bare-koa.ts, no authentication), the same
+ * way (its listing is an empty one, a little shorter than our server's), so that the two tables can
+ * be set side by side.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -25,8 +29,10 @@ const data = tempDir('inferno-prof-data-');
 const profDir = tempDir('inferno-prof-');
 await writeDemoModel(path.join(models.dir, 'demo-tiny.gguf'), { preset: 'tiny' });
 const password = 'profile-admin-password-1234';
+const bare = flags.has('bare');
 const child = spawn(
   process.execPath,
+  bare ? ['--cpu-prof', '--cpu-prof-dir', profDir.dir, '--import', 'tsx', path.join(REPO_ROOT, 'bench/bare-koa.ts')] :
   ['--cpu-prof', '--cpu-prof-dir', profDir.dir, '--import', 'tsx', path.join(root, 'server/src/cli.ts'), 'serve', '--port', '0', '--data-dir', data.dir, '--models-dir', models.dir,
     '--set', 'rate_limit.requests_per_minute=100000000', '--set', 'logging.level=info'],
   { cwd: root, env: { ...process.env, INFERNO_ADMIN_PASSWORD: password, INFERNO_JWT_SECRET: 'bench-jwt-secret-that-is-at-least-32-bytes-long' }, stdio: ['ignore', 'pipe', 'inherit'] },
@@ -35,7 +41,7 @@ const url = await new Promise<string>((resolve) => {
   let out = '';
   const onData = (d: Buffer) => {
     out += String(d);
-    const m = /Inferno listening on (\S+)/.exec(out);
+    const m = /listening on (\S+)/.exec(out);
     if (m) {
       child.stdout!.off('data', onData);
       child.stdout!.resume();
@@ -44,11 +50,11 @@ const url = await new Promise<string>((resolve) => {
   };
   child.stdout!.on('data', onData);
 });
-while ((await fetch(`${url}/health/ready`).then((r) => r.status, () => 0)) !== 200) await new Promise((r) => setTimeout(r, 50));
-const login = await fetch(`${url}/api/v1/auth/login`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ username: 'admin', password }) });
-const { token } = (await login.json()) as { token: string };
+while (!bare && (await fetch(`${url}/health/ready`).then((r) => r.status, () => 0)) !== 200) await new Promise((r) => setTimeout(r, 50));
+const login = bare ? undefined : await fetch(`${url}/api/v1/auth/login`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ username: 'admin', password }) });
+const { token } = login ? ((await login.json()) as { token: string }) : { token: '' };
 const server = { url, token, where: '', pid: child.pid, stop: async () => {} };
-const headers: Record<string, string> = auth === 'key' ? { 'X-API-Key': await apiKeyOf(server) } : auth === 'jwt' ? { Authorization: `Bearer ${token}` } : {};
+const headers: Record<string, string> = bare ? {} : auth === 'key' ? { 'X-API-Key': await apiKeyOf(server) } : auth === 'jwt' ? { Authorization: `Bearer ${token}` } : {};
 /** One load of `duration` s; the answers that were 2xx and those that were not. */
 async function load(duration: number): Promise<{ '2xx': number; non2xx: number }> {
   if (!wrk) return autocannon({ url: url + urlPath, connections: 16, duration, headers });
