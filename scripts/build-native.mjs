@@ -41,7 +41,7 @@ try {
   const nlcVersion = JSON.parse(readFileSync(path.join(nlcDir, 'package.json'), 'utf8')).version;
   // The sources' and this script's hash: an edit that keeps a source's length rebuilds it too.
   const digest = createHash('sha256');
-  for (const file of [...sources, fileURLToPath(import.meta.url)]) digest.update(readFileSync(file));
+  for (const file of [...sources, path.join(root, 'server/native/loaded-addon.h'), fileURLToPath(import.meta.url)]) digest.update(readFileSync(file));
   const hash = digest.digest('hex').slice(0, 16);
   const key = `${nlcVersion} ${hash} ${process.platform}-${process.arch}`;
   if (existsSync(out) && existsSync(stamp) && readFileSync(stamp, 'utf8') === key && !process.argv.includes('--force')) {

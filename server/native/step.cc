@@ -16,6 +16,7 @@
 
 #include "AddonContext.h"
 #include "AddonSampler.h"
+#include "loaded-addon.h"
 
 namespace {
 
@@ -32,12 +33,9 @@ struct StepApi {
 // The functions, from the copies node-llama-cpp loaded: from the addon file that holds the context
 // binding's class (found from the object's vtable) and the libllama it links.
 const char* resolve(StepApi& api, const void* binding) {
-  Dl_info where{};
-  if (!dladdr(*static_cast<void* const*>(binding), &where) || !where.dli_fname) return "the context binding's code is not in a loaded library";
-  void* addon = dlopen(where.dli_fname, RTLD_NOW | RTLD_NOLOAD);
-  if (!addon) return "node-llama-cpp's addon is not loaded";
-  // Looked up from the addon's handle: its own symbols, then its dependencies' (whichever libllama
-  // it was built against: the CPU, CUDA or Vulkan one).
+  const char* reason = nullptr;
+  void* addon = loadedAddonOf(binding, reason);
+  if (!addon) return reason;
   api.decode = reinterpret_cast<decltype(api.decode)>(dlsym(addon, "llama_decode"));
   api.synchronize = reinterpret_cast<decltype(api.synchronize)>(dlsym(addon, "llama_synchronize"));
   api.logits = reinterpret_cast<decltype(api.logits)>(dlsym(addon, "llama_get_logits"));

@@ -19,13 +19,14 @@
 #include <unordered_map>
 
 #include "AddonContext.h"
+#include "loaded-addon.h"
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 
 namespace {
 
 // llama.cpp and ggml are already loaded by node-llama-cpp's addon: their functions are looked up
-// in the process rather than linked, so this addon is bound to that very copy of them.
+// through its handle rather than linked, so this addon is bound to that very copy of them.
 struct Api {
   void (*attach)(llama_context*, ggml_threadpool_t, ggml_threadpool_t) = nullptr;
   void (*detach)(llama_context*) = nullptr;
@@ -39,24 +40,22 @@ struct Api {
 };
 
 template <typename F>
-bool find(F& slot, const char* name, void* library = RTLD_DEFAULT) {
+bool find(F& slot, const char* name, void* library) {
   slot = reinterpret_cast<F>(dlsym(library, name));
   return slot != nullptr;
 }
 
-void* loaded(const char* soname) { return dlopen(soname, RTLD_NOW | RTLD_NOLOAD); }
-
-const char* resolve(Api& api) {
-  void* llama = loaded("libllama.v0.4.0.so");
-  void* ggml = loaded("libggml.v0.4.0.so");
-  void* base = loaded("libggml-base.so");
-  if (!llama || !ggml || !base) return "node-llama-cpp's llama.cpp libraries are not loaded";
-  if (!find(api.attach, "llama_attach_threadpool", llama) || !find(api.detach, "llama_detach_threadpool", llama) || !find(api.n_ctx, "llama_n_ctx", llama))
+// From the addon that holds the context binding's class and what it links (`loadedAddonOf`).
+const char* resolve(Api& api, const void* binding) {
+  const char* reason = nullptr;
+  void* addon = loadedAddonOf(binding, reason);
+  if (!addon) return reason;
+  if (!find(api.attach, "llama_attach_threadpool", addon) || !find(api.detach, "llama_detach_threadpool", addon) || !find(api.n_ctx, "llama_n_ctx", addon))
     return "libllama lacks llama_attach_threadpool";
-  if (!find(api.dev_by_type, "ggml_backend_dev_by_type", ggml) || !find(api.dev_backend_reg, "ggml_backend_dev_backend_reg", ggml) ||
-      !find(api.reg_proc_address, "ggml_backend_reg_get_proc_address", ggml))
+  if (!find(api.dev_by_type, "ggml_backend_dev_by_type", addon) || !find(api.dev_backend_reg, "ggml_backend_dev_backend_reg", addon) ||
+      !find(api.reg_proc_address, "ggml_backend_reg_get_proc_address", addon))
     return "libggml lacks the backend registry";
-  if (!find(api.params_default, "ggml_threadpool_params_default", base)) return "libggml-base lacks ggml_threadpool_params_default";
+  if (!find(api.params_default, "ggml_threadpool_params_default", addon)) return "libggml-base lacks ggml_threadpool_params_default";
   ggml_backend_dev_t cpu = api.dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
   if (!cpu) return "no CPU backend is loaded";
   ggml_backend_reg_t reg = api.dev_backend_reg(cpu);
@@ -78,8 +77,9 @@ Api& api() {
   static Api api;
   return api;
 }
-const char* unresolved() {
-  static const char* reason = resolve(api());
+// Resolved once, from the first context binding attached (one node-llama-cpp addon per process).
+const char* unresolved(const void* binding) {
+  static const char* reason = resolve(api(), binding);
   return reason;
 }
 
@@ -92,11 +92,6 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
     Napi::TypeError::New(env, "attach(contextBinding, threads, sequences, contextCells, poll)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  if (unresolved()) {
-    Napi::Error::New(env, unresolved()).ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  const Api& api = ::api();
   const int threads = info[1].As<Napi::Number>().Int32Value();
   const uint32_t sequences = info[2].As<Napi::Number>().Uint32Value();
   const uint32_t cells = info[3].As<Napi::Number>().Uint32Value();
@@ -105,6 +100,11 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
     Napi::Error::New(env, "not a node-llama-cpp context binding").ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  if (const char* reason = unresolved(wrapped)) {
+    Napi::Error::New(env, reason).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const Api& api = ::api();
   auto* context = static_cast<AddonContext*>(wrapped);
   // The layout is node-llama-cpp's: check the fields around the pointer before following it.
   if (!context->contextLoaded || context->disposed || !context->ctx || context->context_params.n_threads != threads ||
@@ -128,10 +128,10 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
 
 // use(id, on): attaches the pool to its context again (on) or detaches it, so that a decode on one
 // thread runs without waking the pool's idle threads. Only between decodes, before the context is
-// disposed.
+// disposed. (No pool exists until attach has resolved the functions.)
 Napi::Value Use(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (unresolved() || info.Length() < 2 || !info[0].IsNumber() || !info[1].IsBoolean()) return Napi::Boolean::New(env, false);
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsBoolean()) return Napi::Boolean::New(env, false);
   std::lock_guard<std::mutex> lock(pools_mutex);
   auto found = pools.find(info[0].As<Napi::Number>().Uint32Value());
   if (found == pools.end()) return Napi::Boolean::New(env, false);
@@ -144,7 +144,7 @@ Napi::Value Use(const Napi::CallbackInfo& info) {
 // The context is not touched: it is gone by then.
 Napi::Value Free(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (unresolved() || info.Length() < 1 || !info[0].IsNumber()) return Napi::Boolean::New(env, false);
+  if (info.Length() < 1 || !info[0].IsNumber()) return Napi::Boolean::New(env, false);
   ggml_threadpool_t pool = nullptr;
   {
     std::lock_guard<std::mutex> lock(pools_mutex);
