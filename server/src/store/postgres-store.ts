@@ -3,6 +3,7 @@ import pg from 'pg';
 import { redactUrl } from '../config.js';
 import { POSTGRES_MIGRATIONS } from './postgres-migrations.js';
 import { MIGRATIONS } from './migrations.js';
+import { hourOf, isUnfinished, now, toApiKey, toAudit, toIdempotency, toJob, toUser, type Row } from './rows.js';
 import { JobLimitError, KeyLimitError, LastAdminError, UsernameTakenError } from './types.js';
 import type {
   ApiKeyRecord,
@@ -15,7 +16,6 @@ import type {
   JobStatus,
   JobRecord,
   JobResult,
-  Permission,
   Role,
   Store,
   StoredResponse,
@@ -26,72 +26,7 @@ import type {
   UserRecord,
 } from './types.js';
 
-type Row = Record<string, unknown>;
 type Queryable = Pick<pg.PoolClient, 'query'>;
-
-const now = () => new Date().toISOString();
-const text = (value: unknown) => (value == null ? null : String(value));
-const hourOf = (time: string) => new Date(Math.floor(Date.parse(time) / 3_600_000) * 3_600_000).toISOString();
-const isUnfinished = (r: JobResult) => r.status === 'queued' || r.status === 'running';
-
-function toUser(row: Row): UserRecord {
-  return {
-    id: String(row.id),
-    username: String(row.username),
-    passwordHash: String(row.password_hash),
-    role: row.role as Role,
-    disabled: row.disabled === true,
-    sessionVersion: Number(row.session_version),
-    createdAt: String(row.created_at),
-    updatedAt: String(row.updated_at),
-  };
-}
-
-function toApiKey(row: Row): ApiKeyRecord {
-  return {
-    id: String(row.id),
-    userId: String(row.user_id),
-    name: String(row.name),
-    prefix: String(row.prefix),
-    keyHash: String(row.key_hash),
-    permissions: JSON.parse(String(row.permissions)) as Permission[],
-    rateLimitPerMinute: row.rate_limit_per_minute == null ? null : Number(row.rate_limit_per_minute),
-    createdAt: String(row.created_at),
-    expiresAt: text(row.expires_at),
-    lastUsedAt: text(row.last_used_at),
-    revokedAt: text(row.revoked_at),
-  };
-}
-
-function toAudit(row: Row): AuditRecord {
-  return {
-    id: Number(row.id),
-    time: String(row.time),
-    action: String(row.action),
-    outcome: row.outcome as AuditRecord['outcome'],
-    actorUserId: text(row.actor_user_id),
-    actorKeyId: text(row.actor_key_id),
-    target: text(row.target),
-    ip: text(row.ip),
-    requestId: text(row.request_id),
-    details: row.details == null ? null : (JSON.parse(String(row.details)) as Record<string, unknown>),
-  };
-}
-
-function toJob(row: Row): JobRecord {
-  return {
-    id: String(row.id),
-    seq: Number(row.seq),
-    userId: String(row.user_id),
-    name: text(row.name),
-    status: row.status as JobRecord['status'],
-    requests: JSON.parse(String(row.requests)) as JobRecord['requests'],
-    results: JSON.parse(String(row.results)) as JobResult[],
-    createdAt: String(row.created_at),
-    startedAt: text(row.started_at),
-    finishedAt: text(row.finished_at),
-  };
-}
 
 /** The database could not be reached or refused us: a start-up error with no stack and no password. */
 export class StoreUnavailableError extends Error {
@@ -619,14 +554,4 @@ export class PostgresStore implements Store {
       }
     });
   }
-}
-
-function toIdempotency(row: Row): IdempotencyRecord {
-  const complete = row.state === 'complete';
-  return {
-    fingerprint: String(row.fingerprint),
-    state: complete ? 'complete' : 'pending',
-    response: complete ? { status: Number(row.status), headers: JSON.parse(String(row.headers)) as Record<string, string>, body: String(row.body) } : undefined,
-    expiresAt: Number(row.expires_at),
-  };
 }

@@ -3,6 +3,7 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { DatabaseSync, type SQLInputValue } from 'node:sqlite';
 import { MIGRATIONS } from './migrations.js';
+import { hourOf, isUnfinished, now, toApiKey, toAudit, toIdempotency, toJob, toUser, type Row } from './rows.js';
 import { JobLimitError, KeyLimitError, LastAdminError, UsernameTakenError } from './types.js';
 import type {
   ApiKeyRecord,
@@ -15,7 +16,6 @@ import type {
   JobRecord,
   JobResult,
   JobStatus,
-  Permission,
   Role,
   Store,
   StoredResponse,
@@ -25,74 +25,6 @@ import type {
   UsageTotals,
   UserRecord,
 } from './types.js';
-
-type Row = Record<string, SQLInputValue>;
-
-const now = () => new Date().toISOString();
-
-function toUser(row: Row): UserRecord {
-  return {
-    id: String(row.id),
-    username: String(row.username),
-    passwordHash: String(row.password_hash),
-    role: row.role as Role,
-    disabled: row.disabled === 1,
-    sessionVersion: Number(row.session_version),
-    createdAt: String(row.created_at),
-    updatedAt: String(row.updated_at),
-  };
-}
-
-function toApiKey(row: Row): ApiKeyRecord {
-  return {
-    id: String(row.id),
-    userId: String(row.user_id),
-    name: String(row.name),
-    prefix: String(row.prefix),
-    keyHash: String(row.key_hash),
-    permissions: JSON.parse(String(row.permissions)) as Permission[],
-    rateLimitPerMinute: row.rate_limit_per_minute == null ? null : Number(row.rate_limit_per_minute),
-    createdAt: String(row.created_at),
-    expiresAt: row.expires_at === null ? null : String(row.expires_at),
-    lastUsedAt: row.last_used_at === null ? null : String(row.last_used_at),
-    revokedAt: row.revoked_at === null ? null : String(row.revoked_at),
-  };
-}
-
-function toAudit(row: Row): AuditRecord {
-  return {
-    id: Number(row.id),
-    time: String(row.time),
-    action: String(row.action),
-    outcome: row.outcome as AuditRecord['outcome'],
-    actorUserId: (row.actor_user_id as string | null) ?? null,
-    actorKeyId: (row.actor_key_id as string | null) ?? null,
-    target: (row.target as string | null) ?? null,
-    ip: (row.ip as string | null) ?? null,
-    requestId: (row.request_id as string | null) ?? null,
-    details: row.details === null ? null : (JSON.parse(String(row.details)) as Record<string, unknown>),
-  };
-}
-
-function toJob(row: Row): JobRecord {
-  return {
-    id: String(row.id),
-    seq: Number(row.seq),
-    userId: String(row.user_id),
-    name: (row.name as string | null) ?? null,
-    status: row.status as JobRecord['status'],
-    requests: JSON.parse(String(row.requests)) as JobRecord['requests'],
-    results: JSON.parse(String(row.results)) as JobResult[],
-    createdAt: String(row.created_at),
-    startedAt: (row.started_at as string | null) ?? null,
-    finishedAt: (row.finished_at as string | null) ?? null,
-  };
-}
-
-/** The start of the hour a time falls in, as usage buckets are named. */
-const hourOf = (time: string) => new Date(Math.floor(Date.parse(time) / 3_600_000) * 3_600_000).toISOString();
-
-const isUnfinished = (r: JobResult) => r.status === 'queued' || r.status === 'running';
 
 /** The embedded store: one SQLite file in the data dir, WAL mode, migrated on open. */
 export class SqliteStore implements Store {
@@ -590,16 +522,4 @@ export class SqliteStore implements Store {
     }
     return changes;
   }
-}
-
-function toIdempotency(row: Row): IdempotencyRecord {
-  const complete = row.state === 'complete';
-  return {
-    fingerprint: String(row.fingerprint),
-    state: complete ? 'complete' : 'pending',
-    response: complete
-      ? { status: Number(row.status), headers: JSON.parse(String(row.headers)) as Record<string, string>, body: String(row.body) }
-      : undefined,
-    expiresAt: Number(row.expires_at),
-  };
 }
