@@ -132,14 +132,17 @@ export function withCredentialCache<S extends Store>(store: S, options: Credenti
   const dropKeys = () => keys.clear();
 
   const overrides: Partial<Store> = {
-    async together(work) {
-      const request: { check?: Promise<boolean>; over?: boolean } = {};
-      try {
-        return await requests.run(request, work);
-      } finally {
-        request.over = true;
-      }
-    },
+    // Only a shared store's lookups have a count read to share (a scope per request costs a little).
+    ...(readShared && {
+      async together<T>(work: () => Promise<T>): Promise<T> {
+        const request: { check?: Promise<boolean>; over?: boolean } = {};
+        try {
+          return await requests.run(request, work);
+        } finally {
+          request.over = true;
+        }
+      },
+    }),
     findApiKeyByHash: (hash) =>
       remember(keys, hash, () => store.findApiKeyByHash(hash).then((record) => (record && hashes.set(record.id, hash, 0), record)), false),
     getUser: (id) => remember(users, id, () => store.getUser(id), true),
