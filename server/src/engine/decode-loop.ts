@@ -131,7 +131,8 @@ interface Pending {
   alone: boolean;
   /** Ended while its next step was decoding ahead: finished, with this error if any, once that step is done. */
   ending?: { error?: unknown };
-  foreign?: { mapper: LogitMapper; mapped: [number, unknown][]; afterBatch?: (length: number) => unknown };
+  /** node-llama-cpp's decode; `signal`: its chat's (an abort rejects it at the next step, within a long prompt too). */
+  foreign?: { mapper: LogitMapper; mapped: [number, unknown][]; afterBatch?: (length: number) => unknown; signal?: AbortSignal };
   resolve: (value: never) => void;
   reject: (error: unknown) => void;
 }
@@ -162,9 +163,9 @@ export class DecodeLoop {
   /**
    * Sequences node-llama-cpp is generating on (between `chatStarted` and `chatEnded`): `engaged`
    * once its first decode came (before that it is still preparing its prompt, and no step waits
-   * for it); `alone`, decoded in steps of its own.
+   * for it); `alone`, decoded in steps of its own; `signal`, its request's.
    */
-  readonly #chats = new Map<number, { engaged: boolean; alone: boolean }>();
+  readonly #chats = new Map<number, { engaged: boolean; alone: boolean; signal?: AbortSignal }>();
   /** Of those, the ones with a decode queued and not yet in a step. */
   readonly #queuedChats = new Set<number>();
   #waiter?: () => void;
@@ -219,10 +220,12 @@ export class DecodeLoop {
 
   /**
    * node-llama-cpp starts generating on a sequence of this context: steps wait for its tokens.
-   * `alone`: its decodes are never batched with another sequence's.
+   * `alone`: its decodes are never batched with another sequence's. `signal`: once aborted, its
+   * decode is rejected with the abort's reason at the next step (node-llama-cpp hands a prompt
+   * over as one decode, which takes as many steps as it has batches: a long one is not waited out).
    */
-  chatStarted(sequence: LlamaContextSequence, { alone = false }: { alone?: boolean } = {}): void {
-    this.#chats.set(sequenceId(sequence), { engaged: false, alone });
+  chatStarted(sequence: LlamaContextSequence, { alone = false, signal }: { alone?: boolean; signal?: AbortSignal } = {}): void {
+    this.#chats.set(sequenceId(sequence), { engaged: false, alone, signal });
     this.#updateBusy();
   }
 
@@ -265,7 +268,7 @@ export class DecodeLoop {
         position: request.firstTokenSequenceIndex,
         wanted: (index) => logits[index] === true,
         chunk: EMPTY_CHUNK,
-        foreign: { mapper, mapped: [], afterBatch: request.afterBatchAction },
+        foreign: { mapper, mapped: [], afterBatch: request.afterBatchAction, signal: chat?.signal },
         alone: chat?.alone ?? false,
         resolve: resolve as (value: never) => void,
         reject,
@@ -360,7 +363,10 @@ export class DecodeLoop {
     // The next token of every generating sequence, then as much of the prompts waiting as the batch
     // holds (the rest in the next steps), as llama-server fills its batches; or, in its turn, one
     // sequence to decode alone. Turns: the batch, then each alone one once, and again.
-    for (const pending of this.#queue) if (pending.own?.signal?.aborted) this.#finish(pending);
+    for (const pending of this.#queue) {
+      if (pending.own?.signal?.aborted) this.#finish(pending);
+      else if (pending.foreign?.signal?.aborted) this.#finish(pending, pending.foreign.signal.reason ?? new Error('The request was aborted'));
+    }
     const others = this.#queue.size > this.#alone.size;
     let candidates: Pending[];
     if (this.#alone.size > 0 && (!others || this.#aloneSinceBatch < this.#alone.size)) {

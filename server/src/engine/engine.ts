@@ -616,7 +616,7 @@ async function generateOn(
   const room = promptRoom(sequence.model, request, chatWrapper, sequence.contextSize);
   if (room <= 0) throw new PromptTooLongError(sequence.contextSize - room, sequence.contextSize);
   if (!request.messages) return completeOn(loop, sequence, request, room, hooks, started, acquired, grammar, alone);
-  loop.chatStarted(sequence, { alone });
+  loop.chatStarted(sequence, { alone, signal: hooks.signal });
   try {
     return await chatOn(sequence, { ...request, messages: request.messages }, room, hooks, started, acquired, chatWrapper, grammar);
   } finally {
