@@ -432,6 +432,40 @@ describe('several choices of one request on /v1', () => {
   });
 });
 
+describe('a failed choice of a /v1 stream', () => {
+  it('a choice that was waiting for its place when another failed reads nothing and is not counted', async () => {
+    // One place: the second choice waits for the first's, which is handed to it as the first fails.
+    const server = await startTestServer({ settings: { 'engine.parallel': 1, 'usage.flush_interval_seconds': 3600 } });
+    try {
+      await waitForReady(server.url);
+      const token = await login(server.url);
+      const [context] = (await server.engine.load('demo-tiny')).contexts;
+      failDecode(context!).at = 4; // the prompt, then a few tokens of the first choice
+      const metric = async (name: string) => {
+        const text = String((await call(server.url, 'GET', '/metrics', { token })).body);
+        return Number(new RegExp(`^${name}\\{[^}]*api="openai"[^}]*\\} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+      };
+      const response = await fetch(`${server.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ model: 'demo-tiny', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 200, n: 2, stream: true }),
+      });
+      expect(response.status).toBe(200);
+      const body = await response.text();
+      expect(body).toContain('"error"');
+      expect(body.trimEnd().endsWith('data: [DONE]')).toBe(true);
+      // The failed choice's tokens are unknown (no partial result); the other made and read nothing.
+      expect(await metric('inferno_stream_failures_total')).toBe(1);
+      expect(await metric('inferno_prompt_tokens_total')).toBe(0);
+      expect((await call(server.url, 'GET', '/api/v1/usage', { token })).body.data).toEqual([expect.objectContaining({ requests: 0, prompt_tokens: 0, completion_tokens: 0 })]);
+      const after = await call(server.url, 'POST', '/v1/chat/completions', { token, body: { model: 'demo-tiny', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 5 } });
+      expect(after.status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 /** Makes the context's `at`-th decode from now fail as llama.cpp fails one without room. */
 function failDecode(context: LlamaContext): { at: number } {
   const internals = context as unknown as { _ctx: Record<string | symbol, unknown> };

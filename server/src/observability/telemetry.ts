@@ -98,9 +98,10 @@ export class Telemetry {
 
   /**
    * A stream that had opened ended with an error event instead of its answer (its status was 200).
-   * `spent`: what its generations had read and sent when an unload or the shutdown cut them short
-   * (the engine's work, and the usage as the answer would have reported it); those tokens are its
-   * caller's usage, though the request counts as no generation.
+   * `spent`: what its generations had made when an unload or the shutdown cut them short (each
+   * prompt whole, as a cancelled generation counts it, and the tokens sent): the engine's work, and
+   * the usage as the answer would have reported it. Those tokens are its caller's usage, though
+   * the request counts as no generation.
    */
   streamFailed(ctx: AppContext, model: string, spent?: { results: readonly GenerationResult[]; usage: Usage }): void {
     const tokens = (key: 'prompt_tokens' | 'completion_tokens') => spent?.results.reduce((sum, result) => sum + result.usage[key], 0) ?? 0;

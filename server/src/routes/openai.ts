@@ -269,7 +269,11 @@ export function openAIRoutes(deps: RouteDeps, catalog: ModelCatalog, engine: Inf
       await Promise.all(
         completion.choices.map(async (_, index) => {
           try {
-            results[index] = await run(index, index === 0 ? opened.reservation : await engine.reserve(model, choiceSignal));
+            const reservation = index === 0 ? opened.reservation : await engine.reserve(model, choiceSignal);
+            // Another choice failed while this one waited for its place (a place handed over to it
+            // as the failed one released it): it makes nothing, and reads nothing to count.
+            if (failed.signal.aborted) return reservation.release();
+            results[index] = await run(index, reservation);
           } catch (error) {
             // Cut short by an unload or the shutdown: the tokens it sent are still usage.
             results[index] = partialOf(error);
