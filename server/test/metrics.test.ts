@@ -533,12 +533,13 @@ describe('bounded label cardinality', () => {
     const usageBefore = await usageTotals();
     const before = await scrape(server.url, metricsKey);
     const openai = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: token, maxRetries: 0 });
-    const stream = await openai.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: PROMPT }], max_tokens: 4000, n: 2, stream: true });
+    // Greedy on a plain prompt: the demo model goes on to max_tokens (a sampled chat may end first).
+    const stream = await openai.completions.create({ model: MODEL, prompt: PROMPT, max_tokens: 4000, temperature: 0, n: 2, stream: true });
     const chunks = [0, 0];
     let unloaded = false;
     const failure = await (async () => {
       for await (const chunk of stream) {
-        for (const choice of chunk.choices) if (choice.delta.content) chunks[choice.index]! += 1;
+        for (const choice of chunk.choices) if (choice.text) chunks[choice.index]! += 1;
         if (!unloaded && chunks[0]! + chunks[1]! >= 4) {
           unloaded = true;
           expect((await call(server.url, 'POST', `/api/v1/models/${MODEL}/unload`, { token })).status).toBe(200);
