@@ -16,6 +16,8 @@ import { InferenceEngine, ModelUnloadedError, PromptTooLongError, type Generatio
 import { waitForReady } from '../../test/helpers/api-checks.js';
 import { call, login, startTestServer } from '../../test/helpers/server.js';
 import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
+import { scrape } from '../../test/helpers/prometheus.js';
+import { createApiKey } from '../../test/helpers/security.js';
 import { engineOn } from '../../test/helpers/demo-llama.js';
 
 const LONG_PROMPT = 'The quick brown fox jumps over the lazy dog. '.repeat(20); // ~620 tokens
@@ -439,12 +441,9 @@ describe('a failed choice of a /v1 stream', () => {
     try {
       await waitForReady(server.url);
       const token = await login(server.url);
+      const metricsKey = (await createApiKey(server.url, { token }, { name: 'metrics', permissions: ['read_metrics'] })).key;
       const [context] = (await server.engine.load('demo-tiny')).contexts;
       failDecode(context!).at = 2; // the prompt, then the first choice's first token
-      const metric = async (name: string) => {
-        const text = String((await call(server.url, 'GET', '/metrics', { token })).body);
-        return Number(new RegExp(`^${name}\\{[^}]*api="openai"[^}]*\\} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
-      };
       const response = await fetch(`${server.url}/v1/chat/completions`, {
         method: 'POST',
         headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
@@ -455,8 +454,9 @@ describe('a failed choice of a /v1 stream', () => {
       expect(body).toContain('"error"');
       expect(body.trimEnd().endsWith('data: [DONE]')).toBe(true);
       // The failed choice's tokens are unknown (no partial result); the other made and read nothing.
-      expect(await metric('inferno_stream_failures_total')).toBe(1);
-      expect(await metric('inferno_prompt_tokens_total')).toBe(0);
+      const metrics = await scrape(server.url, metricsKey);
+      expect(metrics.value('inferno_stream_failures_total', { api: 'openai' })).toBe(1);
+      expect(metrics.value('inferno_prompt_tokens_total', { api: 'openai' })).toBe(0);
       expect((await call(server.url, 'GET', '/api/v1/usage', { token })).body.data).toEqual([expect.objectContaining({ requests: 0, prompt_tokens: 0, completion_tokens: 0 })]);
       const after = await call(server.url, 'POST', '/v1/chat/completions', { token, body: { model: 'demo-tiny', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 5 } });
       expect(after.status).toBe(200);

@@ -365,7 +365,7 @@ export class DecodeLoop {
     // sequence to decode alone. Turns: the batch, then each alone one once, and again.
     for (const pending of this.#queue) {
       if (pending.own?.signal?.aborted) this.#finish(pending);
-      else if (pending.foreign?.signal?.aborted) this.#finish(pending, pending.foreign.signal.reason ?? new Error('The request was aborted'));
+      else if (pending.foreign?.signal?.aborted) this.#finish(pending, pending.foreign.signal.reason);
     }
     const others = this.#queue.size > this.#alone.size;
     let candidates: Pending[];

@@ -136,18 +136,17 @@ type Usage = GenerationResult['usage'];
 
 /**
  * A request's usage from its choices' results (in `index` order; a choice that made nothing may be
- * missing): each prompt counted once, as the longest its choices read, every choice's completion.
+ * missing): each prompt counted once (its choices read the same tokens), every choice's completion.
  */
 function sumUsage(results: readonly (GenerationResult | undefined)[], perPrompt: number): Usage {
   const prompts: number[] = [];
   let completion = 0;
   results.forEach((result, index) => {
     if (!result) return;
-    const prompt = Math.floor(index / perPrompt);
-    prompts[prompt] = Math.max(prompts[prompt] ?? 0, result.usage.prompt_tokens);
+    prompts[Math.floor(index / perPrompt)] ??= result.usage.prompt_tokens;
     completion += result.usage.completion_tokens;
   });
-  const prompt = prompts.reduce((sum, tokens) => sum + (tokens ?? 0), 0);
+  const prompt = prompts.reduce((sum, tokens) => sum + tokens, 0);
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
 
