@@ -1,6 +1,8 @@
 // One decode step in one worker-thread hop: llama_decode of the batch a node-llama-cpp context
 // binding holds, then the next token of each given sequence sampled with its node-llama-cpp
-// sampler, on the same thread, as llama-server samples right after its decode.
+// sampler, on the same thread, as llama-server samples right after its decode. And a run of such
+// steps for a context's only generation, one token after another on a thread of its own, each
+// handed to the main thread as it comes (`run`, below).
 //
 // node-llama-cpp 3.21.1 decodes (`decodeBatch`) and samples (`sampleToken`, one per sequence) as
 // separate asynchronous calls, each a hop to a libuv worker and back to the main thread; a step of
@@ -8,10 +10,16 @@
 // very functions node-llama-cpp's own workers call (the sampler's are looked up in node-llama-cpp's
 // loaded addon), so the tokens are the same.
 #include <dlfcn.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <system_error>
+#include <thread>
 #include <vector>
 
 #include "AddonContext.h"
@@ -28,6 +36,10 @@ struct StepApi {
   void (*rebuild)(AddonSampler*) = nullptr;
   void (*sample)(AddonSampler*, llama_context*, int32_t, llama_token_data_array&, bool) = nullptr;
   void (*accept)(AddonSampler*, llama_token) = nullptr;
+  const llama_model* (*model)(const llama_context*) = nullptr;
+  const llama_vocab* (*vocab)(const llama_model*) = nullptr;
+  bool (*eog)(const llama_vocab*, llama_token) = nullptr;
+  int32_t (*threads)(llama_context*) = nullptr;
 };
 
 // The functions, from the copies node-llama-cpp loaded: from the addon file that holds the context
@@ -39,7 +51,11 @@ const char* resolve(StepApi& api, const void* binding) {
   api.decode = reinterpret_cast<decltype(api.decode)>(dlsym(addon, "llama_decode"));
   api.synchronize = reinterpret_cast<decltype(api.synchronize)>(dlsym(addon, "llama_synchronize"));
   api.logits = reinterpret_cast<decltype(api.logits)>(dlsym(addon, "llama_get_logits"));
-  if (!api.decode || !api.synchronize || !api.logits) return "libllama lacks llama_decode";
+  api.model = reinterpret_cast<decltype(api.model)>(dlsym(addon, "llama_get_model"));
+  api.vocab = reinterpret_cast<decltype(api.vocab)>(dlsym(addon, "llama_model_get_vocab"));
+  api.eog = reinterpret_cast<decltype(api.eog)>(dlsym(addon, "llama_vocab_is_eog"));
+  api.threads = reinterpret_cast<decltype(api.threads)>(dlsym(addon, "llama_n_threads"));
+  if (!api.decode || !api.synchronize || !api.logits || !api.model || !api.vocab || !api.eog || !api.threads) return "libllama lacks llama_decode";
   api.rebuild = reinterpret_cast<decltype(api.rebuild)>(dlsym(addon, "_ZN12AddonSampler20rebuildChainIfNeededEv"));
   api.sample = reinterpret_cast<decltype(api.sample)>(dlsym(addon, "_ZN12AddonSampler6sampleEP13llama_contextiR22llama_token_data_arrayb"));
   api.accept = reinterpret_cast<decltype(api.accept)>(dlsym(addon, "_ZN12AddonSampler11acceptTokenEi"));
@@ -54,6 +70,59 @@ StepApi& api() {
 const char* unresolved(const void* binding) {
   static const char* reason = resolve(api(), binding);
   return reason;
+}
+
+// The batch the binding holds, decoded as node-llama-cpp's decode worker decodes it (with its
+// messages); null when it went well.
+const char* decodeBatch(AddonContext* context) {
+  const StepApi& api = ::api();
+  try {
+    const int32_t result = api.decode(context->ctx, context->batch);
+    if (result != 0) return result == 1 ? "could not find a KV slot for the batch (try reducing the size of the batch or increase the context)" : "Eval has failed";
+    api.synchronize(context->ctx);
+  } catch (const std::exception& error) {
+    static thread_local std::string message;
+    message = error.what();
+    return message.c_str();
+  } catch (...) {
+    return "Unknown error when calling \"llama_decode\"";
+  }
+  return nullptr;
+}
+
+// The token `sampler` samples at batch logit index `index`, as node-llama-cpp's sample worker
+// samples it (no probabilities asked), and accepted; -1 with `error` set, or -1 alone when there
+// was nothing to sample.
+llama_token sampleAt(AddonSampler* sampler, AddonContext* context, int32_t index, std::string& error) {
+  const StepApi& api = ::api();
+  if (sampler->disposed) {
+    error = "Sampler is disposed";
+    return -1;
+  }
+  llama_token token;
+  try {
+    api.rebuild(sampler);
+    llama_token_data_array candidates{};
+    api.sample(sampler, context->ctx, index, candidates, false);
+    if (candidates.size == 0 || candidates.selected < 0 || candidates.selected >= static_cast<int64_t>(candidates.size)) return -1;
+    token = candidates.data[candidates.selected].id;
+  } catch (const std::exception& thrown) {
+    error = thrown.what();
+    return -1;
+  } catch (...) {
+    error = "Unknown error when calling \"SampleToken\"";
+    return -1;
+  }
+  try {
+    api.accept(sampler, token);
+  } catch (const std::exception& thrown) {
+    error = std::string("Failed to accept token in sampler: ") + thrown.what();
+    return -1;
+  } catch (...) {
+    error = "Unknown error when calling \"acceptToken\"";
+    return -1;
+  }
+  return token;
 }
 
 class StepWorker : public Napi::AsyncWorker {
@@ -77,60 +146,19 @@ class StepWorker : public Napi::AsyncWorker {
 
  protected:
   void Execute() override {
-    const StepApi& api = ::api();
     const auto started = std::chrono::steady_clock::now();
-    try {
-      // As node-llama-cpp's decode worker, and with its messages.
-      const int32_t result = api.decode(context_->ctx, context_->batch);
-      if (result != 0) {
-        SetError(result == 1 ? "could not find a KV slot for the batch (try reducing the size of the batch or increase the context)" : "Eval has failed");
-        return;
-      }
-      api.synchronize(context_->ctx);
-    } catch (const std::exception& error) {
-      SetError(error.what());
-      return;
-    } catch (...) {
-      SetError("Unknown error when calling \"llama_decode\"");
+    if (const char* error = decodeBatch(context_)) {
+      SetError(error);
       return;
     }
     decodeMs_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
     if (samplers_.empty()) return;
-    if (api.logits(context_->ctx) == nullptr) {
+    if (::api().logits(context_->ctx) == nullptr) {
       for (std::string& error : errors_) error = "This model does not support token generation";
       return;
     }
-    // As node-llama-cpp's sample worker (no probabilities asked), one sequence after another; a
-    // failure is that sequence's alone.
-    for (size_t i = 0; i < samplers_.size(); i++) {
-      AddonSampler* sampler = samplers_[i];
-      if (sampler->disposed) {
-        errors_[i] = "Sampler is disposed";
-        continue;
-      }
-      llama_token token;
-      try {
-        api.rebuild(sampler);
-        llama_token_data_array candidates{};
-        api.sample(sampler, context_->ctx, indexes_[i], candidates, false);
-        if (candidates.size == 0 || candidates.selected < 0 || candidates.selected >= static_cast<int64_t>(candidates.size)) continue;
-        token = candidates.data[candidates.selected].id;
-      } catch (const std::exception& error) {
-        errors_[i] = error.what();
-        continue;
-      } catch (...) {
-        errors_[i] = "Unknown error when calling \"SampleToken\"";
-        continue;
-      }
-      try {
-        api.accept(sampler, token);
-        tokens_[i] = token;
-      } catch (const std::exception& error) {
-        errors_[i] = std::string("Failed to accept token in sampler: ") + error.what();
-      } catch (...) {
-        errors_[i] = "Unknown error when calling \"acceptToken\"";
-      }
-    }
+    // One sequence after another; a failure is that sequence's alone.
+    for (size_t i = 0; i < samplers_.size(); i++) tokens_[i] = sampleAt(samplers_[i], context_, indexes_[i], errors_[i]);
   }
 
   // { tokens: Int32Array (-1: no token), decodeMs, errors?: (string | undefined)[] }
@@ -160,6 +188,113 @@ class StepWorker : public Napi::AsyncWorker {
   std::vector<std::string> errors_;
   double decodeMs_ = 0;
   Napi::Promise::Deferred deferred_;
+};
+
+// A run of steps for a context's only generation: decode `token` at `position`, sample the next
+// with `sampler`, and again from it, on a thread of its own, without waiting for the main thread,
+// which is handed each token as it comes (`onTokens`, several at once when it was busy). It stops
+// after `limit` tokens, on an end-of-generation token, a token not sampled or an error, when the
+// sequence reaches `cells`, after `budgetMs` of decoding, or at the next step once the main thread
+// sets `control[0]` (a stop sequence, an abort, a client gone): the tokens decoded past that are
+// left in the sequence's cells, which the caller removes as it ends the generation.
+//
+// Its own thread, not one of libuv's: a run holds its thread for up to `budgetMs`, and as libuv
+// work four runs would hold all four of libuv's workers, with every other context's steps,
+// password hashing and file system work waiting behind them.
+constexpr int RUN_NICENESS = 5;
+
+struct DecodeRun {
+  AddonContext* context;
+  AddonSampler* sampler;
+  int32_t sequence, position, limit, cells;
+  llama_token token;
+  double budgetMs;
+  int32_t* stop;
+  Napi::Reference<Napi::Int32Array> control;
+  Napi::Promise::Deferred deferred;
+  Napi::ThreadSafeFunction tsfn;
+  std::mutex mutex;
+  std::vector<int32_t> ready;  // sampled, not yet handed on
+  int32_t decoded = 0;
+  double decodeMs = 0;
+  std::string error;
+
+  explicit DecodeRun(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
+
+  void Decode() {
+    const StepApi& api = ::api();
+    // A little below the process's other threads (Linux sets a nice value per thread), so that
+    // the main thread and libuv's work come first where they contend for the cores: beside four
+    // runs of the tiny model on 2 cores a login (argon2 on libuv) took 58-64 ms at nice 5 against
+    // 103-110 at 0 (55-57 before runs), for 5% of the runs' tokens/s. Not a decode on several
+    // threads: its other threads (ggml's, at the process's priority) would wait at every
+    // operation's barrier for this one whenever it is put behind.
+    if (api.threads(context->ctx) == 1) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), getpriority(PRIO_PROCESS, 0) + RUN_NICENESS);
+    const llama_vocab* vocab = api.vocab(api.model(context->ctx));
+    llama_batch& batch = context->batch;
+    llama_token next = token;
+    for (int32_t at = position; decoded < limit && at < cells && decodeMs < budgetMs; at++) {
+      if (__atomic_load_n(stop, __ATOMIC_ACQUIRE) != 0) break;
+      batch.n_tokens = 1;
+      batch.token[0] = next;
+      batch.pos[0] = at;
+      batch.n_seq_id[0] = 1;
+      batch.seq_id[0][0] = sequence;
+      batch.logits[0] = true;
+      const auto started = std::chrono::steady_clock::now();
+      if (const char* failed = decodeBatch(context)) {
+        error = failed;
+        break;
+      }
+      decodeMs += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+      decoded++;
+      if (api.logits(context->ctx) == nullptr) {
+        error = "This model does not support token generation";
+        break;
+      }
+      std::string failed;
+      next = sampleAt(sampler, context, 0, failed);
+      {
+        std::lock_guard<std::mutex> lock(mutex);
+        ready.push_back(next);
+        if (!failed.empty()) error = failed;
+      }
+      tsfn.NonBlockingCall([this](Napi::Env, Napi::Function onTokens) { Deliver(onTokens); });
+      if (next < 0 || api.eog(vocab, next)) break;
+    }
+    // The last thing this thread does with the run: the finalizer (main thread) settles and frees it.
+    tsfn.Release();
+  }
+
+  // On the main thread: the tokens sampled since the last delivery, in one call (the callback must
+  // not throw).
+  void Deliver(Napi::Function onTokens) {
+    std::vector<int32_t> tokens;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      tokens.swap(ready);
+    }
+    if (tokens.empty()) return;
+    Napi::Env env = onTokens.Env();
+    Napi::HandleScope scope(env);
+    Napi::Int32Array array = Napi::Int32Array::New(env, tokens.size());
+    std::copy(tokens.begin(), tokens.end(), array.Data());
+    onTokens.Call({array});
+  }
+
+  // On the main thread, once the thread released the function and every delivery is done:
+  // { decoded: the tokens decoded (each sampled the next), decodeMs, error? }.
+  static void Finish(Napi::Env env, DecodeRun* run) {
+    Napi::HandleScope scope(env);
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("decoded", Napi::Number::New(env, run->decoded));
+    result.Set("decodeMs", Napi::Number::New(env, run->decodeMs));
+    if (!run->error.empty()) result.Set("error", Napi::String::New(env, run->error));
+    run->deferred.Resolve(result);
+    run->context->Unref();
+    run->sampler->Unref();
+    delete run;
+  }
 };
 
 template <typename T>
@@ -224,6 +359,60 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
 }  // namespace
 
 namespace {
+// run(contextBinding, sampler, sequenceId, position, token, limit, cells, budgetMs, control:
+// Int32Array, onTokens) -> Promise<{ decoded, decodeMs, error? }>: DecodeRun above. The binding
+// must hold a batch (of any size: the run puts one token in it at a time); the caller keeps the
+// binding and the sampler alive and undisposed until the promise settles, and gives the context
+// to nothing else meanwhile.
+Napi::Value Run(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 10 || !info[2].IsNumber() || !info[3].IsNumber() || !info[4].IsNumber() || !info[5].IsNumber() || !info[6].IsNumber() || !info[7].IsNumber() ||
+      !info[8].IsTypedArray() || info[8].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array || info[8].As<Napi::TypedArray>().ElementLength() < 1 ||
+      !info[9].IsFunction()) {
+    Napi::TypeError::New(env, "run(contextBinding, sampler, sequenceId, position, token, limit, cells, budgetMs, control: Int32Array, onTokens)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto* context = unwrapped<AddonContext>(env, info[0]);
+  auto* sampler = unwrapped<AddonSampler>(env, info[1]);
+  if (!context || !sampler) {
+    Napi::TypeError::New(env, "not a node-llama-cpp context binding and sampler").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (const char* reason = unresolved(context)) {
+    Napi::Error::New(env, reason).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (context->disposed || !context->contextLoaded || !context->ctx || !context->has_batch || context->batch_n_tokens < 1) {
+    Napi::Error::New(env, context->disposed ? "Context is disposed" : "no batch to decode").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto* run = new DecodeRun(env);
+  run->context = context;
+  run->sampler = sampler;
+  run->sequence = info[2].As<Napi::Number>().Int32Value();
+  run->position = info[3].As<Napi::Number>().Int32Value();
+  run->token = info[4].As<Napi::Number>().Int32Value();
+  run->limit = info[5].As<Napi::Number>().Int32Value();
+  run->cells = info[6].As<Napi::Number>().Int32Value();
+  run->budgetMs = info[7].As<Napi::Number>().DoubleValue();
+  Napi::Int32Array control = info[8].As<Napi::Int32Array>();
+  run->stop = control.Data();
+  run->control = Napi::Persistent(control);
+  Napi::Promise promise = run->deferred.Promise();
+  context->Ref();
+  sampler->Ref();
+  run->tsfn = Napi::ThreadSafeFunction::New(env, info[9].As<Napi::Function>(), "InfernoDecodeRun", 0, 1, run, [](Napi::Env env, DecodeRun* finished) { DecodeRun::Finish(env, finished); });
+  try {
+    std::thread(&DecodeRun::Decode, run).detach();
+  } catch (const std::system_error& error) {
+    run->error = std::string("could not start the run's thread: ") + error.what();
+    run->tsfn.Release();
+  }
+  return promise;
+}
+}  // namespace
+
+namespace {
 // ready(contextBinding) -> undefined, or why the step cannot run on node-llama-cpp as loaded.
 Napi::Value Ready(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -236,5 +425,6 @@ Napi::Value Ready(const Napi::CallbackInfo& info) {
 
 void InitStep(Napi::Env env, Napi::Object exports) {
   exports.Set("step", Napi::Function::New(env, Step));
+  exports.Set("run", Napi::Function::New(env, Run));
   exports.Set("stepUnavailable", Napi::Function::New(env, Ready));
 }

@@ -164,7 +164,12 @@ describe('decode loop', () => {
       useDecodeAhead(true);
       const item = sequences[0]!;
       try {
+        await ours(item, { maxTokens: 8 }); // the thread share times the first decodes step by step
+        const before = item.loop.aheadSteps;
         const full = await ours(item, { maxTokens: 48 });
+        // A run stops at the sink's limit by itself: a step for each token after the first, none past the last.
+        expect(full.stopReason).toBe('maxTokens');
+        expect(item.loop.aheadSteps - before).toBe(ahead ? full.completionTokens - 1 : 0);
         const stop = full.text.slice(20, 27);
         const controller = new AbortController();
         let texts = 0;
@@ -207,6 +212,53 @@ describe('decode loop', () => {
     }
     expect(runs[0]).toEqual(runs[2]);
     expect(runs[1]).toEqual(runs[3]);
+  });
+
+  it('a run of steps on the worker that spends its budget hands back to the loop, which goes on with the same text', async () => {
+    const texts = [];
+    for (const budget of [0.2, undefined]) {
+      useDecodeAhead(budget !== undefined, budget);
+      const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1 });
+      useDecodeAhead(true);
+      const item = sequences[0]!;
+      try {
+        const got = [await ours(item, { maxTokens: 200 }), await ours(item, { maxTokens: 200, temperature: 0.9, seed: 7 })];
+        if (budget !== undefined) expect(item.loop.runs).toBeGreaterThanOrEqual(10);
+        else expect(item.loop.runs).toBe(0);
+        expect(lastPosition(contexts[0]!, item)).toBe(-1);
+        texts.push(got.map((outcome) => [outcome.text, outcome.completionTokens]));
+      } finally {
+        for (const context of contexts) await context.dispose();
+      }
+    }
+    expect(texts[0]).toEqual(texts[1]);
+  });
+
+  it('an abort of the signal stops a run at its next step, and the sequence is fresh after', async () => {
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1, context_size: 4096 });
+    const item = sequences[0]!;
+    try {
+      const controller = new AbortController();
+      const steps = item.loop.aheadSteps;
+      let texts = 0;
+      // Aborted from outside the sink, after its third piece of text (the run decodes on meanwhile).
+      const outcome = await ours(item, { maxTokens: 4000, signal: controller.signal, onText: () => void (++texts === 3 && setImmediate(() => controller.abort())) });
+      expect(outcome.stopReason).toBe('abort');
+      expect(outcome.completionTokens).toBeLessThan(4000);
+      expect(item.loop.aheadSteps - steps).toBeLessThan(4000);
+      expect(lastPosition(contexts[0]!, item)).toBe(-1);
+      expect((await ours(item, { maxTokens: 8 })).completionTokens).toBe(8);
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
+  it('the native run refuses what is not a context binding and a sampler, and arguments of the wrong kinds', async () => {
+    const addon = engineAddon()!;
+    const control = new Int32Array(1);
+    expect(() => addon.run({}, {}, 0, 0, 1, 1, 16, 50, control, () => {})).toThrow(/not a node-llama-cpp context binding and sampler/);
+    expect(() => (addon.run as (...args: unknown[]) => unknown)({}, {}, 0, 0, 1, 1, 16, 50, new Uint32Array(1), () => {})).toThrow(/run\(contextBinding/);
+    expect(() => (addon.run as (...args: unknown[]) => unknown)({}, {})).toThrow(/run\(contextBinding/);
   });
 
   it('the native step refuses what is not a context binding with a batch, or a logit outside the batch', async () => {

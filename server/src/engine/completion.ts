@@ -97,7 +97,7 @@ export async function complete(loop: DecodeLoop, sequence: Parameters<DecodeLoop
         return false;
       }
       return generated.length < options.maxTokens;
-    }, { signal, alone: options.alone });
+    }, { signal, alone: options.alone, limit: options.maxTokens });
     if (signal?.aborted && generated.length === 0) stopReason = 'abort';
   } finally {
     sampler.dispose();

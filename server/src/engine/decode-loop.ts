@@ -36,7 +36,8 @@ import type { ContextThreadpool, ThreadShare } from './threadpool.js';
  * llama-server samples; node-llama-cpp's binding alone takes a hop for the decode and one more per
  * sequence to sample (on the tiny model 1.3-1.4x the tokens/s of one stream: bench/arrangements.ts
  * `1x1x1` against `1x1x1-hops`). node-llama-cpp's own decodes (a chat's) still sample in their
- * own calls, after the step.
+ * own calls, after the step. A context's lone generation of ours goes on in runs of steps on a
+ * thread of the addon's own, which hand it each token as it comes (#run).
  *
  * This reaches into node-llama-cpp 3.21.1 internals (the context's `_ctx` binding and
  * `_decodeTokens`, a sequence's `_sequenceId`, the `AddonSampler` binding); the version is pinned
@@ -45,6 +46,8 @@ import type { ContextThreadpool, ThreadShare } from './threadpool.js';
  * as it was (empty): its cells are removed when it ends.
  */
 const MAX_WAIT_MS = 3;
+/** How long a run of steps on its own thread (#run) decodes before it hands back to the loop. */
+const RUN_BUDGET_MS = 50;
 
 /**
  * What a wrapper of a context's binding (a test's Proxy of `LlamaContext._ctx` that only watches
@@ -54,9 +57,14 @@ const MAX_WAIT_MS = 3;
 export const WRAPPED_BINDING = Symbol.for('inferno.decode-loop.wrapped-binding');
 
 let aheadWanted = true;
-/** Whether loops opened from now on decode a lone generation's next step ahead (#ahead; default yes): for benchmarks and tests that compare. */
-export function useDecodeAhead(on: boolean): void {
+let runBudgetMs = RUN_BUDGET_MS;
+/**
+ * Whether loops opened from now on decode a lone generation's next steps ahead of their tokens'
+ * handling (#run; default yes), and for how long a run decodes: for benchmarks and tests that compare.
+ */
+export function useDecodeAhead(on: boolean, budgetMs = RUN_BUDGET_MS): void {
   aheadWanted = on;
+  runBudgetMs = budgetMs;
 }
 
 /** node-llama-cpp's DisposeGuard (`LlamaContext._backendContextDisposeGuard`): disposal waits for its handles; a new one throws DisposedError once disposal is asked for. */
@@ -126,10 +134,11 @@ interface Pending {
   wanted: (index: number) => boolean;
   /** This step's chunk: where it lies in `tokens`, its first position in the sequence, and its batch logit indexes. */
   chunk: { from: number; to: number; at: number; logits: Uint32Array };
-  own?: { sampler: NativeSampler; sink: TokenSink; signal?: AbortSignal; native: boolean };
+  /** `left`: how many more tokens its sink takes at most (it ends on the last of them). */
+  own?: { sampler: NativeSampler; sink: TokenSink; signal?: AbortSignal; native: boolean; left: number };
   /** Decoded in steps of its own, never beside another sequence's tokens. */
   alone: boolean;
-  /** Ended while its next step was decoding ahead: finished, with this error if any, once that step is done. */
+  /** Ended while its next steps were decoding (#run): finished, with this error if any, once they are done. */
   ending?: { error?: unknown };
   /** node-llama-cpp's decode; `signal`: its chat's (an abort rejects it at the next step, within a long prompt too). */
   foreign?: { mapper: LogitMapper; mapped: [number, unknown][]; afterBatch?: (length: number) => unknown; signal?: AbortSignal };
@@ -173,13 +182,19 @@ export class DecodeLoop {
   timeouts = 0;
   /** Steps decoded and sampled in one hop by the native addon (for tests and diagnosis). */
   nativeSteps = 0;
-  /** Of those, steps decoded ahead of the last token's handling (#ahead). */
+  /** Of those, steps decoded in runs ahead of their tokens' handling (#run). */
   aheadSteps = 0;
+  /** Runs started (#run). */
+  runs = 0;
   /** The binding as node-llama-cpp made it, and the addon's step for it (none: decodeBatch, then sampleToken per sequence). */
   readonly #raw: object;
   readonly #native?: EngineAddon['step'];
+  readonly #nativeRun?: EngineAddon['run'];
   readonly #AddonSampler?: abstract new (...args: never[]) => object;
   readonly #decodeAhead = aheadWanted;
+  readonly #runBudgetMs = runBudgetMs;
+  /** The run in flight's control (#run): set, it stops at its next step. */
+  #runControl?: Int32Array;
 
   constructor(context: LlamaContext, threads?: { share: ThreadShare; pool: ContextThreadpool }) {
     const internals = context as unknown as { _ctx?: Partial<Binding>; _decodeTokens?: unknown; _backendContextDisposeGuard?: Partial<DisposeGuard> };
@@ -201,11 +216,20 @@ export class DecodeLoop {
     const objects = addon && addonObjects(context);
     if (objects?.AddonSampler && addon!.stepUnavailable(objects.binding) === undefined) {
       this.#native = addon!.step;
+      this.#nativeRun = addon!.run;
       this.#AddonSampler = objects.AddonSampler;
     }
     if (threads) this.#useThreadShare(); // one thread until the share has timed the model's decodes
     // node-llama-cpp's decodes come here instead of to its own dispatcher.
     internals._decodeTokens = (request: ForeignRequest, mapper: LogitMapper) => this.#foreign(request, mapper);
+  }
+
+  /**
+   * Another context got work or ended (ThreadShare): a run in flight on a share that is no longer
+   * this context's hands back at its next step, so that the next decodes take the new share.
+   */
+  shareChanged(): void {
+    if (this.#runControl && this.#threads && this.#threads.share !== this.#currentThreads) this.#runControl[0] = 1;
   }
 
   /** Whether steps decode and sample in one hop of the native addon. */
@@ -239,16 +263,17 @@ export class DecodeLoop {
    * Decodes `prompt` on the (empty) sequence, then feeds `sink` each token sampled after it until
    * `sink` returns false or the sequence's context is full; the sequence is empty again when the
    * promise settles. An abort of `signal` ends it at the next step, within its prompt too (whose
-   * steps the others wait for). `alone`: decoded in steps of its own.
+   * steps the others wait for). `alone`: decoded in steps of its own. `limit`: the most tokens
+   * `sink` takes (it returns false on the last), so that no step is decoded past them.
    */
-  run(sequence: LlamaContextSequence, prompt: readonly Token[], sampler: NativeSampler, sink: TokenSink, { signal, alone = false }: { signal?: AbortSignal; alone?: boolean } = {}): Promise<void> {
+  run(sequence: LlamaContextSequence, prompt: readonly Token[], sampler: NativeSampler, sink: TokenSink, { signal, alone = false, limit = Infinity }: { signal?: AbortSignal; alone?: boolean; limit?: number } = {}): Promise<void> {
     const id = sequenceId(sequence);
     if (prompt.length === 0) throw new Error('An empty prompt cannot be decoded');
     const tokens = Uint32Array.from(prompt);
     return new Promise<void>((resolve, reject) => {
       const last = tokens.length - 1;
       const native = this.#AddonSampler !== undefined && sampler instanceof this.#AddonSampler;
-      this.#add({ id, tokens, offset: 0, position: 0, wanted: (index) => index === last, chunk: EMPTY_CHUNK, own: { sampler, sink, signal, native }, alone, resolve, reject });
+      this.#add({ id, tokens, offset: 0, position: 0, wanted: (index) => index === last, chunk: EMPTY_CHUNK, own: { sampler, sink, signal, native, left: limit }, alone, resolve, reject });
     });
   }
 
@@ -385,30 +410,21 @@ export class DecodeLoop {
     }
     const batch = this.#fill(candidates);
     if (batch.length === 0) return;
-    let decoded = await this.#decode(batch);
-    for (;;) {
-      if ('error' in decoded) {
-        for (const pending of batch) this.#finish(pending, decoded.error);
-        return;
-      }
-      // Sample (and map node-llama-cpp's logits) before the next decode overwrites the logits.
-      const { sampled } = decoded;
-      const outcomes = await Promise.all(batch.map((pending) => (sampled?.has(pending) ? sampled.get(pending) : this.#afterDecode(pending).catch((error: unknown) => ({ error })))));
-      const ahead = this.#ahead(batch, outcomes);
-      for (const [index, pending] of batch.entries()) {
-        const outcome = outcomes[index];
-        if (outcome && typeof outcome === 'object' && 'error' in outcome) this.#finish(pending, outcome.error);
-        else if (pending.own) this.#next(pending, outcome as number | undefined, ahead !== undefined);
-        else if (pending.offset === pending.tokens.length) this.#finish(pending, undefined, pending.foreign!.mapped);
-      }
-      if (!ahead) return;
-      // The step decoded ahead (its batch is this one's only generation): one that ended meanwhile drops its token.
-      decoded = await ahead;
-      const pending = batch[0]!;
-      if (pending.ending || pending.own!.signal?.aborted) {
-        this.#finish(pending, pending.ending?.error);
-        return;
-      }
+    const decoded = await this.#decode(batch);
+    if ('error' in decoded) {
+      for (const pending of batch) this.#finish(pending, decoded.error);
+      return;
+    }
+    // Sample (and map node-llama-cpp's logits) before the next decode overwrites the logits.
+    const { sampled } = decoded;
+    const outcomes = await Promise.all(batch.map((pending) => (sampled?.has(pending) ? sampled.get(pending) : this.#afterDecode(pending).catch((error: unknown) => ({ error })))));
+    const run = this.#run(batch, outcomes);
+    if (run) return run;
+    for (const [index, pending] of batch.entries()) {
+      const outcome = outcomes[index];
+      if (outcome && typeof outcome === 'object' && 'error' in outcome) this.#finish(pending, outcome.error);
+      else if (pending.own) this.#next(pending, outcome as number | undefined);
+      else if (pending.offset === pending.tokens.length) this.#finish(pending, undefined, pending.foreign!.mapped);
     }
   }
 
@@ -480,40 +496,78 @@ export class DecodeLoop {
   }
 
   /**
-   * The next step, decoded ahead of the sink's handling of this one's token where nothing else can
-   * join it: the only sequence of its context (no other work can come to the context) generating
-   * one of ours, on the native step. The decode of token N+1 then runs on its worker while the main
-   * thread hands token N on (detokenizing, stop sequences, the client's stream), as llama-server's
-   * loop does not wait for its clients. A generation that ends on token N (its limit, a stop, an
-   * abort, a client gone) drops token N+1: one decode and one sample wasted, at its end.
+   * The steps after this one, decoded on a thread of the native addon's own one after another
+   * without waiting for the main thread (its run), where nothing else can join them: the only sequence of its
+   * context (no other work can come to the context) generating one of ours. Each
+   * token is handed to the sink as it comes, while the next decodes, as llama-server's loop does
+   * not wait for its clients: the main thread's work on a token (detokenizing, stop sequences, the
+   * client's stream) and the hop to and from the worker are off the decode's path. The run stops by
+   * itself at the sink's limit, at the end of generation and at the end of the context; a
+   * generation that ends otherwise (a stop sequence, an abort, a client gone) stops it at its next
+   * step, and the tokens decoded past its end are dropped with its cells. A run lasts at most
+   * RUN_BUDGET_MS of decoding, and until this context's thread share changes (`shareChanged`), then
+   * the loop steps as before.
    */
-  #ahead(batch: Pending[], outcomes: unknown[]): Promise<Decoded> | undefined {
+  #run(batch: Pending[], outcomes: unknown[]): Promise<void> | undefined {
     const [pending] = batch;
     const token = outcomes[0];
-    if (!this.#decodeAhead || this.#shared || batch.length !== 1 || this.#queue.size !== 1 || this.#chats.size > 0 || !pending?.own || typeof token !== 'number' || token < 0) return undefined;
-    if (pending.own.signal?.aborted || pending.position >= this.#contextSize || !this.#nativeFor([pending])) return undefined;
-    // Only a decode on one thread: one on several needs every core it has, and the main thread's work
-    // beside it takes a core from threads that wait on each other at every operation (ggml's
-    // barrier). Through the server on 2 cores, one stream of the small q8_0 model on 2 threads made
-    // 240-403 tokens/s ahead (median 276) against 298-338 (313) not, alternating runs of
-    // bench/server-arrangements.ts: noisy, but no gain, where on one thread it gains.
-    if ((this.#threads?.share ?? this.#currentThreads) > 1) return undefined;
+    const run = this.#nativeRun;
+    if (!run || !this.#decodeAhead || this.#shared || batch.length !== 1 || this.#queue.size !== 1 || this.#chats.size > 0 || !pending?.own || typeof token !== 'number' || token < 0) return undefined;
+    const own = pending.own;
+    if (own.signal?.aborted || pending.position >= this.#contextSize || own.left <= 1 || !this.#nativeFor([pending])) return undefined;
+    // Not while the thread share times the model's first decodes (on one thread, step by step).
+    if (this.#threads && !this.#threads.settled) return undefined;
+    // On several threads too: through the server on 2 cores, one stream on 2 threads made 395 tokens/s
+    // with runs against 312 without on the small q8_0 model (medians of 15 alternating streams;
+    // 1.58x in another 9) and the same on f16 (103 against 103; 0.93x in another 9), where the one
+    // step decoded ahead before runs had gained nothing on 2 threads.
     let guard: { dispose(): void };
     try {
       guard = this.#disposeGuard.createPreventDisposalHandle();
     } catch {
       return undefined; // being disposed: the loop ends the generation at its next step
     }
-    try {
-      this.#useThreadShare();
-      continueWith(pending, token);
-      this.#fill([pending]);
-    } catch (error) {
-      guard.dispose();
-      return Promise.resolve({ error });
-    }
-    this.aheadSteps++;
-    return this.#decode([pending]).finally(() => guard.dispose());
+    const control = new Int32Array(1);
+    this.#runControl = control;
+    const stop = () => void (control[0] = 1);
+    own.signal?.addEventListener('abort', stop);
+    let last = token;
+    const take = (sampled: number) => {
+      if (pending.ending) return;
+      last = sampled;
+      try {
+        if (sampled < 0) pending.ending = { error: new Error('llama.cpp sampled no token') };
+        else this.#next(pending, sampled, true);
+      } catch (error) {
+        pending.ending = { error }; // (the addon's callback must not throw)
+      }
+      if (pending.ending || own.signal?.aborted) stop();
+    };
+    return (async () => {
+      try {
+        let ran: Awaited<ReturnType<EngineAddon['run']>>;
+        try {
+          this.#useThreadShare(); // (this step's decode may have settled the share)
+          const running = run(this.#raw, own.sampler, pending.id, pending.position, token, own.left - 1, this.#contextSize, this.#runBudgetMs, control, (tokens) => tokens.forEach(take));
+          this.runs++;
+          take(token); // handled while the run decodes it
+          ran = await running;
+        } catch (error) {
+          ran = { decoded: 0, decodeMs: 0, error: error instanceof Error ? error.message : String(error) };
+        }
+        pending.position += ran.decoded;
+        this.nativeSteps += ran.decoded;
+        this.aheadSteps += ran.decoded;
+        if (pending.ending || own.signal?.aborted) return this.#finish(pending, pending.ending?.error);
+        if (ran.error !== undefined) return this.#finish(pending, new Error(ran.error));
+        if (pending.position >= this.#contextSize) return this.#finish(pending);
+        continueWith(pending, last); // its budget spent: the loop goes on with the last token
+      } finally {
+        this.#runControl = undefined;
+        own.signal?.removeEventListener('abort', stop);
+        guard.dispose();
+      }
+    })();
   }
 
   /** The token sampled for one of ours; node-llama-cpp's mapped logits for its decodes. */
@@ -533,19 +587,20 @@ export class DecodeLoop {
 
   /**
    * One of ours after its step: the sink takes the token, and the generation goes on or ends.
-   * `ahead`: its next step is decoding already (#ahead); an end waits for it (`ending`).
+   * `ahead`: its next steps are decoding already (#run); an end waits for them (`ending`).
    */
   #next(pending: Pending, token: number | undefined, ahead = false): void {
     if (token === undefined) return; // its prompt goes on in the next step
     if (token < 0) return this.#finish(pending, new Error('llama.cpp sampled no token'));
     const end = (error?: unknown) => (ahead ? void (pending.ending = { error }) : this.#finish(pending, error));
     let more: boolean;
+    pending.own!.left--;
     try {
       more = pending.own!.sink(token as Token);
     } catch (error) {
       return end(error);
     }
-    // Room for the token in the context (ahead, #ahead has checked it and put it in already).
+    // Room for the token in the context (ahead, the run checks it).
     if (!more || (!ahead && pending.position >= this.#contextSize)) return end();
     if (!ahead) continueWith(pending, token);
   }

@@ -12,6 +12,14 @@ export interface EngineAddon {
   free(id: number): boolean;
   /** Decodes the batch `binding` holds, then samples `samplers[i]` at batch logit index `logitIndexes[i]`; a token of -1: none. */
   step(binding: object, samplers: readonly object[], logitIndexes: Int32Array): Promise<{ tokens: Int32Array; decodeMs: number; errors?: (string | undefined)[] }>;
+  /**
+   * Decodes `token` at `position` of sequence `sequenceId`, samples the next with `sampler`, and on
+   * from it on a thread of its own, handing each token to `onTokens` as it comes (which must not
+   * throw); it stops after `limit` tokens, on an end-of-generation token or a token not sampled
+   * (-1, handed on too), at `cells`, after `budgetMs` of decoding, on an error, or at the next step
+   * once `control[0]` is set. The binding must hold a batch; nothing else may use the context meanwhile.
+   */
+  run(binding: object, sampler: object, sequenceId: number, position: number, token: number, limit: number, cells: number, budgetMs: number, control: Int32Array, onTokens: (tokens: Int32Array) => void): Promise<{ decoded: number; decodeMs: number; error?: string }>;
   /** Why `step` cannot run on this binding's node-llama-cpp as loaded (its functions not found); undefined: it can. */
   stepUnavailable(binding: object): string | undefined;
 }

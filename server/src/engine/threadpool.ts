@@ -93,12 +93,24 @@ export class ThreadShare {
     this.#busy = busy;
   }
 
+  /** `loop` has work; the others busy hear that their share may have changed (`shareChanged`). */
   enter(loop: object): void {
+    if (this.#busy.has(loop)) return;
     this.#busy.add(loop);
+    this.#changed(loop);
   }
 
   leave(loop: object): void {
-    this.#busy.delete(loop);
+    if (this.#busy.delete(loop)) this.#changed(loop);
+  }
+
+  #changed(except: object): void {
+    for (const other of this.#busy) if (other !== except) (other as { shareChanged?: () => void }).shareChanged?.();
+  }
+
+  /** Whether the first decodes have been timed (until then every share is one thread). */
+  get settled(): boolean {
+    return this.#splits !== undefined;
   }
 
   /** Threads for a step of a context that has work now. */
