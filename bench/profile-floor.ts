@@ -8,13 +8,17 @@
  * --bare: profiles the floor's baseline instead (bench/bare-koa.ts, no authentication), the same
  * way (its listing is an empty one, a little shorter than our server's), so that the two tables can
  * be set side by side.
+ *
+ * --stream [TOKENS]: profiles token streaming instead of the floor: greedy native SSE streams of the
+ * tiny demo model, TOKENS each (default 256), `--parallel P` at once (default 1), for `--seconds`;
+ * the figures are then per streamed token, the main thread's work beside the decode.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import autocannon from 'autocannon';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
-import { apiKeyOf, parseFlags, REPO_ROOT, tempDir } from './lib.js';
+import { apiKeyOf, parseFlags, REPO_ROOT, serverStream, tempDir } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
 const urlPath = flags.get('path') ?? '/api/v1/models';
@@ -23,6 +27,9 @@ const seconds = Number(flags.get('seconds') ?? 5);
 const top = Number(flags.get('top') ?? 40);
 const root = flags.get('root') ?? REPO_ROOT;
 const wrk = flags.get('wrk') === 'true' ? 'wrk' : flags.get('wrk');
+const streamTokens = flags.has('stream') ? Number(flags.get('stream') === 'true' ? 256 : flags.get('stream')) : undefined;
+const parallel = Number(flags.get('parallel') ?? 1);
+const unit = streamTokens ? 'token' : 'request';
 
 const models = tempDir('inferno-prof-models-');
 const data = tempDir('inferno-prof-data-');
@@ -57,6 +64,16 @@ const server = { url, token, where: '', pid: child.pid, stop: async () => {} };
 const headers: Record<string, string> = bare ? {} : auth === 'key' ? { 'X-API-Key': await apiKeyOf(server) } : auth === 'jwt' ? { Authorization: `Bearer ${token}` } : {};
 /** One load of `duration` s; the answers that were 2xx and those that were not. */
 async function load(duration: number): Promise<{ '2xx': number; non2xx: number }> {
+  if (streamTokens) {
+    // '2xx' counts streamed tokens here.
+    const until = performance.now() + duration * 1000;
+    let tokens = 0;
+    const settings = { prompt: 'The quick brown fox', maxTokens: streamTokens, temperature: 0, seed: 1 };
+    await Promise.all(Array.from({ length: parallel }, async () => {
+      while (performance.now() < until) tokens += (await serverStream(server, 'demo-tiny', settings)).tokens;
+    }));
+    return { '2xx': tokens, non2xx: 0 };
+  }
   if (!wrk) return autocannon({ url: url + urlPath, connections: 16, duration, headers });
   // Asynchronously: this process goes on reading the server's output (its log lines) meanwhile.
   const out = await new Promise<string>((resolve, reject) => {
@@ -73,7 +90,7 @@ await load(1);
 const loadStart = process.hrtime.bigint() / 1000n;
 const result = await load(seconds);
 const loadEnd = process.hrtime.bigint() / 1000n;
-process.stdout.write(`${urlPath} (${auth}): ${Math.round(result['2xx'] / seconds)} req/s, non-2xx ${result.non2xx}\n`);
+process.stdout.write(streamTokens ? `${parallel} stream(s) of ${streamTokens} tokens: ${Math.round(result['2xx'] / seconds)} tok/s\n` : `${urlPath} (${auth}): ${Math.round(result['2xx'] / seconds)} req/s, non-2xx ${result.non2xx}\n`);
 const exited = new Promise((r) => child.once('exit', r));
 child.kill('SIGTERM');
 await exited;
@@ -112,7 +129,7 @@ for (const [id, t] of self) {
 }
 const idle = [...selfByName].filter(([k]) => k.startsWith('(idle)')).reduce((a, [, t]) => a + t, 0);
 const busy = total - idle;
-process.stdout.write(`during the load: busy ${(busy / 1e6).toFixed(2)} s of ${(total / 1e6).toFixed(2)} s; ${(busy / result['2xx']).toFixed(1)} µs of busy main thread per request\n`);
+process.stdout.write(`during the load: busy ${(busy / 1e6).toFixed(2)} s of ${(total / 1e6).toFixed(2)} s; ${(busy / result['2xx']).toFixed(1)} µs of busy main thread per ${unit}\n`);
 const pct = (t: number) => ((100 * t) / busy).toFixed(1).padStart(5);
 // Self time by who owns the code: what a bare Koa handler pays as well (Node's HTTP, Koa), and what it does not.
 const GROUPS: [string, RegExp][] = [
@@ -134,7 +151,7 @@ for (const [k, t] of selfByName) {
   const group = GROUPS.find(([, re]) => re.test(k))?.[0] ?? 'other';
   grouped.set(group, (grouped.get(group) ?? 0) + t);
 }
-process.stdout.write('\nself time by owner (µs per request):\n');
+process.stdout.write(`\nself time by owner (µs per ${unit}):\n`);
 for (const [g, t] of [...grouped].sort((a, b) => b[1] - a[1])) process.stdout.write(`${pct(t)}%  ${(t / result['2xx']).toFixed(1).padStart(6)} µs  ${g}\n`);
 process.stdout.write('\nself time:\n');
 for (const [k, t] of [...selfByName].filter(([k]) => !k.startsWith('(idle)')).sort((a, b) => b[1] - a[1]).slice(0, top)) process.stdout.write(`${pct(t)}%  ${k}\n`);
