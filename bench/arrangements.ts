@@ -12,8 +12,9 @@
  * steps (as a chat's are), `-raw` LlamaCompletion on contexts of node-llama-cpp's alone (its own
  * dispatcher), `-hops` the engine's loop without the native addon's one-hop step (node-llama-cpp's
  * decodeBatch, then a sampleToken per sequence, each a worker hop), `-noahead` without a lone
- * generation's next step decoded ahead of its token's handling. Printed: tokens/s (aggregate for 4), CPU ms per token of the whole
- * process and of its main thread (the JS around each token), and tokens per decode step.
+ * generation's runs of steps on a thread of their own (each step then waits for the main thread). Printed: tokens/s (aggregate for 4), CPU ms per token of the whole
+ * process and of its main thread (the JS around each token), and tokens per decode step (of the
+ * steps the loop makes itself: a run's are not counted, NaN where runs made them all).
  */
 import path from 'node:path';
 import { LlamaCompletion, type LlamaContext, type LlamaModel } from 'node-llama-cpp';

@@ -218,6 +218,7 @@ struct DecodeRun {
   int32_t decoded = 0;
   double decodeMs = 0;
   std::string error;
+  std::thread thread;
 
   explicit DecodeRun(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
 
@@ -243,13 +244,13 @@ struct DecodeRun {
       batch.logits[0] = true;
       const auto started = std::chrono::steady_clock::now();
       if (const char* failed = decodeBatch(context)) {
-        error = failed;
+        Fail(failed);
         break;
       }
       decodeMs += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
       decoded++;
       if (api.logits(context->ctx) == nullptr) {
-        error = "This model does not support token generation";
+        Fail("This model does not support token generation");
         break;
       }
       std::string failed;
@@ -257,13 +258,20 @@ struct DecodeRun {
       {
         std::lock_guard<std::mutex> lock(mutex);
         ready.push_back(next);
-        if (!failed.empty()) error = failed;
       }
-      tsfn.NonBlockingCall([this](Napi::Env, Napi::Function onTokens) { Deliver(onTokens); });
+      if (!failed.empty()) Fail(failed);
+      // Not queued: the environment is closing (its finalizer joins this thread).
+      if (tsfn.NonBlockingCall([this](Napi::Env, Napi::Function onTokens) { Deliver(onTokens); }) != napi_ok) break;
       if (next < 0 || api.eog(vocab, next)) break;
     }
     // The last thing this thread does with the run: the finalizer (main thread) settles and frees it.
     tsfn.Release();
+  }
+
+  // The first error is the run's (the thread's and the callback's share it).
+  void Fail(const std::string& message) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (error.empty()) error = message;
   }
 
   // On the main thread: the tokens sampled since the last delivery, in one call (the callback must
@@ -279,12 +287,21 @@ struct DecodeRun {
     Napi::HandleScope scope(env);
     Napi::Int32Array array = Napi::Int32Array::New(env, tokens.size());
     std::copy(tokens.begin(), tokens.end(), array.Data());
-    onTokens.Call({array});
+    try {
+      onTokens.Call({array});
+    } catch (const Napi::Error& thrown) {
+      // (Not thrown on: an exception out of a thread-safe function's call ends the process.)
+      __atomic_store_n(stop, 1, __ATOMIC_RELEASE);
+      Fail(std::string("the run's callback threw: ") + thrown.Message());
+    }
   }
 
   // On the main thread, once the thread released the function and every delivery is done:
   // { decoded: the tokens decoded (each sampled the next), decodeMs, error? }.
   static void Finish(Napi::Env env, DecodeRun* run) {
+    // At once where the thread released the function (its last use of the run); where the
+    // environment closes first, once the thread has stopped (at its next step: every call fails).
+    if (run->thread.joinable()) run->thread.join();
     Napi::HandleScope scope(env);
     Napi::Object result = Napi::Object::New(env);
     result.Set("decoded", Napi::Number::New(env, run->decoded));
@@ -403,7 +420,7 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
   sampler->Ref();
   run->tsfn = Napi::ThreadSafeFunction::New(env, info[9].As<Napi::Function>(), "InfernoDecodeRun", 0, 1, run, [](Napi::Env env, DecodeRun* finished) { DecodeRun::Finish(env, finished); });
   try {
-    std::thread(&DecodeRun::Decode, run).detach();
+    run->thread = std::thread(&DecodeRun::Decode, run);
   } catch (const std::system_error& error) {
     run->error = std::string("could not start the run's thread: ") + error.what();
     run->tsfn.Release();

@@ -5,8 +5,8 @@ import { LlamaChat, LlamaCompletion, type LlamaContext } from 'node-llama-cpp';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../server/src/config.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
-import { complete, TextAssembler, type CompletionOptions } from '../../server/src/engine/completion.js';
-import { useDecodeAhead, WRAPPED_BINDING } from '../../server/src/engine/decode-loop.js';
+import { complete, promptTokens, TextAssembler, type CompletionOptions } from '../../server/src/engine/completion.js';
+import { createSampler, useDecodeAhead, WRAPPED_BINDING } from '../../server/src/engine/decode-loop.js';
 import { engineAddon, useNativeStep } from '../../server/src/engine/native-addon.js';
 import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
 import { useTinyModel } from '../../test/helpers/demo-llama.js';
@@ -155,11 +155,11 @@ describe('decode loop', () => {
     expect(runs[0]).toEqual(runs[1]);
   });
 
-  it("decodes a lone generation's next step while its token is handed on, and drops that step's token where the generation ends", async () => {
+  it("decodes a lone generation's next steps in a run while its tokens are handed on, and drops the tokens decoded past its end", async () => {
     const grammar = await tiny.llama.createGrammarForJsonSchema({ type: 'object', properties: { word: { type: 'string', maxLength: 12 } }, required: ['word'] } as const);
     const runs = [];
     for (const ahead of [true, false]) {
-      useDecodeAhead(ahead);
+      useDecodeAhead(ahead, 60_000); // no run hands back on its budget (a step between two runs is not one of a run's)
       const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1 });
       useDecodeAhead(true);
       const item = sequences[0]!;
@@ -178,11 +178,11 @@ describe('decode loop', () => {
           await ours(item, { maxTokens: 48, temperature: 0.9, seed: 11 }),
           await ours(item, { maxTokens: 48, stop: [stop] }),
           await ours(item, { maxTokens: 80, temperature: 0.8, seed: 2, grammar }),
-          // An abort from the sink itself: the step decoding ahead is dropped.
+          // An abort from the sink itself: the tokens the run decoded past it are dropped.
           await ours(item, { maxTokens: 500, signal: controller.signal, onText: () => void (++texts === 3 && controller.abort()) }),
           await ours(item, { maxTokens: 1 }),
         ];
-        // A sink that throws fails its generation, after the step ahead settled.
+        // A sink that throws fails its generation, once its run has stopped.
         let handed = 0;
         await expect(ours(item, { maxTokens: 40, onText: () => { if (++handed === 4) throw new Error('the client went away'); } })).rejects.toThrow('the client went away');
         // Each left the sequence empty, the dropped token's cell too.
@@ -234,18 +234,30 @@ describe('decode loop', () => {
     expect(texts[0]).toEqual(texts[1]);
   });
 
-  it('an abort of the signal stops a run at its next step, and the sequence is fresh after', async () => {
+  it('an abort of the signal stops a run at its next step, where the sink would take more, and the sequence is fresh after', async () => {
+    useDecodeAhead(true, 60_000);
     const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1, context_size: 4096 });
+    useDecodeAhead(true);
     const item = sequences[0]!;
     try {
+      await ours(item, { maxTokens: 8 }); // the thread share times the first decodes step by step
       const controller = new AbortController();
       const steps = item.loop.aheadSteps;
-      let texts = 0;
-      // Aborted from outside the sink, after its third piece of text (the run decodes on meanwhile).
-      const outcome = await ours(item, { maxTokens: 4000, signal: controller.signal, onText: () => void (++texts === 3 && setImmediate(() => controller.abort())) });
-      expect(outcome.stopReason).toBe('abort');
-      expect(outcome.completionTokens).toBeLessThan(4000);
-      expect(item.loop.aheadSteps - steps).toBeLessThan(4000);
+      let taken = 0;
+      const sampler = createSampler(tiny.model, { temperature: 0, topK: 40, topP: 0.95, minP: 0, seed: 1 });
+      try {
+        // A sink that never ends the generation itself, and no limit: only the abort (from outside the
+        // sink, a turn after its third token) stops the run, which would go on to the context's end.
+        await item.loop.run(item.sequence, promptTokens(tiny.model, PROMPT), sampler, () => {
+          if (++taken === 3) setImmediate(() => controller.abort(new Error('the client went away')));
+          return true;
+        }, { signal: controller.signal });
+      } finally {
+        sampler.dispose();
+      }
+      expect(item.loop.aheadSteps - steps).toBeGreaterThan(0); // a run without a limit decodes
+      expect(taken).toBeLessThan(200);
+      expect(item.loop.aheadSteps - steps).toBeLessThan(200);
       expect(lastPosition(contexts[0]!, item)).toBe(-1);
       expect((await ours(item, { maxTokens: 8 })).completionTokens).toBe(8);
     } finally {

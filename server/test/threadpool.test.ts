@@ -13,6 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../server/src/config.js';
 import { complete } from '../../server/src/engine/completion.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
+import { useDecodeAhead } from '../../server/src/engine/decode-loop.js';
 import { writeDemoModel } from '../../server/src/engine/demo-model.js';
 import { attachThreadpool, threadpoolUnavailable } from '../../server/src/engine/threadpool.js';
 import { engineOn, useTinyModel } from '../../test/helpers/demo-llama.js';
@@ -88,6 +89,34 @@ describe('persistent threadpools', () => {
       expect((await generate(b.contexts[0]!, b.sequences[0]!, 16)).threads).toEqual(new Set([2]));
     } finally {
       for (const context of [...a.contexts, ...b.contexts]) await context.dispose();
+    }
+  });
+
+  it("a stream's run hands back when another context gets work and when it ends, so its decodes take the new share", async () => {
+    useDecodeAhead(true, 60_000); // only the share's change can end a run early
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, threads: 2 }, { minStepMs: 0 });
+    useDecodeAhead(true);
+    try {
+      await generate(contexts[0]!, sequences[0]!, 8); // the first decodes, timed on one thread
+      const seen: number[] = [];
+      let other: Promise<unknown> | undefined;
+      const long = complete(sequences[0]!.loop, sequences[0]!.sequence, {
+        prompt: 'Hello world',
+        maxTokens: 1500,
+        temperature: 0,
+        onText: () => {
+          seen.push(binding(contexts[0]!).getThreads());
+          if (seen.length === 50) other = generate(contexts[1]!, sequences[1]!, 64);
+        },
+      });
+      await long;
+      await other;
+      const runsOf = (threads: number[]) => threads.filter((n, i) => i === 0 || n !== threads[i - 1]);
+      // Both threads alone, one beside the other stream, both again once it ended.
+      expect(runsOf(seen)).toEqual([2, 1, 2]);
+      expect(sequences[0]!.loop.runs).toBeGreaterThanOrEqual(3);
+    } finally {
+      for (const context of contexts) await context.dispose();
     }
   });
 

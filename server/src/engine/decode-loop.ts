@@ -48,6 +48,8 @@ import type { ContextThreadpool, ThreadShare } from './threadpool.js';
 const MAX_WAIT_MS = 3;
 /** How long a run of steps on its own thread (#run) decodes before it hands back to the loop. */
 const RUN_BUDGET_MS = 50;
+/** The most tokens one run decodes (a 32-bit count in the addon; a sink with no limit has Infinity). */
+const MAX_RUN_TOKENS = 0x7fffffff;
 
 /**
  * What a wrapper of a context's binding (a test's Proxy of `LlamaContext._ctx` that only watches
@@ -532,12 +534,16 @@ export class DecodeLoop {
     const stop = () => void (control[0] = 1);
     own.signal?.addEventListener('abort', stop);
     let last = token;
+    let unsampled = false;
     const take = (sampled: number) => {
-      if (pending.ending) return;
+      if (pending.ending || unsampled) return;
       last = sampled;
       try {
-        if (sampled < 0) pending.ending = { error: new Error('llama.cpp sampled no token') };
-        else this.#next(pending, sampled, true);
+        if (sampled < 0) {
+          unsampled = true; // the run stops there, with the reason if it has one
+          return stop();
+        }
+        this.#next(pending, sampled, true);
       } catch (error) {
         pending.ending = { error }; // (the addon's callback must not throw)
       }
@@ -548,7 +554,7 @@ export class DecodeLoop {
         let ran: Awaited<ReturnType<EngineAddon['run']>>;
         try {
           this.#useThreadShare(); // (this step's decode may have settled the share)
-          const running = run(this.#raw, own.sampler, pending.id, pending.position, token, own.left - 1, this.#contextSize, this.#runBudgetMs, control, (tokens) => tokens.forEach(take));
+          const running = run(this.#raw, own.sampler, pending.id, pending.position, token, Math.min(own.left - 1, MAX_RUN_TOKENS), this.#contextSize, this.#runBudgetMs, control, (tokens) => tokens.forEach(take));
           this.runs++;
           take(token); // handled while the run decodes it
           ran = await running;
@@ -559,7 +565,7 @@ export class DecodeLoop {
         this.nativeSteps += ran.decoded;
         this.aheadSteps += ran.decoded;
         if (pending.ending || own.signal?.aborted) return this.#finish(pending, pending.ending?.error);
-        if (ran.error !== undefined) return this.#finish(pending, new Error(ran.error));
+        if (ran.error !== undefined || unsampled) return this.#finish(pending, new Error(ran.error ?? 'llama.cpp sampled no token'));
         if (pending.position >= this.#contextSize) return this.#finish(pending);
         continueWith(pending, last); // its budget spent: the loop goes on with the last token
       } finally {
