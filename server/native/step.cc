@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
@@ -202,6 +203,11 @@ class StepWorker : public Napi::AsyncWorker {
 // work four runs would hold all four of libuv's workers, with every other context's steps,
 // password hashing and file system work waiting behind them.
 constexpr int RUN_NICENESS = 5;
+// The runs decoding now, in this process.
+std::atomic<int>& activeRuns() {
+  static std::atomic<int> count{0};
+  return count;
+}
 
 struct DecodeRun {
   AddonContext* context;
@@ -224,13 +230,15 @@ struct DecodeRun {
 
   void Decode() {
     const StepApi& api = ::api();
-    // A little below the process's other threads (Linux sets a nice value per thread), so that
-    // the main thread and libuv's work come first where they contend for the cores: beside four
-    // runs of the tiny model on 2 cores a login (argon2 on libuv) took 58-64 ms at nice 5 against
-    // 103-110 at 0 (55-57 before runs), for 5% of the runs' tokens/s. Not a decode on several
-    // threads: its other threads (ggml's, at the process's priority) would wait at every
-    // operation's barrier for this one whenever it is put behind.
-    if (api.threads(context->ctx) == 1) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), getpriority(PRIO_PROCESS, 0) + RUN_NICENESS);
+    // Beside other runs, a little below the process's other threads (Linux sets a nice value per
+    // thread), so that the main thread and libuv's work come first where they contend for the
+    // cores: beside four runs of the tiny model on 2 cores a login (argon2 on libuv) took 58-64 ms
+    // at nice 5 against 103-110 at 0 (55-57 before runs), for 5% of the runs' tokens/s. A run
+    // alone keeps its priority: niced, one tiny stream made 4,017 tokens/s against 4,512 (medians
+    // of 15 alternating). Not a decode on several threads: its other threads (ggml's, at the
+    // process's priority) would wait at every operation's barrier for this one when it is put behind.
+    const int others = activeRuns().fetch_add(1);
+    if (api.threads(context->ctx) == 1 && others > 0) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), getpriority(PRIO_PROCESS, 0) + RUN_NICENESS);
     const llama_vocab* vocab = api.vocab(api.model(context->ctx));
     llama_batch& batch = context->batch;
     llama_token next = token;
@@ -264,6 +272,7 @@ struct DecodeRun {
       if (tsfn.NonBlockingCall([this](Napi::Env, Napi::Function onTokens) { Deliver(onTokens); }) != napi_ok) break;
       if (next < 0 || api.eog(vocab, next)) break;
     }
+    activeRuns().fetch_sub(1);
     // The last thing this thread does with the run: the finalizer (main thread) settles and frees it.
     tsfn.Release();
   }

@@ -1,6 +1,7 @@
 // The engine's own decode loop (decode-loop.ts) and plain-prompt completions on it (completion.ts):
 // the same tokens as node-llama-cpp's LlamaCompletion, one decode per step for every generating
 // sequence of a context, stop sequences and grammars, and sequences left empty for the next user.
+import { readdirSync, readFileSync } from 'node:fs';
 import { LlamaChat, LlamaCompletion, type LlamaContext } from 'node-llama-cpp';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../server/src/config.js';
@@ -260,6 +261,34 @@ describe('decode loop', () => {
       expect(item.loop.aheadSteps - steps).toBeLessThan(200);
       expect(lastPosition(contexts[0]!, item)).toBe(-1);
       expect((await ours(item, { maxTokens: 8 })).completionTokens).toBe(8);
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
+  it("a run beside another decodes a little below the process's priority, a run alone at it", async () => {
+    // The highest nice value among this process's threads (Linux: /proc/self/task/*/stat, field 19).
+    const highestNice = () => Math.max(...readdirSync('/proc/self/task').map((task) => {
+      try {
+        const stat = readFileSync(`/proc/self/task/${task}/stat`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+      } catch {
+        return -Infinity; // the thread ended meanwhile
+      }
+    }));
+    const base = highestNice();
+    useDecodeAhead(true, 60_000);
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2 });
+    useDecodeAhead(true);
+    try {
+      for (const item of sequences) await ours(item, { maxTokens: 8 }); // the thread share times the first decodes
+      const seen = (item: EngineSequence, maxTokens: number, into: number[]) => ours(item, { maxTokens, onText: () => void (into.length < 400 && into.push(highestNice())) });
+      const alone: number[] = [];
+      await seen(sequences[0]!, 300, alone);
+      expect(Math.max(...alone)).toBe(base);
+      const together: number[] = [];
+      await Promise.all([seen(sequences[0]!, 1500, together), ours(sequences[1]!, { maxTokens: 1500 })]);
+      expect(together).toContain(base + 5);
     } finally {
       for (const context of contexts) await context.dispose();
     }
