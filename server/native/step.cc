@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -74,21 +75,24 @@ const char* unresolved(const void* binding) {
 }
 
 // The batch the binding holds, decoded as node-llama-cpp's decode worker decodes it (with its
-// messages); null when it went well.
-const char* decodeBatch(AddonContext* context) {
+// messages); false with `error` set when it failed.
+bool decodeBatch(AddonContext* context, std::string& error) {
   const StepApi& api = ::api();
   try {
     const int32_t result = api.decode(context->ctx, context->batch);
-    if (result != 0) return result == 1 ? "could not find a KV slot for the batch (try reducing the size of the batch or increase the context)" : "Eval has failed";
+    if (result != 0) {
+      error = result == 1 ? "could not find a KV slot for the batch (try reducing the size of the batch or increase the context)" : "Eval has failed";
+      return false;
+    }
     api.synchronize(context->ctx);
-  } catch (const std::exception& error) {
-    static thread_local std::string message;
-    message = error.what();
-    return message.c_str();
+  } catch (const std::exception& thrown) {
+    error = thrown.what();
+    return false;
   } catch (...) {
-    return "Unknown error when calling \"llama_decode\"";
+    error = "Unknown error when calling \"llama_decode\"";
+    return false;
   }
-  return nullptr;
+  return true;
 }
 
 // The token `sampler` samples at batch logit index `index`, as node-llama-cpp's sample worker
@@ -148,7 +152,8 @@ class StepWorker : public Napi::AsyncWorker {
  protected:
   void Execute() override {
     const auto started = std::chrono::steady_clock::now();
-    if (const char* error = decodeBatch(context_)) {
+    std::string error;
+    if (!decodeBatch(context_, error)) {
       SetError(error);
       return;
     }
@@ -251,7 +256,7 @@ struct DecodeRun {
       batch.seq_id[0][0] = sequence;
       batch.logits[0] = true;
       const auto started = std::chrono::steady_clock::now();
-      if (const char* failed = decodeBatch(context)) {
+      if (std::string failed; !decodeBatch(context, failed)) {
         Fail(failed);
         break;
       }
@@ -418,7 +423,9 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
   run->sequence = info[2].As<Napi::Number>().Int32Value();
   run->position = info[3].As<Napi::Number>().Int32Value();
   run->token = info[4].As<Napi::Number>().Int32Value();
-  run->limit = info[5].As<Napi::Number>().Int32Value();
+  // Any count: a sink with no limit passes Infinity (which Int32Value would read as 0).
+  const double limit = info[5].As<Napi::Number>().DoubleValue();
+  run->limit = limit >= INT32_MAX ? INT32_MAX : static_cast<int32_t>(limit);
   run->cells = info[6].As<Napi::Number>().Int32Value();
   run->budgetMs = info[7].As<Napi::Number>().DoubleValue();
   Napi::Int32Array control = info[8].As<Napi::Int32Array>();

@@ -48,8 +48,6 @@ import type { ContextThreadpool, ThreadShare } from './threadpool.js';
 const MAX_WAIT_MS = 3;
 /** How long a run of steps on its own thread (#run) decodes before it hands back to the loop. */
 const RUN_BUDGET_MS = 50;
-/** The most tokens one run decodes (a 32-bit count in the addon; a sink with no limit has Infinity). */
-const MAX_RUN_TOKENS = 0x7fffffff;
 
 /**
  * What a wrapper of a context's binding (a test's Proxy of `LlamaContext._ctx` that only watches
@@ -529,51 +527,51 @@ export class DecodeLoop {
     } catch {
       return undefined; // being disposed: the loop ends the generation at its next step
     }
+    return this.#runFrom(pending, token, run, guard);
+  }
+
+  /** #run's run, from `token` (sampled by the step before) on; `guard` is released when it ends. */
+  async #runFrom(pending: Pending, token: number, run: EngineAddon['run'], guard: { dispose(): void }): Promise<void> {
+    const own = pending.own!;
     const control = new Int32Array(1);
     this.#runControl = control;
     const stop = () => void (control[0] = 1);
     own.signal?.addEventListener('abort', stop);
+    // The last token sampled: -1 where the run sampled none (it stops there).
     let last = token;
-    let unsampled = false;
     const take = (sampled: number) => {
-      if (pending.ending || unsampled) return;
+      if (pending.ending || last < 0) return;
       last = sampled;
       try {
-        if (sampled < 0) {
-          unsampled = true; // the run stops there, with the reason if it has one
-          return stop();
-        }
-        this.#next(pending, sampled, true);
+        if (sampled >= 0) this.#next(pending, sampled, true);
       } catch (error) {
         pending.ending = { error }; // (the addon's callback must not throw)
       }
-      if (pending.ending || own.signal?.aborted) stop();
+      if (sampled < 0 || pending.ending || own.signal?.aborted) stop();
     };
-    return (async () => {
+    try {
+      let ran: Awaited<ReturnType<EngineAddon['run']>>;
       try {
-        let ran: Awaited<ReturnType<EngineAddon['run']>>;
-        try {
-          this.#useThreadShare(); // (this step's decode may have settled the share)
-          const running = run(this.#raw, own.sampler, pending.id, pending.position, token, Math.min(own.left - 1, MAX_RUN_TOKENS), this.#contextSize, this.#runBudgetMs, control, (tokens) => tokens.forEach(take));
-          this.runs++;
-          take(token); // handled while the run decodes it
-          ran = await running;
-        } catch (error) {
-          ran = { decoded: 0, decodeMs: 0, error: error instanceof Error ? error.message : String(error) };
-        }
-        pending.position += ran.decoded;
-        this.nativeSteps += ran.decoded;
-        this.aheadSteps += ran.decoded;
-        if (pending.ending || own.signal?.aborted) return this.#finish(pending, pending.ending?.error);
-        if (ran.error !== undefined || unsampled) return this.#finish(pending, new Error(ran.error ?? 'llama.cpp sampled no token'));
-        if (pending.position >= this.#contextSize) return this.#finish(pending);
-        continueWith(pending, last); // its budget spent: the loop goes on with the last token
-      } finally {
-        this.#runControl = undefined;
-        own.signal?.removeEventListener('abort', stop);
-        guard.dispose();
+        this.#useThreadShare(); // (this step's decode may have settled the share)
+        const running = run(this.#raw, own.sampler, pending.id, pending.position, token, own.left - 1, this.#contextSize, this.#runBudgetMs, control, (tokens) => tokens.forEach(take));
+        this.runs++;
+        take(token); // handled while the run decodes it
+        ran = await running;
+      } catch (error) {
+        ran = { decoded: 0, decodeMs: 0, error: error instanceof Error ? error.message : String(error) };
       }
-    })();
+      pending.position += ran.decoded;
+      this.nativeSteps += ran.decoded;
+      this.aheadSteps += ran.decoded;
+      if (pending.ending || own.signal?.aborted) return this.#finish(pending, pending.ending?.error);
+      if (ran.error !== undefined || last < 0) return this.#finish(pending, new Error(ran.error ?? 'llama.cpp sampled no token'));
+      if (pending.position >= this.#contextSize) return this.#finish(pending);
+      continueWith(pending, last); // its budget spent: the loop goes on with the last token
+    } finally {
+      this.#runControl = undefined;
+      own.signal?.removeEventListener('abort', stop);
+      guard.dispose();
+    }
   }
 
   /** The token sampled for one of ours; node-llama-cpp's mapped logits for its decodes. */
