@@ -11,14 +11,19 @@ import { createSampler, type DecodeLoop } from './decode-loop.js';
  */
 
 export interface CompletionOptions {
-  prompt: string;
+  /** A text (tokenized here) or its tokens (a chat's rendered prompt). */
+  prompt: string | readonly Token[];
   maxTokens: number;
   temperature?: number;
   topP?: number;
   topK?: number;
   seed?: number;
   stop?: readonly string[];
+  /** Token sequences that end the generation (a chat template's special tokens): not part of the text. */
+  stopTokens?: readonly (readonly Token[])[];
   grammar?: LlamaGrammar;
+  /** A piece still inside a character when the generation ends: kept as the detokenizer gives it (LlamaCompletion does), or dropped (LlamaChat does). */
+  incompleteEnd?: 'keep' | 'drop';
   signal?: AbortSignal;
   /** Decoded in steps of its own on a shared context (decode-loop.ts): the text never depends on what else runs. */
   alone?: boolean;
@@ -57,7 +62,7 @@ function beginningToken(model: LlamaModel): Token | undefined {
 
 export async function complete(loop: DecodeLoop, sequence: Parameters<DecodeLoop['run']>[0], options: CompletionOptions): Promise<CompletionOutcome> {
   const model = sequence.model;
-  const prompt = promptTokens(model, options.prompt);
+  const prompt = typeof options.prompt === 'string' ? promptTokens(model, options.prompt) : options.prompt;
   const grammarState = options.grammar ? new LlamaGrammarEvaluationState({ model, grammar: options.grammar }) : undefined;
   const sampler = createSampler(model, {
     temperature: options.temperature ?? 0,
@@ -74,12 +79,22 @@ export async function complete(loop: DecodeLoop, sequence: Parameters<DecodeLoop
   // The text of the tokens since the last whole piece, spaced as it follows the ones before.
   const piece = () => model.detokenize(generated.slice(pieceStart), false, generated.slice(Math.max(0, pieceStart - CONTEXT_TOKENS), pieceStart));
   let stopReason = 'maxTokens' as CompletionOutcome['stopReason'];
+  let stoppedByToken = false;
+  const stopTokens = options.stopTokens ?? [];
+  // Whether `token`, after the tokens generated so far, completes a stop token sequence.
+  const endsWithStop = (token: Token) =>
+    stopTokens.some((stop) => stop.at(-1) === token && stop.length - 1 <= generated.length && stop.every((item, i) => i === stop.length - 1 || generated[generated.length - stop.length + 1 + i] === item));
   const { signal } = options;
   try {
     await loop.run(sequence, prompt, sampler, (token) => {
       if (generated.length === 0) options.onFirstToken?.();
       if (model.isEogToken(token)) {
         stopReason = 'eog';
+        return false;
+      }
+      if (stopTokens.length > 0 && endsWithStop(token)) {
+        stopReason = 'stop';
+        stoppedByToken = true;
         return false;
       }
       generated.push(token);
@@ -102,9 +117,9 @@ export async function complete(loop: DecodeLoop, sequence: Parameters<DecodeLoop
   } finally {
     sampler.dispose();
   }
-  if (stopReason !== 'stop') {
-    // A piece left incomplete at the end is kept as the detokenizer gives it.
-    if (pieceStart < generated.length) text.add(piece());
+  if (stopReason !== 'stop' || stoppedByToken) {
+    // A piece left incomplete at the end is kept as the detokenizer gives it, or dropped.
+    if (pieceStart < generated.length && !(options.incompleteEnd === 'drop' && piece().endsWith(INCOMPLETE))) text.add(piece());
     text.end();
   }
   return { text: text.value, stopReason, promptTokens: prompt.length, completionTokens: generated.length };

@@ -4,9 +4,6 @@ import {
   LlamaChat,
   LlamaLogLevel,
   resolveChatWrapper,
-  type ChatHistoryItem,
-  type ChatModelFunctionCall,
-  type ChatModelFunctions,
   type ChatWrapper,
   type GbnfJsonSchema,
   type Llama,
@@ -15,11 +12,13 @@ import {
   type LlamaEmbeddingContext,
   type LlamaGrammar,
   type LlamaModel,
+  type Token,
 } from 'node-llama-cpp';
 import type { Config } from '../config.js';
 import type { Logger } from '../logging/logger.js';
 import { openSequences, type EngineSequence } from './contexts.js';
 import { attachThreadpool, threadpoolUnavailable } from './threadpool.js';
+import { autoFunctions, renderChat, toChatHistory } from './chat.js';
 import { complete, promptTokens } from './completion.js';
 import type { DecodeLoop } from './decode-loop.js';
 import { GrammarCache } from './grammar-cache.js';
@@ -575,13 +574,7 @@ function promptRoom(model: LlamaModel, request: GenerationRequest, chatWrapper: 
   if (room !== undefined) return room;
   if (request.messages) {
     const wrapper = chatWrapper ?? resolveChatWrapper(model);
-    // The functions described as LlamaChat describes them (its `functions` are the template's `availableFunctions`).
-    const { functions: availableFunctions, documentFunctionParams } = autoFunctions(request);
-    const length = wrapper
-      ? wrapper
-          .generateContextState({ chatHistory: toChatHistory(request, wrapper), availableFunctions, documentFunctionParams })
-          .contextText.tokenize(model.tokenizer).length
-      : 0;
+    const length = wrapper ? renderChat(model, request, wrapper).tokens.length : 0;
     room = contextSize - length;
   } else {
     const prompt = request.prompt ?? '';
@@ -616,6 +609,10 @@ async function generateOn(
   const room = promptRoom(sequence.model, request, chatWrapper, sequence.contextSize);
   if (room <= 0) throw new PromptTooLongError(sequence.contextSize - room, sequence.contextSize);
   if (!request.messages) return completeOn(loop, sequence, request, room, hooks, started, acquired, grammar, alone);
+  const wrapper = chatWrapper ?? resolveChatWrapper(sequence.model) ?? undefined;
+  const chat = wrapper && renderChat(sequence.model, request, wrapper);
+  // A chat that needs nothing of LlamaChat but its template and stops (chat.ts): a completion of the rendered prompt.
+  if (chat?.plain) return completeOn(loop, sequence, request, room, hooks, started, acquired, grammar, alone, { tokens: chat.tokens, ...chat.plain });
   loop.chatStarted(sequence, { alone, signal: hooks.signal });
   try {
     return await chatOn(sequence, { ...request, messages: request.messages }, room, hooks, started, acquired, chatWrapper, grammar);
@@ -624,7 +621,7 @@ async function generateOn(
   }
 }
 
-/** A plain prompt: on the context's own decode loop (decode-loop.ts). */
+/** A plain prompt, or a chat's rendered prompt (`chat`): on the context's own decode loop (decode-loop.ts). */
 async function completeOn(
   loop: DecodeLoop,
   sequence: LlamaContextSequence,
@@ -635,17 +632,20 @@ async function completeOn(
   acquired: number,
   grammar: LlamaGrammar | undefined,
   alone: boolean,
+  chat?: { tokens: Token[]; stops: string[]; stopTokens: Token[][] },
 ): Promise<GenerationResult> {
   let firstTokenAt: number | undefined;
   const outcome = await complete(loop, sequence, {
     alone,
-    prompt: request.prompt ?? '',
+    prompt: chat?.tokens ?? request.prompt ?? '',
+    stopTokens: chat?.stopTokens,
+    incompleteEnd: chat ? 'drop' : 'keep',
     maxTokens: Math.min(request.maxTokens, room),
     temperature: request.temperature,
     topP: request.topP,
     topK: request.topK,
     seed: request.seed,
-    stop: request.stop,
+    stop: chat ? [...chat.stops, ...(request.stop ?? [])] : request.stop,
     grammar,
     signal: hooks.signal,
     onText: hooks.onText,
@@ -739,64 +739,4 @@ function result(
       tokens_per_second: generationMs > 0 && completionTokens > 1 ? round(((completionTokens - 1) * 1000) / generationMs) : 0,
     },
   };
-}
-
-/** The `functions` options of a generation in `auto` mode (LlamaChat then describes them itself). */
-function autoFunctions(request: GenerationRequest): { functions?: ChatModelFunctions; documentFunctionParams?: boolean; maxParallelFunctionCalls?: number } {
-  if (request.functions?.mode !== 'auto') return {};
-  return { functions: request.functions.available as ChatModelFunctions, documentFunctionParams: true, maxParallelFunctionCalls: request.functions.maxParallel };
-}
-
-/**
- * The messages as node-llama-cpp's chat history. A model turn holds its function calls with their
- * results (the `tool` messages that follow), and what the assistant said after them, so the chat
- * template renders a whole call → result → answer exchange.
- */
-function toChatHistory(request: GenerationRequest, wrapper: ChatWrapper | undefined): ChatHistoryItem[] {
-  let history: ChatHistoryItem[] = [];
-  const calls = new Map<string, ChatModelFunctionCall>();
-  for (const message of request.messages ?? []) {
-    const last = history.at(-1);
-    if (message.role === 'tool') {
-      const call = message.toolCallId === undefined ? undefined : calls.get(message.toolCallId);
-      if (call) call.result = parseResult(message.content);
-      continue;
-    }
-    if (message.role === 'assistant') {
-      const response: ChatModelFunctionCall['result'][] = [];
-      if (message.content) response.push(message.content);
-      for (const toolCall of message.toolCalls ?? []) {
-        const call: ChatModelFunctionCall = { type: 'functionCall', name: toolCall.name, params: toolCall.arguments, result: undefined };
-        calls.set(toolCall.id, call);
-        response.push(call);
-      }
-      // An answer after tool results continues the model turn that made the calls.
-      if (last?.type === 'model' && endsWithCall(last)) last.response.push(...response);
-      else history.push({ type: 'model', response });
-      continue;
-    }
-    history.push({ type: message.role, text: message.content });
-  }
-  if (request.functions?.mode === 'describe' && wrapper) {
-    history = [...wrapper.addAvailableFunctionsSystemMessageToHistory(history, request.functions.available as ChatModelFunctions, { documentParams: true })];
-  }
-  // The model answers after the last message: an empty model turn is where its reply goes, or the
-  // turn that ends with function results, which the model continues.
-  const last = history.at(-1);
-  if (!(last?.type === 'model' && endsWithCall(last))) history.push({ type: 'model', response: [] });
-  return history;
-}
-
-const endsWithCall = (item: ChatHistoryItem & { type: 'model' }) => {
-  const last = item.response.at(-1);
-  return typeof last === 'object' && last.type === 'functionCall';
-};
-
-/** A tool's result: its JSON when the content is JSON, else the text. */
-function parseResult(content: string): unknown {
-  try {
-    return JSON.parse(content);
-  } catch {
-    return content;
-  }
 }
