@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DemoFileType, DemoPresetName } from '../server/src/engine/demo-model.js';
-import { getLlama, LlamaCompletion, LlamaLogLevel, type Llama, type LlamaContextSequence } from 'node-llama-cpp';
+import { getLlama, LlamaChatSession, LlamaCompletion, LlamaLogLevel, resolveChatWrapper, type ChatWrapper, type Llama, type LlamaContextSequence, type LlamaModel } from 'node-llama-cpp';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -132,6 +132,45 @@ export async function rawGenerate(sequence: LlamaContextSequence, settings: Gene
     });
   } finally {
     completion.dispose({ disposeSequence: false });
+  }
+  return result(tokens, text, started, firstAt, performance.now());
+}
+
+/**
+ * One chat reply on a sequence with node-llama-cpp alone: `LlamaChatSession` on a cleared sequence,
+ * the prompt as the one user message, in the model's chat template (resolved once per model:
+ * resolving it renders the model's template many times over, a few hundred ms).
+ */
+const chatWrappers = new WeakMap<LlamaModel, ChatWrapper>();
+/** The chat template node-llama-cpp resolves for a model (as the server does), once per model. */
+export function chatWrapperOf(model: LlamaModel): ChatWrapper {
+  let wrapper = chatWrappers.get(model);
+  if (!wrapper) chatWrappers.set(model, (wrapper = resolveChatWrapper(model)));
+  return wrapper;
+}
+
+export async function rawChat(sequence: LlamaContextSequence, settings: GenerationSettings): Promise<RunResult> {
+  const started = performance.now();
+  await sequence.clearHistory();
+  const session = new LlamaChatSession({ contextSequence: sequence, autoDisposeSequence: false, chatWrapper: chatWrapperOf(sequence.model) });
+  let tokens = 0;
+  let firstAt: number | undefined;
+  let text = '';
+  try {
+    await session.prompt(settings.prompt, {
+      maxTokens: settings.maxTokens,
+      temperature: settings.temperature,
+      seed: settings.seed,
+      onToken: (t) => {
+        tokens += t.length;
+      },
+      onTextChunk: (chunk) => {
+        firstAt ??= performance.now();
+        text += chunk;
+      },
+    });
+  } finally {
+    session.dispose({ disposeSequence: false });
   }
   return result(tokens, text, started, firstAt, performance.now());
 }

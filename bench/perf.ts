@@ -6,7 +6,8 @@
  *     --raw-threads threads each, default 1: without a persistent threadpool, which node-llama-cpp
  *     never attaches, 2 threads a context ran 2-3x slower than 1 on 2 cores)
  *   our server (a child process): the native SSE stream (POST /api/v1/inference) and the OpenAI
- *     stream (POST /v1/completions)
+ *     streams (POST /v1/completions, and POST /v1/chat/completions against node-llama-cpp's own
+ *     LlamaChatSession on the same reply)
  *   llama.cpp's llama-server, when given --llama-server PATH to a binary you built yourself: one
  *     process per slot count and thread count (-np 1 for the 1-stream figures, -np 4 for the
  *     4-stream ones; -t each of --llama-threads, default 1,2), so its best arrangement is in the run
@@ -34,7 +35,7 @@ import { DEFAULT_CONFIG } from '../server/src/config.js';
 import { openContexts } from '../server/src/engine/contexts.js';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
 import { httpFloor } from './http-floor.js';
-import { cpuSeconds, DEMO_MODELS, fmt, machineLine, median, parseFlags, rawGenerate, readSse, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
+import { cpuSeconds, DEMO_MODELS, fmt, machineLine, median, parseFlags, rawChat, rawGenerate, readSse, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
 const quick = flags.has('quick');
@@ -51,6 +52,7 @@ const MODELS = DEMO_MODELS;
 const modelNames = (flags.get('models') ?? Object.keys(MODELS).join(',')).split(',');
 for (const name of modelNames) if (!MODELS[name]) throw new Error(`unknown model ${name}; one of ${Object.keys(MODELS).join(', ')}`);
 const PROMPTS = ['Hello world', 'The quick brown fox', 'Once upon a time', 'In the beginning'];
+const CHAT_PROMPTS = ['Tell me a story', 'Write a long poem about the sea'];
 const log = (line = '') => process.stdout.write(line + '\n');
 
 interface Sample {
@@ -94,24 +96,30 @@ async function measure(run: (i: number) => Promise<RunResult>, n: number, pid?: 
   };
 }
 
-/** One streamed completion through `POST /v1/completions` (OpenAI's SSE: `data:` lines, `[DONE]`). */
-async function openAIStream(server: { url: string; token: string }, model: string, settings: GenerationSettings): Promise<RunResult> {
+/**
+ * One stream through OpenAI's `/v1`: `POST /v1/completions` with the prompt, or `POST
+ * /v1/chat/completions` with it as the one user message (SSE `data:` lines, `[DONE]`).
+ */
+async function openAIStream(server: { url: string; token: string }, model: string, settings: GenerationSettings, kind: 'completion' | 'chat' = 'completion'): Promise<RunResult> {
   const started = performance.now();
-  const response = await fetch(`${server.url}/v1/completions`, {
+  const endpoint = kind === 'chat' ? '/v1/chat/completions' : '/v1/completions';
+  const input = kind === 'chat' ? { messages: [{ role: 'user', content: settings.prompt }] } : { prompt: settings.prompt };
+  const response = await fetch(`${server.url}${endpoint}`, {
     method: 'POST',
     headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': 'application/json' },
-    body: JSON.stringify({ model, prompt: settings.prompt, max_tokens: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, stream: true, stream_options: { include_usage: true } }),
+    body: JSON.stringify({ model, ...input, max_tokens: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, stream: true, stream_options: { include_usage: true } }),
   });
-  if (response.status !== 200) throw new Error(`/v1/completions answered ${response.status}: ${await response.text()}`);
+  if (response.status !== 200) throw new Error(`${endpoint} answered ${response.status}: ${await response.text()}`);
   let firstAt: number | undefined;
   let text = '';
   let count = 0;
   await readSse(response, (data) => {
     if (data === '[DONE]') return;
-    const chunk = JSON.parse(data) as { choices: { text: string }[]; usage?: { completion_tokens: number } | null };
-    if (chunk.choices[0]?.text) {
+    const chunk = JSON.parse(data) as { choices: { text?: string; delta?: { content?: string } }[]; usage?: { completion_tokens: number } | null };
+    const piece = chunk.choices[0]?.text ?? chunk.choices[0]?.delta?.content;
+    if (piece) {
       firstAt ??= performance.now();
-      text += chunk.choices[0].text;
+      text += piece;
     }
     if (chunk.usage) count = chunk.usage.completion_tokens;
   });
@@ -179,17 +187,19 @@ async function llamaServerStream(server: LlamaServer, settings: GenerationSettin
 
 // ---- the run ----------------------------------------------------------------------------------------
 
-/** A prompt whose greedy continuation runs the full N tokens on this model (no end of text). */
-async function fullLengthPrompt(sequence: LlamaContextSequence): Promise<GenerationSettings> {
-  for (const prompt of PROMPTS) {
+/** A prompt whose greedy continuation (or chat reply, with `generate = rawChat`) runs the full N tokens on this model (no end of text). */
+async function fullLengthPrompt(sequence: LlamaContextSequence, generate = rawGenerate): Promise<GenerationSettings> {
+  for (const prompt of [...PROMPTS, ...CHAT_PROMPTS]) {
     const settings = { prompt, maxTokens: tokens, temperature: 0, seed: 42 };
-    if ((await rawGenerate(sequence, settings)).tokens === tokens) return settings;
+    if ((await generate(sequence, settings)).tokens === tokens) return settings;
   }
   throw new Error(`no prompt runs ${tokens} greedy tokens without stopping`);
 }
 
 interface Path {
   name: string;
+  /** The path its "vs raw" ratios are taken against (index into the paths; default the first, raw completions). */
+  against?: number;
   /** Absent: the path has no figure for that column (llama-server -np 4 in the 1-stream one...). */
   run1?: () => Promise<Sample>;
   run4?: () => Promise<Sample>;
@@ -206,15 +216,20 @@ async function benchModel(llama: Llama, name: string, file: string, server: Benc
       for (const slots of [1, STREAMS]) for (const t of llamaThreads) llamaServers.push({ slots, t, server: await startLlamaServer(llamaServerBin, file, slots, t) });
     }
     const settings = await fullLengthPrompt(sequences[0]!);
+    const chat = await fullLengthPrompt(sequences[0]!, rawChat);
     const id = path.basename(file, '.gguf');
     const paths: Path[] = [
       { name: 'raw node-llama-cpp', run1: () => measure(() => rawGenerate(sequences[0]!, settings), 1), run4: () => measure((i) => rawGenerate(sequences[i]!, settings), STREAMS) },
       { name: 'server, native SSE', run1: () => measure(() => serverStream(server, id, settings), 1, server.pid), run4: () => measure(() => serverStream(server, id, settings), STREAMS, server.pid) },
       { name: 'server, /v1 stream', run1: () => measure(() => openAIStream(server, id, settings), 1, server.pid), run4: () => measure(() => openAIStream(server, id, settings), STREAMS, server.pid) },
+      // Chats: OpenAI clients' usual request, against node-llama-cpp's own chat session on the same reply.
+      { name: 'raw node-llama-cpp chat', run1: () => measure(() => rawChat(sequences[0]!, chat), 1), run4: () => measure((i) => rawChat(sequences[i]!, chat), STREAMS) },
+      { name: 'server, /v1 chat stream', against: 3, run1: () => measure(() => openAIStream(server, id, chat, 'chat'), 1, server.pid), run4: () => measure(() => openAIStream(server, id, chat, 'chat'), STREAMS, server.pid) },
     ];
     if (before) {
       paths.push({ name: 'baseline server, native SSE', run1: () => measure(() => serverStream(before, id, settings), 1, before.pid), run4: () => measure(() => serverStream(before, id, settings), STREAMS, before.pid) });
       paths.push({ name: 'baseline server, /v1 stream', run1: () => measure(() => openAIStream(before, id, settings), 1, before.pid), run4: () => measure(() => openAIStream(before, id, settings), STREAMS, before.pid) });
+      paths.push({ name: 'baseline server, /v1 chat stream', against: 3, run1: () => measure(() => openAIStream(before, id, chat, 'chat'), 1, before.pid), run4: () => measure(() => openAIStream(before, id, chat, 'chat'), STREAMS, before.pid) });
     }
     for (const { slots, t, server: ls } of llamaServers) {
       const run = () => measure(() => llamaServerStream(ls, settings), slots, ls.pid);
@@ -230,10 +245,10 @@ async function benchModel(llama: Llama, name: string, file: string, server: Benc
       for (const [i, p] of paths.entries()) if (p.run4) samples[i]!.four.push(await p.run4());
     }
     const m = (xs: Sample[], k: keyof Sample) => median(xs.map((x) => x[k]));
-    const raw = samples[0]!;
     const cell = (xs: Sample[], text: () => string) => (xs.length ? text() : '-');
     const rows = paths.map((p, i) => {
       const s = samples[i]!;
+      const raw = samples[p.against ?? 0]!;
       return [
         `${name}: ${p.name}`,
         cell(s.one, () => fmt(m(s.one, 'tps'))),
@@ -251,7 +266,7 @@ async function benchModel(llama: Llama, name: string, file: string, server: Benc
       // Our server against llama-server at its best thread count, per column.
       const best = (column: 'one' | 'four') => Math.max(...paths.map((p, i) => (p.name.startsWith('llama-server') && samples[i]![column].length ? m(samples[i]![column], 'tps') : 0)));
       const ours = (column: 'one' | 'four', which: string) => m(samples[paths.findIndex((p) => p.name === which)]![column], 'tps');
-      for (const which of ['server, native SSE', 'server, /v1 stream', 'raw node-llama-cpp']) {
+      for (const which of ['server, native SSE', 'server, /v1 stream', 'server, /v1 chat stream', 'raw node-llama-cpp']) {
         rows.push([`${name}: ${which} / best llama-server`, fmt(ours('one', which) / best('one'), 3), '', '', '', '', '', fmt(ours('four', which) / best('four'), 3), '', '']);
       }
     }
@@ -293,7 +308,7 @@ if (!flags.has('only-http')) {
       await server.stop();
     }
     log();
-    log(`Streaming: medians of ${rounds}; ratios against raw node-llama-cpp in the same round; CPU per token of the generating process (this one for raw, the server's, llama-server's) and of its main thread alone`);
+    log(`Streaming: medians of ${rounds}; ratios against raw node-llama-cpp in the same round (chats against its LlamaChatSession on the same reply); CPU per token of the generating process (this one for raw, the server's, llama-server's) and of its main thread alone`);
     log(table(['model: path', '1 stream tok/s', 'vs raw', 'TTFT ms', 'TTFT - raw', 'CPU ms/token', 'main thread', `${STREAMS} streams tok/s`, 'vs raw', 'CPU ms/token'], rows));
     log('targets: server >= 0.97x raw tok/s on every model, TTFT <= raw + 2 ms');
   } finally {
