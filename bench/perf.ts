@@ -18,10 +18,12 @@
  * autocannon).
  *
  *   npm run bench -- [--quick] [--tokens 128] [--rounds 7] [--models tiny,small-q8_0,small-f16]
- *                    [--threads N] [--raw-threads 1] [--sequences-per-context 1] [--llama-server PATH] [--llama-threads 1,2] [--baseline DIR]
+ *                    [--threads N] [--raw-threads 1] [--sequences-per-context 1] [--batch-deterministic] [--llama-server PATH] [--llama-threads 1,2] [--baseline DIR]
  *                    [--no-http] [--only-http]
  *
  * --threads: the server's `[engine] threads` (default: its default, the machine's cores).
+ * --sequences-per-context N --batch-deterministic: the throughput arrangement (one context of N
+ *   sequences whose greedy streams share each decode, as llama-server's slots do).
  * --quick: 3 rounds, shorter HTTP runs (about 2-3 minutes on 2 cores).
  * --baseline DIR: also runs the server of another checkout (e.g. main: `git archive main | tar -x -C DIR`
  * and link this checkout's node_modules into DIR), for before/after ratios in the same run.
@@ -44,6 +46,8 @@ const rounds = Number(flags.get('rounds') ?? (quick ? 3 : 7));
 const threads = Number(flags.get('threads') ?? DEFAULT_CONFIG.engine.threads);
 const rawThreads = Number(flags.get('raw-threads') ?? 1);
 const perContext = Number(flags.get('sequences-per-context') ?? DEFAULT_CONFIG.engine.sequences_per_context);
+/** Greedy streams share a context's batch (`isolate_deterministic = false`), as llama-server batches them. */
+const batchDeterministic = flags.has('batch-deterministic');
 const llamaServerBin = flags.get('llama-server');
 const llamaThreads = (flags.get('llama-threads') ?? '1,2').split(',').map(Number);
 const baselineRoot = flags.get('baseline');
@@ -278,7 +282,7 @@ async function benchModel(llama: Llama, name: string, file: string, server: Benc
   }
 }
 
-log(`bench: ${tokens} greedy tokens per stream, ${rounds} alternating rounds, server engine threads ${threads} (shared by its busy contexts), raw ${rawThreads} per context, ${perContext} sequence(s) per context, ${STREAMS} streams for the parallel figures${llamaServerBin ? `, llama-server ${llamaServerBin}` : ''}`);
+log(`bench: ${tokens} greedy tokens per stream, ${rounds} alternating rounds, server engine threads ${threads} (shared by its busy contexts), raw ${rawThreads} per context, ${perContext} sequence(s) per context${batchDeterministic ? ' (greedy streams batched: isolate_deterministic = false)' : ''}, ${STREAMS} streams for the parallel figures${llamaServerBin ? `, llama-server ${llamaServerBin}` : ''}`);
 log(machineLine());
 if (!flags.has('only-http')) {
   const dir = tempDir('inferno-bench-perf-');
@@ -291,7 +295,7 @@ if (!flags.has('only-http')) {
       const written = await writeDemoModel(files[name], { preset, fileType });
       log(`model demo-${name}: ${preset} ${fileType}, ${(written.bytes / 1e6).toFixed(1)} MB, ${(written.parameters / 1e6).toFixed(2)}M parameters`);
     }
-    const serverSettings = { 'engine.threads': threads, 'engine.sequences_per_context': perContext, 'logging.level': 'info' };
+    const serverSettings = { 'engine.threads': threads, 'engine.sequences_per_context': perContext, 'engine.isolate_deterministic': !batchDeterministic, 'logging.level': 'info' };
     const server = await startChildServer({ modelsDir: dir.dir, settings: serverSettings });
     // The baseline at its own default threads (before the threadpools, `threads` was per context and 1).
     const { 'engine.threads': _, ...baselineSettings } = serverSettings;

@@ -1,8 +1,8 @@
 // One decode step in one worker-thread hop: llama_decode of the batch a node-llama-cpp context
 // binding holds, then the next token of each given sequence sampled with its node-llama-cpp
 // sampler, on the same thread, as llama-server samples right after its decode. And a run of such
-// steps for a context's only generation, one token after another on a thread of its own, each
-// handed to the main thread as it comes (`run`, below).
+// steps for a context's generations when nothing else waits on it, one step after another on a
+// thread of its own, each step's tokens handed to the main thread as they come (`run`, below).
 //
 // node-llama-cpp 3.21.1 decodes (`decodeBatch`) and samples (`sampleToken`, one per sequence) as
 // separate asynchronous calls, each a hop to a libuv worker and back to the main thread; a step of
@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -196,13 +197,15 @@ class StepWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
 };
 
-// A run of steps for a context's only generation: decode `token` at `position`, sample the next
-// with `sampler`, and again from it, on a thread of its own, without waiting for the main thread,
-// which is handed each token as it comes (`onTokens`, several at once when it was busy). It stops
-// after `limit` tokens, on an end-of-generation token, a token not sampled or an error, when the
-// sequence reaches `cells`, after `budgetMs` of decoding, or at the next step once the main thread
-// sets `control[0]` (a stop sequence, an abort, a client gone): the tokens decoded past that are
-// left in the sequence's cells, which the caller removes as it ends the generation.
+// A run of steps for a context's generations of ours when nothing else waits on it: decode each
+// sequence's `token` at its `position` in one batch, sample each one's next with its sampler, and
+// again from those, on a thread of its own, without waiting for the main thread, which is handed
+// each step's tokens as they come (`onTokens`, several steps at once when it was busy). The
+// sequences step together, and the run ends as soon as one of them ends: after `limit` tokens, on
+// an end-of-generation token, a token not sampled or an error, when a sequence reaches `cells`,
+// after `budgetMs` of decoding, or at the next step once the main thread sets `control[0]` (a stop
+// sequence, an abort, a client gone, new work for the context): the tokens decoded past that are
+// left in the sequences' cells, which the caller removes as it ends each generation.
 //
 // Its own thread, not one of libuv's: a run holds its thread for up to `budgetMs`, and as libuv
 // work four runs would hold all four of libuv's workers, with every other context's steps,
@@ -216,19 +219,22 @@ std::atomic<int>& activeRuns() {
 
 struct DecodeRun {
   AddonContext* context;
-  AddonSampler* sampler;
-  int32_t sequence, position, limit, cells;
-  llama_token token;
+  // One per sequence, in the batch's order (ascending sequence ids: see the loop's #fill).
+  std::vector<AddonSampler*> samplers;
+  std::vector<int32_t> sequences, positions;
+  std::vector<llama_token> tokens;
+  int32_t limit, cells;
   double budgetMs;
   int32_t* stop;
   Napi::Reference<Napi::Int32Array> control;
   Napi::Promise::Deferred deferred;
   Napi::ThreadSafeFunction tsfn;
   std::mutex mutex;
-  std::vector<int32_t> ready;  // sampled, not yet handed on
+  std::vector<int32_t> ready;  // sampled, not yet handed on: one token per sequence per step
   int32_t decoded = 0;
   double decodeMs = 0;
-  std::string error;
+  std::string error;                // the run's (a decode's): every sequence's
+  std::vector<std::string> errors;  // a sequence's own (its sampler's)
   std::thread thread;
 
   explicit DecodeRun(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
@@ -246,15 +252,20 @@ struct DecodeRun {
     if (api.threads(context->ctx) == 1 && others > 0) setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), getpriority(PRIO_PROCESS, 0) + RUN_NICENESS);
     const llama_vocab* vocab = api.vocab(api.model(context->ctx));
     llama_batch& batch = context->batch;
-    llama_token next = token;
-    for (int32_t at = position; decoded < limit && at < cells && decodeMs < budgetMs; at++) {
+    const int32_t n = static_cast<int32_t>(samplers.size());
+    int32_t furthest = 0;
+    for (int32_t position : positions) furthest = std::max(furthest, position);
+    std::vector<llama_token> next = tokens;
+    for (; decoded < limit && furthest + decoded < cells && decodeMs < budgetMs;) {
       if (__atomic_load_n(stop, __ATOMIC_ACQUIRE) != 0) break;
-      batch.n_tokens = 1;
-      batch.token[0] = next;
-      batch.pos[0] = at;
-      batch.n_seq_id[0] = 1;
-      batch.seq_id[0][0] = sequence;
-      batch.logits[0] = true;
+      batch.n_tokens = n;
+      for (int32_t i = 0; i < n; i++) {
+        batch.token[i] = next[i];
+        batch.pos[i] = positions[i] + decoded;
+        batch.n_seq_id[i] = 1;
+        batch.seq_id[i][0] = sequences[i];
+        batch.logits[i] = true;
+      }
       const auto started = std::chrono::steady_clock::now();
       if (std::string failed; !decodeBatch(context, failed)) {
         Fail(failed);
@@ -266,16 +277,18 @@ struct DecodeRun {
         Fail("This model does not support token generation");
         break;
       }
-      std::string failed;
-      next = sampleAt(sampler, context, 0, failed);
+      bool ended = false;
+      for (int32_t i = 0; i < n; i++) {
+        next[i] = sampleAt(samplers[i], context, i, errors[i]);
+        ended = ended || next[i] < 0 || api.eog(vocab, next[i]);
+      }
       {
         std::lock_guard<std::mutex> lock(mutex);
-        ready.push_back(next);
+        ready.insert(ready.end(), next.begin(), next.end());
       }
-      if (!failed.empty()) Fail(failed);
       // Not queued: the environment is closing (its finalizer joins this thread).
       if (tsfn.NonBlockingCall([this](Napi::Env, Napi::Function onTokens) { Deliver(onTokens); }) != napi_ok) break;
-      if (next < 0 || api.eog(vocab, next)) break;
+      if (ended) break;
     }
     activeRuns().fetch_sub(1);
     // The last thing this thread does with the run: the finalizer (main thread) settles and frees it.
@@ -291,16 +304,16 @@ struct DecodeRun {
   // On the main thread: the tokens sampled since the last delivery, in one call (the callback must
   // not throw).
   void Deliver(Napi::Function onTokens) {
-    std::vector<int32_t> tokens;
+    std::vector<int32_t> sampled;
     {
       std::lock_guard<std::mutex> lock(mutex);
-      tokens.swap(ready);
+      sampled.swap(ready);
     }
-    if (tokens.empty()) return;
+    if (sampled.empty()) return;
     Napi::Env env = onTokens.Env();
     Napi::HandleScope scope(env);
-    Napi::Int32Array array = Napi::Int32Array::New(env, tokens.size());
-    std::copy(tokens.begin(), tokens.end(), array.Data());
+    Napi::Int32Array array = Napi::Int32Array::New(env, sampled.size());
+    std::copy(sampled.begin(), sampled.end(), array.Data());
     try {
       onTokens.Call({array});
     } catch (const Napi::Error& thrown) {
@@ -311,7 +324,7 @@ struct DecodeRun {
   }
 
   // On the main thread, once the thread released the function and every delivery is done:
-  // { decoded: the tokens decoded (each sampled the next), decodeMs, error? }.
+  // { decoded: the steps decoded (each sampled every sequence's next), decodeMs, error?, errors? }.
   static void Finish(Napi::Env env, DecodeRun* run) {
     // At once where the thread released the function (its last use of the run); where the
     // environment closes first, once the thread has stopped (at its next step: every call fails).
@@ -321,9 +334,16 @@ struct DecodeRun {
     result.Set("decoded", Napi::Number::New(env, run->decoded));
     result.Set("decodeMs", Napi::Number::New(env, run->decodeMs));
     if (!run->error.empty()) result.Set("error", Napi::String::New(env, run->error));
+    bool failed = false;
+    for (const std::string& error : run->errors) failed = failed || !error.empty();
+    if (failed) {
+      Napi::Array errors = Napi::Array::New(env, run->errors.size());
+      for (size_t i = 0; i < run->errors.size(); i++) errors.Set(i, run->errors[i].empty() ? env.Undefined() : Napi::String::New(env, run->errors[i]));
+      result.Set("errors", errors);
+    }
     run->deferred.Resolve(result);
     run->context->Unref();
-    run->sampler->Unref();
+    for (AddonSampler* sampler : run->samplers) sampler->Unref();
     delete run;
   }
 };
@@ -390,39 +410,49 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
 }  // namespace
 
 namespace {
-// run(contextBinding, sampler, sequenceId, position, token, limit, cells, budgetMs, control:
-// Int32Array, onTokens) -> Promise<{ decoded, decodeMs, error? }>: DecodeRun above. The binding
-// must hold a batch (of any size: the run puts one token in it at a time); the caller keeps the
-// binding and the sampler alive and undisposed until the promise settles, and gives the context
-// to nothing else meanwhile.
+// run(contextBinding, samplers, sequenceIds: Int32Array, positions: Int32Array, tokens:
+// Int32Array, limit, cells, budgetMs, control: Int32Array, onTokens) -> Promise<{ decoded,
+// decodeMs, error?, errors? }>: DecodeRun above, for the sequences `sequenceIds` (ascending), each
+// decoding its `tokens[i]` at `positions[i]` first and sampled with `samplers[i]`. The binding
+// must hold a batch of room for one token per sequence; the caller keeps the binding and the
+// samplers alive and undisposed until the promise settles, and gives the context to nothing else
+// meanwhile.
 Napi::Value Run(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 10 || !info[2].IsNumber() || !info[3].IsNumber() || !info[4].IsNumber() || !info[5].IsNumber() || !info[6].IsNumber() || !info[7].IsNumber() ||
-      !info[8].IsTypedArray() || info[8].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array || info[8].As<Napi::TypedArray>().ElementLength() < 1 ||
-      !info[9].IsFunction()) {
-    Napi::TypeError::New(env, "run(contextBinding, sampler, sequenceId, position, token, limit, cells, budgetMs, control: Int32Array, onTokens)").ThrowAsJavaScriptException();
+  const auto int32s = [&](size_t i) { return info[i].IsTypedArray() && info[i].As<Napi::TypedArray>().TypedArrayType() == napi_int32_array; };
+  if (info.Length() < 10 || !info[1].IsArray() || !int32s(2) || !int32s(3) || !int32s(4) || !info[5].IsNumber() || !info[6].IsNumber() || !info[7].IsNumber() || !int32s(8) ||
+      info[8].As<Napi::TypedArray>().ElementLength() < 1 || !info[9].IsFunction()) {
+    Napi::TypeError::New(env, "run(contextBinding, samplers, sequenceIds: Int32Array, positions: Int32Array, tokens: Int32Array, limit, cells, budgetMs, control: Int32Array, onTokens)").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   auto* context = unwrapped<AddonContext>(env, info[0]);
-  auto* sampler = unwrapped<AddonSampler>(env, info[1]);
-  if (!context || !sampler) {
-    Napi::TypeError::New(env, "not a node-llama-cpp context binding and sampler").ThrowAsJavaScriptException();
+  Napi::Array list = info[1].As<Napi::Array>();
+  Napi::Int32Array sequences = info[2].As<Napi::Int32Array>(), positions = info[3].As<Napi::Int32Array>(), tokens = info[4].As<Napi::Int32Array>();
+  std::vector<AddonSampler*> samplers;
+  for (uint32_t i = 0; i < list.Length(); i++) samplers.push_back(unwrapped<AddonSampler>(env, list.Get(i)));
+  if (!context || samplers.empty() || std::find(samplers.begin(), samplers.end(), nullptr) != samplers.end()) {
+    Napi::TypeError::New(env, "not a node-llama-cpp context binding and samplers").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  if (sequences.ElementLength() != samplers.size() || positions.ElementLength() != samplers.size() || tokens.ElementLength() != samplers.size()) {
+    Napi::RangeError::New(env, "one sequence id, position and token per sampler").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   if (const char* reason = unresolved(context)) {
     Napi::Error::New(env, reason).ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  if (context->disposed || !context->contextLoaded || !context->ctx || !context->has_batch || context->batch_n_tokens < 1) {
-    Napi::Error::New(env, context->disposed ? "Context is disposed" : "no batch to decode").ThrowAsJavaScriptException();
+  if (context->disposed || !context->contextLoaded || !context->ctx || !context->has_batch || context->batch_n_tokens < static_cast<int32_t>(samplers.size())) {
+    Napi::Error::New(env, context->disposed ? "Context is disposed" : "no batch of room for the run's tokens").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   auto* run = new DecodeRun(env);
   run->context = context;
-  run->sampler = sampler;
-  run->sequence = info[2].As<Napi::Number>().Int32Value();
-  run->position = info[3].As<Napi::Number>().Int32Value();
-  run->token = info[4].As<Napi::Number>().Int32Value();
+  run->samplers = std::move(samplers);
+  run->sequences.assign(sequences.Data(), sequences.Data() + sequences.ElementLength());
+  run->positions.assign(positions.Data(), positions.Data() + positions.ElementLength());
+  run->tokens.assign(tokens.Data(), tokens.Data() + tokens.ElementLength());
+  run->errors.resize(run->samplers.size());
   // Any count: a sink with no limit passes Infinity (which Int32Value would read as 0).
   const double limit = info[5].As<Napi::Number>().DoubleValue();
   run->limit = limit >= INT32_MAX ? INT32_MAX : static_cast<int32_t>(limit);
@@ -433,7 +463,7 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
   run->control = Napi::Persistent(control);
   Napi::Promise promise = run->deferred.Promise();
   context->Ref();
-  sampler->Ref();
+  for (AddonSampler* sampler : run->samplers) sampler->Ref();
   run->tsfn = Napi::ThreadSafeFunction::New(env, info[9].As<Napi::Function>(), "InfernoDecodeRun", 0, 1, run, [](Napi::Env env, DecodeRun* finished) { DecodeRun::Finish(env, finished); });
   try {
     run->thread = std::thread(&DecodeRun::Decode, run);

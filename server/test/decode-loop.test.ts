@@ -297,8 +297,11 @@ describe('decode loop', () => {
   it('the native run refuses what is not a context binding and a sampler, and arguments of the wrong kinds', async () => {
     const addon = engineAddon()!;
     const control = new Int32Array(1);
-    expect(() => addon.run({}, {}, 0, 0, 1, 1, 16, 50, control, () => {})).toThrow(/not a node-llama-cpp context binding and sampler/);
-    expect(() => (addon.run as (...args: unknown[]) => unknown)({}, {}, 0, 0, 1, 1, 16, 50, new Uint32Array(1), () => {})).toThrow(/run\(contextBinding/);
+    const one = () => Int32Array.of(0);
+    expect(() => addon.run({}, [{}], one(), one(), one(), 1, 16, 50, control, () => {})).toThrow(/not a node-llama-cpp context binding and samplers/);
+    expect(() => addon.run({}, [], one(), one(), one(), 1, 16, 50, control, () => {})).toThrow(/not a node-llama-cpp context binding and samplers/);
+    expect(() => (addon.run as (...args: unknown[]) => unknown)({}, [{}], one(), one(), one(), 1, 16, 50, new Uint32Array(1), () => {})).toThrow(/run\(contextBinding/);
+    expect(() => (addon.run as (...args: unknown[]) => unknown)({}, [{}], 0, 0, 1, 1, 16, 50, control, () => {})).toThrow(/run\(contextBinding/);
     expect(() => (addon.run as (...args: unknown[]) => unknown)({}, {})).toThrow(/run\(contextBinding/);
   });
 
@@ -324,7 +327,9 @@ describe('decode loop', () => {
   });
 
   it('decodes every generating sequence of a context in one step, and leaves each sequence empty for chat', async () => {
+    useDecodeAhead(false); // every step on the loop, where the wrapper sees it (the runs' steps: below)
     const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
+    useDecodeAhead(true);
     try {
       expect(contexts).toHaveLength(1);
       const steps = countDecodeSteps(contexts[0]!);
@@ -344,6 +349,115 @@ describe('decode loop', () => {
       const reply = await chat.generateResponse([{ type: 'user', text: 'Hi' }, { type: 'model', response: [] }], { maxTokens: 8, temperature: 0 });
       chat.dispose({ disposeSequence: false });
       expect(reply.metadata.stopReason).toBeDefined();
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
+  it('the generations of a shared context step together in one run, with the texts of the loop\'s own steps', async () => {
+    const lanes = [{ maxTokens: 40 }, { maxTokens: 40, temperature: 0.9, seed: 6 }, { maxTokens: 24 }, { maxTokens: 32, temperature: 0.7, seed: 1 }];
+    const runs = [];
+    for (const ahead of [true, false]) {
+      useDecodeAhead(ahead, 60_000); // no run hands back on its budget
+      const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
+      useDecodeAhead(true);
+      try {
+        await ours(sequences[0]!, { maxTokens: 8 }); // the thread share times the first decodes step by step
+        const loop = sequences[0]!.loop;
+        const before = { ahead: loop.aheadSteps, runs: loop.runs };
+        const steps = countDecodeSteps(contexts[0]!);
+        // (The sequences are empty: their prompts come in the same turn and share the first step.)
+        const got = await Promise.all(lanes.map((options, i) => complete(loop, sequences[i]!.sequence, { prompt: PROMPT, ...options })));
+        for (const [i, outcome] of got.entries()) {
+          expect(outcome.completionTokens).toBe(lanes[i]!.maxTokens); // (none ends early on this prompt)
+          expect(lastPosition(contexts[0]!, sequences[i]!)).toBe(-1);
+        }
+        if (ahead) {
+          // The four prompts in one step, then a run of all four until the first ends (24 tokens:
+          // 23 steps after its first), a step of the three left and their run (to 32), then the two.
+          expect(steps).toEqual([40, 3, 2]);
+          expect(loop.aheadSteps - before.ahead).toBe(23 + 7 + 7);
+          expect(loop.runs - before.runs).toBe(3);
+        } else {
+          expect(steps).toEqual([40, ...Array(23).fill(4), ...Array(8).fill(3), ...Array(8).fill(2)]);
+          expect(loop.runs).toBe(0);
+        }
+        runs.push(got.map((outcome) => [outcome.text, outcome.completionTokens]));
+      } finally {
+        for (const context of contexts) await context.dispose();
+      }
+    }
+    // The same batches either way, so the same numbers and texts.
+    expect(runs[0]).toEqual(runs[1]);
+  });
+
+  it('a shared run stops where one of its generations ends otherwise (a stop sequence, an abort, a sink that throws), the others go on', async () => {
+    useDecodeAhead(true, 60_000);
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
+    useDecodeAhead(true);
+    try {
+      const full = await ours(sequences[0]!, { maxTokens: 64 });
+      const stop = full.text.slice(20, 27);
+      const controller = new AbortController();
+      let texts = 0;
+      let handed = 0;
+      const loop = sequences[0]!.loop;
+      const runsBefore = loop.runs;
+      const [stopped, aborted, thrown, plain] = await Promise.allSettled([
+        ours(sequences[0]!, { maxTokens: 200, stop: [stop] }),
+        ours(sequences[1]!, { maxTokens: 200, signal: controller.signal, onText: () => void (++texts === 5 && controller.abort()) }),
+        ours(sequences[2]!, { maxTokens: 200, onText: () => { if (++handed === 4) throw new Error('the client went away'); } }),
+        ours(sequences[3]!, { maxTokens: 90 }),
+      ]);
+      expect(stopped.status === 'fulfilled' && [stopped.value.stopReason, stopped.value.text]).toEqual(['stop', full.text.slice(0, full.text.indexOf(stop))]);
+      expect(aborted.status === 'fulfilled' && aborted.value.stopReason).toBe('abort');
+      expect(aborted.status === 'fulfilled' && aborted.value.completionTokens).toBeLessThan(20);
+      expect(thrown.status === 'rejected' && (thrown.reason as Error).message).toBe('the client went away');
+      expect(plain.status === 'fulfilled' && [plain.value.stopReason, plain.value.completionTokens]).toEqual(['maxTokens', 90]);
+      expect(plain.status === 'fulfilled' && plain.value.text).toBe((await ours(sequences[3]!, { maxTokens: 90 })).text.slice(0));
+      // A run for each end (and the last alone).
+      expect(loop.runs - runsBefore).toBeGreaterThanOrEqual(4);
+      for (const item of sequences) expect(lastPosition(contexts[0]!, item)).toBe(-1);
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
+  it('new work for a shared context stops its run at the next step: a prompt that comes is decoded at once, and the context\'s lock is handed over', async () => {
+    useDecodeAhead(true, 60_000); // only the new work can end the run early
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4, context_size: 4096 });
+    useDecodeAhead(true);
+    try {
+      await ours(sequences[0]!, { maxTokens: 8 }); // the thread share times the first decodes step by step
+      const loop = sequences[0]!.loop;
+      let first = 0;
+      let atLate: number | undefined;
+      let atCleared: number | undefined;
+      let late: Promise<unknown> | undefined;
+      const early = ours(sequences[0]!, {
+        maxTokens: 1500,
+        onText: () => {
+          // A prompt for another sequence of the context, as the engine starts one (no clearing).
+          if (++first === 20) late = complete(loop, sequences[1]!.sequence, { prompt: PROMPT, maxTokens: 4, onFirstToken: () => void (atLate ??= first) });
+          // node-llama-cpp's own use of the context (clearing a sequence after a chat) takes its
+          // lock, which a run holds: the engine asks the run to hand back first.
+          if (first === 300) {
+            loop.handBack();
+            void sequences[2]!.sequence.clearHistory().then(() => void (atCleared = first));
+          }
+        },
+      });
+      const done = await early;
+      await late;
+      expect(done.completionTokens).toBe(1500);
+      // Each came while the early one was far from its end (without the hand-back, only once the
+      // run had ended, with the early one, at 1,500).
+      expect(atLate).toBeGreaterThanOrEqual(20);
+      expect(atLate!).toBeLessThan(200);
+      expect(atCleared).toBeGreaterThanOrEqual(300);
+      expect(atCleared!).toBeLessThan(500);
+      expect(loop.runs).toBeGreaterThanOrEqual(4); // the early one's, the two's, the early one's, and again after the clearing
+      for (const item of sequences) expect(lastPosition(contexts[0]!, item)).toBe(-1);
     } finally {
       for (const context of contexts) await context.dispose();
     }

@@ -36,8 +36,8 @@ import type { ContextThreadpool, ThreadShare } from './threadpool.js';
  * llama-server samples; node-llama-cpp's binding alone takes a hop for the decode and one more per
  * sequence to sample (on the tiny model 1.3-1.4x the tokens/s of one stream: bench/arrangements.ts
  * `1x1x1` against `1x1x1-hops`). node-llama-cpp's own decodes (a chat's) still sample in their
- * own calls, after the step. A context's lone generation of ours goes on in runs of steps on a
- * thread of the addon's own, which hand it each token as it comes (#run).
+ * own calls, after the step. Generations of ours go on in runs of steps on a thread of the addon's
+ * own while nothing else waits on the context, each step's tokens handed on as they come (#run).
  *
  * This reaches into node-llama-cpp 3.21.1 internals (the context's `_ctx` binding and
  * `_decodeTokens`, a sequence's `_sequenceId`, the `AddonSampler` binding); the version is pinned
@@ -232,6 +232,15 @@ export class DecodeLoop {
     if (this.#runControl && this.#threads && this.#threads.share !== this.#currentThreads) this.#runControl[0] = 1;
   }
 
+  /**
+   * A run in flight hands back at its next step: node-llama-cpp is about to take the context's
+   * lock (clearing a sequence), which the loop holds through each step of a shared context, a run
+   * included; the lock's next holder is then the one that asked first.
+   */
+  handBack(): void {
+    if (this.#runControl) this.#runControl[0] = 1;
+  }
+
   /** Whether steps decode and sample in one hop of the native addon. */
   get native(): boolean {
     return this.#native !== undefined;
@@ -249,6 +258,7 @@ export class DecodeLoop {
    * over as one decode, which takes as many steps as it has batches: a long one is not waited out).
    */
   chatStarted(sequence: LlamaContextSequence, { alone = false, signal }: { alone?: boolean; signal?: AbortSignal } = {}): void {
+    this.handBack(); // (its steps will wait for the chat's tokens)
     this.#chats.set(sequenceId(sequence), { engaged: false, alone, signal });
     this.#updateBusy();
   }
@@ -302,6 +312,7 @@ export class DecodeLoop {
   }
 
   #add(pending: Pending): void {
+    this.handBack(); // a run in flight: the next step takes this too
     this.#queue.add(pending);
     if (pending.alone) this.#alone.add(pending);
     this.#updateBusy();
@@ -497,24 +508,26 @@ export class DecodeLoop {
 
   /**
    * The steps after this one, decoded on a thread of the native addon's own one after another
-   * without waiting for the main thread (its run), where nothing else can join them: the only sequence of its
-   * context (no other work can come to the context) generating one of ours. Each
-   * token is handed to the sink as it comes, while the next decodes, as llama-server's loop does
-   * not wait for its clients: the main thread's work on a token (detokenizing, stop sequences, the
-   * client's stream) and the hop to and from the worker are off the decode's path. The run stops by
-   * itself at the sink's limit, at the end of generation and at the end of the context; a
-   * generation that ends otherwise (a stop sequence, an abort, a client gone) stops it at its next
-   * step, and the tokens decoded past its end are dropped with its cells. A run lasts at most
-   * RUN_BUDGET_MS of decoding, and until this context's thread share changes (`shareChanged`), then
-   * the loop steps as before.
+   * without waiting for the main thread (its run), while nothing else waits on the context: every
+   * sequence queued is one of ours generating, all of them in this step (one alone, or the batch of
+   * the others), and no chat is on. Each step's tokens are handed to the sinks as they come, while
+   * the next decodes, as llama-server's loop does not wait for its clients: the main thread's work
+   * on a token (detokenizing, stop sequences, the client's stream) and the hop to and from the
+   * worker are off the decode's path. The sequences step together, and the run stops by itself as
+   * soon as one reaches its sink's limit, the end of generation or the end of the context; a
+   * generation that ends otherwise (a stop sequence, an abort, a client gone), new work for the
+   * context (`#add`, `chatStarted`) or a change of its thread share (`shareChanged`) stops it at its
+   * next step, and the tokens decoded past a generation's end are dropped with its cells. A run
+   * lasts at most RUN_BUDGET_MS of decoding; then the loop steps as before (and may start another).
    */
   #run(batch: Pending[], outcomes: unknown[]): Promise<void> | undefined {
-    const [pending] = batch;
-    const token = outcomes[0];
     const run = this.#nativeRun;
-    if (!run || !this.#decodeAhead || this.#shared || batch.length !== 1 || this.#queue.size !== 1 || this.#chats.size > 0 || !pending?.own || typeof token !== 'number' || token < 0) return undefined;
-    const own = pending.own;
-    if (own.signal?.aborted || pending.position >= this.#contextSize || own.left <= 1 || !this.#nativeFor([pending])) return undefined;
+    if (!run || !this.#decodeAhead || batch.length === 0 || batch.length !== this.#queue.size || this.#chats.size > 0) return undefined;
+    for (const [index, pending] of batch.entries()) {
+      const token = outcomes[index];
+      if (!pending.own || typeof token !== 'number' || token < 0 || pending.own.signal?.aborted || pending.position >= this.#contextSize || pending.own.left <= 1) return undefined;
+    }
+    if (!this.#nativeFor(batch)) return undefined;
     // Not while the thread share times the model's first decodes (on one thread, step by step).
     if (this.#threads && !this.#threads.settled) return undefined;
     // On several threads too: through the server on 2 cores, one stream on 2 threads made 395 tokens/s
@@ -525,23 +538,24 @@ export class DecodeLoop {
     try {
       guard = this.#disposeGuard.createPreventDisposalHandle();
     } catch {
-      return undefined; // being disposed: the loop ends the generation at its next step
+      return undefined; // being disposed: the loop ends the generations at its next step
     }
-    return this.#runFrom(pending, token, run, guard);
+    return this.#runFrom(batch, outcomes as number[], run, guard);
   }
 
-  /** #run's run, from `token` (sampled by the step before) on; `guard` is released when it ends. */
-  async #runFrom(pending: Pending, token: number, run: EngineAddon['run'], guard: { dispose(): void }): Promise<void> {
-    const own = pending.own!;
+  /** #run's run of `lanes` (in the batch's order), from the `tokens` the step before sampled; `guard` is released when it ends. */
+  async #runFrom(lanes: Pending[], tokens: number[], run: EngineAddon['run'], guard: { dispose(): void }): Promise<void> {
     const control = new Int32Array(1);
     this.#runControl = control;
     const stop = () => void (control[0] = 1);
-    own.signal?.addEventListener('abort', stop);
-    // The last token sampled: -1 where the run sampled none (it stops there).
-    let last = token;
-    const take = (sampled: number) => {
-      if (pending.ending || last < 0) return;
-      last = sampled;
+    for (const pending of lanes) pending.own!.signal?.addEventListener('abort', stop);
+    // Each one's last token sampled: -1 where the run sampled none (it stops there).
+    const last = [...tokens];
+    const take = (lane: number, sampled: number) => {
+      const pending = lanes[lane]!;
+      const own = pending.own!;
+      if (pending.ending || last[lane]! < 0) return;
+      last[lane] = sampled;
       try {
         if (sampled >= 0) this.#next(pending, sampled, true);
       } catch (error) {
@@ -549,27 +563,43 @@ export class DecodeLoop {
       }
       if (sampled < 0 || pending.ending || own.signal?.aborted) stop();
     };
+    const n = lanes.length;
     try {
       let ran: Awaited<ReturnType<EngineAddon['run']>>;
       try {
         this.#useThreadShare(); // (this step's decode may have settled the share)
-        const running = run(this.#raw, own.sampler, pending.id, pending.position, token, own.left - 1, this.#contextSize, this.#runBudgetMs, control, (tokens) => tokens.forEach(take));
+        const limit = Math.min(...lanes.map((pending) => pending.own!.left - 1));
+        const running = run(
+          this.#raw,
+          lanes.map((pending) => pending.own!.sampler),
+          Int32Array.from(lanes, (pending) => pending.id),
+          Int32Array.from(lanes, (pending) => pending.position),
+          Int32Array.from(tokens),
+          limit,
+          this.#contextSize,
+          this.#runBudgetMs,
+          control,
+          (sampled) => sampled.forEach((token, index) => take(index % n, token)),
+        );
         this.runs++;
-        take(token); // handled while the run decodes it
+        for (const [lane, token] of tokens.entries()) take(lane, token); // handled while the run decodes them
         ran = await running;
       } catch (error) {
         ran = { decoded: 0, decodeMs: 0, error: error instanceof Error ? error.message : String(error) };
       }
-      pending.position += ran.decoded;
       this.nativeSteps += ran.decoded;
       this.aheadSteps += ran.decoded;
-      if (pending.ending || own.signal?.aborted) return this.#finish(pending, pending.ending?.error);
-      if (ran.error !== undefined || last < 0) return this.#finish(pending, new Error(ran.error ?? 'llama.cpp sampled no token'));
-      if (pending.position >= this.#contextSize) return this.#finish(pending);
-      continueWith(pending, last); // its budget spent: the loop goes on with the last token
+      for (const [lane, pending] of lanes.entries()) {
+        pending.position += ran.decoded;
+        const failed = ran.errors?.[lane] ?? ran.error;
+        if (pending.ending || pending.own!.signal?.aborted) this.#finish(pending, pending.ending?.error);
+        else if (failed !== undefined || last[lane]! < 0) this.#finish(pending, new Error(failed ?? 'llama.cpp sampled no token'));
+        else if (pending.position >= this.#contextSize) this.#finish(pending);
+        else continueWith(pending, last[lane]!); // the run stopped: the loop goes on with the last token
+      }
     } finally {
       this.#runControl = undefined;
-      own.signal?.removeEventListener('abort', stop);
+      for (const pending of lanes) pending.own!.signal?.removeEventListener('abort', stop);
       guard.dispose();
     }
   }

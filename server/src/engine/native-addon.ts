@@ -13,13 +13,27 @@ export interface EngineAddon {
   /** Decodes the batch `binding` holds, then samples `samplers[i]` at batch logit index `logitIndexes[i]`; a token of -1: none. */
   step(binding: object, samplers: readonly object[], logitIndexes: Int32Array): Promise<{ tokens: Int32Array; decodeMs: number; errors?: (string | undefined)[] }>;
   /**
-   * Decodes `token` at `position` of sequence `sequenceId`, samples the next with `sampler`, and on
-   * from it on a thread of its own, handing each token to `onTokens` as it comes (which must not
-   * throw); it stops after `limit` tokens, on an end-of-generation token or a token not sampled
-   * (-1, handed on too), at `cells`, after `budgetMs` of decoding, on an error, or at the next step
-   * once `control[0]` is set. The binding must hold a batch; nothing else may use the context meanwhile.
+   * Decodes `tokens[i]` at `positions[i]` of sequence `sequenceIds[i]` (ascending) in one batch,
+   * samples each one's next with `samplers[i]`, and on from those on a thread of its own, handing
+   * each step's tokens (one per sequence, in their order; several steps at once when the main
+   * thread was busy) to `onTokens` as they come (which must not throw). The sequences step
+   * together; it stops once one of them ends: after `limit` steps, on an end-of-generation token or
+   * a token not sampled (-1, handed on too), at `cells`, after `budgetMs` of decoding, on an error
+   * (`errors[i]`: sequence i's sampler's), or at the next step once `control[0]` is set. The binding
+   * must hold a batch of room for one token per sequence; nothing else may use the context meanwhile.
    */
-  run(binding: object, sampler: object, sequenceId: number, position: number, token: number, limit: number, cells: number, budgetMs: number, control: Int32Array, onTokens: (tokens: Int32Array) => void): Promise<{ decoded: number; decodeMs: number; error?: string }>;
+  run(
+    binding: object,
+    samplers: readonly object[],
+    sequenceIds: Int32Array,
+    positions: Int32Array,
+    tokens: Int32Array,
+    limit: number,
+    cells: number,
+    budgetMs: number,
+    control: Int32Array,
+    onTokens: (tokens: Int32Array) => void,
+  ): Promise<{ decoded: number; decodeMs: number; error?: string; errors?: (string | undefined)[] }>;
   /** Why `step` cannot run on this binding's node-llama-cpp as loaded (its functions not found); undefined: it can. */
   stepUnavailable(binding: object): string | undefined;
 }
