@@ -77,6 +77,24 @@ describe('persistent threadpools', () => {
     }
   });
 
+  it('settle on a shared context that only ever steps its sequences together, and then run them on every thread', async () => {
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4, threads: 2 }, { minStepMs: 0 });
+    try {
+      // Never one sequence alone: every generation step decodes four tokens.
+      const together = () => Promise.all(sequences.map((item) => generate(contexts[0]!, item, 24)));
+      const first = await together();
+      expect(first.flatMap((got) => [...got.threads])).toContain(2); // timed on one thread, then split
+      const loop = sequences[0]!.loop;
+      const runs = loop.runs;
+      const second = await together();
+      for (const got of second) expect(got.threads).toEqual(new Set([2]));
+      expect(loop.runs).toBeGreaterThan(runs); // (a run waits for the share to settle)
+      expect(second.map((got) => got.text)).toEqual(first.map((got) => got.text));
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
   it('share the threads among the busy contexts of every model the engine has loaded', async () => {
     const busy = new Set<object>();
     const a = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1, threads: 2 }, { minStepMs: 0, busy });

@@ -492,7 +492,7 @@ export class DecodeLoop {
         await binding.decodeBatch();
         decodeMs = performance.now() - started;
       }
-      this.#threads?.decoded(this.#currentThreads, size, decodeMs);
+      this.#threads?.decoded(this.#currentThreads, size === batch.length, decodeMs);
       return { sampled };
     } catch (error) {
       return { error };

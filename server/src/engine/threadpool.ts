@@ -75,8 +75,8 @@ export function attachThreadpool(context: LlamaContext, threads: number): Contex
  *
  * Only for a model whose decode is long enough to split: ggml synchronises its threads after each
  * of the graph's operations, which on the tiny demo model (a 0.13 ms decode) made 2 threads 0.25 to
- * 0.9x as fast as 1, while the small ones (7 to 11 ms) gained 1.2 to 1.5x. The first single-token
- * decodes run on one thread and are timed; below `minStepMs` the model stays on one thread.
+ * 0.9x as fast as 1, while the small ones (7 to 11 ms) gained 1.2 to 1.5x. The first generation
+ * steps run on one thread and are timed; below `minStepMs` the model stays on one thread.
  */
 export class ThreadShare {
   readonly #probes: number[] = [];
@@ -118,9 +118,13 @@ export class ThreadShare {
     return this.#splits ? Math.max(1, Math.floor(this.total / Math.max(1, this.#busy.size))) : 1;
   }
 
-  /** A decode of `tokens` tokens took `ms` on `threads` threads. */
-  decoded(threads: number, tokens: number, ms: number): void {
-    if (this.#splits !== undefined || threads !== 1 || tokens !== 1) return;
+  /**
+   * A decode took `ms` on `threads` threads; `generation`: a step of generating sequences only (a
+   * token each, one sequence or several: a context that only ever sees them together must settle
+   * too), not a prompt's chunk.
+   */
+  decoded(threads: number, generation: boolean, ms: number): void {
+    if (this.#splits !== undefined || threads !== 1 || !generation) return;
     this.#probes.push(ms);
     if (this.#probes.length < PROBES) return;
     this.#probes.sort((a, b) => a - b);
