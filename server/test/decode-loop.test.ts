@@ -3,7 +3,7 @@
 // sequence of a context, stop sequences and grammars, and sequences left empty for the next user.
 import { readdirSync, readFileSync } from 'node:fs';
 import { LlamaChat, LlamaCompletion, type LlamaContext } from 'node-llama-cpp';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { DEFAULT_CONFIG } from '../../server/src/config.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
 import { complete, promptTokens, TextAssembler, type CompletionOptions } from '../../server/src/engine/completion.js';
@@ -392,6 +392,11 @@ describe('decode loop', () => {
   });
 
   it('a shared run stops where one of its generations ends otherwise (a stop sequence, an abort, a sink that throws), the others go on', async () => {
+    // Each run's sequences, as the loop hands them to the addon.
+    const addon = engineAddon()!;
+    const realRun = addon.run;
+    const lanes: number[][] = [];
+    const spy = vi.spyOn(addon, 'run').mockImplementation((...args) => (lanes.push([...args[2]]), realRun(...args)));
     useDecodeAhead(true, 60_000);
     const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
     useDecodeAhead(true);
@@ -401,54 +406,81 @@ describe('decode loop', () => {
       const controller = new AbortController();
       let texts = 0;
       let handed = 0;
+      lanes.length = 0;
       const loop = sequences[0]!.loop;
-      const runsBefore = loop.runs;
+      const generate = (item: EngineSequence, options: Partial<CompletionOptions> & { maxTokens: number }) => complete(loop, item.sequence, { prompt: PROMPT, ...options });
+      // (The sequences are empty: the four prompts come in one turn and share the first step.)
       const [stopped, aborted, thrown, plain] = await Promise.allSettled([
-        ours(sequences[0]!, { maxTokens: 200, stop: [stop] }),
-        ours(sequences[1]!, { maxTokens: 200, signal: controller.signal, onText: () => void (++texts === 5 && controller.abort()) }),
-        ours(sequences[2]!, { maxTokens: 200, onText: () => { if (++handed === 4) throw new Error('the client went away'); } }),
-        ours(sequences[3]!, { maxTokens: 90 }),
+        generate(sequences[0]!, { maxTokens: 200, stop: [stop] }),
+        generate(sequences[1]!, { maxTokens: 200, signal: controller.signal, onText: () => void (++texts === 5 && controller.abort()) }),
+        generate(sequences[2]!, { maxTokens: 200, onText: () => { if (++handed === 40) throw new Error('the client went away'); } }),
+        generate(sequences[3]!, { maxTokens: 90 }),
       ]);
       expect(stopped.status === 'fulfilled' && [stopped.value.stopReason, stopped.value.text]).toEqual(['stop', full.text.slice(0, full.text.indexOf(stop))]);
       expect(aborted.status === 'fulfilled' && aborted.value.stopReason).toBe('abort');
       expect(aborted.status === 'fulfilled' && aborted.value.completionTokens).toBeLessThan(20);
       expect(thrown.status === 'rejected' && (thrown.reason as Error).message).toBe('the client went away');
       expect(plain.status === 'fulfilled' && [plain.value.stopReason, plain.value.completionTokens]).toEqual(['maxTokens', 90]);
-      expect(plain.status === 'fulfilled' && plain.value.text).toBe((await ours(sequences[3]!, { maxTokens: 90 })).text.slice(0));
-      // A run for each end (and the last alone).
-      expect(loop.runs - runsBefore).toBeGreaterThanOrEqual(4);
+      // The runs: all four at first, in ascending sequence order, then fewer as they end, the last alone.
+      const ids = sequences.map((item) => (item.sequence as unknown as { _sequenceId: number })._sequenceId).sort((a, b) => a - b);
+      expect(lanes[0]).toEqual(ids);
+      for (const [i, run] of lanes.entries()) {
+        expect(run).toEqual([...run].sort((a, b) => a - b));
+        if (i > 0) expect(run.length).toBeLessThanOrEqual(lanes[i - 1]!.length);
+      }
+      expect(lanes.at(-1)).toEqual([ids.at(-1)]);
       for (const item of sequences) expect(lastPosition(contexts[0]!, item)).toBe(-1);
     } finally {
+      spy.mockRestore();
       for (const context of contexts) await context.dispose();
     }
   });
 
-  it('new work for a shared context stops its run at the next step: a prompt that comes is decoded at once, and the context\'s lock is handed over', async () => {
+  it('new work for a shared context stops its run at the next step: a prompt that comes is decoded at once; node-llama-cpp gets the context\'s lock after a step', async () => {
     useDecodeAhead(true, 60_000); // only the new work can end the run early
     const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4, context_size: 4096 });
     useDecodeAhead(true);
     try {
       await ours(sequences[0]!, { maxTokens: 8 }); // the thread share times the first decodes step by step
       const loop = sequences[0]!.loop;
+      // Paused, no run starts; once resumed, one does.
+      const resume = loop.pauseRuns();
+      let runsWhilePaused: number | undefined;
+      const runsBefore = loop.runs;
+      await complete(loop, sequences[3]!.sequence, { prompt: PROMPT, maxTokens: 60, onText: () => void (runsWhilePaused = loop.runs - runsBefore) });
+      expect(runsWhilePaused).toBe(0);
+      resume();
+      resume(); // (twice is once)
+      await complete(loop, sequences[3]!.sequence, { prompt: PROMPT, maxTokens: 60 });
+      expect(loop.runs).toBe(runsBefore + 1);
+
       let first = 0;
       let atLate: number | undefined;
       let atCleared: number | undefined;
+      let runsWhileClearing: number | undefined;
       let late: Promise<unknown> | undefined;
-      const early = ours(sequences[0]!, {
+      let cleared: Promise<unknown> | undefined;
+      const early = complete(loop, sequences[0]!.sequence, {
+        prompt: PROMPT,
         maxTokens: 1500,
         onText: () => {
           // A prompt for another sequence of the context, as the engine starts one (no clearing).
           if (++first === 20) late = complete(loop, sequences[1]!.sequence, { prompt: PROMPT, maxTokens: 4, onFirstToken: () => void (atLate ??= first) });
           // node-llama-cpp's own use of the context (clearing a sequence after a chat) takes its
-          // lock, which a run holds: the engine asks the run to hand back first.
+          // lock, which a run holds: the engine pauses the runs around it (engine.ts generateOn).
           if (first === 300) {
-            loop.handBack();
-            void sequences[2]!.sequence.clearHistory().then(() => void (atCleared = first));
+            const resumeRuns = loop.pauseRuns();
+            const runs = loop.runs;
+            cleared = sequences[2]!.sequence.clearHistory().then(() => {
+              atCleared = first;
+              runsWhileClearing = loop.runs - runs;
+              resumeRuns();
+            });
           }
         },
       });
       const done = await early;
-      await late;
+      await Promise.all([late, cleared]);
       expect(done.completionTokens).toBe(1500);
       // Each came while the early one was far from its end (without the hand-back, only once the
       // run had ended, with the early one, at 1,500).
@@ -456,7 +488,8 @@ describe('decode loop', () => {
       expect(atLate!).toBeLessThan(200);
       expect(atCleared).toBeGreaterThanOrEqual(300);
       expect(atCleared!).toBeLessThan(500);
-      expect(loop.runs).toBeGreaterThanOrEqual(4); // the early one's, the two's, the early one's, and again after the clearing
+      expect(runsWhileClearing).toBe(0);
+      expect(loop.runs).toBeGreaterThanOrEqual(runsBefore + 5); // the early one's, the two's, the early one's, and again after the clearing
       for (const item of sequences) expect(lastPosition(contexts[0]!, item)).toBe(-1);
     } finally {
       for (const context of contexts) await context.dispose();

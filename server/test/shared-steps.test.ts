@@ -2,10 +2,12 @@
 // decodes (a chat, LlamaCompletion) as well as the engine's own (decode-loop.ts), and every engine
 // feature still works on such a context.
 import { LlamaCompletion, type LlamaContext } from 'node-llama-cpp';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { DEFAULT_CONFIG } from '../../server/src/config.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
 import { complete } from '../../server/src/engine/completion.js';
+import { useDecodeAhead } from '../../server/src/engine/decode-loop.js';
+import { engineAddon } from '../../server/src/engine/native-addon.js';
 import type { GenerationRequest } from '../../server/src/engine/engine.js';
 import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
 import { engineOn, useTinyModel } from '../../test/helpers/demo-llama.js';
@@ -85,22 +87,38 @@ describe('shared decode steps', () => {
     }
   });
 
-  it('adds the sequences of a step in ascending id order, however their generations were queued', async () => {
+  it('adds the sequences of a step in ascending id order, however their generations were queued, on the loop and in its runs', async () => {
     // With a KV stream per sequence llama.cpp decodes only consecutive, increasing sequence ids in
     // one micro-batch: [3, 1, 2, 0] as given would be three graphs a step instead of one.
-    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
-    try {
-      const steps: number[][] = [];
-      countDecodeSteps(contexts[0]!, [], steps);
-      const ids = (item: EngineSequence) => (item.sequence as unknown as { _sequenceId: number })._sequenceId;
-      const order = [3, 1, 2, 0].map((index) => sequences[index]!);
-      await Promise.all(order.map((item) => complete(item.loop, item.sequence, { prompt: 'Hello world', maxTokens: 24, temperature: 0, onText: () => {} })));
-      const full = steps.filter((step) => step.length === 4);
-      expect(full.length).toBeGreaterThanOrEqual(20);
-      for (const step of steps) expect(step).toEqual([...step].sort((a, b) => a - b));
-      expect(full[0]).toEqual(sequences.map(ids).sort((a, b) => a - b));
-    } finally {
-      for (const context of contexts) await context.dispose();
+    const addon = engineAddon()!;
+    const realRun = addon.run;
+    for (const ahead of [false, true]) {
+      const runs: number[][] = [];
+      const spy = vi.spyOn(addon, 'run').mockImplementation((...args) => (runs.push([...args[2]]), realRun(...args)));
+      useDecodeAhead(ahead); // off: every step on the loop, where the wrapper sees it
+      const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
+      useDecodeAhead(true);
+      try {
+        const steps: number[][] = [];
+        countDecodeSteps(contexts[0]!, [], steps);
+        const ids = (item: EngineSequence) => (item.sequence as unknown as { _sequenceId: number })._sequenceId;
+        const order = [3, 1, 2, 0].map((index) => sequences[index]!);
+        await Promise.all(order.map((item) => complete(item.loop, item.sequence, { prompt: 'Hello world', maxTokens: 24, temperature: 0, onText: () => {} })));
+        const ascending = sequences.map(ids).sort((a, b) => a - b);
+        const full = steps.filter((step) => step.length === 4);
+        for (const step of steps) expect(step).toEqual([...step].sort((a, b) => a - b));
+        expect(full[0]).toEqual(ascending);
+        if (ahead) {
+          expect(runs[0]).toEqual(ascending);
+          for (const run of runs) expect(run).toEqual([...run].sort((a, b) => a - b));
+        } else {
+          expect(full.length).toBeGreaterThanOrEqual(20);
+          expect(runs).toEqual([]);
+        }
+      } finally {
+        spy.mockRestore();
+        for (const context of contexts) await context.dispose();
+      }
     }
   });
 

@@ -195,6 +195,8 @@ export class DecodeLoop {
   readonly #runBudgetMs = runBudgetMs;
   /** The run in flight's control (#run): set, it stops at its next step. */
   #runControl?: Int32Array;
+  /** Callers of `pauseRuns` not yet done: no run starts meanwhile. */
+  #runsPaused = 0;
 
   constructor(context: LlamaContext, threads?: { share: ThreadShare; pool: ContextThreadpool }) {
     const internals = context as unknown as { _ctx?: Partial<Binding>; _decodeTokens?: unknown; _backendContextDisposeGuard?: Partial<DisposeGuard> };
@@ -232,13 +234,27 @@ export class DecodeLoop {
     if (this.#runControl && this.#threads && this.#threads.share !== this.#currentThreads) this.#runControl[0] = 1;
   }
 
-  /**
-   * A run in flight hands back at its next step: node-llama-cpp is about to take the context's
-   * lock (clearing a sequence), which the loop holds through each step of a shared context, a run
-   * included; the lock's next holder is then the one that asked first.
-   */
+  /** A run in flight hands back at its next step (new work for the context: the next step takes it too). */
   handBack(): void {
     if (this.#runControl) this.#runControl[0] = 1;
+  }
+
+  /**
+   * No run until the returned function is called, and one in flight hands back at its next step:
+   * for node-llama-cpp's own use of the context (clearing a sequence), which takes the context's
+   * lock. The loop holds that lock through each step of a shared context, a run included; between
+   * steps its next holder is the one that asked first (the lock's queue is in order), so the
+   * clearing waits for one step, not for a run.
+   */
+  pauseRuns(): () => void {
+    this.#runsPaused++;
+    this.handBack();
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#runsPaused--;
+    };
   }
 
   /** Whether steps decode and sample in one hop of the native addon. */
@@ -516,13 +532,13 @@ export class DecodeLoop {
    * worker are off the decode's path. The sequences step together, and the run stops by itself as
    * soon as one reaches its sink's limit, the end of generation or the end of the context; a
    * generation that ends otherwise (a stop sequence, an abort, a client gone), new work for the
-   * context (`#add`, `chatStarted`) or a change of its thread share (`shareChanged`) stops it at its
-   * next step, and the tokens decoded past a generation's end are dropped with its cells. A run
+   * context (`#add`, `chatStarted`), node-llama-cpp wanting the context (`pauseRuns`) or a change of
+   * its thread share (`shareChanged`) stops it at its next step, and the tokens decoded past a generation's end are dropped with its cells. A run
    * lasts at most RUN_BUDGET_MS of decoding; then the loop steps as before (and may start another).
    */
   #run(batch: Pending[], outcomes: unknown[]): Promise<void> | undefined {
     const run = this.#nativeRun;
-    if (!run || !this.#decodeAhead || batch.length === 0 || batch.length !== this.#queue.size || this.#chats.size > 0) return undefined;
+    if (!run || !this.#decodeAhead || this.#runsPaused > 0 || batch.length === 0 || batch.length !== this.#queue.size || this.#chats.size > 0) return undefined;
     for (const [index, pending] of batch.entries()) {
       const token = outcomes[index];
       if (!pending.own || typeof token !== 'number' || token < 0 || pending.own.signal?.aborted || pending.position >= this.#contextSize || pending.own.left <= 1) return undefined;

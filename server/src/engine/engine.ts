@@ -602,10 +602,14 @@ async function generateOn(
   const acquired = performance.now();
   // Stateless requests: the sequence starts empty, so the same seed gives the same text. The
   // engine's own generations leave it empty; after node-llama-cpp's (a chat) it is cleared, which
-  // takes the context's lock, so waits for a step of the others (a run of theirs hands back).
+  // takes the context's lock, so waits for a step of the others (no run of theirs meanwhile).
   if (sequence.nextTokenIndex > 0) {
-    loop.handBack();
-    await sequence.clearHistory();
+    const resume = loop.pauseRuns();
+    try {
+      await sequence.clearHistory();
+    } finally {
+      resume();
+    }
   }
   // A request never holds more than its sequence's context: refuse a prompt that fills it, and
   // end generation (finish reason `length`) where the context is full rather than shifting it.
