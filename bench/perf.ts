@@ -10,7 +10,8 @@
  *     LlamaChatSession on the same reply)
  *   llama.cpp's llama-server, when given --llama-server PATH to a binary you built yourself: one
  *     process per slot count and thread count (-np 1 for the 1-stream figures, -np 4 for the
- *     4-stream ones; -t each of --llama-threads, default 1,2), so its best arrangement is in the run
+ *     4-stream ones; -t each of --llama-threads, default 1,2), so its best arrangement is in the run;
+ *     its /completion stream, and its /v1/chat/completions for the chats
  *
  * at 1 and 4 concurrent streams: tokens/s (aggregate for 4), time to first text, CPU time per
  * token of the process that generates, and ratios against raw; then the HTTP floor
@@ -165,25 +166,44 @@ async function startLlamaServer(bin: string, modelFile: string, slots: number, t
   };
 }
 
-/** One streamed completion on llama-server's own `/completion` endpoint, greedy, exactly N tokens. */
-async function llamaServerStream(server: LlamaServer, settings: GenerationSettings): Promise<RunResult> {
+/**
+ * One stream on llama-server, greedy, exactly N tokens (`ignore_eos`): its own `/completion`
+ * endpoint with the prompt, or its `/v1/chat/completions` with the prompt as the one user message
+ * (the model's chat template, as ours).
+ */
+async function llamaServerStream(server: LlamaServer, settings: GenerationSettings, kind: 'completion' | 'chat' = 'completion'): Promise<RunResult> {
   const started = performance.now();
-  const response = await fetch(`${server.url}/completion`, {
+  const chat = kind === 'chat';
+  const response = await fetch(`${server.url}${chat ? '/v1/chat/completions' : '/completion'}`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ prompt: settings.prompt, n_predict: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, stream: true, ignore_eos: true, cache_prompt: false }),
+    body: JSON.stringify(
+      chat
+        ? { messages: [{ role: 'user', content: settings.prompt }], max_tokens: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, stream: true, stream_options: { include_usage: true }, ignore_eos: true, cache_prompt: false }
+        : { prompt: settings.prompt, n_predict: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, stream: true, ignore_eos: true, cache_prompt: false },
+    ),
   });
   if (response.status !== 200) throw new Error(`llama-server answered ${response.status}: ${await response.text()}`);
   let firstAt: number | undefined;
   let text = '';
   let count = 0;
   await readSse(response, (data) => {
-    const chunk = JSON.parse(data) as { content?: string; stop?: boolean; tokens_predicted?: number; timings?: { predicted_n?: number } };
-    if (chunk.content) {
+    if (data === '[DONE]') return;
+    const chunk = JSON.parse(data) as {
+      content?: string;
+      stop?: boolean;
+      tokens_predicted?: number;
+      timings?: { predicted_n?: number };
+      choices?: { delta?: { content?: string | null } }[];
+      usage?: { completion_tokens: number } | null;
+    };
+    const piece = chat ? chunk.choices?.[0]?.delta?.content : chunk.content;
+    if (piece) {
       firstAt ??= performance.now();
-      text += chunk.content;
+      text += piece;
     }
-    if (chunk.stop) count = chunk.timings?.predicted_n ?? chunk.tokens_predicted ?? 0;
+    if (chat && chunk.usage) count = chunk.usage.completion_tokens;
+    if (!chat && chunk.stop) count = chunk.timings?.predicted_n ?? chunk.tokens_predicted ?? 0;
   });
   const ended = performance.now();
   return { tokens: count, text, ttftMs: (firstAt ?? ended) - started, totalMs: ended - started, decodeTps: Number.NaN, e2eTps: (count * 1000) / (ended - started) };
@@ -238,6 +258,8 @@ async function benchModel(llama: Llama, name: string, file: string, server: Benc
     for (const { slots, t, server: ls } of llamaServers) {
       const run = () => measure(() => llamaServerStream(ls, settings), slots, ls.pid);
       paths.push({ name: `llama-server -np ${slots} -t ${t}`, ...(slots === 1 ? { run1: run } : { run4: run }) });
+      const runChat = () => measure(() => llamaServerStream(ls, chat, 'chat'), slots, ls.pid);
+      paths.push({ name: `llama-server -np ${slots} -t ${t} chat`, against: 3, ...(slots === 1 ? { run1: runChat } : { run4: runChat }) });
     }
     for (const p of paths) {
       await p.run1?.(); // warm-up: loads the model in the server, JITs every path
@@ -267,11 +289,13 @@ async function benchModel(llama: Llama, name: string, file: string, server: Benc
       ];
     });
     if (llamaServers.length) {
-      // Our server against llama-server at its best thread count, per column.
-      const best = (column: 'one' | 'four') => Math.max(...paths.map((p, i) => (p.name.startsWith('llama-server') && samples[i]![column].length ? m(samples[i]![column], 'tps') : 0)));
+      // Our server against llama-server at its best thread count, per column (chats against its chats).
+      const best = (column: 'one' | 'four', chats: boolean) =>
+        Math.max(...paths.map((p, i) => (p.name.startsWith('llama-server') && p.name.endsWith(' chat') === chats && samples[i]![column].length ? m(samples[i]![column], 'tps') : 0)));
       const ours = (column: 'one' | 'four', which: string) => m(samples[paths.findIndex((p) => p.name === which)]![column], 'tps');
-      for (const which of ['server, native SSE', 'server, /v1 stream', 'server, /v1 chat stream', 'raw node-llama-cpp']) {
-        rows.push([`${name}: ${which} / best llama-server`, fmt(ours('one', which) / best('one'), 3), '', '', '', '', '', fmt(ours('four', which) / best('four'), 3), '', '']);
+      for (const which of ['server, native SSE', 'server, /v1 stream', 'server, /v1 chat stream', 'raw node-llama-cpp', 'raw node-llama-cpp chat']) {
+        const chats = which.endsWith(' chat stream') || which.endsWith(' chat');
+        rows.push([`${name}: ${which} / best llama-server${chats ? ' chat' : ''}`, fmt(ours('one', which) / best('one', chats), 3), '', '', '', '', '', fmt(ours('four', which) / best('four', chats), 3), '', '']);
       }
     }
     return rows;
