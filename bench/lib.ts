@@ -138,7 +138,7 @@ export async function rawGenerate(sequence: LlamaContextSequence, settings: Gene
 
 /**
  * One chat reply on a sequence with node-llama-cpp alone: `LlamaChatSession` on a cleared sequence,
- * the prompt as the one user message, in the model's chat template (resolved once per model:
+ * the prompt as the one user message (the whole history: no system prompt), in the model's chat template (resolved once per model:
  * resolving it renders the model's template many times over, a few hundred ms).
  */
 const chatWrappers = new WeakMap<LlamaModel, ChatWrapper>();
@@ -153,6 +153,7 @@ export async function rawChat(sequence: LlamaContextSequence, settings: Generati
   const started = performance.now();
   await sequence.clearHistory();
   const session = new LlamaChatSession({ contextSequence: sequence, autoDisposeSequence: false, chatWrapper: chatWrapperOf(sequence.model) });
+  session.setChatHistory([]); // no system prompt (a session starts with node-llama-cpp's default one), as the request has none
   let tokens = 0;
   let firstAt: number | undefined;
   let text = '';
