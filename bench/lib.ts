@@ -84,7 +84,8 @@ export interface RunResult {
   serverTimings?: { queued_ms: number; prompt_ms: number; generation_ms: number; total_ms: number; tokens_per_second: number };
 }
 
-function result(tokens: number, text: string, started: number, firstAt: number | undefined, ended: number): RunResult {
+/** A stream's figures from its token count, text and times (first text, end). */
+export function runResult(tokens: number, text: string, started: number, firstAt: number | undefined, ended: number): RunResult {
   const first = firstAt ?? ended;
   return {
     tokens,
@@ -103,77 +104,68 @@ export interface GenerationSettings {
   seed: number;
 }
 
+/** node-llama-cpp's generation callbacks counting tokens and timing the first text, and the result once it has ended. */
+function counted() {
+  const started = performance.now();
+  let tokens = 0;
+  let firstAt: number | undefined;
+  let text = '';
+  return {
+    callbacks: {
+      onToken: (t: readonly unknown[]) => void (tokens += t.length),
+      onTextChunk: (chunk: string) => {
+        firstAt ??= performance.now();
+        text += chunk;
+      },
+    },
+    result: () => runResult(tokens, text, started, firstAt, performance.now()),
+  };
+}
+
 /**
  * One completion on a sequence with node-llama-cpp alone, as its documentation has it: clear the
  * sequence, a fresh LlamaCompletion, stream text chunks. Greedy decoding by default, so the server
  * and raw runs produce the same tokens and neither stops early.
  */
 export async function rawGenerate(sequence: LlamaContextSequence, settings: GenerationSettings, signal?: AbortSignal): Promise<RunResult> {
-  const started = performance.now();
+  const run = counted();
   await sequence.clearHistory();
   const completion = new LlamaCompletion({ contextSequence: sequence, autoDisposeSequence: false });
-  let tokens = 0;
-  let firstAt: number | undefined;
-  let text = '';
   try {
-    await completion.generateCompletion(settings.prompt, {
-      maxTokens: settings.maxTokens,
-      temperature: settings.temperature,
-      seed: settings.seed,
-      signal,
-      stopOnAbortSignal: true,
-      onToken: (t) => {
-        tokens += t.length;
-      },
-      onTextChunk: (chunk) => {
-        firstAt ??= performance.now();
-        text += chunk;
-      },
-    });
+    await completion.generateCompletion(settings.prompt, { maxTokens: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, signal, stopOnAbortSignal: true, ...run.callbacks });
   } finally {
     completion.dispose({ disposeSequence: false });
   }
-  return result(tokens, text, started, firstAt, performance.now());
+  return run.result();
 }
 
-/**
- * One chat reply on a sequence with node-llama-cpp alone: `LlamaChatSession` on a cleared sequence,
- * the prompt as the one user message (the whole history: no system prompt), in the model's chat template (resolved once per model:
- * resolving it renders the model's template many times over, a few hundred ms).
- */
 const chatWrappers = new WeakMap<LlamaModel, ChatWrapper>();
-/** The chat template node-llama-cpp resolves for a model (as the server does), once per model. */
+/**
+ * The chat template node-llama-cpp resolves for a model (as the server does), once per model:
+ * resolving it renders the model's template many times over, a few hundred ms.
+ */
 export function chatWrapperOf(model: LlamaModel): ChatWrapper {
   let wrapper = chatWrappers.get(model);
   if (!wrapper) chatWrappers.set(model, (wrapper = resolveChatWrapper(model)));
   return wrapper;
 }
 
+/**
+ * One chat reply on a sequence with node-llama-cpp alone: `LlamaChatSession` on a cleared sequence,
+ * in the model's chat template, the prompt as the one user message (the whole history: no system
+ * prompt, as a request without one has none).
+ */
 export async function rawChat(sequence: LlamaContextSequence, settings: GenerationSettings): Promise<RunResult> {
-  const started = performance.now();
+  const run = counted();
   await sequence.clearHistory();
   const session = new LlamaChatSession({ contextSequence: sequence, autoDisposeSequence: false, chatWrapper: chatWrapperOf(sequence.model) });
-  session.setChatHistory([]); // no system prompt (a session starts with node-llama-cpp's default one), as the request has none
-  let tokens = 0;
-  let firstAt: number | undefined;
-  let text = '';
+  session.setChatHistory([]); // (a session starts with node-llama-cpp's default system prompt)
   try {
-    await session.prompt(settings.prompt, {
-      maxTokens: settings.maxTokens,
-      temperature: settings.temperature,
-      seed: settings.seed,
-      onToken: (t) => {
-        tokens += t.length;
-      },
-      onTextChunk: (chunk) => {
-        firstAt ??= performance.now();
-        text += chunk;
-      },
-    });
+    await session.prompt(settings.prompt, { maxTokens: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, ...run.callbacks });
   } finally {
     session.dispose({ disposeSequence: false });
   }
-  return result(tokens, text, started, firstAt, performance.now());
+  return run.result();
 }
 
 // ---- the server as a child process ------------------------------------------------------------------
@@ -305,7 +297,7 @@ export async function serverStream(server: { url: string; token: string }, model
       throw new Error(`stream error: ${data}`);
     }
   });
-  return { ...result(tokens, text, started, firstAt, performance.now()), serverTimings };
+  return { ...runResult(tokens, text, started, firstAt, performance.now()), serverTimings };
 }
 
 /** Calls `onData` with each server-sent event's `data:` payload and its `event:` name, if any. */

@@ -38,7 +38,7 @@ import { DEFAULT_CONFIG } from '../server/src/config.js';
 import { openContexts } from '../server/src/engine/contexts.js';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
 import { httpFloor } from './http-floor.js';
-import { cpuSeconds, DEMO_MODELS, fmt, machineLine, median, parseFlags, rawChat, rawGenerate, readSse, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
+import { cpuSeconds, DEMO_MODELS, fmt, machineLine, median, parseFlags, rawChat, rawGenerate, readSse, runResult, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
 const quick = flags.has('quick');
@@ -102,8 +102,32 @@ async function measure(run: (i: number) => Promise<RunResult>, n: number, pid?: 
 }
 
 /**
+ * Reads a stream of JSON server-sent events (`[DONE]` aside) into a run's figures: `read` gives
+ * each event's text piece and, in the event that has it, the count of tokens generated.
+ */
+async function readJsonStream(response: Response, started: number, read: (chunk: never) => { piece?: string | null; count?: number }): Promise<RunResult> {
+  let firstAt: number | undefined;
+  let text = '';
+  let count = 0;
+  await readSse(response, (data) => {
+    if (data === '[DONE]') return;
+    const { piece, count: counted } = read(JSON.parse(data) as never);
+    if (piece) {
+      firstAt ??= performance.now();
+      text += piece;
+    }
+    if (counted !== undefined) count = counted;
+  });
+  return runResult(count, text, started, firstAt, performance.now());
+}
+
+/** An OpenAI stream's event (`/v1/completions`: `text`; `/v1/chat/completions`: `delta.content`). */
+type OpenAIChunk = { choices?: { text?: string; delta?: { content?: string | null } }[]; usage?: { completion_tokens: number } | null };
+const openAIPiece = (chunk: OpenAIChunk) => ({ piece: chunk.choices?.[0]?.text ?? chunk.choices?.[0]?.delta?.content, count: chunk.usage?.completion_tokens });
+
+/**
  * One stream through OpenAI's `/v1`: `POST /v1/completions` with the prompt, or `POST
- * /v1/chat/completions` with it as the one user message (SSE `data:` lines, `[DONE]`).
+ * /v1/chat/completions` with it as the one user message.
  */
 async function openAIStream(server: { url: string; token: string }, model: string, settings: GenerationSettings, kind: 'completion' | 'chat' = 'completion'): Promise<RunResult> {
   const started = performance.now();
@@ -115,21 +139,7 @@ async function openAIStream(server: { url: string; token: string }, model: strin
     body: JSON.stringify({ model, ...input, max_tokens: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, stream: true, stream_options: { include_usage: true } }),
   });
   if (response.status !== 200) throw new Error(`${endpoint} answered ${response.status}: ${await response.text()}`);
-  let firstAt: number | undefined;
-  let text = '';
-  let count = 0;
-  await readSse(response, (data) => {
-    if (data === '[DONE]') return;
-    const chunk = JSON.parse(data) as { choices: { text?: string; delta?: { content?: string } }[]; usage?: { completion_tokens: number } | null };
-    const piece = chunk.choices[0]?.text ?? chunk.choices[0]?.delta?.content;
-    if (piece) {
-      firstAt ??= performance.now();
-      text += piece;
-    }
-    if (chunk.usage) count = chunk.usage.completion_tokens;
-  });
-  const ended = performance.now();
-  return { tokens: count, text, ttftMs: (firstAt ?? ended) - started, totalMs: ended - started, decodeTps: Number.NaN, e2eTps: (count * 1000) / (ended - started) };
+  return readJsonStream(response, started, openAIPiece);
 }
 
 // ---- llama-server (optional, a binary the user built) ----------------------------------------------
@@ -174,39 +184,20 @@ async function startLlamaServer(bin: string, modelFile: string, slots: number, t
 async function llamaServerStream(server: LlamaServer, settings: GenerationSettings, kind: 'completion' | 'chat' = 'completion'): Promise<RunResult> {
   const started = performance.now();
   const chat = kind === 'chat';
+  const sampling = { temperature: settings.temperature, seed: settings.seed, stream: true, ignore_eos: true, cache_prompt: false };
   const response = await fetch(`${server.url}${chat ? '/v1/chat/completions' : '/completion'}`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify(
       chat
-        ? { messages: [{ role: 'user', content: settings.prompt }], max_tokens: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, stream: true, stream_options: { include_usage: true }, ignore_eos: true, cache_prompt: false }
-        : { prompt: settings.prompt, n_predict: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, stream: true, ignore_eos: true, cache_prompt: false },
+        ? { messages: [{ role: 'user', content: settings.prompt }], max_tokens: settings.maxTokens, stream_options: { include_usage: true }, ...sampling }
+        : { prompt: settings.prompt, n_predict: settings.maxTokens, ...sampling },
     ),
   });
   if (response.status !== 200) throw new Error(`llama-server answered ${response.status}: ${await response.text()}`);
-  let firstAt: number | undefined;
-  let text = '';
-  let count = 0;
-  await readSse(response, (data) => {
-    if (data === '[DONE]') return;
-    const chunk = JSON.parse(data) as {
-      content?: string;
-      stop?: boolean;
-      tokens_predicted?: number;
-      timings?: { predicted_n?: number };
-      choices?: { delta?: { content?: string | null } }[];
-      usage?: { completion_tokens: number } | null;
-    };
-    const piece = chat ? chunk.choices?.[0]?.delta?.content : chunk.content;
-    if (piece) {
-      firstAt ??= performance.now();
-      text += piece;
-    }
-    if (chat && chunk.usage) count = chunk.usage.completion_tokens;
-    if (!chat && chunk.stop) count = chunk.timings?.predicted_n ?? chunk.tokens_predicted ?? 0;
-  });
-  const ended = performance.now();
-  return { tokens: count, text, ttftMs: (firstAt ?? ended) - started, totalMs: ended - started, decodeTps: Number.NaN, e2eTps: (count * 1000) / (ended - started) };
+  type Native = { content?: string; stop?: boolean; tokens_predicted?: number; timings?: { predicted_n?: number } };
+  const native = (chunk: Native) => ({ piece: chunk.content, count: chunk.stop ? (chunk.timings?.predicted_n ?? chunk.tokens_predicted ?? 0) : undefined });
+  return readJsonStream(response, started, chat ? openAIPiece : native);
 }
 
 // ---- the run ----------------------------------------------------------------------------------------
@@ -222,8 +213,8 @@ async function fullLengthPrompt(sequence: LlamaContextSequence, generate = rawGe
 
 interface Path {
   name: string;
-  /** The path its "vs raw" ratios are taken against (index into the paths; default the first, raw completions). */
-  against?: number;
+  /** A chat's path: its ratios are taken against raw node-llama-cpp's chats and llama-server's. */
+  chat?: boolean;
   /** Absent: the path has no figure for that column (llama-server -np 4 in the 1-stream one...). */
   run1?: () => Promise<Sample>;
   run4?: () => Promise<Sample>;
@@ -247,19 +238,19 @@ async function benchModel(llama: Llama, name: string, file: string, server: Benc
       { name: 'server, native SSE', run1: () => measure(() => serverStream(server, id, settings), 1, server.pid), run4: () => measure(() => serverStream(server, id, settings), STREAMS, server.pid) },
       { name: 'server, /v1 stream', run1: () => measure(() => openAIStream(server, id, settings), 1, server.pid), run4: () => measure(() => openAIStream(server, id, settings), STREAMS, server.pid) },
       // Chats: OpenAI clients' usual request, against node-llama-cpp's own chat session on the same reply.
-      { name: 'raw node-llama-cpp chat', run1: () => measure(() => rawChat(sequences[0]!, chat), 1), run4: () => measure((i) => rawChat(sequences[i]!, chat), STREAMS) },
-      { name: 'server, /v1 chat stream', against: 3, run1: () => measure(() => openAIStream(server, id, chat, 'chat'), 1, server.pid), run4: () => measure(() => openAIStream(server, id, chat, 'chat'), STREAMS, server.pid) },
+      { name: 'raw node-llama-cpp chat', chat: true, run1: () => measure(() => rawChat(sequences[0]!, chat), 1), run4: () => measure((i) => rawChat(sequences[i]!, chat), STREAMS) },
+      { name: 'server, /v1 chat stream', chat: true, run1: () => measure(() => openAIStream(server, id, chat, 'chat'), 1, server.pid), run4: () => measure(() => openAIStream(server, id, chat, 'chat'), STREAMS, server.pid) },
     ];
     if (before) {
       paths.push({ name: 'baseline server, native SSE', run1: () => measure(() => serverStream(before, id, settings), 1, before.pid), run4: () => measure(() => serverStream(before, id, settings), STREAMS, before.pid) });
       paths.push({ name: 'baseline server, /v1 stream', run1: () => measure(() => openAIStream(before, id, settings), 1, before.pid), run4: () => measure(() => openAIStream(before, id, settings), STREAMS, before.pid) });
-      paths.push({ name: 'baseline server, /v1 chat stream', against: 3, run1: () => measure(() => openAIStream(before, id, chat, 'chat'), 1, before.pid), run4: () => measure(() => openAIStream(before, id, chat, 'chat'), STREAMS, before.pid) });
+      paths.push({ name: 'baseline server, /v1 chat stream', chat: true, run1: () => measure(() => openAIStream(before, id, chat, 'chat'), 1, before.pid), run4: () => measure(() => openAIStream(before, id, chat, 'chat'), STREAMS, before.pid) });
     }
     for (const { slots, t, server: ls } of llamaServers) {
       const run = () => measure(() => llamaServerStream(ls, settings), slots, ls.pid);
       paths.push({ name: `llama-server -np ${slots} -t ${t}`, ...(slots === 1 ? { run1: run } : { run4: run }) });
       const runChat = () => measure(() => llamaServerStream(ls, chat, 'chat'), slots, ls.pid);
-      paths.push({ name: `llama-server -np ${slots} -t ${t} chat`, against: 3, ...(slots === 1 ? { run1: runChat } : { run4: runChat }) });
+      paths.push({ name: `llama-server -np ${slots} -t ${t} chat`, chat: true, ...(slots === 1 ? { run1: runChat } : { run4: runChat }) });
     }
     for (const p of paths) {
       await p.run1?.(); // warm-up: loads the model in the server, JITs every path
@@ -272,9 +263,10 @@ async function benchModel(llama: Llama, name: string, file: string, server: Benc
     }
     const m = (xs: Sample[], k: keyof Sample) => median(xs.map((x) => x[k]));
     const cell = (xs: Sample[], text: () => string) => (xs.length ? text() : '-');
+    const rawOf = (chat = false) => samples[paths.findIndex((p) => p.name === (chat ? 'raw node-llama-cpp chat' : 'raw node-llama-cpp'))]!;
     const rows = paths.map((p, i) => {
       const s = samples[i]!;
-      const raw = samples[p.against ?? 0]!;
+      const raw = rawOf(p.chat && !p.name.startsWith('raw')); // (raw chats against raw completions: the template's cost)
       return [
         `${name}: ${p.name}`,
         cell(s.one, () => fmt(m(s.one, 'tps'))),
@@ -290,12 +282,13 @@ async function benchModel(llama: Llama, name: string, file: string, server: Benc
     });
     if (llamaServers.length) {
       // Our server against llama-server at its best thread count, per column (chats against its chats).
-      const best = (column: 'one' | 'four', chats: boolean) =>
-        Math.max(...paths.map((p, i) => (p.name.startsWith('llama-server') && p.name.endsWith(' chat') === chats && samples[i]![column].length ? m(samples[i]![column], 'tps') : 0)));
-      const ours = (column: 'one' | 'four', which: string) => m(samples[paths.findIndex((p) => p.name === which)]![column], 'tps');
+      const best = (column: 'one' | 'four', chat = false) =>
+        Math.max(...paths.map((p, i) => (p.name.startsWith('llama-server') && !!p.chat === chat && samples[i]![column].length ? m(samples[i]![column], 'tps') : 0)));
       for (const which of ['server, native SSE', 'server, /v1 stream', 'server, /v1 chat stream', 'raw node-llama-cpp', 'raw node-llama-cpp chat']) {
-        const chats = which.endsWith(' chat stream') || which.endsWith(' chat');
-        rows.push([`${name}: ${which} / best llama-server${chats ? ' chat' : ''}`, fmt(ours('one', which) / best('one', chats), 3), '', '', '', '', '', fmt(ours('four', which) / best('four', chats), 3), '', '']);
+        const index = paths.findIndex((p) => p.name === which);
+        const { chat } = paths[index]!;
+        const ours = (column: 'one' | 'four') => m(samples[index]![column], 'tps');
+        rows.push([`${name}: ${which} / best llama-server${chat ? ' chat' : ''}`, fmt(ours('one') / best('one', chat), 3), '', '', '', '', '', fmt(ours('four') / best('four', chat), 3), '', '']);
       }
     }
     return rows;

@@ -231,11 +231,11 @@ export class DecodeLoop {
    * this context's hands back at its next step, so that the next decodes take the new share.
    */
   shareChanged(): void {
-    if (this.#runControl && this.#threads && this.#threads.share !== this.#currentThreads) this.#runControl[0] = 1;
+    if (this.#threads && this.#threads.share !== this.#currentThreads) this.#handBack();
   }
 
-  /** A run in flight hands back at its next step (new work for the context: the next step takes it too). */
-  handBack(): void {
+  /** A run in flight hands back at its next step. */
+  #handBack(): void {
     if (this.#runControl) this.#runControl[0] = 1;
   }
 
@@ -248,7 +248,7 @@ export class DecodeLoop {
    */
   pauseRuns(): () => void {
     this.#runsPaused++;
-    this.handBack();
+    this.#handBack();
     let released = false;
     return () => {
       if (released) return;
@@ -274,7 +274,7 @@ export class DecodeLoop {
    * over as one decode, which takes as many steps as it has batches: a long one is not waited out).
    */
   chatStarted(sequence: LlamaContextSequence, { alone = false, signal }: { alone?: boolean; signal?: AbortSignal } = {}): void {
-    this.handBack(); // (its steps will wait for the chat's tokens)
+    this.#handBack(); // (its steps will wait for the chat's tokens)
     this.#chats.set(sequenceId(sequence), { engaged: false, alone, signal });
     this.#updateBusy();
   }
@@ -328,7 +328,7 @@ export class DecodeLoop {
   }
 
   #add(pending: Pending): void {
-    this.handBack(); // a run in flight: the next step takes this too
+    this.#handBack(); // a run in flight: the next step takes this too
     this.#queue.add(pending);
     if (pending.alone) this.#alone.add(pending);
     this.#updateBusy();
@@ -533,12 +533,13 @@ export class DecodeLoop {
    * soon as one reaches its sink's limit, the end of generation or the end of the context; a
    * generation that ends otherwise (a stop sequence, an abort, a client gone), new work for the
    * context (`#add`, `chatStarted`), node-llama-cpp wanting the context (`pauseRuns`) or a change of
-   * its thread share (`shareChanged`) stops it at its next step, and the tokens decoded past a generation's end are dropped with its cells. A run
-   * lasts at most RUN_BUDGET_MS of decoding; then the loop steps as before (and may start another).
+   * its thread share (`shareChanged`) stops it at its next step, and the tokens decoded past a
+   * generation's end are dropped with its cells. A run lasts at most RUN_BUDGET_MS of decoding; then
+   * the loop steps as before (and may start another).
    */
   #run(batch: Pending[], outcomes: unknown[]): Promise<void> | undefined {
     const run = this.#nativeRun;
-    if (!run || !this.#decodeAhead || this.#runsPaused > 0 || batch.length === 0 || batch.length !== this.#queue.size || this.#chats.size > 0) return undefined;
+    if (!run || !this.#decodeAhead || this.#runsPaused > 0 || batch.length !== this.#queue.size || this.#chats.size > 0) return undefined;
     for (const [index, pending] of batch.entries()) {
       const token = outcomes[index];
       if (!pending.own || typeof token !== 'number' || token < 0 || pending.own.signal?.aborted || pending.position >= this.#contextSize || pending.own.left <= 1) return undefined;
