@@ -1,5 +1,8 @@
 // Hostile request bodies: each is refused with a 4xx at once, and the server keeps serving others.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import net from 'node:net';
+import { once } from 'node:events';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import * as jsonSchemas from '../src/gen/schemas.gen.js';
 import * as zodSchemas from '../src/gen/zod.gen.js';
 import { JSON_LIMITS, JsonShapeScanner } from '../src/http/json-shape.js';
@@ -128,6 +131,85 @@ describe('request bodies are bounded', () => {
   it('a name beyond its bound is refused by the spec bound', async () => {
     const res = await call(server.url, 'POST', '/api/v1/jobs', { apiKey, body: { name: 'n'.repeat(129), requests: [{ model: 'demo-tiny', prompt: 'x' }] } });
     expect(expectApiError(res, 400, 'VALIDATION_ERROR').details).toEqual([{ path: 'body.name', message: expect.stringMatching(/<=128 characters/) }]);
+  });
+});
+
+describe('a request body read whole or as it trickles in', () => {
+  let server: TestServer;
+  let adminToken: string;
+
+  beforeAll(async () => {
+    server = await startTestServer({ settings: { 'rate_limit.requests_per_minute': 10_000, 'limits.max_body_bytes': 4096 } });
+    adminToken = await login(server.url);
+  });
+  afterAll(() => server.close());
+
+  /** A raw HTTP/1.1 request whose body goes out in `pieces`, `gapMs` apart; the answer's status and JSON body. */
+  async function sendInPieces(headers: Record<string, string>, pieces: string[], gapMs: number): Promise<{ status: number; body: any }> {
+    const socket = net.connect(server.port, '127.0.0.1');
+    await once(socket, 'connect');
+    const head = Object.entries({ Host: '127.0.0.1', Authorization: `Bearer ${adminToken}`, 'Content-Type': 'application/json', Connection: 'close', ...headers });
+    let answer = '';
+    socket.on('data', (chunk) => (answer += String(chunk)));
+    const closed = once(socket, 'close');
+    const headText = `POST /api/v1/auth/api-keys HTTP/1.1\r\n${head.map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`;
+    // With no gap the whole message goes out in one write: Node has parsed it to its end by the time the route reads it.
+    if (gapMs === 0) socket.write(headText + pieces.join(''));
+    else {
+      socket.write(headText);
+      for (const piece of pieces) {
+        await new Promise((resolve) => setTimeout(resolve, gapMs));
+        socket.write(piece);
+      }
+    }
+    await closed;
+    const [top, ...rest] = answer.split('\r\n\r\n');
+    const status = Number(/^HTTP\/1\.1 (\d+)/.exec(top!)![1]);
+    const text = rest.join('\r\n\r\n');
+    // A chunked answer: its one chunk's JSON.
+    return { status, body: JSON.parse(/transfer-encoding: chunked/i.test(top!) ? text.split('\r\n')[1]! : text) };
+  }
+
+  const body = '{"name":"whole","permissions":["read_models"],"bogus":true}';
+  const thirds = [body.slice(0, 20), body.slice(20, 40), body.slice(40)];
+  const chunked = (parts: string[]) => [...parts.map((part) => `${Buffer.byteLength(part).toString(16)}\r\n${part}\r\n`), '0\r\n\r\n'];
+
+  it('gives the same answer for the body sent at once and sent in pieces, with a length or chunked', async () => {
+    const expected = [{ path: 'body.bogus', message: 'Unknown field' }];
+    const iterator = vi.spyOn(Readable.prototype, 'iterator');
+    try {
+      for (const [headers, pieces, takenAtOnce] of [
+        [{ 'Content-Length': String(Buffer.byteLength(body)) }, thirds, true],
+        // Chunked: its end is known only once Node says the message is complete, a turn later.
+        [{ 'Transfer-Encoding': 'chunked' }, chunked(thirds), false],
+      ] as const) {
+        iterator.mockClear();
+        const whole = await sendInPieces(headers, [...pieces], 0);
+        expect(whole.status).toBe(400);
+        expect(whole.body.error.details).toEqual(expected);
+        // Of a declared length and all here: taken from the stream's buffer, nothing waited on the stream for its end.
+        expect(iterator).toHaveBeenCalledTimes(takenAtOnce ? 0 : 1);
+        iterator.mockClear();
+        const trickled = await sendInPieces(headers, [...pieces], 30);
+        expect(trickled.status).toBe(400);
+        expect(trickled.body.error.details).toEqual(expected);
+        expect(iterator).toHaveBeenCalled();
+      }
+    } finally {
+      iterator.mockRestore();
+    }
+  });
+
+  it('refuses a chunked body over the limit with 413, whether it came whole or trickled in', async () => {
+    const big = `{"name":"${'n'.repeat(5000)}","permissions":["read_models"]}`;
+    const parts = [big.slice(0, 2500), big.slice(2500)];
+    for (const gapMs of [0, 30]) {
+      const answer = await sendInPieces({ 'Transfer-Encoding': 'chunked' }, chunked(parts), gapMs);
+      expect(answer.status).toBe(413);
+      expect(answer.body.error.code).toBe('PAYLOAD_TOO_LARGE');
+    }
+    const fine = await sendInPieces({ 'Content-Length': String(Buffer.byteLength(body)) }, [body], 0);
+    expect(fine.status).toBe(400);
   });
 });
 

@@ -44,12 +44,21 @@ export async function readBody(ctx: AppContext, limit: number, shape?: JsonShape
   if (declared > limit) throw refuse(ctx, limit, declared);
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of chunksOf(ctx.req)) {
+  const take = (chunk: Buffer) => {
     size += chunk.length;
     if (size > limit) throw refuse(ctx, limit);
     if (shape) checkShape(ctx, shape, chunk, limit);
     chunks.push(chunk);
-  }
+  };
+  const { req } = ctx;
+  // A body of a declared length that is all here already (most JSON requests: it came with the
+  // headers) is taken from the stream's buffer at once; iterating the stream would wait a turn or
+  // two of the event loop for the end Node signals after it (0.1-0.3 ms of a streamed completion's
+  // first token). The stream is then let run to its end, as the iteration would have.
+  if (req.readableLength >= declared && req.readableFlowing !== true) {
+    for (let chunk = req.read() as Buffer | null; chunk !== null; chunk = req.read() as Buffer | null) take(chunk);
+    req.resume();
+  } else for await (const chunk of chunksOf(req)) take(chunk);
   ctx.state.rawBody = Buffer.concat(chunks);
   ctx.state.rawBodyShapeChecked = shape !== undefined;
   return ctx.state.rawBody;

@@ -36,10 +36,13 @@ for (const [name, schema] of Object.entries(zodSchemas)) {
 /** The spec's JSON Schema behind a generated zod schema, when it is a component of the spec. */
 export const specSchemaOf = (schema: ZodType): JsonSchema | undefined => BY_ZOD.get(schema);
 
+const REFERENCED = new Map(Object.entries(COMPONENTS).map(([name, schema]) => [`#/components/schemas/${name}`, schema]));
+const UNKNOWN: JsonSchema = {};
+
 const resolve = (schema: JsonSchema): JsonSchema => {
   let current = schema;
   // $refs in the spec point at components; a chain of them ends (the spec lints clean).
-  while (current.$ref) current = COMPONENTS[current.$ref.replace('#/components/schemas/', '')] ?? {};
+  while (current.$ref) current = REFERENCED.get(current.$ref) ?? UNKNOWN;
   return current;
 };
 
@@ -70,42 +73,50 @@ export interface BoundsReport {
 }
 
 export function checkSpecBounds(value: unknown, schema: JsonSchema, path: string, report: BoundsReport): void {
+  // Every bound is on an array or an object: a string, number, boolean or null has none to break
+  // (most of a body's leaves; walking into them, their paths built, was most of this check's cost).
+  if (!isContainer(value)) return;
   const { issues } = report;
   if (issues.length >= MAX_VALIDATION_ISSUES) return;
   const spec = resolve(schema);
-  for (const part of spec.allOf ?? []) checkSpecBounds(value, part, path, report);
+  if (spec.allOf) for (const part of spec.allOf) checkSpecBounds(value, part, path, report);
   const alternatives = spec.oneOf ?? spec.anyOf;
   if (alternatives) {
     // The spec's alternatives differ by JSON type; a value of none of them is zod's to report.
-    const match = alternatives.find((alternative) => allows(alternative, jsonType(value)));
+    const type = jsonType(value);
+    const match = alternatives.find((alternative) => allows(alternative, type));
     if (match) checkSpecBounds(value, match, path, report);
   }
-  const add = (at: string, message: string, oversized = false) => {
-    if (issues.length < MAX_VALIDATION_ISSUES) issues.push({ path: at, message });
-    if (oversized) report.oversized = true;
-  };
 
   if (Array.isArray(value)) {
-    if (spec.maxItems !== undefined && value.length > spec.maxItems) return add(path, `Too many items: at most ${spec.maxItems}`, true);
+    if (spec.maxItems !== undefined && value.length > spec.maxItems) return note(report, path, `Too many items: at most ${spec.maxItems}`, true);
     if (spec.uniqueItems) {
       const seen = new Map<string, number>();
       value.forEach((item, i) => {
         const key = JSON.stringify(item);
         const first = seen.get(key);
         if (first === undefined) seen.set(key, i);
-        else add(pathOf(path, i), `Duplicate of ${pathOf(path, first)}: items must be unique`);
+        else note(report, pathOf(path, i), `Duplicate of ${pathOf(path, first)}: items must be unique`);
       });
     }
-    if (spec.items) for (let i = 0; i < value.length && issues.length < MAX_VALIDATION_ISSUES; i++) checkSpecBounds(value[i], spec.items, pathOf(path, i), report);
-  } else if (typeof value === 'object' && value !== null) {
+    if (spec.items) for (let i = 0; i < value.length && issues.length < MAX_VALIDATION_ISSUES; i++) if (isContainer(value[i])) checkSpecBounds(value[i], spec.items, pathOf(path, i), report);
+  } else {
     const keys = Object.keys(value);
-    if (spec.maxProperties !== undefined && keys.length > spec.maxProperties) return add(path, `Too many fields: at most ${spec.maxProperties}`, true);
+    if (spec.maxProperties !== undefined && keys.length > spec.maxProperties) return note(report, path, `Too many fields: at most ${spec.maxProperties}`, true);
     const properties = spec.properties ?? {};
     for (const key of keys) {
       if (issues.length >= MAX_VALIDATION_ISSUES) return;
       const field = Object.hasOwn(properties, key) ? properties[key] : spec.additionalProperties;
-      if (field === false) add(pathOf(path, key), 'Unknown field');
-      else if (typeof field === 'object') checkSpecBounds((value as Record<string, unknown>)[key], field, pathOf(path, key), report);
+      if (field === false) note(report, pathOf(path, key), 'Unknown field');
+      else if (typeof field === 'object' && isContainer((value as Record<string, unknown>)[key])) checkSpecBounds((value as Record<string, unknown>)[key], field, pathOf(path, key), report);
     }
   }
+}
+
+/** An array or an object: what a size or shape bound can apply to. */
+const isContainer = (value: unknown): value is object => value !== null && typeof value === 'object';
+
+function note(report: BoundsReport, path: string, message: string, oversized = false): void {
+  if (report.issues.length < MAX_VALIDATION_ISSUES) report.issues.push({ path, message });
+  if (oversized) report.oversized = true;
 }
