@@ -235,6 +235,32 @@ describe('decode loop', () => {
     expect(texts[0]).toEqual(texts[1]);
   });
 
+  it('a generation whose first token is the end of generation starts no run (it would end after one step)', async () => {
+    useDecodeAhead(true, 60_000);
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1 });
+    useDecodeAhead(true);
+    const item = sequences[0]!;
+    try {
+      // Sampled hot, some seed's first token is the end of generation (the demo model favours it).
+      let seed = 0;
+      let empty: Awaited<ReturnType<typeof ours>> | undefined;
+      for (; seed < 500 && !empty; seed++) {
+        const before = item.loop.runs;
+        const got = await ours(item, { maxTokens: 16, temperature: 2, seed });
+        if (got.completionTokens === 0) {
+          empty = got;
+          expect(item.loop.runs - before).toBe(0);
+        } else if (got.completionTokens > 2) {
+          expect(item.loop.runs - before).toBeGreaterThan(0); // the others run as before
+        }
+      }
+      expect(empty).toMatchObject({ text: '', stopReason: 'eog', completionTokens: 0 });
+      expect(lastPosition(contexts[0]!, item)).toBe(-1);
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
   it('an abort of the signal stops a run at its next step, where the sink would take more, and the sequence is fresh after', async () => {
     useDecodeAhead(true, 60_000);
     const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1, context_size: 4096 });

@@ -540,9 +540,13 @@ export class DecodeLoop {
   #run(batch: Pending[], outcomes: unknown[]): Promise<void> | undefined {
     const run = this.#nativeRun;
     if (!run || !this.#decodeAhead || this.#runsPaused > 0 || batch.length !== this.#queue.size || this.#chats.size > 0) return undefined;
+    const model = this.#context.model;
     for (const [index, pending] of batch.entries()) {
       const token = outcomes[index];
       if (!pending.own || typeof token !== 'number' || token < 0 || pending.own.signal?.aborted || pending.position >= this.#contextSize || pending.own.left <= 1) return undefined;
+      // A generation that ends with this token (the end of generation as its first token, often a
+      // chat's empty reply) would end the run after one step: the end would wait for that decode.
+      if (model.isEogToken(token as Token)) return undefined;
     }
     if (!this.#nativeFor(batch)) return undefined;
     // Not while the thread share times the model's first decodes (on one thread, step by step).
