@@ -272,10 +272,26 @@ export async function startInProcessServer(options: { modelsDir: string; setting
   };
 }
 
+/**
+ * `fetch`, sent once more when the connection it went out on was closed under it before any answer:
+ * a kept-alive connection the server closed after its idle timeout (5 s by default) while this
+ * process was busy (loading a model of raw node-llama-cpp's), which undici reuses before it has
+ * seen the close ("other side closed"). The server never took that request.
+ */
+export async function fetchOnce(url: string, init: RequestInit): Promise<Response> {
+  try {
+    return await fetch(url, init);
+  } catch (error) {
+    const code = (error as { cause?: { code?: string } }).cause?.code;
+    if (code !== 'UND_ERR_SOCKET' && code !== 'ECONNRESET') throw error;
+    return fetch(url, init);
+  }
+}
+
 /** One streamed generation over HTTP, timed from the client's side. */
 export async function serverStream(server: { url: string; token: string }, model: string, settings: GenerationSettings): Promise<RunResult> {
   const started = performance.now();
-  const response = await fetch(`${server.url}/api/v1/inference`, {
+  const response = await fetchOnce(`${server.url}/api/v1/inference`, {
     method: 'POST',
     headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': 'application/json' },
     body: JSON.stringify({ model, prompt: settings.prompt, max_tokens: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, stream: true }),

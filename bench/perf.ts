@@ -38,7 +38,7 @@ import { DEFAULT_CONFIG } from '../server/src/config.js';
 import { openContexts } from '../server/src/engine/contexts.js';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
 import { httpFloor } from './http-floor.js';
-import { cpuSeconds, DEMO_MODELS, fmt, machineLine, median, parseFlags, rawChat, rawGenerate, readSse, runResult, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
+import { cpuSeconds, DEMO_MODELS, fetchOnce, fmt, machineLine, median, parseFlags, rawChat, rawGenerate, readSse, runResult, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
 const quick = flags.has('quick');
@@ -133,7 +133,7 @@ async function openAIStream(server: { url: string; token: string }, model: strin
   const started = performance.now();
   const endpoint = kind === 'chat' ? '/v1/chat/completions' : '/v1/completions';
   const input = kind === 'chat' ? { messages: [{ role: 'user', content: settings.prompt }] } : { prompt: settings.prompt };
-  const response = await fetch(`${server.url}${endpoint}`, {
+  const response = await fetchOnce(`${server.url}${endpoint}`, {
     method: 'POST',
     headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': 'application/json' },
     body: JSON.stringify({ model, ...input, max_tokens: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, stream: true, stream_options: { include_usage: true } }),
@@ -185,7 +185,7 @@ async function llamaServerStream(server: LlamaServer, settings: GenerationSettin
   const started = performance.now();
   const chat = kind === 'chat';
   const sampling = { temperature: settings.temperature, seed: settings.seed, stream: true, ignore_eos: true, cache_prompt: false };
-  const response = await fetch(`${server.url}${chat ? '/v1/chat/completions' : '/completion'}`, {
+  const response = await fetchOnce(`${server.url}${chat ? '/v1/chat/completions' : '/completion'}`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify(
