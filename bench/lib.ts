@@ -275,7 +275,7 @@ export async function startInProcessServer(options: { modelsDir: string; setting
 /**
  * `fetch`, sent once more when the connection it went out on was closed under it before any answer:
  * a kept-alive connection the server closed after its idle timeout (5 s by default) while this
- * process was busy (loading a model of raw node-llama-cpp's), which undici reuses before it has
+ * process was busy, which undici reuses before it has
  * seen the close ("other side closed"). The server never took that request.
  */
 export async function fetchOnce(url: string, init: RequestInit): Promise<Response> {
