@@ -272,26 +272,31 @@ export async function startInProcessServer(options: { modelsDir: string; setting
   };
 }
 
+/** How many requests `fetchOnce` sent a second time (printed with the results). */
+export const resent = { count: 0 };
+
 /**
- * `fetch`, sent once more when the connection it went out on was closed under it before any answer:
- * a kept-alive connection the server closed after its idle timeout (5 s by default) while this
- * process was busy, which undici reuses before it has
- * seen the close ("other side closed"). The server never took that request.
+ * `fetch`, sent once more when it failed with the connection closed or reset before any answer
+ * (seen once: "other side closed" on a kept-alive connection, likely one a server closed after its
+ * idle timeout while this process was busy). A server that died stays dead: the second try fails.
+ * `started`: when the try that was answered went out, so its timings leave out the failed one.
  */
-export async function fetchOnce(url: string, init: RequestInit): Promise<Response> {
+export async function fetchOnce(url: string, init: RequestInit): Promise<{ response: Response; started: number }> {
+  let started = performance.now();
   try {
-    return await fetch(url, init);
+    return { response: await fetch(url, init), started };
   } catch (error) {
     const code = (error as { cause?: { code?: string } }).cause?.code;
     if (code !== 'UND_ERR_SOCKET' && code !== 'ECONNRESET') throw error;
-    return fetch(url, init);
+    resent.count++;
+    started = performance.now();
+    return { response: await fetch(url, init), started };
   }
 }
 
 /** One streamed generation over HTTP, timed from the client's side. */
 export async function serverStream(server: { url: string; token: string }, model: string, settings: GenerationSettings): Promise<RunResult> {
-  const started = performance.now();
-  const response = await fetchOnce(`${server.url}/api/v1/inference`, {
+  const { response, started } = await fetchOnce(`${server.url}/api/v1/inference`, {
     method: 'POST',
     headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': 'application/json' },
     body: JSON.stringify({ model, prompt: settings.prompt, max_tokens: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, stream: true }),

@@ -38,7 +38,7 @@ import { DEFAULT_CONFIG } from '../server/src/config.js';
 import { openContexts } from '../server/src/engine/contexts.js';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
 import { httpFloor } from './http-floor.js';
-import { cpuSeconds, DEMO_MODELS, fetchOnce, fmt, machineLine, median, parseFlags, rawChat, rawGenerate, readSse, runResult, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
+import { cpuSeconds, DEMO_MODELS, fetchOnce, fmt, resent, machineLine, median, parseFlags, rawChat, rawGenerate, readSse, runResult, serverStream, startChildServer, startLlama, table, tempDir, type BenchServer, type GenerationSettings, type RunResult } from './lib.js';
 
 const flags = parseFlags(process.argv.slice(2));
 const quick = flags.has('quick');
@@ -130,10 +130,9 @@ const openAIPiece = (chunk: OpenAIChunk) => ({ piece: chunk.choices?.[0]?.text ?
  * /v1/chat/completions` with it as the one user message.
  */
 async function openAIStream(server: { url: string; token: string }, model: string, settings: GenerationSettings, kind: 'completion' | 'chat' = 'completion'): Promise<RunResult> {
-  const started = performance.now();
   const endpoint = kind === 'chat' ? '/v1/chat/completions' : '/v1/completions';
   const input = kind === 'chat' ? { messages: [{ role: 'user', content: settings.prompt }] } : { prompt: settings.prompt };
-  const response = await fetchOnce(`${server.url}${endpoint}`, {
+  const { response, started } = await fetchOnce(`${server.url}${endpoint}`, {
     method: 'POST',
     headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': 'application/json' },
     body: JSON.stringify({ model, ...input, max_tokens: settings.maxTokens, temperature: settings.temperature, seed: settings.seed, stream: true, stream_options: { include_usage: true } }),
@@ -182,10 +181,9 @@ async function startLlamaServer(bin: string, modelFile: string, slots: number, t
  * (the model's chat template, as ours).
  */
 async function llamaServerStream(server: LlamaServer, settings: GenerationSettings, kind: 'completion' | 'chat' = 'completion'): Promise<RunResult> {
-  const started = performance.now();
   const chat = kind === 'chat';
   const sampling = { temperature: settings.temperature, seed: settings.seed, stream: true, ignore_eos: true, cache_prompt: false };
-  const response = await fetchOnce(`${server.url}${chat ? '/v1/chat/completions' : '/completion'}`, {
+  const { response, started } = await fetchOnce(`${server.url}${chat ? '/v1/chat/completions' : '/completion'}`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify(
@@ -342,4 +340,5 @@ if (!flags.has('no-http')) {
   await httpFloor({ seconds: quick ? 2 : 3, rounds: quick ? 3 : 5, connections: 16, log, baseline: baselineRoot });
 }
 log();
+if (resent.count > 0) log(`${resent.count} streaming request(s) sent a second time: the first went out on a connection that was closed or reset before any answer`);
 log(`done; ${machineLine()}`);

@@ -52,9 +52,10 @@ export async function readBody(ctx: AppContext, limit: number, shape?: JsonShape
   };
   const { req } = ctx;
   // A body of a declared length that is all here already (most JSON requests: it came with the
-  // headers) is taken from the stream's buffer at once; iterating the stream would wait a turn or
-  // two of the event loop for the end Node signals after it (0.1-0.3 ms of a streamed completion's
-  // first token). The stream is then let run to its end, as the iteration would have.
+  // headers, and the middleware before has awaited) is taken from the stream's buffer at once;
+  // iterating the stream would wait a turn or two of the event loop for the end Node signals after
+  // it (a streamed completion's first token came 0.07 ms sooner without). The stream is then let
+  // run to its end, as the iteration would have.
   if (req.readableLength >= declared && req.readableFlowing !== true) {
     for (let chunk = req.read() as Buffer | null; chunk !== null; chunk = req.read() as Buffer | null) take(chunk);
     req.resume();
