@@ -131,6 +131,14 @@ llama_token sampleAt(AddonSampler* sampler, AddonContext* context, int32_t index
   return token;
 }
 
+// `result.errors`: each sequence's error (undefined where it had none), set only when one had one.
+void setErrors(Napi::Env env, Napi::Object result, const std::vector<std::string>& errors) {
+  if (std::all_of(errors.begin(), errors.end(), [](const std::string& error) { return error.empty(); })) return;
+  Napi::Array list = Napi::Array::New(env, errors.size());
+  for (size_t i = 0; i < errors.size(); i++) list.Set(i, errors[i].empty() ? env.Undefined() : Napi::String::New(env, errors[i]));
+  result.Set("errors", list);
+}
+
 class StepWorker : public Napi::AsyncWorker {
  public:
   StepWorker(Napi::Env env, AddonContext* context, std::vector<AddonSampler*> samplers, std::vector<int32_t> indexes)
@@ -176,13 +184,7 @@ class StepWorker : public Napi::AsyncWorker {
     for (size_t i = 0; i < tokens_.size(); i++) tokens[i] = tokens_[i];
     result.Set("tokens", tokens);
     result.Set("decodeMs", Napi::Number::New(env, decodeMs_));
-    bool failed = false;
-    for (const std::string& error : errors_) failed = failed || !error.empty();
-    if (failed) {
-      Napi::Array errors = Napi::Array::New(env, errors_.size());
-      for (size_t i = 0; i < errors_.size(); i++) errors.Set(i, errors_[i].empty() ? env.Undefined() : Napi::String::New(env, errors_[i]));
-      result.Set("errors", errors);
-    }
+    setErrors(env, result, errors_);
     deferred_.Resolve(result);
   }
   void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
@@ -334,13 +336,7 @@ struct DecodeRun {
     result.Set("decoded", Napi::Number::New(env, run->decoded));
     result.Set("decodeMs", Napi::Number::New(env, run->decodeMs));
     if (!run->error.empty()) result.Set("error", Napi::String::New(env, run->error));
-    bool failed = false;
-    for (const std::string& error : run->errors) failed = failed || !error.empty();
-    if (failed) {
-      Napi::Array errors = Napi::Array::New(env, run->errors.size());
-      for (size_t i = 0; i < run->errors.size(); i++) errors.Set(i, run->errors[i].empty() ? env.Undefined() : Napi::String::New(env, run->errors[i]));
-      result.Set("errors", errors);
-    }
+    setErrors(env, result, run->errors);
     run->deferred.Resolve(result);
     run->context->Unref();
     for (AddonSampler* sampler : run->samplers) sampler->Unref();
