@@ -3,13 +3,14 @@
 // sequence of a context, stop sequences and grammars, and sequences left empty for the next user.
 import { readdirSync, readFileSync } from 'node:fs';
 import { LlamaChat, LlamaCompletion, type LlamaContext } from 'node-llama-cpp';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../server/src/config.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
 import { complete, promptTokens, TextAssembler, type CompletionOptions } from '../../server/src/engine/completion.js';
 import { createSampler, useDecodeAhead, WRAPPED_BINDING } from '../../server/src/engine/decode-loop.js';
 import { engineAddon, useNativeStep } from '../../server/src/engine/native-addon.js';
 import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
+import { recordRunLanes } from '../../test/helpers/run-lanes.js';
 import { useTinyModel } from '../../test/helpers/demo-llama.js';
 
 const PROMPT = 'Hello world';
@@ -419,10 +420,7 @@ describe('decode loop', () => {
 
   it('a shared run stops where one of its generations ends otherwise (a stop sequence, an abort, a sink that throws), the others go on', async () => {
     // Each run's sequences, as the loop hands them to the addon.
-    const addon = engineAddon()!;
-    const realRun = addon.run;
-    const lanes: number[][] = [];
-    const spy = vi.spyOn(addon, 'run').mockImplementation((...args) => (lanes.push([...args[2]]), realRun(...args)));
+    const { lanes, restore } = recordRunLanes();
     useDecodeAhead(true, 60_000);
     const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
     useDecodeAhead(true);
@@ -457,7 +455,7 @@ describe('decode loop', () => {
       expect(lanes.at(-1)).toEqual([ids.at(-1)]);
       for (const item of sequences) expect(lastPosition(contexts[0]!, item)).toBe(-1);
     } finally {
-      spy.mockRestore();
+      restore();
       for (const context of contexts) await context.dispose();
     }
   });

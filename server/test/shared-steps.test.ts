@@ -2,14 +2,14 @@
 // decodes (a chat, LlamaCompletion) as well as the engine's own (decode-loop.ts), and every engine
 // feature still works on such a context.
 import { LlamaCompletion, type LlamaContext } from 'node-llama-cpp';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../server/src/config.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
 import { complete } from '../../server/src/engine/completion.js';
 import { useDecodeAhead } from '../../server/src/engine/decode-loop.js';
-import { engineAddon } from '../../server/src/engine/native-addon.js';
 import type { GenerationRequest } from '../../server/src/engine/engine.js';
 import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
+import { recordRunLanes } from '../../test/helpers/run-lanes.js';
 import { engineOn, useTinyModel } from '../../test/helpers/demo-llama.js';
 
 const TOKENS = 32;
@@ -90,11 +90,8 @@ describe('shared decode steps', () => {
   it('adds the sequences of a step in ascending id order, however their generations were queued, on the loop and in its runs', async () => {
     // With a KV stream per sequence llama.cpp decodes only consecutive, increasing sequence ids in
     // one micro-batch: [3, 1, 2, 0] as given would be three graphs a step instead of one.
-    const addon = engineAddon()!;
-    const realRun = addon.run;
     for (const ahead of [false, true]) {
-      const runs: number[][] = [];
-      const spy = vi.spyOn(addon, 'run').mockImplementation((...args) => (runs.push([...args[2]]), realRun(...args)));
+      const { lanes: runs, restore } = recordRunLanes();
       useDecodeAhead(ahead); // off: every step on the loop, where the wrapper sees it
       const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
       useDecodeAhead(true);
@@ -116,7 +113,7 @@ describe('shared decode steps', () => {
           expect(runs).toEqual([]);
         }
       } finally {
-        spy.mockRestore();
+        restore();
         for (const context of contexts) await context.dispose();
       }
     }
