@@ -43,6 +43,10 @@ struct StepApi {
   const llama_vocab* (*vocab)(const llama_model*) = nullptr;
   bool (*eog)(const llama_vocab*, llama_token) = nullptr;
   int32_t (*threads)(llama_context*) = nullptr;
+  llama_memory_t (*memory)(const llama_context*) = nullptr;
+  bool (*removeCells)(llama_memory_t, llama_seq_id, llama_pos, llama_pos) = nullptr;
+  float* (*logitsAt)(llama_context*, int32_t) = nullptr;
+  int32_t (*vocabSize)(const llama_vocab*) = nullptr;
 };
 
 // The functions, from the copies node-llama-cpp loaded: from the addon file that holds the context
@@ -58,7 +62,13 @@ const char* resolve(StepApi& api, const void* binding) {
   api.vocab = reinterpret_cast<decltype(api.vocab)>(dlsym(addon, "llama_model_get_vocab"));
   api.eog = reinterpret_cast<decltype(api.eog)>(dlsym(addon, "llama_vocab_is_eog"));
   api.threads = reinterpret_cast<decltype(api.threads)>(dlsym(addon, "llama_n_threads"));
-  if (!api.decode || !api.synchronize || !api.logits || !api.model || !api.vocab || !api.eog || !api.threads) return "libllama lacks llama_decode";
+  api.memory = reinterpret_cast<decltype(api.memory)>(dlsym(addon, "llama_get_memory"));
+  api.removeCells = reinterpret_cast<decltype(api.removeCells)>(dlsym(addon, "llama_memory_seq_rm"));
+  api.logitsAt = reinterpret_cast<decltype(api.logitsAt)>(dlsym(addon, "llama_get_logits_ith"));
+  api.vocabSize = reinterpret_cast<decltype(api.vocabSize)>(dlsym(addon, "llama_vocab_n_tokens"));
+  if (!api.decode || !api.synchronize || !api.logits || !api.model || !api.vocab || !api.eog || !api.threads || !api.memory || !api.removeCells || !api.logitsAt ||
+      !api.vocabSize)
+    return "libllama lacks llama_decode";
   api.rebuild = reinterpret_cast<decltype(api.rebuild)>(dlsym(addon, "_ZN12AddonSampler20rebuildChainIfNeededEv"));
   api.sample = reinterpret_cast<decltype(api.sample)>(dlsym(addon, "_ZN12AddonSampler6sampleEP13llama_contextiR22llama_token_data_arrayb"));
   api.accept = reinterpret_cast<decltype(api.accept)>(dlsym(addon, "_ZN12AddonSampler11acceptTokenEi"));
@@ -219,8 +229,16 @@ std::atomic<int>& activeRuns() {
   return count;
 }
 
+// A row of a sequence that is not stepping, decoded beside the ones that are so that each of their
+// rows is in a micro-batch of several sequences (see the loop's #padsFor): at `position`, the
+// sequence's next, its cell removed again after the decode.
+struct Pad {
+  int32_t sequence, position;
+};
+
 struct DecodeRun {
   AddonContext* context;
+  std::vector<Pad> pads;  // ascending sequence ids
   // One per sequence, in the batch's order (ascending sequence ids: see the loop's #fill).
   std::vector<AddonSampler*> samplers;
   std::vector<int32_t> sequences, positions;
@@ -258,18 +276,32 @@ struct DecodeRun {
     int32_t furthest = 0;
     for (int32_t position : positions) furthest = std::max(furthest, position);
     std::vector<llama_token> next = tokens;
+    // Each sequence's row in the batch: the sequences and the pads in ascending id order.
+    std::vector<int32_t> rows(n);
+    const int32_t width = n + static_cast<int32_t>(pads.size());
+    for (int32_t i = 0, pad = 0, row = 0; row < width; row++) {
+      if (pad < static_cast<int32_t>(pads.size()) && (i == n || pads[pad].sequence < sequences[i])) pad++;
+      else rows[i++] = row;
+    }
+    llama_memory_t memory = api.memory(context->ctx);
     for (; decoded < limit && furthest + decoded < cells && decodeMs < budgetMs;) {
       if (__atomic_load_n(stop, __ATOMIC_ACQUIRE) != 0) break;
-      batch.n_tokens = n;
-      for (int32_t i = 0; i < n; i++) {
-        batch.token[i] = next[i];
-        batch.pos[i] = positions[i] + decoded;
-        batch.n_seq_id[i] = 1;
-        batch.seq_id[i][0] = sequences[i];
-        batch.logits[i] = true;
+      batch.n_tokens = width;
+      for (int32_t i = 0, pad = 0, row = 0; row < width; row++) {
+        const bool padRow = pad < static_cast<int32_t>(pads.size()) && (i == n || pads[pad].sequence < sequences[i]);
+        batch.token[row] = next[0];
+        batch.pos[row] = padRow ? pads[pad].position : positions[i] + decoded;
+        batch.n_seq_id[row] = 1;
+        batch.seq_id[row][0] = padRow ? pads[pad].sequence : sequences[i];
+        batch.logits[row] = !padRow;
+        if (padRow) pad++;
+        else batch.token[row] = next[i++];
       }
       const auto started = std::chrono::steady_clock::now();
-      if (std::string failed; !decodeBatch(context, failed)) {
+      std::string failed;
+      const bool ok = decodeBatch(context, failed);
+      for (const Pad& pad : pads) api.removeCells(memory, pad.sequence, pad.position, -1);
+      if (!ok) {
         Fail(failed);
         break;
       }
@@ -281,7 +313,7 @@ struct DecodeRun {
       }
       bool ended = false;
       for (int32_t i = 0; i < n; i++) {
-        next[i] = sampleAt(samplers[i], context, i, errors[i]);
+        next[i] = sampleAt(samplers[i], context, rows[i], errors[i]);
         ended = ended || next[i] < 0 || api.eog(vocab, next[i]);
       }
       {
@@ -407,10 +439,12 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
 
 namespace {
 // run(contextBinding, samplers, sequenceIds: Int32Array, positions: Int32Array, tokens:
-// Int32Array, limit, cells, budgetMs, control: Int32Array, onTokens) -> Promise<{ decoded,
-// decodeMs, error?, errors? }>: DecodeRun above, for the sequences `sequenceIds` (ascending), each
-// decoding its `tokens[i]` at `positions[i]` first and sampled with `samplers[i]`. The binding
-// must hold a batch of room for one token per sequence; the caller keeps the binding and the
+// Int32Array, limit, cells, budgetMs, control: Int32Array, onTokens, padIds?: Int32Array,
+// padPositions?: Int32Array) ->
+// Promise<{ decoded, decodeMs, error?, errors? }>: DecodeRun above, for the sequences
+// `sequenceIds` (ascending), each decoding its `tokens[i]` at `positions[i]` first and sampled
+// with `samplers[i]`, beside a row of each sequence of `padIds` (ascending, none of them stepping)
+// at its `padPositions[i]`, its cell removed after each decode. The binding must hold a batch of room for one token per sequence and pad; the caller keeps the binding and the
 // samplers alive and undisposed until the promise settles, and gives the context to nothing else
 // meanwhile.
 Napi::Value Run(const Napi::CallbackInfo& info) {
@@ -438,7 +472,12 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
     Napi::Error::New(env, reason).ThrowAsJavaScriptException();
     return env.Undefined();
   }
-  if (context->disposed || !context->contextLoaded || !context->ctx || !context->has_batch || context->batch_n_tokens < static_cast<int32_t>(samplers.size())) {
+  std::vector<Pad> pads;
+  if (info.Length() > 11 && int32s(10) && int32s(11) && info[10].As<Napi::TypedArray>().ElementLength() == info[11].As<Napi::TypedArray>().ElementLength()) {
+    Napi::Int32Array padIds = info[10].As<Napi::Int32Array>(), padPositions = info[11].As<Napi::Int32Array>();
+    for (size_t i = 0; i < padIds.ElementLength(); i++) pads.push_back({padIds[i], padPositions[i]});
+  }
+  if (context->disposed || !context->contextLoaded || !context->ctx || !context->has_batch || context->batch_n_tokens < static_cast<int32_t>(samplers.size() + pads.size())) {
     Napi::Error::New(env, context->disposed ? "Context is disposed" : "no batch of room for the run's tokens").ThrowAsJavaScriptException();
     return env.Undefined();
   }
@@ -449,6 +488,7 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
   run->positions.assign(positions.Data(), positions.Data() + positions.ElementLength());
   run->tokens.assign(tokens.Data(), tokens.Data() + tokens.ElementLength());
   run->errors.resize(run->samplers.size());
+  run->pads = std::move(pads);
   // Any count: a sink with no limit passes Infinity (which Int32Value would read as 0).
   const double limit = info[5].As<Napi::Number>().DoubleValue();
   run->limit = limit >= INT32_MAX ? INT32_MAX : static_cast<int32_t>(limit);
@@ -472,6 +512,44 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
 }  // namespace
 
 namespace {
+// A live context binding whose functions resolved, or undefined with the JavaScript error thrown.
+AddonContext* liveContext(Napi::Env env, Napi::Value value) {
+  auto* context = unwrapped<AddonContext>(env, value);
+  const char* reason = context ? unresolved(context) : "not a node-llama-cpp context binding";
+  if (!reason && (context->disposed || !context->contextLoaded || !context->ctx)) reason = "Context is disposed";
+  if (reason) {
+    Napi::Error::New(env, reason).ThrowAsJavaScriptException();
+    return nullptr;
+  }
+  return context;
+}
+
+// logitsAt(contextBinding, batchIndex) -> Float32Array: a copy of the logits the last decode
+// left for that row of its batch (llama_get_logits_ith). Between decodes only.
+Napi::Value LogitsAt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = info.Length() > 1 && info[1].IsNumber() ? liveContext(env, info[0]) : nullptr;
+  if (!context) {
+    if (!env.IsExceptionPending()) Napi::TypeError::New(env, "logitsAt(contextBinding, batchIndex)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const int32_t index = info[1].As<Napi::Number>().Int32Value();
+  const float* logits = nullptr;
+  try {
+    if (index >= 0 && index < context->batch.n_tokens) logits = ::api().logitsAt(context->ctx, index);
+  } catch (...) {
+    logits = nullptr;
+  }
+  if (!logits) {
+    Napi::RangeError::New(env, "no logits at that index of the last batch").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const int32_t size = ::api().vocabSize(::api().vocab(::api().model(context->ctx)));
+  Napi::Float32Array copy = Napi::Float32Array::New(env, size);
+  std::copy(logits, logits + size, copy.Data());
+  return copy;
+}
+
 // ready(contextBinding) -> undefined, or why the step cannot run on node-llama-cpp as loaded.
 Napi::Value Ready(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -486,4 +564,5 @@ void InitStep(Napi::Env env, Napi::Object exports) {
   exports.Set("step", Napi::Function::New(env, Step));
   exports.Set("run", Napi::Function::New(env, Run));
   exports.Set("stepUnavailable", Napi::Function::New(env, Ready));
+  exports.Set("logitsAt", Napi::Function::New(env, LogitsAt));
 }

@@ -305,7 +305,7 @@ describe('decode loop', () => {
     }));
     const base = highestNice();
     useDecodeAhead(true, 60_000);
-    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2 });
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, sequences_per_context: 1 });
     useDecodeAhead(true);
     try {
       for (const item of sequences) await ours(item, { maxTokens: 8 }); // the thread share times the first decodes
@@ -381,6 +381,33 @@ describe('decode loop', () => {
     }
   });
 
+  it("a lone deterministic generation's run in a long context on 2 threads pads its steps with a row of the next sequence, whose cells are left as they were", async () => {
+    // (minStepMs 0: the thread share splits the tiny model's decodes too.)
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, threads: 2, parallel: 4, sequences_per_context: 4 }, { minStepMs: 0 });
+    try {
+      const [first, second] = sequences as [EngineSequence, EngineSequence];
+      await ours(first, { maxTokens: 8 }); // the thread share times the first decodes step by step
+      const loop = first.loop;
+      // 250 tokens: its tokens from position 250 on, where a lone one is padded (LONE_PAD_FROM).
+      const generate = () => ours(first, { prompt: 'Once upon a time '.repeat(25), maxTokens: 32, temperature: 1, seed: 3, alone: true });
+      const empty = await generate();
+      // The next sequence holds 5 cells (as a chat between its turns would).
+      await second.sequence.evaluateWithoutGeneratingNewTokens(tiny.model.tokenize('Hello world and more'));
+      const held = lastPosition(contexts[0]!, second);
+      expect(held).toBeGreaterThanOrEqual(3);
+      const steps = countDecodeSteps(contexts[0]!);
+      const runs = loop.runs;
+      const beside = await generate();
+      expect(loop.runs).toBeGreaterThan(runs);
+      expect(beside.text).toBe(empty.text);
+      if (loop.batchShapesAgree) expect(steps.slice(1)).toEqual([2]); // after its prompt, its row and the pad, then the run's
+      expect(lastPosition(contexts[0]!, second)).toBe(held);
+      expect(lastPosition(contexts[0]!, first)).toBe(-1);
+    } finally {
+      for (const context of contexts) await context.dispose();
+    }
+  });
+
   it('the generations of a shared context step together in one run, with the texts of the loop\'s own steps', async () => {
     const lanes = [{ maxTokens: 40 }, { maxTokens: 40, temperature: 0.9, seed: 6 }, { maxTokens: 24 }, { maxTokens: 32, temperature: 0.7, seed: 1 }];
     const runs = [];
@@ -402,11 +429,13 @@ describe('decode loop', () => {
         if (ahead) {
           // The four prompts in one step, then a run of all four until the first ends (24 tokens:
           // 23 steps after its first), a step of the three left and their run (to 32), then the two.
-          expect(steps).toEqual([40, 3, 2]);
+          // The three left have the ended one's sequence between them: a row of it pads their
+          // steps, so that they decode as one micro-batch (#padsFor), not two.
+          expect(steps).toEqual([40, 3 + 1, 2]);
           expect(loop.aheadSteps - before.ahead).toBe(23 + 7 + 7);
           expect(loop.runs - before.runs).toBe(3);
         } else {
-          expect(steps).toEqual([40, ...Array(23).fill(4), ...Array(8).fill(3), ...Array(8).fill(2)]);
+          expect(steps).toEqual([40, ...Array(23).fill(4), ...Array(8).fill(3 + 1), ...Array(8).fill(2)]);
           expect(loop.runs).toBe(0);
         }
         runs.push(got.map((outcome) => [outcome.text, outcome.completionTokens]));

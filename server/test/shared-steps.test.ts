@@ -1,18 +1,21 @@
 // Contexts of several sequences: each decode step batches every generating sequence, node-llama-cpp's
 // decodes (a chat, LlamaCompletion) as well as the engine's own (decode-loop.ts), and every engine
 // feature still works on such a context.
-import { LlamaCompletion, type LlamaContext } from 'node-llama-cpp';
+import { LlamaCompletion, type LlamaContext, type LlamaContextSequence } from 'node-llama-cpp';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../server/src/config.js';
 import { openSequences, type EngineSequence } from '../../server/src/engine/contexts.js';
 import { complete } from '../../server/src/engine/completion.js';
-import { useDecodeAhead } from '../../server/src/engine/decode-loop.js';
+import { DecodeLoop, useDecodeAhead } from '../../server/src/engine/decode-loop.js';
+import { engineAddon } from '../../server/src/engine/native-addon.js';
 import type { GenerationRequest } from '../../server/src/engine/engine.js';
 import { countDecodeSteps } from '../../test/helpers/decode-steps.js';
 import { recordRunLanes } from '../../test/helpers/run-lanes.js';
 import { engineOn, useTinyModel } from '../../test/helpers/demo-llama.js';
 
 const TOKENS = 32;
+/** 600 tokens on the tiny model: past the 257 cells from which flash attention splits a lone token's cells among the threads. */
+const LONG_PROMPT = 'Once upon a time '.repeat(60);
 
 async function generate({ sequence, loop }: EngineSequence, maxTokens = TOKENS): Promise<number> {
   await sequence.clearHistory();
@@ -51,6 +54,9 @@ function recordSamples(context: LlamaContext): Map<object, string[]> {
   });
   return samples;
 }
+
+const binding = (context: LlamaContext) => (context as unknown as { _ctx: { getSequenceKvCacheMaxPosition(id: number): number } })._ctx;
+const sequenceIdOf = (sequence: LlamaContextSequence) => (sequence as unknown as { _sequenceId: number })._sequenceId;
 
 describe('shared decode steps', () => {
   const tiny = useTinyModel();
@@ -159,7 +165,10 @@ describe('shared decode steps', () => {
     }
   });
 
-  it('deterministic requests (a seed, temperature 0) decode in steps of their own, taking turns with the batch of the others, and give exactly the text they give alone', async () => {
+  it('deterministic requests (a seed, temperature 0) give exactly the text they give alone: their prompts in steps of their own, their next tokens shared where the batch shapes agree (else in steps of their own, taking turns with the batch of the others)', async () => {
+    const probe = await tiny.model.createContext({ sequences: 4, contextSize: 256, flashAttention: true });
+    const agree = await new DecodeLoop(probe).checkBatchShapes();
+    await probe.dispose();
     for (const isolate of [true, false]) {
       const engine = engineOn(tiny.dir, { parallel: 4, sequences_per_context: 4, isolate_deterministic: isolate });
       await engine.start();
@@ -174,7 +183,8 @@ describe('shared decode steps', () => {
         const seededAlone = [...samples.values()][0]!;
         samples.clear();
         const steps: number[][] = [];
-        countDecodeSteps(context!, [], steps);
+        const logits: boolean[][] = [];
+        countDecodeSteps(context!, [], steps, logits);
         const [a, b, c, d] = await Promise.all([engine.generate(seeded), engine.generate(greedyChat), engine.generate(sampled), engine.generate(sampled)]);
         const ids = [...new Set(steps.flat())];
         expect(ids).toHaveLength(4);
@@ -190,6 +200,17 @@ describe('shared decode steps', () => {
         expect([...samples.values()].some((log) => log.length === seededAlone.length && log.every((sample, i) => sample === seededAlone[i]))).toBe(true);
         expect([a!.usage, b!.usage]).toEqual(alone.map((result) => result.usage));
         expect([c!.usage.completion_tokens, d!.usage.completion_tokens]).toEqual([64, 64]);
+        if (agree) {
+          // The deterministic two: each prompt in a step of its own (the sampled two's share one),
+          // then their next tokens in the steps of all four.
+          // (A sequence's first row that asks for logits is its prompt's: a pad's asks for none.)
+          const ownPrompt = ids.filter((id) => steps.find((step, i) => step.some((row, j) => row === id && logits[i]![j]))!.length === 1);
+          expect(ownPrompt).toHaveLength(2);
+          const together = Math.min(a!.usage.completion_tokens, b!.usage.completion_tokens);
+          expect(together).toBeGreaterThanOrEqual(10);
+          expect(steps.filter((step) => step.length === 4 && ownPrompt.every((id) => step.includes(id))).length).toBeGreaterThanOrEqual(together - 2);
+          continue;
+        }
         // Two sequences never shared a step (prompt or token); the two sampled ones batched.
         expect(shared).toHaveLength(2);
         expect(steps.filter((step) => step.length === 2).length).toBeGreaterThanOrEqual(20);
@@ -208,6 +229,81 @@ describe('shared decode steps', () => {
       } finally {
         await engine.close();
       }
+    }
+  });
+
+  it("a lone token's numbers in a long context on 2 threads are not a batch's (flash attention splits its cells among the threads), and are once a row of another sequence pads its micro-batch", async () => {
+    const context = await tiny.model.createContext({ sequences: 4, contextSize: 2048, batchSize: 1024, threads: 2, flashAttention: true });
+    try {
+      const binding = (context as unknown as { _ctx: Record<string, (...args: never[]) => unknown> })._ctx as unknown as {
+        initBatch(n: number): void;
+        addToBatch(id: number, position: number, tokens: Uint32Array, logits: Uint32Array): Uint32Array;
+        decodeBatch(): Promise<void>;
+        removeTokenCellsFromSequence(id: number, from: number, to: number): boolean;
+      };
+      const prompt = Uint32Array.from(tiny.model.tokenize(LONG_PROMPT));
+      expect(prompt.length).toBeGreaterThan(512);
+      const decode = async (rows: [id: number, position: number, token: number, logits: boolean][]) => {
+        binding.initBatch(rows.length);
+        for (const [id, position, token, logits] of rows) binding.addToBatch(id, position, Uint32Array.of(token), logits ? Uint32Array.of(0) : new Uint32Array(0));
+        await binding.decodeBatch();
+        const bits = new Uint32Array(engineAddon()!.logitsAt(binding, 0).buffer);
+        binding.removeTokenCellsFromSequence(0, prompt.length, -1);
+        for (const [id] of rows.slice(1)) binding.removeTokenCellsFromSequence(id, 0, -1);
+        return bits;
+      };
+      binding.initBatch(prompt.length);
+      binding.addToBatch(0, 0, prompt, new Uint32Array(0));
+      await binding.decodeBatch();
+      const token = prompt[0]!;
+      const lone = await decode([[0, prompt.length, token, true]]);
+      const beside = await decode([[0, prompt.length, token, true], [1, 0, token, true], [2, 0, 7, true]]);
+      const padded = await decode([[0, prompt.length, token, true], [1, 0, token, false]]);
+      const same = (a: Uint32Array, b: Uint32Array) => a.every((bits, i) => bits === b[i]);
+      expect(same(lone, beside)).toBe(false);
+      expect(same(padded, beside)).toBe(true);
+    } finally {
+      await context.dispose();
+    }
+  });
+
+  it('a deterministic generation samples from the same numbers beside others as alone (long context, 2 threads): its prompt in a step of its own, its next tokens in the shared steps where the batch shapes agree', async () => {
+    const context = await tiny.model.createContext({ sequences: 4, contextSize: 2048, batchSize: 512, threads: 2, flashAttention: true });
+    try {
+      const loop = new DecodeLoop(context); // its own 2 threads, fixed
+      const agree = await loop.checkBatchShapes();
+      const sequences = [0, 1, 2, 3].map(() => context.getSequence());
+      const samples = recordSamples(context);
+      const steps: number[][] = [];
+      countDecodeSteps(context, [], steps);
+      let seed = 0;
+      const deterministic = () => complete(loop, sequences[1]!, { prompt: LONG_PROMPT, maxTokens: 40, temperature: 1, seed, alone: true });
+      // Sampled with no seed (top_k 1 so that it runs to its limit).
+      const sampled = (sequence: LlamaContextSequence) => complete(loop, sequence, { prompt: 'Hello world', maxTokens: 64, temperature: 1, topK: 1 });
+      // A seed whose text runs to its limit (most end early at an end of generation here).
+      let alone: Awaited<ReturnType<typeof deterministic>>;
+      do {
+        seed++;
+        samples.clear();
+        alone = await deterministic();
+      } while (alone.completionTokens < 40 && seed < 50);
+      const aloneSamples = [...samples.values()][0]!;
+      expect(aloneSamples).toHaveLength(40);
+      samples.clear();
+      steps.length = 0;
+      // Sequences 0, 1 and 3: the one between them pads each shared step (one micro-batch, not two).
+      const [beside] = await Promise.all([deterministic(), sampled(sequences[0]!), sampled(sequences[3]!)]);
+      expect(beside!.text).toBe(alone.text);
+      expect([...samples.values()].some((log) => log.length === aloneSamples.length && log.every((sample, i) => sample === aloneSamples[i]))).toBe(true);
+      expect(steps.find((step) => step.includes(1))).toEqual([1]); // its prompt
+      const shared = steps.filter((step) => step.includes(1) && step.includes(0) && step.includes(3));
+      if (agree) {
+        expect(shared.length).toBeGreaterThanOrEqual(35);
+        expect(shared.every((step) => step.join() === '0,1,2,3')).toBe(true);
+      } else expect(shared).toHaveLength(0);
+      for (const sequence of sequences) expect(binding(context).getSequenceKvCacheMaxPosition(sequenceIdOf(sequence))).toBe(-1);
+    } finally {
+      await context.dispose();
     }
   });
 

@@ -76,6 +76,7 @@ export async function openSequences(
   const sequences: EngineSequence[] = [];
   for (const context of contexts) {
     const loop = new DecodeLoop(context, share && { share, pool: pools.get(context)! });
+    await loop.checkBatchShapes();
     for (let i = 0; i < context.totalSequences; i++) sequences.push({ sequence: context.getSequence(), loop });
   }
   return { contexts, sequences, threadpools: pooled };

@@ -20,13 +20,16 @@ import type { ContextThreadpool, ThreadShare } from './threadpool.js';
  * token a few promise hops after its last one is sampled; a step waits for it (event-driven, at
  * most `MAX_WAIT_MS`), so every generating sequence is in every step.
  *
- * A token decoded beside others gets very slightly different numbers than alone (a probability by
- * ~5e-5 on the demo model: the matrix kernels sum in another order for another batch shape), so a
- * greedy or seeded request would now and then give another text on a shared context than alone.
- * Work marked `alone` (the engine marks deterministic requests so) is therefore decoded in steps of
- * its own: the others batch together, and each alone sequence and the batch of the others take
- * turns, one step each (the batch keeps its order: generating sequences first, then the prompts
- * in the order they came).
+ * A token decoded beside others can get very slightly different numbers than alone (a probability
+ * by ~5e-5 on the demo model), which now and then changes a greedy or seeded text: where the CPU's
+ * matrix kernels sum in another order for another batch shape (checkBatchShapes finds out when the
+ * context opens), and where flash attention splits a lone token's cells among the threads, which it
+ * does for a long sequence (#padsFor). Work marked `alone` (the engine marks deterministic requests
+ * so) keeps the numbers it gets alone: its prompt decodes in steps of its own; its next tokens join
+ * the batch where the kernels agree, each of its rows kept in a micro-batch of several sequences
+ * (padded with a row of another sequence where needed), and elsewhere decode in steps of their own
+ * too. Alone steps and the batch of the others take turns, one step each (the batch keeps its
+ * order: generating sequences first, then the prompts in the order they came).
  *
  * On the tiny demo model node-llama-cpp's own completion loop spends 0.27 ms of main-thread CPU a
  * token against 0.07 for this one (bench/token-steps.ts), more than the decode itself.
@@ -80,6 +83,7 @@ interface Binding {
   sampleToken(batchLogitIndex: number, sampler: NativeSampler): Promise<number>;
   disposeSequence(sequenceId: number): void;
   removeTokenCellsFromSequence(sequenceId: number, startPosition: number, endPosition: number): boolean;
+  getSequenceKvCacheMaxPosition(sequenceId: number): number;
   setThreads(threads: number): void;
 }
 
@@ -148,6 +152,20 @@ interface Pending {
 
 const NO_LOGITS = new Uint32Array(0);
 
+/** Rows of sequences not stepping, decoded beside a step's (#padsFor): each id's next position. */
+interface Pads {
+  ids: Int32Array;
+  positions: Int32Array;
+}
+const NO_PADS: Pads = { ids: new Int32Array(0), positions: new Int32Array(0) };
+/**
+ * From this position on a lone token's micro-batch is padded on several threads (#padsFor): its
+ * attention views the sequence's cells padded to 256, and takes another way from 512 on, once
+ * 257 cells are used (64 to spare). Below it a lone token gets a batch's numbers unpadded, and a
+ * pad would cost (one stream of the small q8_0 model: 0.8-0.9x the tokens/s).
+ */
+const LONE_PAD_FROM = 192;
+
 /** A decoded step: the tokens the native step sampled for ours (none: they sample after it), or why it failed. */
 type Decoded = { sampled?: Map<Pending, number | { error: unknown }> } | { error: unknown };
 
@@ -190,6 +208,14 @@ export class DecodeLoop {
   readonly #raw: object;
   readonly #native?: EngineAddon['step'];
   readonly #nativeRun?: EngineAddon['run'];
+  readonly #addon?: EngineAddon;
+  /**
+   * A token's numbers on this context are the same, to the bit, in a micro-batch of any number of
+   * sequences as alone (checkBatchShapes): deterministic generations then share the steps.
+   */
+  #batchShapesAgree = false;
+  /** The pads of the step last filled (#fill), for the run that may follow it. */
+  #pads: Pads = NO_PADS;
   readonly #AddonSampler?: abstract new (...args: never[]) => object;
   readonly #decodeAhead = aheadWanted;
   readonly #runBudgetMs = runBudgetMs;
@@ -200,7 +226,7 @@ export class DecodeLoop {
 
   constructor(context: LlamaContext, threads?: { share: ThreadShare; pool: ContextThreadpool }) {
     const internals = context as unknown as { _ctx?: Partial<Binding>; _decodeTokens?: unknown; _backendContextDisposeGuard?: Partial<DisposeGuard> };
-    for (const name of ['initBatch', 'addToBatch', 'decodeBatch', 'sampleToken', 'disposeSequence', 'removeTokenCellsFromSequence', 'setThreads'] as const) {
+    for (const name of ['initBatch', 'addToBatch', 'decodeBatch', 'sampleToken', 'disposeSequence', 'removeTokenCellsFromSequence', 'getSequenceKvCacheMaxPosition', 'setThreads'] as const) {
       if (typeof internals._ctx?.[name] !== 'function') throw new Error(`node-llama-cpp internals changed: the context binding has no ${name}`);
     }
     if (typeof internals._decodeTokens !== 'function') throw new Error('node-llama-cpp internals changed: the context has no _decodeTokens');
@@ -219,6 +245,7 @@ export class DecodeLoop {
     if (objects?.AddonSampler && addon!.stepUnavailable(objects.binding) === undefined) {
       this.#native = addon!.step;
       this.#nativeRun = addon!.run;
+      this.#addon = addon;
       this.#AddonSampler = objects.AddonSampler;
     }
     if (threads) this.#useThreadShare(); // one thread until the share has timed the model's decodes
@@ -255,6 +282,48 @@ export class DecodeLoop {
       released = true;
       this.#runsPaused--;
     };
+  }
+
+  /**
+   * Checks, once before the context's first step, whether a token's numbers here are the same in
+   * a micro-batch of several sequences as alone: the same token decoded first alone, then beside
+   * one other sequence's token and beside one of each of the others, must leave the same logits to
+   * the bit. It depends on
+   * the CPU's matrix kernels (ggml picks them by the batch's shape) and is true on the machines
+   * measured so far; where it holds, deterministic generations share the steps (a row of theirs
+   * is always padded into a micro-batch of several sequences: #padsFor), and where it does not
+   * (or without the native addon, which reads the logits), they decode in steps of their own.
+   */
+  async checkBatchShapes(): Promise<boolean> {
+    const addon = this.#addon;
+    if (!addon || !this.#shared || this.#queue.size > 0) return this.#batchShapesAgree;
+    const binding = this.#binding;
+    // Up to every sequence of the context: a step's micro-batch holds at most one token of each.
+    const widths = [...new Set([1, 2, this.#context.totalSequences])];
+    const rows: Uint32Array[] = [];
+    try {
+      await withLock([this.#context, 'context'], async () => {
+        for (const width of widths) {
+          binding.initBatch(width);
+          for (let id = 0; id < width; id++) binding.addToBatch(id, 0, Uint32Array.of(1 + id), Uint32Array.of(0));
+          try {
+            await binding.decodeBatch();
+            rows.push(new Uint32Array(addon.logitsAt(this.#raw, 0).buffer));
+          } finally {
+            for (let id = 0; id < width; id++) binding.disposeSequence(id);
+          }
+        }
+      });
+    } catch {
+      return false; // (the steps find out what is wrong with the context)
+    }
+    this.#batchShapesAgree = rows.every((row) => row.length === rows[0]!.length && row.every((bits, i) => bits === rows[0]![i]));
+    return this.#batchShapesAgree;
+  }
+
+  /** Whether deterministic generations share the steps here (checkBatchShapes). */
+  get batchShapesAgree(): boolean {
+    return this.#batchShapesAgree;
   }
 
   /** Whether steps decode and sample in one hop of the native addon. */
@@ -419,10 +488,17 @@ export class DecodeLoop {
       if (pending.own?.signal?.aborted) this.#finish(pending);
       else if (pending.foreign?.signal?.aborted) this.#finish(pending, pending.foreign.signal.reason);
     }
-    const others = this.#queue.size > this.#alone.size;
+    const next = (pending: Pending) => pending.tokens.length - pending.offset === 1;
+    // Where the batch's shape changes no row's numbers, a deterministic generation's next token
+    // joins the batch; its prompt (several tokens: chunked as the batch's room allows) still
+    // decodes alone.
+    const alone = (pending: Pending) => pending.alone && !(this.#batchShapesAgree && next(pending));
+    const turns = this.#batchShapesAgree ? [...this.#alone].filter(alone) : [...this.#alone];
+    const others = this.#queue.size > turns.length;
     let candidates: Pending[];
-    if (this.#alone.size > 0 && (!others || this.#aloneSinceBatch < this.#alone.size)) {
-      const pending = this.#alone.values().next().value!;
+    const inTurn = turns.length > 0 && (!others || this.#aloneSinceBatch < turns.length);
+    if (inTurn) {
+      const pending = turns[0]!;
       this.#alone.delete(pending); // to the back of the turns
       this.#alone.add(pending);
       this.#aloneSinceBatch++;
@@ -431,11 +507,10 @@ export class DecodeLoop {
       this.#aloneSinceBatch = 0;
       // A generating sequence's next token first (a chat's comes as a new decode, queued behind any
       // prompt that waits), then the prompts in the order they came.
-      const waiting = [...this.#queue].filter((pending) => !pending.alone);
-      const next = (pending: Pending) => pending.tokens.length - pending.offset === 1;
+      const waiting = [...this.#queue].filter((pending) => !alone(pending));
       candidates = [...waiting.filter(next), ...waiting.filter((pending) => !next(pending))];
     }
-    const batch = this.#fill(candidates);
+    const batch = this.#fill(candidates, !inTurn);
     if (batch.length === 0) return;
     const decoded = await this.#decode(batch);
     if ('error' in decoded) {
@@ -455,13 +530,18 @@ export class DecodeLoop {
     }
   }
 
-  /** Puts `candidates` (as many as fit, in order) into the binding's next batch; those put in. */
-  #fill(candidates: Pending[]): Pending[] {
+  /**
+   * Puts `candidates` (as many as fit, in order) into the binding's next batch; those put in.
+   * `padded`: with the pads the batch needs (#padsFor; not for a prompt decoded alone).
+   */
+  #fill(candidates: Pending[], padded: boolean): Pending[] {
     const binding = this.#binding;
     const batch: Pending[] = [];
     let size = 0;
+    // Room kept for the pads (at most one per other sequence of the context).
+    const room = padded && this.#shared ? Math.max(1, this.#batchSize - (this.#context.totalSequences - 1)) : this.#batchSize;
     for (const pending of candidates) {
-      const take = Math.min(pending.tokens.length - pending.offset, this.#batchSize - size);
+      const take = Math.min(pending.tokens.length - pending.offset, room - size);
       if (take <= 0) break;
       pending.chunk = { from: pending.offset, to: pending.offset + take, at: pending.position, logits: NO_LOGITS };
       batch.push(pending);
@@ -473,8 +553,16 @@ export class DecodeLoop {
     // [2, 0, 3, 1] would decode as two graphs and [3, 2, 1, 0] as four, each nearly the cost of the
     // whole step (4 streams on one context: 35 against 22 ms a step on the small q8_0 model).
     batch.sort((a, b) => a.id - b.id);
-    binding.initBatch(size);
+    const pads = padded ? this.#padsFor(batch, this.#batchSize - size) : NO_PADS;
+    this.#pads = pads;
+    binding.initBatch(size + pads.ids.length);
+    let pad = 0;
+    const padToken = batch[0]!.tokens.slice(batch[0]!.offset, batch[0]!.offset + 1); // any token does
+    const padsBefore = (id: number) => {
+      for (; pad < pads.ids.length && pads.ids[pad]! < id; pad++) binding.addToBatch(pads.ids[pad]!, pads.positions[pad]!, padToken, NO_LOGITS);
+    };
     for (const pending of batch) {
+      padsBefore(pending.id);
       const { from, to } = pending.chunk;
       const wanted: number[] = [];
       for (let index = from; index < to; index++) if (pending.wanted(index)) wanted.push(index - from);
@@ -483,7 +571,58 @@ export class DecodeLoop {
       pending.position += to - from;
       if (pending.foreign && pending.offset === pending.tokens.length) this.#queuedChats.delete(pending.id);
     }
+    padsBefore(Infinity);
     return batch;
+  }
+
+  /**
+   * The pads a batch of these sequences needs: a row of each sequence whose id lies between two of
+   * theirs, and a neighbour's beside a lone deterministic generation, each at its sequence's next
+   * position and removed again after the decode (#decode; the run does the same). With a KV
+   * stream per sequence, llama.cpp cuts a batch into micro-batches of consecutive sequence ids
+   * (llama_batch_allocr::split_equal): the sequences [0, 2] decode as two graphs, each nearly the
+   * cost of the whole step, [0, 1, 2] as one. And on several threads a micro-batch of one
+   * sequence's one token takes another way through flash attention once its view of the cells is
+   * 512 or more (257 cells used: the view is padded to 256): its cells split among the threads,
+   * then reduced (ggml's flash_attn_ext split-KV path), which sums in another order than a batch
+   * of several sequences, so a deterministic generation would get other numbers alone than beside
+   * others. Padded from LONE_PAD_FROM on, its row is always in a micro-batch of several
+   * sequences. A sequence whose context is full cannot take a pad (none is decoded for it).
+   */
+  #padsFor(batch: Pending[], most: number): Pads {
+    if (!this.#shared) return NO_PADS;
+    const ids: number[] = [];
+    for (let i = 1; i < batch.length; i++) for (let id = batch[i - 1]!.id + 1; id < batch[i]!.id; id++) ids.push(id);
+    if (batch.length === 1 && batch[0]!.alone && batch[0]!.chunk.to - batch[0]!.chunk.from === 1 && this.#padsLone(batch[0]!.chunk.at)) {
+      const { id } = batch[0]!;
+      ids.push(id + 1 < this.#context.totalSequences ? id + 1 : id - 1);
+    }
+    if (ids.length === 0) return NO_PADS;
+    const binding = this.#binding;
+    const next = ids.map((id) => binding.getSequenceKvCacheMaxPosition(id) + 1);
+    const room = ids.flatMap((id, i) => (next[i]! < this.#contextSize ? [i] : [])).slice(0, most);
+    return { ids: Int32Array.from(room, (i) => ids[i]!), positions: Int32Array.from(room, (i) => next[i]!) };
+  }
+
+  /** Whether a lone deterministic token at `position` needs a pad (LONE_PAD_FROM). */
+  #padsLone(position: number): boolean {
+    return this.#currentThreads > 1 && position >= LONE_PAD_FROM;
+  }
+
+  /**
+   * Whether a run of these lanes with these pads is a lone deterministic generation with no pad, on
+   * several threads (`threads`: the run's), which from LONE_PAD_FROM on would need one.
+   */
+  #unpaddedLone(lanes: Pending[], pads: Pads, threads = this.#currentThreads): boolean {
+    return this.#batchShapesAgree && this.#shared && lanes.length === 1 && lanes[0]!.alone && pads.ids.length === 0 && threads > 1;
+  }
+
+  /** The pads' rows out of their sequences' cells again, after a decode. */
+  #unpad(): void {
+    const { ids, positions } = this.#pads;
+    if (ids.length === 0) return;
+    const binding = this.#binding;
+    for (let i = 0; i < ids.length; i++) binding.removeTokenCellsFromSequence(ids[i]!, positions[i]!, -1);
   }
 
   /**
@@ -512,6 +651,8 @@ export class DecodeLoop {
       return { sampled };
     } catch (error) {
       return { error };
+    } finally {
+      this.#unpad();
     }
   }
 
@@ -551,6 +692,8 @@ export class DecodeLoop {
     if (!this.#nativeFor(batch)) return undefined;
     // Not while the thread share times the model's first decodes (on one thread, step by step).
     if (this.#threads && !this.#threads.settled) return undefined;
+    // Not for a lone deterministic generation that needs a pad it lacks (its next step has it).
+    if (this.#unpaddedLone(batch, this.#pads, this.#threads?.share) && batch[0]!.position >= LONE_PAD_FROM) return undefined;
     // On several threads too: through the server on 2 cores, one stream on 2 threads made 395 tokens/s
     // with runs against 312 without on the small q8_0 model (medians of 15 alternating streams;
     // 1.58x in another 9) and the same on f16 (103 against 103; 0.93x in another 9), where the one
@@ -561,11 +704,11 @@ export class DecodeLoop {
     } catch {
       return undefined; // being disposed: the loop ends the generations at its next step
     }
-    return this.#runFrom(batch, outcomes as number[], run, guard);
+    return this.#runFrom(batch, outcomes as number[], run, guard, this.#pads);
   }
 
   /** #run's run of `lanes` (in the batch's order), from the `tokens` the step before sampled; `guard` is released when it ends. */
-  async #runFrom(lanes: Pending[], tokens: number[], run: EngineAddon['run'], guard: { dispose(): void }): Promise<void> {
+  async #runFrom(lanes: Pending[], tokens: number[], run: EngineAddon['run'], guard: { dispose(): void }, pads: Pads): Promise<void> {
     const control = new Int32Array(1);
     this.#runControl = control;
     const stop = () => void (control[0] = 1);
@@ -589,7 +732,9 @@ export class DecodeLoop {
       let ran: Awaited<ReturnType<EngineAddon['run']>>;
       try {
         this.#useThreadShare(); // (this step's decode may have settled the share)
-        const limit = Math.min(...lanes.map((pending) => pending.own!.left - 1));
+        let limit = Math.min(...lanes.map((pending) => pending.own!.left - 1));
+        // An unpadded lone deterministic run hands back where it would need its pad (the next step has it).
+        if (this.#unpaddedLone(lanes, pads)) limit = Math.min(limit, LONE_PAD_FROM - lanes[0]!.position);
         const running = run(
           this.#raw,
           lanes.map((pending) => pending.own!.sampler),
@@ -601,6 +746,8 @@ export class DecodeLoop {
           this.#runBudgetMs,
           control,
           (sampled) => sampled.forEach((token, index) => take(index % n, token)),
+          pads.ids,
+          pads.positions,
         );
         this.runs++;
         for (const [lane, token] of tokens.entries()) take(lane, token); // handled while the run decodes them

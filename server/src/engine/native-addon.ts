@@ -19,8 +19,10 @@ export interface EngineAddon {
    * thread was busy) to `onTokens` as they come (which must not throw). The sequences step
    * together; it stops once one of them ends: after `limit` steps, on an end-of-generation token or
    * a token not sampled (-1, handed on too), at `cells`, after `budgetMs` of decoding, on an error
-   * (`errors[i]`: sequence i's sampler's), or at the next step once `control[0]` is set. The binding
-   * must hold a batch of room for one token per sequence; nothing else may use the context meanwhile.
+   * (`errors[i]`: sequence i's sampler's), or at the next step once `control[0]` is set. Each step
+   * also decodes a row of each sequence of `padIds` (ascending, none of them stepping) at
+   * `padPositions[i]`, removed again after the decode. The binding must hold a batch of room for one token
+   * per sequence and pad; nothing else may use the context meanwhile.
    */
   run(
     binding: object,
@@ -33,7 +35,11 @@ export interface EngineAddon {
     budgetMs: number,
     control: Int32Array,
     onTokens: (tokens: Int32Array) => void,
+    padIds?: Int32Array,
+    padPositions?: Int32Array,
   ): Promise<{ decoded: number; decodeMs: number; error?: string; errors?: (string | undefined)[] }>;
+  /** A copy of the logits the last decode left for row `batchIndex` of its batch. Between decodes only. */
+  logitsAt(binding: object, batchIndex: number): Float32Array;
   /** Why `step` cannot run on this binding's node-llama-cpp as loaded (its functions not found); undefined: it can. */
   stepUnavailable(binding: object): string | undefined;
 }
