@@ -86,8 +86,8 @@ export interface Config {
     /** Requests a loaded model serves at once (sequences in all). */
     parallel: number;
     /**
-     * Sequences batched together in one llama.cpp context. 1 (a context per sequence, sharing the
-     * weights) scales best on CPUs; GPUs gain from batching several.
+     * Sequences batched together in one llama.cpp context (default 4: with `parallel` 4, one
+     * context, as llama-server's slots). 1: a context per sequence, sharing the weights.
      */
     sequences_per_context: number;
     context_size: number;
@@ -96,8 +96,9 @@ export interface Config {
     /** llama.cpp's flash attention in generation contexts (measured faster on CPUs too). */
     flash_attention: boolean;
     /**
-     * On a shared context, deterministic requests (a seed, or temperature 0) decode in steps of
-     * their own, so they give exactly the text they give alone; the others batch.
+     * On a shared context, deterministic requests (a seed, or temperature 0) give exactly the text
+     * they give alone: their prompts decode in steps of their own, their next tokens batch where
+     * the context's check finds that batching changes no number (decode-loop.ts checkBatchShapes).
      */
     isolate_deterministic: boolean;
   };
@@ -166,7 +167,7 @@ export const DEFAULT_CONFIG: Config = deepFreeze({
   idempotency: { ttl_seconds: 86_400, max_keys_per_principal: 100, max_response_bytes: 262_144 },
   limits: { max_body_bytes: 10_485_760, max_prompt_chars: 10_000, max_choices: 16, max_tools: 64, max_schema_bytes: 65_536 },
   models: { dir: './models', max_loaded: 2, max_upload_bytes: 8_589_934_592 },
-  engine: { threads: availableParallelism(), parallel: 4, sequences_per_context: 1, context_size: 2048, max_queue: 32, batch_size: 512, flash_attention: true, isolate_deterministic: true },
+  engine: { threads: availableParallelism(), parallel: 4, sequences_per_context: 4, context_size: 2048, max_queue: 32, batch_size: 512, flash_attention: true, isolate_deterministic: true },
   storage: { data_dir: './data', pool_size: 10, redis_key_prefix: 'inferno' },
   jobs: { max_active_per_user: 10, heartbeat_seconds: 10, heartbeat_refresh_seconds: 1, supervise_interval_seconds: 2, poll_interval_seconds: 1, max_attempts: 10 },
   logging: { level: 'info', buffered: true },

@@ -61,7 +61,7 @@ describe('defaults', () => {
     expect(config.idempotency).toEqual({ ttl_seconds: 86_400, max_keys_per_principal: 100, max_response_bytes: 262_144 });
     expect(config.limits).toEqual({ max_body_bytes: 10485760, max_prompt_chars: 10000, max_choices: 16, max_tools: 64, max_schema_bytes: 65536 });
     expect(config.models).toEqual({ dir: path.join(cwd, 'models'), max_loaded: 2, max_upload_bytes: 8589934592 });
-    expect(config.engine).toEqual({ threads: os.availableParallelism(), parallel: 4, sequences_per_context: 1, context_size: 2048, max_queue: 32, batch_size: 512, flash_attention: true, isolate_deterministic: true });
+    expect(config.engine).toEqual({ threads: os.availableParallelism(), parallel: 4, sequences_per_context: 4, context_size: 2048, max_queue: 32, batch_size: 512, flash_attention: true, isolate_deterministic: true });
     expect(config.storage).toEqual({ data_dir: path.join(cwd, 'data'), pool_size: 10, redis_key_prefix: 'inferno' });
     expect(config.logging).toEqual({ level: 'info', buffered: true });
   });
@@ -155,7 +155,7 @@ level = "debug"
     expect(config.rate_limit).toEqual({ enabled: false, requests_per_minute: 10, window_seconds: 60 });
     expect(config.limits).toMatchObject({ max_body_bytes: 1024, max_prompt_chars: 500 });
     expect(config.models).toEqual({ dir: path.join(cwd, 'm'), max_loaded: 1, max_upload_bytes: 1_000_000 });
-    expect(config.engine).toEqual({ threads: 8, parallel: 2, sequences_per_context: 1, context_size: 4096, max_queue: 16, batch_size: 256, flash_attention: true, isolate_deterministic: true });
+    expect(config.engine).toEqual({ threads: 8, parallel: 2, sequences_per_context: 4, context_size: 4096, max_queue: 16, batch_size: 256, flash_attention: true, isolate_deterministic: true });
     expect(config.logging.level).toBe('debug');
   });
 

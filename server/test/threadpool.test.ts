@@ -43,7 +43,7 @@ describe('persistent threadpools', () => {
     const single = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 1, threads: 1 });
     expect(single.threadpools).toBe(false); // one thread needs no pool
     const before = threadCount();
-    const pooled = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, threads: 2 }, { minStepMs: 0 });
+    const pooled = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, sequences_per_context: 1, threads: 2 }, { minStepMs: 0 });
     try {
       expect(threadpoolUnavailable()).toBeUndefined();
       expect(pooled.threadpools).toBe(true);
@@ -59,7 +59,7 @@ describe('persistent threadpools', () => {
   });
 
   it('give a lone stream every thread and two streams on two contexts one each', async () => {
-    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, threads: 2 }, { minStepMs: 0 });
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, sequences_per_context: 1, threads: 2 }, { minStepMs: 0 });
     try {
       await generate(contexts[0]!, sequences[0]!, 8); // the first decodes, timed on one thread
       const alone = await generate(contexts[0]!, sequences[0]!, 32);
@@ -112,7 +112,7 @@ describe('persistent threadpools', () => {
 
   it("a stream's run hands back when another context gets work and when it ends, so its decodes take the new share", async () => {
     useDecodeAhead(true, 60_000); // only the share's change can end a run early
-    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, threads: 2 }, { minStepMs: 0 });
+    const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, sequences_per_context: 1, threads: 2 }, { minStepMs: 0 });
     useDecodeAhead(true);
     try {
       await generate(contexts[0]!, sequences[0]!, 8); // the first decodes, timed on one thread
@@ -172,7 +172,7 @@ describe('persistent threadpools', () => {
     // node-llama-cpp caps a context's threads at llama.maxThreads (max(4, cores) on CPU): the
     // engine's share and the pools work with that many, not with more than the contexts have.
     const threads = tiny.llama.maxThreads + 2;
-    const { contexts, threadpools } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, threads }, { minStepMs: 0 });
+    const { contexts, threadpools } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, sequences_per_context: 1, threads }, { minStepMs: 0 });
     try {
       expect(threadpools).toBe(true);
     } finally {
@@ -184,7 +184,7 @@ describe('persistent threadpools', () => {
     // node-llama-cpp's own dispatcher holds the context's dispose guard around each decode; the loop
     // must too, or llama_free (and then the pool's free) runs under a decode on a worker thread.
     for (const delay of [0, 5, 10, 20]) {
-      const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, threads: 2 }, { minStepMs: 0 });
+      const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 2, sequences_per_context: 1, threads: 2 }, { minStepMs: 0 });
       const runs = sequences.map((item) => complete(item.loop, item.sequence, { prompt: 'Hello world', maxTokens: 400, temperature: 0 }).then(() => 'done', (error: Error) => error.message));
       await new Promise((resolve) => setTimeout(resolve, delay));
       await Promise.all(contexts.map((context) => context.dispose()));
@@ -193,7 +193,7 @@ describe('persistent threadpools', () => {
   });
 
   it("the engine's models, embeddings included, leave no pool thread behind when unloaded", async () => {
-    const engine = engineOn(tiny.dir, { threads: 2, parallel: 2 });
+    const engine = engineOn(tiny.dir, { threads: 2, parallel: 2, sequences_per_context: 1 });
     await engine.start();
     try {
       const before = threadCount();

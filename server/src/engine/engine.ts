@@ -311,10 +311,13 @@ export class InferenceEngine {
     try {
       // Contexts of `sequences_per_context` sequences each, sharing the model's weights. Each decode
       // step of a context batches the next token of every sequence generating on it, chat or plain
-      // prompt (decode-loop.ts), bar deterministic requests, decoded alone (`isolate_deterministic`).
-      // One sequence per context stays the default: through the server on 2 shared cores one
-      // context of 4 streamed 4 at once from 0.8-0.9x (AMD EPYC, small q8_0 and f16) to 1.8x (a Xeon,
-      // small f16) of 4 contexts, and deterministic streams, decoded alone, do not batch at all.
+      // prompt (decode-loop.ts); a deterministic request's prompt decodes alone, and its next tokens
+      // batch where the context's check finds the numbers unchanged (`isolate_deterministic`). One
+      // context of 4 is the default: through the server on 2 cores (a Xeon) it streamed 4 greedy
+      // streams at 1.5x (small q8_0) and 1.8x (small f16) the tokens/s of 4 one-sequence contexts,
+      // one stream the same (0.95-1.08x); the tiny model's 4 at 0.7x (its decode too short to split
+      // over threads: 4 contexts run 2 at a time on the 2 cores, one context 4 tokens a step on one).
+      // On an AMD EPYC, before greedy streams batched, 4 contexts had been 1.1-1.2x one.
       const opened = await openSequences(model, engine, { busy: this.#busyContexts });
       contexts = opened.contexts;
       const sequences = opened.sequences;
@@ -330,7 +333,7 @@ export class InferenceEngine {
         unloading: new AbortController(),
       };
       this.#loaded.set(id, entry);
-      this.logger.info({ model: id, load_ms: Date.now() - started, sequences: sequences.length, contexts: contexts.length, threadpools: opened.threadpools, native_steps: sequences.some((item) => item.loop.native) }, 'model loaded');
+      this.logger.info({ model: id, load_ms: Date.now() - started, sequences: sequences.length, contexts: contexts.length, threadpools: opened.threadpools, native_steps: sequences.some((item) => item.loop.native), deterministic_batched: engine.sequences_per_context > 1 && engine.isolate_deterministic && sequences.every((item) => item.loop.batchShapesAgree) }, 'model loaded');
       if (engine.threads > 1 && !opened.threadpools) this.logger.warn({ reason: threadpoolUnavailable() }, 'contexts run without a persistent threadpool: the engine threads are split among them, at least one each');
       this.observer.modelLoaded?.(id, (Date.now() - started) / 1000);
       return entry;
