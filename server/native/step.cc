@@ -47,6 +47,9 @@ struct StepApi {
   bool (*removeCells)(llama_memory_t, llama_seq_id, llama_pos, llama_pos) = nullptr;
   float* (*logitsAt)(llama_context*, int32_t) = nullptr;
   int32_t (*vocabSize)(const llama_vocab*) = nullptr;
+  bool (*recurrent)(const llama_model*) = nullptr;
+  bool (*hybrid)(const llama_model*) = nullptr;
+  uint32_t (*sequenceCount)(const llama_context*) = nullptr;
 };
 
 // The functions, from the copies node-llama-cpp loaded: from the addon file that holds the context
@@ -66,9 +69,12 @@ const char* resolve(StepApi& api, const void* binding) {
   api.removeCells = reinterpret_cast<decltype(api.removeCells)>(dlsym(addon, "llama_memory_seq_rm"));
   api.logitsAt = reinterpret_cast<decltype(api.logitsAt)>(dlsym(addon, "llama_get_logits_ith"));
   api.vocabSize = reinterpret_cast<decltype(api.vocabSize)>(dlsym(addon, "llama_vocab_n_tokens"));
+  api.recurrent = reinterpret_cast<decltype(api.recurrent)>(dlsym(addon, "llama_model_is_recurrent"));
+  api.hybrid = reinterpret_cast<decltype(api.hybrid)>(dlsym(addon, "llama_model_is_hybrid"));
+  api.sequenceCount = reinterpret_cast<decltype(api.sequenceCount)>(dlsym(addon, "llama_n_seq_max"));
   if (!api.decode || !api.synchronize || !api.logits || !api.model || !api.vocab || !api.eog || !api.threads || !api.memory || !api.removeCells || !api.logitsAt ||
-      !api.vocabSize)
-    return "libllama lacks llama_decode";
+      !api.vocabSize || !api.recurrent || !api.hybrid || !api.sequenceCount)
+    return "libllama lacks a function the step uses";
   api.rebuild = reinterpret_cast<decltype(api.rebuild)>(dlsym(addon, "_ZN12AddonSampler20rebuildChainIfNeededEv"));
   api.sample = reinterpret_cast<decltype(api.sample)>(dlsym(addon, "_ZN12AddonSampler6sampleEP13llama_contextiR22llama_token_data_arrayb"));
   api.accept = reinterpret_cast<decltype(api.accept)>(dlsym(addon, "_ZN12AddonSampler11acceptTokenEi"));
@@ -299,8 +305,13 @@ struct DecodeRun {
       }
       const auto started = std::chrono::steady_clock::now();
       std::string failed;
-      const bool ok = decodeBatch(context, failed);
-      for (const Pad& pad : pads) api.removeCells(memory, pad.sequence, pad.position, -1);
+      bool ok = decodeBatch(context, failed);
+      for (const Pad& pad : pads) {
+        if (!api.removeCells(memory, pad.sequence, pad.position, -1) && ok) {
+          ok = false;
+          failed = "a pad's cell could not be removed from its sequence";
+        }
+      }
       if (!ok) {
         Fail(failed);
         break;
@@ -473,13 +484,26 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   std::vector<Pad> pads;
-  if (info.Length() > 11 && int32s(10) && int32s(11) && info[10].As<Napi::TypedArray>().ElementLength() == info[11].As<Napi::TypedArray>().ElementLength()) {
+  if (info.Length() > 10) {
+    if (info.Length() < 12 || !int32s(10) || !int32s(11) || info[10].As<Napi::TypedArray>().ElementLength() != info[11].As<Napi::TypedArray>().ElementLength()) {
+      Napi::TypeError::New(env, "padIds and padPositions: Int32Arrays of one length").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
     Napi::Int32Array padIds = info[10].As<Napi::Int32Array>(), padPositions = info[11].As<Napi::Int32Array>();
     for (size_t i = 0; i < padIds.ElementLength(); i++) pads.push_back({padIds[i], padPositions[i]});
   }
   if (context->disposed || !context->contextLoaded || !context->ctx || !context->has_batch || context->batch_n_tokens < static_cast<int32_t>(samplers.size() + pads.size())) {
     Napi::Error::New(env, context->disposed ? "Context is disposed" : "no batch of room for the run's tokens").ThrowAsJavaScriptException();
     return env.Undefined();
+  }
+  // Ascending ids, none a lane's, all of the context's sequences; positions from 0.
+  for (size_t i = 0; i < pads.size(); i++) {
+    const bool lane = std::find(sequences.Data(), sequences.Data() + sequences.ElementLength(), pads[i].sequence) != sequences.Data() + sequences.ElementLength();
+    if (pads[i].sequence < 0 || pads[i].position < 0 || lane || (i > 0 && pads[i].sequence <= pads[i - 1].sequence) ||
+        (pads[i].sequence >= static_cast<int32_t>(::api().sequenceCount(context->ctx)))) {
+      Napi::RangeError::New(env, "pads: ascending ids of the context's other sequences, at positions from 0").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
   }
   auto* run = new DecodeRun(env);
   run->context = context;
@@ -550,6 +574,17 @@ Napi::Value LogitsAt(const Napi::CallbackInfo& info) {
   return copy;
 }
 
+// plainCache(contextBinding) -> boolean: whether the context's memory is a plain KV cache, in
+// which a sequence's last cells can be removed leaving it as it was before them (not a recurrent
+// or hybrid model's state, which llama.cpp cannot roll back).
+Napi::Value PlainCache(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  AddonContext* context = info.Length() > 0 ? liveContext(env, info[0]) : nullptr;
+  if (!context) return env.Undefined();
+  const llama_model* model = ::api().model(context->ctx);
+  return Napi::Boolean::New(env, !::api().recurrent(model) && !::api().hybrid(model));
+}
+
 // ready(contextBinding) -> undefined, or why the step cannot run on node-llama-cpp as loaded.
 Napi::Value Ready(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -565,4 +600,5 @@ void InitStep(Napi::Env env, Napi::Object exports) {
   exports.Set("run", Napi::Function::New(env, Run));
   exports.Set("stepUnavailable", Napi::Function::New(env, Ready));
   exports.Set("logitsAt", Napi::Function::New(env, LogitsAt));
+  exports.Set("plainCache", Napi::Function::New(env, PlainCache));
 }

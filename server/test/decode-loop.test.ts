@@ -332,6 +332,66 @@ describe('decode loop', () => {
     expect(() => (addon.run as (...args: unknown[]) => unknown)({}, {})).toThrow(/run\(contextBinding/);
   });
 
+  it("a native run's pads keep a lone long-context token in a micro-batch of several sequences: its logits a batch's, the pads' cells left as they were; pads that are not the context's other sequences are refused", async () => {
+    const addon = engineAddon()!;
+    const context = await tiny.model.createContext({ sequences: 4, contextSize: 1024, batchSize: 1024, threads: 2, flashAttention: true });
+    try {
+      const binding = (context as unknown as { _ctx: object })._ctx as {
+        initBatch(n: number): void;
+        addToBatch(id: number, position: number, tokens: Uint32Array, logits: Uint32Array): Uint32Array;
+        decodeBatch(): Promise<void>;
+        removeTokenCellsFromSequence(id: number, from: number, to: number): boolean;
+        getSequenceKvCacheMaxPosition(id: number): number;
+      };
+      const prompt = Uint32Array.from(tiny.model.tokenize('Once upon a time '.repeat(40)));
+      binding.initBatch(prompt.length);
+      binding.addToBatch(1, 0, prompt, new Uint32Array(0));
+      await binding.decodeBatch();
+      binding.initBatch(3);
+      binding.addToBatch(3, 0, prompt.subarray(0, 3), new Uint32Array(0)); // a pad sequence that holds cells
+      await binding.decodeBatch();
+      const at = prompt.length;
+      const token = prompt[1]!;
+      const bits = (index: number) => new Uint32Array(addon.logitsAt(binding, index).buffer);
+      // The reference: the token beside another sequence's, in one decode.
+      binding.initBatch(2);
+      binding.addToBatch(0, 0, Uint32Array.of(token), Uint32Array.of(0));
+      binding.addToBatch(1, at, Uint32Array.of(token), Uint32Array.of(0));
+      await binding.decodeBatch();
+      const batched = bits(1);
+      binding.removeTokenCellsFromSequence(0, 0, -1);
+      binding.removeTokenCellsFromSequence(1, at, -1);
+      const sampler = createSampler(tiny.model, { temperature: 0, topK: 40, topP: 1, minP: 0, seed: 1 });
+      const runOnce = async (pads?: [Int32Array, Int32Array]) => {
+        binding.initBatch(4);
+        const args = [binding, [sampler], Int32Array.of(1), Int32Array.of(at), Int32Array.of(token), 1, 1024, 1000, new Int32Array(1), () => {}, ...(pads ?? [])] as const;
+        const ran = await (addon.run as (...args: unknown[]) => ReturnType<typeof addon.run>)(...args);
+        expect(ran.decoded).toBe(1);
+        const row = pads && pads[0][0]! < 1 ? 1 : 0; // the lane's row: after a pad of a lower id
+        const logits = bits(row);
+        binding.removeTokenCellsFromSequence(1, at, -1);
+        return logits;
+      };
+      const same = (a: Uint32Array, b: Uint32Array) => a.every((value, i) => value === b[i]);
+      expect(same(await runOnce(), batched)).toBe(false); // alone: flash attention's split path
+      expect(same(await runOnce([Int32Array.of(3 - 1), Int32Array.of(0)]), batched)).toBe(true);
+      expect(same(await runOnce([Int32Array.of(0), Int32Array.of(0)]), batched)).toBe(true);
+      for (const id of [0, 2]) expect(binding.getSequenceKvCacheMaxPosition(id)).toBe(-1);
+      expect(binding.getSequenceKvCacheMaxPosition(1)).toBe(at - 1);
+      expect(binding.getSequenceKvCacheMaxPosition(3)).toBe(2);
+      const refused = (pads: Int32Array[]) =>
+        (addon.run as (...args: unknown[]) => unknown)(binding, [sampler], Int32Array.of(1), Int32Array.of(at), Int32Array.of(token), 1, 1024, 1000, new Int32Array(1), () => {}, ...pads);
+      expect(() => refused([Int32Array.of(1), Int32Array.of(0)])).toThrow(/pads: ascending ids of the context's other sequences/); // the lane itself
+      expect(() => refused([Int32Array.of(3, 2), Int32Array.of(3, 0)])).toThrow(/pads: ascending ids/);
+      expect(() => refused([Int32Array.of(4), Int32Array.of(0)])).toThrow(/pads: ascending ids/); // no such sequence
+      expect(() => refused([Int32Array.of(2), Int32Array.of(0, 1)])).toThrow(/padIds and padPositions/);
+      expect(() => refused([Int32Array.of(2)])).toThrow(/padIds and padPositions/);
+      sampler.dispose();
+    } finally {
+      await context.dispose();
+    }
+  });
+
   it('the native step refuses what is not a context binding with a batch, or a logit outside the batch', async () => {
     const addon = engineAddon()!;
     expect(() => addon.step({}, [], new Int32Array(0))).toThrow(/not a node-llama-cpp context binding/);
@@ -389,7 +449,8 @@ describe('decode loop', () => {
       await ours(first, { maxTokens: 8 }); // the thread share times the first decodes step by step
       const loop = first.loop;
       // 250 tokens: its tokens from position 250 on, where a lone one is padded (LONE_PAD_FROM).
-      const generate = () => ours(first, { prompt: 'Once upon a time '.repeat(25), maxTokens: 32, temperature: 1, seed: 3, alone: true });
+      // Greedy: it runs to its limit here.
+      const generate = () => ours(first, { prompt: 'Once upon a time '.repeat(25), maxTokens: 32, temperature: 0, alone: true });
       const empty = await generate();
       // The next sequence holds 5 cells (as a chat between its turns would).
       await second.sequence.evaluateWithoutGeneratingNewTokens(tiny.model.tokenize('Hello world and more'));

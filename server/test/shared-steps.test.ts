@@ -60,6 +60,15 @@ const sequenceIdOf = (sequence: LlamaContextSequence) => (sequence as unknown as
 
 describe('shared decode steps', () => {
   const tiny = useTinyModel();
+  /** Whether a context of 4 here passes its kernels' check (DecodeLoop.checkBatchShapes). */
+  const kernelsAgree = async () => {
+    const probe = await tiny.model.createContext({ sequences: 4, contextSize: 256, flashAttention: true });
+    try {
+      return await new DecodeLoop(probe).checkBatchShapes();
+    } finally {
+      await probe.dispose();
+    }
+  };
 
   it('decodes the next token of all 4 generating sequences in one step', async () => {
     const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
@@ -166,9 +175,7 @@ describe('shared decode steps', () => {
   });
 
   it('deterministic requests (a seed, temperature 0) give exactly the text they give alone: their prompts in steps of their own, their next tokens shared where the batch shapes agree (else in steps of their own, taking turns with the batch of the others)', async () => {
-    const probe = await tiny.model.createContext({ sequences: 4, contextSize: 256, flashAttention: true });
-    const agree = await new DecodeLoop(probe).checkBatchShapes();
-    await probe.dispose();
+    const agree = await kernelsAgree();
     for (const isolate of [true, false]) {
       const engine = engineOn(tiny.dir, { parallel: 4, sequences_per_context: 4, isolate_deterministic: isolate });
       await engine.start();
@@ -261,7 +268,8 @@ describe('shared decode steps', () => {
       const padded = await decode([[0, prompt.length, token, true], [1, 0, token, false]]);
       const same = (a: Uint32Array, b: Uint32Array) => a.every((bits, i) => bits === b[i]);
       expect(same(lone, beside)).toBe(false);
-      expect(same(padded, beside)).toBe(true);
+      // (Where the kernels themselves give a micro-batch of 2 other numbers than one of 3, no pad could help: the loop then keeps such tokens apart.)
+      if (await kernelsAgree()) expect(same(padded, beside)).toBe(true);
     } finally {
       await context.dispose();
     }
@@ -302,6 +310,42 @@ describe('shared decode steps', () => {
         expect(shared.every((step) => step.join() === '0,1,2,3')).toBe(true);
       } else expect(shared).toHaveLength(0);
       for (const sequence of sequences) expect(binding(context).getSequenceKvCacheMaxPosition(sequenceIdOf(sequence))).toBe(-1);
+    } finally {
+      await context.dispose();
+    }
+  });
+
+  it("a lone deterministic token's pad is the emptier neighbour that has room (long context, 2 threads)", async () => {
+    const context = await tiny.model.createContext({ sequences: 4, contextSize: 512, batchSize: 512, threads: 2, flashAttention: true });
+    try {
+      const loop = new DecodeLoop(context);
+      const agree = await loop.checkBatchShapes();
+      const sequences = [0, 1, 2, 3].map(() => context.getSequence());
+      const raw = (context as unknown as { _ctx: { initBatch(n: number): void; addToBatch(...args: unknown[]): unknown; decodeBatch(): Promise<void>; disposeSequence(id: number): void } })._ctx;
+      const hold = async (id: number, cells: number) => {
+        raw.disposeSequence(id);
+        raw.initBatch(cells);
+        raw.addToBatch(id, 0, Uint32Array.from({ length: cells }, (_, i) => 1 + (i % 100)), new Uint32Array(0));
+        await raw.decodeBatch();
+      };
+      const steps: number[][] = [];
+      const logits: boolean[][] = [];
+      countDecodeSteps(context, [], steps, logits);
+      const padsOfFirstToken = async () => {
+        steps.length = 0;
+        logits.length = 0;
+        await complete(loop, sequences[1]!, { prompt: 'Once upon a time '.repeat(25), maxTokens: 4, temperature: 0, alone: true });
+        return steps[1]!.filter((_, j) => !logits[1]![j]); // (steps[0]: its prompt, alone)
+      };
+      await hold(0, 100);
+      await hold(2, 5);
+      expect(await padsOfFirstToken()).toEqual(agree ? [2] : []);
+      await hold(2, 512); // full: no room for a pad
+      expect(await padsOfFirstToken()).toEqual(agree ? [0] : []);
+      await hold(0, 512);
+      expect(await padsOfFirstToken()).toEqual([]); // neither has room (its numbers then are a lone token's)
+      for (const [id, cells] of [[0, 512], [2, 512]] as const) expect(binding(context).getSequenceKvCacheMaxPosition(id)).toBe(cells - 1);
+      expect(binding(context).getSequenceKvCacheMaxPosition(1)).toBe(-1);
     } finally {
       await context.dispose();
     }

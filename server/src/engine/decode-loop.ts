@@ -216,6 +216,9 @@ export class DecodeLoop {
   #batchShapesAgree = false;
   /** The pads of the step last filled (#fill), for the run that may follow it. */
   #pads: Pads = NO_PADS;
+  /** Steps may take pads (#padsFor): a shared context whose memory is a plain KV cache (the native addon tells). */
+  #padded = false;
+  #checked?: Promise<boolean>;
   readonly #AddonSampler?: abstract new (...args: never[]) => object;
   readonly #decodeAhead = aheadWanted;
   readonly #runBudgetMs = runBudgetMs;
@@ -246,6 +249,7 @@ export class DecodeLoop {
       this.#native = addon!.step;
       this.#nativeRun = addon!.run;
       this.#addon = addon;
+      this.#padded = this.#shared && addon!.plainCache(objects.binding) === true;
       this.#AddonSampler = objects.AddonSampler;
     }
     if (threads) this.#useThreadShare(); // one thread until the share has timed the model's decodes
@@ -285,39 +289,60 @@ export class DecodeLoop {
   }
 
   /**
-   * Checks, once before the context's first step, whether a token's numbers here are the same in
-   * a micro-batch of several sequences as alone: the same token decoded first alone, then beside
-   * one other sequence's token and beside one of each of the others, must leave the same logits to
-   * the bit. It depends on
-   * the CPU's matrix kernels (ggml picks them by the batch's shape) and is true on the machines
-   * measured so far; where it holds, deterministic generations share the steps (a row of theirs
-   * is always padded into a micro-batch of several sequences: #padsFor), and where it does not
-   * (or without the native addon, which reads the logits), they decode in steps of their own.
+   * Checks, once, before the context's first step and before its sequences are handed out,
+   * whether a token's numbers here are the same in a micro-batch of several sequences as alone:
+   * each sequence's token decoded in micro-batches of 1, 2, ... all of the context's sequences,
+   * on all the threads the context may get, must leave the same logits to the bit at every width.
+   * It depends on the CPU's matrix kernels (ggml picks them by the batch's shape) and held on the
+   * machine measured (a Xeon, session 15). Where it holds, deterministic generations share the
+   * steps (#padsFor keeps a row of theirs that flash attention would treat otherwise in a
+   * micro-batch of several sequences); where it does not, or without the native addon (which reads
+   * the logits), or on a recurrent or hybrid model (whose state a pad's cell could not leave
+   * as it was), they decode in steps of their own.
    */
-  async checkBatchShapes(): Promise<boolean> {
+  checkBatchShapes(): Promise<boolean> {
+    this.#checked ??= this.#checkBatchShapes();
+    return this.#checked;
+  }
+
+  async #checkBatchShapes(): Promise<boolean> {
     const addon = this.#addon;
-    if (!addon || !this.#shared || this.#queue.size > 0) return this.#batchShapesAgree;
+    if (!addon || !this.#padded || this.#queue.size > 0) return false;
     const binding = this.#binding;
-    // Up to every sequence of the context: a step's micro-batch holds at most one token of each.
-    const widths = [...new Set([1, 2, this.#context.totalSequences])];
-    const rows: Uint32Array[] = [];
+    const total = this.#context.totalSequences;
+    // Each row's logits at every width it is in (row i: token 1 + i of sequence i, at position 0).
+    const rows = Array.from({ length: total }, () => [] as Uint32Array[]);
+    // On every thread the context may get (the thread share starts it on one).
+    const threads = this.#threads?.total ?? this.#currentThreads;
     try {
       await withLock([this.#context, 'context'], async () => {
-        for (const width of widths) {
-          binding.initBatch(width);
-          for (let id = 0; id < width; id++) binding.addToBatch(id, 0, Uint32Array.of(1 + id), Uint32Array.of(0));
-          try {
-            await binding.decodeBatch();
-            rows.push(new Uint32Array(addon.logitsAt(this.#raw, 0).buffer));
-          } finally {
-            for (let id = 0; id < width; id++) binding.disposeSequence(id);
+        if (threads !== this.#currentThreads) {
+          binding.setThreads(threads);
+          this.#pool?.use(threads > 1);
+        }
+        try {
+          for (let width = 1; width <= total; width++) {
+            binding.initBatch(width);
+            for (let id = 0; id < width; id++) binding.addToBatch(id, 0, Uint32Array.of(1 + id), Uint32Array.of(0));
+            try {
+              await binding.decodeBatch();
+              for (let id = 0; id < width; id++) rows[id]!.push(new Uint32Array(addon.logitsAt(this.#raw, id).buffer));
+            } finally {
+              for (let id = 0; id < width; id++) binding.disposeSequence(id);
+            }
+          }
+        } finally {
+          if (threads !== this.#currentThreads) {
+            binding.setThreads(this.#currentThreads);
+            this.#pool?.use(this.#currentThreads > 1);
           }
         }
       });
     } catch {
       return false; // (the steps find out what is wrong with the context)
     }
-    this.#batchShapesAgree = rows.every((row) => row.length === rows[0]!.length && row.every((bits, i) => bits === rows[0]![i]));
+    const same = (a: Uint32Array, b: Uint32Array) => a.length === b.length && a.every((bits, i) => bits === b[i]);
+    this.#batchShapesAgree = rows.every((widths) => widths.every((row) => same(row, widths[0]!)));
     return this.#batchShapesAgree;
   }
 
@@ -577,8 +602,10 @@ export class DecodeLoop {
 
   /**
    * The pads a batch of these sequences needs: a row of each sequence whose id lies between two of
-   * theirs, and a neighbour's beside a lone deterministic generation, each at its sequence's next
-   * position and removed again after the decode (#decode; the run does the same). With a KV
+   * theirs, and a neighbour's beside a deterministic token that has none in the step (from
+   * LONE_PAD_FROM on, on several threads, with flash attention), each at its sequence's next
+   * position and removed again after the decode (#decode; the run does the same). Only on a plain
+   * KV cache (a recurrent model's state keeps what a removed cell held). With a KV
    * stream per sequence, llama.cpp cuts a batch into micro-batches of consecutive sequence ids
    * (llama_batch_allocr::split_equal): the sequences [0, 2] decode as two graphs, each nearly the
    * cost of the whole step, [0, 1, 2] as one. And on several threads a micro-batch of one
@@ -590,23 +617,43 @@ export class DecodeLoop {
    * sequences. A sequence whose context is full cannot take a pad (none is decoded for it).
    */
   #padsFor(batch: Pending[], most: number): Pads {
-    if (!this.#shared) return NO_PADS;
-    const ids: number[] = [];
-    for (let i = 1; i < batch.length; i++) for (let id = batch[i - 1]!.id + 1; id < batch[i]!.id; id++) ids.push(id);
-    if (batch.length === 1 && batch[0]!.alone && batch[0]!.chunk.to - batch[0]!.chunk.from === 1 && this.#padsLone(batch[0]!.chunk.at)) {
-      const { id } = batch[0]!;
-      ids.push(id + 1 < this.#context.totalSequences ? id + 1 : id - 1);
-    }
-    if (ids.length === 0) return NO_PADS;
+    if (!this.#padded) return NO_PADS;
+    const total = this.#context.totalSequences;
+    const stepping = new Set(batch.map((pending) => pending.id));
     const binding = this.#binding;
-    const next = ids.map((id) => binding.getSequenceKvCacheMaxPosition(id) + 1);
-    const room = ids.flatMap((id, i) => (next[i]! < this.#contextSize ? [i] : [])).slice(0, most);
-    return { ids: Int32Array.from(room, (i) => ids[i]!), positions: Int32Array.from(room, (i) => next[i]!) };
+    /** Where a pad of sequence `id` would go; undefined: none can (a stepping sequence, or no room). */
+    const padAt = (id: number) => {
+      if (id < 0 || id >= total || stepping.has(id)) return undefined;
+      const position = binding.getSequenceKvCacheMaxPosition(id) + 1;
+      return position < this.#contextSize ? position : undefined;
+    };
+    const pads = new Map<number, number>();
+    for (let i = 1; i < batch.length; i++) {
+      for (let id = batch[i - 1]!.id + 1; id < batch[i]!.id; id++) {
+        const position = padAt(id);
+        if (position !== undefined) pads.set(id, position);
+      }
+    }
+    // A deterministic token with no neighbour in the step gets one: the emptier of the two (a pad
+    // attends to its own sequence's cells).
+    const beside = (id: number) => stepping.has(id) || pads.has(id);
+    for (const pending of batch) {
+      if (!pending.alone || pending.chunk.to - pending.chunk.from !== 1 || !this.#padsLone(pending.chunk.at) || beside(pending.id - 1) || beside(pending.id + 1)) continue;
+      const options = [pending.id + 1, pending.id - 1].flatMap((id) => {
+        const position = padAt(id);
+        return position === undefined ? [] : [[id, position] as const];
+      });
+      const [best] = options.sort((a, b) => a[1] - b[1]);
+      if (best) pads.set(best[0], best[1]);
+    }
+    if (pads.size === 0) return NO_PADS;
+    const ids = [...pads.keys()].sort((a, b) => a - b).slice(0, most);
+    return { ids: Int32Array.from(ids), positions: Int32Array.from(ids, (id) => pads.get(id)!) };
   }
 
-  /** Whether a lone deterministic token at `position` needs a pad (LONE_PAD_FROM). */
+  /** Whether a lone deterministic token at `position` needs a pad: flash attention's split-KV path (LONE_PAD_FROM). */
   #padsLone(position: number): boolean {
-    return this.#currentThreads > 1 && position >= LONE_PAD_FROM;
+    return this.#currentThreads > 1 && position >= LONE_PAD_FROM && this.#context.flashAttention !== false;
   }
 
   /**
@@ -614,15 +661,17 @@ export class DecodeLoop {
    * several threads (`threads`: the run's), which from LONE_PAD_FROM on would need one.
    */
   #unpaddedLone(lanes: Pending[], pads: Pads, threads = this.#currentThreads): boolean {
-    return this.#batchShapesAgree && this.#shared && lanes.length === 1 && lanes[0]!.alone && pads.ids.length === 0 && threads > 1;
+    return this.#batchShapesAgree && this.#shared && lanes.length === 1 && lanes[0]!.alone && pads.ids.length === 0 && threads > 1 && this.#context.flashAttention !== false;
   }
 
-  /** The pads' rows out of their sequences' cells again, after a decode. */
-  #unpad(): void {
+  /** The pads' rows out of their sequences' cells again, after a decode; false where one was not (and no pads from then on). */
+  #unpad(): boolean {
     const { ids, positions } = this.#pads;
-    if (ids.length === 0) return;
+    let removed = true;
     const binding = this.#binding;
-    for (let i = 0; i < ids.length; i++) binding.removeTokenCellsFromSequence(ids[i]!, positions[i]!, -1);
+    for (let i = 0; i < ids.length; i++) removed = binding.removeTokenCellsFromSequence(ids[i]!, positions[i]!, -1) && removed;
+    if (!removed) this.#padded = false;
+    return removed;
   }
 
   /**
@@ -648,11 +697,10 @@ export class DecodeLoop {
         decodeMs = performance.now() - started;
       }
       this.#threads?.decoded(this.#currentThreads, size === batch.length, decodeMs);
-      return { sampled };
+      return this.#unpad() ? { sampled } : { error: new Error("a pad's cell could not be removed from its sequence") };
     } catch (error) {
-      return { error };
-    } finally {
       this.#unpad();
+      return { error };
     }
   }
 

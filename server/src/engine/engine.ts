@@ -317,7 +317,7 @@ export class InferenceEngine {
       // streams at 1.5x (small q8_0) and 1.8x (small f16) the tokens/s of 4 one-sequence contexts,
       // one stream the same (0.95-1.08x); the tiny model's 4 at 0.7x (its decode too short to split
       // over threads: 4 contexts run 2 at a time on the 2 cores, one context 4 tokens a step on one).
-      // On an AMD EPYC, before greedy streams batched, 4 contexts had been 1.1-1.2x one.
+      // On an AMD EPYC, 4 contexts had streamed 4 at 1.0-1.3x one context with greedy streams batched.
       const opened = await openSequences(model, engine, { busy: this.#busyContexts });
       contexts = opened.contexts;
       const sequences = opened.sequences;
@@ -333,7 +333,7 @@ export class InferenceEngine {
         unloading: new AbortController(),
       };
       this.#loaded.set(id, entry);
-      this.logger.info({ model: id, load_ms: Date.now() - started, sequences: sequences.length, contexts: contexts.length, threadpools: opened.threadpools, native_steps: sequences.some((item) => item.loop.native), deterministic_batched: engine.sequences_per_context > 1 && engine.isolate_deterministic && sequences.every((item) => item.loop.batchShapesAgree) }, 'model loaded');
+      this.logger.info({ model: id, load_ms: Date.now() - started, sequences: sequences.length, contexts: contexts.length, threadpools: opened.threadpools, native_steps: sequences.some((item) => item.loop.native), batch_shapes_agree: sharedAgree(sequences) }, 'model loaded');
       if (engine.threads > 1 && !opened.threadpools) this.logger.warn({ reason: threadpoolUnavailable() }, 'contexts run without a persistent threadpool: the engine threads are split among them, at least one each');
       this.observer.modelLoaded?.(id, (Date.now() - started) / 1000);
       return entry;
@@ -589,6 +589,12 @@ function promptRoom(model: LlamaModel, request: GenerationRequest, chatWrapper: 
 }
 
 /** A seed, or greedy sampling (the engine's default temperature is 0): the same request must give the same text. */
+/** Whether every shared context's kernels passed its check (decode-loop.ts checkBatchShapes); undefined: no shared context. */
+function sharedAgree(sequences: readonly EngineSequence[]): boolean | undefined {
+  const shared = sequences.filter((item) => item.sequence.context.totalSequences > 1);
+  return shared.length > 0 ? shared.every((item) => item.loop.batchShapesAgree) : undefined;
+}
+
 export function isDeterministic(request: Pick<GenerationRequest, 'seed' | 'temperature'>): boolean {
   return request.seed !== undefined || (request.temperature ?? 0) === 0;
 }

@@ -40,6 +40,8 @@ export interface EngineAddon {
   ): Promise<{ decoded: number; decodeMs: number; error?: string; errors?: (string | undefined)[] }>;
   /** A copy of the logits the last decode left for row `batchIndex` of its batch. Between decodes only. */
   logitsAt(binding: object, batchIndex: number): Float32Array;
+  /** Whether the context's memory is a plain KV cache: a sequence's last cells removed leave it as it was (not a recurrent or hybrid model's state). */
+  plainCache(binding: object): boolean;
   /** Why `step` cannot run on this binding's node-llama-cpp as loaded (its functions not found); undefined: it can. */
   stepUnavailable(binding: object): string | undefined;
 }
