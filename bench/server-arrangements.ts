@@ -10,7 +10,10 @@
  * isolate_deterministic = false`: greedy streams then batch as sampled ones do (and run to their
  * 128 tokens, where sampled ones on a demo model end early), which shows what batching gives.
  *
- *   npx tsx bench/server-arrangements.ts [--model small-q8_0|small-f16|tiny] [--per-context 1,2,4] [--threads 1,2] [--rounds 4] [--sampled] [--batch-deterministic]
+ * `--prompt-repeat N` sends each prompt N times over (a longer context: from 192 cells on a lone
+ * deterministic stream on a shared context decodes beside a pad, see decode-loop.ts #padsFor).
+ *
+ *   npx tsx bench/server-arrangements.ts [--model small-q8_0|small-f16|tiny] [--per-context 1,2,4] [--threads 1,2] [--rounds 4] [--sampled] [--batch-deterministic] [--prompt-repeat 1]
  */
 import path from 'node:path';
 import { writeDemoModel } from '../server/src/engine/demo-model.js';
@@ -23,6 +26,7 @@ const threadCounts = (flags.get('threads') ?? '1,2').split(',').map(Number);
 const rounds = Number(flags.get('rounds') ?? 4);
 const sampled = flags.has('sampled');
 const sampling = sampled ? { temperature: 0.8 } : { temperature: 0 };
+const repeat = Number(flags.get('prompt-repeat') ?? 1);
 const spec = DEMO_MODELS[modelName];
 if (!spec) throw new Error(`unknown model ${modelName}`);
 const model = `demo-${modelName}`;
@@ -30,7 +34,7 @@ const log = (line = '') => process.stdout.write(line + '\n');
 
 type Kind = 'completion' | 'chat';
 async function stream(server: BenchServer, kind: Kind): Promise<number> {
-  const input = kind === 'chat' ? { messages: [{ role: 'user', content: 'Tell me a story' }] } : { prompt: 'Hello world' };
+  const input = kind === 'chat' ? { messages: [{ role: 'user', content: 'Tell me a story. '.repeat(repeat).trim() }] } : { prompt: 'Hello world. '.repeat(repeat).trim() };
   const response = await fetch(`${server.url}/v1/${kind === 'chat' ? 'chat/completions' : 'completions'}`, {
     method: 'POST',
     headers: { Authorization: `Bearer ${server.token}`, 'Content-Type': 'application/json' },
@@ -50,7 +54,7 @@ async function aggregate(server: BenchServer, streams: number, kind: Kind): Prom
   return (tokens * 1000) / (performance.now() - started);
 }
 
-log(`server-arrangements: demo ${modelName}, 128 ${sampled ? 'sampled (temperature 0.8, no seed)' : 'greedy'} tokens per stream at most, ${rounds} alternating rounds`);
+log(`server-arrangements: demo ${modelName}, 128 ${sampled ? 'sampled (temperature 0.8, no seed)' : 'greedy'} tokens per stream at most, ${rounds} alternating rounds${repeat > 1 ? `, prompts ${repeat} times over` : ''}`);
 log(machineLine());
 const models = tempDir('inferno-bench-arrangements-');
 await writeDemoModel(path.join(models.dir, `${model}.gguf`), spec);
