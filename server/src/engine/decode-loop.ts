@@ -165,6 +165,8 @@ const NO_PADS: Pads = { ids: new Int32Array(0), positions: new Int32Array(0) };
  * pad would cost (one stream of the small q8_0 model: 0.8-0.9x the tokens/s).
  */
 const LONE_PAD_FROM = 192;
+/** The error of a step (or a native run) whose pad's cell stayed in its sequence. */
+const PAD_NOT_REMOVED = "a pad's cell could not be removed from its sequence";
 
 /** A decoded step: the tokens the native step sampled for ours (none: they sample after it), or why it failed. */
 type Decoded = { sampled?: Map<Pending, number | { error: unknown }> } | { error: unknown };
@@ -291,8 +293,11 @@ export class DecodeLoop {
   /**
    * Checks, once, before the context's first step and before its sequences are handed out,
    * whether a token's numbers here are the same in a micro-batch of several sequences as alone:
-   * each sequence's token decoded in micro-batches of 1, 2, ... all of the context's sequences,
-   * on all the threads the context may get, must leave the same logits to the bit at every width.
+   * micro-batches of 1, 2, ... all of the context's sequences, a token each, must leave each
+   * sequence's token the same logits to the bit at every width (the first one's alone too). On
+   * the share's total threads: a matrix kernel computes each value on one thread, so the thread
+   * count changes no value, and a row of a micro-batch of several sequences takes flash
+   * attention's per-row path on any number of threads.
    * It depends on the CPU's matrix kernels (ggml picks them by the batch's shape) and held on the
    * machine measured (a Xeon, session 15). Where it holds, deterministic generations share the
    * steps (#padsFor keeps a row of theirs that flash attention would treat otherwise in a
@@ -310,8 +315,9 @@ export class DecodeLoop {
     if (!addon || !this.#padded || this.#queue.size > 0) return false;
     const binding = this.#binding;
     const total = this.#context.totalSequences;
-    // Each row's logits at every width it is in (row i: token 1 + i of sequence i, at position 0).
-    const rows = Array.from({ length: total }, () => [] as Uint32Array[]);
+    // Each row's logits at the first width it is in (row i: token 1 + i of sequence i, at position 0).
+    const first: Uint32Array[] = [];
+    let agree = true;
     // On every thread the context may get (the thread share starts it on one).
     const threads = this.#threads?.total ?? this.#currentThreads;
     try {
@@ -326,7 +332,12 @@ export class DecodeLoop {
             for (let id = 0; id < width; id++) binding.addToBatch(id, 0, Uint32Array.of(1 + id), Uint32Array.of(0));
             try {
               await binding.decodeBatch();
-              for (let id = 0; id < width; id++) rows[id]!.push(new Uint32Array(addon.logitsAt(this.#raw, id).buffer));
+              for (let id = 0; id < width; id++) {
+                const row = new Uint32Array(addon.logitsAt(this.#raw, id).buffer);
+                const before = first[id];
+                if (!before) first[id] = row;
+                else agree &&= row.length === before.length && row.every((bits, i) => bits === before[i]);
+              }
             } finally {
               for (let id = 0; id < width; id++) binding.disposeSequence(id);
             }
@@ -341,9 +352,8 @@ export class DecodeLoop {
     } catch {
       return false; // (the steps find out what is wrong with the context)
     }
-    const same = (a: Uint32Array, b: Uint32Array) => a.length === b.length && a.every((bits, i) => bits === b[i]);
-    this.#batchShapesAgree = rows.every((widths) => widths.every((row) => same(row, widths[0]!)));
-    return this.#batchShapesAgree;
+    this.#batchShapesAgree = agree;
+    return agree;
   }
 
   /** Whether deterministic generations share the steps here (checkBatchShapes). */
@@ -651,6 +661,12 @@ export class DecodeLoop {
     return { ids: Int32Array.from(ids), positions: Int32Array.from(ids, (id) => pads.get(id)!) };
   }
 
+  /** A pad's cell stayed in its sequence: no pads from now on, and no deterministic token in a batch (it would need them). */
+  #padsFailed(): void {
+    this.#padded = false;
+    this.#batchShapesAgree = false;
+  }
+
   /** Whether a lone deterministic token at `position` needs a pad: flash attention's split-KV path (LONE_PAD_FROM). */
   #padsLone(position: number): boolean {
     return this.#currentThreads > 1 && position >= LONE_PAD_FROM && this.#context.flashAttention !== false;
@@ -670,7 +686,7 @@ export class DecodeLoop {
     let removed = true;
     const binding = this.#binding;
     for (let i = 0; i < ids.length; i++) removed = binding.removeTokenCellsFromSequence(ids[i]!, positions[i]!, -1) && removed;
-    if (!removed) this.#padded = false;
+    if (!removed) this.#padsFailed();
     return removed;
   }
 
@@ -697,7 +713,7 @@ export class DecodeLoop {
         decodeMs = performance.now() - started;
       }
       this.#threads?.decoded(this.#currentThreads, size === batch.length, decodeMs);
-      return this.#unpad() ? { sampled } : { error: new Error("a pad's cell could not be removed from its sequence") };
+      return this.#unpad() ? { sampled } : { error: new Error(PAD_NOT_REMOVED) };
     } catch (error) {
       this.#unpad();
       return { error };
@@ -803,6 +819,7 @@ export class DecodeLoop {
       } catch (error) {
         ran = { decoded: 0, decodeMs: 0, error: error instanceof Error ? error.message : String(error) };
       }
+      if (ran.error === PAD_NOT_REMOVED) this.#padsFailed();
       this.nativeSteps += ran.decoded;
       this.aheadSteps += ran.decoded;
       for (const [lane, pending] of lanes.entries()) {

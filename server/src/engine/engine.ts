@@ -588,13 +588,13 @@ function promptRoom(model: LlamaModel, request: GenerationRequest, chatWrapper: 
   return room;
 }
 
-/** A seed, or greedy sampling (the engine's default temperature is 0): the same request must give the same text. */
 /** Whether every shared context's kernels passed its check (decode-loop.ts checkBatchShapes); undefined: no shared context. */
 function sharedAgree(sequences: readonly EngineSequence[]): boolean | undefined {
   const shared = sequences.filter((item) => item.sequence.context.totalSequences > 1);
   return shared.length > 0 ? shared.every((item) => item.loop.batchShapesAgree) : undefined;
 }
 
+/** A seed, or greedy sampling (the engine's default temperature is 0): the same request must give the same text. */
 export function isDeterministic(request: Pick<GenerationRequest, 'seed' | 'temperature'>): boolean {
   return request.seed !== undefined || (request.temperature ?? 0) === 0;
 }
