@@ -464,7 +464,10 @@ describe('decode loop', () => {
       const beside = await generate();
       expect(loop.runs).toBeGreaterThan(runs);
       expect(beside.text).toBe(empty.text);
-      if (loop.batchShapesAgree) expect(steps.slice(1)).toEqual([2]); // after its prompt, its row and the pad, then the run's
+      // After its prompt, its row and the pad in every step the loop fills (a run hands back after
+      // its budget, and the loop's next step starts the next run).
+      expect(steps.length).toBeGreaterThan(1);
+      if (loop.batchShapesAgree) expect(steps.slice(1).every((n) => n === 2)).toBe(true);
       expect(lastPosition(contexts[0]!, second)).toBe(held);
       expect(lastPosition(contexts[0]!, first)).toBe(-1);
     } finally {

@@ -215,7 +215,8 @@ describe('shared decode steps', () => {
           expect(ownPrompt).toHaveLength(2);
           const together = Math.min(a!.usage.completion_tokens, b!.usage.completion_tokens);
           expect(together).toBeGreaterThanOrEqual(10);
-          expect(steps.filter((step) => step.length === 4 && ownPrompt.every((id) => step.includes(id))).length).toBeGreaterThanOrEqual(together - 2);
+          // (Most of their steps: a chat's next token that comes after the step's wait is in the next one.)
+          expect(steps.filter((step) => step.length === 4 && ownPrompt.every((id) => step.includes(id))).length).toBeGreaterThanOrEqual(together / 2);
           continue;
         }
         // Two sequences never shared a step (prompt or token); the two sampled ones batched.
