@@ -282,26 +282,27 @@ struct DecodeRun {
     int32_t furthest = 0;
     for (int32_t position : positions) furthest = std::max(furthest, position);
     std::vector<llama_token> next = tokens;
-    // Each sequence's row in the batch: the sequences and the pads in ascending id order.
-    std::vector<int32_t> rows(n);
+    // The batch's rows: the sequences and the pads in ascending id order, all but the sequences'
+    // tokens and positions the same every step (the pads' rows wholly).
     const int32_t width = n + static_cast<int32_t>(pads.size());
+    std::vector<int32_t> rows(n);  // each sequence's row
     for (int32_t i = 0, pad = 0, row = 0; row < width; row++) {
-      if (pad < static_cast<int32_t>(pads.size()) && (i == n || pads[pad].sequence < sequences[i])) pad++;
+      const bool padRow = pad < static_cast<int32_t>(pads.size()) && (i == n || pads[pad].sequence < sequences[i]);
+      batch.token[row] = tokens[0];  // (a pad's: any token does)
+      batch.pos[row] = padRow ? pads[pad].position : 0;
+      batch.n_seq_id[row] = 1;
+      batch.seq_id[row][0] = padRow ? pads[pad].sequence : sequences[i];
+      batch.logits[row] = !padRow;
+      if (padRow) pad++;
       else rows[i++] = row;
     }
     llama_memory_t memory = api.memory(context->ctx);
     for (; decoded < limit && furthest + decoded < cells && decodeMs < budgetMs;) {
       if (__atomic_load_n(stop, __ATOMIC_ACQUIRE) != 0) break;
       batch.n_tokens = width;
-      for (int32_t i = 0, pad = 0, row = 0; row < width; row++) {
-        const bool padRow = pad < static_cast<int32_t>(pads.size()) && (i == n || pads[pad].sequence < sequences[i]);
-        batch.token[row] = next[0];
-        batch.pos[row] = padRow ? pads[pad].position : positions[i] + decoded;
-        batch.n_seq_id[row] = 1;
-        batch.seq_id[row][0] = padRow ? pads[pad].sequence : sequences[i];
-        batch.logits[row] = !padRow;
-        if (padRow) pad++;
-        else batch.token[row] = next[i++];
+      for (int32_t i = 0; i < n; i++) {
+        batch.token[rows[i]] = next[i];
+        batch.pos[rows[i]] = positions[i] + decoded;
       }
       const auto started = std::chrono::steady_clock::now();
       std::string failed;

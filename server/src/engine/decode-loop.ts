@@ -528,7 +528,7 @@ export class DecodeLoop {
     // joins the batch; its prompt (several tokens: chunked as the batch's room allows) still
     // decodes alone.
     const alone = (pending: Pending) => pending.alone && !(this.#batchShapesAgree && next(pending));
-    const turns = this.#batchShapesAgree ? [...this.#alone].filter(alone) : [...this.#alone];
+    const turns = [...this.#alone].filter(alone);
     const others = this.#queue.size > turns.length;
     let candidates: Pending[];
     const inTurn = turns.length > 0 && (!others || this.#aloneSinceBatch < turns.length);
@@ -574,7 +574,7 @@ export class DecodeLoop {
     const batch: Pending[] = [];
     let size = 0;
     // Room kept for the pads (at most one per other sequence of the context).
-    const room = padded && this.#shared ? Math.max(1, this.#batchSize - (this.#context.totalSequences - 1)) : this.#batchSize;
+    const room = padded && this.#padded ? Math.max(1, this.#batchSize - (this.#context.totalSequences - 1)) : this.#batchSize;
     for (const pending of candidates) {
       const take = Math.min(pending.tokens.length - pending.offset, room - size);
       if (take <= 0) break;
@@ -669,7 +669,12 @@ export class DecodeLoop {
 
   /** Whether a lone deterministic token at `position` needs a pad: flash attention's split-KV path (LONE_PAD_FROM). */
   #padsLone(position: number): boolean {
-    return this.#currentThreads > 1 && position >= LONE_PAD_FROM && this.#context.flashAttention !== false;
+    return position >= LONE_PAD_FROM && this.#splitsLone(this.#currentThreads);
+  }
+
+  /** Whether on `threads` threads flash attention would split a long lone token's cells among them. */
+  #splitsLone(threads: number): boolean {
+    return threads > 1 && this.#context.flashAttention !== false;
   }
 
   /**
@@ -677,7 +682,7 @@ export class DecodeLoop {
    * several threads (`threads`: the run's), which from LONE_PAD_FROM on would need one.
    */
   #unpaddedLone(lanes: Pending[], pads: Pads, threads = this.#currentThreads): boolean {
-    return this.#batchShapesAgree && this.#shared && lanes.length === 1 && lanes[0]!.alone && pads.ids.length === 0 && threads > 1 && this.#context.flashAttention !== false;
+    return this.#batchShapesAgree && lanes.length === 1 && lanes[0]!.alone && pads.ids.length === 0 && this.#splitsLone(threads);
   }
 
   /** The pads' rows out of their sequences' cells again, after a decode; false where one was not (and no pads from then on). */
