@@ -245,6 +245,7 @@ struct Pad {
 struct DecodeRun {
   AddonContext* context;
   std::vector<Pad> pads;  // ascending sequence ids
+  bool padLogits = false;  // the pads' rows ask for logits too (the loop's #loneDiffers)
   // One per sequence, in the batch's order (ascending sequence ids: see the loop's #fill).
   std::vector<AddonSampler*> samplers;
   std::vector<int32_t> sequences, positions;
@@ -292,7 +293,7 @@ struct DecodeRun {
       batch.pos[row] = padRow ? pads[pad].position : 0;
       batch.n_seq_id[row] = 1;
       batch.seq_id[row][0] = padRow ? pads[pad].sequence : sequences[i];
-      batch.logits[row] = !padRow;
+      batch.logits[row] = !padRow || padLogits;
       if (padRow) pad++;
       else rows[i++] = row;
     }
@@ -452,11 +453,12 @@ Napi::Value Step(const Napi::CallbackInfo& info) {
 namespace {
 // run(contextBinding, samplers, sequenceIds: Int32Array, positions: Int32Array, tokens:
 // Int32Array, limit, cells, budgetMs, control: Int32Array, onTokens, padIds?: Int32Array,
-// padPositions?: Int32Array) ->
+// padPositions?: Int32Array, padLogits?: boolean) ->
 // Promise<{ decoded, decodeMs, error?, errors? }>: DecodeRun above, for the sequences
 // `sequenceIds` (ascending), each decoding its `tokens[i]` at `positions[i]` first and sampled
 // with `samplers[i]`, beside a row of each sequence of `padIds` (ascending, none of them stepping)
-// at its `padPositions[i]`, its cell removed after each decode. The binding must hold a batch of room for one token per sequence and pad; the caller keeps the binding and the
+// at its `padPositions[i]` (asking for logits with `padLogits`, which nothing reads: a micro-batch
+// then has as many output rows as rows), its cell removed after each decode. The binding must hold a batch of room for one token per sequence and pad; the caller keeps the binding and the
 // samplers alive and undisposed until the promise settles, and gives the context to nothing else
 // meanwhile.
 Napi::Value Run(const Napi::CallbackInfo& info) {
@@ -486,8 +488,9 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
   }
   std::vector<Pad> pads;
   if (info.Length() > 10) {
-    if (info.Length() < 12 || !int32s(10) || !int32s(11) || info[10].As<Napi::TypedArray>().ElementLength() != info[11].As<Napi::TypedArray>().ElementLength()) {
-      Napi::TypeError::New(env, "padIds and padPositions: Int32Arrays of one length").ThrowAsJavaScriptException();
+    if (info.Length() < 12 || !int32s(10) || !int32s(11) || info[10].As<Napi::TypedArray>().ElementLength() != info[11].As<Napi::TypedArray>().ElementLength() ||
+        (info.Length() > 12 && !info[12].IsBoolean())) {
+      Napi::TypeError::New(env, "padIds and padPositions: Int32Arrays of one length (and padLogits: a boolean)").ThrowAsJavaScriptException();
       return env.Undefined();
     }
     Napi::Int32Array padIds = info[10].As<Napi::Int32Array>(), padPositions = info[11].As<Napi::Int32Array>();
@@ -514,6 +517,7 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
   run->tokens.assign(tokens.Data(), tokens.Data() + tokens.ElementLength());
   run->errors.resize(run->samplers.size());
   run->pads = std::move(pads);
+  run->padLogits = info.Length() > 12 && info[12].As<Napi::Boolean>().Value();
   // Any count: a sink with no limit passes Infinity (which Int32Value would read as 0).
   const double limit = info[5].As<Napi::Number>().DoubleValue();
   run->limit = limit >= INT32_MAX ? INT32_MAX : static_cast<int32_t>(limit);

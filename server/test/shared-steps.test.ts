@@ -60,15 +60,20 @@ const sequenceIdOf = (sequence: LlamaContextSequence) => (sequence as unknown as
 
 describe('shared decode steps', () => {
   const tiny = useTinyModel();
-  /** Whether a context of 4 here passes its kernels' check (DecodeLoop.checkBatchShapes). */
-  const kernelsAgree = async () => {
+  /**
+   * Whether a context of 4 here passes its kernels' check (DecodeLoop.checkBatchShapes), and whether
+   * its pads then ask for logits (a micro-batch of one output row differs from a batch's here).
+   */
+  const kernels = async () => {
     const probe = await tiny.model.createContext({ sequences: 4, contextSize: 256, flashAttention: true });
     try {
-      return await new DecodeLoop(probe).checkBatchShapes();
+      const loop = new DecodeLoop(probe);
+      return { agree: await loop.checkBatchShapes(), padLogits: loop.padsEveryLoneToken };
     } finally {
       await probe.dispose();
     }
   };
+  const kernelsAgree = async () => (await kernels()).agree;
 
   it('decodes the next token of all 4 generating sequences in one step', async () => {
     const { contexts, sequences } = await openSequences(tiny.model, { ...DEFAULT_CONFIG.engine, parallel: 4, sequences_per_context: 4 });
@@ -190,8 +195,8 @@ describe('shared decode steps', () => {
         const seededAlone = [...samples.values()][0]!;
         samples.clear();
         const steps: number[][] = [];
-        const logits: boolean[][] = [];
-        countDecodeSteps(context!, [], steps, logits);
+        const tokens: number[][] = [];
+        countDecodeSteps(context!, [], steps, undefined, tokens);
         const [a, b, c, d] = await Promise.all([engine.generate(seeded), engine.generate(greedyChat), engine.generate(sampled), engine.generate(sampled)]);
         const ids = [...new Set(steps.flat())];
         expect(ids).toHaveLength(4);
@@ -210,8 +215,8 @@ describe('shared decode steps', () => {
         if (agree) {
           // The deterministic two: each prompt in a step of its own (the sampled two's share one),
           // then their next tokens in the steps of all four.
-          // (A sequence's first row that asks for logits is its prompt's: a pad's asks for none.)
-          const ownPrompt = ids.filter((id) => steps.find((step, i) => step.some((row, j) => row === id && logits[i]![j]))!.length === 1);
+          // (A sequence's first row of several tokens is its prompt's: a pad's is one.)
+          const ownPrompt = ids.filter((id) => steps.find((step, i) => step.some((row, j) => row === id && tokens[i]![j]! > 1))!.length === 1);
           expect(ownPrompt).toHaveLength(2);
           const together = Math.min(a!.usage.completion_tokens, b!.usage.completion_tokens);
           expect(together).toBeGreaterThanOrEqual(10);
@@ -237,6 +242,49 @@ describe('shared decode steps', () => {
       } finally {
         await engine.close();
       }
+    }
+  });
+
+  it("the kernels' check tells whether a micro-batch of one row differs from one of several: where it does, every pad asks for logits, and a lone deterministic token is padded from its first", async () => {
+    const context = await tiny.model.createContext({ sequences: 4, contextSize: 256, threads: 1, flashAttention: true });
+    try {
+      const raw = (context as unknown as { _ctx: object })._ctx as {
+        initBatch(n: number): void;
+        addToBatch(id: number, position: number, tokens: Uint32Array, logits: Uint32Array): Uint32Array;
+        decodeBatch(): Promise<void>;
+        disposeSequence(id: number): void;
+      };
+      const decode = async (rows: [id: number, token: number, logits: boolean][]) => {
+        raw.initBatch(rows.length);
+        for (const [id, token, logits] of rows) raw.addToBatch(id, 0, Uint32Array.of(token), logits ? Uint32Array.of(0) : new Uint32Array(0));
+        await raw.decodeBatch();
+        const bits = new Uint32Array(engineAddon()!.logitsAt(raw, 0).buffer);
+        for (const [id] of rows) raw.disposeSequence(id);
+        return bits;
+      };
+      const same = (a: Uint32Array, b: Uint32Array) => a.every((bits, i) => bits === b[i]);
+      const lone = await decode([[0, 5, true]]);
+      const two = await decode([[0, 5, true], [1, 6, true]]);
+      const padded = await decode([[0, 5, true], [1, 6, false]]);
+      useDecodeAhead(false); // every step through the loop's own batch (no run), so that each is seen
+      const loop = new DecodeLoop(context);
+      useDecodeAhead(true);
+      const agree = await loop.checkBatchShapes();
+      expect(loop.padsEveryLoneToken).toBe(agree && !same(lone, two));
+      // A pad that asks for no logits leaves a micro-batch of one output row: the lone numbers where they differ.
+      if (loop.padsEveryLoneToken) expect(same(padded, two)).toBe(false);
+      if (!agree) return;
+      // Greedy and alone, padded from its first token where a lone row differs; the same text either way.
+      const steps: number[][] = [];
+      const logits: boolean[][] = [];
+      countDecodeSteps(context, [], steps, logits);
+      await complete(loop, context.getSequence(), { prompt: 'Once upon a time', maxTokens: 8, temperature: 0, alone: true });
+      const tokenSteps = steps.slice(1);
+      expect(tokenSteps.length).toBeGreaterThanOrEqual(1);
+      if (loop.padsEveryLoneToken) expect(tokenSteps.every((step, i) => step.length === 2 && logits[i + 1]!.every(Boolean))).toBe(true);
+      else expect(tokenSteps.every((step) => step.length === 1)).toBe(true);
+    } finally {
+      await context.dispose();
     }
   });
 
@@ -266,11 +314,12 @@ describe('shared decode steps', () => {
       const token = prompt[0]!;
       const lone = await decode([[0, prompt.length, token, true]]);
       const beside = await decode([[0, prompt.length, token, true], [1, 0, token, true], [2, 0, 7, true]]);
-      const padded = await decode([[0, prompt.length, token, true], [1, 0, token, false]]);
+      const { agree, padLogits } = await kernels();
+      const padded = await decode([[0, prompt.length, token, true], [1, 0, token, padLogits]]);
       const same = (a: Uint32Array, b: Uint32Array) => a.every((bits, i) => bits === b[i]);
       expect(same(lone, beside)).toBe(false);
       // (Where the kernels themselves give a micro-batch of 2 other numbers than one of 3, no pad could help: the loop then keeps such tokens apart.)
-      if (await kernelsAgree()) expect(same(padded, beside)).toBe(true);
+      if (agree) expect(same(padded, beside)).toBe(true);
     } finally {
       await context.dispose();
     }
@@ -330,13 +379,11 @@ describe('shared decode steps', () => {
         await raw.decodeBatch();
       };
       const steps: number[][] = [];
-      const logits: boolean[][] = [];
-      countDecodeSteps(context, [], steps, logits);
+      countDecodeSteps(context, [], steps);
       const padsOfFirstToken = async () => {
         steps.length = 0;
-        logits.length = 0;
         await complete(loop, sequences[1]!, { prompt: 'Once upon a time '.repeat(25), maxTokens: 4, temperature: 0, alone: true });
-        return steps[1]!.filter((_, j) => !logits[1]![j]); // (steps[0]: its prompt, alone)
+        return steps[1]!.filter((id) => id !== 1); // (steps[0]: its prompt, alone; no other sequence generates)
       };
       await hold(0, 100);
       await hold(2, 5);

@@ -151,6 +151,8 @@ interface Pending {
 }
 
 const NO_LOGITS = new Uint32Array(0);
+/** A pad's row where it asks for logits (#loneDiffers): its one token's. */
+const PAD_LOGITS = Uint32Array.of(0);
 
 /** Rows of sequences not stepping, decoded beside a step's (#padsFor): each id's next position. */
 interface Pads {
@@ -216,6 +218,13 @@ export class DecodeLoop {
    * sequences as alone (checkBatchShapes): deterministic generations then share the steps.
    */
   #batchShapesAgree = false;
+  /**
+   * Of those, a context whose kernels give a micro-batch of one row (or of one row that asks for
+   * logits) other numbers than a batch, though batches of every other width agree (ggml's f16 matrix
+   * kernels on an AMD EPYC, session 16: a one-row product takes another kernel). A deterministic
+   * token's micro-batch then always gets a pad beside it, and every pad asks for logits (#padsFor).
+   */
+  #loneDiffers = false;
   /** The pads of the step last filled (#fill), for the run that may follow it. */
   #pads: Pads = NO_PADS;
   /** Steps may take pads (#padsFor): a shared context whose memory is a plain KV cache (the native addon tells). */
@@ -293,13 +302,15 @@ export class DecodeLoop {
   /**
    * Checks, once, before the context's first step and before its sequences are handed out,
    * whether a token's numbers here are the same in a micro-batch of several sequences as alone:
-   * micro-batches of 1, 2, ... all of the context's sequences, a token each, must leave each
-   * sequence's token the same logits to the bit at every width (the first one's alone too). On
+   * micro-batches of 2, ... all of the context's sequences, a token each, must leave each
+   * sequence's token the same logits to the bit at every width; and whether the first one's alone
+   * are those too (where they are not, #loneDiffers: a lone token is always padded). On
    * the share's total threads: a matrix kernel computes each value on one thread, so the thread
    * count changes no value, and a row of a micro-batch of several sequences takes flash
    * attention's per-row path on any number of threads.
-   * It depends on the CPU's matrix kernels (ggml picks them by the batch's shape) and held on the
-   * machine measured (a Xeon, session 15). Where it holds, deterministic generations share the
+   * It depends on the CPU's matrix kernels (ggml picks them by the batch's shape): on a Xeon with AMX
+   * (session 15) every width agreed; on an AMD EPYC (session 16) so did q8_0, while f16 gave one row
+   * (one output row: the last layer's product) other numbers than several. Where it holds, deterministic generations share the
    * steps (#padsFor keeps a row of theirs that flash attention would treat otherwise in a
    * micro-batch of several sequences); where it does not, or without the native addon (which reads
    * the logits), or on a recurrent or hybrid model (whose state a pad's cell could not leave
@@ -315,9 +326,12 @@ export class DecodeLoop {
     if (!addon || !this.#padded || this.#queue.size > 0) return false;
     const binding = this.#binding;
     const total = this.#context.totalSequences;
-    // Each row's logits at the first width it is in (row i: token 1 + i of sequence i, at position 0).
+    // Each row's logits at the first width of several it is in (row i: token 1 + i of sequence i,
+    // at position 0), and the first row's alone.
     const first: Uint32Array[] = [];
+    let lone: Uint32Array | undefined;
     let agree = true;
+    const same = (a: Uint32Array, b: Uint32Array) => a.length === b.length && a.every((bits, i) => bits === b[i]);
     // On every thread the context may get (the thread share starts it on one).
     const threads = this.#threads?.total ?? this.#currentThreads;
     try {
@@ -335,8 +349,9 @@ export class DecodeLoop {
               for (let id = 0; id < width; id++) {
                 const row = new Uint32Array(addon.logitsAt(this.#raw, id).buffer);
                 const before = first[id];
-                if (!before) first[id] = row;
-                else agree &&= row.length === before.length && row.every((bits, i) => bits === before[i]);
+                if (width === 1) lone = row;
+                else if (!before) first[id] = row;
+                else agree &&= same(row, before);
               }
             } finally {
               for (let id = 0; id < width; id++) binding.disposeSequence(id);
@@ -353,12 +368,18 @@ export class DecodeLoop {
       return false; // (the steps find out what is wrong with the context)
     }
     this.#batchShapesAgree = agree;
+    this.#loneDiffers = agree && !same(lone!, first[0]!);
     return agree;
   }
 
   /** Whether deterministic generations share the steps here (checkBatchShapes). */
   get batchShapesAgree(): boolean {
     return this.#batchShapesAgree;
+  }
+
+  /** Whether, sharing them, a deterministic token is always padded, and every pad asks for logits (#loneDiffers). */
+  get padsEveryLoneToken(): boolean {
+    return this.#loneDiffers;
   }
 
   /** Whether steps decode and sample in one hop of the native addon. */
@@ -594,7 +615,7 @@ export class DecodeLoop {
     let pad = 0;
     const padToken = batch[0]!.tokens.slice(batch[0]!.offset, batch[0]!.offset + 1); // any token does
     const padsBefore = (id: number) => {
-      for (; pad < pads.ids.length && pads.ids[pad]! < id; pad++) binding.addToBatch(pads.ids[pad]!, pads.positions[pad]!, padToken, NO_LOGITS);
+      for (; pad < pads.ids.length && pads.ids[pad]! < id; pad++) binding.addToBatch(pads.ids[pad]!, pads.positions[pad]!, padToken, this.#loneDiffers ? PAD_LOGITS : NO_LOGITS);
     };
     for (const pending of batch) {
       padsBefore(pending.id);
@@ -624,7 +645,9 @@ export class DecodeLoop {
    * then reduced (ggml's flash_attn_ext split-KV path), which sums in another order than a batch
    * of several sequences, so a deterministic generation would get other numbers alone than beside
    * others. Padded from LONE_PAD_FROM on, its row is always in a micro-batch of several
-   * sequences. A sequence whose context is full cannot take a pad (none is decoded for it).
+   * sequences. Where a micro-batch of one output row differs (#loneDiffers) every pad asks for
+   * logits, and a deterministic token gets one from its first position wherever no other row of its
+   * micro-batch asks for them. A sequence whose context is full cannot take a pad (none is decoded for it).
    */
   #padsFor(batch: Pending[], most: number): Pads {
     if (!this.#padded) return NO_PADS;
@@ -645,11 +668,21 @@ export class DecodeLoop {
       }
     }
     // A deterministic token with no neighbour in the step gets one: the emptier of the two (a pad
-    // attends to its own sequence's cells).
+    // attends to its own sequence's cells). Where a micro-batch of one output row differs too
+    // (#loneDiffers), one with no other row that asks for logits in its micro-batch (the
+    // consecutive ids around it: a prompt's first token asks for none) gets a pad at an end of them.
     const beside = (id: number) => stepping.has(id) || pads.has(id);
+    const byId = new Map(batch.map((pending) => [pending.id, pending]));
+    const outputs = (id: number) => pads.has(id) || byId.get(id)!.wanted(byId.get(id)!.chunk.from);
     for (const pending of batch) {
-      if (!pending.alone || pending.chunk.to - pending.chunk.from !== 1 || !this.#padsLone(pending.chunk.at) || beside(pending.id - 1) || beside(pending.id + 1)) continue;
-      const options = [pending.id + 1, pending.id - 1].flatMap((id) => {
+      if (!pending.alone || pending.chunk.to - pending.chunk.from !== 1 || !this.#padsLone(pending.chunk.at)) continue;
+      let low = pending.id;
+      let high = pending.id;
+      let others = 0;
+      for (; beside(low - 1); low--) others += outputs(low - 1) ? 1 : 0;
+      for (; beside(high + 1); high++) others += outputs(high + 1) ? 1 : 0;
+      if (this.#loneDiffers ? others > 0 : high > low) continue;
+      const options = [high + 1, low - 1].flatMap((id) => {
         const position = padAt(id);
         return position === undefined ? [] : [[id, position] as const];
       });
@@ -667,9 +700,18 @@ export class DecodeLoop {
     this.#batchShapesAgree = false;
   }
 
-  /** Whether a lone deterministic token at `position` needs a pad: flash attention's split-KV path (LONE_PAD_FROM). */
+  /** Whether a lone deterministic token at `position` needs a pad (#lonePadFrom). */
   #padsLone(position: number): boolean {
-    return position >= LONE_PAD_FROM && this.#splitsLone(this.#currentThreads);
+    return position >= this.#lonePadFrom(this.#currentThreads);
+  }
+
+  /**
+   * From which position on a lone deterministic token needs a pad on `threads` threads: every one
+   * where a one-row micro-batch differs (#loneDiffers), else flash attention's split-KV path from
+   * LONE_PAD_FROM on (none: Infinity).
+   */
+  #lonePadFrom(threads: number): number {
+    return this.#loneDiffers ? 0 : this.#splitsLone(threads) ? LONE_PAD_FROM : Infinity;
   }
 
   /** Whether on `threads` threads flash attention would split a long lone token's cells among them. */
@@ -678,11 +720,11 @@ export class DecodeLoop {
   }
 
   /**
-   * Whether a run of these lanes with these pads is a lone deterministic generation with no pad, on
-   * several threads (`threads`: the run's), which from LONE_PAD_FROM on would need one.
+   * Where a run of these lanes with these pads, on `threads` threads (the run's), would need a pad it
+   * lacks: a lone deterministic generation's from #lonePadFrom on; Infinity: nowhere.
    */
-  #unpaddedLone(lanes: Pending[], pads: Pads, threads = this.#currentThreads): boolean {
-    return this.#batchShapesAgree && lanes.length === 1 && lanes[0]!.alone && pads.ids.length === 0 && this.#splitsLone(threads);
+  #unpaddedFrom(lanes: Pending[], pads: Pads, threads = this.#currentThreads): number {
+    return this.#batchShapesAgree && lanes.length === 1 && lanes[0]!.alone && pads.ids.length === 0 ? this.#lonePadFrom(threads) : Infinity;
   }
 
   /** The pads' rows out of their sequences' cells again, after a decode; false where one was not (and no pads from then on). */
@@ -762,7 +804,7 @@ export class DecodeLoop {
     // Not while the thread share times the model's first decodes (on one thread, step by step).
     if (this.#threads && !this.#threads.settled) return undefined;
     // Not for a lone deterministic generation that needs a pad it lacks (its next step has it).
-    if (this.#unpaddedLone(batch, this.#pads, this.#threads?.share) && batch[0]!.position >= LONE_PAD_FROM) return undefined;
+    if (batch[0]!.position >= this.#unpaddedFrom(batch, this.#pads, this.#threads?.share)) return undefined;
     // On several threads too: through the server on 2 cores, one stream on 2 threads made 395 tokens/s
     // with runs against 312 without on the small q8_0 model (medians of 15 alternating streams;
     // 1.58x in another 9) and the same on f16 (103 against 103; 0.93x in another 9), where the one
@@ -803,7 +845,7 @@ export class DecodeLoop {
         this.#useThreadShare(); // (this step's decode may have settled the share)
         let limit = Math.min(...lanes.map((pending) => pending.own!.left - 1));
         // An unpadded lone deterministic run hands back where it would need its pad (the next step has it).
-        if (this.#unpaddedLone(lanes, pads)) limit = Math.min(limit, LONE_PAD_FROM - lanes[0]!.position);
+        limit = Math.min(limit, this.#unpaddedFrom(lanes, pads) - lanes[0]!.position);
         const running = run(
           this.#raw,
           lanes.map((pending) => pending.own!.sampler),
@@ -817,6 +859,7 @@ export class DecodeLoop {
           (sampled) => sampled.forEach((token, index) => take(index % n, token)),
           pads.ids,
           pads.positions,
+          this.#loneDiffers,
         );
         this.runs++;
         for (const [lane, token] of tokens.entries()) take(lane, token); // handled while the run decodes them

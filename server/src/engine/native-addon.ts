@@ -21,7 +21,8 @@ export interface EngineAddon {
    * a token not sampled (-1, handed on too), at `cells`, after `budgetMs` of decoding, on an error
    * (`errors[i]`: sequence i's sampler's), or at the next step once `control[0]` is set. Each step
    * also decodes a row of each sequence of `padIds` (ascending, none of them stepping) at
-   * `padPositions[i]`, removed again after the decode. The binding must hold a batch of room for one token
+   * `padPositions[i]` (asking for logits with `padLogits`: each micro-batch then has as many output
+   * rows as rows), removed again after the decode. The binding must hold a batch of room for one token
    * per sequence and pad; nothing else may use the context meanwhile.
    */
   run(
@@ -37,6 +38,7 @@ export interface EngineAddon {
     onTokens: (tokens: Int32Array) => void,
     padIds?: Int32Array,
     padPositions?: Int32Array,
+    padLogits?: boolean,
   ): Promise<{ decoded: number; decodeMs: number; error?: string; errors?: (string | undefined)[] }>;
   /** A copy of the logits the last decode left for row `batchIndex` of its batch. Between decodes only. */
   logitsAt(binding: object, batchIndex: number): Float32Array;
