@@ -70,6 +70,19 @@ export function useDecodeAhead(on: boolean, budgetMs = RUN_BUDGET_MS): void {
   runBudgetMs = budgetMs;
 }
 
+/**
+ * Where a micro-batch of one row differs (#loneDiffers), a lone deterministic token is padded only
+ * if a decode of two rows costs at most this many times one row's (checkBatchShapes times both);
+ * else such tokens keep steps of their own. On the EPYC of session 16 two f16 rows cost twice one
+ * (one greedy stream of the small f16 model through the server: 105 tokens/s padded against 206).
+ */
+const PAD_COST_LIMIT = 1.3;
+let padCostLimit = PAD_COST_LIMIT;
+/** The pad's cost limit of the checks from now on (tests: Infinity pads wherever the numbers ask for it, 0 never where a lone row differs). */
+export function usePadCostLimit(limit = PAD_COST_LIMIT): void {
+  padCostLimit = limit;
+}
+
 /** node-llama-cpp's DisposeGuard (`LlamaContext._backendContextDisposeGuard`): disposal waits for its handles; a new one throws DisposedError once disposal is asked for. */
 interface DisposeGuard {
   createPreventDisposalHandle(): { dispose(): void };
@@ -335,41 +348,83 @@ export class DecodeLoop {
     // On every thread the context may get (the thread share starts it on one).
     const threads = this.#threads?.total ?? this.#currentThreads;
     try {
-      await withLock([this.#context, 'context'], async () => {
-        if (threads !== this.#currentThreads) {
-          binding.setThreads(threads);
-          this.#pool?.use(threads > 1);
-        }
-        try {
-          for (let width = 1; width <= total; width++) {
-            binding.initBatch(width);
-            for (let id = 0; id < width; id++) binding.addToBatch(id, 0, Uint32Array.of(1 + id), Uint32Array.of(0));
-            try {
-              await binding.decodeBatch();
-              for (let id = 0; id < width; id++) {
-                const row = new Uint32Array(addon.logitsAt(this.#raw, id).buffer);
-                const before = first[id];
-                if (width === 1) lone = row;
-                else if (!before) first[id] = row;
-                else agree &&= same(row, before);
-              }
-            } finally {
-              for (let id = 0; id < width; id++) binding.disposeSequence(id);
+      await this.#onThreads(threads, async () => {
+        for (let width = 1; width <= total; width++) {
+          binding.initBatch(width);
+          for (let id = 0; id < width; id++) binding.addToBatch(id, 0, Uint32Array.of(1 + id), Uint32Array.of(0));
+          try {
+            await binding.decodeBatch();
+            for (let id = 0; id < width; id++) {
+              const row = new Uint32Array(addon.logitsAt(this.#raw, id).buffer);
+              const before = first[id];
+              if (width === 1) lone = row;
+              else if (!before) first[id] = row;
+              else agree &&= same(row, before);
             }
-          }
-        } finally {
-          if (threads !== this.#currentThreads) {
-            binding.setThreads(this.#currentThreads);
-            this.#pool?.use(this.#currentThreads > 1);
+          } finally {
+            for (let id = 0; id < width; id++) binding.disposeSequence(id);
           }
         }
       });
     } catch {
       return false; // (the steps find out what is wrong with the context)
     }
+    const loneDiffers = agree && !same(lone!, first[0]!);
+    if (loneDiffers && !(await this.#padAffordable(threads))) agree = false;
     this.#batchShapesAgree = agree;
-    this.#loneDiffers = agree && !same(lone!, first[0]!);
+    this.#loneDiffers = agree && loneDiffers;
     return agree;
+  }
+
+  /**
+   * Whether a decode of two rows (a lone token and its pad, both asking for logits) costs at most
+   * padCostLimit times one row's on `threads` threads: medians of five each, alternating.
+   */
+  async #padAffordable(threads: number): Promise<boolean> {
+    if (padCostLimit === Infinity) return true;
+    if (padCostLimit <= 0) return false;
+    const binding = this.#binding;
+    const times: [number[], number[]] = [[], []];
+    try {
+      await this.#onThreads(threads, async () => {
+        for (let round = 0; round < 6; round++) {
+          for (const width of [1, 2]) {
+            binding.initBatch(width);
+            for (let id = 0; id < width; id++) binding.addToBatch(id, 0, Uint32Array.of(1 + id), Uint32Array.of(0));
+            try {
+              const started = performance.now();
+              await binding.decodeBatch();
+              if (round > 0) times[width - 1]!.push(performance.now() - started); // (the first round warms up)
+            } finally {
+              for (let id = 0; id < width; id++) binding.disposeSequence(id);
+            }
+          }
+        }
+      });
+    } catch {
+      return false;
+    }
+    const median = (values: number[]) => values.sort((a, b) => a - b)[2]!;
+    return median(times[1]) <= padCostLimit * median(times[0]);
+  }
+
+  /** Runs `work` holding the context's lock, the context on `threads` threads meanwhile. */
+  async #onThreads(threads: number, work: () => Promise<void>): Promise<void> {
+    const binding = this.#binding;
+    await withLock([this.#context, 'context'], async () => {
+      if (threads !== this.#currentThreads) {
+        binding.setThreads(threads);
+        this.#pool?.use(threads > 1);
+      }
+      try {
+        await work();
+      } finally {
+        if (threads !== this.#currentThreads) {
+          binding.setThreads(this.#currentThreads);
+          this.#pool?.use(this.#currentThreads > 1);
+        }
+      }
+    });
   }
 
   /** Whether deterministic generations share the steps here (checkBatchShapes). */

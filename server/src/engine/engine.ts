@@ -333,7 +333,7 @@ export class InferenceEngine {
         unloading: new AbortController(),
       };
       this.#loaded.set(id, entry);
-      this.logger.info({ model: id, load_ms: Date.now() - started, sequences: sequences.length, contexts: contexts.length, threadpools: opened.threadpools, native_steps: sequences.some((item) => item.loop.native), batch_shapes_agree: sharedAgree(sequences) }, 'model loaded');
+      this.logger.info({ model: id, load_ms: Date.now() - started, sequences: sequences.length, contexts: contexts.length, threadpools: opened.threadpools, native_steps: sequences.some((item) => item.loop.native), ...sharedChecks(sequences) }, 'model loaded');
       if (engine.threads > 1 && !opened.threadpools) this.logger.warn({ reason: threadpoolUnavailable() }, 'contexts run without a persistent threadpool: the engine threads are split among them, at least one each');
       this.observer.modelLoaded?.(id, (Date.now() - started) / 1000);
       return entry;
@@ -588,10 +588,14 @@ function promptRoom(model: LlamaModel, request: GenerationRequest, chatWrapper: 
   return room;
 }
 
-/** Whether every shared context's kernels passed its check (decode-loop.ts checkBatchShapes); undefined: no shared context. */
-function sharedAgree(sequences: readonly EngineSequence[]): boolean | undefined {
+/**
+ * What the shared contexts' kernel checks found (decode-loop.ts checkBatchShapes): whether every one
+ * batches deterministic tokens, and whether one pads each lone one (#loneDiffers); none: no shared context.
+ */
+function sharedChecks(sequences: readonly EngineSequence[]): { batch_shapes_agree?: boolean; lone_tokens_padded?: boolean } {
   const shared = sequences.filter((item) => item.sequence.context.totalSequences > 1);
-  return shared.length > 0 ? shared.every((item) => item.loop.batchShapesAgree) : undefined;
+  if (shared.length === 0) return {};
+  return { batch_shapes_agree: shared.every((item) => item.loop.batchShapesAgree), lone_tokens_padded: shared.some((item) => item.loop.padsEveryLoneToken) };
 }
 
 /** A seed, or greedy sampling (the engine's default temperature is 0): the same request must give the same text. */
