@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { link, mkdir, rename, rm } from 'node:fs/promises';
+import { link, mkdir, open, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { readGgufInfo } from './gguf-reader.js';
@@ -26,6 +25,9 @@ export async function receiveModelUpload(body: AsyncIterable<Buffer>, target: st
   const temp = path.join(dir, `.upload-${randomUUID()}.part`);
   let received = 0;
   let head = Buffer.alloc(0);
+  // Opened before the body is read: a write stream opens its file asynchronously, and a body refused
+  // at its first chunk could have removed the temp file before the stream created it (left behind).
+  const file = await open(temp, 'wx', 0o644);
   try {
     await pipeline(
       body,
@@ -40,7 +42,7 @@ export async function receiveModelUpload(body: AsyncIterable<Buffer>, target: st
           yield chunk;
         }
       },
-      createWriteStream(temp, { flags: 'wx', mode: 0o644 }),
+      file.createWriteStream(),
     );
     if (received < 8) throw new InvalidModelFileError('Not a GGUF file (too short)');
     try {
@@ -62,6 +64,7 @@ export async function receiveModelUpload(body: AsyncIterable<Buffer>, target: st
     }
     return received;
   } finally {
+    await file.close().catch(() => {}); // (the stream closes it when it finishes: closing again is refused)
     await rm(temp, { force: true });
   }
 }
