@@ -489,7 +489,7 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
   std::vector<Pad> pads;
   if (info.Length() > 10) {
     if (info.Length() < 12 || !int32s(10) || !int32s(11) || info[10].As<Napi::TypedArray>().ElementLength() != info[11].As<Napi::TypedArray>().ElementLength() ||
-        (info.Length() > 12 && !info[12].IsBoolean())) {
+        (info.Length() > 12 && !info[12].IsUndefined() && !info[12].IsBoolean())) {
       Napi::TypeError::New(env, "padIds and padPositions: Int32Arrays of one length (and padLogits: a boolean)").ThrowAsJavaScriptException();
       return env.Undefined();
     }
@@ -517,7 +517,7 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
   run->tokens.assign(tokens.Data(), tokens.Data() + tokens.ElementLength());
   run->errors.resize(run->samplers.size());
   run->pads = std::move(pads);
-  run->padLogits = info.Length() > 12 && info[12].As<Napi::Boolean>().Value();
+  run->padLogits = info.Length() > 12 && info[12].IsBoolean() && info[12].As<Napi::Boolean>().Value();
   // Any count: a sink with no limit passes Infinity (which Int32Value would read as 0).
   const double limit = info[5].As<Napi::Number>().DoubleValue();
   run->limit = limit >= INT32_MAX ? INT32_MAX : static_cast<int32_t>(limit);

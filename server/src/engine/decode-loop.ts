@@ -171,6 +171,8 @@ const PAD_LOGITS = Uint32Array.of(0);
 interface Pads {
   ids: Int32Array;
   positions: Int32Array;
+  /** Stepping sequences whose first row of the step asks for logits too (nobody reads them): #padsFor. */
+  outputs?: Set<number>;
 }
 const NO_PADS: Pads = { ids: new Int32Array(0), positions: new Int32Array(0) };
 /**
@@ -677,7 +679,11 @@ export class DecodeLoop {
       const { from, to } = pending.chunk;
       const wanted: number[] = [];
       for (let index = from; index < to; index++) if (pending.wanted(index)) wanted.push(index - from);
+      // (A row's logits asked for a neighbour's sake, #padsFor: its index left out of the chunk's.)
+      const extra = pads.outputs?.has(pending.id) === true && wanted[0] !== 0;
+      if (extra) wanted.unshift(0);
       pending.chunk.logits = binding.addToBatch(pending.id, pending.position, pending.tokens.subarray(from, to), wanted.length ? Uint32Array.from(wanted) : NO_LOGITS);
+      if (extra) pending.chunk.logits = pending.chunk.logits.subarray(1);
       pending.offset = to;
       pending.position += to - from;
       if (pending.foreign && pending.offset === pending.tokens.length) this.#queuedChats.delete(pending.id);
@@ -728,7 +734,8 @@ export class DecodeLoop {
     // consecutive ids around it: a prompt's first token asks for none) gets a pad at an end of them.
     const beside = (id: number) => stepping.has(id) || pads.has(id);
     const byId = new Map(batch.map((pending) => [pending.id, pending]));
-    const outputs = (id: number) => pads.has(id) || byId.get(id)!.wanted(byId.get(id)!.chunk.from);
+    const extra = new Set<number>();
+    const outputs = (id: number) => pads.has(id) || extra.has(id) || byId.get(id)!.wanted(byId.get(id)!.chunk.from);
     for (const pending of batch) {
       if (!pending.alone || pending.chunk.to - pending.chunk.from !== 1 || !this.#padsLone(pending.chunk.at)) continue;
       let low = pending.id;
@@ -743,16 +750,20 @@ export class DecodeLoop {
       });
       const [best] = options.sort((a, b) => a[1] - b[1]);
       if (best) pads.set(best[0], best[1]);
+      // No room for one (its neighbours are other sequences' prompts up to both ends, or full): the
+      // first row of a neighbouring prompt in its micro-batch asks for logits instead.
+      else if (this.#loneDiffers && high > low) extra.add(high > pending.id ? pending.id + 1 : pending.id - 1);
     }
-    if (pads.size === 0) return NO_PADS;
+    if (pads.size === 0 && extra.size === 0) return NO_PADS;
     const ids = [...pads.keys()].sort((a, b) => a - b).slice(0, most);
-    return { ids: Int32Array.from(ids), positions: Int32Array.from(ids, (id) => pads.get(id)!) };
+    return { ids: Int32Array.from(ids), positions: Int32Array.from(ids, (id) => pads.get(id)!), ...(extra.size > 0 && { outputs: extra }) };
   }
 
   /** A pad's cell stayed in its sequence: no pads from now on, and no deterministic token in a batch (it would need them). */
   #padsFailed(): void {
     this.#padded = false;
     this.#batchShapesAgree = false;
+    this.#loneDiffers = false;
   }
 
   /** Whether a lone deterministic token at `position` needs a pad (#lonePadFrom). */
